@@ -1,0 +1,319 @@
+"""Rebuilding the plugin index: discovery, manifest validation, command routes.
+
+Only runs when the fingerprint changed (or on ``plugins doctor``), so it may import
+importlib.metadata, tomllib and msgspec. It never imports plugin code.
+
+Discovery order, which is also precedence for duplicate names:
+
+1. built-in plugins (``conduit.builtins.BUILTINS``);
+2. installed distributions, entry point group ``conduit.plugins``;
+3. single-file plugins ``*.py`` in the plugin directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import importlib.util
+import marshal
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from conduit import __version__
+from conduit._fs import atomic_write, locked
+from conduit.builtins import BUILTINS
+from conduit.config import read_settings
+from conduit.errors import ConduitError, ManifestError
+from conduit.index import INDEX_FORMAT, MAGIC, read, site_dirs
+from conduit.manifest import (
+    MANIFEST_FILENAME,
+    Manifest,
+    parse_inline_manifest,
+    read_manifest_file,
+)
+from conduit.sdk import API_VERSION
+
+if TYPE_CHECKING:
+    from conduit._types import BrokenRec, Index, PluginRec
+    from conduit.paths import Paths
+
+__all__ = ["ENTRY_POINT_GROUP", "build", "rebuild"]
+
+ENTRY_POINT_GROUP = "conduit.plugins"
+_PRECEDENCE = {"builtin": 0, "entry-point": 1, "file": 2}
+
+
+@dataclass
+class _Found:
+    name: str
+    source: str
+    origin: str
+    dist: str | None = None
+    dist_version: str | None = None
+    entry: str | None = None
+    manifest: Manifest | None = None
+    error: ManifestError | None = None
+
+
+def _manifest_for_module(module: str, locate: object) -> str | None:
+    """Find ``conduit-plugin.toml`` for an entry point's module without importing it.
+
+    Looks in the module's own package directory, then each parent package up to the
+    top-level one; the nearest file wins.
+    """
+    parts = module.split(".")
+    candidates = [parts[:i] for i in range(len(parts), 0, -1)]
+    for pkg in candidates:
+        rel = "/".join([*pkg, MANIFEST_FILENAME])
+        path = str(locate(rel))  # type: ignore[operator]
+        if os.path.isfile(path):
+            return path
+    # Editable installs: the package lives outside site-packages. find_spec() on a
+    # top-level name locates it without executing it.
+    with contextlib.suppress(ImportError, ValueError):
+        spec = importlib.util.find_spec(parts[0])
+        if spec is not None and spec.submodule_search_locations:
+            base = next(iter(spec.submodule_search_locations))
+            for pkg in candidates:
+                path = os.path.join(base, *pkg[1:], MANIFEST_FILENAME)
+                if os.path.isfile(path):
+                    return path
+    return None
+
+
+def _discover_builtins() -> list[_Found]:
+    import conduit.builtins as pkg
+
+    base = os.path.dirname(pkg.__file__ or "")
+    found = []
+    for name, entry in BUILTINS.items():
+        origin = os.path.join(base, name, MANIFEST_FILENAME)
+        found.append(_Found(name, "builtin", origin, dist="conduit", entry=entry,
+                            dist_version=__version__))
+    return found
+
+
+def _discover_entry_points(warnings: list[str]) -> list[_Found]:
+    found = []
+    seen: set[str] = set()
+    for dist in importlib.metadata.distributions(path=site_dirs()):
+        try:
+            dist_name = dist.metadata["Name"] or "?"
+        except Exception:  # a damaged dist-info must not stop discovery
+            continue
+        key = dist_name.lower().replace("_", "-").replace(".", "-")
+        if key in seen:  # shadowed by an earlier sys.path entry, as importlib does
+            continue
+        seen.add(key)
+        try:
+            eps = dist.entry_points.select(group=ENTRY_POINT_GROUP)
+        except Exception as exc:
+            warnings.append(f"distribution {dist_name}: cannot read entry points: {exc}")
+            continue
+        for ep in eps:
+            module = ep.value.partition(":")[0].strip()
+            manifest = _manifest_for_module(module, dist.locate_file)
+            item = _Found(
+                ep.name,
+                "entry-point",
+                manifest or f"{dist_name} (entry point {ep.name} = {ep.value})",
+                dist=dist_name,
+                dist_version=dist.version,
+                entry=ep.value.strip(),
+            )
+            if manifest is None:
+                item.error = ManifestError(
+                    item.origin,
+                    f"no {MANIFEST_FILENAME} found next to module '{module}'",
+                    hint=f"ship {MANIFEST_FILENAME} inside the package (package data)",
+                )
+            found.append(item)
+    return found
+
+
+def _discover_files(plugin_dir: str, warnings: list[str]) -> list[_Found]:
+    found = []
+    try:
+        names = sorted(os.listdir(plugin_dir))
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        warnings.append(
+            f"cannot read plugin directory {plugin_dir}: {exc.strerror}; "
+            "its single-file plugins are skipped (check its permissions)"
+        )
+        return []
+    for fname in names:
+        if not fname.endswith(".py") or fname.startswith((".", "_")):
+            continue
+        path = os.path.join(plugin_dir, fname)
+        stem = fname[:-3]
+        try:
+            with open(path, encoding="utf-8") as f:
+                source = f.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            item = _Found(stem, "file", path)
+            item.error = ManifestError(path, f"cannot read: {exc}")
+            found.append(item)
+            continue
+        item = _Found(stem, "file", path)
+        try:
+            manifest = parse_inline_manifest(source, path)
+        except ManifestError as exc:
+            item.error = exc
+            found.append(item)
+            continue
+        if manifest is None:
+            continue  # a helper module, not a plugin
+        assert manifest.name is not None
+        item.name = manifest.name
+        item.manifest = manifest
+        item.entry = manifest.entry
+        found.append(item)
+    return found
+
+
+def _load_manifest(item: _Found) -> None:
+    if item.manifest is not None or item.error is not None:
+        return
+    try:
+        item.manifest = read_manifest_file(item.origin, expected_name=item.name)
+    except ManifestError as exc:
+        item.error = exc
+
+
+def _check_api(item: _Found) -> None:
+    from packaging.specifiers import SpecifierSet
+
+    if item.manifest is None:
+        return
+    if not SpecifierSet(item.manifest.api).contains(API_VERSION, prereleases=True):
+        item.error = ManifestError(
+            item.origin,
+            f"plugin '{item.name}' supports plugin API {item.manifest.api}, "
+            f"but this Conduit provides {API_VERSION}",
+            field="api",
+            hint="upgrade the plugin, or install a Conduit release it supports",
+        )
+
+
+def _record(item: _Found, disabled: set[str]) -> PluginRec:
+    m = item.manifest
+    assert m is not None
+    data = msgspec.to_builtins(m)
+    return {
+        "name": item.name,
+        "version": item.dist_version if item.source != "file" else m.version,
+        "description": m.description,
+        "source": item.source,
+        "origin": item.origin,
+        "dist": item.dist,
+        "entry": item.entry,
+        "api": m.api,
+        "commands": [
+            {"name": c.name, "help": c.help, "usage": c.usage, "hidden": c.hidden}
+            for c in m.commands
+        ],
+        "activation": list(m.activation),
+        "provides": data["provides"],
+        "requires": data["requires"],
+        "capabilities": list(m.capabilities),
+        "isolation": m.isolation,
+        "dependencies": list(m.dependencies),
+        "enabled": item.name not in disabled or item.name == "plugins",
+    }
+
+
+def build(paths: Paths, fp: tuple[object, ...]) -> Index:
+    """Discover every plugin and return a fresh index (does not write it)."""
+    settings = read_settings(paths.config_file)
+    warnings: list[str] = []
+    found = _discover_builtins() + _discover_entry_points(warnings)
+    found += _discover_files(paths.plugin_dir, warnings)
+    for item in found:
+        _load_manifest(item)
+        _check_api(item)
+
+    disabled = set(settings.plugins.disabled)
+    plugins: dict[str, PluginRec] = {}
+    broken: list[BrokenRec] = []
+    winners: dict[str, _Found] = {}
+    for item in sorted(found, key=lambda f: (_PRECEDENCE[f.source], f.origin)):
+        if item.error is not None:
+            broken.append({"name": item.name, "source": item.source, "origin": item.origin,
+                           "error": item.error.message, "hint": item.error.hint})
+            continue
+        if item.name in winners:
+            first = winners[item.name]
+            broken.append({
+                "name": item.name,
+                "source": item.source,
+                "origin": item.origin,
+                "error": f"{item.origin}: duplicate plugin name '{item.name}' "
+                f"(already provided by {first.origin})",
+                "hint": "uninstall or rename one of them",
+            })
+            continue
+        winners[item.name] = item
+        plugins[item.name] = _record(item, disabled)
+
+    for pinned_cmd, plugin in sorted(settings.pins.items()):
+        if plugin not in plugins:
+            warnings.append(
+                f"config pins command '{pinned_cmd}' to plugin '{plugin}', "
+                "which is not installed"
+            )
+
+    routes: dict[str, list[str]] = {}
+    for name, rec in plugins.items():
+        if not rec["enabled"]:
+            continue
+        for word in dict.fromkeys(c["name"].split(" ")[0] for c in rec["commands"]):
+            routes.setdefault(word, []).append(name)
+    for word, claimants in routes.items():
+        claimants.sort(
+            key=lambda p: (
+                plugins[p]["source"] != "builtin",
+                settings.pins.get(word) != p,
+                p,
+            )
+        )
+    return {
+        "format": INDEX_FORMAT,
+        "fingerprint": fp,
+        "conduit": __version__,
+        "plugins": dict(sorted(plugins.items())),
+        "broken": broken,
+        "routes": dict(sorted(routes.items())),
+        "pins": dict(settings.pins),
+        "warnings": warnings,
+    }
+
+
+def rebuild(paths: Paths, path: str, fp: tuple[object, ...], *, force: bool = False) -> Index:
+    """Rebuild the index and write it atomically under the index lock.
+
+    Another process may have rebuilt it while we waited for the lock; then its result is
+    used. An index that cannot be written (read-only cache) is still returned.
+    """
+    try:
+        with locked(path):
+            if not force:
+                current = read(path, fp)
+                if current is not None:
+                    return current
+            index = build(paths, fp)
+            atomic_write(path, MAGIC + marshal.dumps(index))
+            return index
+    except ConduitError:
+        raise
+    except OSError as exc:
+        index = build(paths, fp)
+        index["warnings"].append(
+            f"cannot write the plugin index to {path}: {exc.strerror or exc}; "
+            "it will be rebuilt on every run"
+        )
+        return index

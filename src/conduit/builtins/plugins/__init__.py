@@ -1,0 +1,253 @@
+"""``conduit plugins ...``: list, inspect, enable, disable and diagnose plugins."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from conduit.errors import ConduitError, UsageError
+from conduit.sdk import Plugin, PluginContext
+
+if TYPE_CHECKING:
+    from conduit._types import Index, PluginRec
+
+__all__ = ["PluginsPlugin"]
+
+
+def _index(rebuild: bool = False) -> Index:
+    from conduit._profile import Profile
+    from conduit.index import load
+    from conduit.paths import resolve
+
+    return load(resolve(), Profile(False), force_rebuild=rebuild)
+
+
+def _runtime_disabled() -> set[str]:
+    return {n.strip() for n in os.environ.get("CONDUIT_DISABLE_PLUGINS", "").split(",")} - {""}
+
+
+def _state(rec: PluginRec) -> str:
+    if not rec["enabled"]:
+        return "disabled"
+    if rec["name"] in _runtime_disabled():
+        return "disabled (env)"
+    return "enabled"
+
+
+def _rows(index: Index) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for rec in index["plugins"].values():
+        rows.append({
+            "name": rec["name"],
+            "version": rec["version"],
+            "source": rec["source"],
+            "state": _state(rec),
+            "isolation": rec["isolation"],
+            "capabilities": rec["capabilities"],
+            "commands": [c["name"] for c in rec["commands"]],
+            "description": rec["description"],
+        })
+    for b in index["broken"]:
+        rows.append({
+            "name": b["name"], "version": None, "source": b["source"], "state": "broken",
+            "isolation": None, "capabilities": [], "commands": [], "description": "",
+            "error": b["error"],
+        })
+    return rows
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )
+
+
+@click.group("plugins")
+def plugins_group() -> None:
+    """List, inspect, enable, disable and diagnose plugins."""
+
+
+@plugins_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def list_cmd(as_json: bool) -> None:
+    """List installed plugins with their state."""
+    rows = _rows(_index())
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    table = [["NAME", "VERSION", "SOURCE", "STATE", "ISOLATION", "CAPABILITIES"]]
+    for r in rows:
+        table.append([
+            r["name"], r["version"] or "-", r["source"], r["state"], r["isolation"] or "-",
+            ",".join(r["capabilities"]) or "-",
+        ])
+    click.echo(_table(table))
+
+
+def _find(index: Index, name: str) -> PluginRec:
+    if name in index["plugins"]:
+        return index["plugins"][name]
+    for b in index["broken"]:
+        if b["name"] == name:
+            raise ConduitError(f"plugin '{name}' is broken: {b['error']}", hint=b["hint"])
+    import difflib
+
+    close = difflib.get_close_matches(name, list(index["plugins"]), n=1)
+    raise UsageError(
+        f"no plugin named '{name}'",
+        hint=f"did you mean '{close[0]}'?" if close else "see 'conduit plugins list'",
+    )
+
+
+def _measure_load(name: str, index: Index) -> dict[str, float] | str:
+    from conduit._profile import Profile
+    from conduit.kernel import Kernel
+    from conduit.paths import resolve
+
+    profile = Profile(True)
+    kernel = Kernel(index, resolve(), profile=profile)
+    start = time.perf_counter_ns()
+    try:
+        kernel.activate(name)
+    except ConduitError as exc:
+        return exc.message
+    finally:
+        kernel.shutdown()
+    spans = {s[0].split(":", 1)[0]: (s[2] - s[1]) / 1e6 for s in profile.spans}
+    return {
+        "import_ms": round(spans.get("import", 0.0), 3),
+        "boot_ms": round(spans.get("boot", 0.0), 3),
+        "total_ms": round((time.perf_counter_ns() - start) / 1e6, 3),
+    }
+
+
+@plugins_group.command("info")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--no-load", is_flag=True, help="Do not load the plugin to time it.")
+def info_cmd(name: str, as_json: bool, no_load: bool) -> None:
+    """Show a plugin's manifest, origin and load time."""
+    index = _index()
+    rec = _find(index, name)
+    info: dict[str, Any] = dict(rec)
+    info["state"] = _state(rec)
+    already = name == "plugins"  # this very plugin is loaded: timing it again is meaningless
+    if not no_load and not already and info["state"] == "enabled":
+        info["load"] = _measure_load(name, index)
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    lines = [
+        f"{rec['name']} {rec['version'] or ''}".rstrip(),
+        f"  description:  {rec['description'] or '-'}",
+        f"  state:        {info['state']}",
+        f"  source:       {rec['source']}" + (f" ({rec['dist']})" if rec["dist"] else ""),
+        f"  origin:       {rec['origin']}",
+        f"  entry:        {rec['entry'] or '(the Plugin subclass in the file)'}",
+        f"  api:          {rec['api']}",
+        f"  isolation:    {rec['isolation']}",
+        f"  capabilities: {', '.join(rec['capabilities']) or 'none'}",
+        f"  activation:   {', '.join(rec['activation']) or 'its own commands'}",
+        f"  provides:     {', '.join(rec['provides']['services']) or 'nothing'}",
+        f"  requires:     {', '.join(rec['requires']['plugins'] + rec['requires']['services']) or 'nothing'}",  # noqa: E501
+        "  commands:",
+    ]
+    for c in rec["commands"]:
+        usage = f" {c['usage']}" if c["usage"] else ""
+        lines.append(f"    {c['name']}{usage}  {c['help']}".rstrip())
+    load = info.get("load")
+    if isinstance(load, dict):
+        lines.append(
+            f"  load time:    {load['total_ms']:.1f} ms "
+            f"(import {load['import_ms']:.1f} ms, boot {load['boot_ms']:.1f} ms)"
+        )
+    elif isinstance(load, str):
+        lines.append(f"  load:         FAILED: {load}")
+    click.echo("\n".join(lines))
+
+
+def _set_disabled(name: str, disabled: bool) -> None:
+    from conduit.config import update_config
+    from conduit.paths import resolve
+
+    index = _index()
+    rec = _find(index, name)
+    if disabled and rec["name"] == "plugins":
+        raise UsageError(
+            "the 'plugins' plugin cannot be disabled",
+            hint="it is how plugins are managed; use --no-plugins for safe mode",
+        )
+
+    def change(doc: Any) -> None:
+        import tomlkit
+
+        if "plugins" not in doc:
+            doc["plugins"] = tomlkit.table()
+        table = doc["plugins"]
+        current = [str(x) for x in table.get("disabled", [])]
+        if disabled and name not in current:
+            current.append(name)
+        if not disabled:
+            current = [x for x in current if x != name]
+        array = tomlkit.array()
+        array.extend(sorted(current))
+        table["disabled"] = array
+
+    update_config(resolve().config_file, change)
+    click.echo(f"{'Disabled' if disabled else 'Enabled'} plugin '{name}'.")
+
+
+@plugins_group.command("enable")
+@click.argument("name")
+def enable_cmd(name: str) -> None:
+    """Enable a plugin."""
+    _set_disabled(name, False)
+
+
+@plugins_group.command("disable")
+@click.argument("name")
+def disable_cmd(name: str) -> None:
+    """Disable a plugin; its commands disappear until it is enabled again."""
+    _set_disabled(name, True)
+
+
+@plugins_group.command("doctor")
+def doctor_cmd() -> None:
+    """Re-read every manifest and report broken plugins and conflicts."""
+    index = _index(rebuild=True)
+    problems = 0
+    plugins = index["plugins"]
+    click.echo(f"Checked {len(plugins) + len(index['broken'])} plugins.")
+    for b in index["broken"]:
+        problems += 1
+        click.echo(f"error: plugin '{b['name']}' ({b['source']}): {b['error']}")
+        if b["hint"]:
+            click.echo(f"  hint: {b['hint']}")
+    for word, claimants in index["routes"].items():
+        if len(claimants) > 1:
+            click.echo(
+                f"warning: command '{word}' is claimed by {', '.join(claimants)}; "
+                f"'{claimants[0]}' wins, the others stay reachable as "
+                + ", ".join(f"'{p}:{word}'" for p in claimants[1:])
+            )
+    for text in index["warnings"]:
+        click.echo(f"warning: {text}")
+    for rec in plugins.values():
+        if not rec["enabled"]:
+            click.echo(f"note: plugin '{rec['name']}' is disabled")
+    if problems:
+        raise click.exceptions.Exit(1)
+    click.echo("No broken plugins.")
+
+
+class PluginsPlugin(Plugin):
+    """The built-in plugin manager."""
+
+    def boot(self, ctx: PluginContext) -> None:
+        ctx.register_command(plugins_group)

@@ -1,0 +1,395 @@
+"""The command line: global options, help from the index, routing, errors, exit codes.
+
+This is the start-up path. It imports only what the interpreter has already loaded
+(``os``, ``sys``, ``time``, ``marshal``) plus Conduit's own stdlib-only modules;
+``tests/test_imports.py`` enforces that. Click, msgspec and the plugin's code are
+imported only once a command is routed to a plugin, and only that plugin is activated.
+
+This is also the only place that prints for the kernel.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from conduit import __version__
+from conduit._profile import Profile
+from conduit.errors import ConduitError, UsageError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from conduit._types import Index, PluginRec
+    from conduit.paths import Paths
+
+__all__ = ["main"]
+
+PROG = "conduit"
+GLOBAL_OPTIONS = (
+    ("--version", "Show the version and exit."),
+    ("--debug", "Show tracebacks for errors."),
+    ("--no-plugins", "Safe mode: run with every third-party plugin disabled."),
+    ("--profile", "Print the time of each start-up phase to stderr."),
+    ("--profile-out FILE", "Write the start-up trace as Chrome trace-event JSON."),
+    ("-h, --help", "Show this message and exit."),
+)
+_OPTION_WORDS = ("--version", "--debug", "--no-plugins", "--profile", "--profile-out", "--help")
+
+
+class _Options:
+    __slots__ = ("debug", "help", "no_plugins", "profile", "profile_out", "version")
+
+    def __init__(self) -> None:
+        self.debug = False
+        self.help = False
+        self.version = False
+        self.no_plugins = False
+        self.profile = bool(os.environ.get("CONDUIT_PROFILE"))
+        self.profile_out: str | None = None
+
+
+def _parse_globals(args: list[str]) -> tuple[_Options, list[str]]:
+    opts = _Options()
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            i += 1
+            break
+        if not arg.startswith("-") or arg == "-":
+            break
+        if arg in ("-h", "--help"):
+            opts.help = True
+        elif arg == "--version":
+            opts.version = True
+        elif arg == "--debug":
+            opts.debug = True
+        elif arg == "--no-plugins":
+            opts.no_plugins = True
+        elif arg == "--profile":
+            opts.profile = True
+        elif arg == "--profile-out" or arg.startswith("--profile-out="):
+            if "=" in arg:
+                opts.profile_out = arg.partition("=")[2]
+            elif i + 1 < len(args):
+                i += 1
+                opts.profile_out = args[i]
+            else:
+                raise UsageError("--profile-out needs a file name", hint="--profile-out trace.json")
+        else:
+            guess = _did_you_mean(arg, _OPTION_WORDS)
+            raise UsageError(
+                f"unknown option '{arg}'",
+                hint=f"did you mean '{guess}'?" if guess else f"see '{PROG} --help'",
+            )
+        i += 1
+    return opts, args[i:]
+
+
+def _did_you_mean(word: str, choices: object) -> str | None:
+    import difflib  # only on the error path
+
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)  # type: ignore[call-overload]
+    return close[0] if close else None
+
+
+def _width() -> int:
+    try:
+        return max(40, min(int(os.environ.get("COLUMNS", "")), 200))
+    except ValueError:
+        pass
+    try:
+        return max(40, min(os.get_terminal_size(sys.stdout.fileno()).columns, 120))
+    except (OSError, ValueError, AttributeError):
+        return 80
+
+
+class View:
+    """The index as this invocation sees it (runtime-disabled plugins filtered out)."""
+
+    def __init__(self, index: Index, disabled: frozenset[str]) -> None:
+        self.index = index
+        self.disabled = disabled
+
+    def usable(self, name: str) -> bool:
+        rec = self.index["plugins"].get(name)
+        return rec is not None and rec["enabled"] and name not in self.disabled
+
+    def claimants(self, word: str) -> list[str]:
+        return [p for p in self.index["routes"].get(word, ()) if p not in self.disabled]
+
+    def owner(self, word: str) -> str | None:
+        claimants = self.claimants(word)
+        return claimants[0] if claimants else None
+
+    def words(self) -> list[str]:
+        return [w for w in self.index["routes"] if self.owner(w) is not None]
+
+
+def _top_commands(rec: PluginRec) -> dict[str, str]:
+    """Top-level command words of a plugin with their help lines."""
+    out: dict[str, str] = {}
+    for cmd in rec["commands"]:
+        if cmd["hidden"]:
+            continue
+        word, _, rest = cmd["name"].partition(" ")
+        if not rest:
+            out[word] = cmd["help"]
+        elif word not in out:
+            out[word] = ""
+    for word, text in out.items():
+        if not text:
+            n = sum(1 for c in rec["commands"] if c["name"].startswith(word + " "))
+            out[word] = f"({n} subcommand{'s' if n != 1 else ''})"
+    return out
+
+
+def _rows(rows: list[tuple[str, str]], width: int, indent: int = 2) -> list[str]:
+    if not rows:
+        return []
+    col = min(max(len(r[0]) for r in rows) + 2, 28)
+    lines = []
+    for left, right in rows:
+        pad = " " * indent
+        if len(left) + 2 > col:
+            lines.append(f"{pad}{left}")
+            left = ""
+        text = f"{pad}{left:<{col}}{right}"
+        if len(text) > width:
+            text = text[: width - 3].rstrip() + "..."
+        lines.append(text)
+    return lines
+
+
+def render_help(view: View) -> str:
+    """``conduit --help``, from the index alone, commands grouped by plugin."""
+    width = _width()
+    out = [
+        f"Usage: {PROG} [OPTIONS] COMMAND [ARGS]...",
+        "",
+        "  A developer CLI assembled from plugins. Run a command with --help for its options.",
+        "",
+        "Options:",
+        *_rows(list(GLOBAL_OPTIONS), width),
+    ]
+    plugins = view.index["plugins"]
+    for name, rec in plugins.items():
+        if not view.usable(name):
+            continue
+        rows = []
+        for word, text in _top_commands(rec).items():
+            shown = word if view.owner(word) == name else f"{name}:{word}"
+            rows.append((shown, text))
+        if not rows:
+            continue
+        title = f"{name}: {rec['description']}" if rec["description"] else name
+        out += ["", f"Commands from {title}"[:width], *_rows(rows, width)]
+    off = [n for n in plugins if not view.usable(n)]
+    broken = view.index["broken"]
+    if off or broken:
+        out.append("")
+        notes = []
+        if off:
+            notes.append(f"{len(off)} disabled")
+        if broken:
+            notes.append(f"{len(broken)} broken")
+        out.append(f"Plugins not shown: {', '.join(notes)} (see '{PROG} plugins list').")
+    return "\n".join(out) + "\n"
+
+
+def render_group_help(view: View, plugin: str, word: str) -> str | None:
+    """``conduit GROUP --help`` from the index, or None if ``word`` is not a group."""
+    rec = view.index["plugins"][plugin]
+    subs = [
+        (c["name"].split(" ", 1)[1], c["help"], c["usage"])
+        for c in rec["commands"]
+        if c["name"].startswith(word + " ") and not c["hidden"]
+    ]
+    if not subs:
+        return None
+    width = _width()
+    own = next((c for c in rec["commands"] if c["name"] == word), None)
+    out = [f"Usage: {PROG} {word} COMMAND [ARGS]...", ""]
+    if own and own["help"]:
+        out += [f"  {own['help']}", ""]
+    out += [f"  (from plugin '{plugin}')", "", "Commands:"]
+    out += _rows([(name, text) for name, text, _ in subs], width)
+    return "\n".join(out) + "\n"
+
+
+def _warn(text: str) -> None:
+    sys.stderr.write(f"{PROG}: warning: {text}\n")
+
+
+def _runtime_disabled(index: Index, no_plugins: bool) -> frozenset[str]:
+    names = {n.strip() for n in os.environ.get("CONDUIT_DISABLE_PLUGINS", "").split(",")}
+    names.discard("")
+    if no_plugins:
+        names.update(n for n, r in index["plugins"].items() if r["source"] != "builtin")
+    return frozenset(names)
+
+
+def _resolve(view: View, word: str) -> tuple[str, str]:
+    """Map a command word (or ``plugin:command``) to ``(plugin, command word)``."""
+    if ":" in word:
+        plugin, _, cmd = word.partition(":")
+        rec = view.index["plugins"].get(plugin)
+        if rec is None or not view.usable(plugin):
+            why = "is disabled" if rec is not None else "is not installed"
+            raise UsageError(
+                f"plugin '{plugin}' {why}",
+                hint=f"see '{PROG} plugins list'",
+            )
+        if cmd not in _top_commands(rec) and not any(
+            c["name"].split(" ")[0] == cmd for c in rec["commands"]
+        ):
+            raise UsageError(
+                f"plugin '{plugin}' has no command '{cmd}'",
+                hint=f"its commands: {', '.join(_top_commands(rec)) or 'none'}",
+            )
+        return plugin, cmd
+    claimants = view.claimants(word)
+    if not claimants:
+        for name, rec in view.index["plugins"].items():
+            if any(c["name"].split(" ")[0] == word for c in rec["commands"]):
+                raise UsageError(
+                    f"command '{word}' belongs to plugin '{name}', which is disabled",
+                    hint=f"enable it with '{PROG} plugins enable {name}'"
+                    if not rec["enabled"]
+                    else "it was disabled by --no-plugins or CONDUIT_DISABLE_PLUGINS",
+                )
+        guess = _did_you_mean(word, view.words())
+        raise UsageError(
+            f"unknown command '{word}'",
+            hint=f"did you mean '{guess}'?" if guess else f"see '{PROG} --help'",
+        )
+    if len(claimants) > 1:
+        others = ", ".join(f"'{p}:{word}'" for p in claimants[1:])
+        _warn(
+            f"command '{word}' is provided by {', '.join(claimants)}; using '{claimants[0]}' "
+            f"(run {others} for the other{'s' if len(claimants) > 2 else ''}, or pin one in "
+            "the config's [pins] table)"
+        )
+    return claimants[0], word
+
+
+def _complete(view: View, words: list[str]) -> str:
+    """Candidates for the last word, one per line as ``value<TAB>description``."""
+    current = words[-1] if words else ""
+    before = words[:-1]
+    lines: list[str] = []
+    if not before:
+        if current.startswith("-"):
+            for opt, text in GLOBAL_OPTIONS:
+                for o in opt.split(", "):
+                    o = o.split(" ")[0]
+                    if o.startswith(current):
+                        lines.append(f"{o}\t{text}")
+            return "\n".join(lines)
+        for name, rec in view.index["plugins"].items():
+            if not view.usable(name):
+                continue
+            for word, text in _top_commands(rec).items():
+                cands = [f"{name}:{word}"] if ":" in current else []
+                if view.owner(word) == name:
+                    cands.append(word)
+                lines += [f"{c}\t{text}" for c in cands if c.startswith(current)]
+        return "\n".join(sorted(set(lines)))
+    if len(before) == 1:
+        word = before[0]
+        plugin = word.partition(":")[0] if ":" in word else view.owner(word)
+        word = word.partition(":")[2] or word
+        if plugin and view.usable(plugin):
+            for c in view.index["plugins"][plugin]["commands"]:
+                head, _, rest = c["name"].partition(" ")
+                if head == word and rest and " " not in rest and not c["hidden"]:
+                    if rest.startswith(current):
+                        lines.append(f"{rest}\t{c['help']}")
+    return "\n".join(lines)
+
+
+def _print_error(exc: ConduitError, debug: bool) -> None:
+    if debug:
+        import traceback
+
+        traceback.print_exception(exc)
+    sys.stderr.write(f"error: {exc.message}\n")
+    if exc.hint:
+        sys.stderr.write(f"hint: {exc.hint}\n")
+
+
+def _run(opts: _Options, args: list[str], profile: Profile) -> int:
+    if opts.version:
+        sys.stdout.write(f"{PROG} {__version__}\n")
+        return 0
+    from conduit.index import load
+    from conduit.paths import resolve
+
+    paths: Paths = resolve()
+    completing = bool(args) and args[0] == "__complete"
+    index = load(paths, profile, force_rebuild=bool(os.environ.get("CONDUIT_REBUILD_INDEX")))
+    if not completing:
+        for broken in index["broken"]:
+            _warn(f"skipped plugin '{broken['name']}': {broken['error']} "
+                  f"(see '{PROG} plugins doctor')")
+        for text in index["warnings"]:
+            _warn(text)
+    view = View(index, _runtime_disabled(index, opts.no_plugins))
+    if completing:
+        sys.stdout.write(_complete(view, args[1:]) + "\n")
+        return 0
+    if not args or (opts.help and not args):
+        with profile.span("help"):
+            sys.stdout.write(render_help(view))
+        return 0
+    if opts.help:
+        args = [*args, "--help"]
+    with profile.span("route"):
+        plugin, word = _resolve(view, args[0])
+    if len(args) > 1 and args[1] in ("--help", "-h"):
+        text = render_group_help(view, plugin, word)
+        if text is not None:
+            sys.stdout.write(text)
+            return 0
+    from conduit.kernel import Kernel
+
+    kernel = Kernel(index, paths, disabled=view.disabled, profile=profile)
+    try:
+        return kernel.run(plugin, [word, *args[1:]], PROG)
+    finally:
+        kernel.shutdown()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run Conduit with ``argv`` (default: ``sys.argv[1:]``); return the exit code."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in args
+    profile = Profile(False)
+    opts = _Options()
+    try:
+        opts, rest = _parse_globals(args)
+        debug = opts.debug
+        profile.enabled = opts.profile or bool(opts.profile_out)
+        with profile.span("kernel"):
+            code = _run(opts, rest, profile)
+    except ConduitError as exc:
+        _print_error(exc, debug)
+        code = exc.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write("\nAborted.\n")
+        code = 130
+    except BrokenPipeError:
+        # The reader went away (`conduit --help | head`): not an error worth a traceback.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        code = 141
+    if profile.enabled:
+        sys.stderr.write(profile.report() + "\n")
+        if opts.profile_out:
+            profile.write_chrome_trace(opts.profile_out)
+    return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
+

@@ -1,0 +1,103 @@
+"""The user's config file: reading it strictly, changing it without losing anything.
+
+``config.toml`` is read when the plugin index is rebuilt (its effective settings are
+baked into the index, so the start-up path never parses TOML). It is written with
+tomlkit, which keeps the user's comments and layout, atomically and under a file lock.
+A config that cannot be parsed is reported, never overwritten.
+
+Layout::
+
+    [plugins]
+    disabled = ["some-plugin"]     # third-party plugins switched off
+
+    [pins]
+    deploy = "fancy-deploy"        # who wins a command claimed by several plugins
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+from conduit._fs import atomic_write, locked
+from conduit.errors import ConfigError
+
+__all__ = ["PluginSettings", "Settings", "read_settings", "update_config"]
+
+
+class PluginSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """``[plugins]``: which plugins are switched off."""
+
+    disabled: list[str] = []
+
+
+class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """The whole config file, validated."""
+
+    plugins: PluginSettings = PluginSettings()
+    pins: dict[str, str] = {}
+
+
+def _parse(path: str, raw: bytes) -> dict[str, Any]:
+    try:
+        return tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(
+            path,
+            f"invalid TOML: {exc}",
+            hint="fix the file by hand; Conduit will not overwrite it while it is broken",
+        ) from None
+
+
+def read_settings(path: str) -> Settings:
+    """Read and validate the config file; a missing file means the defaults."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        return Settings()
+    except OSError as exc:
+        raise ConfigError(path, f"cannot read: {exc.strerror}") from None
+    data = _parse(path, raw)
+    try:
+        return msgspec.convert(data, Settings)
+    except msgspec.ValidationError as exc:
+        problem, _, where = str(exc).partition(" - at `$")
+        where = where.rstrip("`").lstrip(".")
+        raise ConfigError(
+            path,
+            f"{where + ': ' if where else ''}{problem}",
+            hint="see docs/user-guide.md#configuration for the allowed settings",
+        ) from None
+
+
+def update_config(path: str, change: Callable[[Any], None]) -> None:
+    """Apply ``change`` to the parsed config document and write it back atomically.
+
+    ``change`` receives a tomlkit document (a mutable mapping that keeps comments).
+    The result is validated before it is written, so a bad change never lands.
+    """
+    import tomlkit
+
+    with locked(path):
+        try:
+            with open(path, "rb") as f:
+                raw = f.read()
+        except FileNotFoundError:
+            raw = b""
+        except OSError as exc:
+            raise ConfigError(path, f"cannot read: {exc.strerror}") from None
+        _parse(path, raw)  # refuse to touch a file we cannot read back
+        doc = tomlkit.parse(raw.decode("utf-8"))
+        change(doc)
+        text = tomlkit.dumps(doc)
+        try:
+            msgspec.convert(tomllib.loads(text), Settings)
+        except msgspec.ValidationError as exc:  # pragma: no cover - a bug in `change`
+            raise ConfigError(path, f"refusing to write an invalid config: {exc}") from None
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        atomic_write(path, text.encode("utf-8"))

@@ -1,0 +1,119 @@
+"""Conduit's one error tree.
+
+Every error the kernel expects carries the context a user needs (file, field, plugin) as
+attributes, a one-line ``message``, an optional ``hint`` and the process ``exit_code``.
+The CLI catches :class:`ConduitError` in one place and prints ``error: ...`` plus the
+hint; any other exception escaping Conduit's own code is a bug and gets a traceback.
+
+    ConduitError                 exit 1
+    ├── UsageError               exit 2   bad command line, unknown command
+    ├── ManifestError            exit 1   a plugin manifest is invalid (file, field)
+    ├── ConfigError              exit 4   config, lock or state file unreadable/invalid
+    └── PluginError              exit 1   something went wrong inside a plugin
+        ├── PluginLoadError      exit 3   import, entry object or boot failed
+        └── CommandFailed        exit 1   a plugin's command raised
+
+This module is on the start-up path: standard library only, nothing imported.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_PLUGIN_LOAD = 3
+EXIT_CONFIG = 4
+
+__all__ = [
+    "EXIT_CONFIG",
+    "EXIT_FAILURE",
+    "EXIT_OK",
+    "EXIT_PLUGIN_LOAD",
+    "EXIT_USAGE",
+    "CommandFailed",
+    "ConduitError",
+    "ConfigError",
+    "ManifestError",
+    "PluginError",
+    "PluginLoadError",
+    "UsageError",
+]
+
+
+class ConduitError(Exception):
+    """Base of every error Conduit reports to users without a traceback."""
+
+    exit_code = EXIT_FAILURE
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class UsageError(ConduitError):
+    """The command line is wrong: unknown command, bad global option."""
+
+    exit_code = EXIT_USAGE
+
+
+class ConfigError(ConduitError):
+    """A config, lock or state file cannot be read; it is reported, never overwritten."""
+
+    exit_code = EXIT_CONFIG
+
+    def __init__(self, path: str, message: str, *, hint: str | None = None) -> None:
+        super().__init__(f"{path}: {message}", hint=hint)
+        self.path = path
+
+
+class ManifestError(ConduitError):
+    """A plugin manifest is invalid.
+
+    ``path`` is the file that holds the manifest, ``field`` the dotted location of the
+    bad value (``commands[0].name``) or ``None`` when the whole file is wrong.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        problem: str,
+        *,
+        field: str | None = None,
+        hint: str | None = None,
+    ) -> None:
+        where = f"{path}: {field}" if field else path
+        super().__init__(f"{where}: {problem}", hint=hint)
+        self.path = path
+        self.field = field
+        self.problem = problem
+
+
+class PluginError(ConduitError):
+    """Something went wrong in a plugin; ``plugin`` names it."""
+
+    def __init__(self, plugin: str, message: str, *, hint: str | None = None) -> None:
+        super().__init__(f"plugin '{plugin}': {message}", hint=hint)
+        self.plugin = plugin
+
+
+class PluginLoadError(PluginError):
+    """A plugin could not be imported, found or booted."""
+
+    exit_code = EXIT_PLUGIN_LOAD
+
+
+class CommandFailed(PluginError):
+    """A plugin's command raised an exception that is not a Conduit or Click error."""
+
+    def __init__(self, plugin: str, command: str, exc: BaseException) -> None:
+        super().__init__(
+            plugin,
+            f"command '{command}' failed: {type(exc).__name__}: {exc}",
+            hint="run again with --debug for the traceback",
+        )
+        self.command = command
+        self.__cause__ = exc

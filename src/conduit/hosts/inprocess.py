@@ -1,0 +1,201 @@
+"""The in-process host: imports the plugin into the kernel's interpreter.
+
+Fastest, and trusted: the plugin shares the kernel's process. An exception while
+importing or booting becomes a :class:`~conduit.errors.PluginLoadError` naming the
+plugin; other plugins are unaffected because nothing of the failed one stays registered.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from typing import TYPE_CHECKING, Any
+
+from conduit.errors import CommandFailed, ConduitError, PluginLoadError
+
+if TYPE_CHECKING:
+    import click
+
+    from conduit._profile import Profile
+    from conduit._types import PluginRec
+    from conduit.kernel import Context
+
+__all__ = ["InProcessHost"]
+
+_DEBUG_HINT = "run with --debug for the traceback; 'conduit plugins disable {name}' turns it off"
+
+
+def _file_module_name(name: str) -> str:
+    return "conduit_plugin_" + name.replace("-", "_")
+
+
+class InProcessHost:
+    """Runs plugins inside the kernel's own interpreter."""
+
+    kind = "in-process"
+
+    def __init__(self) -> None:
+        self._instances: dict[str, Any] = {}
+
+    # -- loading -----------------------------------------------------------------------
+    def _import_file(self, rec: PluginRec) -> Any:
+        name = rec["name"]
+        modname = _file_module_name(name)
+        spec = importlib.util.spec_from_file_location(modname, rec["origin"])
+        if spec is None or spec.loader is None:
+            raise PluginLoadError(name, f"cannot load {rec['origin']}")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[modname] = module
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            sys.modules.pop(modname, None)
+            raise
+        if rec["entry"]:
+            if not hasattr(module, rec["entry"]):
+                raise PluginLoadError(
+                    name,
+                    f"{rec['origin']} has no object '{rec['entry']}' (manifest field 'entry')",
+                    hint="fix 'entry' in the # /// conduit block",
+                )
+            return getattr(module, rec["entry"])
+        from conduit.sdk import Plugin
+
+        found = [
+            obj for obj in vars(module).values()
+            if isinstance(obj, type) and issubclass(obj, Plugin) and obj is not Plugin
+            and obj.__module__ == modname
+        ]
+        if len(found) != 1:
+            raise PluginLoadError(
+                name,
+                f"{rec['origin']} defines {len(found)} Plugin subclasses; expected one",
+                hint="name the plugin object with entry = \"ClassName\" in the # /// conduit block",
+            )
+        return found[0]
+
+    def _import_entry(self, rec: PluginRec) -> Any:
+        name = rec["name"]
+        entry = rec["entry"] or ""
+        module_name, _, attr = entry.partition(":")
+        module = importlib.import_module(module_name.strip())
+        obj: Any = module
+        for part in attr.strip().split(".") if attr.strip() else []:
+            try:
+                obj = getattr(obj, part)
+            except AttributeError:
+                raise PluginLoadError(
+                    name,
+                    f"entry point '{entry}': module '{module_name}' has no attribute '{attr}'",
+                    hint="fix the entry point in the plugin's packaging metadata",
+                ) from None
+        return obj
+
+    def activate(self, record: PluginRec, ctx: Context, profile: Profile) -> None:
+        name = record["name"]
+        with profile.span(f"import:{name}"):
+            try:
+                if record["source"] == "file":
+                    obj = self._import_file(record)
+                else:
+                    obj = self._import_entry(record)
+            except ConduitError:
+                raise
+            except BaseException as exc:
+                if isinstance(exc, KeyboardInterrupt):
+                    raise
+                raise PluginLoadError(
+                    name,
+                    f"failed to import: {type(exc).__name__}: {exc}",
+                    hint=_DEBUG_HINT.format(name=name),
+                ) from exc
+        with profile.span(f"boot:{name}"):
+            try:
+                plugin = obj() if isinstance(obj, type) else obj
+            except Exception as exc:
+                raise PluginLoadError(
+                    name,
+                    f"failed to instantiate {record['entry']}: {type(exc).__name__}: {exc}",
+                    hint=_DEBUG_HINT.format(name=name),
+                ) from exc
+            boot = getattr(plugin, "boot", None)
+            if not callable(boot):
+                raise PluginLoadError(
+                    name,
+                    f"entry object {record['entry'] or obj!r} is not a plugin (it has no boot())",
+                    hint="point the entry at a conduit.sdk.Plugin subclass or instance",
+                )
+            try:
+                boot(ctx)
+            except ConduitError:
+                raise
+            except Exception as exc:
+                raise PluginLoadError(
+                    name,
+                    f"failed to boot: {type(exc).__name__}: {exc}",
+                    hint=_DEBUG_HINT.format(name=name),
+                ) from exc
+        self._instances[name] = plugin
+
+    def deactivate(self, record: PluginRec, ctx: Context) -> None:
+        name = record["name"]
+        plugin = self._instances.pop(name, None)
+        if record["source"] == "file":
+            sys.modules.pop(_file_module_name(name), None)
+        shutdown = getattr(plugin, "shutdown", None)
+        if callable(shutdown):
+            try:
+                shutdown()
+            except Exception as exc:
+                raise PluginLoadError(
+                    name, f"failed to shut down: {type(exc).__name__}: {exc}"
+                ) from exc
+
+    # -- running -----------------------------------------------------------------------
+    def _command(self, record: PluginRec, ctx: Context, word: str) -> click.Command:
+        import click
+
+        registered = ctx.commands()
+        if word in registered:
+            return registered[word]
+        subs = {k: v for k, v in registered.items() if k.split(" ", 1)[0] == word}
+        if not subs:
+            raise PluginLoadError(
+                record["name"],
+                f"declares command '{word}' in its manifest but did not register it",
+                hint="call ctx.register_command() for it in boot(), or fix the manifest",
+            )
+        helps = {c["name"]: c["help"] for c in record["commands"]}
+        root = click.Group(word, help=helps.get(word) or None)
+        for key in sorted(subs):
+            parent = root
+            words = key.split(" ")[1:]
+            for i, part in enumerate(words[:-1]):
+                child = parent.commands.get(part)
+                if not isinstance(child, click.Group):
+                    full = " ".join([word, *words[: i + 1]])
+                    child = click.Group(part, help=helps.get(full) or None)
+                    parent.add_command(child)
+                parent = child
+            parent.add_command(subs[key], words[-1])
+        return root
+
+    def run_command(self, record: PluginRec, ctx: Context, argv: list[str], prog: str) -> int:
+        word = argv[0]
+        command = self._command(record, ctx, word)
+        try:
+            command.main(args=argv[1:], prog_name=f"{prog} {word}", standalone_mode=True)
+        except SystemExit as exc:
+            code = exc.code
+            if code is None:
+                return 0
+            if isinstance(code, int):
+                return code
+            sys.stderr.write(f"{code}\n")
+            return 1
+        except (ConduitError, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            raise CommandFailed(record["name"], word, exc) from exc
+        return 0

@@ -1,0 +1,126 @@
+"""The cached plugin index: fingerprint and fast load (the start-up path).
+
+All manifests live in one cache file, rebuilt only when a cheap fingerprint of the plugin
+sources changes: the mtimes of the ``sys.path`` directories (a distribution installed,
+removed or upgraded adds, removes or renames a ``.dist-info`` directory there), the plugin
+directory and each ``*.py`` in it, the config file, Conduit's version and the interpreter.
+The fingerprint costs a few ``stat`` calls whatever the number of installed plugins.
+
+The file is the :mod:`marshal` encoding of plain data validated with msgspec at rebuild
+time. marshal is built into the interpreter; msgspec, json and tomllib would each add
+more to start-up than the whole of the rest (measured in docs/performance.md). A file
+that is missing, stale, truncated or corrupt is rebuilt without the user noticing.
+
+Standard library only, and only modules the interpreter has already loaded at start-up.
+"""
+
+from __future__ import annotations
+
+import marshal
+import os
+import sys
+
+from conduit import __version__
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from conduit._profile import Profile
+    from conduit._types import Index
+    from conduit.paths import Paths
+
+__all__ = ["INDEX_FORMAT", "fingerprint", "index_path", "load", "site_dirs"]
+
+INDEX_FORMAT = 1
+MAGIC = b"CONDUIT-INDEX\n"
+
+
+def site_dirs() -> list[str]:
+    """The ``sys.path`` entries plugins are discovered from.
+
+    The first entry is the script's directory or the current directory (unless
+    ``-P``/``PYTHONSAFEPATH``); it is left out so that running Conduit from another
+    directory does not invalidate the index.
+    """
+    entries = sys.path if sys.flags.safe_path else sys.path[1:]
+    return [os.path.abspath(p) for p in entries if p]
+
+
+def _stat(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size)
+
+
+def fingerprint(paths: Paths) -> tuple[object, ...]:
+    """A value that changes whenever the set of plugins or their manifests may have."""
+    parts: list[object] = [INDEX_FORMAT, __version__, sys.version, sys.prefix]
+    for entry in site_dirs():
+        parts.append((entry, _stat(entry)))
+    parts.append(("config", _stat(paths.config_file)))
+    plugin_dir = paths.plugin_dir
+    parts.append(("plugins", _stat(plugin_dir)))
+    try:
+        # Editing a single-file plugin in place does not touch the directory's mtime.
+        with os.scandir(plugin_dir) as it:
+            files = sorted(
+                (e.name, e.stat().st_mtime_ns, e.stat().st_size)
+                for e in it
+                if e.name.endswith(".py")
+            )
+        parts.append(tuple(files))
+    except OSError as exc:
+        parts.append(exc.errno)
+    return tuple(parts)
+
+
+def _fnv1a(text: str) -> str:
+    # A stable short hash without importing hashlib or zlib (hash() is salted per run).
+    h = 0xCBF29CE484222325
+    for byte in text.encode("utf-8", "surrogateescape"):
+        h = ((h ^ byte) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return f"{h:016x}"
+
+
+def index_path(paths: Paths) -> str:
+    """One index per interpreter environment, so two venvs sharing a cache never fight."""
+    return os.path.join(paths.cache_dir, f"index-{_fnv1a(sys.prefix)}.bin")
+
+
+def read(path: str, fp: tuple[object, ...]) -> Index | None:
+    """The cached index if it is intact and current, else None."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    if not data.startswith(MAGIC):
+        return None
+    try:
+        index = marshal.loads(data[len(MAGIC) :])
+    except (EOFError, ValueError, TypeError):
+        return None
+    if (
+        type(index) is not dict
+        or index.get("format") != INDEX_FORMAT
+        or index.get("fingerprint") != fp
+    ):
+        return None
+    return index  # type: ignore[return-value]
+
+
+def load(paths: Paths, profile: Profile, *, force_rebuild: bool = False) -> Index:
+    """Return the current index, rebuilding it when needed."""
+    with profile.span("index:fingerprint"):
+        fp = fingerprint(paths)
+    path = index_path(paths)
+    if not force_rebuild:
+        with profile.span("index:read"):
+            index = read(path, fp)
+        if index is not None:
+            return index
+    with profile.span("index:rebuild"):
+        from conduit._indexer import rebuild
+
+        return rebuild(paths, path, fp, force=force_rebuild)

@@ -1,0 +1,262 @@
+"""The kernel: plugin states, activation, and the registry of what plugins contribute.
+
+No printing and no Click here: the kernel is a library another pluggable CLI could use.
+It works on the plain-data index (see :mod:`conduit.index`) and reaches plugin code only
+through a :class:`~conduit.hosts.Host`.
+
+A plugin's lifecycle::
+
+    inactive ──activate──► active ──deactivate──► inactive
+        │                                   (every registration removed)
+        └── import/boot fails ──► failed     (registrations made so far removed)
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from conduit._profile import Profile
+from conduit.errors import ConduitError, PluginError, PluginLoadError
+
+if TYPE_CHECKING:
+    import click
+
+    from conduit._types import Index, PluginRec
+    from conduit.hosts import Host
+    from conduit.paths import Paths
+
+__all__ = ["Context", "Kernel", "Registry"]
+
+INACTIVE = "inactive"
+ACTIVE = "active"
+FAILED = "failed"
+
+
+class Registry:
+    """Everything active plugins have registered, each entry tagged with its owner."""
+
+    def __init__(self) -> None:
+        self.commands: dict[tuple[str, str], click.Command] = {}
+        self.services: dict[str, tuple[str, Callable[[], Any]]] = {}
+        self.service_instances: dict[str, Any] = {}
+        self.hooks: dict[str, list[tuple[str, Callable[..., Any]]]] = {}
+
+    def owned_by(self, plugin: str) -> list[str]:
+        """Describe every registration ``plugin`` still holds (empty when it holds none)."""
+        held = [f"command {name}" for (owner, name) in self.commands if owner == plugin]
+        held += [f"service {n}" for n, (owner, _) in self.services.items() if owner == plugin]
+        held += [
+            f"hook {h}" for h, impls in self.hooks.items() for owner, _ in impls if owner == plugin
+        ]
+        return held
+
+
+class Context:
+    """The kernel's implementation of :class:`conduit.sdk.PluginContext`."""
+
+    def __init__(self, kernel: Kernel, record: PluginRec) -> None:
+        self._kernel = kernel
+        self._record = record
+        self._undo: list[Callable[[], None]] = []
+
+    @property
+    def name(self) -> str:
+        return self._record["name"]
+
+    @property
+    def data_dir(self) -> str:
+        path = os.path.join(self._kernel.paths.state_dir, "plugins", self.name)
+        os.makedirs(path, exist_ok=True)
+        return path
+
+    @property
+    def registrations(self) -> int:
+        """How many registrations this context holds."""
+        return len(self._undo)
+
+    def register_command(self, command: click.Command, name: str | None = None) -> None:
+        key = name or command.name
+        if not key:
+            raise PluginError(self.name, "register_command() needs a named Click command")
+        key = " ".join(key.split())
+        registry = self._kernel.registry
+        if (self.name, key) in registry.commands:
+            raise PluginError(self.name, f"command '{key}' is registered twice")
+        registry.commands[(self.name, key)] = command
+        self._undo.append(lambda: registry.commands.pop((self.name, key), None))
+
+    def register_service(self, name: str, factory: Callable[[], Any]) -> None:
+        registry = self._kernel.registry
+        if name in registry.services:
+            owner = registry.services[name][0]
+            raise PluginError(
+                self.name,
+                f"service '{name}' is already provided by plugin '{owner}'",
+                hint="a service has exactly one provider; disable one of the plugins",
+            )
+        registry.services[name] = (self.name, factory)
+
+        def undo() -> None:
+            registry.services.pop(name, None)
+            registry.service_instances.pop(name, None)
+
+        self._undo.append(undo)
+
+    def register_hook(self, hook: str, implementation: Callable[..., Any]) -> None:
+        registry = self._kernel.registry
+        entry = (self.name, implementation)
+        registry.hooks.setdefault(hook, []).append(entry)
+
+        def undo() -> None:
+            impls = registry.hooks.get(hook, [])
+            if entry in impls:
+                impls.remove(entry)
+            if not impls:
+                registry.hooks.pop(hook, None)
+
+        self._undo.append(undo)
+
+    def service(self, name: str) -> Any:
+        return self._kernel.service(name)
+
+    def commands(self) -> dict[str, click.Command]:
+        """This plugin's registered commands, by full name."""
+        return {
+            key: cmd for (owner, key), cmd in self._kernel.registry.commands.items()
+            if owner == self.name
+        }
+
+    def unregister_all(self) -> None:
+        """Undo every registration, newest first."""
+        while self._undo:
+            self._undo.pop()()
+
+
+class Kernel:
+    """Activates plugins from an index in their hosts and runs their commands."""
+
+    def __init__(
+        self,
+        index: Index,
+        paths: Paths,
+        *,
+        hosts: dict[str, Host] | None = None,
+        disabled: Iterable[str] = (),
+        profile: Profile | None = None,
+    ) -> None:
+        self.index = index
+        self.paths = paths
+        self.profile = profile or Profile(False)
+        self.disabled = frozenset(disabled)
+        self.registry = Registry()
+        self.states: dict[str, str] = {}
+        self.contexts: dict[str, Context] = {}
+        self._hosts: dict[str, Host] = dict(hosts or {})
+        self._order: list[str] = []
+
+    def record(self, name: str) -> PluginRec:
+        """The index record of an installed, usable plugin, or a PluginLoadError."""
+        rec = self.index["plugins"].get(name)
+        if rec is None:
+            for broken in self.index["broken"]:
+                if broken["name"] == name:
+                    raise PluginLoadError(name, broken["error"], hint=broken["hint"])
+            raise PluginLoadError(name, "no such plugin", hint="see 'conduit plugins list'")
+        if not rec["enabled"] or name in self.disabled:
+            raise PluginLoadError(
+                name, "plugin is disabled", hint=f"enable it with 'conduit plugins enable {name}'"
+            )
+        return rec
+
+    def host_for(self, rec: PluginRec) -> Host:
+        kind = rec["isolation"]
+        host = self._hosts.get(kind)
+        if host is None:
+            if kind != "in-process":
+                raise PluginLoadError(
+                    rec["name"],
+                    f"isolation '{kind}' is not supported by this Conduit release",
+                    hint="set isolation = \"in-process\" in the manifest, or upgrade Conduit",
+                )
+            from conduit.hosts.inprocess import InProcessHost
+
+            host = self._hosts[kind] = InProcessHost()
+        return host
+
+    def activate(self, name: str) -> Context:
+        """Activate ``name`` (idempotent) and return its context."""
+        if self.states.get(name) == ACTIVE:
+            return self.contexts[name]
+        rec = self.record(name)
+        host = self.host_for(rec)
+        ctx = Context(self, rec)
+        try:
+            host.activate(rec, ctx, self.profile)
+        except BaseException:
+            ctx.unregister_all()
+            self.states[name] = FAILED
+            raise
+        self.contexts[name] = ctx
+        self.states[name] = ACTIVE
+        self._order.append(name)
+        return ctx
+
+    def deactivate(self, name: str) -> None:
+        """Shut ``name`` down and remove everything it registered."""
+        if self.states.get(name) != ACTIVE:
+            return
+        ctx = self.contexts.pop(name)
+        rec = self.index["plugins"][name]
+        try:
+            self.host_for(rec).deactivate(rec, ctx)
+        finally:
+            ctx.unregister_all()
+            self.states[name] = INACTIVE
+            self._order.remove(name)
+
+    def shutdown(self) -> None:
+        """Deactivate every active plugin, the last activated first."""
+        errors: list[ConduitError] = []
+        for name in reversed(list(self._order)):
+            try:
+                self.deactivate(name)
+            except ConduitError as exc:
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+
+    def run(self, plugin: str, argv: list[str], prog: str = "conduit") -> int:
+        """Activate ``plugin`` and run its command ``argv[0]`` with ``argv[1:]``."""
+        ctx = self.activate(plugin)
+        rec = self.index["plugins"][plugin]
+        with self.profile.span(f"run:{plugin}"):
+            return self.host_for(rec).run_command(rec, ctx, argv, prog)
+
+    def service(self, name: str) -> Any:
+        """The service ``name``; its provider is activated on first use."""
+        registry = self.registry
+        if name in registry.service_instances:
+            return registry.service_instances[name]
+        if name not in registry.services:
+            for pname, rec in self.index["plugins"].items():
+                if name in rec["provides"]["services"] and rec["enabled"]:
+                    self.activate(pname)
+                    break
+        if name not in registry.services:
+            raise ConduitError(
+                f"no plugin provides the service '{name}'",
+                hint="install a plugin that provides it (see 'conduit plugins list')",
+            )
+        owner, factory = registry.services[name]
+        try:
+            instance = factory()
+        except ConduitError:
+            raise
+        except Exception as exc:
+            raise PluginError(
+                owner, f"service '{name}' failed to start: {type(exc).__name__}: {exc}"
+            ) from exc
+        registry.service_instances[name] = instance
+        return instance

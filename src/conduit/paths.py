@@ -1,0 +1,69 @@
+"""Where Conduit keeps its files.
+
+``CONDUIT_HOME`` overrides everything (tests use it)::
+
+    $CONDUIT_HOME/config.toml     settings, grants, pins
+    $CONDUIT_HOME/plugins/        single-file plugins
+    $CONDUIT_HOME/cache/          the plugin index, compiled artifacts
+    $CONDUIT_HOME/state/          logs and other state
+
+Without it, the XDG base directories on Linux and BSD (``$XDG_CONFIG_HOME/conduit`` and
+so on) and platformdirs' answer elsewhere. This module is on the start-up path:
+platformdirs imports pathlib, which imports re (about 11 ms on our CI machines), so the
+XDG rules are spelled out here and platformdirs is only imported on macOS and Windows.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+__all__ = ["Paths", "resolve"]
+
+APP = "conduit"
+
+
+class Paths:
+    """The resolved locations of Conduit's files (plain strings, no pathlib)."""
+
+    __slots__ = ("cache_dir", "config_dir", "config_file", "plugin_dir", "state_dir")
+
+    def __init__(self, config_dir: str, cache_dir: str, state_dir: str) -> None:
+        self.config_dir = config_dir
+        self.config_file = os.path.join(config_dir, "config.toml")
+        self.plugin_dir = os.path.join(config_dir, "plugins")
+        self.cache_dir = cache_dir
+        self.state_dir = state_dir
+
+    def __repr__(self) -> str:
+        return f"Paths(config_dir={self.config_dir!r}, cache_dir={self.cache_dir!r})"
+
+
+def _xdg(var: str, default: str) -> str:
+    value = os.environ.get(var, "")
+    # The XDG spec says relative paths are invalid and must be ignored.
+    if not value or not os.path.isabs(value):
+        value = os.path.join(os.path.expanduser("~"), default)
+    return os.path.join(value, APP)
+
+
+def resolve(environ: dict[str, str] | None = None) -> Paths:
+    """Return Conduit's paths for the current environment."""
+    env = os.environ if environ is None else environ
+    home = env.get("CONDUIT_HOME")
+    if home:
+        home = os.path.abspath(os.path.expanduser(home))
+        return Paths(home, os.path.join(home, "cache"), os.path.join(home, "state"))
+    if sys.platform.startswith(("linux", "freebsd", "openbsd", "netbsd")):
+        return Paths(
+            _xdg("XDG_CONFIG_HOME", ".config"),
+            _xdg("XDG_CACHE_HOME", ".cache"),
+            _xdg("XDG_STATE_HOME", os.path.join(".local", "state")),
+        )
+    import platformdirs  # macOS and Windows: not worth re-deriving their conventions
+
+    return Paths(
+        platformdirs.user_config_dir(APP, appauthor=False),
+        platformdirs.user_cache_dir(APP, appauthor=False),
+        platformdirs.user_state_dir(APP, appauthor=False),
+    )

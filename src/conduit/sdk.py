@@ -1,0 +1,85 @@
+"""The plugin author's API: the one module a Conduit plugin imports.
+
+The smallest plugin::
+
+    import click
+    from conduit.sdk import Plugin
+
+    @click.command()
+    def hello() -> None:
+        click.echo("hello")
+
+    class Hello(Plugin):
+        def boot(self, ctx):
+            ctx.register_command(hello)
+
+Compatibility: this module follows semantic versioning through :data:`API_VERSION`,
+independently of Conduit's release number. A plugin states the range it supports in its
+manifest (``api = ">=1.0,<2"``). Minor versions only add; anything removed or changed
+incompatibly waits for the next major version, after at least one minor release in which
+it warns. The policy is written out in docs/plugin-api.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from conduit.errors import ConduitError
+
+if TYPE_CHECKING:
+    import click
+
+__all__ = ["API_VERSION", "ConduitError", "Plugin", "PluginContext"]
+
+API_VERSION = "1.0.0"
+"""The version of the plugin API this Conduit provides (semver)."""
+
+
+@runtime_checkable
+class PluginContext(Protocol):
+    """What the kernel hands a plugin's :meth:`Plugin.boot`.
+
+    Everything a plugin registers goes through its context, which records it, so that
+    deactivating the plugin removes all of it.
+    """
+
+    @property
+    def name(self) -> str:
+        """The plugin's name, as in its manifest."""
+
+    @property
+    def data_dir(self) -> str:
+        """A directory this plugin may keep files in (created on first use)."""
+
+    def register_command(self, command: click.Command, name: str | None = None) -> None:
+        """Contribute a Click command or group.
+
+        ``name`` defaults to the command's own name; a space-separated name such as
+        ``"repos status"`` places the command under the group ``repos``. The names must
+        match the ``commands`` of the plugin's manifest, which is what ``--help`` shows.
+        """
+
+    def register_service(self, name: str, factory: Callable[[], Any]) -> None:
+        """Provide a named service; ``factory`` is called once, on first use."""
+
+    def register_hook(self, hook: str, implementation: Callable[..., Any]) -> None:
+        """Implement the hook called ``hook``."""
+
+    def service(self, name: str) -> Any:
+        """Return the service called ``name``, activating its provider if needed."""
+
+
+class Plugin:
+    """Base class for plugins. Override :meth:`boot`; :meth:`shutdown` is optional.
+
+    The entry point (or a single-file plugin's ``entry``) may name the subclass, which
+    the kernel instantiates without arguments, or an instance.
+    """
+
+    def boot(self, ctx: PluginContext) -> None:
+        """Register this plugin's commands, services and hooks with ``ctx``."""
+        raise NotImplementedError(f"{type(self).__name__} must implement boot(ctx)")
+
+    def shutdown(self) -> None:
+        """Release what :meth:`boot` acquired beyond registrations (files, threads)."""

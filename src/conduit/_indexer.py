@@ -91,8 +91,9 @@ def _discover_builtins() -> list[_Found]:
     found = []
     for name, entry in BUILTINS.items():
         origin = os.path.join(base, name, MANIFEST_FILENAME)
-        found.append(_Found(name, "builtin", origin, dist="conduit", entry=entry,
-                            dist_version=__version__))
+        found.append(
+            _Found(name, "builtin", origin, dist="conduit", entry=entry, dist_version=__version__)
+        )
     return found
 
 
@@ -243,19 +244,28 @@ def build(paths: Paths, fp: tuple[object, ...]) -> Index:
     winners: dict[str, _Found] = {}
     for item in sorted(found, key=lambda f: (_PRECEDENCE[f.source], f.origin)):
         if item.error is not None:
-            broken.append({"name": item.name, "source": item.source, "origin": item.origin,
-                           "error": item.error.message, "hint": item.error.hint})
+            broken.append(
+                {
+                    "name": item.name,
+                    "source": item.source,
+                    "origin": item.origin,
+                    "error": item.error.message,
+                    "hint": item.error.hint,
+                }
+            )
             continue
         if item.name in winners:
             first = winners[item.name]
-            broken.append({
-                "name": item.name,
-                "source": item.source,
-                "origin": item.origin,
-                "error": f"{item.origin}: duplicate plugin name '{item.name}' "
-                f"(already provided by {first.origin})",
-                "hint": "uninstall or rename one of them",
-            })
+            broken.append(
+                {
+                    "name": item.name,
+                    "source": item.source,
+                    "origin": item.origin,
+                    "error": f"{item.origin}: duplicate plugin name '{item.name}' "
+                    f"(already provided by {first.origin})",
+                    "hint": "uninstall or rename one of them",
+                }
+            )
             continue
         winners[item.name] = item
         plugins[item.name] = _record(item, disabled)
@@ -263,8 +273,7 @@ def build(paths: Paths, fp: tuple[object, ...]) -> Index:
     for pinned_cmd, plugin in sorted(settings.pins.items()):
         if plugin not in plugins:
             warnings.append(
-                f"config pins command '{pinned_cmd}' to plugin '{plugin}', "
-                "which is not installed"
+                f"config pins command '{pinned_cmd}' to plugin '{plugin}', which is not installed"
             )
 
     routes: dict[str, list[str]] = {}
@@ -306,7 +315,7 @@ def rebuild(paths: Paths, path: str, fp: tuple[object, ...], *, force: bool = Fa
                 if current is not None:
                     return current
             index = build(paths, fp)
-            atomic_write(path, MAGIC + marshal.dumps(index))
+            atomic_write(path, MAGIC + marshal.dumps(index))  # type: ignore[arg-type]
             return index
     except ConduitError:
         raise

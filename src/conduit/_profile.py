@@ -44,7 +44,10 @@ class Profile:
 
     def report(self) -> str:
         """A table like ``nvim --startuptime``: start and duration of each span, in ms."""
-        lines = ["conduit start-up profile (ms since the kernel entry)", "   start  duration  phase"]
+        lines = [
+            "conduit start-up profile (ms since the kernel entry)",
+            "   start  duration  phase",
+        ]
         for name, start, end, depth in sorted(self.spans, key=lambda s: (s[1], s[3])):
             lines.append(
                 f"{(start - self.origin) / 1e6:8.3f}  {(end - start) / 1e6:8.3f}  "
@@ -71,7 +74,12 @@ class Profile:
             }
             for name, start, end, _ in self.spans
         ]
-        meta = {"name": "process_name", "ph": "M", "pid": pid, "tid": 1,
-                "args": {"name": "conduit"}}
+        meta = {
+            "name": "process_name",
+            "ph": "M",
+            "pid": pid,
+            "tid": 1,
+            "args": {"name": "conduit"},
+        }
         with open(path, "w", encoding="utf-8") as f:
             json.dump({"traceEvents": [meta, *events], "displayTimeUnit": "ms"}, f)

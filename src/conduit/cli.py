@@ -20,7 +20,6 @@ from conduit.errors import ConduitError, UsageError
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from conduit._types import Index, PluginRec
-    from conduit.paths import Paths
 
 __all__ = ["main"]
 
@@ -302,9 +301,9 @@ def _complete(view: View, words: list[str]) -> str:
         if plugin and view.usable(plugin):
             for c in view.index["plugins"][plugin]["commands"]:
                 head, _, rest = c["name"].partition(" ")
-                if head == word and rest and " " not in rest and not c["hidden"]:
-                    if rest.startswith(current):
-                        lines.append(f"{rest}\t{c['help']}")
+                visible = head == word and rest and " " not in rest and not c["hidden"]
+                if visible and rest.startswith(current):
+                    lines.append(f"{rest}\t{c['help']}")
     return "\n".join(lines)
 
 
@@ -325,13 +324,15 @@ def _run(opts: _Options, args: list[str], profile: Profile) -> int:
     from conduit.index import load
     from conduit.paths import resolve
 
-    paths: Paths = resolve()
+    paths = resolve()
     completing = bool(args) and args[0] == "__complete"
     index = load(paths, profile, force_rebuild=bool(os.environ.get("CONDUIT_REBUILD_INDEX")))
     if not completing:
         for broken in index["broken"]:
-            _warn(f"skipped plugin '{broken['name']}': {broken['error']} "
-                  f"(see '{PROG} plugins doctor')")
+            _warn(
+                f"skipped plugin '{broken['name']}': {broken['error']} "
+                f"(see '{PROG} plugins doctor')"
+            )
         for text in index["warnings"]:
             _warn(text)
     view = View(index, _runtime_disabled(index, opts.no_plugins))
@@ -347,9 +348,9 @@ def _run(opts: _Options, args: list[str], profile: Profile) -> int:
     with profile.span("route"):
         plugin, word = _resolve(view, args[0])
     if len(args) > 1 and args[1] in ("--help", "-h"):
-        text = render_group_help(view, plugin, word)
-        if text is not None:
-            sys.stdout.write(text)
+        group_help = render_group_help(view, plugin, word)
+        if group_help is not None:
+            sys.stdout.write(group_help)
             return 0
     from conduit.kernel import Kernel
 
@@ -392,4 +393,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
-

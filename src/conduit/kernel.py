@@ -85,7 +85,12 @@ class Context:
         if (self.name, key) in registry.commands:
             raise PluginError(self.name, f"command '{key}' is registered twice")
         registry.commands[(self.name, key)] = command
-        self._undo.append(lambda: registry.commands.pop((self.name, key), None))
+        owner = self.name
+
+        def undo() -> None:
+            registry.commands.pop((owner, key), None)
+
+        self._undo.append(undo)
 
     def register_service(self, name: str, factory: Callable[[], Any]) -> None:
         registry = self._kernel.registry
@@ -124,7 +129,8 @@ class Context:
     def commands(self) -> dict[str, click.Command]:
         """This plugin's registered commands, by full name."""
         return {
-            key: cmd for (owner, key), cmd in self._kernel.registry.commands.items()
+            key: cmd
+            for (owner, key), cmd in self._kernel.registry.commands.items()
             if owner == self.name
         }
 
@@ -178,7 +184,7 @@ class Kernel:
                 raise PluginLoadError(
                     rec["name"],
                     f"isolation '{kind}' is not supported by this Conduit release",
-                    hint="set isolation = \"in-process\" in the manifest, or upgrade Conduit",
+                    hint='set isolation = "in-process" in the manifest, or upgrade Conduit',
                 )
             from conduit.hosts.inprocess import InProcessHost
 

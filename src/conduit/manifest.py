@@ -127,7 +127,9 @@ def _translate(path: str, err: msgspec.ValidationError) -> ManifestError:
         hint = (
             f"did you mean '{guess}'?"
             if guess
-            else f"allowed fields here: {', '.join(allowed)}" if allowed else None
+            else f"allowed fields here: {', '.join(allowed)}"
+            if allowed
+            else None
         )
     elif missing:
         name = missing.group(1)
@@ -305,9 +307,7 @@ def _loads_toml(text: str, path: str, line_offset: int = 0) -> dict[str, Any]:
     except tomllib.TOMLDecodeError as exc:
         msg = str(exc)
         if line_offset:
-            msg = re.sub(
-                r"line (\d+)", lambda m: f"line {int(m.group(1)) + line_offset}", msg
-            )
+            msg = re.sub(r"line (\d+)", lambda m: f"line {int(m.group(1)) + line_offset}", msg)
         raise ManifestError(
             path, f"invalid TOML: {msg}", hint="fix the TOML syntax at that line"
         ) from None

@@ -63,15 +63,18 @@ class InProcessHost:
         from conduit.sdk import Plugin
 
         found = [
-            obj for obj in vars(module).values()
-            if isinstance(obj, type) and issubclass(obj, Plugin) and obj is not Plugin
+            obj
+            for obj in vars(module).values()
+            if isinstance(obj, type)
+            and issubclass(obj, Plugin)
+            and obj is not Plugin
             and obj.__module__ == modname
         ]
         if len(found) != 1:
             raise PluginLoadError(
                 name,
                 f"{rec['origin']} defines {len(found)} Plugin subclasses; expected one",
-                hint="name the plugin object with entry = \"ClassName\" in the # /// conduit block",
+                hint='name the plugin object with entry = "ClassName" in the # /// conduit block',
             )
         return found[0]
 
@@ -198,4 +201,5 @@ class InProcessHost:
             raise
         except Exception as exc:
             raise CommandFailed(record["name"], word, exc) from exc
-        return 0
+        # Click's standalone mode always ends in SystemExit; this is for safety only.
+        return 0  # type: ignore[unreachable]

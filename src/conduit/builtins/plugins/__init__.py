@@ -41,22 +41,32 @@ def _state(rec: PluginRec) -> str:
 def _rows(index: Index) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for rec in index["plugins"].values():
-        rows.append({
-            "name": rec["name"],
-            "version": rec["version"],
-            "source": rec["source"],
-            "state": _state(rec),
-            "isolation": rec["isolation"],
-            "capabilities": rec["capabilities"],
-            "commands": [c["name"] for c in rec["commands"]],
-            "description": rec["description"],
-        })
+        rows.append(
+            {
+                "name": rec["name"],
+                "version": rec["version"],
+                "source": rec["source"],
+                "state": _state(rec),
+                "isolation": rec["isolation"],
+                "capabilities": rec["capabilities"],
+                "commands": [c["name"] for c in rec["commands"]],
+                "description": rec["description"],
+            }
+        )
     for b in index["broken"]:
-        rows.append({
-            "name": b["name"], "version": None, "source": b["source"], "state": "broken",
-            "isolation": None, "capabilities": [], "commands": [], "description": "",
-            "error": b["error"],
-        })
+        rows.append(
+            {
+                "name": b["name"],
+                "version": None,
+                "source": b["source"],
+                "state": "broken",
+                "isolation": None,
+                "capabilities": [],
+                "commands": [],
+                "description": "",
+                "error": b["error"],
+            }
+        )
     return rows
 
 
@@ -83,10 +93,16 @@ def list_cmd(as_json: bool) -> None:
         return
     table = [["NAME", "VERSION", "SOURCE", "STATE", "ISOLATION", "CAPABILITIES"]]
     for r in rows:
-        table.append([
-            r["name"], r["version"] or "-", r["source"], r["state"], r["isolation"] or "-",
-            ",".join(r["capabilities"]) or "-",
-        ])
+        table.append(
+            [
+                r["name"],
+                r["version"] or "-",
+                r["source"],
+                r["state"],
+                r["isolation"] or "-",
+                ",".join(r["capabilities"]) or "-",
+            ]
+        )
     click.echo(_table(table))
 
 

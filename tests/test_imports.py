@@ -1,0 +1,105 @@
+"""Start-up stays lean: what ``conduit --help`` and a command import, checked in a fresh
+interpreter through ``sys.modules`` (timing belongs in benchmarks/, not here)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from _factory import simple_plugin, write
+
+PROBE_COMMAND = """
+import json, sys
+import conduit.kernel
+seen = set()
+original = conduit.kernel.Kernel.shutdown
+def shutdown(self):  # plugins' modules are dropped on deactivation: look just before
+    seen.update(sys.modules)
+    original(self)
+conduit.kernel.Kernel.shutdown = shutdown
+before = set(sys.modules)
+from conduit.cli import main
+code = main(sys.argv[1:])
+sys.stdout.flush()
+print("\\n@@" + json.dumps({"code": code, "new": sorted(seen - before)}))
+"""
+
+PROBE = """
+import json, sys
+before = set(sys.modules)
+from conduit.cli import main
+code = main(sys.argv[1:])
+sys.stdout.flush()
+print("\\n@@" + json.dumps({"code": code, "new": sorted(set(sys.modules) - before)}))
+"""
+
+# Never on the start-up path: each costs more than the rest of start-up together.
+FORBIDDEN_AT_STARTUP = {
+    "click",
+    "pluggy",
+    "importlib.metadata",
+    "msgspec",
+    "tomllib",
+    "tomlkit",
+    "typing",
+    "re",
+    "pathlib",
+    "json",
+    "platformdirs",
+    "filelock",
+    "packaging",
+    "conduit.kernel",
+    "conduit.manifest",
+    "conduit._indexer",
+    "conduit.sdk",
+}
+
+
+def probe(*args: str, script: str = PROBE) -> tuple[int, set[str]]:
+    proc = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=os.environ.copy(),
+    )
+    _, _, tail = proc.stdout.rpartition("\n@@")
+    assert tail, proc.stderr
+    data = json.loads(tail)
+    return data["code"], set(data["new"])
+
+
+def test_help_imports_no_plugin_and_no_heavy_module(plugin_dir):
+    write(plugin_dir, "alpha.py", simple_plugin("alpha", ("hello",)))
+    probe("--help")  # the first run builds the index
+    code, new = probe("--help")
+    assert code == 0
+    assert not new & FORBIDDEN_AT_STARTUP, sorted(new & FORBIDDEN_AT_STARTUP)
+    assert not [m for m in new if m.startswith("conduit_plugin_")]
+    assert not [m for m in new if m.startswith("conduit.builtins")]
+    # The whole start-up path is Conduit's own stdlib-only modules plus marshal.
+    outside = {m for m in new if not m.startswith("conduit")} - {"marshal", "__future__"}
+    assert not outside, sorted(outside)
+
+
+def test_completion_imports_nothing_heavy(plugin_dir):
+    write(plugin_dir, "alpha.py", simple_plugin("alpha", ("hello",)))
+    probe("--help")
+    code, new = probe("__complete", "he")
+    assert code == 0
+    assert not new & FORBIDDEN_AT_STARTUP
+
+
+def test_command_imports_only_its_plugin(plugin_dir):
+    write(plugin_dir, "alpha.py", simple_plugin("alpha", ("hello",)))
+    write(plugin_dir, "beta.py", simple_plugin("beta", ("other",)))
+    probe("--help")
+    code, new = probe("hello", script=PROBE_COMMAND)
+    assert code == 0
+    assert "conduit_plugin_alpha" in new
+    assert "conduit_plugin_beta" not in new
+    assert not [m for m in new if m.startswith("conduit.builtins.")]
+    # Routing a command still needs no metadata scan, manifest parsing or msgspec.
+    assert not new & {"importlib.metadata", "msgspec", "tomllib", "conduit._indexer"}

@@ -1,0 +1,185 @@
+"""The kernel as a library: activation, deactivation, hosts, services."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+import pytest
+
+from _factory import simple_plugin, write
+from conduit._profile import Profile
+from conduit.errors import ConduitError, PluginError, PluginLoadError
+from conduit.hosts.fake import FakeHost
+from conduit.index import load
+from conduit.kernel import Kernel
+from conduit.paths import resolve
+from conduit.sdk import Plugin, PluginContext
+
+
+def make_kernel(**kwargs) -> Kernel:  # type: ignore[no-untyped-def]
+    paths = resolve()
+    return Kernel(load(paths, Profile(False)), paths, **kwargs)
+
+
+FULL = """
+import click
+from conduit.sdk import Plugin
+
+EVENTS = []
+
+@click.command()
+def hello():
+    click.echo("hi")
+
+@click.command("status")
+def status():
+    click.echo("ok")
+
+class Full(Plugin):
+    def boot(self, ctx):
+        ctx.register_command(hello)
+        ctx.register_command(status, "repos status")
+        ctx.register_service("greeter", lambda: "hello service")
+        ctx.register_hook("before_command", lambda **kw: None)
+        EVENTS.append("boot")
+
+    def shutdown(self):
+        EVENTS.append("shutdown")
+"""
+
+
+def _full_plugin(plugin_dir):  # type: ignore[no-untyped-def]
+    from _factory import manifest_block
+
+    toml = (
+        'name = "full"\napi = ">=1.0,<2"\n'
+        '[provides]\nservices = ["greeter"]\n'
+        '[[commands]]\nname = "hello"\n[[commands]]\nname = "repos status"\n'
+    )
+    write(plugin_dir, "full.py", manifest_block(toml) + FULL)
+
+
+def test_activate_then_deactivate_leaves_nothing_registered(plugin_dir):
+    _full_plugin(plugin_dir)
+    kernel = make_kernel()
+    ctx = kernel.activate("full")
+    assert isinstance(ctx, PluginContext)
+    assert sorted(kernel.registry.owned_by("full")) == [
+        "command hello",
+        "command repos status",
+        "hook before_command",
+        "service greeter",
+    ]
+    assert kernel.service("greeter") == "hello service"
+    module = sys.modules["conduit_plugin_full"]
+    kernel.deactivate("full")
+    assert kernel.registry.owned_by("full") == []
+    assert kernel.registry.service_instances == {}
+    assert kernel.registry.hooks == {}
+    assert "conduit_plugin_full" not in sys.modules
+    assert module.EVENTS == ["boot", "shutdown"]
+    assert kernel.states["full"] == "inactive"
+    # and it can come back
+    kernel.activate("full")
+    assert len(kernel.registry.owned_by("full")) == 4
+    kernel.shutdown()
+    assert kernel.registry.owned_by("full") == []
+
+
+def test_activation_is_idempotent(plugin_dir):
+    _full_plugin(plugin_dir)
+    kernel = make_kernel()
+    assert kernel.activate("full") is kernel.activate("full")
+    kernel.shutdown()
+
+
+def test_failed_boot_leaves_nothing_registered(plugin_dir):
+    src = simple_plugin("half", ("one", "two")).replace(
+        "        ctx.register_command(cmd_1, 'two')",
+        "        ctx.register_command(cmd_1, 'two')\n        raise RuntimeError('late')",
+    )
+    write(plugin_dir, "half.py", src)
+    kernel = make_kernel()
+    with pytest.raises(PluginLoadError, match="failed to boot: RuntimeError: late"):
+        kernel.activate("half")
+    assert kernel.registry.owned_by("half") == []
+    assert kernel.states["half"] == "failed"
+
+
+def test_service_activates_its_provider_lazily(plugin_dir):
+    _full_plugin(plugin_dir)
+    kernel = make_kernel()
+    assert kernel.states == {}
+    assert kernel.service("greeter") == "hello service"
+    assert kernel.states["full"] == "active"
+    with pytest.raises(ConduitError, match="no plugin provides the service 'nope'"):
+        kernel.service("nope")
+    kernel.shutdown()
+
+
+def test_two_providers_of_one_service_is_an_error(plugin_dir):
+    _full_plugin(plugin_dir)
+    kernel = make_kernel()
+    kernel.activate("full")
+    ctx = kernel.contexts["full"]
+    with pytest.raises(PluginError, match="already provided by plugin 'full'"):
+        ctx.register_service("greeter", lambda: None)
+    kernel.shutdown()
+
+
+def test_fake_host_receives_the_routed_command(plugin_dir):
+    write(plugin_dir, "alpha.py", simple_plugin("alpha", ("hello",)))
+    seen: list[list[str]] = []
+    host = FakeHost({"alpha": {"hello": lambda argv: seen.append(argv) or 7}})
+    kernel = make_kernel(hosts={"in-process": host})
+    assert kernel.run("alpha", ["hello", "--x"]) == 7
+    assert seen == [["--x"]]
+    kernel.shutdown()
+    assert host.calls == [
+        ("activate", "alpha", ()),
+        ("run", "alpha", ("hello", "--x")),
+        ("deactivate", "alpha", ()),
+    ]
+    assert "conduit_plugin_alpha" not in sys.modules  # the fake host imports nothing
+
+
+def test_unsupported_isolation_is_a_clear_error(plugin_dir):
+    write(plugin_dir, "iso.py", simple_plugin("iso", ("x",), extra_toml='isolation = "wasm"'))
+    kernel = make_kernel()
+    with pytest.raises(PluginLoadError, match="isolation 'wasm' is not supported"):
+        kernel.activate("iso")
+
+
+def test_disabled_plugin_cannot_be_activated(plugin_dir):
+    write(plugin_dir, "alpha.py", simple_plugin("alpha", ("hello",)))
+    kernel = make_kernel(disabled={"alpha"})
+    with pytest.raises(PluginLoadError, match="plugin is disabled"):
+        kernel.activate("alpha")
+
+
+def test_entry_may_name_a_class_or_an_instance(plugin_dir):
+    from _factory import manifest_block
+
+    body = (
+        "import click\nfrom conduit.sdk import Plugin\n"
+        "@click.command()\ndef hi():\n    click.echo('inst')\n"
+        "class P(Plugin):\n    def boot(self, ctx):\n        ctx.register_command(hi)\n"
+        "plugin = P()\n"
+    )
+    toml = 'name = "inst"\napi = ">=1.0,<2"\nentry = "plugin"\n[[commands]]\nname = "hi"'
+    write(plugin_dir, "inst.py", manifest_block(toml) + body)
+    kernel = make_kernel()
+    kernel.activate("inst")
+    assert "command hi" in kernel.registry.owned_by("inst")
+    kernel.shutdown()
+
+
+def test_sdk_plugin_base_requires_boot():
+    class Nothing(Plugin):
+        pass
+
+    with pytest.raises(NotImplementedError, match="must implement boot"):
+        Nothing().boot(None)  # type: ignore[arg-type]
+    Nothing().shutdown()
+    assert isinstance(click.Command("x"), click.Command)

@@ -381,3 +381,35 @@ def test_completion_scripts(run, shell):
     r = run("completion", shell)
     assert r.code == 0
     assert "conduit __complete" in r.out
+
+
+def test_bash_completion_script_works_in_bash(run, plugin_dir, tmp_path):
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    bash = shutil.which("bash")
+    assert bash, "bash is needed for this test"
+    write(plugin_dir, "alpha.py", simple_plugin("alpha", ("hello",)))
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    shim = bindir / "conduit"
+    shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m conduit "$@"\n')
+    shim.chmod(0o755)
+    script = run("completion", "bash").out
+    env = {**os.environ, "PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}"}
+
+    def complete(*words: str) -> list[str]:
+        cmd = (
+            f"{script}\nCOMP_WORDS=(conduit {' '.join(words)}); "
+            f"COMP_CWORD={len(words)}; _conduit_complete; printf '%s\\n' \"${{COMPREPLY[@]}}\""
+        )
+        proc = subprocess.run(
+            [bash, "-c", cmd], capture_output=True, text=True, env=env, timeout=60
+        )
+        return proc.stdout.split()
+
+    assert complete("hel") == ["hello"]
+    assert complete("plugins", "d") == ["disable", "doctor"]
+    assert complete("--no-p") == ["--no-plugins"]

@@ -87,14 +87,17 @@ def test_todo_matches_whole_words_only(ws: Path, run: Any) -> None:
         "# {TODO}(bob): ask about caching\n"
         "# {FIXME} later\n"
         "# {XXX}\tafter a tab\n"
-        "# {HACK}\n"  # bare at the end of a line: likely a wrapped mention in prose
+        "# {HACK}\n"  # bare at the end of a comment line still counts
         "# {TODO}:\n",
     )
+    # prose is not a comment: a README that mentions the tags reports nothing
+    write(ws / "README.md", "The {TODO} command lists {FIXME}: comments.\n")
 
     assert todos(run) == [
         ("a.py", 5, "TODO", "(bob) ask about caching"),
         ("a.py", 6, "FIXME", "later"),
         ("a.py", 7, "XXX", "after a tab"),
+        ("a.py", 8, "HACK", ""),
         ("a.py", 9, "TODO", ""),
     ]
 

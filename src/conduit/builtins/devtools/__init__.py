@@ -128,10 +128,12 @@ class TodoItem(TypedDict):
 
 def _tag_pattern(tags: Sequence[str]) -> re.Pattern[str]:
     alternatives = "|".join(re.escape(t) for t in sorted(set(tags), key=len, reverse=True))
-    # A tag counts as a whole word followed by ':', '(' (an owner) or whitespace, so
-    # identifiers that merely start with a tag, like TODOLIST, do not. A bare tag ending
-    # a line does not count either: in prose that is usually a line-wrapped mention.
-    return re.compile(rf"(?<!\w)({alternatives})(?=[:(\s])")
+    # Only comments count: the tag must follow a comment marker on the same line, so
+    # prose ("lists TODO comments") and strings are not reported. It must be a whole
+    # word followed by ':', '(' (an owner), whitespace or the end of the line, so
+    # identifiers that merely start with a tag, like TODOLIST, do not count.
+    marker = r"(?:#|//|/\*|<!--|^\s*\*|^\s*--|;)"
+    return re.compile(rf"{marker}.*?(?<!\w)({alternatives})(?=[:(\s]|$)")
 
 
 def _todo_text(rest: str) -> str:

@@ -52,3 +52,44 @@ def write(plugin_dir: Path, filename: str, source: str) -> Path:
     path = plugin_dir / filename
     path.write_text(source, encoding="utf-8")
     return path
+
+
+PROBE = """
+import json, sys
+import conduit.kernel
+seen = set()
+original = conduit.kernel.Kernel.shutdown
+def shutdown(self):  # plugins' modules are dropped on deactivation: look just before
+    seen.update(sys.modules)
+    original(self)
+conduit.kernel.Kernel.shutdown = shutdown
+before = set(sys.modules)
+from conduit.cli import main
+code = main(sys.argv[1:])
+sys.stdout.flush()
+print("\\n@@" + json.dumps({"code": code, "new": sorted((seen or set(sys.modules)) - before)}))
+"""
+
+
+def imported_by(
+    *args: str, env: dict[str, str] | None = None, cwd: str | None = None, python: str | None = None
+) -> tuple[int, set[str]]:
+    """Run ``conduit ARGS`` in a fresh interpreter; return its exit code and the modules it
+    imported (looked at just before plugins are deactivated)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [python or sys.executable, "-c", PROBE, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+        cwd=cwd,
+    )
+    tail = proc.stdout.rpartition("\n@@")[2]
+    assert tail, proc.stderr
+    data = json.loads(tail)
+    return data["code"], set(data["new"])

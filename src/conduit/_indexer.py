@@ -34,10 +34,11 @@ from conduit.manifest import (
     parse_inline_manifest,
     read_manifest_file,
 )
+from conduit.resolve import Node, Resolution, resolve
 from conduit.sdk import API_VERSION
 
 if TYPE_CHECKING:
-    from conduit._types import BrokenRec, Index, PluginRec
+    from conduit._types import BrokenRec, Events, Index, PluginRec
     from conduit.paths import Paths
 
 __all__ = ["ENTRY_POINT_GROUP", "build", "rebuild"]
@@ -225,6 +226,9 @@ def _record(item: _Found, disabled: set[str]) -> PluginRec:
         "isolation": m.isolation,
         "dependencies": list(m.dependencies),
         "enabled": item.name not in disabled or item.name == "plugins",
+        "blocked": None,
+        "blocked_hint": None,
+        "after": [],
     }
 
 
@@ -276,9 +280,10 @@ def build(paths: Paths, fp: tuple[object, ...]) -> Index:
                 f"config pins command '{pinned_cmd}' to plugin '{plugin}', which is not installed"
             )
 
+    resolution = _resolve(plugins, settings.pins)
     routes: dict[str, list[str]] = {}
     for name, rec in plugins.items():
-        if not rec["enabled"]:
+        if not rec["enabled"] or rec["blocked"]:
             continue
         for word in dict.fromkeys(c["name"].split(" ")[0] for c in rec["commands"]):
             routes.setdefault(word, []).append(name)
@@ -290,6 +295,11 @@ def build(paths: Paths, fp: tuple[object, ...]) -> Index:
                 p,
             )
         )
+    ambiguous: dict[str, list[str]] = {}
+    for rec in plugins.values():
+        for svc in rec["provides"]["services"]:
+            if rec["enabled"] and not rec["blocked"] and svc not in resolution.providers:
+                ambiguous.setdefault(svc, []).append(rec["name"])
     return {
         "format": INDEX_FORMAT,
         "fingerprint": fp,
@@ -299,7 +309,66 @@ def build(paths: Paths, fp: tuple[object, ...]) -> Index:
         "routes": dict(sorted(routes.items())),
         "pins": dict(settings.pins),
         "warnings": warnings,
+        "events": _events(plugins),
+        "services": dict(sorted(resolution.providers.items())),
+        "ambiguous": ambiguous,
+        "boot_order": resolution.boot_order,
+        "config": msgspec.to_builtins(settings),
     }
+
+
+def _resolve(plugins: dict[str, PluginRec], pins: dict[str, str]) -> Resolution:
+    """Run dependency resolution over the enabled plugins and record it in their records."""
+    nodes = {
+        name: Node(
+            name,
+            rec["version"],
+            tuple(rec["requires"]["plugins"]),
+            tuple(rec["requires"]["services"]),
+            tuple(rec["provides"]["services"]),
+        )
+        for name, rec in plugins.items()
+        if rec["enabled"]
+    }
+    unavailable = {name: "is disabled" for name, rec in plugins.items() if not rec["enabled"]}
+    resolution = resolve(nodes, pins=pins, unavailable=unavailable)
+    for name, rec in plugins.items():
+        blocked = resolution.blocked.get(name)
+        rec["blocked"] = blocked.error if blocked else None
+        rec["blocked_hint"] = blocked.hint if blocked else None
+        rec["after"] = [] if blocked else list(resolution.requires.get(name, []))
+    return resolution
+
+
+def _events(plugins: dict[str, PluginRec]) -> Events:
+    """Index activation events by kind; a provider implies ``service:NAME``."""
+    events: Events = {
+        "startup": [],
+        "env": [],
+        "file": [],
+        "command": {},
+        "event": {},
+        "service": {},
+    }
+    for name, rec in plugins.items():
+        if not rec["enabled"] or rec["blocked"]:
+            continue
+        for svc in rec["provides"]["services"]:
+            events["service"].setdefault(svc, []).append(name)
+        for event in rec["activation"]:
+            kind, _, arg = event.partition(":")
+            if kind == "startup":
+                events["startup"].append(name)
+            elif kind == "env":
+                var, eq, value = arg.partition("=")
+                events["env"].append((name, var, value if eq else None))
+            elif kind == "file":
+                events["file"].append((name, arg))
+            elif kind in ("command", "event", "service"):
+                table = events[kind]  # type: ignore[literal-required]
+                if name not in table.setdefault(arg, []):
+                    table[arg].append(name)
+    return events
 
 
 def rebuild(paths: Paths, path: str, fp: tuple[object, ...], *, force: bool = False) -> Index:

@@ -44,6 +44,9 @@ class PluginRec(TypedDict):
     isolation: str
     dependencies: list[str]
     enabled: bool
+    blocked: str | None  # why resolution refuses to activate it, or None
+    blocked_hint: str | None
+    after: list[str]  # plugins to activate first (its resolved requirements)
 
 
 class BrokenRec(TypedDict):
@@ -52,6 +55,17 @@ class BrokenRec(TypedDict):
     origin: str
     error: str
     hint: str | None
+
+
+class Events(TypedDict):
+    """Activation events by kind, so evaluating them never walks every plugin."""
+
+    startup: list[str]
+    env: list[tuple[str, str, str | None]]  # (plugin, VAR, VALUE or None for "is set")
+    file: list[tuple[str, str]]  # (plugin, GLOB)
+    command: dict[str, list[str]]  # command name -> plugins
+    event: dict[str, list[str]]  # hook name -> plugins
+    service: dict[str, list[str]]  # service name -> plugins
 
 
 class Index(TypedDict):
@@ -63,3 +77,8 @@ class Index(TypedDict):
     routes: dict[str, list[str]]
     pins: dict[str, str]
     warnings: list[str]
+    events: Events
+    services: dict[str, str]  # service -> the provider that resolution chose
+    ambiguous: dict[str, list[str]]  # service -> providers, when no single one is chosen
+    boot_order: list[str]
+    config: dict[str, object]  # the validated config, as plain data

@@ -112,7 +112,9 @@ class View:
 
     def usable(self, name: str) -> bool:
         rec = self.index["plugins"].get(name)
-        return rec is not None and rec["enabled"] and name not in self.disabled
+        return (
+            rec is not None and rec["enabled"] and not rec["blocked"] and name not in self.disabled
+        )
 
     def claimants(self, word: str) -> list[str]:
         return [p for p in self.index["routes"].get(word, ()) if p not in self.disabled]
@@ -251,6 +253,10 @@ def _resolve(view: View, word: str) -> tuple[str, str]:
     if not claimants:
         for name, rec in view.index["plugins"].items():
             if any(c["name"].split(" ")[0] == word for c in rec["commands"]):
+                if rec["blocked"] and rec["enabled"] and name not in view.disabled:
+                    from conduit.errors import PluginLoadError
+
+                    raise PluginLoadError(name, rec["blocked"], hint=rec["blocked_hint"])
                 raise UsageError(
                     f"command '{word}' belongs to plugin '{name}', which is disabled",
                     hint=f"enable it with '{PROG} plugins enable {name}'"
@@ -336,6 +342,13 @@ def _run(opts: _Options, args: list[str], profile: Profile) -> int:
         for text in index["warnings"]:
             _warn(text)
     view = View(index, _runtime_disabled(index, opts.no_plugins))
+    if not completing:
+        for name, rec in index["plugins"].items():
+            if rec["blocked"] and rec["enabled"] and name not in view.disabled:
+                _warn(
+                    f"plugin '{name}' is unavailable: {rec['blocked']} "
+                    f"(see '{PROG} plugins doctor')"
+                )
     if completing:
         sys.stdout.write(_complete(view, args[1:]) + "\n")
         return 0
@@ -358,7 +371,11 @@ def _run(opts: _Options, args: list[str], profile: Profile) -> int:
     try:
         return kernel.run(plugin, [word, *args[1:]], PROG)
     finally:
-        kernel.shutdown()
+        try:
+            kernel.shutdown()
+        finally:
+            for warning in kernel.warnings:
+                _warn(warning.message + (f" ({warning.hint})" if warning.hint else ""))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,6 +12,10 @@ Layout::
 
     [pins]
     deploy = "fancy-deploy"        # who wins a command claimed by several plugins
+    "service:vcs" = "git-tools"    # who provides a service offered by several plugins
+
+    [plugin.git-tools]             # free-form settings of one plugin (ctx.config)
+    default-remote = "origin"
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=
 
     plugins: PluginSettings = PluginSettings()
     pins: dict[str, str] = {}
+    plugin: dict[str, dict[str, Any]] = {}
 
 
 def _parse(path: str, raw: bytes) -> dict[str, Any]:

@@ -98,6 +98,7 @@ class PluginError(ConduitError):
     def __init__(self, plugin: str, message: str, *, hint: str | None = None) -> None:
         super().__init__(f"plugin '{plugin}': {message}", hint=hint)
         self.plugin = plugin
+        self.detail = message
 
 
 class PluginLoadError(PluginError):

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 __all__ = ["INDEX_FORMAT", "fingerprint", "index_path", "load", "site_dirs"]
 
-INDEX_FORMAT = 1
+INDEX_FORMAT = 2
 MAGIC = b"CONDUIT-INDEX\n"
 
 

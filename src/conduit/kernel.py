@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     import click
 
     from conduit._types import Index, PluginRec
+    from conduit.hooks import HookBus
     from conduit.hosts import Host
     from conduit.paths import Paths
 
@@ -42,6 +43,9 @@ class Registry:
         self.services: dict[str, tuple[str, Callable[[], Any]]] = {}
         self.service_instances: dict[str, Any] = {}
         self.hooks: dict[str, list[tuple[str, Callable[..., Any]]]] = {}
+        self.hookspecs: dict[str, tuple[str, Callable[..., Any], bool]] = {}
+        #: bumped on every hook or hookspec change, so the pluggy manager is rebuilt
+        self.generation = 0
 
     def owned_by(self, plugin: str) -> list[str]:
         """Describe every registration ``plugin`` still holds (empty when it holds none)."""
@@ -50,6 +54,7 @@ class Registry:
         held += [
             f"hook {h}" for h, impls in self.hooks.items() for owner, _ in impls if owner == plugin
         ]
+        held += [f"hookspec {h}" for h, (owner, _, _) in self.hookspecs.items() if owner == plugin]
         return held
 
 
@@ -113,6 +118,7 @@ class Context:
         registry = self._kernel.registry
         entry = (self.name, implementation)
         registry.hooks.setdefault(hook, []).append(entry)
+        registry.generation += 1
 
         def undo() -> None:
             impls = registry.hooks.get(hook, [])
@@ -120,11 +126,42 @@ class Context:
                 impls.remove(entry)
             if not impls:
                 registry.hooks.pop(hook, None)
+            registry.generation += 1
 
         self._undo.append(undo)
 
-    def service(self, name: str) -> Any:
-        return self._kernel.service(name)
+    def register_hookspec(self, spec: Callable[..., Any], *, firstresult: bool = False) -> None:
+        registry = self._kernel.registry
+        name = spec.__name__
+        if name in registry.hookspecs:
+            owner = registry.hookspecs[name][0]
+            raise PluginError(self.name, f"hook '{name}' is already specified by '{owner}'")
+        registry.hookspecs[name] = (self.name, spec, firstresult)
+        registry.generation += 1
+
+        def undo() -> None:
+            registry.hookspecs.pop(name, None)
+            registry.generation += 1
+
+        self._undo.append(undo)
+
+    def hook(self, name: str, **kwargs: Any) -> list[Any]:
+        return self._kernel.hook(name, raise_errors=True, **kwargs)
+
+    def service(self, name: str, kind: type[Any] | None = None) -> Any:
+        instance = self._kernel.service(name)
+        if kind is not None and isinstance(kind, type) and not isinstance(instance, kind):
+            raise PluginError(
+                self.name,
+                f"service '{name}' is a {type(instance).__name__}, not a {kind.__name__}",
+            )
+        return instance
+
+    @property
+    def config(self) -> dict[str, Any]:
+        tables = self._kernel.index["config"].get("plugin", {})
+        assert isinstance(tables, dict)
+        return dict(tables.get(self.name, {}))
 
     def commands(self) -> dict[str, click.Command]:
         """This plugin's registered commands, by full name."""
@@ -161,6 +198,12 @@ class Kernel:
         self.contexts: dict[str, Context] = {}
         self._hosts: dict[str, Host] = dict(hosts or {})
         self._order: list[str] = []
+        #: why each plugin was activated ("command:build", "required by x", ...)
+        self.reasons: dict[str, str] = {}
+        #: problems that did not stop the command (a side plugin failed, a hook raised)
+        self.warnings: list[ConduitError] = []
+        self._bus: HookBus | None = None
+        self._activating: list[str] = []
 
     def record(self, name: str) -> PluginRec:
         """The index record of an installed, usable plugin, or a PluginLoadError."""
@@ -174,6 +217,8 @@ class Kernel:
             raise PluginLoadError(
                 name, "plugin is disabled", hint=f"enable it with 'conduit plugins enable {name}'"
             )
+        if rec["blocked"]:
+            raise PluginLoadError(name, rec["blocked"], hint=rec["blocked_hint"])
         return rec
 
     def host_for(self, rec: PluginRec) -> Host:
@@ -191,11 +236,27 @@ class Kernel:
             host = self._hosts[kind] = InProcessHost()
         return host
 
-    def activate(self, name: str) -> Context:
-        """Activate ``name`` (idempotent) and return its context."""
+    def activate(self, name: str, reason: str = "requested") -> Context:
+        """Activate ``name`` after what it requires (idempotent); return its context."""
         if self.states.get(name) == ACTIVE:
             return self.contexts[name]
         rec = self.record(name)
+        if name in self._activating:  # resolution blocks cycles; this is a safety net
+            chain = " -> ".join([*self._activating, name])
+            raise PluginLoadError(name, f"dependency cycle {chain}")
+        self._activating.append(name)
+        try:
+            for dep in rec["after"]:
+                try:
+                    self.activate(dep, f"required by {name}")
+                except PluginLoadError as exc:
+                    raise PluginLoadError(
+                        name,
+                        f"requires '{dep}', which failed to load: {exc.message}",
+                        hint=exc.hint,
+                    ) from exc
+        finally:
+            self._activating.remove(name)
         host = self.host_for(rec)
         ctx = Context(self, rec)
         try:
@@ -206,8 +267,64 @@ class Kernel:
             raise
         self.contexts[name] = ctx
         self.states[name] = ACTIVE
+        self.reasons[name] = reason
         self._order.append(name)
         return ctx
+
+    def usable(self) -> set[str]:
+        """Names of the plugins that may be activated in this kernel."""
+        return {
+            n
+            for n, r in self.index["plugins"].items()
+            if r["enabled"] and not r["blocked"] and n not in self.disabled
+        }
+
+    def _activate_quietly(self, name: str, reason: str) -> None:
+        """Activate a plugin some event asked for; its failure is a warning, not fatal."""
+        try:
+            self.activate(name, reason)
+        except PluginLoadError as exc:
+            self.warnings.append(
+                PluginLoadError(name, f"not activated for {reason}: {exc.detail}", hint=exc.hint)
+            )
+
+    def activate_for(self, command: list[str], environ: dict[str, str], cwd: str) -> None:
+        """Activate the plugins whose events fire for running ``command``."""
+        from conduit.activation import triggered
+
+        for name, event in triggered(
+            self.index, command=command, environ=environ, cwd=cwd, usable=self.usable()
+        ):
+            with self.profile.span(f"event:{event}"):
+                self._activate_quietly(name, event)
+
+    def hook(self, name: str, *, raise_errors: bool = False, **kwargs: Any) -> list[Any]:
+        """Call the hook ``name``; plugins with ``event:NAME`` are activated first.
+
+        pluggy is imported only if the hook has implementations. A failing
+        implementation is attributed to its plugin: raised when ``raise_errors``,
+        otherwise added to :attr:`warnings` while the others still run.
+        """
+        usable = self.usable()
+        for plugin in self.index["events"]["event"].get(name, ()):
+            if plugin in usable:
+                self._activate_quietly(plugin, f"event:{name}")
+        if not self.registry.hooks.get(name):
+            return []
+        if self._bus is None:
+            from conduit.hooks import HookBus
+
+            self._bus = HookBus(self.registry)
+        bus = self._bus
+        before = len(bus.failures)
+        with self.profile.span(f"hook:{name}"):
+            results = bus.call(name, kwargs)
+        failures = bus.failures[before:]
+        del bus.failures[before:]
+        if failures and raise_errors:
+            raise failures[0]
+        self.warnings.extend(failures)
+        return results
 
     def deactivate(self, name: str) -> None:
         """Shut ``name`` down and remove everything it registered."""
@@ -233,12 +350,39 @@ class Kernel:
         if errors:
             raise errors[0]
 
-    def run(self, plugin: str, argv: list[str], prog: str = "conduit") -> int:
-        """Activate ``plugin`` and run its command ``argv[0]`` with ``argv[1:]``."""
-        ctx = self.activate(plugin)
+    def run(
+        self,
+        plugin: str,
+        argv: list[str],
+        prog: str = "conduit",
+        *,
+        environ: dict[str, str] | None = None,
+        cwd: str | None = None,
+    ) -> int:
+        """Run ``plugin``'s command ``argv[0]`` with ``argv[1:]``.
+
+        First the plugins whose activation events fire are activated (their failures
+        are warnings), then ``plugin`` itself; the kernel hooks frame the command.
+        """
+        words = [argv[0], *[a for a in argv[1:3] if not a.startswith("-")]]
+        self.activate_for(
+            words,
+            dict(os.environ if environ is None else environ),
+            os.getcwd() if cwd is None else cwd,
+        )
+        ctx = self.activate(plugin, f"command:{argv[0]}")
         rec = self.index["plugins"][plugin]
-        with self.profile.span(f"run:{plugin}"):
-            return self.host_for(rec).run_command(rec, ctx, argv, prog)
+        self.hook("config_loaded", config=self.index["config"])
+        self.hook("before_command", command=argv[0], argv=argv[1:])
+        try:
+            with self.profile.span(f"run:{plugin}"):
+                code = self.host_for(rec).run_command(rec, ctx, argv, prog)
+        except ConduitError as exc:
+            self.hook("on_command_error", command=argv[0], argv=argv[1:], error=exc.message)
+            self.hook("after_command", command=argv[0], argv=argv[1:], exit_code=exc.exit_code)
+            raise
+        self.hook("after_command", command=argv[0], argv=argv[1:], exit_code=code)
+        return code
 
     def service(self, name: str) -> Any:
         """The service ``name``; its provider is activated on first use."""
@@ -246,10 +390,19 @@ class Kernel:
         if name in registry.service_instances:
             return registry.service_instances[name]
         if name not in registry.services:
-            for pname, rec in self.index["plugins"].items():
-                if name in rec["provides"]["services"] and rec["enabled"]:
-                    self.activate(pname)
-                    break
+            ambiguous = self.index["ambiguous"].get(name)
+            if ambiguous:
+                raise ConduitError(
+                    f"service '{name}' is provided by {' and '.join(ambiguous)}",
+                    hint=f'choose one in the config: [pins] "service:{name}" = "{ambiguous[0]}"',
+                )
+            usable = self.usable()
+            for pname in self.index["events"]["service"].get(name, ()):
+                if pname in usable and pname != self.index["services"].get(name):
+                    self._activate_quietly(pname, f"service:{name}")
+            provider = self.index["services"].get(name)
+            if provider is not None and name not in registry.services:
+                self.activate(provider, f"service:{name}")
         if name not in registry.services:
             raise ConduitError(
                 f"no plugin provides the service '{name}'",

@@ -23,7 +23,7 @@ it warns. The policy is written out in docs/plugin-api.md.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 from conduit.errors import ConduitError
 
@@ -32,7 +32,9 @@ if TYPE_CHECKING:
 
 __all__ = ["API_VERSION", "ConduitError", "Plugin", "PluginContext"]
 
-API_VERSION = "1.0.0"
+T = TypeVar("T")
+
+API_VERSION = "1.1.0"
 """The version of the plugin API this Conduit provides (semver)."""
 
 
@@ -63,11 +65,31 @@ class PluginContext(Protocol):
     def register_service(self, name: str, factory: Callable[[], Any]) -> None:
         """Provide a named service; ``factory`` is called once, on first use."""
 
-    def register_hook(self, hook: str, implementation: Callable[..., Any]) -> None:
-        """Implement the hook called ``hook``."""
+    @property
+    def config(self) -> dict[str, Any]:
+        """This plugin's settings: the ``[plugin.NAME]`` table of the user's config."""
 
-    def service(self, name: str) -> Any:
-        """Return the service called ``name``, activating its provider if needed."""
+    def register_hook(self, hook: str, implementation: Callable[..., Any]) -> None:
+        """Implement the hook called ``hook`` (a kernel hook or one a plugin declared).
+
+        The implementation may take any subset of the hook's arguments, by name.
+        """
+
+    def register_hookspec(self, spec: Callable[..., Any], *, firstresult: bool = False) -> None:
+        """Declare a hook other plugins can implement; ``spec``'s name and signature
+        define it. List it in the manifest's ``provides.hooks`` too."""
+
+    def hook(self, name: str, **kwargs: Any) -> list[Any]:
+        """Call the hook ``name`` with keyword arguments; return the implementations'
+        non-None results. Plugins with ``event:NAME`` are activated first."""
+
+    def service(self, name: str, kind: type[T] | None = None) -> T:
+        """Return the service called ``name``, activating its provider if needed.
+
+        With ``kind``, the result is checked to be an instance of it and typed as such.
+        Services take and return plain data (str, int, float, bool, None, list, dict), so
+        that a provider in another process can serve them.
+        """
 
 
 class Plugin:

@@ -35,7 +35,61 @@ def _state(rec: PluginRec) -> str:
         return "disabled"
     if rec["name"] in _runtime_disabled():
         return "disabled (env)"
+    if rec["blocked"]:
+        return "blocked"
     return "enabled"
+
+
+def _activation_report(index: Index, rec: PluginRec) -> list[str]:
+    """Each activation event of ``rec`` and whether it fires here and now."""
+    from conduit.activation import triggered, workspace_dirs
+
+    name = rec["name"]
+    lines = []
+    own = [c["name"] for c in rec["commands"] if " " not in c["name"]]
+    if own:
+        lines.append(f"its own commands: {', '.join(own)}")
+    for svc in rec["provides"]["services"]:
+        chosen = index["services"].get(svc)
+        note = "" if chosen == name else f" (but '{chosen or 'nobody'}' is chosen to provide it)"
+        lines.append(f"service:{svc} (it provides it){note}")
+    probe = {
+        **index,
+        "events": {"startup": [], "env": [], "file": [], "command": {}, "event": {}, "service": {}},
+    }
+    for event in rec["activation"]:
+        kind, _, arg = event.partition(":")
+        status = ""
+        if kind in ("startup", "env", "file"):
+            single: Any = {
+                "startup": [],
+                "env": [],
+                "file": [],
+                "command": {},
+                "event": {},
+                "service": {},
+            }
+            if kind == "startup":
+                single["startup"] = [name]
+            elif kind == "env":
+                var, eq, value = arg.partition("=")
+                single["env"] = [(name, var, value if eq else None)]
+            else:
+                single["file"] = [(name, arg)]
+            probe["events"] = single
+            fired = triggered(probe, command=[], environ=dict(os.environ), cwd=os.getcwd())  # type: ignore[arg-type]
+            status = "fires now" if fired else "does not fire now"
+            if kind == "file":
+                dirs = workspace_dirs(os.getcwd())
+                status += f" (workspace: {dirs[-1]})"
+        elif kind == "command":
+            status = "fires when that command runs"
+        elif kind == "event":
+            status = "fires when that hook is called"
+        elif kind == "service":
+            status = "fires when that service is asked for"
+        lines.append(f"{event}: {status}")
+    return lines
 
 
 def _rows(index: Index) -> list[dict[str, Any]]:
@@ -156,6 +210,7 @@ def info_cmd(name: str, as_json: bool, no_load: bool) -> None:
     already = name == "plugins"  # this very plugin is loaded: timing it again is meaningless
     if not no_load and not already and info["state"] == "enabled":
         info["load"] = _measure_load(name, index)
+    info["activates_on"] = _activation_report(index, rec)
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return
@@ -170,6 +225,7 @@ def info_cmd(name: str, as_json: bool, no_load: bool) -> None:
         f"  isolation:    {rec['isolation']}",
         f"  capabilities: {', '.join(rec['capabilities']) or 'none'}",
         f"  activation:   {', '.join(rec['activation']) or 'its own commands'}",
+        f"  requires first: {', '.join(rec['after']) or 'nothing'}",
         f"  provides:     {', '.join(rec['provides']['services']) or 'nothing'}",
         f"  requires:     {', '.join(rec['requires']['plugins'] + rec['requires']['services']) or 'nothing'}",  # noqa: E501
         "  commands:",
@@ -177,6 +233,14 @@ def info_cmd(name: str, as_json: bool, no_load: bool) -> None:
     for c in rec["commands"]:
         usage = f" {c['usage']}" if c["usage"] else ""
         lines.append(f"    {c['name']}{usage}  {c['help']}".rstrip())
+    if rec["blocked"]:
+        lines.append(f"  why inactive: blocked: {rec['blocked']}")
+        if rec["blocked_hint"]:
+            lines.append(f"                hint: {rec['blocked_hint']}")
+    elif info["state"] != "enabled":
+        lines.append(f"  why inactive: {info['state']}")
+    lines.append("  activated by:")
+    lines += [f"    {line}" for line in info["activates_on"]]
     load = info.get("load")
     if isinstance(load, dict):
         lines.append(
@@ -252,6 +316,24 @@ def doctor_cmd() -> None:
                 f"'{claimants[0]}' wins, the others stay reachable as "
                 + ", ".join(f"'{p}:{word}'" for p in claimants[1:])
             )
+    for rec in plugins.values():
+        if rec["blocked"] and rec["enabled"]:
+            problems += 1
+            click.echo(f"error: plugin '{rec['name']}' is blocked: {rec['blocked']}")
+            if rec["blocked_hint"]:
+                click.echo(f"  hint: {rec['blocked_hint']}")
+    for svc, providers in index["ambiguous"].items():
+        click.echo(
+            f"warning: service '{svc}' is provided by {' and '.join(providers)}; "
+            f'pin one with [pins] "service:{svc}" = "{providers[0]}"'
+        )
+    for name in index["events"]["startup"]:
+        cost = _measure_load(name, index)
+        detail = f"{cost['total_ms']:.1f} ms" if isinstance(cost, dict) else f"fails: {cost}"
+        click.echo(
+            f"warning: plugin '{name}' activates at startup, on every command ({detail}); "
+            "prefer command:, env:, file: or event: activation"
+        )
     for text in index["warnings"]:
         click.echo(f"warning: {text}")
     for rec in plugins.values():
@@ -260,6 +342,62 @@ def doctor_cmd() -> None:
     if problems:
         raise click.exceptions.Exit(1)
     click.echo("No broken plugins.")
+
+
+@plugins_group.command("graph")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "dot"]),
+    default="text",
+    show_default=True,
+    help="Plain text, or Graphviz DOT.",
+)
+def graph_cmd(fmt: str) -> None:
+    """Print the dependency graph between plugins."""
+    from packaging.requirements import Requirement
+
+    index = _index()
+    plugins = index["plugins"]
+    edges: list[tuple[str, str, str]] = []
+    for rec in plugins.values():
+        if not rec["enabled"]:
+            continue
+        for req in rec["requires"]["plugins"]:
+            edges.append((rec["name"], Requirement(req).name, req))
+        for svc in rec["requires"]["services"]:
+            providers = (
+                [index["services"][svc]]
+                if svc in index["services"]
+                else (index["ambiguous"].get(svc) or ["?"])
+            )
+            edges += [(rec["name"], p, f"service {svc}") for p in providers]
+    if fmt == "dot":
+        out = ["digraph conduit {", "  rankdir=LR;", "  node [shape=box];"]
+        for rec in plugins.values():
+            label = f"{rec['name']}\\n{rec['version'] or ''}".rstrip("\\n")
+            style = (
+                ", color=red, fontcolor=red"
+                if rec["blocked"]
+                else (", style=dashed" if not rec["enabled"] else "")
+            )
+            out.append(f'  "{rec["name"]}" [label="{label}"{style}];')
+        for src, dst, label in edges:
+            out.append(f'  "{src}" -> "{dst}" [label="{label}"];')
+        out.append("}")
+        click.echo("\n".join(out))
+        return
+    for rec in plugins.values():
+        state = _state(rec)
+        head = f"{rec['name']} {rec['version'] or ''}".rstrip()
+        click.echo(head + ("" if state == "enabled" else f"  [{state}]"))
+        for src, dst, label in edges:
+            if src == rec["name"]:
+                have = plugins.get(dst)
+                shown = f"{dst} {have['version'] or ''}".rstrip() if have else f"{dst} (missing)"
+                click.echo(f"  requires {label} -> {shown}")
+        if rec["blocked"]:
+            click.echo(f"  blocked: {rec['blocked']}")
 
 
 class PluginsPlugin(Plugin):

@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from _factory import imported_by, manifest_block, simple_plugin, write
 from conduit._profile import Profile
 from conduit.activation import triggered, workspace_dirs
 from conduit.index import load
 from conduit.kernel import Kernel
 from conduit.paths import resolve
+
+from _factory import imported_by, manifest_block, simple_plugin, write
 
 WATCHER = """
 import click

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from _factory import manifest_block, simple_plugin, write
 from conduit import __version__
 from conduit.errors import EXIT_CONFIG, EXIT_PLUGIN_LOAD, EXIT_USAGE
 from conduit.index import index_path
 from conduit.paths import resolve
+
+from _factory import manifest_block, simple_plugin, write
 
 
 def test_version(run):

@@ -7,7 +7,6 @@ import sys
 import click
 import pytest
 
-from _factory import simple_plugin, write
 from conduit._profile import Profile
 from conduit.errors import ConduitError, PluginError, PluginLoadError
 from conduit.hosts.fake import FakeHost
@@ -15,6 +14,8 @@ from conduit.index import load
 from conduit.kernel import Kernel
 from conduit.paths import resolve
 from conduit.sdk import Plugin, PluginContext
+
+from _factory import simple_plugin, write
 
 
 def make_kernel(**kwargs) -> Kernel:  # type: ignore[no-untyped-def]

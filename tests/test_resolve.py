@@ -10,9 +10,10 @@ from hypothesis import strategies as st
 from packaging.requirements import Requirement
 from packaging.version import Version
 
-from _factory import manifest_block, simple_plugin, write
 from conduit.errors import EXIT_PLUGIN_LOAD
 from conduit.resolve import Node, resolve
+
+from _factory import manifest_block, simple_plugin, write
 
 
 def test_chain_and_boot_order():

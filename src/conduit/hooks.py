@@ -30,6 +30,7 @@ class HookBus:
         self._registry = registry
         self._pm: pluggy.PluginManager | None = None
         self._generation = -1
+        self._invalid: dict[str, list[PluginError]] = {}
         self.failures: list[PluginError] = []
 
     def _wrap(self, owner: str, hook: str, fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -61,17 +62,23 @@ class HookBus:
             marked = spec(firstresult=firstresult)(fn)
             pm.add_hookspecs(type(f"{name}_spec", (), {name: staticmethod(marked)}))
         impl = pluggy.HookimplMarker("conduit")
+        self._invalid = {}
         for name, entries in self._registry.hooks.items():
             for i, (owner, fn) in enumerate(entries):
                 holder = types.SimpleNamespace(**{name: impl(self._wrap(owner, name, fn))})
                 try:
                     pm.register(holder, name=f"{owner}/{name}/{i}")
                 except pluggy.PluginValidationError as exc:
-                    raise PluginError(
-                        owner,
-                        f"hook '{name}': {exc}",
-                        hint="an implementation may only take arguments the hookspec names",
-                    ) from None
+                    # Skipped, and reported each time the hook is called.
+                    reason = str(exc).strip().splitlines()[-1]
+                    self._invalid.setdefault(name, []).append(
+                        PluginError(
+                            owner,
+                            f"hook '{name}': implementation {getattr(fn, '__name__', fn)!s} does "
+                            f"not match the hookspec: {reason}",
+                            hint="an implementation may only take arguments the hookspec names",
+                        )
+                    )
         self._pm = pm
         self._generation = self._registry.generation
         return pm
@@ -79,6 +86,7 @@ class HookBus:
     def call(self, name: str, kwargs: dict[str, Any]) -> list[Any]:
         """Call every implementation of ``name``; failures go to :attr:`failures`."""
         pm = self._manager()
+        self.failures.extend(self._invalid.get(name, ()))
         caller = getattr(pm.hook, name)
         result = caller(**kwargs)
         if caller.spec is not None and caller.spec.opts.get("firstresult"):

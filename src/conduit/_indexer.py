@@ -255,6 +255,7 @@ def build(paths: Paths, fp: tuple[object, ...]) -> Index:
                     "origin": item.origin,
                     "error": item.error.message,
                     "hint": item.error.hint,
+                    "disabled": item.name in disabled,
                 }
             )
             continue
@@ -268,16 +269,19 @@ def build(paths: Paths, fp: tuple[object, ...]) -> Index:
                     "error": f"{item.origin}: duplicate plugin name '{item.name}' "
                     f"(already provided by {first.origin})",
                     "hint": "uninstall or rename one of them",
+                    "disabled": item.name in disabled,
                 }
             )
             continue
         winners[item.name] = item
         plugins[item.name] = _record(item, disabled)
 
-    for pinned_cmd, plugin in sorted(settings.pins.items()):
+    for key, plugin in sorted(settings.pins.items()):
         if plugin not in plugins:
+            what = "service" if key.startswith("service:") else "command"
             warnings.append(
-                f"config pins command '{pinned_cmd}' to plugin '{plugin}', which is not installed"
+                f"config pins {what} '{key.removeprefix('service:')}' to plugin '{plugin}', "
+                "which is not installed"
             )
 
     resolution = _resolve(plugins, settings.pins)

@@ -55,6 +55,7 @@ class BrokenRec(TypedDict):
     origin: str
     error: str
     hint: str | None
+    disabled: bool  # the user disabled it in the config: no warning then
 
 
 class Events(TypedDict):

@@ -43,8 +43,12 @@ class _Options:
         self.help = False
         self.version = False
         self.no_plugins = False
-        self.profile = bool(os.environ.get("CONDUIT_PROFILE"))
+        self.profile = _env_flag("CONDUIT_PROFILE")
         self.profile_out: str | None = None
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no", "off")
 
 
 def _parse_globals(args: list[str]) -> tuple[_Options, list[str]]:
@@ -185,13 +189,18 @@ def render_help(view: View) -> str:
             continue
         title = f"{name}: {rec['description']}" if rec["description"] else name
         out += ["", f"Commands from {title}"[:width], *_rows(rows, width)]
-    off = [n for n in plugins if not view.usable(n)]
+    blocked = [
+        n for n, r in plugins.items() if r["blocked"] and r["enabled"] and n not in view.disabled
+    ]
+    off = [n for n in plugins if not view.usable(n) and n not in blocked]
     broken = view.index["broken"]
-    if off or broken:
+    if off or broken or blocked:
         out.append("")
         notes = []
         if off:
             notes.append(f"{len(off)} disabled")
+        if blocked:
+            notes.append(f"{len(blocked)} blocked")
         if broken:
             notes.append(f"{len(broken)} broken")
         out.append(f"Plugins not shown: {', '.join(notes)} (see '{PROG} plugins list').")
@@ -235,6 +244,10 @@ def _resolve(view: View, word: str) -> tuple[str, str]:
     if ":" in word:
         plugin, _, cmd = word.partition(":")
         rec = view.index["plugins"].get(plugin)
+        if rec is not None and rec["blocked"] and rec["enabled"] and plugin not in view.disabled:
+            from conduit.errors import PluginLoadError
+
+            raise PluginLoadError(plugin, rec["blocked"], hint=rec["blocked_hint"])
         if rec is None or not view.usable(plugin):
             why = "is disabled" if rec is not None else "is not installed"
             raise UsageError(
@@ -268,7 +281,7 @@ def _resolve(view: View, word: str) -> tuple[str, str]:
             f"unknown command '{word}'",
             hint=f"did you mean '{guess}'?" if guess else f"see '{PROG} --help'",
         )
-    if len(claimants) > 1:
+    if len(claimants) > 1 and view.index["pins"].get(word) != claimants[0]:
         others = ", ".join(f"'{p}:{word}'" for p in claimants[1:])
         _warn(
             f"command '{word}' is provided by {', '.join(claimants)}; using '{claimants[0]}' "
@@ -332,16 +345,18 @@ def _run(opts: _Options, args: list[str], profile: Profile) -> int:
 
     paths = resolve()
     completing = bool(args) and args[0] == "__complete"
-    index = load(paths, profile, force_rebuild=bool(os.environ.get("CONDUIT_REBUILD_INDEX")))
+    index = load(paths, profile, force_rebuild=_env_flag("CONDUIT_REBUILD_INDEX"))
+    view = View(index, _runtime_disabled(index, opts.no_plugins))
     if not completing:
         for broken in index["broken"]:
-            _warn(
-                f"skipped plugin '{broken['name']}': {broken['error']} "
-                f"(see '{PROG} plugins doctor')"
-            )
+            off = broken["disabled"] or broken["name"] in view.disabled
+            if not off and not (opts.no_plugins and broken["source"] != "builtin"):
+                _warn(
+                    f"skipped plugin '{broken['name']}': {broken['error']} "
+                    f"(see '{PROG} plugins doctor')"
+                )
         for text in index["warnings"]:
             _warn(text)
-    view = View(index, _runtime_disabled(index, opts.no_plugins))
     if not completing:
         for name, rec in index["plugins"].items():
             if rec["blocked"] and rec["enabled"] and name not in view.disabled:

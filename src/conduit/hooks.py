@@ -56,9 +56,7 @@ class HookBus:
         pm = pluggy.PluginManager("conduit")
         pm.add_hookspecs(hookspecs)
         spec = pluggy.HookspecMarker("conduit")
-        for name, (owner, fn, firstresult) in self._registry.hookspecs.items():
-            if name in hookspecs.KERNEL_HOOKS:
-                raise PluginError(owner, f"hook '{name}' is a kernel hook; choose another name")
+        for name, (_owner, fn, firstresult) in self._registry.hookspecs.items():
             marked = spec(firstresult=firstresult)(fn)
             pm.add_hookspecs(type(f"{name}_spec", (), {name: staticmethod(marked)}))
         impl = pluggy.HookimplMarker("conduit")

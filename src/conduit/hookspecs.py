@@ -41,7 +41,7 @@ def after_command(command: str, argv: list[str], exit_code: int) -> None:
 
 @hookspec
 def on_command_error(command: str, argv: list[str], error: str) -> None:
-    """A command failed with an exception; ``error`` is ``"Type: message"``."""
+    """A command failed; ``error`` is the one-line message the user sees."""
 
 
 KERNEL_HOOKS = ("after_command", "before_command", "config_loaded", "on_command_error")

@@ -30,6 +30,9 @@ if TYPE_CHECKING:
 
 __all__ = ["Context", "Kernel", "Registry"]
 
+#: the hooks the kernel calls itself (their specs live in conduit.hookspecs)
+KERNEL_HOOKS = ("after_command", "before_command", "config_loaded", "on_command_error")
+
 INACTIVE = "inactive"
 ACTIVE = "active"
 FAILED = "failed"
@@ -133,6 +136,10 @@ class Context:
     def register_hookspec(self, spec: Callable[..., Any], *, firstresult: bool = False) -> None:
         registry = self._kernel.registry
         name = spec.__name__
+        if name in KERNEL_HOOKS:
+            raise PluginError(
+                self.name, f"hook '{name}' is a kernel hook", hint="give your hook another name"
+            )
         if name in registry.hookspecs:
             owner = registry.hookspecs[name][0]
             raise PluginError(self.name, f"hook '{name}' is already specified by '{owner}'")
@@ -364,7 +371,11 @@ class Kernel:
         First the plugins whose activation events fire are activated (their failures
         are warnings), then ``plugin`` itself; the kernel hooks frame the command.
         """
-        words = [argv[0], *[a for a in argv[1:3] if not a.startswith("-")]]
+        words = [argv[0]]
+        for arg in argv[1:3]:  # subcommand words, up to the first option
+            if arg.startswith("-"):
+                break
+            words.append(arg)
         self.activate_for(
             words,
             dict(os.environ if environ is None else environ),

@@ -266,6 +266,13 @@ def _validate(path: str, m: Manifest, *, expected_name: str | None) -> Manifest:
         ("provides.hooks", m.provides.hooks),
     ):
         for i, value in enumerate(values):
+            if section == "provides.hooks" and not value.isidentifier():
+                raise ManifestError(
+                    path,
+                    f"'{value}' is not a valid hook name",
+                    field=f"{section}[{i}]",
+                    hint="a hook is named by its hookspec function: use a Python identifier",
+                )
             if not _SERVICE_RE.match(value):
                 raise ManifestError(
                     path,

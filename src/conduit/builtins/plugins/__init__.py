@@ -18,7 +18,13 @@ if TYPE_CHECKING:
 __all__ = ["PluginsPlugin"]
 
 
+#: the kernel this plugin was booted by (a built-in may look at the kernel's own state)
+_kernel: Any = None
+
+
 def _index(rebuild: bool = False) -> Index:
+    if _kernel is not None and not rebuild:
+        return _kernel.index  # type: ignore[no-any-return]
     from conduit._profile import Profile
     from conduit.index import load
     from conduit.paths import resolve
@@ -27,6 +33,8 @@ def _index(rebuild: bool = False) -> Index:
 
 
 def _runtime_disabled() -> set[str]:
+    if _kernel is not None:  # includes --no-plugins
+        return set(_kernel.disabled)
     return {n.strip() for n in os.environ.get("CONDUIT_DISABLE_PLUGINS", "").split(",")} - {""}
 
 
@@ -257,8 +265,9 @@ def _set_disabled(name: str, disabled: bool) -> None:
     from conduit.paths import resolve
 
     index = _index()
-    rec = _find(index, name)
-    if disabled and rec["name"] == "plugins":
+    if not any(b["name"] == name for b in index["broken"]):
+        _find(index, name)  # a broken plugin may be disabled too, to silence it
+    if disabled and name == "plugins":
         raise UsageError(
             "the 'plugins' plugin cannot be disabled",
             hint="it is how plugins are managed; use --no-plugins for safe mode",
@@ -328,6 +337,8 @@ def doctor_cmd() -> None:
             f'pin one with [pins] "service:{svc}" = "{providers[0]}"'
         )
     for name in index["events"]["startup"]:
+        if name in _runtime_disabled():
+            continue
         cost = _measure_load(name, index)
         detail = f"{cost['total_ms']:.1f} ms" if isinstance(cost, dict) else f"fails: {cost}"
         click.echo(
@@ -404,4 +415,10 @@ class PluginsPlugin(Plugin):
     """The built-in plugin manager."""
 
     def boot(self, ctx: PluginContext) -> None:
+        global _kernel
+        _kernel = getattr(ctx, "_kernel", None)
         ctx.register_command(plugins_group)
+
+    def shutdown(self) -> None:
+        global _kernel
+        _kernel = None

@@ -103,3 +103,41 @@ def test_command_imports_only_its_plugin(plugin_dir):
     assert not [m for m in new if m.startswith("conduit.builtins.")]
     # Routing a command still needs no metadata scan, manifest parsing or msgspec.
     assert not new & {"importlib.metadata", "msgspec", "tomllib", "conduit._indexer"}
+
+
+COUNT_RECORDS = """
+import sys
+loads = []
+def hook(event, args):  # count data, not the code objects of imported .pyc files
+    if event == "marshal.loads" and bytes(args[0][:1]) != b"\\xe3":
+        loads.append(1)
+sys.addaudithook(hook)
+from conduit.cli import main
+code = main(sys.argv[1:])
+sys.stdout.flush()
+print(f"\\n@@{code} {len(loads)}")
+"""
+
+
+def test_startup_decodes_only_the_records_it_needs(plugin_dir):
+    """The index keeps each plugin record as its own blob: `--help` decodes none of them
+    and a command decodes only its own plugin's, so start-up stays flat in N."""
+    for i in range(40):
+        write(plugin_dir, f"p{i:02d}.py", simple_plugin(f"p{i:02d}", (f"cmd{i:02d}",)))
+    probe("--help")
+
+    def count(*args: str) -> int:
+        proc = subprocess.run(
+            [sys.executable, "-c", COUNT_RECORDS, *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=os.environ.copy(),
+        )
+        code, loads = proc.stdout.rpartition("\n@@")[2].split()
+        assert code == "0", proc.stderr
+        return int(loads)
+
+    assert count("--help") == 1  # the index header itself
+    assert count("__complete", "cmd0") <= 1 + 40 + 3  # completion reads help lines: O(N) is fine
+    assert count("cmd07") <= 3  # header + the routed plugin's record (+ its re-read by the kernel)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import importlib.metadata
 import importlib.util
-import marshal
 import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -27,7 +26,7 @@ from conduit._fs import atomic_write, locked
 from conduit.builtins import BUILTINS
 from conduit.config import read_settings
 from conduit.errors import ConduitError, ManifestError
-from conduit.index import INDEX_FORMAT, MAGIC, read, site_dirs
+from conduit.index import INDEX_FORMAT, encode, read, site_dirs
 from conduit.manifest import (
     MANIFEST_FILENAME,
     Manifest,
@@ -38,6 +37,8 @@ from conduit.resolve import Node, Resolution, resolve
 from conduit.sdk import API_VERSION
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from conduit._types import BrokenRec, Events, Index, PluginRec
     from conduit.paths import Paths
 
@@ -304,7 +305,7 @@ def build(paths: Paths, fp: tuple[object, ...]) -> Index:
         for svc in rec["provides"]["services"]:
             if rec["enabled"] and not rec["blocked"] and svc not in resolution.providers:
                 ambiguous.setdefault(svc, []).append(rec["name"])
-    return {
+    index: Index = {
         "format": INDEX_FORMAT,
         "fingerprint": fp,
         "conduit": __version__,
@@ -318,7 +319,16 @@ def build(paths: Paths, fp: tuple[object, ...]) -> Index:
         "ambiguous": ambiguous,
         "boot_order": resolution.boot_order,
         "config": msgspec.to_builtins(settings),
+        "help": "",
+        "usable": [n for n, r in plugins.items() if r["enabled"] and not r["blocked"]],
+        "builtins": [n for n, r in plugins.items() if r["source"] == "builtin"],
+        "blocked": {
+            n: (r["blocked"], r["blocked_hint"])
+            for n, r in plugins.items()
+            if r["enabled"] and r["blocked"]
+        },
     }
+    return index
 
 
 def _resolve(plugins: dict[str, PluginRec], pins: dict[str, str]) -> Resolution:
@@ -375,7 +385,14 @@ def _events(plugins: dict[str, PluginRec]) -> Events:
     return events
 
 
-def rebuild(paths: Paths, path: str, fp: tuple[object, ...], *, force: bool = False) -> Index:
+def rebuild(
+    paths: Paths,
+    path: str,
+    fp: tuple[object, ...],
+    *,
+    force: bool = False,
+    render_help: Callable[[Index], str] | None = None,
+) -> Index:
     """Rebuild the index and write it atomically under the index lock.
 
     Another process may have rebuilt it while we waited for the lock; then its result is
@@ -388,7 +405,9 @@ def rebuild(paths: Paths, path: str, fp: tuple[object, ...], *, force: bool = Fa
                 if current is not None:
                     return current
             index = build(paths, fp)
-            atomic_write(path, MAGIC + marshal.dumps(index))  # type: ignore[arg-type]
+            if render_help is not None:
+                index["help"] = render_help(index)
+            atomic_write(path, encode(index))
             return index
     except ConduitError:
         raise

@@ -83,3 +83,8 @@ class Index(TypedDict):
     ambiguous: dict[str, list[str]]  # service -> providers, when no single one is chosen
     boot_order: list[str]
     config: dict[str, object]  # the validated config, as plain data
+    help: str  # `conduit --help` when nothing is disabled for this run only
+    # Small summaries for the start-up path, so it never decodes every plugin record:
+    usable: list[str]  # enabled and not blocked
+    builtins: list[str]
+    blocked: dict[str, tuple[str, str | None]]  # enabled but blocked: (error, hint)

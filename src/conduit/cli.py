@@ -96,17 +96,6 @@ def _did_you_mean(word: str, choices: object) -> str | None:
     return close[0] if close else None
 
 
-def _width() -> int:
-    try:
-        return max(40, min(int(os.environ.get("COLUMNS", "")), 200))
-    except ValueError:
-        pass
-    try:
-        return max(40, min(os.get_terminal_size(sys.stdout.fileno()).columns, 120))
-    except (OSError, ValueError, AttributeError):
-        return 80
-
-
 class View:
     """The index as this invocation sees it (runtime-disabled plugins filtered out)."""
 
@@ -149,7 +138,9 @@ def _top_commands(rec: PluginRec) -> dict[str, str]:
     return out
 
 
-def _rows(rows: list[tuple[str, str]], width: int, indent: int = 2) -> list[str]:
+def _rows(rows: list[tuple[str, str]], indent: int = 2) -> list[str]:
+    # No truncation to the terminal width: the help is rendered once, when the index is
+    # rebuilt, and a terminal wraps long lines anyway.
     if not rows:
         return []
     col = min(max(len(r[0]) for r in rows) + 2, 28)
@@ -160,22 +151,19 @@ def _rows(rows: list[tuple[str, str]], width: int, indent: int = 2) -> list[str]
             lines.append(f"{pad}{left}")
             left = ""
         text = f"{pad}{left:<{col}}{right}"
-        if len(text) > width:
-            text = text[: width - 3].rstrip() + "..."
         lines.append(text)
     return lines
 
 
 def render_help(view: View) -> str:
     """``conduit --help``, from the index alone, commands grouped by plugin."""
-    width = _width()
     out = [
         f"Usage: {PROG} [OPTIONS] COMMAND [ARGS]...",
         "",
         "  A developer CLI assembled from plugins. Run a command with --help for its options.",
         "",
         "Options:",
-        *_rows(list(GLOBAL_OPTIONS), width),
+        *_rows(list(GLOBAL_OPTIONS)),
     ]
     plugins = view.index["plugins"]
     for name, rec in plugins.items():
@@ -188,7 +176,7 @@ def render_help(view: View) -> str:
         if not rows:
             continue
         title = f"{name}: {rec['description']}" if rec["description"] else name
-        out += ["", f"Commands from {title}"[:width], *_rows(rows, width)]
+        out += ["", f"Commands from {title}", *_rows(rows)]
     blocked = [
         n for n, r in plugins.items() if r["blocked"] and r["enabled"] and n not in view.disabled
     ]
@@ -217,13 +205,12 @@ def render_group_help(view: View, plugin: str, word: str) -> str | None:
     ]
     if not subs:
         return None
-    width = _width()
     own = next((c for c in rec["commands"] if c["name"] == word), None)
     out = [f"Usage: {PROG} {word} COMMAND [ARGS]...", ""]
     if own and own["help"]:
         out += [f"  {own['help']}", ""]
     out += [f"  (from plugin '{plugin}')", "", "Commands:"]
-    out += _rows([(name, text) for name, text, _ in subs], width)
+    out += _rows([(name, text) for name, text, _ in subs])
     return "\n".join(out) + "\n"
 
 
@@ -235,7 +222,8 @@ def _runtime_disabled(index: Index, no_plugins: bool) -> frozenset[str]:
     names = {n.strip() for n in os.environ.get("CONDUIT_DISABLE_PLUGINS", "").split(",")}
     names.discard("")
     if no_plugins:
-        names.update(n for n, r in index["plugins"].items() if r["source"] != "builtin")
+        builtins = set(index["builtins"])
+        names.update(n for n in index["plugins"] if n not in builtins)
     return frozenset(names)
 
 
@@ -345,7 +333,13 @@ def _run(opts: _Options, args: list[str], profile: Profile) -> int:
 
     paths = resolve()
     completing = bool(args) and args[0] == "__complete"
-    index = load(paths, profile, force_rebuild=_env_flag("CONDUIT_REBUILD_INDEX"))
+    index = load(
+        paths,
+        profile,
+        force_rebuild=_env_flag("CONDUIT_REBUILD_INDEX"),
+        # Rendered once per rebuild for the usual case: nothing disabled for one run.
+        render_help=lambda idx: render_help(View(idx, frozenset())),
+    )
     view = View(index, _runtime_disabled(index, opts.no_plugins))
     if not completing:
         for broken in index["broken"]:
@@ -358,18 +352,16 @@ def _run(opts: _Options, args: list[str], profile: Profile) -> int:
         for text in index["warnings"]:
             _warn(text)
     if not completing:
-        for name, rec in index["plugins"].items():
-            if rec["blocked"] and rec["enabled"] and name not in view.disabled:
-                _warn(
-                    f"plugin '{name}' is unavailable: {rec['blocked']} "
-                    f"(see '{PROG} plugins doctor')"
-                )
+        for name, (error, _) in index["blocked"].items():
+            if name not in view.disabled:
+                _warn(f"plugin '{name}' is unavailable: {error} (see '{PROG} plugins doctor')")
     if completing:
         sys.stdout.write(_complete(view, args[1:]) + "\n")
         return 0
     if not args or (opts.help and not args):
         with profile.span("help"):
-            sys.stdout.write(render_help(view))
+            text = index["help"] if not view.disabled else ""
+            sys.stdout.write(text or render_help(view))
         return 0
     if opts.help:
         args = [*args, "--help"]

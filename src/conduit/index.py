@@ -24,13 +24,15 @@ from conduit import __version__
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from conduit._profile import Profile
     from conduit._types import Index
     from conduit.paths import Paths
 
 __all__ = ["INDEX_FORMAT", "fingerprint", "index_path", "load", "site_dirs"]
 
-INDEX_FORMAT = 2
+INDEX_FORMAT = 3
 MAGIC = b"CONDUIT-INDEX\n"
 
 
@@ -75,6 +77,40 @@ def fingerprint(paths: Paths) -> tuple[object, ...]:
     return tuple(parts)
 
 
+class Records(dict):  # type: ignore[type-arg]
+    """Plugin records decoded on first access.
+
+    The file keeps each record as its own marshal blob, so start-up allocates one bytes
+    object per plugin instead of a dozen nested objects; a command decodes only the
+    records it touches. Behaves as a ``dict[str, PluginRec]`` for every method used.
+    """
+
+    __slots__ = ()
+
+    def __getitem__(self, name: str) -> object:
+        value = dict.__getitem__(self, name)
+        if type(value) is bytes:
+            value = marshal.loads(value)
+            dict.__setitem__(self, name, value)
+        return value
+
+    def get(self, name: str, default: object = None) -> object:
+        return self[name] if name in self else default  # noqa: SIM401 (self.get recurses)
+
+    def values(self) -> list[object]:  # type: ignore[override]
+        return [self[name] for name in self]
+
+    def items(self) -> list[tuple[str, object]]:  # type: ignore[override]
+        return [(name, self[name]) for name in self]
+
+
+def encode(index: Index) -> bytes:
+    """The on-disk form: the index with each plugin record marshalled on its own."""
+    disk = dict(index)
+    disk["plugins"] = {n: marshal.dumps(r) for n, r in index["plugins"].items()}  # type: ignore[arg-type]
+    return MAGIC + marshal.dumps(disk)
+
+
 def _fnv1a(text: str) -> str:
     # A stable short hash without importing hashlib or zlib (hash() is salted per run).
     h = 0xCBF29CE484222325
@@ -105,13 +141,25 @@ def read(path: str, fp: tuple[object, ...]) -> Index | None:
         type(index) is not dict
         or index.get("format") != INDEX_FORMAT
         or index.get("fingerprint") != fp
+        or type(index.get("plugins")) is not dict
     ):
         return None
+    index["plugins"] = Records(index["plugins"])
     return index  # type: ignore[return-value]
 
 
-def load(paths: Paths, profile: Profile, *, force_rebuild: bool = False) -> Index:
-    """Return the current index, rebuilding it when needed."""
+def load(
+    paths: Paths,
+    profile: Profile,
+    *,
+    force_rebuild: bool = False,
+    render_help: Callable[[Index], str] | None = None,
+) -> Index:
+    """Return the current index, rebuilding it when needed.
+
+    ``render_help`` lets the CLI layer store its rendered ``--help`` in the index when it
+    is rebuilt (the index layer knows nothing of help text).
+    """
     with profile.span("index:fingerprint"):
         fp = fingerprint(paths)
     path = index_path(paths)
@@ -123,4 +171,4 @@ def load(paths: Paths, profile: Profile, *, force_rebuild: bool = False) -> Inde
     with profile.span("index:rebuild"):
         from conduit._indexer import rebuild
 
-        return rebuild(paths, path, fp, force=force_rebuild)
+        return rebuild(paths, path, fp, force=force_rebuild, render_help=render_help)

@@ -280,11 +280,7 @@ class Kernel:
 
     def usable(self) -> set[str]:
         """Names of the plugins that may be activated in this kernel."""
-        return {
-            n
-            for n, r in self.index["plugins"].items()
-            if r["enabled"] and not r["blocked"] and n not in self.disabled
-        }
+        return set(self.index["usable"]).difference(self.disabled)
 
     def _activate_quietly(self, name: str, reason: str) -> None:
         """Activate a plugin some event asked for; its failure is a warning, not fatal."""

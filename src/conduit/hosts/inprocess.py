@@ -8,7 +8,6 @@ plugin; other plugins are unaffected because nothing of the failed one stays reg
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +39,8 @@ class InProcessHost:
 
     # -- loading -----------------------------------------------------------------------
     def _import_file(self, rec: PluginRec) -> Any:
+        import importlib.util  # only single-file plugins need it
+
         name = rec["name"]
         modname = _file_module_name(name)
         spec = importlib.util.spec_from_file_location(modname, rec["origin"])

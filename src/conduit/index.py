@@ -78,21 +78,49 @@ def fingerprint(paths: Paths) -> tuple[object, ...]:
 
 
 class Records(dict):  # type: ignore[type-arg]
-    """Plugin records decoded on first access.
+    """Plugin records, decoded only when asked for.
 
-    The file keeps each record as its own marshal blob, so start-up allocates one bytes
-    object per plugin instead of a dozen nested objects; a command decodes only the
-    records it touches. Behaves as a ``dict[str, PluginRec]`` for every method used.
+    On disk all records are one marshal blob inside the index, each record itself a
+    blob: reading the index copies one bytes object whatever the number of plugins,
+    the name table is decoded on first use, and each record when it is first looked up.
+    ``conduit --help`` decodes none; a command decodes its own plugin's. Behaves as a
+    ``dict[str, PluginRec]`` for every method Conduit uses.
     """
 
-    __slots__ = ()
+    __slots__ = ("_blob",)
+
+    def __init__(self, blob: bytes) -> None:
+        super().__init__()
+        self._blob: bytes | None = blob
+
+    def _fill(self) -> None:
+        if self._blob is not None:
+            blob, self._blob = self._blob, None
+            dict.update(self, marshal.loads(blob))
 
     def __getitem__(self, name: str) -> object:
+        self._fill()
         value = dict.__getitem__(self, name)
         if type(value) is bytes:
             value = marshal.loads(value)
             dict.__setitem__(self, name, value)
         return value
+
+    def __contains__(self, name: object) -> bool:
+        self._fill()
+        return dict.__contains__(self, name)
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        self._fill()
+        return dict.__iter__(self)
+
+    def __len__(self) -> int:
+        self._fill()
+        return dict.__len__(self)
+
+    def keys(self):  # type: ignore[no-untyped-def]
+        self._fill()
+        return dict.keys(self)
 
     def get(self, name: str, default: object = None) -> object:
         return self[name] if name in self else default  # noqa: SIM401 (self.get recurses)
@@ -105,9 +133,10 @@ class Records(dict):  # type: ignore[type-arg]
 
 
 def encode(index: Index) -> bytes:
-    """The on-disk form: the index with each plugin record marshalled on its own."""
+    """The on-disk form of an index (see :class:`Records`)."""
     disk = dict(index)
-    disk["plugins"] = {n: marshal.dumps(r) for n, r in index["plugins"].items()}  # type: ignore[arg-type]
+    records = {n: marshal.dumps(r) for n, r in index["plugins"].items()}  # type: ignore[arg-type]
+    disk["plugins"] = marshal.dumps(records)
     return MAGIC + marshal.dumps(disk)
 
 
@@ -141,7 +170,7 @@ def read(path: str, fp: tuple[object, ...]) -> Index | None:
         type(index) is not dict
         or index.get("format") != INDEX_FORMAT
         or index.get("fingerprint") != fp
-        or type(index.get("plugins")) is not dict
+        or type(index.get("plugins")) is not bytes
     ):
         return None
     index["plugins"] = Records(index["plugins"])

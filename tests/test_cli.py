@@ -245,6 +245,17 @@ def test_corrupt_index_is_rebuilt_silently(run, plugin_dir, conduit_home):
         r = run("hello")
         assert (r.code, r.out, r.err) == (0, "alpha hello\n", "")
     assert path.read_bytes().startswith(b"CONDUIT-INDEX\n")
+    # the records file beside it: truncated, or garbage of the very same size
+    records = path.with_suffix(".records")
+    size = records.stat().st_size
+    for garbage in (
+        records.read_bytes()[:100],
+        b"\x00" * size,
+        b"CONDUIT-INDEX\n" + b"x" * (size - 14),
+    ):
+        records.write_bytes(garbage)
+        r = run("hello")
+        assert (r.code, r.out, r.err) == (0, "alpha hello\n", "")
 
 
 def test_unreadable_plugin_directory(run, conduit_home):

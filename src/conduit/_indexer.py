@@ -26,7 +26,7 @@ from conduit._fs import atomic_write, locked
 from conduit.builtins import BUILTINS
 from conduit.config import read_settings
 from conduit.errors import ConduitError, ManifestError
-from conduit.index import INDEX_FORMAT, encode, read, site_dirs
+from conduit.index import INDEX_FORMAT, encode, read, records_path, site_dirs
 from conduit.manifest import (
     MANIFEST_FILENAME,
     Manifest,
@@ -407,7 +407,10 @@ def rebuild(
             index = build(paths, fp)
             if render_help is not None:
                 index["help"] = render_help(index)
-            atomic_write(path, encode(index))
+            header, records = encode(index)
+            # Records first: a reader that sees the new index also sees its records.
+            atomic_write(records_path(path), records)
+            atomic_write(path, header)
             return index
     except ConduitError:
         raise

@@ -78,31 +78,47 @@ def fingerprint(paths: Paths) -> tuple[object, ...]:
 
 
 class Records(dict):  # type: ignore[type-arg]
-    """Plugin records, decoded only when asked for.
+    """Plugin records, read and decoded only when asked for.
 
-    On disk all records are one marshal blob inside the index, each record itself a
-    blob: reading the index copies one bytes object whatever the number of plugins,
-    the name table is decoded on first use, and each record when it is first looked up.
-    ``conduit --help`` decodes none; a command decodes its own plugin's. Behaves as a
-    ``dict[str, PluginRec]`` for every method Conduit uses.
+    The records live in a file of their own beside the index (``.records``): reading the
+    index for ``conduit --help`` or routing never touches them. The file is a table of
+    per-record marshal blobs, read on first use; each record is decoded when it is first
+    looked up, so a command decodes only its own plugin's. A records file that cannot be
+    read is rebuilt through ``recover``. Behaves as a ``dict[str, PluginRec]`` for every
+    method Conduit uses.
     """
 
-    __slots__ = ("_blob",)
+    __slots__ = ("_path", "_recover")
 
-    def __init__(self, blob: bytes) -> None:
+    def __init__(self, path: str, recover: Callable[[], dict[str, object]]) -> None:
         super().__init__()
-        self._blob: bytes | None = blob
+        self._path: str | None = path
+        self._recover = recover
 
     def _fill(self) -> None:
-        if self._blob is not None:
-            blob, self._blob = self._blob, None
-            dict.update(self, marshal.loads(blob))
+        if self._path is None:
+            return
+        path, self._path = self._path, None
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+            if not data.startswith(MAGIC):
+                raise ValueError("bad magic")
+            table = marshal.loads(data[len(MAGIC) :])
+            if type(table) is not dict:
+                raise ValueError("not a table")
+        except (OSError, EOFError, ValueError, TypeError):
+            table = self._recover()
+        dict.update(self, table)
 
     def __getitem__(self, name: str) -> object:
         self._fill()
         value = dict.__getitem__(self, name)
         if type(value) is bytes:
-            value = marshal.loads(value)
+            try:
+                value = marshal.loads(value)
+            except (EOFError, ValueError, TypeError):
+                value = self._recover()[name]
             dict.__setitem__(self, name, value)
         return value
 
@@ -132,12 +148,17 @@ class Records(dict):  # type: ignore[type-arg]
         return [(name, self[name]) for name in self]
 
 
-def encode(index: Index) -> bytes:
-    """The on-disk form of an index (see :class:`Records`)."""
-    disk = dict(index)
-    records = {n: marshal.dumps(r) for n, r in index["plugins"].items()}  # type: ignore[arg-type]
-    disk["plugins"] = marshal.dumps(records)
-    return MAGIC + marshal.dumps(disk)
+def encode(index: Index) -> tuple[bytes, bytes]:
+    """The on-disk form of an index: the index file and its records file."""
+    table = {n: marshal.dumps(r) for n, r in index["plugins"].items()}  # type: ignore[arg-type]
+    records = MAGIC + marshal.dumps(table)
+    header = dict(index)
+    header["plugins"] = len(records)  # the size a matching records file must have
+    return MAGIC + marshal.dumps(header), records
+
+
+def records_path(path: str) -> str:
+    return path[: -len(".bin")] + ".records"
 
 
 def _fnv1a(text: str) -> str:
@@ -153,7 +174,9 @@ def index_path(paths: Paths) -> str:
     return os.path.join(paths.cache_dir, f"index-{_fnv1a(sys.prefix)}.bin")
 
 
-def read(path: str, fp: tuple[object, ...]) -> Index | None:
+def read(
+    path: str, fp: tuple[object, ...], recover: Callable[[], dict[str, object]] | None = None
+) -> Index | None:
     """The cached index if it is intact and current, else None."""
     try:
         with open(path, "rb") as f:
@@ -170,10 +193,11 @@ def read(path: str, fp: tuple[object, ...]) -> Index | None:
         type(index) is not dict
         or index.get("format") != INDEX_FORMAT
         or index.get("fingerprint") != fp
-        or type(index.get("plugins")) is not bytes
+        or _stat(records_path(path)) is None
+        or _stat(records_path(path))[1] != index.get("plugins")  # type: ignore[index]
     ):
         return None
-    index["plugins"] = Records(index["plugins"])
+    index["plugins"] = Records(records_path(path), recover or (lambda: {}))
     return index  # type: ignore[return-value]
 
 
@@ -192,12 +216,16 @@ def load(
     with profile.span("index:fingerprint"):
         fp = fingerprint(paths)
     path = index_path(paths)
+
+    def rebuild_now(force: bool = force_rebuild) -> Index:
+        from conduit._indexer import rebuild
+
+        return rebuild(paths, path, fp, force=force, render_help=render_help)
+
     if not force_rebuild:
         with profile.span("index:read"):
-            index = read(path, fp)
+            index = read(path, fp, lambda: dict(rebuild_now(True)["plugins"]))
         if index is not None:
             return index
     with profile.span("index:rebuild"):
-        from conduit._indexer import rebuild
-
-        return rebuild(paths, path, fp, force=force_rebuild, render_help=render_help)
+        return rebuild_now()

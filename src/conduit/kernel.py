@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
     from conduit._types import Index, PluginRec
     from conduit.hooks import HookBus
-    from conduit.hosts import Host
+    from conduit.hosts.base import Host
     from conduit.paths import Paths
 
 __all__ = ["Context", "Kernel", "Registry"]

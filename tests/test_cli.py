@@ -425,3 +425,57 @@ def test_bash_completion_script_works_in_bash(run, plugin_dir, tmp_path):
     assert complete("hel") == ["hello"]
     assert complete("plugins", "d") == ["disable", "doctor"]
     assert complete("--no-p") == ["--no-plugins"]
+
+
+def test_safe_mode_reaches_the_plugins_commands(run, plugin_dir):
+    write(plugin_dir, "alpha.py", simple_plugin("alpha", ("hello",)))
+    rows = {p["name"]: p for p in json.loads(run("--no-plugins", "plugins", "list", "--json").out)}
+    assert rows["alpha"]["state"] == "disabled (env)"
+    assert rows["plugins"]["state"] == "enabled"
+    info = json.loads(run("--no-plugins", "plugins", "info", "alpha", "--json").out)
+    assert "load" not in info  # a switched-off plugin is not imported to time it
+
+
+def test_disabled_broken_plugin_is_silent(run, plugin_dir, monkeypatch):
+    write(plugin_dir, "bad.py", manifest_block('name = "bad"\napi = ">=1.0,<2"\nnmae = "x"'))
+    assert "skipped plugin 'bad'" in run("--help").err
+    assert run("--no-plugins", "--help").err == ""
+    monkeypatch.setenv("CONDUIT_DISABLE_PLUGINS", "bad")
+    assert run("--help").err == ""
+    monkeypatch.delenv("CONDUIT_DISABLE_PLUGINS")
+    r = run("plugins", "disable", "bad")
+    assert (r.code, r.out) == (0, "Disabled plugin 'bad'.\n")
+    assert run("--help").err == ""
+
+
+def test_pinned_conflict_is_quiet(run, plugin_dir, conduit_home):
+    write(plugin_dir, "zeta.py", simple_plugin("zeta", ("deploy",)))
+    write(plugin_dir, "alpha.py", simple_plugin("alpha", ("deploy",)))
+    (conduit_home / "config.toml").write_text('[pins]\ndeploy = "zeta"\n')
+    r = run("deploy")
+    assert (r.code, r.out, r.err) == (0, "zeta deploy\n", "")
+
+
+@pytest.mark.parametrize(
+    ("value", "on"),
+    [("1", True), ("yes", True), ("0", False), ("", False), ("false", False), ("off", False)],
+)
+def test_profile_env_flag(run, monkeypatch, value, on):
+    monkeypatch.setenv("CONDUIT_PROFILE", value)
+    assert ("start-up profile" in run("--version").err) == on
+
+
+def test_kernel_hook_names_are_reserved(run, plugin_dir):
+    src = manifest_block('name = "clash"\napi = ">=1.0,<2"\n[[commands]]\nname = "clash"') + (
+        "import click\nfrom conduit.sdk import Plugin\n"
+        "def before_command(command):\n    pass\n"
+        "@click.command()\ndef clash():\n    pass\n"
+        "class P(Plugin):\n    def boot(self, ctx):\n"
+        "        ctx.register_hookspec(before_command)\n        ctx.register_command(clash)\n"
+    )
+    write(plugin_dir, "clash.py", src)
+    write(plugin_dir, "alpha.py", simple_plugin("alpha", ("hello",)))
+    r = run("clash")
+    assert r.code == 1
+    assert r.err.splitlines()[0] == "error: plugin 'clash': hook 'before_command' is a kernel hook"
+    assert run("hello").out == "alpha hello\n"

@@ -123,6 +123,12 @@ def test_full_manifest():
             None,
         ),
         ({**OK, "dependencies": ["rich>>1"]}, "dependencies[0]", "not a valid requirement", None),
+        (
+            {**OK, "provides": {"hooks": ["on.sync"]}},
+            "provides.hooks[0]",
+            "not a valid hook name",
+            None,
+        ),
     ],
 )
 def test_precise_errors(data, field, problem, hint):

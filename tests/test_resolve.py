@@ -235,6 +235,9 @@ def test_blocked_plugin_command_and_doctor_and_graph(plugin_dir, run):
     assert r.code == EXIT_PLUGIN_LOAD
     assert "error: plugin 'a': dependency cycle a -> b -> a" in r.err
     assert run("fine").code == 0
+    qualified = run("a:a-cmd")
+    assert qualified.code == EXIT_PLUGIN_LOAD
+    assert "dependency cycle a -> b -> a" in qualified.err
     doctor = run("plugins", "doctor")
     assert doctor.code == 1
     assert "error: plugin 'b' is blocked: dependency cycle b -> a -> b" in doctor.out

@@ -129,9 +129,9 @@ class TodoItem(TypedDict):
 def _tag_pattern(tags: Sequence[str]) -> re.Pattern[str]:
     alternatives = "|".join(re.escape(t) for t in sorted(set(tags), key=len, reverse=True))
     # Only comments count: the tag must follow a comment marker on the same line, so
-    # prose ("lists TODO comments") and strings are not reported. It must be a whole
+    # prose and strings that merely mention a tag are not reported. It must be a whole
     # word followed by ':', '(' (an owner), whitespace or the end of the line, so
-    # identifiers that merely start with a tag, like TODOLIST, do not count.
+    # identifiers that merely start with a tag (a list named after one) do not count.
     marker = r"(?:#|//|/\*|<!--|^\s*\*|^\s*--|;)"
     return re.compile(rf"{marker}.*?(?<!\w)({alternatives})(?=[:(\s]|$)")
 

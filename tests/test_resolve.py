@@ -273,3 +273,42 @@ def test_requirement_is_activated_first(plugin_dir, run):
     assert r.out == "base booted\ntop booted\ntop go\n"
     info = run("plugins", "info", "top", "--no-load").out
     assert "requires first: base" in info
+
+
+def test_doctor_flags_startup_plugins_with_their_cost(plugin_dir, run):
+    write(
+        plugin_dir,
+        "eager.py",
+        simple_plugin("eager", ("e",), extra_toml='activation = ["startup"]'),
+    )
+    r = run("plugins", "doctor")
+    assert r.code == 0
+    line = next(x for x in r.out.splitlines() if "eager" in x)
+    assert line.startswith("warning: plugin 'eager' activates at startup, on every command (")
+    assert " ms); prefer command:, env:, file: or event: activation" in line
+
+
+def test_info_says_why_a_plugin_is_or_is_not_active(plugin_dir, run, monkeypatch):
+    write(
+        plugin_dir,
+        "ci.py",
+        simple_plugin(
+            "ci", ("ci-report",), extra_toml='activation = ["env:CI", "file:pyproject.toml"]'
+        ),
+    )
+    monkeypatch.delenv("CI", raising=False)
+    text = run("plugins", "info", "ci", "--no-load").out
+    assert "    its own commands: ci-report" in text
+    assert "    env:CI: does not fire now" in text
+    monkeypatch.setenv("CI", "true")
+    assert "    env:CI: fires now" in run("plugins", "info", "ci", "--no-load").out
+    write(
+        plugin_dir,
+        "needy.py",
+        simple_plugin("needy", ("n",), extra_toml='[requires]\nservices = ["vcs"]'),
+    )
+    blocked = run("plugins", "info", "needy", "--no-load").out
+    assert (
+        "why inactive: blocked: requires service 'vcs', which no installed plugin provides"
+        in blocked
+    )

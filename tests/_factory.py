@@ -54,15 +54,9 @@ def write(plugin_dir: Path, filename: str, source: str) -> Path:
     return path
 
 
-PROBE = """
+_PROBE = """
 import json, sys
-import conduit.kernel
-seen = set()
-original = conduit.kernel.Kernel.shutdown
-def shutdown(self):  # plugins' modules are dropped on deactivation: look just before
-    seen.update(sys.modules)
-    original(self)
-conduit.kernel.Kernel.shutdown = shutdown
+WATCH
 before = set(sys.modules)
 from conduit.cli import main
 code = main(sys.argv[1:])
@@ -70,19 +64,37 @@ sys.stdout.flush()
 print("\\n@@" + json.dumps({"code": code, "new": sorted((seen or set(sys.modules)) - before)}))
 """
 
+# Plugins' modules are dropped from sys.modules on deactivation: look just before. This
+# imports conduit.kernel up front, so it is only for commands (use watch_kernel=False to
+# check what --help imports).
+_WATCH_KERNEL = """
+import conduit.kernel
+seen = set()
+original = conduit.kernel.Kernel.shutdown
+def shutdown(self):
+    seen.update(sys.modules)
+    original(self)
+conduit.kernel.Kernel.shutdown = shutdown
+"""
+
 
 def imported_by(
-    *args: str, env: dict[str, str] | None = None, cwd: str | None = None, python: str | None = None
+    *args: str,
+    env: dict[str, str] | None = None,
+    cwd: str | None = None,
+    python: str | None = None,
+    watch_kernel: bool = True,
 ) -> tuple[int, set[str]]:
     """Run ``conduit ARGS`` in a fresh interpreter; return its exit code and the modules it
-    imported (looked at just before plugins are deactivated)."""
+    imported."""
     import json
     import os
     import subprocess
     import sys
 
+    source = _PROBE.replace("WATCH", _WATCH_KERNEL if watch_kernel else "seen = set()")
     proc = subprocess.run(
-        [python or sys.executable, "-c", PROBE, *args],
+        [python or sys.executable, "-c", source, *args],
         capture_output=True,
         text=True,
         timeout=60,

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from _factory import imported_by
+
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parent.parent
@@ -168,33 +170,10 @@ def test_install_upgrade_uninstall_are_noticed(venv: Venv, wheels: dict[str, Pat
     assert r.stderr.startswith("error: unknown command 'spin'")
 
 
-PROBE = """
-import json, sys
-import conduit.kernel
-seen = set()
-original = conduit.kernel.Kernel.shutdown
-def shutdown(self):
-    seen.update(sys.modules)
-    original(self)
-conduit.kernel.Kernel.shutdown = shutdown
-before = set(sys.modules)
-from conduit.cli import main
-code = main(sys.argv[1:])
-print("\\n@@" + json.dumps({"code": code, "new": sorted((seen or set(sys.modules)) - before)}))
-"""
-
-
 def _probe(venv: Venv, *args: str) -> set[str]:
-    proc = subprocess.run(
-        [venv.python, "-c", PROBE, *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=os.environ.copy(),
-    )
-    data = json.loads(proc.stdout.rpartition("\n@@")[2])
-    assert data["code"] == 0, proc.stderr
-    return set(data["new"])
+    code, modules = imported_by(*args, python=venv.python, watch_kernel=args[0] != "--help")
+    assert code == 0
+    return modules
 
 
 def test_running_a_command_imports_only_its_plugin(venv: Venv, wheels: dict[str, Path]) -> None:

@@ -3,37 +3,11 @@ interpreter through ``sys.modules`` (timing belongs in benchmarks/, not here).""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 
-from _factory import simple_plugin, write
-
-PROBE_COMMAND = """
-import json, sys
-import conduit.kernel
-seen = set()
-original = conduit.kernel.Kernel.shutdown
-def shutdown(self):  # plugins' modules are dropped on deactivation: look just before
-    seen.update(sys.modules)
-    original(self)
-conduit.kernel.Kernel.shutdown = shutdown
-before = set(sys.modules)
-from conduit.cli import main
-code = main(sys.argv[1:])
-sys.stdout.flush()
-print("\\n@@" + json.dumps({"code": code, "new": sorted(seen - before)}))
-"""
-
-PROBE = """
-import json, sys
-before = set(sys.modules)
-from conduit.cli import main
-code = main(sys.argv[1:])
-sys.stdout.flush()
-print("\\n@@" + json.dumps({"code": code, "new": sorted(set(sys.modules) - before)}))
-"""
+from _factory import imported_by, simple_plugin, write
 
 # Never on the start-up path: each costs more than the rest of start-up together.
 FORBIDDEN_AT_STARTUP = {
@@ -57,18 +31,8 @@ FORBIDDEN_AT_STARTUP = {
 }
 
 
-def probe(*args: str, script: str = PROBE) -> tuple[int, set[str]]:
-    proc = subprocess.run(
-        [sys.executable, "-c", script, *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=os.environ.copy(),
-    )
-    _, _, tail = proc.stdout.rpartition("\n@@")
-    assert tail, proc.stderr
-    data = json.loads(tail)
-    return data["code"], set(data["new"])
+def probe(*args: str, command: bool = False) -> tuple[int, set[str]]:
+    return imported_by(*args, watch_kernel=command)
 
 
 def test_help_imports_no_plugin_and_no_heavy_module(plugin_dir):
@@ -96,7 +60,7 @@ def test_command_imports_only_its_plugin(plugin_dir):
     write(plugin_dir, "alpha.py", simple_plugin("alpha", ("hello",)))
     write(plugin_dir, "beta.py", simple_plugin("beta", ("other",)))
     probe("--help")
-    code, new = probe("hello", script=PROBE_COMMAND)
+    code, new = probe("hello", command=True)
     assert code == 0
     assert "conduit_plugin_alpha" in new
     assert "conduit_plugin_beta" not in new

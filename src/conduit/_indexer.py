@@ -26,7 +26,7 @@ from conduit._fs import atomic_write, locked
 from conduit.builtins import BUILTINS
 from conduit.config import read_settings
 from conduit.errors import ConduitError, ManifestError
-from conduit.index import INDEX_FORMAT, encode, read, records_path, site_dirs
+from conduit.index import INDEX_FORMAT, empty_events, encode, read, records_path, site_dirs
 from conduit.manifest import (
     MANIFEST_FILENAME,
     Manifest,
@@ -356,14 +356,7 @@ def _resolve(plugins: dict[str, PluginRec], pins: dict[str, str]) -> Resolution:
 
 def _events(plugins: dict[str, PluginRec]) -> Events:
     """Index activation events by kind; a provider implies ``service:NAME``."""
-    events: Events = {
-        "startup": [],
-        "env": [],
-        "file": [],
-        "command": {},
-        "event": {},
-        "service": {},
-    }
+    events = empty_events()
     for name, rec in plugins.items():
         if not rec["enabled"] or rec["blocked"]:
             continue

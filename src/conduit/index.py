@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from conduit._profile import Profile
-    from conduit._types import Index
+    from conduit._types import Events, Index
     from conduit.paths import Paths
 
 __all__ = ["INDEX_FORMAT", "fingerprint", "index_path", "load", "site_dirs"]
@@ -159,6 +159,11 @@ def encode(index: Index) -> tuple[bytes, bytes]:
 
 def records_path(path: str) -> str:
     return path[: -len(".bin")] + ".records"
+
+
+def empty_events() -> Events:
+    """An activation-event table with no events."""
+    return {"startup": [], "env": [], "file": [], "command": {}, "event": {}, "service": {}}
 
 
 def _fnv1a(text: str) -> str:

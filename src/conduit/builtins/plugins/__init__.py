@@ -51,6 +51,7 @@ def _state(rec: PluginRec) -> str:
 def _activation_report(index: Index, rec: PluginRec) -> list[str]:
     """Each activation event of ``rec`` and whether it fires here and now."""
     from conduit.activation import triggered, workspace_dirs
+    from conduit.index import empty_events
 
     name = rec["name"]
     lines = []
@@ -61,22 +62,12 @@ def _activation_report(index: Index, rec: PluginRec) -> list[str]:
         chosen = index["services"].get(svc)
         note = "" if chosen == name else f" (but '{chosen or 'nobody'}' is chosen to provide it)"
         lines.append(f"service:{svc} (it provides it){note}")
-    probe = {
-        **index,
-        "events": {"startup": [], "env": [], "file": [], "command": {}, "event": {}, "service": {}},
-    }
+    probe = dict(index)
     for event in rec["activation"]:
         kind, _, arg = event.partition(":")
         status = ""
         if kind in ("startup", "env", "file"):
-            single: Any = {
-                "startup": [],
-                "env": [],
-                "file": [],
-                "command": {},
-                "event": {},
-                "service": {},
-            }
+            single = empty_events()
             if kind == "startup":
                 single["startup"] = [name]
             elif kind == "env":
@@ -85,7 +76,12 @@ def _activation_report(index: Index, rec: PluginRec) -> list[str]:
             else:
                 single["file"] = [(name, arg)]
             probe["events"] = single
-            fired = triggered(probe, command=[], environ=dict(os.environ), cwd=os.getcwd())  # type: ignore[arg-type]
+            fired = triggered(
+                probe,  # type: ignore[arg-type]
+                command=[],
+                environ=dict(os.environ),
+                cwd=os.getcwd(),
+            )
             status = "fires now" if fired else "does not fire now"
             if kind == "file":
                 dirs = workspace_dirs(os.getcwd())

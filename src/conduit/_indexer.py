@@ -203,7 +203,10 @@ def _check_api(item: _Found) -> None:
         )
 
 
-def _record(item: _Found, disabled: set[str]) -> PluginRec:
+_STRICTNESS = {"in-process": 0, "process": 1, "wasm": 2}
+
+
+def _record(item: _Found, disabled: set[str], forced: dict[str, str]) -> PluginRec:
     m = item.manifest
     assert m is not None
     data = msgspec.to_builtins(m)
@@ -224,7 +227,10 @@ def _record(item: _Found, disabled: set[str]) -> PluginRec:
         "provides": data["provides"],
         "requires": data["requires"],
         "capabilities": list(m.capabilities),
-        "isolation": m.isolation,
+        # The user's policy may make isolation stricter, never weaker.
+        "isolation": max(
+            m.isolation, forced.get(item.name, m.isolation), key=_STRICTNESS.__getitem__
+        ),
         "dependencies": list(m.dependencies),
         "enabled": item.name not in disabled or item.name == "plugins",
         "blocked": None,
@@ -275,7 +281,7 @@ def build(paths: Paths, fp: tuple[object, ...]) -> Index:
             )
             continue
         winners[item.name] = item
-        plugins[item.name] = _record(item, disabled)
+        plugins[item.name] = _record(item, disabled, dict(settings.isolation))
 
     for key, plugin in sorted(settings.pins.items()):
         if plugin not in plugins:

@@ -319,6 +319,9 @@ def _print_error(exc: ConduitError, debug: bool) -> None:
         import traceback
 
         traceback.print_exception(exc)
+        remote = getattr(exc, "remote_traceback", "")
+        if remote:
+            sys.stderr.write(f"traceback in the plugin's host process:\n{remote}")
     sys.stderr.write(f"error: {exc.message}\n")
     if exc.hint:
         sys.stderr.write(f"hint: {exc.hint}\n")

@@ -16,6 +16,15 @@ Layout::
 
     [plugin.git-tools]             # free-form settings of one plugin (ctx.config)
     default-remote = "origin"
+
+    [process]                      # out-of-process plugin hosts
+    timeout = 30                   # seconds for a call (0 = none for commands below)
+    command-timeout = 0
+    memory-mb = 0                  # RLIMIT_AS per host, 0 = unlimited
+    codec = "json"                 # or "msgpack"
+
+    [isolation]                    # force plugins into a stricter host
+    some-plugin = "process"
 """
 
 from __future__ import annotations
@@ -23,7 +32,7 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -39,12 +48,28 @@ class PluginSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw
     disabled: list[str] = []
 
 
+class ProcessSettings(
+    msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True, rename="kebab"
+):
+    """``[process]``: how out-of-process plugin hosts are run."""
+
+    timeout: float = 30.0  # seconds for any call but a command
+    command_timeout: float = 0.0  # seconds for a command; 0 = no limit
+    memory_mb: int = 0  # RLIMIT_AS of each host; 0 = no limit
+    codec: Literal["json", "msgpack"] = "json"
+    max_frame_mb: int = 16
+    cancel_grace: float = 2.0  # seconds a cancelled request may take before a kill
+
+
 class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     """The whole config file, validated."""
 
     plugins: PluginSettings = PluginSettings()
     pins: dict[str, str] = {}
     plugin: dict[str, dict[str, Any]] = {}
+    process: ProcessSettings = ProcessSettings()
+    #: plugin -> the stricter host the user forces it into ("process" or "wasm")
+    isolation: dict[str, Literal["process", "wasm"]] = {}
 
 
 def _parse(path: str, raw: bytes) -> dict[str, Any]:

@@ -230,6 +230,17 @@ class Kernel:
 
     def host_for(self, rec: PluginRec) -> Host:
         kind = rec["isolation"]
+        if kind == "process" and kind not in self._hosts:
+            # One child process per plugin: a crash stays with the plugin that caused it.
+            key = f"process:{rec['name']}"
+            if key not in self._hosts:
+                from conduit.hosts.process import ProcessHost, ProcessSettings
+
+                table = self.index["config"].get("process")
+                self._hosts[key] = ProcessHost(
+                    self, ProcessSettings(table if isinstance(table, dict) else None)
+                )
+            return self._hosts[key]
         host = self._hosts.get(kind)
         if host is None:
             if kind != "in-process":

@@ -1,0 +1,395 @@
+"""The Python plugin host: the child process a :class:`ProcessHost` starts.
+
+Started as ``sys.executable -c "from conduit.hosts._child import main; main()"`` with
+the socket to the kernel inherited as file descriptor ``CONDUIT_RPC_FD``. Before any
+plugin code is imported it applies the limits it was given (``CONDUIT_HOST_MEMORY_MB``
+as RLIMIT_AS). Then it serves the kernel's requests (docs/protocol.md): it activates
+plugins with the same loader as the in-process host, runs their commands with output
+streamed back, and forwards the plugins' calls to kernel services and hooks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+
+from conduit import rpc
+from conduit.errors import CommandFailed, ConduitError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
+    import click
+
+    from conduit._types import PluginRec
+    from conduit.hosts.inprocess import InProcessHost
+
+__all__ = ["main"]
+
+INTERFACES = ["command.run", "hook.call", "service.call", "health", "shutdown"]
+
+
+class _Stream:
+    """A text stream whose writes become ``$/output`` notifications to the kernel."""
+
+    def __init__(self, endpoint: rpc.Endpoint, name: str, tty: bool, encoding: str) -> None:
+        self._endpoint = endpoint
+        self.name = name
+        self.tty = tty
+        self.encoding = encoding
+        self.errors = "replace"
+
+    def write(self, data: str | bytes) -> int:
+        if isinstance(data, (bytes, bytearray, memoryview)):  # some writers skip .buffer
+            data = bytes(data).decode(self.encoding or "utf-8", "replace")
+        if data:
+            self._endpoint.notify("$/output", {"stream": self.name, "data": data})
+        return len(data)
+
+    def writelines(self, lines: list[str]) -> None:
+        self.write("".join(lines))
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return self.tty
+
+    def fileno(self) -> int:
+        raise OSError("output of a process plugin is forwarded to the kernel")
+
+    def readable(self) -> bool:
+        return False
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    @property
+    def closed(self) -> bool:
+        return False
+
+    @property
+    def buffer(self) -> _BinaryStream:
+        return _BinaryStream(self)
+
+
+class _BinaryStream:
+    """The ``buffer`` of a :class:`_Stream`: bytes are decoded and forwarded as text."""
+
+    def __init__(self, text: _Stream) -> None:
+        self._text = text
+
+    def write(self, data: bytes) -> int:
+        self._text.write(bytes(data).decode(self._text.encoding or "utf-8", "replace"))
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return self._text.isatty()
+
+    def writable(self) -> bool:
+        return True
+
+    def readable(self) -> bool:
+        return False
+
+    def seekable(self) -> bool:
+        return False
+
+    @property
+    def closed(self) -> bool:
+        return False
+
+
+class RemoteService:
+    """A kernel-side service seen from the child: each method call is one RPC."""
+
+    def __init__(self, endpoint: rpc.Endpoint, name: str) -> None:
+        self._endpoint = endpoint
+        self._name = name
+
+    def __getattr__(self, method: str) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return self._endpoint.request(
+                "kernel/service",
+                {"service": self._name, "method": method, "args": list(args), "kwargs": kwargs},
+            )
+
+        return call
+
+
+class ChildContext:
+    """The :class:`conduit.sdk.PluginContext` of a plugin inside the child."""
+
+    def __init__(self, child: Child, record: PluginRec, data_dir: str, config: dict[str, Any]):
+        self._child = child
+        self._record = record
+        self._data_dir = data_dir
+        self._config = config
+        self.registered: dict[str, click.Command] = {}
+        self.services: dict[str, Callable[[], Any]] = {}
+        self.hooks: list[tuple[str, Callable[..., Any]]] = []
+        self.hookspecs: list[tuple[Callable[..., Any], bool]] = []
+
+    @property
+    def name(self) -> str:
+        return self._record["name"]
+
+    @property
+    def data_dir(self) -> str:
+        os.makedirs(self._data_dir, exist_ok=True)
+        return self._data_dir
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return dict(self._config)
+
+    def register_command(self, command: click.Command, name: str | None = None) -> None:
+        self.registered[" ".join((name or command.name or "").split())] = command
+
+    def register_service(self, name: str, factory: Callable[[], Any]) -> None:
+        self.services[name] = factory
+
+    def register_hook(self, hook: str, implementation: Callable[..., Any]) -> None:
+        self.hooks.append((hook, implementation))
+
+    def register_hookspec(self, spec: Callable[..., Any], *, firstresult: bool = False) -> None:
+        self.hookspecs.append((spec, firstresult))
+
+    def hook(self, name: str, **kwargs: Any) -> list[Any]:
+        result = self._child.endpoint.request("kernel/hook", {"name": name, "kwargs": kwargs})
+        return list(result)
+
+    def service(self, name: str, kind: type[Any] | None = None) -> Any:
+        if name in self.services:
+            return self._child.service_instance(name, self.services[name])
+        return RemoteService(self._child.endpoint, name)
+
+    def commands(self) -> dict[str, click.Command]:
+        return dict(self.registered)
+
+
+def _arg_names(fn: Callable[..., Any]) -> list[str]:
+    import inspect
+
+    return [
+        p.name
+        for p in inspect.signature(fn).parameters.values()
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    ]
+
+
+def _plugin_error(exc: BaseException) -> rpc.RemoteError:
+    import traceback
+
+    if isinstance(exc, ConduitError):
+        return rpc.RemoteError(
+            rpc.PLUGIN_ERROR,
+            exc.message,
+            {
+                "kind": type(exc).__name__,
+                "hint": exc.hint,
+                "detail": getattr(exc, "detail", None),
+                "traceback": "".join(traceback.format_exception(exc.__cause__ or exc)),
+            },
+        )
+    return rpc.RemoteError(
+        rpc.PLUGIN_ERROR,
+        f"{type(exc).__name__}: {exc}",
+        {"kind": "exception", "traceback": "".join(traceback.format_exception(exc))},
+    )
+
+
+class Child:
+    """Serves one kernel connection."""
+
+    def __init__(self, endpoint: rpc.Endpoint) -> None:
+        self.endpoint = endpoint
+        self.contexts: dict[str, ChildContext] = {}
+        self.records: dict[str, PluginRec] = {}
+        self.instances: dict[str, Any] = {}
+        self._host: InProcessHost | None = None
+
+    @property
+    def host(self) -> InProcessHost:
+        if self._host is None:
+            from conduit.hosts.inprocess import InProcessHost
+
+            self._host = InProcessHost()
+        return self._host
+
+    def service_instance(self, name: str, factory: Callable[[], Any]) -> Any:
+        if name not in self.instances:
+            self.instances[name] = factory()
+        return self.instances[name]
+
+    # -- handlers ------------------------------------------------------------------------
+    def initialize(self, params: dict[str, Any]) -> dict[str, Any]:
+        if params.get("protocol") != rpc.PROTOCOL_VERSION:
+            raise rpc.RemoteError(
+                rpc.INVALID_PARAMS,
+                f"unsupported protocol version {params.get('protocol')!r}; "
+                f"this host speaks {rpc.PROTOCOL_VERSION}",
+            )
+        offered = [c for c in params.get("codecs", ["json"]) if c in ("msgpack", "json")]
+        chosen = offered[0] if offered else "json"
+        plugins = [self.activate(p) for p in params.get("plugins", [])]
+        if chosen != "json":
+            channel = self.endpoint.channel
+            new = rpc.codec(chosen)
+
+            def switch() -> None:
+                channel.codec = new
+
+            self.endpoint.after_reply = switch
+        return {
+            "protocol": rpc.PROTOCOL_VERSION,
+            "codec": chosen,
+            "pid": os.getpid(),
+            "interfaces": INTERFACES,
+            "plugins": plugins,
+        }
+
+    def activate(self, params: dict[str, Any]) -> dict[str, Any]:
+        from conduit._profile import Profile
+
+        record: PluginRec = params["record"]
+        name = record["name"]
+        ctx = ChildContext(self, record, params.get("data_dir", ""), params.get("config", {}))
+        try:
+            self.host.activate(record, ctx, Profile(False))  # type: ignore[arg-type]
+        except BaseException as exc:
+            raise _plugin_error(exc) from None
+        self.contexts[name] = ctx
+        self.records[name] = record
+        return {
+            "name": name,
+            "commands": sorted(ctx.registered),
+            "services": sorted(ctx.services),
+            "hooks": [{"name": h, "args": _arg_names(fn)} for h, fn in ctx.hooks],
+            "hookspecs": [
+                {"name": fn.__name__, "args": _arg_names(fn), "firstresult": first}
+                for fn, first in ctx.hookspecs
+            ],
+        }
+
+    def run(self, params: dict[str, Any]) -> dict[str, Any]:
+        name = params["plugin"]
+        ctx, record = self.contexts[name], self.records[name]
+        terminal = params.get("terminal", {})
+        saved = (os.getcwd(), dict(os.environ))
+        try:
+            os.chdir(params.get("cwd") or saved[0])
+            if "env" in params:
+                os.environ.clear()
+                os.environ.update(params["env"])
+            if terminal.get("columns"):
+                os.environ["COLUMNS"] = str(terminal["columns"])
+                os.environ["LINES"] = str(terminal.get("lines", 24))
+            for stream, key in ((sys.stdout, "stdout_tty"), (sys.stderr, "stderr_tty")):
+                if isinstance(stream, _Stream):
+                    stream.tty = bool(terminal.get(key))
+            argv, prog = list(params["argv"]), params.get("prog", "conduit")
+            try:
+                code = self.host.run_command(record, ctx, argv, prog)  # type: ignore[arg-type]
+            except (CommandFailed, ConduitError) as exc:
+                raise _plugin_error(exc) from None
+            return {"exit_code": code}
+        finally:
+            os.environ.clear()
+            os.environ.update(saved[1])
+            os.chdir(saved[0])
+
+    def hook_call(self, params: dict[str, Any]) -> list[Any]:
+        ctx = self.contexts[params["plugin"]]
+        results = []
+        for hook, fn in ctx.hooks:
+            if hook == params["hook"]:
+                try:
+                    result = fn(**params.get("kwargs", {}))
+                except Exception as exc:
+                    raise _plugin_error(exc) from None
+                if result is not None:
+                    results.append(result)
+        return results
+
+    def service_call(self, params: dict[str, Any]) -> Any:
+        name = params["service"]
+        for ctx in self.contexts.values():
+            if name in ctx.services:
+                try:
+                    instance = self.service_instance(name, ctx.services[name])
+                    method = getattr(instance, params["method"])
+                    return method(*params.get("args", []), **params.get("kwargs", {}))
+                except Exception as exc:
+                    raise _plugin_error(exc) from None
+        raise rpc.RemoteError(rpc.METHOD_NOT_FOUND, f"no service {name!r} in this host")
+
+    def health(self, params: dict[str, Any]) -> dict[str, Any]:
+        import resource
+
+        return {
+            "status": "ok",
+            "pid": os.getpid(),
+            "plugins": sorted(self.contexts),
+            "max_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        }
+
+    def shutdown(self, params: dict[str, Any]) -> None:
+        for name in list(self.contexts):
+            with contextlib.suppress(ConduitError):
+                self.host.deactivate(self.records[name], self.contexts[name])  # type: ignore[arg-type]
+        self.endpoint.closing = True
+
+
+def _apply_limits() -> None:
+    memory = os.environ.pop("CONDUIT_HOST_MEMORY_MB", "")
+    if memory and int(memory) > 0:
+        import resource
+
+        limit = int(memory) * 1024 * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+def main() -> None:
+    """Entry point of the child process."""
+    fd = int(os.environ.pop("CONDUIT_RPC_FD"))
+    max_frame = int(os.environ.pop("CONDUIT_RPC_MAX_FRAME", str(rpc.MAX_FRAME)))
+    _apply_limits()
+    channel = rpc.Channel(fd, fd, max_frame=max_frame)
+    endpoint = rpc.Endpoint(channel)
+    # Whatever plugin code prints (in a command, a hook or a service) goes to the kernel,
+    # which writes it where its own output goes. The real fds 1 and 2 stay the terminal's
+    # for the programs a plugin runs.
+    encoding = sys.stdout.encoding if sys.stdout else "utf-8"
+    sys.stdout = _Stream(endpoint, "stdout", False, encoding)
+    sys.stderr = _Stream(endpoint, "stderr", False, encoding)
+    child = Child(endpoint)
+    endpoint.handlers.update(
+        {
+            "initialize": child.initialize,
+            "plugin.activate": child.activate,
+            "command.run": child.run,
+            "hook.call": child.hook_call,
+            "service.call": child.service_call,
+            "health": child.health,
+            "shutdown": child.shutdown,
+        }
+    )
+    # `$/cancel` needs no handler: the kernel also sends SIGINT, which interrupts the
+    # running command; the notification is for hosts that read while they work.
+    endpoint.notifications["$/cancel"] = lambda params: None
+    try:
+        endpoint.serve()
+    except rpc.ProtocolError as exc:
+        os.write(2, f"conduit plugin host: {exc}\n".encode())
+        os._exit(70)
+    os._exit(0)

@@ -1,0 +1,388 @@
+"""The process host: a plugin in a child process of its own, spoken to over JSON-RPC.
+
+The child is started lazily, the first time the plugin is needed, directly with
+``sys.executable`` (no shim), and gets one end of a socketpair as an inherited file
+descriptor, so its stdin, stdout and stderr stay the terminal's. Everything that can go
+wrong in the child stays there and becomes one :class:`HostError` naming the plugin:
+
+==========================  ============================================================
+fault                       what the user sees (exit 3), and what happens to the child
+==========================  ============================================================
+crash, ``os._exit``,        "its host crashed (killed by signal SIGSEGV) while ..."
+signal, killed from outside
+no answer in time           "did not answer ... within N s; its host was stopped"
+oversized or garbled frame  "its host broke the protocol (...); it was stopped"
+memory limit                the plugin's MemoryError, or the crash it causes
+==========================  ============================================================
+
+After a crash the next call in the same kernel starts a new child, unless the last
+start failed less than a back-off delay ago (0.1 s, doubling up to 5 s).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import TYPE_CHECKING, Any
+
+from conduit import rpc
+from conduit.errors import EXIT_FAILURE, EXIT_PLUGIN_LOAD, ConduitError, PluginError
+
+if TYPE_CHECKING:
+    import socket
+
+    from conduit._profile import Profile
+    from conduit._types import PluginRec
+    from conduit.kernel import Context, Kernel
+
+__all__ = ["HostError", "ProcessHost", "ProcessSettings", "RemotePluginError"]
+
+_CHILD = "from conduit.hosts._child import main; main()"
+
+
+class HostError(PluginError):
+    """The plugin's host process failed (crash, hang, protocol violation)."""
+
+    exit_code = EXIT_PLUGIN_LOAD
+
+
+class RemotePluginError(ConduitError):
+    """An error raised by plugin code in the child, reported with its original message."""
+
+    def __init__(self, message: str, *, hint: str | None, exit_code: int, trace: str) -> None:
+        super().__init__(message, hint=hint)
+        self.exit_code = exit_code
+        self.remote_traceback = trace
+
+
+class ProcessSettings:
+    """The ``[process]`` table of the config."""
+
+    def __init__(self, table: dict[str, Any] | None = None) -> None:
+        table = table or {}
+        self.timeout = float(table.get("timeout", 30.0))
+        self.command_timeout = float(table.get("command-timeout", 0.0)) or None
+        self.memory_mb = int(table.get("memory-mb", 0))
+        self.codec = str(table.get("codec", "json"))
+        self.max_frame = int(table.get("max-frame-mb", 16)) * 1024 * 1024
+        self.cancel_grace = float(table.get("cancel-grace", 2.0))
+
+
+def describe_exit(status: int | None) -> str:
+    if status is None:
+        return "it stopped answering"
+    if status < 0:
+        try:
+            return f"killed by signal {signal.Signals(-status).name}"
+        except ValueError:
+            return f"killed by signal {-status}"
+    return f"exited with status {status}"
+
+
+class ProcessHost:
+    """Runs one plugin (or several trusted ones) in a child process."""
+
+    kind = "process"
+
+    def __init__(self, kernel: Kernel, settings: ProcessSettings | None = None) -> None:
+        self.kernel = kernel
+        self.settings = settings or ProcessSettings()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.endpoint: rpc.Endpoint | None = None
+        self._sock: socket.socket | None = None
+        self._failures = 0
+        self._retry_at = 0.0
+        self.plugins: set[str] = set()
+
+    # -- lifecycle -----------------------------------------------------------------------
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None and self.endpoint is not None
+
+    def _start(self, name: str, profile: Profile) -> rpc.Endpoint:
+        import socket
+
+        now = time.monotonic()
+        if now < self._retry_at:
+            raise HostError(
+                name,
+                f"its host crashed; restarting is held back for {self._retry_at - now:.1f} s",
+                hint="try again in a moment; 'conduit plugins doctor' shows broken plugins",
+            )
+        parent, child = socket.socketpair()
+        env = dict(os.environ)
+        env["CONDUIT_RPC_FD"] = str(child.fileno())
+        env["CONDUIT_RPC_MAX_FRAME"] = str(self.settings.max_frame)
+        if self.settings.memory_mb:
+            env["CONDUIT_HOST_MEMORY_MB"] = str(self.settings.memory_mb)
+        with profile.span(f"host:spawn:{name}"):
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", _CHILD], pass_fds=(child.fileno(),), env=env
+            )
+        child.close()
+        self._sock = parent
+        channel = rpc.Channel(parent.fileno(), parent.fileno(), max_frame=self.settings.max_frame)
+        self.endpoint = rpc.Endpoint(
+            channel,
+            handlers={"kernel/service": self._kernel_service, "kernel/hook": self._kernel_hook},
+            notifications={"$/output": self._output},
+        )
+        return self.endpoint
+
+    def _stop(self, kill: bool) -> int | None:
+        """Stop the child (politely unless ``kill``) and return its exit status."""
+        proc, self.proc, self.endpoint = self.proc, None, None
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        if proc is None:
+            return None
+        if kill and proc.poll() is None:
+            proc.kill()
+        try:
+            return proc.wait(timeout=2.0)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            return proc.wait()
+
+    def _crashed(self) -> None:
+        self._failures += 1
+        self._retry_at = time.monotonic() + min(0.1 * 2 ** (self._failures - 1), 5.0)
+
+    # -- calls ---------------------------------------------------------------------------
+    def call(self, name: str, method: str, params: dict[str, Any], timeout: float | None) -> Any:
+        """One request to the child, every failure turned into a HostError naming ``name``."""
+        endpoint = self.endpoint
+        if endpoint is None or not self.alive:
+            raise HostError(name, "its host is not running")
+        try:
+            return endpoint.request(method, params, timeout)
+        except rpc.Timeout:
+            self._stop(kill=True)
+            self._crashed()
+            raise HostError(
+                name,
+                f"did not answer '{method}' within {timeout:g} s; its host was stopped",
+                hint="raise 'timeout' (or 'command-timeout') in the config's [process] table",
+            ) from None
+        except rpc.ChannelClosed:
+            status = self._stop(kill=False)
+            self._crashed()
+            raise HostError(
+                name,
+                f"its host crashed ({describe_exit(status)}) during '{method}'",
+                hint="run the command again; if it keeps crashing, disable the plugin",
+            ) from None
+        except rpc.ProtocolError as exc:
+            self._stop(kill=True)
+            self._crashed()
+            raise HostError(
+                name,
+                f"its host broke the protocol ({exc}); it was stopped",
+                hint="the plugin is faulty: report it to its author, or disable it",
+            ) from None
+        except rpc.RemoteError as exc:
+            raise self._remote_error(name, exc) from None
+        except KeyboardInterrupt:
+            self._cancel(name, endpoint)
+            raise
+
+    def _remote_error(self, name: str, exc: rpc.RemoteError) -> ConduitError:
+        data = exc.data if isinstance(exc.data, dict) else {}
+        if exc.code == rpc.PLUGIN_ERROR:
+            kind = data.get("kind")
+            code = EXIT_PLUGIN_LOAD if kind in ("PluginLoadError", "HostError") else EXIT_FAILURE
+            return RemotePluginError(
+                exc.message
+                if exc.message.startswith("plugin '")
+                else f"plugin '{name}': {exc.message}",
+                hint=data.get("hint") or "run with --debug for the traceback",
+                exit_code=code,
+                trace=str(data.get("traceback", "")),
+            )
+        return HostError(name, f"its host refused the request: {exc.message} (code {exc.code})")
+
+    def _cancel(self, name: str, endpoint: rpc.Endpoint) -> None:
+        """Ctrl-C: ask the child to stop the running request; kill it if it will not."""
+        proc = self.proc
+        if proc is None:
+            return
+        try:
+            endpoint.notify("$/cancel", {"id": endpoint._next_id})
+            proc.send_signal(signal.SIGINT)
+            deadline = time.monotonic() + self.settings.cancel_grace
+            while time.monotonic() < deadline:
+                message = endpoint.channel.recv(max(0.0, deadline - time.monotonic()))
+                if "method" in message:
+                    endpoint.handle(message)
+                elif message.get("id") == endpoint._next_id:
+                    return
+        except (rpc.ProtocolError, rpc.Timeout, OSError):
+            pass
+        self._stop(kill=True)
+
+    # -- what the child may ask of the kernel --------------------------------------------
+    def _kernel_service(self, params: dict[str, Any]) -> Any:
+        try:
+            service = self.kernel.service(params["service"])
+            return getattr(service, params["method"])(
+                *params.get("args", []), **params.get("kwargs", {})
+            )
+        except ConduitError as exc:
+            raise rpc.RemoteError(rpc.PLUGIN_ERROR, exc.message, {"hint": exc.hint}) from None
+
+    def _kernel_hook(self, params: dict[str, Any]) -> Any:
+        try:
+            return self.kernel.hook(params["name"], raise_errors=True, **params.get("kwargs", {}))
+        except ConduitError as exc:
+            raise rpc.RemoteError(rpc.PLUGIN_ERROR, exc.message, {"hint": exc.hint}) from None
+
+    def _output(self, params: dict[str, Any]) -> None:
+        stream = sys.stderr if params.get("stream") == "stderr" else sys.stdout
+        stream.write(str(params.get("data", "")))
+        stream.flush()
+
+    # -- the Host protocol ---------------------------------------------------------------
+    def _activation_params(self, record: PluginRec) -> dict[str, Any]:
+        tables = self.kernel.index["config"].get("plugin", {})
+        config = tables.get(record["name"], {}) if isinstance(tables, dict) else {}
+        data_dir = os.path.join(self.kernel.paths.state_dir, "plugins", record["name"])
+        return {"record": dict(record), "data_dir": data_dir, "config": config}
+
+    def activate(self, record: PluginRec, ctx: Context, profile: Profile) -> None:
+        name = record["name"]
+        if not self.alive:
+            endpoint = self._start(name, profile)
+            from conduit.sdk import API_VERSION
+
+            codecs = ["msgpack", "json"] if self.settings.codec == "msgpack" else ["json"]
+            params = {
+                "protocol": rpc.PROTOCOL_VERSION,
+                "conduit_api": API_VERSION,
+                "codecs": codecs,
+                "plugins": [self._activation_params(record)],
+            }
+            with profile.span(f"host:initialize:{name}"):
+                result = self.call(name, "initialize", params, self.settings.timeout)
+            if result.get("codec") != "json":
+                endpoint.channel.codec = rpc.codec(str(result["codec"]))
+            self._failures = 0
+            info = result["plugins"][0]
+        else:
+            info = self.call(
+                name, "plugin.activate", self._activation_params(record), self.settings.timeout
+            )
+        self.plugins.add(name)
+        self._register_proxies(name, info, ctx)
+
+    def _register_proxies(self, name: str, info: dict[str, Any], ctx: Context) -> None:
+        for service in info.get("services", []):
+            ctx.register_service(service, _proxy_factory(self, name, service))
+        for hook in info.get("hooks", []):
+            ctx.register_hook(hook["name"], self._hook_proxy(name, hook["name"], hook["args"]))
+        for spec in info.get("hookspecs", []):
+            ctx.register_hookspec(
+                _spec_function(spec["name"], spec["args"]),
+                firstresult=bool(spec.get("firstresult")),
+            )
+
+    def _hook_proxy(self, name: str, hook: str, args: list[str]) -> Any:
+        def call(kwargs: dict[str, Any]) -> Any:
+            results = self.call(
+                name,
+                "hook.call",
+                {"plugin": name, "hook": hook, "kwargs": kwargs},
+                self.settings.timeout,
+            )
+            return results[0] if results else None
+
+        return _function(f"{name}:{hook}", args, call)
+
+    def run_command(self, record: PluginRec, ctx: Context, argv: list[str], prog: str) -> int:
+        import shutil
+
+        size = shutil.get_terminal_size()
+        params = {
+            "plugin": record["name"],
+            "argv": argv,
+            "prog": prog,
+            "cwd": os.getcwd(),
+            "env": dict(os.environ),
+            "terminal": {
+                "columns": size.columns,
+                "lines": size.lines,
+                "stdin_tty": sys.stdin.isatty() if sys.stdin else False,
+                "stdout_tty": sys.stdout.isatty(),
+                "stderr_tty": sys.stderr.isatty(),
+            },
+        }
+        result = self.call(record["name"], "command.run", params, self.settings.command_timeout)
+        return int(result["exit_code"])
+
+    def health(self, name: str) -> dict[str, Any]:
+        return dict(self.call(name, "health", {}, self.settings.timeout))
+
+    def deactivate(self, record: PluginRec, ctx: Context) -> None:
+        self.plugins.discard(record["name"])
+        if self.plugins or not self.alive:
+            return
+        try:
+            if self.endpoint is not None:
+                self.endpoint.request("shutdown", {}, timeout=min(self.settings.timeout, 5.0))
+        except (rpc.ProtocolError, rpc.Timeout, rpc.RemoteError, OSError):
+            self._stop(kill=True)
+            return
+        self._stop(kill=False)
+
+
+class ServiceProxy:
+    """A service provided by a process plugin: each method call is one RPC."""
+
+    def __init__(self, host: ProcessHost, plugin: str, service: str) -> None:
+        self._host = host
+        self._plugin = plugin
+        self._service = service
+
+    def __getattr__(self, method: str) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return self._host.call(
+                self._plugin,
+                "service.call",
+                {"service": self._service, "method": method, "args": list(args), "kwargs": kwargs},
+                self._host.settings.timeout,
+            )
+
+        return call
+
+
+def _proxy_factory(host: ProcessHost, plugin: str, service: str) -> Any:
+    return lambda: ServiceProxy(host, plugin, service)
+
+
+def _function(name: str, args: list[str], body: Any) -> Any:
+    """A function with exactly the parameters ``args`` that calls ``body(kwargs)``.
+
+    pluggy matches hook implementations to specs by their parameter names (from the code
+    object), so a proxy for a hook implemented in another process needs real ones.
+    """
+    import keyword
+
+    for arg in args:
+        if not arg.isidentifier() or keyword.iskeyword(arg):
+            raise ValueError(f"invalid hook argument name {arg!r}")
+    params = ", ".join(args)
+    mapping = ", ".join(f"{a!r}: {a}" for a in args)
+    namespace: dict[str, Any] = {"_body": body}
+    exec(f"def proxy({params}):\n    return _body({{{mapping}}})\n", namespace)
+    function = namespace["proxy"]
+    function.__qualname__ = function.__name__ = name
+    return function
+
+
+def _spec_function(name: str, args: list[str]) -> Any:
+    spec = _function(name, args, lambda kwargs: None)
+    spec.__doc__ = "A hook declared by a process plugin."
+    return spec

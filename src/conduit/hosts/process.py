@@ -87,9 +87,19 @@ class ProcessHost:
 
     kind = "process"
 
-    def __init__(self, kernel: Kernel, settings: ProcessSettings | None = None) -> None:
+    def __init__(
+        self,
+        kernel: Kernel,
+        settings: ProcessSettings | None = None,
+        *,
+        command: list[str] | None = None,
+    ) -> None:
+        """``command`` starts a host that speaks the protocol on its stdin and stdout (an
+        executable plugin in any language); by default the Python host is started and
+        reached over an inherited socket."""
         self.kernel = kernel
         self.settings = settings or ProcessSettings()
+        self.command = command
         self.proc: subprocess.Popen[bytes] | None = None
         self.endpoint: rpc.Endpoint | None = None
         self._sock: socket.socket | None = None
@@ -112,19 +122,52 @@ class ProcessHost:
                 f"its host crashed; restarting is held back for {self._retry_at - now:.1f} s",
                 hint="try again in a moment; 'conduit plugins doctor' shows broken plugins",
             )
-        parent, child = socket.socketpair()
         env = dict(os.environ)
-        env["CONDUIT_RPC_FD"] = str(child.fileno())
         env["CONDUIT_RPC_MAX_FRAME"] = str(self.settings.max_frame)
         if self.settings.memory_mb:
             env["CONDUIT_HOST_MEMORY_MB"] = str(self.settings.memory_mb)
-        with profile.span(f"host:spawn:{name}"):
-            self.proc = subprocess.Popen(
-                [sys.executable, "-c", _CHILD], pass_fds=(child.fileno(),), env=env
+        if self.command is not None:
+            # stdio transport: the executable's stdout is the channel, stderr its log.
+            memory = self.settings.memory_mb * 1024 * 1024
+
+            def limit() -> None:  # runs in the child between fork and exec
+                if memory:
+                    import resource
+
+                    resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+
+            with profile.span(f"host:spawn:{name}"):
+                try:
+                    self.proc = subprocess.Popen(
+                        self.command,
+                        stdin=subprocess.PIPE,
+                        stdout=subprocess.PIPE,
+                        env=env,
+                        # preexec_fn is safe here: the kernel has started no threads.
+                        preexec_fn=limit if memory else None,
+                    )
+                except OSError as exc:
+                    raise HostError(
+                        name, f"cannot start {self.command[0]}: {exc.strerror}"
+                    ) from None
+            assert self.proc.stdin is not None and self.proc.stdout is not None
+            channel = rpc.Channel(
+                self.proc.stdout.fileno(),
+                self.proc.stdin.fileno(),
+                max_frame=self.settings.max_frame,
             )
-        child.close()
-        self._sock = parent
-        channel = rpc.Channel(parent.fileno(), parent.fileno(), max_frame=self.settings.max_frame)
+        else:
+            parent, child = socket.socketpair()
+            env["CONDUIT_RPC_FD"] = str(child.fileno())
+            with profile.span(f"host:spawn:{name}"):
+                self.proc = subprocess.Popen(
+                    [sys.executable, "-c", _CHILD], pass_fds=(child.fileno(),), env=env
+                )
+            child.close()
+            self._sock = parent
+            channel = rpc.Channel(
+                parent.fileno(), parent.fileno(), max_frame=self.settings.max_frame
+            )
         self.endpoint = rpc.Endpoint(
             channel,
             handlers={"kernel/service": self._kernel_service, "kernel/hook": self._kernel_hook},
@@ -140,6 +183,9 @@ class ProcessHost:
             self._sock = None
         if proc is None:
             return None
+        for pipe in (proc.stdin, proc.stdout):
+            if pipe is not None:
+                pipe.close()
         if kill and proc.poll() is None:
             proc.kill()
         try:

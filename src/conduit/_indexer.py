@@ -29,8 +29,10 @@ from conduit.errors import ConduitError, ManifestError
 from conduit.index import INDEX_FORMAT, empty_events, encode, read, records_path, site_dirs
 from conduit.manifest import (
     MANIFEST_FILENAME,
+    CommandSpec,
     Manifest,
     parse_inline_manifest,
+    parse_manifest,
     read_manifest_file,
 )
 from conduit.resolve import Node, Resolution, resolve
@@ -45,7 +47,10 @@ if TYPE_CHECKING:
 __all__ = ["ENTRY_POINT_GROUP", "build", "rebuild"]
 
 ENTRY_POINT_GROUP = "conduit.plugins"
-_PRECEDENCE = {"builtin": 0, "entry-point": 1, "file": 2}
+_PRECEDENCE = {"builtin": 0, "entry-point": 1, "file": 2, "executable": 3}
+EXECUTABLE_PREFIX = "conduit-"
+MANIFEST_FLAG = "--conduit-manifest"
+PROBE_TIMEOUT = 5.0
 
 
 @dataclass
@@ -58,6 +63,7 @@ class _Found:
     entry: str | None = None
     manifest: Manifest | None = None
     error: ManifestError | None = None
+    protocol: str = "python"  # "python", or for executables "jsonrpc" or "exec"
 
 
 def _manifest_for_module(module: str, locate: object) -> str | None:
@@ -179,6 +185,101 @@ def _discover_files(plugin_dir: str, warnings: list[str]) -> list[_Found]:
     return found
 
 
+def executable_dirs(plugin_dir: str) -> list[str]:
+    """Where ``conduit-NAME`` executables are looked for: the plugin directory, then PATH."""
+    dirs = [plugin_dir]
+    for entry in os.environ.get("PATH", "").split(os.pathsep):
+        if entry and os.path.isabs(entry) and entry not in dirs:
+            dirs.append(entry)
+    return dirs
+
+
+def _probe(path: str, name: str) -> _Found:
+    """Ask an executable for its manifest (``--conduit-manifest``), once per rebuild.
+
+    A JSON manifest with ``"protocol": "jsonrpc"`` makes it a protocol plugin; anything
+    else (the flag unknown, no JSON) makes it a pass-through command, like a gh or
+    kubectl plugin.
+    """
+    import json
+    import subprocess
+
+    item = _Found(name, "executable", path, entry=None)
+    try:
+        proc = subprocess.run(
+            [path, MANIFEST_FLAG],
+            capture_output=True,
+            timeout=PROBE_TIMEOUT,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+        data = json.loads(proc.stdout) if proc.returncode == 0 else None
+    except (OSError, subprocess.TimeoutExpired, ValueError):
+        data = None
+    if not isinstance(data, dict):
+        item.protocol = "exec"
+        item.manifest = Manifest(
+            name=name,
+            description=f"external command {path}",
+            api=f">={API_VERSION}",
+            commands=[
+                CommandSpec(name=name, help=f"Run {os.path.basename(path)}.", usage="[ARGS]...")
+            ],
+            isolation="process",
+        )
+        return item
+    protocol = data.pop("protocol", "jsonrpc")
+    if protocol != "jsonrpc":
+        item.error = ManifestError(
+            f"{path} {MANIFEST_FLAG}",
+            f"unknown protocol {protocol!r}",
+            field="protocol",
+            hint='use "jsonrpc" (see docs/protocol.md)',
+        )
+        return item
+    data.setdefault("isolation", "process")
+    try:
+        manifest = parse_manifest(data, f"{path} {MANIFEST_FLAG}", expected_name=name)
+    except ManifestError as exc:
+        item.error = exc
+        return item
+    if manifest.isolation != "process":
+        item.error = ManifestError(
+            f"{path} {MANIFEST_FLAG}",
+            "an executable plugin runs in its own process",
+            field="isolation",
+            hint='set "isolation": "process" or leave it out',
+        )
+        return item
+    item.protocol = "jsonrpc"
+    item.manifest = manifest
+    return item
+
+
+def _discover_executables(plugin_dir: str, warnings: list[str]) -> list[_Found]:
+    found: list[_Found] = []
+    seen: set[str] = set()
+    for directory in executable_dirs(plugin_dir):
+        try:
+            names = sorted(os.listdir(directory))
+        except OSError:
+            continue  # missing PATH entries are normal; the plugin dir is reported above
+        for fname in names:
+            if not fname.startswith(EXECUTABLE_PREFIX) or fname.endswith((".py", "~")):
+                continue
+            path = os.path.join(directory, fname)
+            name = (
+                fname[len(EXECUTABLE_PREFIX) :].rsplit(".", 1)[0]
+                if fname.endswith((".js", ".sh", ".rb", ".pl"))
+                else fname[len(EXECUTABLE_PREFIX) :]
+            )
+            if name in seen or not os.path.isfile(path) or not os.access(path, os.X_OK):
+                continue  # the first one on the search path wins, as a shell would
+            seen.add(name)
+            found.append(_probe(path, name))
+    return found
+
+
 def _load_manifest(item: _Found) -> None:
     if item.manifest is not None or item.error is not None:
         return
@@ -232,6 +333,7 @@ def _record(item: _Found, disabled: set[str], forced: dict[str, str]) -> PluginR
             m.isolation, forced.get(item.name, m.isolation), key=_STRICTNESS.__getitem__
         ),
         "dependencies": list(m.dependencies),
+        "protocol": item.protocol,
         "enabled": item.name not in disabled or item.name == "plugins",
         "blocked": None,
         "blocked_hint": None,
@@ -245,6 +347,7 @@ def build(paths: Paths, fp: tuple[object, ...]) -> Index:
     warnings: list[str] = []
     found = _discover_builtins() + _discover_entry_points(warnings)
     found += _discover_files(paths.plugin_dir, warnings)
+    found += _discover_executables(paths.plugin_dir, warnings)
     for item in found:
         _load_manifest(item)
         _check_api(item)

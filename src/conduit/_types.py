@@ -43,6 +43,7 @@ class PluginRec(TypedDict):
     capabilities: list[str]
     isolation: str
     dependencies: list[str]
+    protocol: str  # "python"; executables: "jsonrpc" (speaks docs/protocol.md) or "exec"
     enabled: bool
     blocked: str | None  # why resolution refuses to activate it, or None
     blocked_hint: str | None

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 __all__ = ["INDEX_FORMAT", "fingerprint", "index_path", "load", "site_dirs"]
 
-INDEX_FORMAT = 3
+INDEX_FORMAT = 4
 MAGIC = b"CONDUIT-INDEX\n"
 
 
@@ -63,6 +63,11 @@ def fingerprint(paths: Paths) -> tuple[object, ...]:
     parts.append(("config", _stat(paths.config_file)))
     plugin_dir = paths.plugin_dir
     parts.append(("plugins", _stat(plugin_dir)))
+    # `conduit-NAME` executables on PATH: a new one appears in its directory's mtime.
+    parts.append(os.environ.get("PATH", ""))
+    for entry in os.environ.get("PATH", "").split(os.pathsep):
+        if entry:
+            parts.append(_stat(entry))
     try:
         # Editing a single-file plugin in place does not touch the directory's mtime.
         with os.scandir(plugin_dir) as it:

@@ -230,6 +230,23 @@ class Kernel:
 
     def host_for(self, rec: PluginRec) -> Host:
         kind = rec["isolation"]
+        if rec["source"] == "executable":
+            key = f"executable:{rec['name']}"
+            if key not in self._hosts:
+                if rec["protocol"] == "jsonrpc":
+                    from conduit.hosts.process import ProcessHost, ProcessSettings
+
+                    table = self.index["config"].get("process")
+                    self._hosts[key] = ProcessHost(
+                        self,
+                        ProcessSettings(table if isinstance(table, dict) else None),
+                        command=[rec["origin"], "--conduit-rpc"],
+                    )
+                else:
+                    from conduit.hosts.executable import ExecHost
+
+                    self._hosts[key] = ExecHost()
+            return self._hosts[key]
         if kind == "process" and kind not in self._hosts:
             # One child process per plugin: a crash stays with the plugin that caused it.
             key = f"process:{rec['name']}"

@@ -105,3 +105,35 @@ def test_policy_forces_a_stricter_host(plugin_dir, run, conduit_home):
     assert run("where").out.strip() != str(os.getpid())
     info = json.loads(run("plugins", "info", "plain", "--json", "--no-load").out)
     assert info["isolation"] == "process"
+
+
+def test_trusted_plugins_may_share_a_host(plugin_dir, conduit_home):
+    from conduit._profile import Profile
+    from conduit.index import load
+    from conduit.kernel import Kernel
+    from conduit.paths import resolve
+
+    for name in ("one", "two", "three"):
+        src = manifest_block(
+            f'name = "{name}"\napi = ">=1.0,<2"\nisolation = "process"\n'
+            f'[[commands]]\nname = "{name}-pid"'
+        ) + (
+            "import os, click\nfrom conduit.sdk import Plugin\n"
+            f"@click.command('{name}-pid')\ndef pid():\n    click.echo(os.getpid())\n"
+            "class P(Plugin):\n    def boot(self, ctx):\n        ctx.register_command(pid)\n"
+        )
+        write(plugin_dir, f"{name}.py", src)
+    (conduit_home / "config.toml").write_text('[process]\nshared = ["one", "two"]\n')
+    paths = resolve()
+    kernel = Kernel(load(paths, Profile(False)), paths)
+    hosts = {name: kernel.host_for(kernel.record(name)) for name in ("one", "two", "three")}
+    assert hosts["one"] is hosts["two"]
+    assert hosts["three"] is not hosts["one"]
+    for name in ("one", "two", "three"):
+        kernel.activate(name)
+    pids = {name: hosts[name].proc.pid for name in ("one", "two", "three")}  # type: ignore[union-attr]
+    assert pids["one"] == pids["two"] != pids["three"]
+    kernel.deactivate("one")
+    assert hosts["two"].alive  # still serving "two"
+    kernel.shutdown()
+    assert not hosts["two"].alive and not hosts["three"].alive

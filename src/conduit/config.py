@@ -59,6 +59,8 @@ class ProcessSettings(
     codec: Literal["json", "msgpack"] = "json"
     max_frame_mb: int = 16
     cancel_grace: float = 2.0  # seconds a cancelled request may take before a kill
+    #: process plugins the user trusts to share one host (fewer processes, shared fate)
+    shared: list[str] = []
 
 
 class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):

@@ -248,12 +248,14 @@ class Kernel:
                     self._hosts[key] = ExecHost()
             return self._hosts[key]
         if kind == "process" and kind not in self._hosts:
-            # One child process per plugin: a crash stays with the plugin that caused it.
-            key = f"process:{rec['name']}"
+            # One child process per plugin, so that a crash stays with the plugin that
+            # caused it; plugins the user lists in [process] shared share one.
+            table = self.index["config"].get("process")
+            shared = table.get("shared", []) if isinstance(table, dict) else []
+            key = "process:shared" if rec["name"] in shared else f"process:{rec['name']}"
             if key not in self._hosts:
                 from conduit.hosts.process import ProcessHost, ProcessSettings
 
-                table = self.index["config"].get("process")
                 self._hosts[key] = ProcessHost(
                     self, ProcessSettings(table if isinstance(table, dict) else None)
                 )

@@ -479,3 +479,80 @@ def test_kernel_hook_names_are_reserved(run, plugin_dir):
     assert r.code == 1
     assert r.err.splitlines()[0] == "error: plugin 'clash': hook 'before_command' is a kernel hook"
     assert run("hello").out == "alpha hello\n"
+
+
+def _need(shell: str) -> str:
+    """The shell's path; CI installs it (.ci/run), elsewhere the test is skipped without."""
+    import os
+    import shutil
+
+    path = shutil.which(shell)
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{shell} is missing: .ci/run should have installed it")
+        pytest.skip(f"{shell} is not installed")
+    return path
+
+
+def _shim(tmp_path):  # type: ignore[no-untyped-def]
+    import os
+    import sys
+
+    bindir = tmp_path / "bin"
+    bindir.mkdir(exist_ok=True)
+    shim = bindir / "conduit"
+    shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m conduit "$@"\n')
+    shim.chmod(0o755)
+    return {**os.environ, "PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}"}
+
+
+def test_fish_completion_script_works_in_fish(run, plugin_dir, tmp_path):
+    import shutil
+    import subprocess
+
+    fish = _need("fish")
+    write(plugin_dir, "alpha.py", simple_plugin("alpha", ("hello",)))
+    script = tmp_path / "conduit.fish"
+    script.write_text(run("completion", "fish").out)
+    env = _shim(tmp_path)
+
+    def complete(line: str) -> list[str]:
+        proc = subprocess.run(
+            [fish, "--no-config", "-c", f"source {script}; complete -C '{line}'"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
+        return proc.stdout.splitlines()
+
+    assert complete("conduit hel") == ["hello\tRun hello of alpha."]
+    assert [x.split("\t")[0] for x in complete("conduit plugins d")] == ["disable", "doctor"]
+
+
+def test_zsh_completion_script_works_in_zsh(run, plugin_dir, tmp_path):
+    import shutil
+    import subprocess
+
+    zsh = _need("zsh")
+    write(plugin_dir, "alpha.py", simple_plugin("alpha", ("hello",)))
+    script = run("completion", "zsh").out
+    env = _shim(tmp_path)
+    # Outside an interactive shell there is no completion system: stand in for its two
+    # functions and call the script's function the way zsh would.
+    harness = (
+        "compdef() { :; }\n_files() { print FILES; }\n"
+        '_describe() { local name=$2; print -rl -- "${(@P)name}"; }\n'
+        f"{script}\n"
+    )
+
+    def complete(*words: str) -> list[str]:
+        cmd = harness + f"words=(conduit {' '.join(words)}); CURRENT={len(words) + 1}; _conduit"
+        proc = subprocess.run(
+            [zsh, "-f", "-c", cmd], capture_output=True, text=True, env=env, timeout=60
+        )
+        return proc.stdout.splitlines()
+
+    assert complete("hel") == ["hello:Run hello of alpha."]
+    assert complete("alpha:he") == ["alpha\\:hello:Run hello of alpha."]
+    assert complete("nothing-matches") == ["FILES"]

@@ -32,10 +32,11 @@ _ZSH = r"""#compdef conduit
 # conduit completion for zsh. Load with: eval "$(conduit completion zsh)"
 _conduit() {
     local -a items
-    local line
+    local line value
     for line in "${(@f)$(conduit __complete "${(@)words[2,CURRENT]}" 2>/dev/null)}"; do
         [[ -z "$line" ]] && continue
-        items+=("${line%%$'\t'*}:${line#*$'\t'}")
+        value=${line%%$'\t'*}
+        items+=("${value//:/\\:}:${line#*$'\t'}")
     done
     if (( ${#items} )); then
         _describe 'conduit' items

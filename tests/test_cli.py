@@ -507,7 +507,6 @@ def _shim(tmp_path):  # type: ignore[no-untyped-def]
 
 
 def test_fish_completion_script_works_in_fish(run, plugin_dir, tmp_path):
-    import shutil
     import subprocess
 
     fish = _need("fish")
@@ -531,7 +530,6 @@ def test_fish_completion_script_works_in_fish(run, plugin_dir, tmp_path):
 
 
 def test_zsh_completion_script_works_in_zsh(run, plugin_dir, tmp_path):
-    import shutil
     import subprocess
 
     zsh = _need("zsh")

@@ -65,3 +65,58 @@ def test_non_executable_files_are_ignored(run, plugin_dir, mode):
     path.chmod(mode)
     if mode == 0o644:
         assert "notes" not in run("--help").out
+
+
+JS_PLUGIN = Path(__file__).resolve().parent.parent / "examples" / "js-plugin" / "conduit-hello-js"
+
+
+@pytest.fixture
+def js_plugin(plugin_dir: Path) -> Path:
+    import shutil
+
+    if shutil.which("node") is None:
+        if os.environ.get("CI"):
+            pytest.fail("node is missing: .ci/run should have installed it")
+        pytest.skip("node is not installed")
+    target = plugin_dir / JS_PLUGIN.name
+    shutil.copy(JS_PLUGIN, target)
+    target.chmod(0o755)
+    return target
+
+
+def test_javascript_plugin_speaks_the_protocol(run, js_plugin, tmp_path):
+    listed = {p["name"]: p for p in json.loads(run("plugins", "list", "--json").out)}
+    assert listed["hello-js"]["source"] == "executable"
+    assert listed["hello-js"]["isolation"] == "process"
+    r = run("hello-js", "greet", "--name", "Ada")
+    assert (r.code, r.out) == (0, "Hello, Ada!\n"), r.err
+    data = tmp_path / "x.json"
+    data.write_text('{"b": 1, "a": [1, 2]}')
+    r = run("hello-js", "json-pretty", str(data), "--sort-keys")
+    assert r.code == 0
+    assert json.loads(r.out) == {"a": [1, 2], "b": 1}
+    assert r.out.index('"a"') < r.out.index('"b"')
+    assert run("hello-js", "nope").code == 2
+
+
+def test_python_plugin_uses_a_javascript_service(run, js_plugin, plugin_dir):
+    from _factory import manifest_block, write
+
+    user = manifest_block('name = "user"\napi = ">=1.0,<2"\n[[commands]]\nname = "shout"') + (
+        "import click\nfrom conduit.sdk import Plugin\n"
+        "class P(Plugin):\n    def boot(self, ctx):\n"
+        "        @click.command('shout')\n        @click.argument('text')\n"
+        "        def shout(text):\n            click.echo(ctx.service('js.upper').upper(text))\n"
+        "        ctx.register_command(shout)\n"
+    )
+    write(plugin_dir, "user.py", user)
+    r = run("shout", "quiet words")
+    assert (r.code, r.out) == (0, "QUIET WORDS\n"), r.err
+
+
+def test_javascript_plugin_info(run, js_plugin):
+    info = json.loads(run("plugins", "info", "hello-js", "--json", "--no-load").out)
+    assert info["version"] == "1.0.0"
+    assert info["protocol"] == "jsonrpc"
+    text = run("plugins", "info", "hello-js", "--no-load").out
+    assert f"entry:        {js_plugin} (JSON-RPC on stdin/stdout)" in text

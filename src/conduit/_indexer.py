@@ -313,7 +313,7 @@ def _record(item: _Found, disabled: set[str], forced: dict[str, str]) -> PluginR
     data = msgspec.to_builtins(m)
     return {
         "name": item.name,
-        "version": item.dist_version if item.source != "file" else m.version,
+        "version": m.version if item.source in ("file", "executable") else item.dist_version,
         "description": m.description,
         "source": item.source,
         "origin": item.origin,

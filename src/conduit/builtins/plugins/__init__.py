@@ -224,7 +224,7 @@ def info_cmd(name: str, as_json: bool, no_load: bool) -> None:
         f"  state:        {info['state']}",
         f"  source:       {rec['source']}" + (f" ({rec['dist']})" if rec["dist"] else ""),
         f"  origin:       {rec['origin']}",
-        f"  entry:        {rec['entry'] or '(the Plugin subclass in the file)'}",
+        f"  entry:        {_entry_text(rec)}",
         f"  api:          {rec['api']}",
         f"  isolation:    {rec['isolation']}",
         f"  capabilities: {', '.join(rec['capabilities']) or 'none'}",
@@ -254,6 +254,13 @@ def info_cmd(name: str, as_json: bool, no_load: bool) -> None:
     elif isinstance(load, str):
         lines.append(f"  load:         FAILED: {load}")
     click.echo("\n".join(lines))
+
+
+def _entry_text(rec: PluginRec) -> str:
+    if rec["source"] == "executable":
+        how = "JSON-RPC on stdin/stdout" if rec["protocol"] == "jsonrpc" else "pass-through"
+        return f"{rec['origin']} ({how})"
+    return rec["entry"] or "(the Plugin subclass in the file)"
 
 
 def _set_disabled(name: str, disabled: bool) -> None:

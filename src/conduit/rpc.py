@@ -197,13 +197,10 @@ class Endpoint:
                 continue  # the answer to a request we gave up on
             if "error" in message:
                 err = message["error"]
-                if not isinstance(err, dict):
+                code = err.get("code", INTERNAL_ERROR) if isinstance(err, dict) else None
+                if not isinstance(code, int) or isinstance(code, bool):
                     raise ProtocolError("malformed error response")
-                raise RemoteError(
-                    int(err.get("code", INTERNAL_ERROR)),
-                    str(err.get("message", "")),
-                    err.get("data"),
-                )
+                raise RemoteError(code, str(err.get("message", "")), err.get("data"))
             if "result" not in message:
                 raise ProtocolError("response without result or error")
             return message["result"]
@@ -236,7 +233,18 @@ class Endpoint:
         except (KeyError, TypeError, ValueError) as exc:
             self._error(rid, INVALID_PARAMS, f"{type(exc).__name__}: {exc}")
             return
-        self.channel.send({"jsonrpc": "2.0", "id": rid, "result": result})
+        except ProtocolError:
+            raise  # the connection itself failed (in a nested request): nobody to answer
+        except Exception as exc:  # a bug in the handler must not take this side down
+            self._error(rid, INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")
+            return
+        try:
+            self.channel.send({"jsonrpc": "2.0", "id": rid, "result": result})
+        except ChannelClosed:
+            raise
+        except Exception as exc:  # not encodable, or too big for a frame: nothing was sent
+            self._error(rid, INTERNAL_ERROR, f"cannot send the result: {exc}")
+            return
         if self.after_reply is not None:
             after, self.after_reply = self.after_reply, None
             after()

@@ -362,6 +362,9 @@ def _apply_limits() -> None:
 def main() -> None:
     """Entry point of the child process."""
     fd = int(os.environ.pop("CONDUIT_RPC_FD"))
+    # Programs the plugin starts must not hold the connection open: the kernel has to see
+    # EOF as soon as this process dies.
+    os.set_inheritable(fd, False)
     max_frame = int(os.environ.pop("CONDUIT_RPC_MAX_FRAME", str(rpc.MAX_FRAME)))
     _apply_limits()
     channel = rpc.Channel(fd, fd, max_frame=max_frame)

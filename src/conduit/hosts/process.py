@@ -106,6 +106,8 @@ class ProcessHost:
         self._failures = 0
         self._retry_at = 0.0
         self.plugins: set[str] = set()
+        #: the records of the plugins activated here, to start them again after a crash
+        self._records: dict[str, PluginRec] = {}
 
     # -- lifecycle -----------------------------------------------------------------------
     @property
@@ -200,10 +202,79 @@ class ProcessHost:
 
     # -- calls ---------------------------------------------------------------------------
     def call(self, name: str, method: str, params: dict[str, Any], timeout: float | None) -> Any:
-        """One request to the child, every failure turned into a HostError naming ``name``."""
+        """One request to the child, every failure turned into a HostError naming ``name``.
+
+        If the child has died since the last call (a crash, or killed while idle), a new
+        one is started first, unless the back-off holds it back.
+        """
         endpoint = self.endpoint
         if endpoint is None or not self.alive:
-            raise HostError(name, "its host is not running")
+            if name not in self._records:
+                raise HostError(name, "its host is not running")
+            endpoint = self._restart(name)
+        return self._request(name, endpoint, method, params, timeout)
+
+    def _restart(self, name: str) -> rpc.Endpoint:
+        """Start a new child for the plugins activated here (their registrations in the
+        kernel stay: the proxies reach whichever child is current)."""
+        self._stop(kill=True)  # reap the dead one
+        profile = self.kernel.profile
+        endpoint = self._start(name, profile)
+        records = [self._records[n] for n in sorted(self._records)]
+        self._handshake(name, endpoint, records, profile)
+        return endpoint
+
+    def _handshake(
+        self, name: str, endpoint: rpc.Endpoint, records: list[PluginRec], profile: Profile
+    ) -> dict[str, Any]:
+        """``initialize`` a new child with ``records``; a child that fails it is stopped."""
+        from conduit.sdk import API_VERSION
+
+        codecs = ["msgpack", "json"] if self.settings.codec == "msgpack" else ["json"]
+        params = {
+            "protocol": rpc.PROTOCOL_VERSION,
+            "conduit_api": API_VERSION,
+            "codecs": codecs,
+            "plugins": [self._activation_params(record) for record in records],
+        }
+        try:
+            with profile.span(f"host:initialize:{name}"):
+                result = self._request(name, endpoint, "initialize", params, self.settings.timeout)
+        except BaseException:
+            self._stop(kill=False)  # it refused (or failed to boot the plugin)
+            raise
+        try:
+            plugins = result["plugins"]
+            chosen = result.get("codec", "json")
+            if not isinstance(plugins, list) or len(plugins) != len(records):
+                raise TypeError
+            if chosen not in codecs:
+                raise ValueError
+            if chosen != "json":
+                endpoint.channel.codec = rpc.codec(chosen)
+        except (AttributeError, ImportError, KeyError, TypeError, ValueError):
+            raise self._malformed(name, "initialize") from None
+        self._failures = 0
+        return dict(result)
+
+    def _malformed(self, name: str, method: str) -> HostError:
+        """Stop a child that answered ``method`` with nonsense; the error to raise."""
+        self._stop(kill=True)
+        self._crashed()
+        return HostError(
+            name,
+            f"its host broke the protocol (malformed answer to '{method}'); it was stopped",
+            hint="the plugin is faulty: report it to its author, or disable it",
+        )
+
+    def _request(
+        self,
+        name: str,
+        endpoint: rpc.Endpoint,
+        method: str,
+        params: dict[str, Any],
+        timeout: float | None,
+    ) -> Any:
         try:
             return endpoint.request(method, params, timeout)
         except rpc.Timeout:
@@ -301,28 +372,25 @@ class ProcessHost:
     def activate(self, record: PluginRec, ctx: Context, profile: Profile) -> None:
         name = record["name"]
         if not self.alive:
+            self._stop(kill=True)  # reap a child that died since
             endpoint = self._start(name, profile)
-            from conduit.sdk import API_VERSION
-
-            codecs = ["msgpack", "json"] if self.settings.codec == "msgpack" else ["json"]
-            params = {
-                "protocol": rpc.PROTOCOL_VERSION,
-                "conduit_api": API_VERSION,
-                "codecs": codecs,
-                "plugins": [self._activation_params(record)],
-            }
-            with profile.span(f"host:initialize:{name}"):
-                result = self.call(name, "initialize", params, self.settings.timeout)
-            if result.get("codec") != "json":
-                endpoint.channel.codec = rpc.codec(str(result["codec"]))
-            self._failures = 0
-            info = result["plugins"][0]
+            info = self._handshake(name, endpoint, [record], profile)["plugins"][0]
+            method = "initialize"
         else:
             info = self.call(
                 name, "plugin.activate", self._activation_params(record), self.settings.timeout
             )
+            method = "plugin.activate"
+        try:
+            self._register_proxies(name, info, ctx)
+        except (AttributeError, KeyError, TypeError, ValueError):
+            raise self._malformed(name, method) from None
+        except BaseException:
+            if not self.plugins:  # a child for nothing: do not leave it running
+                self._stop(kill=False)
+            raise
         self.plugins.add(name)
-        self._register_proxies(name, info, ctx)
+        self._records[name] = record
 
     def _register_proxies(self, name: str, info: dict[str, Any], ctx: Context) -> None:
         for service in info.get("services", []):
@@ -343,6 +411,8 @@ class ProcessHost:
                 {"plugin": name, "hook": hook, "kwargs": kwargs},
                 self.settings.timeout,
             )
+            if not isinstance(results, list):
+                raise self._malformed(name, "hook.call")
             return results[0] if results else None
 
         return _function(f"{name}:{hook}", args, call)
@@ -366,14 +436,21 @@ class ProcessHost:
             },
         }
         result = self.call(record["name"], "command.run", params, self.settings.command_timeout)
-        return int(result["exit_code"])
+        try:
+            return int(result["exit_code"])
+        except (KeyError, OverflowError, TypeError, ValueError):
+            raise self._malformed(record["name"], "command.run") from None
 
     def health(self, name: str) -> dict[str, Any]:
         return dict(self.call(name, "health", {}, self.settings.timeout))
 
     def deactivate(self, record: PluginRec, ctx: Context) -> None:
         self.plugins.discard(record["name"])
-        if self.plugins or not self.alive:
+        self._records.pop(record["name"], None)
+        if self.plugins:
+            return
+        if not self.alive:
+            self._stop(kill=True)  # a child that died meanwhile: reap it, close the socket
             return
         try:
             if self.endpoint is not None:

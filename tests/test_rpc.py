@@ -1,0 +1,845 @@
+"""The wire protocol (conduit.rpc): unit tests over a socketpair, and fuzzing.
+
+The fuzzing sends truncated, oversized and random frames, JSON of the wrong shape,
+unknown methods and out-of-order ids (a) to the kernel's side, an :class:`rpc.Endpoint`
+waiting for the answer to a request, and to a :class:`ProcessHost` starting a host that
+answers nonsense, and (b) to a real child host process. The kernel side may only raise
+the protocol's own errors (``HostError`` through ProcessHost); the child answers, ignores
+or exits. Every wait has a timeout, so a hang fails the test instead of stalling it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import select
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import tracemalloc
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from conduit import rpc
+from conduit._profile import Profile
+from conduit.errors import ConduitError
+from conduit.hosts.process import HostError, ProcessHost, ProcessSettings
+from conduit.index import load
+from conduit.kernel import Context, Kernel
+from conduit.paths import resolve
+
+from _factory import manifest_block, write
+
+pytestmark = pytest.mark.timeout(60)
+
+TIMEOUT = 5.0  # the longest any single answer may take here; most take microseconds
+CHILD = "from conduit.hosts._child import main; main()"
+
+
+def frame(payload: bytes) -> bytes:
+    return len(payload).to_bytes(4, "big") + payload
+
+
+def jframe(message: Any) -> bytes:
+    return frame(json.dumps(message).encode())
+
+
+def mframe(message: Any) -> bytes:
+    return frame(msgspec.msgpack.encode(message))
+
+
+def channel(sock: socket.socket, max_frame: int = rpc.MAX_FRAME) -> rpc.Channel:
+    return rpc.Channel(sock.fileno(), sock.fileno(), max_frame=max_frame)
+
+
+def pending(sock: socket.socket) -> bool:
+    """Whether anything was written to the other end of ``sock``'s pair."""
+    return bool(select.select([sock], [], [], 0)[0])
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
+    a, b = socket.socketpair()
+    try:
+        yield a, b
+    finally:
+        a.close()
+        b.close()
+
+
+# -- Channel -----------------------------------------------------------------------------
+def test_frames_are_length_prefixed_json(pair):
+    a, b = pair
+    channel(a).send({"jsonrpc": "2.0", "method": "m", "params": {"x": "é"}})
+    data = b.recv(1000)
+    payload = '{"jsonrpc":"2.0","method":"m","params":{"x":"é"}}'.encode()
+    assert data == len(payload).to_bytes(4, "big") + payload
+
+
+def test_frames_split_over_reads_and_several_in_one_read(pair):
+    a, b = pair
+    ch = channel(a)
+    one, two = jframe({"jsonrpc": "2.0", "id": 1}), jframe({"jsonrpc": "2.0", "id": 2})
+    b.sendall(one + two[:3])
+    assert ch.recv(TIMEOUT)["id"] == 1
+    with pytest.raises(rpc.Timeout):
+        ch.recv(0.01)  # half a header: keeps it and waits for the rest
+    b.sendall(two[3:9])
+    with pytest.raises(rpc.Timeout):
+        ch.recv(0.01)
+    b.sendall(two[9:])
+    assert ch.recv(TIMEOUT)["id"] == 2
+
+
+def test_recv_times_out(pair):
+    a, _ = pair
+    started = time.monotonic()
+    with pytest.raises(rpc.Timeout):
+        channel(a).recv(0.05)
+    assert time.monotonic() - started < TIMEOUT
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"", b"\x00\x00", b"\x00\x00\x00\x64" + b"x" * 10],
+    ids=["nothing", "half-a-header", "truncated-body"],
+)
+def test_eof_mid_frame_is_channel_closed(pair, data):
+    a, b = pair
+    b.sendall(data)
+    b.close()
+    with pytest.raises(rpc.ChannelClosed):
+        channel(a).recv(TIMEOUT)
+
+
+def test_oversized_frame_is_refused_on_send_before_writing(pair):
+    a, b = pair
+    ch = channel(a, max_frame=100)
+    with pytest.raises(
+        rpc.ProtocolError, match=r"message of 1[0-9]{2} bytes exceeds the frame limit"
+    ):
+        ch.send({"jsonrpc": "2.0", "method": "m", "params": {"data": "x" * 100}})
+    assert not pending(b)
+    ch.send({"jsonrpc": "2.0", "method": "m", "params": {}})  # small ones still go
+    assert pending(b)
+
+
+def test_oversized_frame_is_refused_on_receive_without_reading_it(pair):
+    a, b = pair
+    ch = channel(a)
+    b.sendall((1024**3).to_bytes(4, "big"))  # announces 1 GiB, sends no body
+    tracemalloc.start()
+    try:
+        with pytest.raises(
+            rpc.ProtocolError, match="frame of 1073741824 bytes exceeds the limit of 16777216"
+        ):
+            ch.recv(TIMEOUT)  # a reader waiting for the body would time out instead
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1024 * 1024
+
+
+def test_frame_of_exactly_the_limit_is_accepted(pair):
+    a, b = pair
+    message = {"jsonrpc": "2.0", "method": "m", "params": {"pad": ""}}
+    size = len(json.dumps(message, separators=(",", ":")).encode())
+    ch = channel(a, max_frame=size)
+    channel(b, max_frame=size).send(message)
+    assert ch.recv(TIMEOUT) == message
+    b.sendall((size + 1).to_bytes(4, "big"))
+    with pytest.raises(
+        rpc.ProtocolError, match=f"frame of {size + 1} bytes exceeds the limit of {size}"
+    ):
+        ch.recv(TIMEOUT)
+
+
+@pytest.mark.parametrize(
+    ("payload", "problem"),
+    [
+        (b"{not json", "undecodable json message"),
+        (b"\xff\xfe", "undecodable json message"),
+        (b"[1, 2]", "not a JSON-RPC 2.0 message"),
+        (b"42", "not a JSON-RPC 2.0 message"),
+        (b'{"id": 1, "result": 2}', "not a JSON-RPC 2.0 message"),
+        (b'{"jsonrpc": "1.0", "id": 1, "result": 2}', "not a JSON-RPC 2.0 message"),
+    ],
+)
+def test_frames_that_are_not_json_rpc_are_protocol_errors(pair, payload, problem):
+    a, b = pair
+    b.sendall(frame(payload))
+    with pytest.raises(rpc.ProtocolError, match=problem):
+        channel(a).recv(TIMEOUT)
+
+
+def test_send_to_a_closed_peer_is_channel_closed(pair):
+    a, b = pair
+    b.close()
+    with pytest.raises(rpc.ChannelClosed):
+        channel(a).send({"jsonrpc": "2.0", "method": "m", "params": {}})
+
+
+def test_unknown_codec():
+    with pytest.raises(ValueError, match="unknown codec 'xml'"):
+        rpc.codec("xml")
+
+
+# -- Endpoint ----------------------------------------------------------------------------
+def test_request_and_response_round_trip_with_callbacks(pair):
+    """The peer serves in a thread; while answering it calls back and streams output."""
+    a, b = pair
+    client = rpc.Endpoint(channel(a))
+    server = rpc.Endpoint(channel(b))
+    seen: list[dict[str, Any]] = []
+    client.notifications["$/output"] = seen.append
+    client.handlers["double"] = lambda params: params["n"] * 2
+
+    def add(params: dict[str, Any]) -> int:
+        server.notify("$/output", {"data": "adding"})
+        return int(params["a"]) + server.request("double", {"n": params["b"]}, TIMEOUT)
+
+    server.handlers["add"] = add
+    thread = threading.Thread(target=server.serve, daemon=True)
+    thread.start()
+    assert client.request("add", {"a": 1, "b": 20}, TIMEOUT) == 41
+    assert client.request("add", {"a": 2, "b": 0}, TIMEOUT) == 2
+    assert seen == [{"data": "adding"}, {"data": "adding"}]
+    a.shutdown(socket.SHUT_RDWR)  # end of input: serve() returns
+    thread.join(TIMEOUT)
+    assert not thread.is_alive()
+
+
+def answer(
+    pair: tuple[socket.socket, socket.socket], handlers: dict[str, Any], message: Any
+) -> dict[str, Any]:
+    """Send ``message`` from a to an endpoint on b; return b's answer as read on a."""
+    a, b = pair
+    server = rpc.Endpoint(channel(b), handlers)
+    a.sendall(jframe(message))
+    server.handle(server.channel.recv(TIMEOUT))
+    return channel(a).recv(TIMEOUT)
+
+
+def test_remote_error_carries_code_message_and_data(pair):
+    def fail(params: dict[str, Any]) -> None:
+        raise rpc.RemoteError(rpc.PLUGIN_ERROR, "it broke", {"kind": "exception", "hint": "h"})
+
+    a, b = pair
+    client = rpc.Endpoint(channel(a))
+    server = rpc.Endpoint(channel(b), {"fail": fail})
+    thread = threading.Thread(target=server.serve, daemon=True)
+    thread.start()
+    with pytest.raises(rpc.RemoteError) as info:
+        client.request("fail", {}, TIMEOUT)
+    assert (info.value.code, info.value.message) == (rpc.PLUGIN_ERROR, "it broke")
+    assert info.value.data == {"kind": "exception", "hint": "h"}
+    a.shutdown(socket.SHUT_RDWR)
+    thread.join(TIMEOUT)
+
+
+@pytest.mark.parametrize(
+    ("message", "code"),
+    [
+        ({"jsonrpc": "2.0", "id": 7, "method": "nope", "params": {}}, rpc.METHOD_NOT_FOUND),
+        ({"jsonrpc": "2.0", "id": 7, "method": "get", "params": {}}, rpc.INVALID_PARAMS),
+        ({"jsonrpc": "2.0", "id": 7, "method": "get", "params": {"key": []}}, rpc.INVALID_PARAMS),
+        ({"jsonrpc": "2.0", "id": 7, "method": "get", "params": [1]}, rpc.INVALID_REQUEST),
+        ({"jsonrpc": "2.0", "id": 7, "method": 3, "params": {}}, rpc.INVALID_REQUEST),
+        ({"jsonrpc": "2.0", "id": 7, "method": "bug", "params": {}}, rpc.INTERNAL_ERROR),
+        ({"jsonrpc": "2.0", "id": 7, "method": "unsendable", "params": {}}, rpc.INTERNAL_ERROR),
+        ({"jsonrpc": "2.0", "id": 7, "method": "huge", "params": {}}, rpc.INTERNAL_ERROR),
+    ],
+    ids=[
+        "unknown-method",
+        "missing-param",
+        "wrong-param-type",
+        "positional-params",
+        "method-not-a-string",
+        "handler-bug",
+        "result-not-encodable",
+        "result-too-big",
+    ],
+)
+def test_bad_requests_get_error_answers_and_the_endpoint_goes_on(pair, message, code):
+    handlers = {
+        "get": lambda params: {"a": 1}[params["key"]],
+        "bug": lambda params: None.missing,  # type: ignore[attr-defined]
+        "unsendable": lambda params: {1, 2},
+        "huge": lambda params: "x" * (rpc.MAX_FRAME + 1),
+        "ping": lambda params: "pong",
+    }
+    response = answer(pair, handlers, message)
+    assert response["id"] == 7
+    assert response["error"]["code"] == code
+    assert isinstance(response["error"]["message"], str)
+    assert "result" not in response
+    # the same endpoint answers the next request
+    assert answer(pair, handlers, {"jsonrpc": "2.0", "id": 8, "method": "ping"})["result"] == "pong"
+
+
+def test_notifications_are_delivered_and_never_answered(pair):
+    a, b = pair
+    seen: list[Any] = []
+    server = rpc.Endpoint(channel(b), {"ping": lambda p: "pong"}, {"note": seen.append})
+    for message in [
+        {"jsonrpc": "2.0", "method": "note", "params": {"n": 1}},
+        {"jsonrpc": "2.0", "method": "note"},  # params default to {}
+        {"jsonrpc": "2.0", "method": "note", "params": [1]},  # ignored: not an object
+        {"jsonrpc": "2.0", "method": "unknown", "params": {}},  # ignored
+        {"jsonrpc": "2.0", "id": None, "method": "ping", "params": {}},  # id null: notification
+    ]:
+        server.handle(message)
+    assert seen == [{"n": 1}, {}]
+    assert not pending(a)
+
+
+def test_responses_with_unknown_or_old_ids_are_ignored(pair):
+    a, b = pair
+    client = rpc.Endpoint(channel(a))
+    b.sendall(
+        jframe({"jsonrpc": "2.0", "id": 99, "result": "stale"})
+        + jframe({"jsonrpc": "2.0", "id": "1", "result": "a string id"})
+        + jframe({"jsonrpc": "2.0", "id": None, "error": {"code": -32700, "message": "parse"}})
+        + jframe({"jsonrpc": "2.0", "id": 1, "result": "mine"})
+    )
+    assert client.request("m", {}, TIMEOUT) == "mine"
+    # the answer to a request the client gave up on is skipped later
+    with pytest.raises(rpc.Timeout):
+        client.request("m", {}, 0.01)  # id 2
+    b.sendall(
+        jframe({"jsonrpc": "2.0", "id": 2, "result": "late"})
+        + jframe({"jsonrpc": "2.0", "id": 3, "result": "third"})
+    )
+    assert client.request("m", {}, TIMEOUT) == "third"
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        {"jsonrpc": "2.0", "id": 1, "error": "boom"},
+        {"jsonrpc": "2.0", "id": 1, "error": {"code": "x", "message": "m"}},
+        {"jsonrpc": "2.0", "id": 1, "error": {"code": 1.5, "message": "m"}},
+        {"jsonrpc": "2.0", "id": 1, "error": {"code": None}},
+        {"jsonrpc": "2.0", "id": 1, "error": {"code": True}},
+        {"jsonrpc": "2.0", "id": 1},
+    ],
+)
+def test_malformed_responses_are_protocol_errors(pair, response):
+    a, b = pair
+    b.sendall(jframe(response))
+    with pytest.raises(rpc.ProtocolError):
+        rpc.Endpoint(channel(a)).request("m", {}, TIMEOUT)
+
+
+def test_request_times_out(pair):
+    a, _ = pair
+    with pytest.raises(rpc.Timeout):
+        rpc.Endpoint(channel(a)).request("m", {}, 0.05)
+
+
+def test_codec_switches_to_msgpack_after_the_reply(pair):
+    a, b = pair
+    client = rpc.Endpoint(channel(a))
+    server = rpc.Endpoint(channel(b))
+
+    def initialize(params: dict[str, Any]) -> dict[str, Any]:
+        def switch() -> None:
+            server.channel.codec = rpc.codec("msgpack")
+
+        server.after_reply = switch
+        return {"codec": "msgpack"}
+
+    server.handlers.update({"initialize": initialize, "echo": lambda params: params})
+    thread = threading.Thread(target=server.serve, daemon=True)
+    thread.start()
+    assert client.request("initialize", {}, TIMEOUT) == {"codec": "msgpack"}  # in JSON
+    client.channel.codec = rpc.codec("msgpack")
+    assert client.request("echo", {"b": b"\x00bytes", "n": [1, 2.5]}, TIMEOUT) == {
+        "b": b"\x00bytes",
+        "n": [1, 2.5],
+    }
+    a.shutdown(socket.SHUT_RDWR)
+    thread.join(TIMEOUT)
+    # and what went over the wire after the switch was MessagePack
+    a2, b2 = socket.socketpair()
+    try:
+        ch = channel(a2)
+        ch.codec = rpc.codec("msgpack")
+        ch.send({"jsonrpc": "2.0", "method": "m", "params": {}})
+        data = b2.recv(100)
+        assert msgspec.msgpack.decode(data[4:]) == {"jsonrpc": "2.0", "method": "m", "params": {}}
+    finally:
+        a2.close()
+        b2.close()
+
+
+def test_serve_stops_when_a_handler_sets_closing_and_on_end_of_input(pair):
+    a, b = pair
+    server = rpc.Endpoint(channel(b))
+
+    def shutdown(params: dict[str, Any]) -> None:
+        server.closing = True
+
+    server.handlers["shutdown"] = shutdown
+    a.sendall(
+        jframe({"jsonrpc": "2.0", "id": 1, "method": "shutdown", "params": {}})
+        + jframe({"jsonrpc": "2.0", "id": 2, "method": "never", "params": {}})
+    )
+    server.serve()
+    assert channel(a).recv(TIMEOUT) == {"jsonrpc": "2.0", "id": 1, "result": None}
+    assert not pending(a)
+    a.close()
+    rpc.Endpoint(channel(b)).serve()  # EOF after the unread frame: returns
+
+
+# -- fuzzing -----------------------------------------------------------------------------
+INTS = st.integers(min_value=-(2**63), max_value=2**63 - 1)  # what MessagePack can hold
+SCALARS = (
+    st.none()
+    | st.booleans()
+    | INTS
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=12)
+)
+JSON = st.recursive(
+    SCALARS,
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+IDS = st.sampled_from([1, 1, 2, 0, "1", None]) | INTS | JSON
+KERNEL_METHODS = ["kernel/service", "kernel/hook", "$/output", "$/cancel", "health", "nope"]
+CHILD_METHODS = [
+    "initialize",
+    "plugin.activate",
+    "command.run",
+    "hook.call",
+    "service.call",
+    "health",
+    "shutdown",
+    "$/cancel",
+    "$/output",
+    "nope",
+]
+# Parameter names the handlers on either side read, so fuzzed params reach past the
+# first lookup. Values stay harmless: cwd is "/" or missing, no real record or entry.
+PARAM_VALUES: dict[str, st.SearchStrategy[Any]] = {
+    "plugin": st.sampled_from(["fz", "nobody"]) | JSON,
+    "argv": st.lists(
+        st.sampled_from(["fz", "echo", "--help", "-x", "é"]) | st.text(max_size=5), max_size=4
+    )
+    | JSON,
+    "cwd": st.just("/") | JSON,
+    "terminal": st.fixed_dictionaries({}, optional={"columns": JSON, "stdout_tty": JSON}) | JSON,
+    "service": st.sampled_from(["fz.echo", "nope"]) | JSON,
+    "method": st.sampled_from(["echo", "__class__", "nope"]) | JSON,
+    "args": st.lists(JSON, max_size=2) | JSON,
+    "kwargs": st.dictionaries(st.sampled_from(["command", "text", "x"]), JSON, max_size=2) | JSON,
+    "hook": st.sampled_from(["before_command", "nope"]) | JSON,
+    "name": st.sampled_from(["before_command", "config_loaded", "nope"]) | JSON,
+    "protocol": st.sampled_from([1, 2]) | JSON,
+    "codecs": st.lists(st.sampled_from(["json", "msgpack", "xml"]), max_size=2) | JSON,
+    "plugins": st.lists(JSON, max_size=2) | JSON,
+    "stream": st.sampled_from(["stdout", "stderr"]) | JSON,
+    "data": JSON,
+    "id": IDS,
+}
+NAMED_PARAMS = st.fixed_dictionaries({}, optional=PARAM_VALUES)
+PARAMS = st.one_of(NAMED_PARAMS, NAMED_PARAMS, JSON)
+ERROR_OBJECTS = st.fixed_dictionaries(
+    {"code": INTS | JSON}, optional={"message": JSON, "data": JSON}
+)
+ERRORS = st.one_of(ERROR_OBJECTS, ERROR_OBJECTS, JSON)
+
+
+def messages(methods: list[str], pending: int | None = None) -> st.SearchStrategy[Any]:
+    """JSON-RPC-ish messages: mostly well-formed, with anything inside; when the receiver
+    waits for the answer to request ``pending``, many answer it (rightly or wrongly)."""
+    v2 = st.just("2.0")
+    method = st.sampled_from(methods)
+    request = st.fixed_dictionaries({"jsonrpc": v2, "id": IDS, "method": method, "params": PARAMS})
+    notification = st.fixed_dictionaries(
+        {"jsonrpc": v2, "method": method}, optional={"params": PARAMS}
+    )
+    response = st.fixed_dictionaries(
+        {"jsonrpc": v2, "id": IDS}, optional={"result": JSON, "error": ERRORS}
+    )
+    anything = st.fixed_dictionaries(
+        {"jsonrpc": v2},
+        optional={
+            "id": IDS,
+            "method": method | JSON,
+            "params": PARAMS,
+            "result": JSON,
+            "error": ERRORS,
+        },
+    )
+    odd = st.fixed_dictionaries({}, optional={"jsonrpc": JSON, "id": IDS, "method": JSON})
+    branches = [request, request, notification, response, anything, odd, JSON]
+    if pending is not None:
+        answer = st.fixed_dictionaries(
+            {"jsonrpc": v2, "id": st.just(pending)}, optional={"result": JSON, "error": ERRORS}
+        )
+        failure = st.fixed_dictionaries({"jsonrpc": v2, "id": st.just(pending), "error": ERRORS})
+        branches += [answer, failure, failure]
+    return st.one_of(*branches)
+
+
+def encoded(
+    methods: list[str], max_frame: int, pending: int | None = None, codec: str = "json"
+) -> st.SearchStrategy[tuple[bytes, bool]]:
+    """One chunk of bytes for the wire, and whether it is a complete frame."""
+    encode = jframe if codec == "json" else mframe
+    whole = messages(methods, pending).map(lambda m: (encode(m), True))
+    raw = st.binary(max_size=40).map(lambda b: (frame(b), True))
+    oversized = st.integers(max_frame + 1, 2**32 - 1).map(lambda n: (n.to_bytes(4, "big"), True))
+
+    def cut(data: tuple[bytes, bool], where: int) -> tuple[bytes, bool]:
+        return data[0][: where % len(data[0])], False
+
+    truncated = st.builds(cut, whole, st.integers(min_value=0))
+    noise = st.binary(min_size=1, max_size=40).map(lambda b: (b, False))
+    return st.one_of(whole, whole, whole, whole, raw, oversized, truncated, noise)
+
+
+ALLOWED = (rpc.ProtocolError, rpc.Timeout, rpc.RemoteError)  # ChannelClosed is a ProtocolError
+
+
+@pytest.fixture
+def kernel(conduit_home: Path) -> Iterator[Kernel]:
+    paths = resolve()
+    k = Kernel(load(paths, Profile(False)), paths)
+    yield k
+    k.shutdown()
+
+
+@settings(
+    max_examples=100,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    wire=st.sampled_from(["json", "msgpack"]).flatmap(
+        lambda codec: st.tuples(
+            st.just(codec),
+            st.lists(encoded(KERNEL_METHODS, 4096, 1, codec), min_size=1, max_size=4),
+        )
+    ),
+    close=st.booleans(),
+)
+def test_fuzz_kernel_endpoint_raises_only_protocol_errors(kernel, capsys, wire, close):
+    """The kernel's side, waiting for an answer, gets anything from a host (with the
+    handlers a ProcessHost serves, in either codec)."""
+    codec, chunks = wire
+    host = ProcessHost(kernel)
+    a, b = socket.socketpair()
+    try:
+        endpoint = rpc.Endpoint(
+            channel(a, max_frame=4096),
+            handlers={"kernel/service": host._kernel_service, "kernel/hook": host._kernel_hook},
+            notifications={"$/output": host._output},
+        )
+        endpoint.channel.codec = rpc.codec(codec)
+        b.sendall(b"".join(data for data, _ in chunks))
+        if close:
+            b.close()
+        with contextlib.suppress(*ALLOWED):  # anything else fails the test
+            endpoint.request("command.run", {"plugin": "fz"}, timeout=None if close else 0.01)
+    finally:
+        a.close()
+        b.close()
+        capsys.readouterr()  # what $/output wrote
+
+
+# Answers to `initialize` (request 1) of every shape, valid ones included.
+PLUGIN_INFO = st.fixed_dictionaries(
+    {},
+    optional={
+        "commands": JSON,
+        "services": st.lists(st.text(max_size=4), max_size=2) | JSON,
+        "hooks": st.lists(
+            st.fixed_dictionaries({}, optional={"name": JSON, "args": JSON}), max_size=2
+        )
+        | JSON,
+        "hookspecs": JSON,
+    },
+)
+INITIALIZE_RESULTS = st.fixed_dictionaries(
+    {},
+    optional={
+        "codec": st.sampled_from(["json", "msgpack", "xml"]) | JSON,
+        "plugins": st.lists(PLUGIN_INFO | JSON, max_size=2) | JSON,
+    },
+)
+INITIALIZE_ANSWERS = st.fixed_dictionaries(
+    {"jsonrpc": st.just("2.0"), "id": st.just(1)},
+    optional={"result": INITIALIZE_RESULTS | JSON, "error": ERRORS},
+)
+
+
+def first(chunk: tuple[bytes, bool]) -> bytes:
+    return chunk[0]
+
+
+HOST_SCRIPT = """
+import os, sys
+def read(n):
+    data = b""
+    while len(data) < n:
+        chunk = os.read(0, n - len(data))
+        if not chunk:
+            sys.exit(0)
+        data += chunk
+    return data
+size = int.from_bytes(read(4), "big")
+read(size)  # the initialize request
+os.write(1, bytes.fromhex(sys.argv[1]))
+if sys.argv[2] == "linger":
+    while os.read(0, 65536):
+        pass
+"""
+
+
+@settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    answer=st.one_of(
+        INITIALIZE_ANSWERS.map(jframe), encoded(KERNEL_METHODS, 16 << 20, 1).map(first)
+    ),
+    linger=st.booleans(),
+)
+def test_fuzz_process_host_turns_any_initialize_answer_into_a_conduit_error(
+    kernel, capsys, answer, linger
+):
+    """A host that answers ``initialize`` with anything: the kernel stops it and reports a
+    HostError (or activates the plugin, if the answer happens to be valid)."""
+    host = ProcessHost(
+        kernel,
+        ProcessSettings({"timeout": 0.5}),
+        command=[sys.executable, "-c", HOST_SCRIPT, answer.hex(), "linger" if linger else "exit"],
+    )
+    record: Any = {"name": "fz"}
+    ctx = Context(kernel, record)
+    try:
+        host.activate(record, ctx, Profile(False))
+    except HostError as exc:
+        assert exc.exit_code == 3
+        assert exc.message.startswith("plugin 'fz': ")
+        assert not host.alive
+    except ConduitError:  # an error the host reported (or a duplicate registration)
+        assert not host.alive
+    else:
+        host.deactivate(record, ctx)
+    finally:
+        ctx.unregister_all()
+        host._stop(kill=True)
+        capsys.readouterr()
+
+
+# -- fuzzing a real child host -----------------------------------------------------------
+FZ_PLUGIN = """
+import click
+from conduit.sdk import Plugin
+
+
+@click.command("fz")
+@click.argument("words", nargs=-1)
+def fz(words):
+    click.echo(" ".join(words))
+
+
+class Echo:
+    def echo(self, *args, **kwargs):
+        return [list(args), kwargs]
+
+
+def before_command(command):
+    print("before", command)
+
+
+class P(Plugin):
+    def boot(self, ctx):
+        ctx.register_command(fz)
+        ctx.register_service("fz.echo", Echo)
+        ctx.register_hook("before_command", before_command)
+"""
+FZ_TOML = """
+name = "fz"
+api = ">=1.0,<2"
+isolation = "process"
+[provides]
+services = ["fz.echo"]
+[[commands]]
+name = "fz"
+"""
+CHILD_MAX_FRAME = 64 * 1024
+
+
+class LiveChild:
+    """A real child host with the fz plugin, restarted whenever it has exited."""
+
+    def __init__(self, record: dict[str, Any], log: Path) -> None:
+        self.record = record
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.sock: socket.socket | None = None
+        self.endpoint: rpc.Endpoint | None = None
+        self.starts = 0
+        self.probes = 0
+        self.output: list[str] = []  # what the current child printed (tracebacks, too)
+
+    def start(self) -> rpc.Endpoint:
+        if self.endpoint is not None:
+            return self.endpoint
+        parent, child = socket.socketpair()
+        env = {**os.environ, "CONDUIT_RPC_FD": str(child.fileno())}
+        env["CONDUIT_RPC_MAX_FRAME"] = str(CHILD_MAX_FRAME)
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", CHILD], pass_fds=(child.fileno(),), env=env, stderr=log
+            )
+        child.close()
+        self.sock = parent
+        self.endpoint = rpc.Endpoint(channel(parent, CHILD_MAX_FRAME))
+        self.starts += 1
+        self.output.clear()
+        params = {
+            "protocol": rpc.PROTOCOL_VERSION,
+            "codecs": ["json"],
+            "plugins": [{"record": self.record, "data_dir": "", "config": {}}],
+        }
+        result = self.endpoint.request("initialize", params, TIMEOUT)
+        assert result["plugins"][0]["commands"] == ["fz"]
+        return self.endpoint
+
+    def ended(self) -> int:
+        """The child closed the connection: it must exit, cleanly or as a protocol error."""
+        assert self.proc is not None and self.sock is not None
+        try:
+            status = self.proc.wait(TIMEOUT)
+        except subprocess.TimeoutExpired:
+            pytest.fail("the child closed the connection but did not exit")
+        self.sock.close()
+        self.proc = self.sock = self.endpoint = None
+        printed = "".join(self.output) + self.log.read_text()
+        assert status in (0, 70), f"the child exited with {status}:\n{printed}"
+        return status
+
+    def send(self, chunks: list[tuple[bytes, bool]]) -> None:
+        """Send fuzzed chunks; check the child answers, ignores or exits, in time."""
+        self.start()
+        assert self.sock is not None
+        data = b"".join(chunk for chunk, _ in chunks)
+        complete = all(whole for _, whole in chunks)
+        try:
+            self.sock.sendall(data)
+            if complete:
+                self.probes += 1
+                probe = f"probe-{self.probes}"
+                self.sock.sendall(jframe({"jsonrpc": "2.0", "id": probe, "method": "health"}))
+            else:
+                # A partial frame stays partial: the child must end at end of input.
+                self.sock.shutdown(socket.SHUT_WR)
+                probe = None
+        except (BrokenPipeError, ConnectionResetError):
+            self.drain(None)
+            return
+        self.drain(probe)
+
+    def drain(self, probe: str | None) -> None:
+        """Read answers until the probe's (the child lives on) or end of input (it left)."""
+        assert self.endpoint is not None
+        channel = self.endpoint.channel
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            try:
+                message = channel.recv(max(0.0, deadline - time.monotonic()))
+            except rpc.Timeout:
+                pytest.fail("the child neither answered nor exited")
+            except rpc.ChannelClosed:
+                self.ended()
+                return
+            if "method" in message:
+                assert message["method"] == "$/output", message
+                self.output.append(str(message["params"]["data"]))
+                continue
+            assert ("result" in message) != ("error" in message), message
+            if "error" in message:
+                error = message["error"]
+                assert isinstance(error["code"], int) and isinstance(error["message"], str)
+                assert error["code"] != rpc.PLUGIN_ERROR or error["data"]["kind"]
+            elif message["id"] == probe:
+                assert message["result"]["status"] == "ok"
+                return
+            result = message.get("result")
+            if isinstance(result, dict) and "interfaces" in result:  # a second initialize
+                channel.codec = rpc.codec(result["codec"])
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(TIMEOUT)
+
+
+@pytest.fixture
+def child(plugin_dir: Path, tmp_path: Path) -> Iterator[LiveChild]:
+    write(plugin_dir, "fz.py", manifest_block(FZ_TOML) + textwrap.dedent(FZ_PLUGIN))
+    record = load(resolve(), Profile(False))["plugins"]["fz"]
+    live = LiveChild(dict(record), tmp_path / "child-stderr.log")
+    try:
+        yield live
+    finally:
+        live.close()
+
+
+def test_fuzz_child_host_answers_ignores_or_exits(child):
+    """Anything on the wire; one child serves until it leaves, then the next one."""
+
+    @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(chunks=st.lists(encoded(CHILD_METHODS, CHILD_MAX_FRAME), min_size=1, max_size=3))
+    def fuzz(chunks: list[tuple[bytes, bool]]) -> None:
+        child.send(chunks)
+
+    fuzz()
+    child.send([])  # and the last one still answers
+
+
+def test_fuzz_child_host_requests_with_fuzzed_params(child):
+    """Well-formed requests for the active plugin with fuzzed params: always answered."""
+    requests = st.fixed_dictionaries(
+        {
+            "jsonrpc": st.just("2.0"),
+            "id": st.integers(1, 10**6),
+            "method": st.sampled_from(
+                ["command.run", "hook.call", "service.call", "plugin.activate"]
+            ),
+            "params": st.fixed_dictionaries(
+                {"plugin": st.just("fz")},
+                optional={k: v for k, v in PARAM_VALUES.items() if k != "plugin"},
+            ),
+        }
+    )
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(request=requests)
+    def fuzz(request: dict[str, Any]) -> None:
+        child.send([(jframe(request), True)])
+
+    fuzz()
+    assert child.starts == 1  # none of them made the child leave

@@ -168,11 +168,16 @@ class Endpoint:
         channel: Channel,
         handlers: dict[str, Callable[[dict[str, Any]], Any]] | None = None,
         notifications: dict[str, Callable[[dict[str, Any]], None]] | None = None,
+        *,
+        cancel_on_interrupt: bool = True,
     ) -> None:
         self.channel = channel
         self.handlers = handlers or {}
         self.notifications = notifications or {}
         self._next_id = 0
+        #: answer a request interrupted by Ctrl-C with "cancelled" (the plugin side),
+        #: rather than let the KeyboardInterrupt through (the kernel side)
+        self.cancel_on_interrupt = cancel_on_interrupt
         #: set by a handler to stop :meth:`serve` after its reply is sent
         self.closing = False
         #: called once after the next reply is sent (the handshake switches codecs there)
@@ -228,6 +233,8 @@ class Endpoint:
             self._error(rid, exc.code, exc.message, exc.data)
             return
         except KeyboardInterrupt:
+            if not self.cancel_on_interrupt:
+                raise
             self._error(rid, CANCELLED, "cancelled")
             return
         except (KeyError, TypeError, ValueError) as exc:

@@ -369,6 +369,28 @@ def main() -> None:
     _apply_limits()
     channel = rpc.Channel(fd, fd, max_frame=max_frame)
     endpoint = rpc.Endpoint(channel)
+    # SIGINT (Ctrl-C reaches this process too, and the kernel forwards cancellations)
+    # interrupts a running request; between requests it is ignored, so that a late
+    # signal never kills the host.
+    busy = [0]  # depth: a command may call the kernel, which may call back
+
+    def on_sigint(signum: int, frame: object) -> None:
+        if busy[0]:
+            raise KeyboardInterrupt
+
+    import signal
+
+    signal.signal(signal.SIGINT, on_sigint)
+    original_handle = endpoint.handle
+
+    def handle(message: dict[str, Any]) -> None:
+        busy[0] += 1
+        try:
+            original_handle(message)
+        finally:
+            busy[0] -= 1
+
+    endpoint.handle = handle  # type: ignore[method-assign]
     # Whatever plugin code prints (in a command, a hook or a service) goes to the kernel,
     # which writes it where its own output goes. The real fds 1 and 2 stay the terminal's
     # for the programs a plugin runs.

@@ -63,7 +63,7 @@ class ProcessSettings:
 
     def __init__(self, table: dict[str, Any] | None = None) -> None:
         table = table or {}
-        self.timeout = float(table.get("timeout", 30.0))
+        self.timeout = float(table.get("timeout", 30.0)) or None  # 0 = no limit
         self.command_timeout = float(table.get("command-timeout", 0.0)) or None
         self.memory_mb = int(table.get("memory-mb", 0))
         self.codec = str(table.get("codec", "json"))
@@ -174,6 +174,8 @@ class ProcessHost:
             channel,
             handlers={"kernel/service": self._kernel_service, "kernel/hook": self._kernel_hook},
             notifications={"$/output": self._output},
+            # Ctrl-C while serving the child's call is the user's, not the child's.
+            cancel_on_interrupt=False,
         )
         return self.endpoint
 
@@ -350,6 +352,11 @@ class ProcessHost:
             )
         except ConduitError as exc:
             raise rpc.RemoteError(rpc.PLUGIN_ERROR, exc.message, {"hint": exc.hint}) from None
+        except Exception as exc:  # the plugin asked for something the service cannot do
+            raise rpc.RemoteError(
+                rpc.PLUGIN_ERROR,
+                f"service '{params.get('service')}' failed: {type(exc).__name__}: {exc}",
+            ) from None
 
     def _kernel_hook(self, params: dict[str, Any]) -> Any:
         try:
@@ -395,8 +402,12 @@ class ProcessHost:
     def _register_proxies(self, name: str, info: dict[str, Any], ctx: Context) -> None:
         for service in info.get("services", []):
             ctx.register_service(service, _proxy_factory(self, name, service))
+        proxied: set[str] = set()
         for hook in info.get("hooks", []):
-            ctx.register_hook(hook["name"], self._hook_proxy(name, hook["name"], hook["args"]))
+            # One proxy per hook name: the child runs all of the plugin's implementations.
+            if hook["name"] not in proxied:
+                proxied.add(hook["name"])
+                ctx.register_hook(hook["name"], self._hook_proxy(name, hook["name"], hook["args"]))
         for spec in info.get("hookspecs", []):
             ctx.register_hookspec(
                 _spec_function(spec["name"], spec["args"]),
@@ -454,7 +465,9 @@ class ProcessHost:
             return
         try:
             if self.endpoint is not None:
-                self.endpoint.request("shutdown", {}, timeout=min(self.settings.timeout, 5.0))
+                self.endpoint.request(
+                    "shutdown", {}, timeout=min(self.settings.timeout or 5.0, 5.0)
+                )
         except (rpc.ProtocolError, rpc.Timeout, rpc.RemoteError, OSError):
             self._stop(kill=True)
             return

@@ -39,7 +39,11 @@ class HookBus:
             try:
                 return fn(*args, **kwargs)
             except Exception as exc:
-                error = PluginError(owner, f"hook '{hook}' failed: {type(exc).__name__}: {exc}")
+                # A Conduit error (a process plugin's host failing) already says what
+                # happened; anything else is the implementation's own exception.
+                detail = getattr(exc, "detail", None)
+                why = detail if detail else f"{type(exc).__name__}: {exc}"
+                error = PluginError(owner, f"hook '{hook}' failed: {why}")
                 error.__cause__ = exc
                 self.failures.append(error)
                 return None

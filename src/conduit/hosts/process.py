@@ -483,14 +483,17 @@ class ServiceProxy:
         self._service = service
 
     def __getattr__(self, method: str) -> Any:
+        host, plugin, service = self._host, self._plugin, self._service
+
         def call(*args: Any, **kwargs: Any) -> Any:
-            return self._host.call(
-                self._plugin,
+            return host.call(
+                plugin,
                 "service.call",
-                {"service": self._service, "method": method, "args": list(args), "kwargs": kwargs},
-                self._host.settings.timeout,
+                {"service": service, "method": method, "args": list(args), "kwargs": kwargs},
+                host.settings.timeout,
             )
 
+        setattr(self, method, call)  # later calls skip __getattr__
         return call
 
 

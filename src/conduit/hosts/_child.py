@@ -334,13 +334,22 @@ class Child:
         raise rpc.RemoteError(rpc.METHOD_NOT_FOUND, f"no service {name!r} in this host")
 
     def health(self, params: dict[str, Any]) -> dict[str, Any]:
-        import resource
-
+        # The current resident size, from /proc: getrusage's high-water mark is carried
+        # over fork and exec, so it would report the kernel's peak, not this host's.
+        rss_kb = None
+        try:
+            with open("/proc/self/status", encoding="ascii") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        rss_kb = int(line.split()[1])
+                        break
+        except (OSError, ValueError):
+            pass
         return {
             "status": "ok",
             "pid": os.getpid(),
             "plugins": sorted(self.contexts),
-            "max_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+            "rss_kb": rss_kb,
         }
 
     def shutdown(self, params: dict[str, Any]) -> None:

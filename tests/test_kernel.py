@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 
-import click
 import pytest
 
 from conduit._profile import Profile
@@ -183,4 +182,3 @@ def test_sdk_plugin_base_requires_boot():
     with pytest.raises(NotImplementedError, match="must implement boot"):
         Nothing().boot(None)  # type: ignore[arg-type]
     Nothing().shutdown()
-    assert isinstance(click.Command("x"), click.Command)

@@ -249,7 +249,6 @@ def test_blocked_plugin_command_and_doctor_and_graph(plugin_dir, run):
 
 
 def test_requirement_is_activated_first(plugin_dir, run):
-    boot_log = "import click\n"
     write(
         plugin_dir,
         "base.py",
@@ -268,7 +267,6 @@ def test_requirement_is_activated_first(plugin_dir, run):
             "    def boot(self, ctx):\n        click.echo('top booted')\n",
         ),
     )
-    del boot_log
     r = run("go")
     assert r.out == "base booted\ntop booted\ntop go\n"
     info = run("plugins", "info", "top", "--no-load").out

@@ -15,7 +15,7 @@ import sys
 
 from conduit import __version__
 from conduit._profile import Profile
-from conduit.errors import ConduitError, UsageError
+from conduit.errors import ConduitError, PluginLoadError, UsageError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -102,12 +102,17 @@ class View:
     def __init__(self, index: Index, disabled: frozenset[str]) -> None:
         self.index = index
         self.disabled = disabled
+        self._usable = set(index["usable"]).difference(disabled)
 
     def usable(self, name: str) -> bool:
-        rec = self.index["plugins"].get(name)
-        return (
-            rec is not None and rec["enabled"] and not rec["blocked"] and name not in self.disabled
-        )
+        return name in self._usable
+
+    def blocked(self, name: str) -> PluginLoadError | None:
+        """The error for a plugin resolution blocked (unless it is off for this run)."""
+        if name in self.disabled or name not in self.index["blocked"]:
+            return None
+        error, hint = self.index["blocked"][name]
+        return PluginLoadError(name, error, hint=hint)
 
     def claimants(self, word: str) -> list[str]:
         return [p for p in self.index["routes"].get(word, ()) if p not in self.disabled]
@@ -177,9 +182,7 @@ def render_help(view: View) -> str:
             continue
         title = f"{name}: {rec['description']}" if rec["description"] else name
         out += ["", f"Commands from {title}", *_rows(rows)]
-    blocked = [
-        n for n, r in plugins.items() if r["blocked"] and r["enabled"] and n not in view.disabled
-    ]
+    blocked = [n for n in view.index["blocked"] if n not in view.disabled]
     off = [n for n in plugins if not view.usable(n) and n not in blocked]
     broken = view.index["broken"]
     if off or broken or blocked:
@@ -232,19 +235,16 @@ def _resolve(view: View, word: str) -> tuple[str, str]:
     if ":" in word:
         plugin, _, cmd = word.partition(":")
         rec = view.index["plugins"].get(plugin)
-        if rec is not None and rec["blocked"] and rec["enabled"] and plugin not in view.disabled:
-            from conduit.errors import PluginLoadError
-
-            raise PluginLoadError(plugin, rec["blocked"], hint=rec["blocked_hint"])
+        blocked = view.blocked(plugin)
+        if blocked is not None:
+            raise blocked
         if rec is None or not view.usable(plugin):
             why = "is disabled" if rec is not None else "is not installed"
             raise UsageError(
                 f"plugin '{plugin}' {why}",
                 hint=f"see '{PROG} plugins list'",
             )
-        if cmd not in _top_commands(rec) and not any(
-            c["name"].split(" ")[0] == cmd for c in rec["commands"]
-        ):
+        if not any(c["name"].split(" ")[0] == cmd for c in rec["commands"]):
             raise UsageError(
                 f"plugin '{plugin}' has no command '{cmd}'",
                 hint=f"its commands: {', '.join(_top_commands(rec)) or 'none'}",
@@ -254,10 +254,9 @@ def _resolve(view: View, word: str) -> tuple[str, str]:
     if not claimants:
         for name, rec in view.index["plugins"].items():
             if any(c["name"].split(" ")[0] == word for c in rec["commands"]):
-                if rec["blocked"] and rec["enabled"] and name not in view.disabled:
-                    from conduit.errors import PluginLoadError
-
-                    raise PluginLoadError(name, rec["blocked"], hint=rec["blocked_hint"])
+                blocked = view.blocked(name)
+                if blocked is not None:
+                    raise blocked
                 raise UsageError(
                     f"command '{word}' belongs to plugin '{name}', which is disabled",
                     hint=f"enable it with '{PROG} plugins enable {name}'"
@@ -361,7 +360,7 @@ def _run(opts: _Options, args: list[str], profile: Profile) -> int:
     if completing:
         sys.stdout.write(_complete(view, args[1:]) + "\n")
         return 0
-    if not args or (opts.help and not args):
+    if not args:
         with profile.span("help"):
             text = index["help"] if not view.disabled else ""
             sys.stdout.write(text or render_help(view))

@@ -229,49 +229,48 @@ class Kernel:
         return rec
 
     def host_for(self, rec: PluginRec) -> Host:
-        kind = rec["isolation"]
+        """The host of ``rec``, created on first use.
+
+        Hosts given to the constructor serve their isolation kind (tests inject fakes).
+        Each process plugin and each executable gets a host of its own, so that a crash
+        stays with the plugin that caused it; plugins listed in ``[process] shared``
+        share one.
+        """
+        name, kind = rec["name"], rec["isolation"]
+        table = self.index["config"].get("process")
+        process = table if isinstance(table, dict) else {}
         if rec["source"] == "executable":
-            key = f"executable:{rec['name']}"
-            if key not in self._hosts:
-                if rec["protocol"] == "jsonrpc":
-                    from conduit.hosts.process import ProcessHost, ProcessSettings
+            key = f"executable:{name}"
+        elif kind in self._hosts:
+            key = kind
+        elif kind == "process":
+            key = "process:shared" if name in process.get("shared", []) else f"process:{name}"
+        else:
+            key = kind
+        if key not in self._hosts:
+            self._hosts[key] = self._new_host(rec, process)
+        return self._hosts[key]
 
-                    table = self.index["config"].get("process")
-                    self._hosts[key] = ProcessHost(
-                        self,
-                        ProcessSettings(table if isinstance(table, dict) else None),
-                        command=[rec["origin"], "--conduit-rpc"],
-                    )
-                else:
-                    from conduit.hosts.executable import ExecHost
+    def _new_host(self, rec: PluginRec, process: dict[str, Any]) -> Host:
+        executable = rec["source"] == "executable"
+        if executable and rec["protocol"] != "jsonrpc":
+            from conduit.hosts.executable import ExecHost
 
-                    self._hosts[key] = ExecHost()
-            return self._hosts[key]
-        if kind == "process" and kind not in self._hosts:
-            # One child process per plugin, so that a crash stays with the plugin that
-            # caused it; plugins the user lists in [process] shared share one.
-            table = self.index["config"].get("process")
-            shared = table.get("shared", []) if isinstance(table, dict) else []
-            key = "process:shared" if rec["name"] in shared else f"process:{rec['name']}"
-            if key not in self._hosts:
-                from conduit.hosts.process import ProcessHost, ProcessSettings
+            return ExecHost()
+        if executable or rec["isolation"] == "process":
+            from conduit.hosts.process import ProcessHost, ProcessSettings
 
-                self._hosts[key] = ProcessHost(
-                    self, ProcessSettings(table if isinstance(table, dict) else None)
-                )
-            return self._hosts[key]
-        host = self._hosts.get(kind)
-        if host is None:
-            if kind != "in-process":
-                raise PluginLoadError(
-                    rec["name"],
-                    f"isolation '{kind}' is not supported by this Conduit release",
-                    hint='set isolation = "in-process" in the manifest, or upgrade Conduit',
-                )
+            command = [rec["origin"], "--conduit-rpc"] if executable else None
+            return ProcessHost(self, ProcessSettings(process), command=command)
+        if rec["isolation"] == "in-process":
             from conduit.hosts.inprocess import InProcessHost
 
-            host = self._hosts[kind] = InProcessHost()
-        return host
+            return InProcessHost()
+        raise PluginLoadError(
+            rec["name"],
+            f"isolation '{rec['isolation']}' is not supported by this Conduit release",
+            hint='set isolation = "in-process" in the manifest, or upgrade Conduit',
+        )
 
     def activate(self, name: str, reason: str = "requested") -> Context:
         """Activate ``name`` after what it requires (idempotent); return its context."""

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 __all__ = ["HostError", "ProcessHost", "ProcessSettings", "RemotePluginError"]
 
 _CHILD = "from conduit.hosts._child import main; main()"
+_FAULTY = "the plugin is faulty: report it to its author, or disable it"
 
 
 class HostError(PluginError):
@@ -259,14 +260,18 @@ class ProcessHost:
         self._failures = 0
         return dict(result)
 
-    def _malformed(self, name: str, method: str) -> HostError:
-        """Stop a child that answered ``method`` with nonsense; the error to raise."""
+    def _give_up(self, name: str, problem: str, hint: str) -> HostError:
+        """Stop the child (if it is still there), count a crash; the error to raise."""
         self._stop(kill=True)
         self._crashed()
-        return HostError(
+        return HostError(name, problem, hint=hint)
+
+    def _malformed(self, name: str, method: str) -> HostError:
+        """Stop a child that answered ``method`` with nonsense; the error to raise."""
+        return self._give_up(
             name,
             f"its host broke the protocol (malformed answer to '{method}'); it was stopped",
-            hint="the plugin is faulty: report it to its author, or disable it",
+            _FAULTY,
         )
 
     def _request(
@@ -280,28 +285,21 @@ class ProcessHost:
         try:
             return endpoint.request(method, params, timeout)
         except rpc.Timeout:
-            self._stop(kill=True)
-            self._crashed()
-            raise HostError(
+            raise self._give_up(
                 name,
                 f"did not answer '{method}' within {timeout:g} s; its host was stopped",
-                hint="raise 'timeout' (or 'command-timeout') in the config's [process] table",
+                "raise 'timeout' (or 'command-timeout') in the config's [process] table",
             ) from None
         except rpc.ChannelClosed:
-            status = self._stop(kill=False)
-            self._crashed()
-            raise HostError(
+            status = self._stop(kill=False)  # it is gone: collect its exit status
+            raise self._give_up(
                 name,
                 f"its host crashed ({describe_exit(status)}) during '{method}'",
-                hint="run the command again; if it keeps crashing, disable the plugin",
+                "run the command again; if it keeps crashing, disable the plugin",
             ) from None
         except rpc.ProtocolError as exc:
-            self._stop(kill=True)
-            self._crashed()
-            raise HostError(
-                name,
-                f"its host broke the protocol ({exc}); it was stopped",
-                hint="the plugin is faulty: report it to its author, or disable it",
+            raise self._give_up(
+                name, f"its host broke the protocol ({exc}); it was stopped", _FAULTY
             ) from None
         except rpc.RemoteError as exc:
             raise self._remote_error(name, exc) from None

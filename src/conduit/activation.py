@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
     from conduit._types import Index
 
-__all__ = ["triggered", "workspace_dirs"]
+__all__ = ["fires_now", "triggered", "workspace_dirs"]
 
 _GLOB_CHARS = frozenset("*?[")
 
@@ -66,6 +66,24 @@ def _file_matches(pattern: str, dirs: list[str]) -> str | None:
     return None
 
 
+def _env_matches(current: str | None, value: str | None) -> bool:
+    return current == value if value is not None else bool(current)
+
+
+def fires_now(event: str, *, environ: Mapping[str, str], cwd: str) -> bool | None:
+    """Whether a ``startup``, ``env:`` or ``file:`` event fires for a command run here and
+    now; None for the kinds that fire on something else (a command, a hook, a service)."""
+    kind, _, arg = event.partition(":")
+    if kind == "startup":
+        return True
+    if kind == "env":
+        var, eq, value = arg.partition("=")
+        return _env_matches(environ.get(var), value if eq else None)
+    if kind == "file":
+        return _file_matches(arg, workspace_dirs(cwd)) is not None
+    return None
+
+
 def triggered(
     index: Index,
     *,
@@ -90,8 +108,7 @@ def triggered(
     for plugin in events["startup"]:
         fire(plugin, "startup")
     for plugin, var, value in events["env"]:
-        current = environ.get(var)
-        if (value is None and current) or (value is not None and current == value):
+        if _env_matches(environ.get(var), value):
             fire(plugin, f"env:{var}" + (f"={value}" if value is not None else ""))
     for i in range(1, len(command) + 1):
         name = " ".join(command[:i])

@@ -50,8 +50,7 @@ def _state(rec: PluginRec) -> str:
 
 def _activation_report(index: Index, rec: PluginRec) -> list[str]:
     """Each activation event of ``rec`` and whether it fires here and now."""
-    from conduit.activation import triggered, workspace_dirs
-    from conduit.index import empty_events
+    from conduit.activation import fires_now, workspace_dirs
 
     name = rec["name"]
     lines = []
@@ -62,30 +61,14 @@ def _activation_report(index: Index, rec: PluginRec) -> list[str]:
         chosen = index["services"].get(svc)
         note = "" if chosen == name else f" (but '{chosen or 'nobody'}' is chosen to provide it)"
         lines.append(f"service:{svc} (it provides it){note}")
-    probe = dict(index)
     for event in rec["activation"]:
-        kind, _, arg = event.partition(":")
+        kind = event.partition(":")[0]
+        fired = fires_now(event, environ=os.environ, cwd=os.getcwd())
         status = ""
-        if kind in ("startup", "env", "file"):
-            single = empty_events()
-            if kind == "startup":
-                single["startup"] = [name]
-            elif kind == "env":
-                var, eq, value = arg.partition("=")
-                single["env"] = [(name, var, value if eq else None)]
-            else:
-                single["file"] = [(name, arg)]
-            probe["events"] = single
-            fired = triggered(
-                probe,  # type: ignore[arg-type]
-                command=[],
-                environ=dict(os.environ),
-                cwd=os.getcwd(),
-            )
+        if fired is not None:
             status = "fires now" if fired else "does not fire now"
             if kind == "file":
-                dirs = workspace_dirs(os.getcwd())
-                status += f" (workspace: {dirs[-1]})"
+                status += f" (workspace: {workspace_dirs(os.getcwd())[-1]})"
         elif kind == "command":
             status = "fires when that command runs"
         elif kind == "event":

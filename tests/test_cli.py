@@ -554,3 +554,15 @@ def test_zsh_completion_script_works_in_zsh(run, plugin_dir, tmp_path):
     assert complete("hel") == ["hello:Run hello of alpha."]
     assert complete("alpha:he") == ["alpha\\:hello:Run hello of alpha."]
     assert complete("nothing-matches") == ["FILES"]
+
+
+def test_unwritable_cache_still_works_and_says_so(run, plugin_dir, conduit_home):
+    write(plugin_dir, "alpha.py", simple_plugin("alpha", ("hello",)))
+    (conduit_home / "cache").write_text("a file where the cache directory should be")
+    for _ in range(2):  # rebuilt, and said, on every run
+        r = run("hello")
+        assert (r.code, r.out) == (0, "alpha hello\n")
+        [line] = r.err.splitlines()
+        assert line.startswith("conduit: warning: cannot write the plugin index to ")
+        assert line.endswith("; it will be rebuilt on every run")
+    assert "hello" in run("--help").out

@@ -25,7 +25,7 @@ from conduit import __version__
 from conduit._fs import atomic_write, locked
 from conduit.builtins import BUILTINS
 from conduit.config import read_settings
-from conduit.errors import ConduitError, ManifestError
+from conduit.errors import ManifestError
 from conduit.index import INDEX_FORMAT, empty_events, encode, read, records_path, site_dirs
 from conduit.manifest import (
     MANIFEST_FILENAME,
@@ -268,11 +268,10 @@ def _discover_executables(plugin_dir: str, warnings: list[str]) -> list[_Found]:
             if not fname.startswith(EXECUTABLE_PREFIX) or fname.endswith((".py", "~")):
                 continue
             path = os.path.join(directory, fname)
-            name = (
-                fname[len(EXECUTABLE_PREFIX) :].rsplit(".", 1)[0]
-                if fname.endswith((".js", ".sh", ".rb", ".pl"))
-                else fname[len(EXECUTABLE_PREFIX) :]
-            )
+            name = fname[len(EXECUTABLE_PREFIX) :]
+            stem, dot, ext = name.rpartition(".")
+            if dot and ext in ("js", "sh", "rb", "pl"):  # conduit-x.js is the plugin "x"
+                name = stem
             if name in seen or not os.path.isfile(path) or not os.access(path, os.X_OK):
                 continue  # the first one on the search path wins, as a shell would
             seen.add(name)
@@ -500,24 +499,29 @@ def rebuild(
     Another process may have rebuilt it while we waited for the lock; then its result is
     used. An index that cannot be written (read-only cache) is still returned.
     """
+
+    def fresh() -> Index:
+        index = build(paths, fp)
+        if render_help is not None:
+            index["help"] = render_help(index)
+        return index
+
+    index: Index | None = None
     try:
         with locked(path):
             if not force:
                 current = read(path, fp)
                 if current is not None:
                     return current
-            index = build(paths, fp)
-            if render_help is not None:
-                index["help"] = render_help(index)
+            index = fresh()
             header, records = encode(index)
             # Records first: a reader that sees the new index also sees its records.
             atomic_write(records_path(path), records)
             atomic_write(path, header)
             return index
-    except ConduitError:
-        raise
-    except OSError as exc:
-        index = build(paths, fp)
+    except OSError as exc:  # the lock or the cache directory cannot be written
+        if index is None:
+            index = fresh()
         index["warnings"].append(
             f"cannot write the plugin index to {path}: {exc.strerror or exc}; "
             "it will be rebuilt on every run"

@@ -211,6 +211,7 @@ class Kernel:
         self.warnings: list[ConduitError] = []
         self._bus: HookBus | None = None
         self._activating: list[str] = []
+        self._usable: frozenset[str] | None = None
 
     def record(self, name: str) -> PluginRec:
         """The index record of an installed, usable plugin, or a PluginLoadError."""
@@ -307,9 +308,12 @@ class Kernel:
         self._order.append(name)
         return ctx
 
-    def usable(self) -> set[str]:
-        """Names of the plugins that may be activated in this kernel."""
-        return set(self.index["usable"]).difference(self.disabled)
+    def usable(self) -> frozenset[str]:
+        """Names of the plugins that may be activated in this kernel (computed once: the
+        index and the disabled set do not change during a kernel's life)."""
+        if self._usable is None:
+            self._usable = frozenset(self.index["usable"]).difference(self.disabled)
+        return self._usable
 
     def _activate_quietly(self, name: str, reason: str) -> None:
         """Activate a plugin some event asked for; its failure is a warning, not fatal."""
@@ -337,9 +341,8 @@ class Kernel:
         implementation is attributed to its plugin: raised when ``raise_errors``,
         otherwise added to :attr:`warnings` while the others still run.
         """
-        usable = self.usable()
         for plugin in self.index["events"]["event"].get(name, ()):
-            if plugin in usable:
+            if plugin in self.usable():
                 self._activate_quietly(plugin, f"event:{name}")
         if not self.registry.hooks.get(name):
             return []

@@ -119,7 +119,28 @@ def _table(rows: list[list[str]]) -> str:
     )
 
 
-@click.group("plugins")
+#: subcommands that live in their own module, imported only when that subcommand runs
+#: (or when the whole group's ``--help`` is rendered); ``name -> "module:attribute"``
+LAZY_COMMANDS: dict[str, str] = {}
+
+
+class _LazyGroup(click.Group):
+    """A group whose bigger subcommands (install, grant, new, ...) are imported on use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *LAZY_COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in LAZY_COMMANDS and cmd_name not in self.commands:
+            import importlib
+
+            module, _, attr = LAZY_COMMANDS[cmd_name].partition(":")
+            command = getattr(importlib.import_module(module), attr)
+            self.add_command(command, cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group("plugins", cls=_LazyGroup)
 def plugins_group() -> None:
     """List, inspect, enable, disable and diagnose plugins."""
 

@@ -326,6 +326,17 @@ def test_config_unknown_setting(run, conduit_home):
     assert "unknown field `disabeld`" in r.err
 
 
+def test_config_malformed_grant_names_plugin_and_index(run, conduit_home):
+    config = conduit_home / "config.toml"
+    config.write_text('[grants]\nalpha = ["env:read:HOME", "network:http:bad host"]\n')
+    r = run("--help")
+    assert r.code == EXIT_CONFIG
+    assert r.err.splitlines()[0] == (
+        f"error: {config}: grants.alpha[1]: 'network:http:bad host' is not a valid host scope"
+    )
+    assert "HOST:PORT" in r.err
+
+
 # -- plugins list / info -------------------------------------------------------------------
 
 

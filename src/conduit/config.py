@@ -25,6 +25,9 @@ Layout::
 
     [isolation]                    # force plugins into a stricter host
     some-plugin = "process"
+
+    [grants]                       # capabilities the user granted, per plugin
+    git-tools = ["filesystem:read:~/src", "process:execute:git"]
 """
 
 from __future__ import annotations
@@ -72,6 +75,8 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=
     process: ProcessSettings = ProcessSettings()
     #: plugin -> the stricter host the user forces it into ("process" or "wasm")
     isolation: dict[str, Literal["process", "wasm"]] = {}
+    #: plugin -> the capabilities the user granted it (conduit.security.capabilities)
+    grants: dict[str, list[str]] = {}
 
 
 def _parse(path: str, raw: bytes) -> dict[str, Any]:
@@ -96,7 +101,7 @@ def read_settings(path: str) -> Settings:
         raise ConfigError(path, f"cannot read: {exc.strerror}") from None
     data = _parse(path, raw)
     try:
-        return msgspec.convert(data, Settings)
+        settings = msgspec.convert(data, Settings)
     except msgspec.ValidationError as exc:
         problem, _, where = str(exc).partition(" - at `$")
         where = where.rstrip("`").lstrip(".")
@@ -105,6 +110,21 @@ def read_settings(path: str) -> Settings:
             f"{where + ': ' if where else ''}{problem}",
             hint="see docs/user-guide.md#configuration for the allowed settings",
         ) from None
+    _check_grants(path, settings)
+    return settings
+
+
+def _check_grants(path: str, settings: Settings) -> None:
+    from conduit.security.capabilities import CapabilityError, parse
+
+    for plugin, caps in settings.grants.items():
+        for i, cap in enumerate(caps):
+            try:
+                parse(cap)
+            except CapabilityError as exc:
+                raise ConfigError(
+                    path, f"grants.{plugin}[{i}]: {exc.message}", hint=exc.hint
+                ) from None
 
 
 def update_config(path: str, change: Callable[[Any], None]) -> None:
@@ -128,7 +148,7 @@ def update_config(path: str, change: Callable[[Any], None]) -> None:
         change(doc)
         text = tomlkit.dumps(doc)
         try:
-            msgspec.convert(tomllib.loads(text), Settings)
+            _check_grants(path, msgspec.convert(tomllib.loads(text), Settings))
         except msgspec.ValidationError as exc:  # pragma: no cover - a bug in `change`
             raise ConfigError(path, f"refusing to write an invalid config: {exc}") from None
         os.makedirs(os.path.dirname(path), exist_ok=True)

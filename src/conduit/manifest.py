@@ -21,6 +21,7 @@ from typing import Any, Literal
 import msgspec
 
 from conduit.errors import ManifestError
+from conduit.security.capabilities import KINDS, CapabilityError, parse
 
 __all__ = [
     "ACTIVATION_KINDS",
@@ -38,13 +39,7 @@ __all__ = [
 MANIFEST_FILENAME = "conduit-plugin.toml"
 
 ACTIVATION_KINDS = ("command", "startup", "env", "file", "event", "service")
-CAPABILITY_KINDS = (
-    "filesystem:read",
-    "filesystem:write",
-    "network:http",
-    "process:execute",
-    "env:read",
-)
+CAPABILITY_KINDS = KINDS  # the grammar lives in conduit.security.capabilities
 Isolation = Literal["in-process", "process", "wasm"]
 
 _NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9_-]{0,62}[a-z0-9])?$")
@@ -246,18 +241,12 @@ def _validate(path: str, m: Manifest, *, expected_name: str | None) -> Manifest:
                 "event:HOOK, service:NAME",
             )
     for i, cap in enumerate(m.capabilities):
-        parts = cap.split(":", 2)
-        base = ":".join(parts[:2])
-        if base not in CAPABILITY_KINDS or (len(parts) == 3 and not parts[2]):
-            guess = _did_you_mean(base, list(CAPABILITY_KINDS))
+        try:
+            parse(cap)
+        except CapabilityError as exc:
             raise ManifestError(
-                path,
-                f"'{cap}' is not a valid capability",
-                field=f"capabilities[{i}]",
-                hint=(f"did you mean '{guess}'? " if guess else "")
-                + "capabilities are "
-                + ", ".join(f"{k}[:SCOPE]" for k in CAPABILITY_KINDS),
-            )
+                path, exc.message, field=f"capabilities[{i}]", hint=exc.hint
+            ) from None
     for i, req in enumerate(m.requires.plugins):
         _check_requirement(path, f"requires.plugins[{i}]", req)
     for section, values in (

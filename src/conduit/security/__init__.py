@@ -1,0 +1,1 @@
+"""Capabilities: the grammar, the user's grants, and enforcement helpers for each host."""

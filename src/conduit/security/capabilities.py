@@ -1,0 +1,256 @@
+"""The capability grammar: what a plugin may ask for and what a user may grant.
+
+::
+
+    filesystem:read[:PATH]        read files under PATH (a file or a directory)
+    filesystem:write[:PATH]       create, change and delete files under PATH
+    network:http[:HOST[:PORT]]    HTTP(S) to HOST (``*.example.com`` matches subdomains)
+    process:execute[:PROGRAM]     run PROGRAM (a bare name, looked up on PATH, or a path)
+    env:read[:VAR]                read the environment variable VAR (``PREFIX_*`` allowed)
+
+A capability without a scope means *all* of that kind and is shown with a warning.
+Paths may start with ``~`` or use ``${workspace}`` (the directory Conduit was run in) and
+``${plugin_data}`` (the plugin's own data directory); they are expanded when a host
+applies the grant, not when the manifest is read.
+
+The same grammar serves both sides: a plugin's manifest *requests* capabilities, the
+user's config *grants* them, and :meth:`Capability.covers` decides whether a grant
+covers a request. Everything here is pure data and string work (no I/O but
+``os.path``), so that every host and the manifest validator share one definition.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from dataclasses import dataclass
+
+__all__ = [
+    "KINDS",
+    "Capability",
+    "CapabilityError",
+    "expand_path",
+    "missing",
+    "parse",
+    "parse_all",
+]
+
+#: every capability kind, in the order they are documented and displayed
+KINDS = (
+    "filesystem:read",
+    "filesystem:write",
+    "network:http",
+    "process:execute",
+    "env:read",
+)
+
+_PATH_VARIABLES = ("${workspace}", "${plugin_data}")
+
+
+class CapabilityError(ValueError):
+    """A capability string is malformed; ``message`` says what, ``hint`` how to fix it."""
+
+    def __init__(self, message: str, hint: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+@dataclass(frozen=True, slots=True)
+class Capability:
+    """One parsed capability: a kind and an optional scope (``None`` means all)."""
+
+    kind: str
+    scope: str | None = None
+
+    def __str__(self) -> str:
+        return self.kind if self.scope is None else f"{self.kind}:{self.scope}"
+
+    @property
+    def unscoped(self) -> bool:
+        return self.scope is None
+
+    # -- scope parts ---------------------------------------------------------------------
+
+    @property
+    def host(self) -> str | None:
+        """For ``network:http``: the host pattern, or ``None`` for any host."""
+        if self.scope is None:
+            return None
+        return _split_host_port(self.scope)[0]
+
+    @property
+    def port(self) -> int | None:
+        """For ``network:http``: the port, or ``None`` for any port."""
+        if self.scope is None:
+            return None
+        return _split_host_port(self.scope)[1]
+
+    # -- matching ------------------------------------------------------------------------
+
+    def covers(self, other: Capability) -> bool:
+        """Whether granting ``self`` also grants everything ``other`` asks for."""
+        if self.kind != other.kind:
+            # writing somewhere implies nothing about reading there, and vice versa:
+            # each kind is granted on its own, as the user sees it in the prompt
+            return False
+        if self.scope is None:
+            return True
+        if other.scope is None:
+            return False
+        if other.scope == self.scope:
+            return True
+        if self.kind.startswith("filesystem:"):
+            return _path_within(other.scope, self.scope)
+        if self.kind == "network:http":
+            host, port = _split_host_port(other.scope)
+            return self.allows_host(host, port) and (self.port is None or port is not None)
+        if self.kind == "env:read":
+            return _name_matches(other.scope, self.scope)
+        return other.scope == self.scope  # process:execute: the same program
+
+    def allows_path(self, path: str, **variables: str) -> bool:
+        """For ``filesystem:*``: whether the absolute ``path`` is under this grant."""
+        if self.scope is None:
+            return True
+        return _path_within(path, expand_path(self.scope, **variables))
+
+    def allows_host(self, host: str, port: int | None = None) -> bool:
+        """For ``network:http``: whether a connection to ``host:port`` is granted."""
+        if self.scope is None:
+            return True
+        pattern, want_port = _split_host_port(self.scope)
+        if want_port is not None and port != want_port:
+            return False
+        host = host.lower().rstrip(".")
+        if pattern.startswith("*."):
+            return host.endswith(pattern[1:]) and len(host) > len(pattern) - 1
+        return host == pattern
+
+    def allows_program(self, program: str) -> bool:
+        """For ``process:execute``: whether running ``program`` (a name or a path) is granted."""
+        if self.scope is None:
+            return True
+        if os.sep in self.scope:
+            return os.path.realpath(program) == os.path.realpath(self.scope)
+        return os.path.basename(program) == self.scope
+
+    def allows_env(self, name: str) -> bool:
+        """For ``env:read``: whether reading the variable ``name`` is granted."""
+        return self.scope is None or _name_matches(name, self.scope)
+
+
+def parse(text: str) -> Capability:
+    """Parse one capability string; raise :class:`CapabilityError` if it is malformed."""
+    if not isinstance(text, str):
+        raise CapabilityError(
+            f"{text!r} is not a capability", hint="capabilities are strings such as 'env:read:HOME'"
+        )
+    kind, sep, scope = text.partition(":")
+    action, sep2, scope = scope.partition(":")
+    base = f"{kind}:{action}" if sep else kind
+    if base not in KINDS:
+        import difflib
+
+        guess = difflib.get_close_matches(base, KINDS, n=1)
+        raise CapabilityError(
+            f"'{text}' is not a valid capability",
+            hint=(f"did you mean '{guess[0]}'? " if guess else "")
+            + "capabilities are "
+            + ", ".join(f"{k}[:SCOPE]" for k in KINDS),
+        )
+    if not sep2:
+        return Capability(base)
+    if not scope or scope != scope.strip():
+        raise CapabilityError(
+            f"'{text}' has an empty or padded scope",
+            hint=f"write '{base}' for all, or '{base}:SCOPE' without spaces",
+        )
+    _check_scope(text, base, scope)
+    return Capability(base, scope)
+
+
+def parse_all(texts: list[str]) -> list[Capability]:
+    """Parse a list of capability strings (the first malformed one raises)."""
+    return [parse(t) for t in texts]
+
+
+def missing(requested: list[Capability], granted: list[Capability]) -> list[Capability]:
+    """The requested capabilities no grant covers, in the requested order."""
+    return [r for r in requested if not any(g.covers(r) for g in granted)]
+
+
+def expand_path(scope: str, *, workspace: str | None = None, plugin_data: str | None = None) -> str:
+    """Expand ``~``, ``${workspace}`` and ``${plugin_data}`` and make ``scope`` absolute."""
+    values = {"${workspace}": workspace or os.getcwd(), "${plugin_data}": plugin_data}
+    for name, value in values.items():
+        if name in scope:
+            if value is None:
+                raise CapabilityError(
+                    f"'{scope}' uses {name}, which is not known here",
+                    hint="this grant can only be applied by a host that knows the plugin",
+                )
+            scope = scope.replace(name, value)
+    return os.path.normpath(os.path.abspath(os.path.expanduser(scope)))
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def _check_scope(text: str, base: str, scope: str) -> None:
+    if base.startswith("filesystem:"):
+        rest = scope
+        for var in _PATH_VARIABLES:
+            rest = rest.replace(var, "")
+        if "${" in rest:
+            raise CapabilityError(
+                f"'{text}' uses an unknown path variable",
+                hint="path variables are ~, ${workspace} and ${plugin_data}",
+            )
+        if not (scope.startswith(("/", "~", "${")) or os.path.isabs(scope)):
+            raise CapabilityError(
+                f"'{text}' has a relative path",
+                hint="use an absolute path, ~/..., ${workspace}/... or ${plugin_data}/...",
+            )
+    elif base == "network:http":
+        host, port = _split_host_port(scope)
+        label = host[2:] if host.startswith("*.") else host
+        ok = bool(label) and all(
+            part and part.replace("-", "").isalnum() and part.isascii() for part in label.split(".")
+        )
+        if not ok or port == -1:
+            raise CapabilityError(
+                f"'{text}' is not a valid host scope",
+                hint="write HOST, HOST:PORT or *.DOMAIN (for example '*.github.com:443')",
+            )
+    elif base == "env:read":
+        name = scope[:-1] if scope.endswith("*") else scope
+        if not name.replace("_", "a").isalnum() or "*" in name:
+            raise CapabilityError(
+                f"'{text}' is not a valid variable name",
+                hint="write a variable name such as HOME, or a prefix such as AWS_*",
+            )
+
+
+def _split_host_port(scope: str) -> tuple[str, int | None]:
+    """``"host:443"`` -> ``("host", 443)``; a bad port is ``-1``."""
+    host, sep, port = scope.rpartition(":")
+    if not sep:
+        return scope.lower(), None
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        return host.lower(), -1
+    return host.lower(), int(port)
+
+
+def _path_within(path: str, root: str) -> bool:
+    if "${" in path or "${" in root:  # unexpanded: compare literally
+        return path == root or path.startswith(root.rstrip("/") + "/")
+    path = os.path.normpath(os.path.expanduser(path))
+    root = os.path.normpath(os.path.expanduser(root))
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep) or root == os.sep
+
+
+def _name_matches(name: str, pattern: str) -> bool:
+    if pattern.endswith("*"):
+        return fnmatch.fnmatchcase(name, pattern) and "*" not in name
+    return name == pattern

@@ -360,6 +360,11 @@ def test_plugins_list_and_info(run, plugin_dir):
         "CAPABILITIES",
     ]
     info = json.loads(run("plugins", "info", "alpha", "--json").out)
+    assert info["load"].startswith(
+        "plugin 'alpha': capabilities not granted: filesystem:read:~/src"
+    )
+    assert run("plugins", "grant", "alpha", "filesystem:read:~/src").code == 0
+    info = json.loads(run("plugins", "info", "alpha", "--json").out)
     assert info["origin"] == str(plugin_dir / "alpha.py")
     assert info["load"]["total_ms"] > 0
     text = run("plugins", "info", "alpha").out
@@ -394,7 +399,8 @@ def test_complete_from_index(run, plugin_dir):
         "help-me\tRun help-me of alpha.",
     ]
     subs = [line.split("\t")[0] for line in run("__complete", "plugins", "").out.splitlines()]
-    assert subs == ["list", "info", "enable", "disable", "doctor", "graph"]
+    assert subs[:6] == ["list", "info", "enable", "disable", "doctor", "graph"]
+    assert {"permissions", "grant", "revoke"} <= set(subs[6:])
     assert "--version" in run("__complete", "--v").out
     assert "alpha:hello" in run("__complete", "alpha:").out
 

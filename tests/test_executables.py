@@ -70,7 +70,7 @@ JS_PLUGIN = Path(__file__).resolve().parent.parent / "examples" / "js-plugin" / 
 
 
 @pytest.fixture
-def js_plugin(plugin_dir: Path) -> Path:
+def js_plugin(plugin_dir: Path, run) -> Path:
     import shutil
 
     if shutil.which("node") is None:
@@ -80,6 +80,9 @@ def js_plugin(plugin_dir: Path) -> Path:
     target = plugin_dir / JS_PLUGIN.name
     shutil.copy(JS_PLUGIN, target)
     target.chmod(0o755)
+    # it asks for filesystem access (it writes the file it is told to): grant it, as a user would
+    granted = run("plugins", "grant", "hello-js", "filesystem:read", "filesystem:write")
+    assert granted.code == 0, granted.err
     return target
 
 

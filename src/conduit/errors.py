@@ -11,6 +11,8 @@ hint; any other exception escaping Conduit's own code is a bug and gets a traceb
     ├── ConfigError              exit 4   config, lock or state file unreadable/invalid
     └── PluginError              exit 1   something went wrong inside a plugin
         ├── PluginLoadError      exit 3   import, entry object or boot failed
+        │   └── NotGranted       exit 3   requested capabilities are not granted
+        ├── CapabilityDenied     exit 1   the in-process guard stopped an operation
         └── CommandFailed        exit 1   a plugin's command raised
 
 This module is on the start-up path: standard library only, nothing imported.
@@ -30,10 +32,12 @@ __all__ = [
     "EXIT_OK",
     "EXIT_PLUGIN_LOAD",
     "EXIT_USAGE",
+    "CapabilityDenied",
     "CommandFailed",
     "ConduitError",
     "ConfigError",
     "ManifestError",
+    "NotGranted",
     "PluginError",
     "PluginLoadError",
     "UsageError",
@@ -118,3 +122,44 @@ class CommandFailed(PluginError):
         )
         self.command = command
         self.__cause__ = exc
+
+
+def _grant_command(plugin: str, capabilities: list[str]) -> str:
+    import shlex  # only on this error path
+
+    return " ".join(["conduit plugins grant", shlex.quote(plugin), *map(shlex.quote, capabilities)])
+
+
+class NotGranted(PluginLoadError):
+    """A plugin asks for capabilities the user has not granted; it is not activated.
+
+    ``missing`` lists them (as strings); the message names the grant command.
+    """
+
+    def __init__(self, plugin: str, missing: list[str], *, declined: bool = False) -> None:
+        what = "declined" if declined else "not granted"
+        super().__init__(
+            plugin,
+            f"capabilities {what}: {', '.join(missing)} "
+            f"(run '{_grant_command(plugin, missing)}' to allow "
+            f"{'it' if len(missing) == 1 else 'them'})",
+        )
+        self.missing = missing
+
+
+class CapabilityDenied(PluginError):
+    """The in-process guard stopped a plugin's operation that its grants do not cover.
+
+    ``operation`` is what was tried ("reading", "connecting to", ...), ``target`` what
+    on, ``capability`` the capability that would allow it.
+    """
+
+    def __init__(self, plugin: str, operation: str, target: str, capability: str) -> None:
+        super().__init__(
+            plugin,
+            f"{operation} {target} is not granted "
+            f"(run '{_grant_command(plugin, [capability])}' to allow it)",
+        )
+        self.operation = operation
+        self.target = target
+        self.capability = capability

@@ -13,6 +13,7 @@ A plugin's lifecycle::
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
@@ -27,11 +28,16 @@ if TYPE_CHECKING:
     from conduit.hooks import HookBus
     from conduit.hosts.base import Host
     from conduit.paths import Paths
+    from conduit.security.grants import Approver
+    from conduit.security.guard import Running
 
 __all__ = ["Context", "Kernel", "Registry"]
 
 #: the hooks the kernel calls itself (their specs live in conduit.hookspecs)
 KERNEL_HOOKS = ("after_command", "before_command", "config_loaded", "on_command_error")
+
+#: the attribution of code that no guard watches (no guarded plugin active)
+_NOGUARD: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
 
 INACTIVE = "inactive"
 ACTIVE = "active"
@@ -76,7 +82,8 @@ class Context:
     @property
     def data_dir(self) -> str:
         path = os.path.join(self._kernel.paths.state_dir, "plugins", self.name)
-        os.makedirs(path, exist_ok=True)
+        with self._kernel._trusted:  # the kernel creates it, not the plugin
+            os.makedirs(path, exist_ok=True)
         return path
 
     @property
@@ -102,6 +109,9 @@ class Context:
 
     def register_service(self, name: str, factory: Callable[[], Any]) -> None:
         registry = self._kernel.registry
+        guard = self._kernel._guards.get(self.name)
+        if guard is not None:  # the factory runs as this plugin, whoever asks
+            factory = guard.wrap(factory)
         if name in registry.services:
             owner = registry.services[name][0]
             raise PluginError(
@@ -119,6 +129,9 @@ class Context:
 
     def register_hook(self, hook: str, implementation: Callable[..., Any]) -> None:
         registry = self._kernel.registry
+        guard = self._kernel._guards.get(self.name)
+        if guard is not None:  # the implementation runs as this plugin, whoever calls
+            implementation = guard.wrap(implementation)
         entry = (self.name, implementation)
         registry.hooks.setdefault(hook, []).append(entry)
         registry.generation += 1
@@ -195,6 +208,7 @@ class Kernel:
         hosts: dict[str, Host] | None = None,
         disabled: Iterable[str] = (),
         profile: Profile | None = None,
+        approve: Approver | None = None,
     ) -> None:
         self.index = index
         self.paths = paths
@@ -212,6 +226,12 @@ class Kernel:
         self._bus: HookBus | None = None
         self._activating: list[str] = []
         self._usable: frozenset[str] | None = None
+        #: asked when a plugin lacks grants (default: a prompt if there is a terminal)
+        self.approve = approve
+        #: the in-process guard's attribution of each guarded plugin (security.guard)
+        self._guards: dict[str, Running] = {}
+        #: entered around the kernel's own work once the guard is installed
+        self._trusted: contextlib.AbstractContextManager[None] = _NOGUARD
 
     def record(self, name: str) -> PluginRec:
         """The index record of an installed, usable plugin, or a PluginLoadError."""
@@ -277,7 +297,34 @@ class Kernel:
         """Activate ``name`` after what it requires (idempotent); return its context."""
         if self.states.get(name) == ACTIVE:
             return self.contexts[name]
+        with self._trusted:
+            return self._activate(name, reason)
+
+    def _guard_for(self, rec: PluginRec, host: Host) -> contextlib.AbstractContextManager[None]:
+        """The in-process guard's attribution for a third-party plugin in a guarded host."""
+        name = rec["name"]
+        if rec["source"] == "builtin" or not getattr(host, "guarded", False):
+            return _NOGUARD
+        from conduit.security import guard
+        from conduit.security.grants import granted
+
+        guard.install()
+        policy = guard.Policy(
+            name,
+            granted(self.index, name),
+            own=[rec["origin"]] if rec["source"] == "file" else [],
+            plugin_data=os.path.join(self.paths.state_dir, "plugins", name),
+        )
+        self._guards[name] = running = guard.Running(policy)
+        self._trusted = guard.TRUSTED
+        return running
+
+    def _activate(self, name: str, reason: str) -> Context:
         rec = self.record(name)
+        if rec["capabilities"] and rec["source"] != "builtin":
+            from conduit.security.grants import ensure_granted
+
+            ensure_granted(self.index, rec, self.paths.config_file, self.approve)
         if name in self._activating:  # resolution blocks cycles; this is a safety net
             chain = " -> ".join([*self._activating, name])
             raise PluginLoadError(name, f"dependency cycle {chain}")
@@ -297,9 +344,11 @@ class Kernel:
         host = self.host_for(rec)
         ctx = Context(self, rec)
         try:
-            host.activate(rec, ctx, self.profile)
+            with self._guard_for(rec, host):
+                host.activate(rec, ctx, self.profile)
         except BaseException:
             ctx.unregister_all()
+            self._guards.pop(name, None)
             self.states[name] = FAILED
             raise
         self.contexts[name] = ctx
@@ -368,7 +417,8 @@ class Kernel:
         ctx = self.contexts.pop(name)
         rec = self.index["plugins"][name]
         try:
-            self.host_for(rec).deactivate(rec, ctx)
+            with self._guards.pop(name, _NOGUARD):
+                self.host_for(rec).deactivate(rec, ctx)
         finally:
             ctx.unregister_all()
             self.states[name] = INACTIVE
@@ -414,7 +464,7 @@ class Kernel:
         self.hook("config_loaded", config=self.index["config"])
         self.hook("before_command", command=argv[0], argv=argv[1:])
         try:
-            with self.profile.span(f"run:{plugin}"):
+            with self.profile.span(f"run:{plugin}"), self._guards.get(plugin, _NOGUARD):
                 code = self.host_for(rec).run_command(rec, ctx, argv, prog)
         except ConduitError as exc:
             self.hook("on_command_error", command=argv[0], argv=argv[1:], error=exc.message)

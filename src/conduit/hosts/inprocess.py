@@ -37,6 +37,8 @@ class InProcessHost:
     """Runs plugins inside the kernel's own interpreter."""
 
     kind = "in-process"
+    #: third-party plugins here run under the in-process guard (conduit.security.guard)
+    guarded = True
 
     def __init__(self) -> None:
         self._instances: dict[str, Any] = {}

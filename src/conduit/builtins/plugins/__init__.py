@@ -121,7 +121,11 @@ def _table(rows: list[list[str]]) -> str:
 
 #: subcommands that live in their own module, imported only when that subcommand runs
 #: (or when the whole group's ``--help`` is rendered); ``name -> "module:attribute"``
-LAZY_COMMANDS: dict[str, str] = {}
+LAZY_COMMANDS: dict[str, str] = {
+    "permissions": "conduit.builtins.plugins._permissions:permissions_cmd",
+    "grant": "conduit.builtins.plugins._permissions:grant_cmd",
+    "revoke": "conduit.builtins.plugins._permissions:revoke_cmd",
+}
 
 
 class _LazyGroup(click.Group):
@@ -162,10 +166,17 @@ def list_cmd(as_json: bool) -> None:
                 r["source"],
                 r["state"],
                 r["isolation"] or "-",
-                ",".join(r["capabilities"]) or "-",
+                ",".join(map(_mark_unscoped, r["capabilities"])) or "-",
             ]
         )
     click.echo(_table(table))
+    if any(_mark_unscoped(c) != c for r in rows for c in r["capabilities"]):
+        click.echo("! unscoped: all of that kind (see 'conduit plugins permissions NAME')")
+
+
+def _mark_unscoped(cap: str) -> str:
+    """``network:http`` -> ``network:http!``: an unscoped capability means all of its kind."""
+    return cap + "!" if cap.count(":") == 1 else cap
 
 
 def _find(index: Index, name: str) -> PluginRec:
@@ -189,7 +200,8 @@ def _measure_load(name: str, index: Index) -> dict[str, float] | str:
     from conduit.paths import resolve
 
     profile = Profile(True)
-    kernel = Kernel(index, resolve(), profile=profile)
+    # Timing a load must not prompt for grants: a plugin without them is reported as such.
+    kernel = Kernel(index, resolve(), profile=profile, approve=lambda rec, caps: False)
     start = time.perf_counter_ns()
     try:
         kernel.activate(name)
@@ -222,6 +234,7 @@ def info_cmd(name: str, as_json: bool, no_load: bool) -> None:
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return
+    marked = [_mark_unscoped(c) for c in rec["capabilities"]]
     lines = [
         f"{rec['name']} {rec['version'] or ''}".rstrip(),
         f"  description:  {rec['description'] or '-'}",
@@ -231,7 +244,8 @@ def info_cmd(name: str, as_json: bool, no_load: bool) -> None:
         f"  entry:        {_entry_text(rec)}",
         f"  api:          {rec['api']}",
         f"  isolation:    {rec['isolation']}",
-        f"  capabilities: {', '.join(rec['capabilities']) or 'none'}",
+        f"  capabilities: {', '.join(marked) or 'none'}"
+        + ("  (! unscoped: all of that kind)" if any(m.endswith("!") for m in marked) else ""),
         f"  activation:   {', '.join(rec['activation']) or 'its own commands'}",
         f"  requires first: {', '.join(rec['after']) or 'nothing'}",
         f"  provides:     {', '.join(rec['provides']['services']) or 'nothing'}",

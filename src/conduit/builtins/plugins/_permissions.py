@@ -1,0 +1,205 @@
+"""``conduit plugins permissions | grant | revoke``: see and change what plugins may do."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from conduit.builtins.plugins import _find, _index
+from conduit.errors import UsageError
+from conduit.security.capabilities import Capability, CapabilityError, missing, parse
+from conduit.security.grants import (
+    add_grants,
+    describe,
+    enforcement,
+    granted,
+    remove_grants,
+    requested,
+)
+
+if TYPE_CHECKING:
+    from conduit._types import Index, PluginRec
+
+__all__ = ["grant_cmd", "permissions_cmd", "revoke_cmd"]
+
+
+def _config_file() -> str:
+    from conduit.paths import resolve
+
+    return resolve().config_file
+
+
+def _third_party(index: Index, name: str) -> PluginRec:
+    rec = _find(index, name)
+    if rec["source"] == "builtin":
+        raise UsageError(
+            f"plugin '{name}' is built in; built-in plugins are trusted and need no grants",
+            hint="grants are for third-party plugins (see docs/permissions.md)",
+        )
+    return rec
+
+
+def _parse_args(texts: tuple[str, ...]) -> list[Capability]:
+    caps = []
+    for text in texts:
+        try:
+            caps.append(parse(text))
+        except CapabilityError as exc:
+            raise UsageError(exc.message, hint=exc.hint) from None
+    return caps
+
+
+def _report(index: Index, rec: PluginRec) -> dict[str, Any]:
+    name = rec["name"]
+    asked = requested(rec)
+    have = granted(index, name)
+    lacking = [] if rec["source"] == "builtin" else missing(asked, have)
+    host, enforced, gaps = enforcement(rec)
+    forced = index["config"].get("isolation", {})
+    assert isinstance(forced, dict)
+    from conduit.errors import _grant_command
+
+    return {
+        "name": name,
+        "version": rec["version"],
+        "source": rec["source"],
+        "isolation": rec["isolation"],
+        "isolation_forced_by_policy": name in forced,
+        "host": host,
+        "requested": [
+            {
+                "capability": str(c),
+                "granted": c not in lacking,
+                "unscoped": c.unscoped,
+                "meaning": describe(c),
+            }
+            for c in asked
+        ],
+        "granted": [str(c) for c in have],
+        "granted_not_requested": [str(g) for g in have if not any(g.covers(c) for c in asked)],
+        "missing": [str(c) for c in lacking],
+        "grant_command": _grant_command(name, [str(c) for c in lacking]) if lacking else None,
+        "enforced": enforced,
+        "not_enforced": gaps,
+    }
+
+
+@click.command("permissions")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def permissions_cmd(name: str, as_json: bool) -> None:
+    """Show what a plugin requests, what it was granted and what its host enforces."""
+    index = _index()
+    report = _report(index, _find(index, name))
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    version = f" {report['version']}" if report["version"] else ""
+    lines = [f"{name}{version} ({report['source']})"]
+    policy = " (forced by the [isolation] policy)" if report["isolation_forced_by_policy"] else ""
+    lines.append(f"  host: {report['host']}{policy}")
+    if not report["requested"]:
+        lines.append("  requested: nothing")
+    else:
+        lines.append("  requested:")
+        width = max(len(r["capability"]) for r in report["requested"])
+        for r in report["requested"]:
+            state = "granted" if r["granted"] else "MISSING"
+            mark = "!" if r["unscoped"] else " "
+            lines.append(f"  {mark} {r['capability']:<{width}}  {state:<7}  {r['meaning']}")
+    if report["granted_not_requested"]:
+        lines.append("  granted but not requested: " + ", ".join(report["granted_not_requested"]))
+    if report["missing"]:
+        lines.append(f"  missing: {', '.join(report['missing'])}")
+        lines.append(f"  grant them with: {report['grant_command']}")
+    if report["enforced"]:
+        lines.append("  enforced by this host:")
+        lines += [f"    {text}" for text in report["enforced"]]
+    lines.append("  not enforced:")
+    lines += [f"    {text}" for text in report["not_enforced"]]
+    if any(r["unscoped"] for r in report["requested"]):
+        lines.append("  ! unscoped: all of that kind")
+    click.echo("\n".join(lines))
+
+
+@click.command("grant")
+@click.argument("name")
+@click.argument("capabilities", nargs=-1)
+@click.option("--requested", "all_requested", is_flag=True, help="Grant everything it requests.")
+def grant_cmd(name: str, capabilities: tuple[str, ...], all_requested: bool) -> None:
+    """Grant capabilities to a plugin (saved in the config's [grants] table)."""
+    index = _index()
+    rec = _third_party(index, name)
+    asked = requested(rec)
+    caps = _parse_args(capabilities)
+    if all_requested:
+        caps += [c for c in asked if c not in caps]
+    if not caps:
+        raise UsageError(
+            "name the capabilities to grant",
+            hint=f"'conduit plugins permissions {name}' shows what it requests; "
+            f"'--requested' grants all of it",
+        )
+    have = granted(index, name)
+    new: list[str] = []
+    for cap in caps:
+        cover = next((g for g in have if g.covers(cap)), None)
+        if cover is not None:
+            click.echo(f"note: {cap} is already granted (by {cover})", err=True)
+            continue
+        if not any(cap.covers(c) or c.covers(cap) for c in asked):
+            click.echo(
+                f"warning: plugin '{name}' does not request {cap}; granting it anyway "
+                "(it takes effect if a later version asks for it)",
+                err=True,
+            )
+        if cap.unscoped:
+            plain = describe(cap).removesuffix(" (unscoped!)")
+            click.echo(f"warning: {cap} is unscoped: {plain}", err=True)
+        new.append(str(cap))
+    added = add_grants(_config_file(), name, new) if new else []
+    if added:
+        click.echo(f"Granted to '{name}': {', '.join(added)}.")
+    else:
+        click.echo(f"Nothing to grant: '{name}' already has all of it.")
+
+
+@click.command("revoke")
+@click.argument("name")
+@click.argument("capabilities", nargs=-1)
+@click.option("--all", "revoke_all", is_flag=True, help="Revoke every grant of the plugin.")
+def revoke_cmd(name: str, capabilities: tuple[str, ...], revoke_all: bool) -> None:
+    """Revoke capabilities granted to a plugin."""
+    index = _index()
+    if not any(b["name"] == name for b in index["broken"]):
+        _find(index, name)  # grants of a broken plugin may be revoked too
+    if not capabilities and not revoke_all:
+        raise UsageError(
+            "name the capabilities to revoke, or use --all",
+            hint=f"'conduit plugins permissions {name}' shows its grants",
+        )
+    texts = [str(c) for c in _parse_args(capabilities)]
+    current = [str(c) for c in granted(index, name)]
+    unknown = [t for t in texts if t not in current]
+    if unknown:
+        raise UsageError(
+            f"plugin '{name}' was not granted {', '.join(unknown)}",
+            hint=f"its grants: {', '.join(current) or 'none'} (revoke them exactly as listed)",
+        )
+    removed = remove_grants(_config_file(), name, None if revoke_all else texts)
+    if not removed:
+        click.echo(f"Nothing to revoke: '{name}' has no grants.")
+        return
+    click.echo(f"Revoked from '{name}': {', '.join(removed)}.")
+    rec = index["plugins"].get(name)
+    if rec is not None and rec["capabilities"]:
+        still = [parse(t) for t in current if t not in removed]
+        lacking = missing(requested(rec), still)
+        if lacking:
+            click.echo(
+                f"note: '{name}' requests {', '.join(map(str, lacking))}; it will be asked "
+                "for again (or refused without a terminal) when the plugin next runs",
+                err=True,
+            )

@@ -1,0 +1,273 @@
+"""Grants: the check before activation, the prompt on a real terminal, and
+`conduit plugins permissions | grant | revoke`."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import select
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conduit.errors import EXIT_PLUGIN_LOAD, EXIT_USAGE
+
+from _factory import simple_plugin, write
+
+CAPS = ["filesystem:read:/srv/data", "network:http:api.example.com"]
+
+
+@pytest.fixture(autouse=True)
+def no_prompt_in_this_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Commands run in pytest's process never prompt, even with ``pytest -s`` on a
+    terminal; the prompt tests below run conduit on a pseudo-terminal without CI."""
+    monkeypatch.setenv("CI", "1")
+
+
+def plugin(name: str = "alpha", caps: list[str] = CAPS, version: str = "1.0") -> str:
+    listed = ", ".join(f'"{c}"' for c in caps)
+    return simple_plugin(
+        name, ("hello",), extra_toml=f'version = "{version}"\ncapabilities = [{listed}]'
+    )
+
+
+def refusal(name: str, caps: list[str], declined: bool = False) -> str:
+    what = "declined" if declined else "not granted"
+    them = "it" if len(caps) == 1 else "them"
+    return (
+        f"error: plugin '{name}': capabilities {what}: {', '.join(caps)} "
+        f"(run 'conduit plugins grant {name} {' '.join(caps)}' to allow {them})"
+    )
+
+
+# -- non-interactive -------------------------------------------------------------------------------
+
+
+def test_missing_grants_refuse_in_one_line(run, plugin_dir):
+    write(plugin_dir, "alpha.py", plugin())
+    r = run("hello")  # pytest's stdin is not a terminal
+    assert r.code == EXIT_PLUGIN_LOAD
+    assert r.out == ""
+    assert r.err.splitlines() == [refusal("alpha", CAPS)]
+
+
+def test_the_printed_grant_command_works(run, plugin_dir, conduit_home):
+    write(plugin_dir, "alpha.py", plugin())
+    line = run("hello").err.splitlines()[0]
+    command = line.split("(run '")[1].split("' to allow")[0].split()
+    assert command[:3] == ["conduit", "plugins", "grant"]
+    assert run(*command[1:]).code == 0
+    assert run("hello").out == "alpha hello\n"
+    assert (
+        'alpha = ["filesystem:read:/srv/data", "network:http:api.example.com"]'
+        in (conduit_home / "config.toml").read_text()
+    )
+
+
+def test_a_broader_grant_covers_a_narrower_request(run, plugin_dir, conduit_home):
+    write(plugin_dir, "alpha.py", plugin())
+    (conduit_home / "config.toml").write_text(
+        '[grants]\nalpha = ["filesystem:read:/srv", "network:http:*.example.com"]\n'
+    )
+    assert run("hello").out == "alpha hello\n"
+
+
+def test_a_new_version_that_asks_for_more_is_refused_until_granted(run, plugin_dir, conduit_home):
+    write(plugin_dir, "alpha.py", plugin())
+    assert run("plugins", "grant", "alpha", *CAPS).code == 0
+    assert run("hello").code == 0
+    write(plugin_dir, "alpha.py", plugin(caps=[*CAPS, "process:execute:git"], version="2.0"))
+    r = run("hello")
+    assert r.code == EXIT_PLUGIN_LOAD
+    assert r.err.splitlines() == [refusal("alpha", ["process:execute:git"])]
+
+
+def test_a_plugin_without_capabilities_needs_no_grant(run, plugin_dir):
+    write(plugin_dir, "alpha.py", plugin(caps=[]))
+    assert run("hello").out == "alpha hello\n"
+
+
+def test_builtins_are_trusted_without_grants(run):
+    # devtools declares filesystem:read and process:execute:git; built-ins are not checked
+    r = run("plugins", "permissions", "devtools")
+    assert r.code == 0
+    assert "built-in plugins are trusted and not checked" in r.out
+    r = run("plugins", "grant", "devtools", "env:read")
+    assert r.code == EXIT_USAGE
+    assert r.err.startswith(
+        "error: plugin 'devtools' is built in; built-in plugins are trusted and need no grants"
+    )
+
+
+# -- the prompt, on a real pseudo-terminal ----------------------------------------------------
+
+
+def _on_pty(args: list[str], answer: str | None, env: dict[str, str]) -> tuple[int, str]:
+    """Run ``conduit ARGS`` with a pseudo-terminal as stdin, stdout and stderr; type
+    ``answer`` once the prompt appears. Returns the exit code and everything it wrote."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "conduit", *args],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env=env,
+        close_fds=True,
+    )
+    os.close(slave)
+    seen = b""
+    typed = False
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([master], [], [], 0.1)
+        if ready:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            seen += chunk
+        if answer is not None and not typed and b"[y/N] " in seen:
+            os.write(master, answer.encode() + b"\n")
+            typed = True
+        if proc.poll() is not None and not ready:
+            break
+    code = proc.wait(timeout=10)
+    os.close(master)
+    return code, seen.decode().replace("\r\n", "\n")
+
+
+@pytest.fixture
+def tty_env(conduit_home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "CI"}
+    env["CONDUIT_HOME"] = str(conduit_home)
+    return env
+
+
+def test_prompt_yes_grants_and_runs(plugin_dir, conduit_home, tty_env):
+    write(plugin_dir, "alpha.py", plugin(caps=["env:read:HOME", "network:http"]))
+    code, text = _on_pty(["hello"], "y", tty_env)
+    config = conduit_home / "config.toml"
+    assert text.splitlines()[:5] == [
+        "┌ conduit: plugin 'alpha' 1.0 requests:",
+        "├   env:read:HOME  read the environment variable HOME",
+        "├   network:http   connect to ANY host (unscoped!)",
+        f"├ Granting saves this in {config}; 'conduit plugins revoke alpha CAPABILITY...' "
+        "takes it back.",
+        "└ Grant? [y/N] y",
+    ]
+    assert text.splitlines()[5:] == ["alpha hello"]
+    assert code == 0
+    assert 'alpha = ["env:read:HOME", "network:http"]' in config.read_text()
+    # remembered: no prompt the next time
+    code, text = _on_pty(["hello"], None, tty_env)
+    assert (code, text) == (0, "alpha hello\n")
+
+
+def test_prompt_default_is_no(plugin_dir, conduit_home, tty_env):
+    write(plugin_dir, "alpha.py", plugin(caps=["env:read:HOME"]))
+    code, text = _on_pty(["hello"], "", tty_env)
+    assert code == EXIT_PLUGIN_LOAD
+    assert text.splitlines()[-1] == refusal("alpha", ["env:read:HOME"], declined=True)
+    assert not (conduit_home / "config.toml").exists()
+
+
+def test_no_prompt_when_ci_is_set(plugin_dir, tty_env):
+    write(plugin_dir, "alpha.py", plugin(caps=["env:read:HOME"]))
+    code, text = _on_pty(["hello"], None, {**tty_env, "CI": "true"})
+    assert code == EXIT_PLUGIN_LOAD
+    assert text.splitlines() == [refusal("alpha", ["env:read:HOME"])]
+
+
+# -- plugins permissions / grant / revoke ----------------------------------------------------
+
+
+def test_permissions_report(run, plugin_dir, conduit_home):
+    write(plugin_dir, "alpha.py", plugin(caps=[*CAPS, "env:read"]))
+    (conduit_home / "config.toml").write_text(
+        '[grants]\nalpha = ["filesystem:read:/srv", "process:execute:git"]\n'
+    )
+    report = json.loads(run("plugins", "permissions", "alpha", "--json").out)
+    assert report["host"] == "in-process (guarded)"
+    assert [(r["capability"], r["granted"], r["unscoped"]) for r in report["requested"]] == [
+        ("filesystem:read:/srv/data", True, False),
+        ("network:http:api.example.com", False, False),
+        ("env:read", False, True),
+    ]
+    assert report["missing"] == ["network:http:api.example.com", "env:read"]
+    assert report["granted_not_requested"] == ["process:execute:git"]
+    assert report["grant_command"] == (
+        "conduit plugins grant alpha network:http:api.example.com env:read"
+    )
+    text = run("plugins", "permissions", "alpha").out
+    assert "! env:read" in text and "MISSING" in text and "read ANY environment variable" in text
+    assert "not a security boundary" in text
+
+
+def test_permissions_show_a_forced_host_without_claiming_enforcement(run, plugin_dir, conduit_home):
+    write(plugin_dir, "alpha.py", plugin())
+    (conduit_home / "config.toml").write_text('[isolation]\nalpha = "process"\n')
+    report = json.loads(run("plugins", "permissions", "alpha", "--json").out)
+    assert report["host"] == "process"
+    assert report["isolation_forced_by_policy"] is True
+    if not report["enforced"]:  # until the process host's sandbox reports what it applies
+        assert report["not_enforced"][0].startswith("nothing yet")
+
+
+def test_grant_validates_and_warns(run, plugin_dir, conduit_home):
+    write(plugin_dir, "alpha.py", plugin())
+    config = conduit_home / "config.toml"
+    config.write_text("# my settings\n[pins]\n")
+    r = run("plugins", "grant", "alpha", "filesytem:read:/srv")
+    assert r.code == EXIT_USAGE
+    assert r.err.splitlines()[0] == "error: 'filesytem:read:/srv' is not a valid capability"
+    assert run("plugins", "grant", "alhpa", "env:read").err.startswith(
+        "error: no plugin named 'alhpa'\nhint: did you mean 'alpha'?"
+    )
+    r = run("plugins", "grant", "alpha", "network:http", "filesystem:read:/srv/data")
+    assert r.code == 0
+    assert r.out == "Granted to 'alpha': network:http, filesystem:read:/srv/data.\n"
+    assert r.err.splitlines() == ["warning: network:http is unscoped: connect to ANY host"]
+    r = run("plugins", "grant", "alpha", "env:read:HOME", "filesystem:read:/srv/data/x")
+    assert r.err.splitlines() == [
+        "warning: plugin 'alpha' does not request env:read:HOME; granting it anyway "
+        "(it takes effect if a later version asks for it)",
+        "note: filesystem:read:/srv/data/x is already granted (by filesystem:read:/srv/data)",
+    ]
+    text = config.read_text()
+    assert text.startswith("# my settings\n")  # the user's comments survive
+    assert 'alpha = ["network:http", "filesystem:read:/srv/data", "env:read:HOME"]' in text
+    assert run("hello").code == 0
+
+
+def test_grant_requested_and_revoke(run, plugin_dir, conduit_home):
+    write(plugin_dir, "alpha.py", plugin())
+    assert run("plugins", "grant", "alpha").code == EXIT_USAGE
+    assert run("plugins", "grant", "alpha", "--requested").out == (
+        "Granted to 'alpha': filesystem:read:/srv/data, network:http:api.example.com.\n"
+    )
+    r = run("plugins", "revoke", "alpha", "network:http")
+    assert r.code == EXIT_USAGE
+    assert r.err.splitlines()[0] == "error: plugin 'alpha' was not granted network:http"
+    r = run("plugins", "revoke", "alpha", "network:http:api.example.com")
+    assert r.out == "Revoked from 'alpha': network:http:api.example.com.\n"
+    assert "it will be asked for again" in r.err
+    assert run("hello").err.splitlines() == [refusal("alpha", ["network:http:api.example.com"])]
+    assert run("plugins", "revoke", "alpha", "--all").out == (
+        "Revoked from 'alpha': filesystem:read:/srv/data.\n"
+    )
+    assert "alpha" not in (conduit_home / "config.toml").read_text().split("[grants]")[1]
+
+
+def test_list_and_info_mark_unscoped_capabilities(run, plugin_dir):
+    write(plugin_dir, "alpha.py", plugin(caps=["network:http", "env:read:HOME"]))
+    out = run("plugins", "list").out
+    assert "network:http!,env:read:HOME" in out
+    assert out.splitlines()[-1].startswith("! unscoped: all of that kind")
+    info = run("plugins", "info", "alpha", "--no-load").out
+    assert "capabilities: network:http!, env:read:HOME  (! unscoped: all of that kind)" in info

@@ -70,6 +70,10 @@ def probe(what, arg):
         libc = ctypes.CDLL(None, use_errno=True)
         fd = libc.open(arg.encode(), os.O_RDONLY)
         click.echo(f"fd={fd} errno={ctypes.get_errno()}")
+    elif what == "tmp":
+        import tempfile
+        with tempfile.NamedTemporaryFile() as f:
+            click.echo(os.path.dirname(f.name))
     elif what == "signal":
         try:
             os.kill(int(arg), 0)
@@ -179,6 +183,8 @@ def test_the_plugin_data_directory_is_its_own(plugin_dir, conduit_home, run):
     data = conduit_home / "state" / "plugins" / "probe"
     assert run("probe", "write", str(data / "cache.txt")).out == "written\n"
     assert run("probe", "read", str(data / "cache.txt")).out == "written by probe\n"
+    # tempfile works: TMPDIR is a directory of its own in there
+    assert run("probe", "tmp").out == f"{data / 'tmp'}\n"
 
 
 def test_ctypes_does_not_get_around_the_filesystem_rules(plugin_dir, conduit_home, run, files):

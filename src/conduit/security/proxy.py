@@ -22,8 +22,8 @@ import contextlib
 import os
 import socket
 import threading
-from typing import TYPE_CHECKING
 
+TYPE_CHECKING = False  # not typing's: the host child does not import typing
 if TYPE_CHECKING:
     from conduit.security.capabilities import Capability
 

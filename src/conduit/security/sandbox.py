@@ -36,11 +36,13 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import TYPE_CHECKING, Any
 
 from conduit.errors import PluginError, PluginLoadError
 
+TYPE_CHECKING = False  # not typing's: the host child does not import typing
 if TYPE_CHECKING:
+    from typing import Any
+
     from conduit.kernel import Kernel
     from conduit.security.capabilities import Capability
 
@@ -119,8 +121,10 @@ class Plan:
         return () if self._child_fd is None else (self._child_fd,)
 
     def command_env(self, environ: dict[str, str] | os._Environ[str]) -> dict[str, str]:
-        """The environment a command sees: the granted variables of ``environ`` only."""
+        """The environment a command sees: the granted variables of ``environ`` only
+        (and ``TMPDIR``, the plugin's own, for :mod:`tempfile`)."""
         env = {k: v for k, v in environ.items() if self._passes(k)}
+        env["TMPDIR"] = self.policy["tmp"]
         if self.policy["net"] == "proxy":
             env.update(dict.fromkeys(_PROXY_VARS, PROXY_URL))
         return env
@@ -196,6 +200,8 @@ def prepare(kernel: Kernel, name: str, environ: dict[str, str] | None = None) ->
         if rec is not None:
             read.append(rec["origin"])
     data_dir = os.path.join(kernel.paths.state_dir, "plugins", name)
+    tmp = os.path.join(data_dir, "tmp")
+    os.makedirs(tmp, exist_ok=True)
     programs: list[str] | None = None
     net = "none"
     for grant in grants:
@@ -229,6 +235,7 @@ def prepare(kernel: Kernel, name: str, environ: dict[str, str] | None = None) ->
         "write": write,
         "exec": None if programs is None else ("all" if programs == ["*"] else programs),
         "net": net,
+        "tmp": tmp,
     }
     return Plan(names, grants, policy)
 
@@ -347,10 +354,9 @@ def _prctl_no_new_privs() -> None:
 
 def _read_baseline() -> list[str]:
     """What the interpreter itself needs to read: its modules and the system's libraries."""
-    import sysconfig
-
+    # sys.path holds the stdlib, lib-dynload, site-packages and editable installs
     paths = [p for p in sys.path if p]
-    paths += [sysconfig.get_path(k) for k in ("stdlib", "platstdlib", "purelib", "platlib")]
+    paths.append(os.path.dirname(os.__file__))
     paths += _SYSTEM_READ
     paths.append(f"/proc/{os.getpid()}")
     return paths
@@ -385,7 +391,7 @@ def _landlock(policy: dict[str, Any], net: str) -> None:
         rules.allow_path(path, landlock.FS_READ)
     for path in policy["write"]:
         rules.allow_path(path, landlock.FS_WRITE)
-    rules.allow_path("/dev/null", landlock.READ_FILE | landlock.WRITE_FILE)
+    rules.allow_path("/dev/null", landlock.READ_FILE | landlock.WRITE_FILE | landlock.IOCTL_DEV)
     if isinstance(programs, list) and programs:
         for path in programs + _elf_loaders():
             rules.allow_path(path, landlock.FS_EXECUTE | landlock.READ_FILE)
@@ -412,6 +418,8 @@ def explain(exc: BaseException) -> PluginError | None:
     plugin = exc.plugin if isinstance(exc, PluginError) else _applied["plugins"][0]
     command = getattr(exc, "command", None)
     what = f"command '{command}'" if command else "it"
+    if isinstance(exc, PluginLoadError):
+        what = "loading it"
     denied = SandboxDenied(plugin, what, capability)
     denied.__cause__ = cause
     return denied
@@ -488,11 +496,12 @@ def _mechanisms() -> dict[str, Any]:
 
 
 def _can_unshare() -> bool:
+    libc = _libc()  # loaded before fork: the child must not import anything
     pid = os.fork()
     if pid == 0:  # the child only tries, and reports in its exit status
         code = 1
         try:
-            code = 0 if _libc().unshare(0x10000000 | 0x40000000) == 0 else 1
+            code = 0 if libc.unshare(0x10000000 | 0x40000000) == 0 else 1
         finally:
             os._exit(code)
     _, status = os.waitpid(pid, 0)
@@ -577,7 +586,7 @@ def describe(grants: list[str] | list[Capability]) -> list[str]:
         )
     else:
         lines.append("network: NOT restricted (no network namespaces and no seccomp here)")
-    lines.append("limits: no core dumps; no_new_privs (nothing it runs gains privileges)")
+    lines.append("limits: no core dumps; no_new_privs (set-user-ID bits are ignored)")
     return lines
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-import platform
 import struct
 
 __all__ = ["SeccompError", "available", "install", "program"]
@@ -46,7 +45,8 @@ class SeccompError(OSError):
 
 def available() -> bool:
     """Whether this machine can install the filter (x86_64 Linux with seccomp)."""
-    if platform.machine() not in ("x86_64", "AMD64"):
+    # os.uname(), not platform.machine(): platform imports re and compiles patterns (ms)
+    if not hasattr(os, "uname") or os.uname().machine != "x86_64":
         return False
     try:
         libc = ctypes.CDLL(None, use_errno=True)

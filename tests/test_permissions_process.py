@@ -354,3 +354,17 @@ def test_doctor_lists_the_sandbox_mechanisms(run):
     assert f"sandbox: Landlock ABI {landlock.abi()}" in r.out
     assert "sandbox: seccomp filter" in r.out
     assert "warning: sandbox" not in r.out
+
+
+def test_the_sandbox_adds_no_heavy_imports_to_the_host_child():
+    """The child's start-up is part of every process plugin's first command (json, and
+    the re it imports, come with the JSON codec anyway)."""
+    import subprocess
+
+    code = (
+        "import sys, conduit.hosts._child, conduit.security.sandbox, "
+        "conduit.security.landlock, conduit.security.seccomp; "
+        "print(sorted(m for m in ('typing', 'platform', 'threading') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout == "[]\n"

@@ -7,8 +7,8 @@
    grants (namespace, Landlock, seccomp), and with a scoped ``network:http`` grant (plus
    the loopback, the proxy listener and thread in the child and the proxy in the kernel).
 2. ``sandbox.apply()`` alone, timed inside the child.
-3. The cost of one ``open()`` + ``close()`` of a file under Landlock, before and after
-   ``apply()`` in the same process.
+3. The cost of one ``open()`` + ``close()`` of a file, in processes restricted by each
+   mechanism alone and by all of them, interleaved, against an unrestricted one.
 
 Everything runs pinned to CPU 0 (``os.sched_setaffinity``; children inherit it), the
 kernel side and the child on the same CPU. Standard library and Conduit only.
@@ -90,41 +90,59 @@ def start_once(state_dir: str, grants: list[str] | None) -> float:
     return elapsed
 
 
-_IN_CHILD = r"""
-import json, os, sys, time
-N = int(sys.argv[1])
-target = os.__file__  # the stdlib: readable inside the sandbox too
-def opens():
-    best = []
-    for _ in range(5):
-        t = time.perf_counter()
-        for _ in range(N):
-            os.close(os.open(target, os.O_RDONLY))
-        best.append((time.perf_counter() - t) / N)
-    return sorted(best)[2]
-before = opens()
+_APPLY = r"""
+import json, os, time
 from conduit.security.sandbox import apply
 t = time.perf_counter()
 apply()
-setup = time.perf_counter() - t
-after = opens()
-print(json.dumps({"before": before, "after": after, "apply": setup}))
+print(json.dumps(time.perf_counter() - t))
 """
 
+_OPENS = r"""
+import os, sys, time
+from conduit.security import sandbox, seccomp
+n, variant = int(sys.argv[1]), sys.argv[2]
+policy = {"plugins": ["b"], "read": [], "write": [], "exec": None, "net": "none", "tmp": "/"}
+if "ns" in variant:
+    sandbox._unshare_network()
+if variant != "plain":
+    sandbox._prctl_no_new_privs()
+if "landlock" in variant:
+    sandbox._landlock(policy, "none")
+if "seccomp" in variant:
+    seccomp.install(allow_exec=False, allow_inet=False)
+target = os.__file__  # the stdlib: readable in the sandbox too
+rounds = []
+for _ in range(5):
+    t = time.perf_counter()
+    for _ in range(n):
+        os.close(os.open(target, os.O_RDONLY))
+    rounds.append((time.perf_counter() - t) / n)
+print(sorted(rounds)[2])
+"""
+OPEN_VARIANTS = ("plain", "ns", "landlock", "seccomp", "ns+landlock+seccomp")
 
-def in_child(state_dir: str, grants: list[str], opens: int) -> dict[str, float]:
-    plan = sandbox.prepare(_Kernel(state_dir, grants), "bench")  # type: ignore[arg-type]
+
+def apply_time(state_dir: str) -> float:
+    """``sandbox.apply()`` (no grants) timed inside a fresh process; seconds."""
+    plan = sandbox.prepare(_Kernel(state_dir, []), "bench")  # type: ignore[arg-type]
     env = plan.child_env(dict(os.environ))
     out = subprocess.run(
-        [sys.executable, "-c", _IN_CHILD, str(opens)],
-        env=env,
+        [sys.executable, "-c", _APPLY], env=env, capture_output=True, text=True, check=True
+    ).stdout
+    plan.close()
+    return float(json.loads(out))
+
+
+def open_time(variant: str, opens: int) -> float:
+    """Seconds per ``os.open()`` + ``os.close()`` in a process restricted by ``variant``."""
+    out = subprocess.run(
+        [sys.executable, "-c", _OPENS, str(opens), variant],
         capture_output=True,
         text=True,
         check=True,
-        pass_fds=plan.pass_fds,
     ).stdout
-    plan.close()
-    return dict(json.loads(out))
+    return float(out)
 
 
 def main() -> None:
@@ -146,7 +164,11 @@ def main() -> None:
         for _ in range(args.starts):  # interleaved: the machine's noise hits all alike
             for name, grants in variants.items():
                 starts[name].append(start_once(state, grants))
-        children = [in_child(state, [], args.opens) for _ in range(7)]
+        applies = [apply_time(state) for _ in range(9)]
+    opens: dict[str, list[float]] = {v: [] for v in OPEN_VARIANTS}
+    for _ in range(8):  # interleaved processes
+        for variant in OPEN_VARIANTS:
+            opens[variant].append(open_time(variant, args.opens))
     base = statistics.median(starts["no sandbox"])
     print(f"## Sandbox set-up ({datetime.date.today()}, {platform.machine()}, "
           f"{platform.python_implementation()} {platform.python_version()}, "
@@ -156,17 +178,20 @@ def main() -> None:
     for name, values in starts.items():
         values.sort()
         median = statistics.median(values)
-        p90 = values[int(len(values) * 0.9) - 1]
+        p90 = values[min(len(values) - 1, -(-len(values) * 9 // 10) - 1)]
         print(f"| {name} | {median * 1e3:.1f} | {p90 * 1e3:.1f} | "
               f"{median - base:+.4f} s ({median / base:.2f}x) |")  # fmt: skip
-    apply_ms = statistics.median(c["apply"] for c in children) * 1e3
-    before = statistics.median(c["before"] for c in children) * 1e6
-    after = statistics.median(c["after"] for c in children) * 1e6
-    print(f"\n`sandbox.apply()` alone (no grants), inside the child: {apply_ms:.2f} ms "
-          f"(median of {len(children)} children)\n")  # fmt: skip
-    print(f"`os.open()` + `os.close()` of a readable file: {before:.2f} us before, "
-          f"{after:.2f} us under Landlock and seccomp ({after - before:+.2f} us, "
-          f"median of {len(children)} children x 5 x {args.opens} opens)")  # fmt: skip
+    apply_ms = statistics.median(applies) * 1e3
+    print(f"\n`sandbox.apply()` alone (no grants), inside the child: {apply_ms:.1f} ms "
+          f"(median of {len(applies)} processes)\n")  # fmt: skip
+    print("| `os.open()` + `os.close()` of a stdlib file, process restricted by | us (median "
+          "of 8 interleaved processes) | vs plain |")  # fmt: skip
+    print("|---|---:|---:|")
+    plain = statistics.median(opens["plain"])
+    for variant, values in opens.items():
+        median = statistics.median(values)
+        print(f"| {variant} | {median * 1e6:.2f} | {(median - plain) * 1e6:+.2f} us "
+              f"({median / plain:.2f}x) |")  # fmt: skip
 
 
 if __name__ == "__main__":

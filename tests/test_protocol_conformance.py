@@ -654,6 +654,7 @@ def test_process_host_drives_the_host(
     # msgpack is offered: the Python host takes it, the JS host stays with JSON.
     settings = ProcessSettings({"timeout": TIMEOUT, "codec": "msgpack"})
     kernel: Any = _Kernel(str(tmp_path))
+    kernel.index["plugins"] = {record["name"]: record}  # the sandbox lets it read its file
     process_host = ProcessHost(kernel, settings, command=command)
     ctx: Any = _Ctx()
     try:

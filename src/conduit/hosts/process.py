@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from conduit._profile import Profile
     from conduit._types import PluginRec
     from conduit.kernel import Context, Kernel
+    from conduit.security import sandbox
 
 __all__ = ["HostError", "ProcessHost", "ProcessSettings", "RemotePluginError"]
 
@@ -107,6 +108,7 @@ class ProcessHost:
         self._failures = 0
         self._retry_at = 0.0
         self.plugins: set[str] = set()
+        self._sandbox: sandbox.Plan | None = None
         #: the records of the plugins activated here, to start them again after a crash
         self._records: dict[str, PluginRec] = {}
 
@@ -160,13 +162,22 @@ class ProcessHost:
                 max_frame=self.settings.max_frame,
             )
         else:
+            from conduit.security import sandbox
+
+            # The sandbox: only granted variables in env, the policy the child applies
+            # before importing plugin code, and a proxy for its HTTP (docs/permissions.md).
+            plan = self._sandbox = sandbox.prepare(self.kernel, name)
+            env = plan.child_env(env)
             parent, child = socket.socketpair()
             env["CONDUIT_RPC_FD"] = str(child.fileno())
             with profile.span(f"host:spawn:{name}"):
                 self.proc = subprocess.Popen(
-                    [sys.executable, "-c", _CHILD], pass_fds=(child.fileno(),), env=env
+                    [sys.executable, "-c", _CHILD],
+                    pass_fds=(child.fileno(), *plan.pass_fds),
+                    env=env,
                 )
             child.close()
+            plan.started()
             self._sock = parent
             channel = rpc.Channel(
                 parent.fileno(), parent.fileno(), max_frame=self.settings.max_frame
@@ -183,6 +194,8 @@ class ProcessHost:
     def _stop(self, kill: bool) -> int | None:
         """Stop the child (politely unless ``kill``) and return its exit status."""
         proc, self.proc, self.endpoint = self.proc, None, None
+        if self._sandbox is not None:
+            self._sandbox.close()
         if self._sock is not None:
             self._sock.close()
             self._sock = None
@@ -435,7 +448,9 @@ class ProcessHost:
             "argv": argv,
             "prog": prog,
             "cwd": os.getcwd(),
-            "env": dict(os.environ),
+            "env": dict(os.environ)
+            if self._sandbox is None
+            else self._sandbox.command_env(os.environ),
             "terminal": {
                 "columns": size.columns,
                 "lines": size.lines,

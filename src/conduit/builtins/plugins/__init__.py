@@ -371,6 +371,10 @@ def doctor_cmd() -> None:
     for rec in plugins.values():
         if not rec["enabled"]:
             click.echo(f"note: plugin '{rec['name']}' is disabled")
+    from conduit.security.sandbox import report  # the process host's sandbox
+
+    for available, text in report():
+        click.echo(f"sandbox: {text}" if available else f"warning: sandbox: {text}")
     if problems:
         raise click.exceptions.Exit(1)
     click.echo("No broken plugins.")

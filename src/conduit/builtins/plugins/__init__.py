@@ -121,7 +121,11 @@ def _table(rows: list[list[str]]) -> str:
 
 #: subcommands that live in their own module, imported only when that subcommand runs
 #: (or when the whole group's ``--help`` is rendered); ``name -> "module:attribute"``
-LAZY_COMMANDS: dict[str, str] = {}
+LAZY_COMMANDS: dict[str, str] = {
+    "new": "conduit.builtins.plugins._author:new_cmd",
+    "manifest": "conduit.builtins.plugins._author:manifest_cmd",
+    "check": "conduit.builtins.plugins._author:check_cmd",
+}
 
 
 class _LazyGroup(click.Group):

@@ -5,9 +5,11 @@ The smallest plugin::
     import click
     from conduit.sdk import Plugin
 
+
     @click.command()
     def hello() -> None:
         click.echo("hello")
+
 
     class Hello(Plugin):
         def boot(self, ctx):
@@ -30,11 +32,18 @@ from conduit.errors import ConduitError
 if TYPE_CHECKING:
     import click
 
-__all__ = ["API_VERSION", "ConduitError", "Plugin", "PluginContext"]
+__all__ = [
+    "API_VERSION",
+    "ConduitError",
+    "Plugin",
+    "PluginContext",
+    "PluginDeprecationWarning",
+    "deprecated",
+]
 
 T = TypeVar("T")
 
-API_VERSION = "1.1.0"
+API_VERSION = "1.2.0"
 """The version of the plugin API this Conduit provides (semver)."""
 
 
@@ -105,3 +114,31 @@ class Plugin:
 
     def shutdown(self) -> None:
         """Release what :meth:`boot` acquired beyond registrations (files, threads)."""
+
+
+class PluginDeprecationWarning(DeprecationWarning):
+    """Warns that a name is deprecated: it names the replacement and the version that
+    removes the old name. Emitted by :func:`deprecated`."""
+
+
+def deprecated(old: str, new: str, removed_in: str, *, stacklevel: int = 2) -> None:
+    """Warn that ``old`` is deprecated in favour of ``new`` and goes away in ``removed_in``.
+
+    Conduit calls it for SDK names on their way out (``removed_in="plugin API 2.0"``); a
+    plugin may call it for the services and hooks it offers to other plugins::
+
+        def old_name(self):
+            deprecated("clock.old_name()", "clock.now()", removed_in="clock 2.0")
+            return self.now()
+
+    The warning is a :class:`PluginDeprecationWarning` (a ``DeprecationWarning``), so
+    pytest shows it and ``-W error`` turns it into an error; ``stacklevel`` counts from
+    the caller of the deprecated function, as for :func:`warnings.warn`.
+    """
+    import warnings
+
+    warnings.warn(
+        f"{old} is deprecated; use {new} instead (removed in {removed_in})",
+        PluginDeprecationWarning,
+        stacklevel=stacklevel + 1,
+    )

@@ -53,10 +53,10 @@ def test_stale_manifest(run) -> None:  # type: ignore[no-untyped-def]
     assert r.code == 1
     assert _lines(r.out)[3:5] == [
         '  FAIL  commands: command \'stale\': help is "Say hi." in the manifest, "Say hello." in the code',
-        f"  FAIL  commands: fix with 'conduit plugins manifest --write {FIXTURES / 'stale.py'}'",
+        f"  hint  run 'conduit plugins manifest --write {FIXTURES / 'stale.py'}'",
     ]
     assert r.err == (
-        "error: 2 problems found\nhint: fix each FAIL line above; the capability lint is a heuristic\n"
+        "error: 1 problem found\nhint: fix each FAIL line above; the capability lint is a heuristic\n"
     )
 
 

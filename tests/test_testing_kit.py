@@ -227,3 +227,21 @@ def test_a_broken_plugin_fails_load_with_its_manifest_error(pytester: pytest.Pyt
         **{"bad.py": HELLO.replace("# description", "# descripton")},
     )
     pytester.runpytest(*NOPLUG).assert_outcomes(passed=1)
+
+
+def test_an_executable_plugin_in_another_language(pytester: pytest.Pytester) -> None:
+    script = pytester.path / "conduit-hi.sh"
+    script.write_text('#!/bin/sh\necho "hi from sh: $*"\nexit 3\n')
+    script.chmod(0o755)
+    _project(
+        pytester,
+        """
+        from pathlib import Path
+
+        def test_hi(conduit):
+            assert conduit.load(Path(__file__).parent / "conduit-hi.sh") == ["hi"]
+            result = conduit.run_subprocess("hi", "there")
+            assert (result.exit_code, result.stdout) == (3, "hi from sh: there\\n")
+        """,
+    )
+    pytester.runpytest(*NOPLUG).assert_outcomes(passed=1)

@@ -52,6 +52,8 @@ class PluginSource:
     entry: str | None
     #: the directory to put on ``sys.path`` to import a package plugin
     import_root: str | None = None
+    #: what to pass to ``conduit plugins ...`` for this plugin: the file or project dir
+    project: str = ""
     #: the package's distribution name and version, from ``pyproject.toml``
     dist: str | None = None
     dist_version: str | None = None
@@ -73,7 +75,7 @@ def _read_file_plugin(path: str) -> PluginSource | None:
 
     path = os.path.abspath(path)
     stem = os.path.basename(path)[:-3]
-    src = PluginSource(stem, "file", path, None, sources=[path])
+    src = PluginSource(stem, "file", path, None, sources=[path], project=path)
     try:
         with open(path, encoding="utf-8") as f:
             text = f.read()
@@ -137,6 +139,7 @@ def _read_package(root: str) -> list[PluginSource]:
             str(value).strip(),
             dist=project.get("name"),
             dist_version=project.get("version"),
+            project=root,
         )
         located = _module_file(root, module)
         if located is None:

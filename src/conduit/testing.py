@@ -117,17 +117,25 @@ class Conduit:
         names.
 
         ``path`` is a single-file plugin (copied into the plugin directory), a directory
-        of them, or a project whose ``pyproject.toml`` declares ``conduit.plugins`` entry
-        points: its source directory is put on ``sys.path`` and the entry points are
-        declared in a throwaway distribution, so Conduit discovers, indexes and loads the
-        plugin as it would after ``pip install``. If the project's distribution is
-        already installed (``pip install -e .``), that installation is used instead.
+        of them, an executable ``conduit-NAME`` in any language (copied too), or a
+        project whose ``pyproject.toml`` declares ``conduit.plugins`` entry points: its
+        source directory is put on ``sys.path`` and the entry points are declared in a
+        throwaway distribution, so Conduit discovers, indexes and loads the plugin as it
+        would after ``pip install``. If the project's distribution is already installed
+        (``pip install -e .``), that installation is used instead.
         """
         import importlib.metadata
 
         from conduit._project import find_plugins
 
-        found = find_plugins(os.fspath(path))
+        path = os.fspath(path)
+        base = os.path.basename(path)
+        if base.startswith("conduit-") and os.path.isfile(path) and os.access(path, os.X_OK):
+            # An executable plugin (any language): found in the plugin directory.
+            shutil.copy2(path, self.plugin_dir / base)
+            stem, dot, ext = base[len("conduit-") :].rpartition(".")
+            return [stem if dot and ext in ("js", "sh", "rb", "pl") else base[len("conduit-") :]]
+        found = find_plugins(path)
         names = []
         for src in found:
             if src.error is not None:

@@ -252,7 +252,8 @@ def manifest_cmd(path: str, mode: str | None) -> None:
         elif mode == "write":
             if diffs:
                 write_manifest(src, derived)
-                click.echo(f"{src.manifest_path}: wrote {len(derived)} commands")
+                n = len(derived)
+                click.echo(f"{src.manifest_path}: wrote {n} command{'s' if n != 1 else ''}")
             else:
                 click.echo(f"{src.manifest_path}: up to date")
         else:
@@ -382,13 +383,13 @@ def measure(src: PluginSource, runs: int = 3) -> tuple[float, float]:
 
 def check_one(
     src: PluginSource, budget_ms: float, budget_mb: float, runs: int = 3
-) -> list[tuple[bool, str]]:
-    """Run every check on one plugin: a list of (passed, line)."""
+) -> list[tuple[bool | None, str]]:
+    """Run every check on one plugin: a list of (passed, line); None marks a hint."""
     from packaging.specifiers import SpecifierSet
 
     from conduit.sdk import API_VERSION
 
-    results: list[tuple[bool, str]] = []
+    results: list[tuple[bool | None, str]] = []
     if src.error is not None:
         hint = f" ({src.error.hint})" if src.error.hint else ""
         return [(False, f"manifest: {src.error.message}{hint}")]
@@ -412,9 +413,7 @@ def check_one(
         return results
     if diffs:
         results += [(False, f"commands: {d}") for d in diffs]
-        results.append(
-            (False, f"commands: fix with 'conduit plugins manifest --write {src.manifest_path}'")
-        )
+        results.append((None, f"run 'conduit plugins manifest --write {src.project}'"))
     else:
         n = len(src.manifest.commands)
         counted = f"{n} command{'s' if n != 1 else ''}"
@@ -483,8 +482,9 @@ def check_cmd(path: str, import_budget_ms: float, memory_budget_mb: float, runs:
     for src in plugins:
         click.echo(f"plugin '{src.name}' ({src.manifest_path})")
         for passed, line in check_one(src, import_budget_ms, memory_budget_mb, runs):
-            click.echo(f"  {'ok  ' if passed else 'FAIL'}  {line}")
-            problems += not passed
+            status = "hint" if passed is None else "ok  " if passed else "FAIL"
+            click.echo(f"  {status}  {line}")
+            problems += passed is False
     if problems:
         raise ConduitError(
             f"{problems} problem{'s' if problems != 1 else ''} found",

@@ -59,3 +59,39 @@ def test_deprecation_can_be_made_an_error() -> None:
         warnings.simplefilter("error", PluginDeprecationWarning)
         with pytest.raises(PluginDeprecationWarning, match="use new instead"):
             deprecated("old", "new", removed_in="2.0")
+
+
+def _blocks(doc: str, lang: str) -> list[str]:
+    import re
+
+    text = (ROOT / "docs" / "tutorials" / doc).read_text(encoding="utf-8")
+    return re.findall(rf"```{lang}\n(.*?)```", text, re.S)
+
+
+def test_tutorial_1_shows_the_template_as_generated(tmp_path: Path) -> None:
+    from conduit.builtins.plugins._author import render_template
+
+    render_template("single-file", "weather", str(tmp_path))
+    assert _blocks("1-single-file.md", "python")[0] == (tmp_path / "weather.py").read_text()
+
+
+def test_tutorial_2_project_passes_the_manifest_and_capability_checks(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from conduit._project import find_plugins
+    from conduit.builtins.plugins._author import lint_capabilities
+
+    assert (
+        run("plugins", "new", "gitstat", "--template", "package", "--dir", str(tmp_path)).code == 0
+    )
+    pkg = tmp_path / "gitstat" / "src" / "conduit_gitstat"
+    init, counting, _test = _blocks("2-package.md", "python")
+    (pkg / "__init__.py").write_text(init)
+    (pkg / "counting.py").write_text(counting)
+    # before the fix: the template's manifest, and the subprocess import the lint flags
+    (src,) = find_plugins(str(tmp_path / "gitstat"))
+    assert len(lint_capabilities(src)) == 1
+    (toml,) = _blocks("2-package.md", "toml")
+    (pkg / "conduit-plugin.toml").write_text(toml)
+    (src,) = find_plugins(str(tmp_path / "gitstat"))
+    assert lint_capabilities(src) == []
+    r = run("plugins", "manifest", "--check", str(tmp_path / "gitstat"))
+    assert (r.code, r.err) == (0, "")

@@ -12,6 +12,8 @@ import pytest
 
 from conduit._project import find_plugins
 
+from _factory import imported_by
+
 REPO = Path(__file__).resolve().parent.parent
 UV = shutil.which("uv", path=os.path.dirname(sys.executable)) or shutil.which("uv")
 
@@ -39,6 +41,27 @@ def test_new_writes_a_valid_plugin_project(run, tmp_path: Path, template: str) -
         assert src.entry == "conduit_hello_world:HelloWorld"
     r = run("plugins", "manifest", "--check", str(target))
     assert (r.code, r.err) == (0, "")
+
+
+@pytest.mark.parametrize("template", TEMPLATES)
+def test_a_name_that_starts_with_a_digit(run, tmp_path: Path, template: str) -> None:  # type: ignore[no-untyped-def]
+    assert run("plugins", "new", "2fa", "--template", template, "--dir", str(tmp_path)).code == 0
+    (src,) = find_plugins(str(tmp_path / "2fa"))
+    assert src.error is None
+    if template != "single-file":
+        assert src.entry == "conduit_2fa:Plugin2fa"
+    r = run("plugins", "manifest", "--check", str(tmp_path / "2fa"))
+    assert (r.code, r.err) == (0, "")
+
+
+def test_author_commands_are_imported_only_when_they_run() -> None:
+    code, modules = imported_by("plugins", "list")
+    assert code == 0
+    assert not {"conduit.builtins.plugins._author", "conduit._project", "conduit.testing"} & modules
+    code, modules = imported_by("plugins", "new", "--help")
+    assert code == 0
+    assert "conduit.builtins.plugins._author" in modules
+    assert "conduit._project" not in modules
 
 
 def test_wasm_template_is_not_available_yet(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -51,12 +51,13 @@ def render_template(template: str, name: str, target: str) -> list[str]:
     """Write the files of ``template`` for a plugin called ``name`` into ``target``;
     return their paths relative to ``target``."""
     module = name.replace("-", "_")
+    cls = "".join(w.capitalize() for w in module.split("_") if w)
     words = {
         "{{name}}": name,
         "{{module}}": module,
         "{{package}}": f"conduit_{module}",
         "{{dist}}": f"conduit-{name}",
-        "{{class}}": "".join(w.capitalize() for w in module.split("_") if w) or "Plugin",
+        "{{class}}": cls if cls.isidentifier() else f"Plugin{cls}",
         "{{api}}": _api_range(),
     }
 

@@ -269,6 +269,7 @@ def importable(src: PluginSource) -> Iterator[None]:
     root = src.import_root
     top = src.top_module
     added = root is not None and root not in sys.path
+    before = set(sys.modules)
     if added:
         sys.path.insert(0, cast(str, root))
     try:
@@ -277,9 +278,10 @@ def importable(src: PluginSource) -> Iterator[None]:
         if added:
             with contextlib.suppress(ValueError):
                 sys.path.remove(cast(str, root))
-        if top:
+        if top:  # only what this import added: never a module that was loaded before
             for mod in [m for m in sys.modules if m == top or m.startswith(top + ".")]:
-                del sys.modules[mod]
+                if mod not in before:
+                    del sys.modules[mod]
 
 
 def _record_for(src: PluginSource) -> PluginRec:

@@ -82,6 +82,8 @@ class Conduit:
         self._isolation: dict[str, str] = {}
         self._modules: set[str] = set()
         self._paths: list[str] = []
+        #: modules loaded before this test loaded any plugin: close() leaves them alone
+        self._preloaded = set(sys.modules)
 
     @property
     def plugin_dir(self) -> Path:
@@ -237,7 +239,8 @@ class Conduit:
                 sys.path.remove(entry)
         for top in self._modules:
             for mod in [m for m in sys.modules if m == top or m.startswith(top + ".")]:
-                del sys.modules[mod]
+                if mod not in self._preloaded:
+                    del sys.modules[mod]
         self._paths.clear()
         self._modules.clear()
 

@@ -337,7 +337,7 @@ def lint_capabilities(src: PluginSource) -> list[str]:
 
 _MEASURE = r"""
 import json, os, resource, sys, time
-import click, conduit.sdk
+import importlib.util, click, conduit.sdk, conduit.hosts.inprocess
 from conduit._project import PluginSource, RecordingContext, importable, load_object
 src = PluginSource(**json.loads(sys.argv[1]))
 def rss():

@@ -456,6 +456,7 @@ def check_one(
 @click.option(
     "--import-budget-ms",
     type=float,
+    metavar="MS",
     default=50.0,
     show_default=True,
     help="Fail if importing and booting the plugin takes longer.",
@@ -463,6 +464,7 @@ def check_one(
 @click.option(
     "--memory-budget-mb",
     type=float,
+    metavar="MB",
     default=20.0,
     show_default=True,
     help="Fail if importing and booting the plugin grows resident memory by more.",
@@ -470,6 +472,7 @@ def check_one(
 @click.option(
     "--runs",
     type=click.IntRange(1, 99),
+    metavar="N",
     default=3,
     show_default=True,
     help="Measure import time and memory this many times and take the median.",

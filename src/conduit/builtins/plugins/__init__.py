@@ -125,6 +125,9 @@ LAZY_COMMANDS: dict[str, str] = {
     "permissions": "conduit.builtins.plugins._permissions:permissions_cmd",
     "grant": "conduit.builtins.plugins._permissions:grant_cmd",
     "revoke": "conduit.builtins.plugins._permissions:revoke_cmd",
+    "new": "conduit.builtins.plugins._author:new_cmd",
+    "manifest": "conduit.builtins.plugins._author:manifest_cmd",
+    "check": "conduit.builtins.plugins._author:check_cmd",
 }
 
 

@@ -194,3 +194,18 @@ def test_write_a_package_manifest(run, tmp_path: Path) -> None:  # type: ignore[
     )
     r = run("plugins", "manifest", "--check", str(proj))
     assert (r.code, r.err) == (0, "")
+
+
+def test_a_plugin_that_needs_a_service_in_boot(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "svc.py"
+    path.write_text(
+        manifest_block('name = "svc"\napi = ">=1.0,<2"')
+        + "from conduit.sdk import Plugin\n\nclass Svc(Plugin):\n"
+        + "    def boot(self, ctx):\n        ctx.service('clock')\n"
+    )
+    r = run("plugins", "manifest", "--check", str(path))
+    assert r.code == 3
+    assert r.err == (
+        "error: plugin 'svc': asked for service 'clock' in boot(); only commands are collected here\n"
+        "hint: ask for services when a command runs, not in boot()\n"
+    )

@@ -121,7 +121,15 @@ def _table(rows: list[list[str]]) -> str:
 
 #: subcommands that live in their own module, imported only when that subcommand runs
 #: (or when the whole group's ``--help`` is rendered); ``name -> "module:attribute"``
-LAZY_COMMANDS: dict[str, str] = {}
+LAZY_COMMANDS: dict[str, str] = {
+    "install": "conduit.builtins.plugins._store:install_cmd",
+    "uninstall": "conduit.builtins.plugins._store:uninstall_cmd",
+    "update": "conduit.builtins.plugins._store:update_cmd",
+    "outdated": "conduit.builtins.plugins._store:outdated_cmd",
+    "lock": "conduit.builtins.plugins._store:lock_cmd",
+    "sync": "conduit.builtins.plugins._store:sync_cmd",
+    "search": "conduit.builtins.plugins._store:search_cmd",
+}
 
 
 class _LazyGroup(click.Group):

@@ -474,12 +474,19 @@ def test_sigkill_mid_install_keeps_the_previous_state_and_lock(
 
     assert (conduit_home / "conduit.lock").read_bytes() == lock_before
     assert list((conduit_home / "state" / "store").glob("journal-*"))
+    r = venv.conduit("--help")
+    assert r.returncode == 0
+    assert (
+        "conduit: warning: 'conduit plugins install' was interrupted and may have left plugins "
+        "half-changed; run 'conduit plugins lock' to restore the state from before it"
+    ) in r.stderr
     # the next store command restores the state from before the interrupted install
     r = venv.conduit("plugins", "lock")
     assert r.returncode == 0, r.stderr
     assert "restored the plugins and lock file from before an interrupted 'install'" in r.stdout
     assert venv.dists() == {"cstore-hello": "1.0.0"}
-    assert venv.conduit("hello-run").stdout == "hello 1.0.0\n"
+    r = venv.conduit("hello-run")
+    assert (r.stdout, r.stderr) == ("hello 1.0.0\n", "")  # the warning is gone too
     assert (conduit_home / "conduit.lock").read_bytes() == lock_before
     assert not list((conduit_home / "state" / "store").glob("journal-*"))
 

@@ -165,9 +165,10 @@ class Store:
         self.echo = echo or (lambda _text: None)
         self._tool: Tool | None = None
         state = os.path.join(self.paths.state_dir, "store")
-        key = _key(sys.prefix)
-        self.guard = os.path.join(state, f"env-{key}")
-        self.journal = os.path.join(state, f"journal-{key}.json")
+        from conduit._indexer import store_journal_path
+
+        self.guard = os.path.join(state, f"env-{_key(sys.prefix)}")
+        self.journal = store_journal_path(self.paths)
 
     @property
     def tool(self) -> Tool:
@@ -239,8 +240,9 @@ class Store:
                 f"unreadable store journal: {exc}",
                 hint="check the plugins with 'conduit plugins sync', then delete this file",
             ) from None
-        self._restore(entry)
+        self._restore(entry, validate=False)
         os.unlink(self.journal)
+        self._validate_index()  # an index built meanwhile warns about the journal
         note = (
             f"restored the plugins and lock file from before an interrupted "
             f"'{entry['op']}' (pid {entry.get('pid', '?')})"
@@ -248,7 +250,7 @@ class Store:
         self.echo(note)
         return note
 
-    def _restore(self, entry: dict[str, Any]) -> None:
+    def _restore(self, entry: dict[str, Any], *, validate: bool = True) -> None:
         before: dict[str, dict[str, str | None]] = entry["before"]
         now = snapshot()
         remove = [d.display for n, d in now.dists.items() if n not in before]
@@ -281,7 +283,7 @@ class Store:
                     os.unlink(lock_path)
             else:
                 atomic_write(lock_path, lock_before.encode("utf-8"))
-        if remove or reinstall:
+        if validate and (remove or reinstall):
             self._validate_index()  # leave a fresh index for the restored environment
 
     # -- validation ---------------------------------------------------------------------
@@ -461,8 +463,7 @@ class Store:
             for c in result.changes
             if c.new is not None and after.dists[canonicalize_name(c.name)].plugins
         ]
-        if self.tool is not None:
-            self.echo("validating the new plugins ...")
+        self.echo("validating the new plugins ...")
         result.plugins = self._check_plugins(changed, what)
         self._write_lock(after, requested, result)
         result.notes += capability_notes(result.plugins)

@@ -129,6 +129,24 @@ def _sha256_of_file_url(url: str) -> str | None:
     return f"sha256:{h.hexdigest()}"
 
 
+#: run in a fresh interpreter after a change: it sees the environment exactly as the next
+#: ``conduit`` run will (new ``.pth`` files, no stale import caches), rebuilds the index
+#: that run will use, and prints what it found; it imports only what a rebuild needs
+_VALIDATE = """
+import json, sys
+from conduit._profile import Profile
+from conduit.index import load
+from conduit.paths import resolve
+index = load(resolve(), Profile(False), force_rebuild=True)
+keys = ("dist", "version", "blocked", "blocked_hint", "enabled", "capabilities")
+plugins = {}
+for name in list(index["plugins"]):
+    rec = index["plugins"][name]
+    plugins[name] = {k: rec[k] for k in keys}
+json.dump({"plugins": plugins, "broken": list(index["broken"])}, sys.stdout)
+"""
+
+
 def _key(prefix: str) -> str:
     from conduit.index import _fnv1a
 
@@ -291,7 +309,7 @@ class Store:
     def _validate_index(self) -> dict[str, Any]:
         """Rebuild the index in a fresh interpreter, as the next ``conduit`` run will."""
         proc = subprocess.run(
-            [sys.executable, "-c", "from conduit.store._validate import main; main()"],
+            [sys.executable, "-c", _VALIDATE],
             capture_output=True,
             text=True,
             stdin=subprocess.DEVNULL,

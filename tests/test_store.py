@@ -267,23 +267,38 @@ def test_pip_backend_install_lock_update(
     lock = lock_of(conduit_home)
     assert lock["cstore-world"]["hashes"] == [sha256(wheels["world-1"])]
     assert lock["cstore-hello"]["hashes"] == [sha256(wheels["hello-1"])]
+    index.add(wheels["world-1.1"])
+    r = venv.conduit("plugins", "update")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("~ cstore-world 1.0.0 -> 1.1.0\n")
+    assert venv.conduit("world-run").stdout == "world 1.1.0\n"
+    assert lock_of(conduit_home)["cstore-world"]["version"] == "1.1.0"
+    assert lock_of(conduit_home)["cstore-hello"]["version"] == "1.0.0"  # pinned at install
 
+
+def test_outdated_and_update_keep_the_requested_range(
+    make_venv, index: PackageIndex, wheels: dict[str, Path], conduit_home: Path
+) -> None:
+    venv = make_venv()
+    r = venv.conduit("plugins", "install", "cstore-world", "cstore-hello==1.0.0")
+    assert r.returncode == 0, r.stderr
     r = venv.conduit("plugins", "outdated", "--json")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout) == []  # hello is pinned ==1.0.0 by its install request
     index.add(wheels["world-1.1"])
-    r = venv.conduit("plugins", "outdated", "--json")
-    assert [(x["name"], x["installed"], x["available"]) for x in json.loads(r.stdout)] == [
-        ("cstore-world", "1.0.0", "1.1.0")
+    r = venv.conduit("plugins", "outdated")
+    assert r.stdout.splitlines() == [
+        "DISTRIBUTION  PLUGINS  INSTALLED  AVAILABLE",
+        "cstore-world  world    1.0.0      1.1.0",
     ]
     r = venv.conduit("plugins", "update", "--dry-run")
     assert r.stdout == "would ~ cstore-world 1.0.0 -> 1.1.0\n"
     assert venv.dists()["cstore-world"] == "1.0.0"
+    r = venv.conduit("plugins", "update", "hello", "--json")
+    assert json.loads(r.stdout)["notes"] == ["everything is up to date"]
     r = venv.conduit("plugins", "update", "world")
     assert r.returncode == 0, r.stderr
     assert venv.conduit("world-run").stdout == "world 1.1.0\n"
-    assert lock_of(conduit_home)["cstore-world"]["version"] == "1.1.0"
-    assert lock_of(conduit_home)["cstore-hello"]["version"] == "1.0.0"
 
 
 def test_sync_reproduces_a_lock_in_a_fresh_venv_and_refuses_a_bad_hash(

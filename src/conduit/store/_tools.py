@@ -229,9 +229,14 @@ class Tool:
         constraints: str | None = None,
         deps: bool = True,
         hashes: bool = False,
+        refresh: bool = False,
         what: str = "resolve",
     ) -> dict[str, Pin]:
-        """Resolve ``requirements`` with the installer (nothing is installed)."""
+        """Resolve ``requirements`` with the installer (nothing is installed).
+
+        ``refresh`` asks the index again instead of trusting cached pages (uv keeps them
+        as long as HTTP caching allows): for questions like "is there a newer version".
+        """
         if not requirements:
             return {}
         with contextlib.ExitStack() as stack:
@@ -247,6 +252,8 @@ class Tool:
                 argv += ["--no-header", "--no-annotate", *self.sources.args(), *extra]
                 if hashes:
                     argv.append("--generate-hashes")
+                if refresh:
+                    argv.append("--refresh")
                 out = self._run([*argv, req_file], what, capture_stdout=True)
                 return _parse_compiled(out)
             report = stack.enter_context(_tempfile("", ".json"))

@@ -179,8 +179,12 @@ class Tool:
                 hint="a downloaded file differs from the sha256 in the lock file; "
                 "if the lock file is right, the package index serves other files than it did",
             )
-        errors = [ln for ln in lines if ln.lower().startswith(("error", "\u00d7", "caused by"))]
-        detail = " ".join((errors or lines)[-3:]) if lines else f"exit status {code}"
+        # the first error line and what the installer says under it (uv: "cause:", "Because")
+        first = next((i for i, ln in enumerate(lines) if ln.lower().startswith("error")), None)
+        picked = lines[first:] if first is not None else lines[-3:]
+        detail = " ".join(ln.lstrip("\u00d7\u2570\u2500\u25b6 ") for ln in picked)
+        detail = (detail[:400] + " ...") if len(detail) > 400 else detail
+        detail = detail or f"exit status {code}"
         raise StoreError(
             f"{what}: {self.name} failed: {detail}",
             hint="run again with --verbose to see the installer's output",

@@ -41,6 +41,9 @@ def wheels(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "dep": make_wheel(out, "cstore-dep", "1.0.0"),
         "world-1": make_wheel(out, "cstore-world", "1.0.0", plugin="world"),
         "world-1.1": make_wheel(out, "cstore-world", "1.1.0", plugin="world"),
+        "greeter": make_wheel(
+            out, "cstore-greeter", "1.0.0", plugin="greeter", requires=("cstore-world",)
+        ),
         "downgrader": make_wheel(
             out, "cstore-downgrader", "1.0.0", plugin="downgrader", requires=("click<8",)
         ),
@@ -237,7 +240,7 @@ def test_a_version_refused_for_its_api_range_restores_the_previous_one(
 
 
 def test_conduits_own_requirements_cannot_be_changed_or_removed(
-    make_venv, index: PackageIndex
+    make_venv, index: PackageIndex, wheels: dict[str, Path]
 ) -> None:
     venv = make_venv()
     click_before = venv.version_of("click")
@@ -254,6 +257,20 @@ def test_conduits_own_requirements_cannot_be_changed_or_removed(
     r = venv.conduit("plugins", "install", "cstore-dep")
     assert r.returncode == 1
     assert "cstore-dep is not a Conduit plugin" in r.stderr
+    assert venv.dists() == {}
+    r = venv.conduit("plugins", "install", str(wheels["dep"]))  # a file: same refusal
+    assert r.returncode == 1
+    assert r.stderr.startswith(
+        "error: none of the installed distributions provides a Conduit plugin (cstore-dep)"
+    )
+    assert venv.dists() == {}
+    # a plugin distribution another plugin needs stays until that one goes too
+    assert venv.conduit("plugins", "install", "cstore-greeter").returncode == 0
+    r = venv.conduit("plugins", "uninstall", "world")
+    assert r.returncode == 2
+    assert r.stderr.startswith("error: 'cstore-world' is needed by cstore-greeter\n")
+    r = venv.conduit("plugins", "uninstall", "world", "greeter")
+    assert r.returncode == 0, r.stderr
     assert venv.dists() == {}
 
 

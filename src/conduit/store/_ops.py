@@ -474,6 +474,12 @@ class Store:
             for c in result.changes
             if c.new is not None and after.dists[canonicalize_name(c.name)].plugins
         ]
+        if what == "install" and result.changes and not changed:
+            raise StoreError(
+                "none of the installed distributions provides a Conduit plugin "
+                f"({', '.join(c.name for c in result.changes)})",
+                hint="a plugin distribution declares an entry point in the 'conduit.plugins' group",
+            )
         self.echo("validating the new plugins ...")
         result.plugins = self._check_plugins(changed, what)
         self._write_lock(after, requested, result)
@@ -514,6 +520,16 @@ class Store:
                 targets = {self._dist_of(before, own, n).name for n in names}
                 roots = [n for n, d in before.dists.items() if d.plugins and n not in own]
                 keep = _closure(before, [r for r in roots if r not in targets], own)
+                for target in sorted(targets & keep):
+                    users = sorted(
+                        before.dists[r].display
+                        for r in roots
+                        if r not in targets and target in _closure(before, [r], own)
+                    )
+                    raise UsageError(
+                        f"'{before.dists[target].display}' is needed by {', '.join(users)}",
+                        hint="uninstall those too (in the same command), or keep it",
+                    )
                 remove = sorted(_closure(before, sorted(targets), own) - keep)
                 self.echo(f"uninstall: {' '.join(remove)} (with {self.tool.name})")
                 self.tool.uninstall([before.dists[n].display for n in remove])

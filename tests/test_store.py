@@ -455,3 +455,20 @@ def test_catalog_search_and_short_names(
     assert r.returncode == 0, r.stderr
     assert venv.dists()["cstore-hello"] == "2.0.0"
     assert lock_of(conduit_home)["cstore-hello"]["requested"] == "cstore-hello==2.0.0"
+
+
+def test_a_wheel_file_is_locked_by_its_url_and_hash(
+    make_venv, index: PackageIndex, wheels: dict[str, Path], conduit_home: Path
+) -> None:
+    venv = make_venv()
+    r = venv.conduit("plugins", "install", str(wheels["world-1.1"]))
+    assert r.returncode == 0, r.stderr
+    locked = lock_of(conduit_home)["cstore-world"]
+    assert locked["url"] == wheels["world-1.1"].as_uri()
+    assert locked["hashes"] == [sha256(wheels["world-1.1"])]
+    assert "requested" not in locked
+    fresh = make_venv()
+    r = fresh.conduit("plugins", "sync")
+    assert r.returncode == 0, r.stderr
+    assert fresh.dists() == {"cstore-world": "1.1.0"}
+    assert fresh.conduit("world-run").stdout == "world 1.1.0\n"

@@ -472,3 +472,63 @@ def test_a_wheel_file_is_locked_by_its_url_and_hash(
     assert r.returncode == 0, r.stderr
     assert fresh.dists() == {"cstore-world": "1.1.0"}
     assert fresh.conduit("world-run").stdout == "world 1.1.0\n"
+
+
+DEP_PLUGIN = """\
+# /// conduit
+# name = "{name}"
+# api = ">=1.0,<2"
+# isolation = "{isolation}"
+# dependencies = ["cstore-dep==1.0.0"]
+# [[commands]]
+# name = "{name}-run"
+# help = "Print the version of its dependency."
+# ///
+import click
+from conduit.sdk import Plugin
+
+
+@click.command("{name}-run")
+def run():
+    import cstore_dep
+
+    click.echo(f"{name} uses cstore-dep {{cstore_dep.VERSION}} from {{cstore_dep.__file__}}")
+
+
+class ThePlugin(Plugin):
+    def boot(self, ctx):
+        ctx.register_command(run)
+"""
+
+
+def test_single_file_dependencies_go_to_a_private_cached_environment(
+    make_venv, index: PackageIndex, conduit_home: Path
+) -> None:
+    venv = make_venv()
+    plugins = conduit_home / "plugins"
+    plugins.mkdir()
+    (plugins / "alpha.py").write_text(DEP_PLUGIN.format(name="alpha", isolation="in-process"))
+    (plugins / "beta.py").write_text(DEP_PLUGIN.format(name="beta", isolation="process"))
+    r = venv.conduit("alpha-run")
+    assert r.returncode == 0, r.stderr
+    envs = [e for e in (conduit_home / "cache" / "envs").iterdir() if e.is_dir()]
+    assert len(envs) == 1
+    assert r.stdout.startswith("alpha uses cstore-dep 1.0.0 from " + str(envs[0]))
+    assert venv.dists() == {}  # not in Conduit's environment
+    (plugins / "gamma.py").write_text(
+        DEP_PLUGIN.format(name="gamma", isolation="in-process").replace(
+            "cstore-dep==1.0.0", "cstore-missing"
+        )
+    )
+    r = venv.conduit("gamma-run")
+    assert r.returncode == 3
+    assert r.stderr.startswith(
+        "error: plugin 'gamma': cannot install its dependencies (cstore-missing): "
+    )
+    assert "Traceback" not in r.stderr
+    index.close()  # from now on, nothing can be downloaded: the environment is cached
+    r = venv.conduit("beta-run")  # same dependency set, in a plugin host process
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("beta uses cstore-dep 1.0.0 from " + str(envs[0]))
+    assert len([e for e in (conduit_home / "cache" / "envs").iterdir() if e.is_dir()]) == 1
+    assert not [e for e in (conduit_home / "cache" / "envs").iterdir() if ".tmp-" in e.name]

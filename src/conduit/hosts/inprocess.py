@@ -50,6 +50,10 @@ class InProcessHost:
         spec = importlib.util.spec_from_file_location(modname, rec["origin"])
         if spec is None or spec.loader is None:
             raise PluginLoadError(name, f"cannot load {rec['origin']}")
+        if rec["dependencies"]:  # inline dependencies: a private cached environment
+            from conduit.store.envs import add_dependencies
+
+            add_dependencies(rec)
         module = importlib.util.module_from_spec(spec)
         sys.modules[modname] = module
         try:

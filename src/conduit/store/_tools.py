@@ -201,9 +201,11 @@ class Tool:
         no_deps: bool = False,
         require_hashes: bool = False,
         reinstall: bool = False,
+        target: str | None = None,
         what: str = "install",
     ) -> None:
-        """Install ``specs`` (and/or a requirements file's text) into the environment."""
+        """Install ``specs`` (and/or a requirements file's text) into the environment,
+        or into the directory ``target`` (``--target``) instead."""
         with contextlib.ExitStack() as stack:
             argv = self._base("install") + self.sources.args()
             if constraints is not None:
@@ -216,6 +218,8 @@ class Tool:
                 argv.append("--require-hashes")
             if reinstall:
                 argv.append("--reinstall" if self.name == "uv" else "--force-reinstall")
+            if target is not None:
+                argv += ["--target", target]
             self._run([*argv, *specs], what)
 
     def uninstall(self, names: Sequence[str], *, what: str = "uninstall") -> None:

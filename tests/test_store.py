@@ -525,6 +525,9 @@ def test_single_file_dependencies_go_to_a_private_cached_environment(
     assert r.stderr.startswith(
         "error: plugin 'gamma': cannot install its dependencies (cstore-missing): "
     )
+    assert r.stderr.endswith(
+        "\nhint: check the plugin's dependencies, and [store] index-url in the config\n"
+    )
     assert "Traceback" not in r.stderr
     index.close()  # from now on, nothing can be downloaded: the environment is cached
     r = venv.conduit("beta-run")  # same dependency set, in a plugin host process

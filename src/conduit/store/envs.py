@@ -82,7 +82,7 @@ def add_dependencies(rec: PluginRec) -> str:
             raise PluginLoadError(
                 rec["name"],
                 f"cannot install its dependencies ({', '.join(deps)}): {exc.message}",
-                hint=exc.hint or "check [store] index-url in the config, or the network",
+                hint="check the plugin's dependencies, and [store] index-url in the config",
             ) from None
     if target not in sys.path:
         sys.path.append(target)

@@ -284,6 +284,17 @@ def importable(src: PluginSource) -> Iterator[None]:
                     del sys.modules[mod]
 
 
+def _inline_dependencies(src: PluginSource) -> list[str]:
+    """A single-file plugin's inline ``dependencies`` (installed like the host does)."""
+    if src.kind != "file":
+        return []
+    from conduit.manifest import parse_inline_manifest
+
+    with open(src.manifest_path, encoding="utf-8") as f:
+        manifest = parse_inline_manifest(f.read(), src.manifest_path)
+    return list(manifest.dependencies) if manifest else []
+
+
 def _record_for(src: PluginSource) -> PluginRec:
     return cast(
         "PluginRec",
@@ -292,6 +303,7 @@ def _record_for(src: PluginSource) -> PluginRec:
             "origin": src.manifest_path,
             "entry": src.entry,
             "source": "file" if src.kind == "file" else "entry-point",
+            "dependencies": _inline_dependencies(src),
         },
     )
 

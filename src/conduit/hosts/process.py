@@ -129,6 +129,9 @@ class ProcessHost:
             )
         env = dict(os.environ)
         env["CONDUIT_RPC_MAX_FRAME"] = str(self.settings.max_frame)
+        # where the kernel keeps caches (single-file plugins' dependencies): the child may
+        # not see CONDUIT_HOME or XDG_* in a sandbox, and must look in the same place
+        env["CONDUIT_HOST_CACHE_DIR"] = self.kernel.paths.cache_dir
         if self.settings.memory_mb:
             env["CONDUIT_HOST_MEMORY_MB"] = str(self.settings.memory_mb)
         if self.command is not None:

@@ -199,6 +199,10 @@ def prepare(kernel: Kernel, name: str, environ: dict[str, str] | None = None) ->
         rec = kernel.index.get("plugins", {}).get(other)
         if rec is not None:
             read.append(rec["origin"])
+            if rec.get("dependencies"):  # installed here, outside the sandbox; read there
+                from conduit.store.envs import ensure_installed
+
+                read.append(ensure_installed(rec))
     data_dir = os.path.join(kernel.paths.state_dir, "plugins", name)
     tmp = os.path.join(data_dir, "tmp")
     os.makedirs(tmp, exist_ok=True)

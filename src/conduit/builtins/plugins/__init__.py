@@ -128,6 +128,13 @@ LAZY_COMMANDS: dict[str, str] = {
     "new": "conduit.builtins.plugins._author:new_cmd",
     "manifest": "conduit.builtins.plugins._author:manifest_cmd",
     "check": "conduit.builtins.plugins._author:check_cmd",
+    "install": "conduit.builtins.plugins._store:install_cmd",
+    "uninstall": "conduit.builtins.plugins._store:uninstall_cmd",
+    "update": "conduit.builtins.plugins._store:update_cmd",
+    "outdated": "conduit.builtins.plugins._store:outdated_cmd",
+    "lock": "conduit.builtins.plugins._store:lock_cmd",
+    "sync": "conduit.builtins.plugins._store:sync_cmd",
+    "search": "conduit.builtins.plugins._store:search_cmd",
 }
 
 

@@ -178,6 +178,17 @@ def test_write_inside_the_grant_is_allowed_outside_denied(plugin_dir, conduit_ho
     assert (files / "secret.txt").read_text() == "top secret"
 
 
+def test_path_variables_are_expanded_when_the_host_starts(
+    plugin_dir, conduit_home, run, files, monkeypatch
+):
+    probe_plugin(plugin_dir)
+    grant(conduit_home, probe=["filesystem:read:${workspace}/granted"])
+    monkeypatch.chdir(files)
+    assert run("probe", "read", "granted/ok.txt").out == "readable\n"
+    r = run("probe", "read", "secret.txt")
+    assert r.err.splitlines()[0] == denial("probe", f"filesystem:read:{files / 'secret.txt'}")
+
+
 def test_the_plugin_data_directory_is_its_own(plugin_dir, conduit_home, run):
     probe_plugin(plugin_dir)
     data = conduit_home / "state" / "plugins" / "probe"
@@ -217,6 +228,8 @@ def test_only_granted_environment_variables_are_passed(plugin_dir, conduit_home,
     assert run("probe", "env", "PROBE_OTHER").out == "PROBE_OTHER=visible\n"
     grant(conduit_home, probe=["env:read:PROBE_*"])
     assert run("probe", "env", "PROBE_TOKEN").out == "PROBE_TOKEN=s3cret\n"
+    grant(conduit_home, probe=["env:read"])  # unscoped: everything
+    assert run("probe", "env", "HOME").out == f"HOME={os.environ['HOME']}\n"
 
 
 # -- programs -------------------------------------------------------------------------------------
@@ -368,3 +381,14 @@ def test_the_sandbox_adds_no_heavy_imports_to_the_host_child():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout == "[]\n"
+
+
+def test_a_policy_that_cannot_be_applied_runs_no_plugin_code():
+    import subprocess
+
+    code = "from conduit.security.sandbox import apply; apply(); print('plugin code ran')"
+    env = {**os.environ, "CONDUIT_SANDBOX": '{"plugins": ["x"]}'}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert proc.returncode == 71
+    assert proc.stdout == ""
+    assert proc.stderr == "conduit plugin host: cannot apply the sandbox: 'net'\n"

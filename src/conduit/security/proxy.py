@@ -51,6 +51,8 @@ class Proxy:
 
     def close(self) -> None:
         self._theirs.close()
+        with contextlib.suppress(OSError):  # wakes the serving thread (close alone does not)
+            self._mine.shutdown(socket.SHUT_RDWR)
         self._mine.close()
 
     def allows(self, host: str, port: int) -> bool:

@@ -276,7 +276,15 @@ def apply() -> None:
     text = os.environ.pop("CONDUIT_SANDBOX", "")
     if not text:
         return
-    policy = json.loads(text)
+    try:
+        _apply(json.loads(text))
+    except (OSError, ValueError, KeyError) as exc:
+        # Fail closed: a host that cannot be sandboxed as asked runs no plugin code.
+        os.write(2, f"conduit plugin host: cannot apply the sandbox: {exc}\n".encode())
+        os._exit(71)
+
+
+def _apply(policy: dict[str, Any]) -> None:
     net = policy["net"]
     proxy_fd = policy.get("proxy_fd")
     if proxy_fd is not None:

@@ -392,3 +392,61 @@ def test_a_policy_that_cannot_be_applied_runs_no_plugin_code():
     assert proc.returncode == 71
     assert proc.stdout == ""
     assert proc.stderr == "conduit plugin host: cannot apply the sandbox: 'net'\n"
+
+
+def test_the_proxy_tunnels_to_granted_hosts_only(server):
+    """CONNECT (what HTTPS clients send), driven directly: a tunnel to the granted host
+    carries bytes both ways; any other name is refused before a connection is made."""
+    import socket
+
+    from conduit.security.capabilities import parse
+    from conduit.security.proxy import Proxy
+
+    proxy = Proxy("tunnel", [parse("network:http:127.0.0.1")])
+    channel = socket.socket(fileno=os.dup(proxy.child_fd))  # the child's end
+    proxy.start()
+
+    def ask(target: str) -> socket.socket:
+        mine, theirs = socket.socketpair()
+        socket.send_fds(channel, [b"c"], [theirs.fileno()])
+        theirs.close()
+        mine.sendall(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode())
+        mine.settimeout(10)
+        return mine
+
+    def read_all(sock: socket.socket) -> bytes:
+        data = b""
+        while chunk := sock.recv(4096):
+            data += chunk
+        return data
+
+    try:
+        with ask(server) as tunnel:
+            assert tunnel.recv(4096) == b"HTTP/1.1 200 Connection established\r\n\r\n"
+            tunnel.sendall(b"GET /through HTTP/1.0\r\n\r\n")
+            assert read_all(tunnel).endswith(b"hello from /through\n")
+        port = server.rsplit(":", 1)[1]
+        with ask(f"localhost:{port}") as refused:
+            head = read_all(refused).split(b"\r\n", 1)[0]
+            assert head == b"HTTP/1.1 403 Conduit denied network:http:localhost"
+    finally:
+        channel.close()
+        proxy.close()
+
+
+def test_describe_and_doctor_never_claim_a_missing_mechanism(monkeypatch, run):
+    monkeypatch.setattr(sandbox, "_probed", {"landlock": 0, "seccomp": False, "netns": False})
+    lines = sandbox.describe(["network:http:example.com", "process:execute:git"])
+    assert lines[1] == "filesystem: NOT restricted (Landlock is not available on this kernel)"
+    assert lines[2] == "programs: any program may run, not only git (Landlock is not available)"
+    assert lines[3] == "network: NOT restricted (no network namespaces and no seccomp here)"
+    monkeypatch.setattr(sandbox, "_probed", {"landlock": 3, "seccomp": True, "netns": False})
+    assert sandbox.describe(["network:http:example.com"])[3] == (
+        "network: none (seccomp); host filtering needs network namespaces, which are not available"
+    )
+    out = run("plugins", "doctor").out
+    assert "sandbox: Landlock ABI 3 (filesystem)" in out
+    assert (
+        "warning: sandbox: user/network namespaces are not available: network:http grants "
+        "limited to hosts cannot be enforced, so such plugins get no network at all"
+    ) in out

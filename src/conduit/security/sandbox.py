@@ -584,13 +584,12 @@ def describe(grants: list[str] | list[Capability]) -> list[str]:
             if ok
         )
         lines.append(
-            "network: none"
+            f"network: none ({how})"
             + (
-                " (host filtering needs network namespaces, which are not available)"
+                "; host filtering needs network namespaces, which are not available"
                 if hosts
                 else ""
             )
-            + f" ({how})"
         )
     else:
         lines.append("network: NOT restricted (no network namespaces and no seccomp here)")

@@ -13,6 +13,7 @@ import os
 import shutil
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -275,6 +276,11 @@ def test_granted_host_is_reached_through_the_proxy(plugin_dir, conduit_home, run
     grant(conduit_home, probe=["network:http:localhost"])
     r = run("probe", "http", f"http://localhost:{port}/granted?q=1")
     assert (r.code, r.out) == (0, "hello from /granted?q=1\n"), r.err
+    # the host is gone after the command, and so is its proxy (no thread, no socket left)
+    deadline = time.monotonic() + 10
+    while any(t.name == "conduit-proxy:probe" for t in threading.enumerate()):
+        assert time.monotonic() < deadline, "the proxy outlived its host"
+        time.sleep(0.05)
 
 
 def test_ungranted_host_is_refused_by_the_proxy(plugin_dir, conduit_home, run, server):

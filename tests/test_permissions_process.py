@@ -36,6 +36,11 @@ pytestmark = [
     pytest.mark.timeout(60),
 ]
 
+needs_netns = pytest.mark.skipif(
+    sys.platform != "linux" or not sandbox._mechanisms()["netns"],
+    reason="needs user and network namespaces (host filtering fails closed without them)",
+)
+
 # The plugins request nothing in their manifests: what they may do is decided by the
 # user's [grants] alone, and the denials below are what happens when a plugin tries
 # anyway (a plugin that lies about what it needs).
@@ -270,6 +275,7 @@ def test_no_network_without_a_grant(plugin_dir, conduit_home, run, server):
     assert r.err.splitlines()[0] == denial("probe", "network:http")
 
 
+@needs_netns
 def test_granted_host_is_reached_through_the_proxy(plugin_dir, conduit_home, run, server):
     probe_plugin(plugin_dir)
     port = server.rsplit(":", 1)[1]
@@ -283,6 +289,7 @@ def test_granted_host_is_reached_through_the_proxy(plugin_dir, conduit_home, run
         time.sleep(0.05)
 
 
+@needs_netns
 def test_ungranted_host_is_refused_by_the_proxy(plugin_dir, conduit_home, run, server):
     probe_plugin(plugin_dir)
     grant(conduit_home, probe=["network:http:localhost"])
@@ -298,6 +305,7 @@ def test_ungranted_host_is_refused_by_the_proxy(plugin_dir, conduit_home, run, s
     assert r.err.splitlines()[0] == denial("probe", "network:http:127.0.0.1")
 
 
+@needs_netns
 def test_no_way_around_the_proxy(plugin_dir, conduit_home, run, server):
     """A plugin with a network grant that connects directly reaches nothing: it lives in a
     network namespace of its own, and Landlock lets it connect to the proxy's port only."""

@@ -76,6 +76,14 @@ def probe(what, arg):
         libc = ctypes.CDLL(None, use_errno=True)
         fd = libc.open(arg.encode(), os.O_RDONLY)
         click.echo(f"fd={fd} errno={ctypes.get_errno()}")
+    elif what == "unix":
+        client = socket.socket(socket.AF_UNIX)
+        client.connect(arg)
+        click.echo(client.recv(100).decode())
+    elif what == "pair":
+        a, b = socket.socketpair()
+        a.sendall(b"pair ok")
+        click.echo(b.recv(100).decode())
     elif what == "tmp":
         import tempfile
         with tempfile.NamedTemporaryFile() as f:
@@ -315,6 +323,34 @@ def test_no_way_around_the_proxy(plugin_dir, conduit_home, run, server):
     assert r.code == 1
     # a direct connection is what the unscoped grant is for
     assert r.err.splitlines()[0] == denial("probe", "network:http")
+
+
+def test_unix_sockets_are_out_of_reach_whatever_the_grants(plugin_dir, conduit_home, run, tmp_path):
+    """Landlock (ABI <= 7) does not govern connect() to a socket's path: seccomp refuses to
+    create Unix sockets at all, so /run/docker.sock or an ssh-agent stays out of reach."""
+    import socket
+
+    server = socket.socket(socket.AF_UNIX)
+    path = str(tmp_path / "agent.sock")
+    server.bind(path)
+    server.listen(1)
+    probe_plugin(plugin_dir)
+    grant(
+        conduit_home,
+        probe=[f"filesystem:read:{tmp_path}", f"filesystem:write:{tmp_path}", "network:http"],
+    )
+    try:
+        r = run("probe", "unix", path)
+    finally:
+        server.close()
+    assert r.code == 1
+    assert r.err.splitlines() == [
+        "error: plugin 'probe': command 'probe' tried to open a Unix socket, which the sandbox never allows",
+        "hint: Unix sockets (Docker's, ssh-agent's, X11's) are out of reach of process plugins; "
+        "run it in-process only if you trust it with all your access",
+    ]
+    # a connected pair (asyncio's self-pipe, for one) reaches nothing outside: allowed
+    assert run("probe", "pair").out == "pair ok\n"
 
 
 # -- isolation between plugins --------------------------------------------------------------------

@@ -84,6 +84,14 @@ def probe(what, arg):
         a, b = socket.socketpair()
         a.sendall(b"pair ok")
         click.echo(b.recv(100).decode())
+    elif what == "tiocsti":  # push a keystroke into the terminal (here: /dev/null)
+        import fcntl, termios
+        with open("/dev/null", "rb") as tty:
+            try:
+                fcntl.ioctl(tty.fileno(), termios.TIOCSTI, b"x")
+                click.echo("injected")
+            except OSError as exc:
+                click.echo(f"errno={exc.errno}")
     elif what == "tmp":
         import tempfile
         with tempfile.NamedTemporaryFile() as f:
@@ -351,6 +359,13 @@ def test_unix_sockets_are_out_of_reach_whatever_the_grants(plugin_dir, conduit_h
     ]
     # a connected pair (asyncio's self-pipe, for one) reaches nothing outside: allowed
     assert run("probe", "pair").out == "pair ok\n"
+
+
+def test_no_keystrokes_pushed_into_the_terminal(plugin_dir, conduit_home, run):
+    """TIOCSTI on the inherited terminal would have the user's shell run what the plugin
+    typed after Conduit exits. Refused outright (EPERM, not the ENOTTY /dev/null gives)."""
+    probe_plugin(plugin_dir)
+    assert run("probe", "tiocsti").out == "errno=1\n"
 
 
 # -- isolation between plugins --------------------------------------------------------------------

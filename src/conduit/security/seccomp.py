@@ -10,6 +10,9 @@ The filter answers ``EPERM`` (so Python raises :class:`PermissionError`) to:
   nothing outside), and the RPC channel is an inherited, connected socket.
   ``AF_NETLINK`` only ever reaches the process's own network namespace, and glibc's
   resolver asks it about interfaces;
+- ``ioctl(TIOCSTI)`` and ``ioctl(TIOCLINUX)`` always: the host inherits the user's
+  terminal, and these push keystrokes into it, to be run by the shell after Conduit
+  exits (Landlock's ioctl rules do not cover descriptors opened before it applies);
 - ``io_uring_setup``/``enter``/``register`` always: io_uring can open sockets and run
   operations the filter never sees;
 - every x32 system call and every call made through another architecture's entry
@@ -31,14 +34,20 @@ __all__ = ["SeccompError", "available", "install", "program"]
 
 _AUDIT_ARCH_X86_64 = 0xC000003E
 _X32_BIT = 0x40000000
-_NR_SOCKET, _NR_EXECVE, _NR_EXECVEAT = 41, 59, 322
+_NR_IOCTL, _NR_SOCKET, _NR_EXECVE, _NR_EXECVEAT = 16, 41, 59, 322
+_TIOCSTI, _TIOCLINUX = 0x5412, 0x541C
 _NR_IO_URING = (425, 426, 427)
 _AF_INET, _AF_INET6, _AF_NETLINK = 2, 10, 16
 
 _LD_W_ABS, _JEQ_K, _JGE_K, _RET_K = 0x20, 0x15, 0x35, 0x06
 _RET_ALLOW = 0x7FFF0000
 _RET_EPERM = 0x00050000 | errno.EPERM
-_OFF_NR, _OFF_ARCH, _OFF_ARG0 = 0, 4, 16  # struct seccomp_data, little-endian low words
+_OFF_NR, _OFF_ARCH, _OFF_ARG0, _OFF_ARG1 = (
+    0,
+    4,
+    16,
+    24,
+)  # struct seccomp_data, little-endian low words
 
 _PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, _PR_GET_SECCOMP = 22, 2, 21
 
@@ -78,6 +87,14 @@ def program(*, allow_exec: bool, allow_inet: bool) -> list[tuple[int, int, int, 
         denied += [_NR_EXECVE, _NR_EXECVEAT]
     for nr in denied:
         ops += [_op(_JEQ_K, nr, jf=1), _op(_RET_K, _RET_EPERM)]
+    ops += [
+        _op(_JEQ_K, _NR_IOCTL, jf=5),  # not ioctl(): on to socket()
+        _op(_LD_W_ABS, _OFF_ARG1),
+        _op(_JEQ_K, _TIOCSTI, jt=1),
+        _op(_JEQ_K, _TIOCLINUX, jf=1),
+        _op(_RET_K, _RET_EPERM),
+        _op(_RET_K, _RET_ALLOW),
+    ]
     families = [_AF_NETLINK] + ([_AF_INET, _AF_INET6] if allow_inet else [])
     ops += [
         _op(_JEQ_K, _NR_SOCKET, jf=len(families) + 2),  # not socket(): to the final allow

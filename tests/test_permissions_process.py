@@ -92,6 +92,10 @@ def probe(what, arg):
                 click.echo("injected")
             except OSError as exc:
                 click.echo(f"errno={exc.errno}")
+    elif what == "keyring":  # keyctl(KEYCTL_GET_KEYRING_ID, KEY_SPEC_SESSION_KEYRING)
+        libc = ctypes.CDLL(None, use_errno=True)
+        found = libc.syscall(250, 0, ctypes.c_long(-3), 0)
+        click.echo(f"keyring={found} errno={ctypes.get_errno()}")
     elif what == "tmp":
         import tempfile
         with tempfile.NamedTemporaryFile() as f:
@@ -366,6 +370,11 @@ def test_no_keystrokes_pushed_into_the_terminal(plugin_dir, conduit_home, run):
     typed after Conduit exits. Refused outright (EPERM, not the ENOTTY /dev/null gives)."""
     probe_plugin(plugin_dir)
     assert run("probe", "tiocsti").out == "errno=1\n"
+
+
+def test_the_session_keyring_is_out_of_reach(plugin_dir, conduit_home, run):
+    probe_plugin(plugin_dir)
+    assert run("probe", "keyring").out == "keyring=-1 errno=1\n"
 
 
 # -- isolation between plugins --------------------------------------------------------------------

@@ -13,6 +13,8 @@ The filter answers ``EPERM`` (so Python raises :class:`PermissionError`) to:
 - ``ioctl(TIOCSTI)`` and ``ioctl(TIOCLINUX)`` always: the host inherits the user's
   terminal, and these push keystrokes into it, to be run by the shell after Conduit
   exits (Landlock's ioctl rules do not cover descriptors opened before it applies);
+- ``add_key``, ``request_key`` and ``keyctl`` always: the host shares the user's
+  session keyring, which may hold credentials (Kerberos tickets, encryption keys);
 - ``io_uring_setup``/``enter``/``register`` always: io_uring can open sockets and run
   operations the filter never sees;
 - every x32 system call and every call made through another architecture's entry
@@ -37,6 +39,7 @@ _X32_BIT = 0x40000000
 _NR_IOCTL, _NR_SOCKET, _NR_EXECVE, _NR_EXECVEAT = 16, 41, 59, 322
 _TIOCSTI, _TIOCLINUX = 0x5412, 0x541C
 _NR_IO_URING = (425, 426, 427)
+_NR_KEYS = (248, 249, 250)  # add_key, request_key, keyctl
 _AF_INET, _AF_INET6, _AF_NETLINK = 2, 10, 16
 
 _LD_W_ABS, _JEQ_K, _JGE_K, _RET_K = 0x20, 0x15, 0x35, 0x06
@@ -82,7 +85,7 @@ def program(*, allow_exec: bool, allow_inet: bool) -> list[tuple[int, int, int, 
         _op(_JGE_K, _X32_BIT, jf=1),
         _op(_RET_K, _RET_EPERM),
     ]
-    denied = list(_NR_IO_URING)
+    denied = [*_NR_IO_URING, *_NR_KEYS]
     if not allow_exec:
         denied += [_NR_EXECVE, _NR_EXECVEAT]
     for nr in denied:

@@ -13,6 +13,7 @@ import os
 import shutil
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,6 +35,11 @@ pytestmark = [
     ),
     pytest.mark.timeout(60),
 ]
+
+needs_netns = pytest.mark.skipif(
+    sys.platform != "linux" or not sandbox._mechanisms()["netns"],
+    reason="needs user and network namespaces (host filtering fails closed without them)",
+)
 
 # The plugins request nothing in their manifests: what they may do is decided by the
 # user's [grants] alone, and the denials below are what happens when a plugin tries
@@ -70,6 +76,26 @@ def probe(what, arg):
         libc = ctypes.CDLL(None, use_errno=True)
         fd = libc.open(arg.encode(), os.O_RDONLY)
         click.echo(f"fd={fd} errno={ctypes.get_errno()}")
+    elif what == "unix":
+        client = socket.socket(socket.AF_UNIX)
+        client.connect(arg)
+        click.echo(client.recv(100).decode())
+    elif what == "pair":
+        a, b = socket.socketpair()
+        a.sendall(b"pair ok")
+        click.echo(b.recv(100).decode())
+    elif what == "tiocsti":  # push a keystroke into the terminal (here: /dev/null)
+        import fcntl, termios
+        with open("/dev/null", "rb") as tty:
+            try:
+                fcntl.ioctl(tty.fileno(), termios.TIOCSTI, b"x")
+                click.echo("injected")
+            except OSError as exc:
+                click.echo(f"errno={exc.errno}")
+    elif what == "keyring":  # keyctl(KEYCTL_GET_KEYRING_ID, KEY_SPEC_SESSION_KEYRING)
+        libc = ctypes.CDLL(None, use_errno=True)
+        found = libc.syscall(250, 0, ctypes.c_long(-3), 0)
+        click.echo(f"keyring={found} errno={ctypes.get_errno()}")
     elif what == "tmp":
         import tempfile
         with tempfile.NamedTemporaryFile() as f:
@@ -178,6 +204,17 @@ def test_write_inside_the_grant_is_allowed_outside_denied(plugin_dir, conduit_ho
     assert (files / "secret.txt").read_text() == "top secret"
 
 
+def test_path_variables_are_expanded_when_the_host_starts(
+    plugin_dir, conduit_home, run, files, monkeypatch
+):
+    probe_plugin(plugin_dir)
+    grant(conduit_home, probe=["filesystem:read:${workspace}/granted"])
+    monkeypatch.chdir(files)
+    assert run("probe", "read", "granted/ok.txt").out == "readable\n"
+    r = run("probe", "read", "secret.txt")
+    assert r.err.splitlines()[0] == denial("probe", f"filesystem:read:{files / 'secret.txt'}")
+
+
 def test_the_plugin_data_directory_is_its_own(plugin_dir, conduit_home, run):
     probe_plugin(plugin_dir)
     data = conduit_home / "state" / "plugins" / "probe"
@@ -217,6 +254,8 @@ def test_only_granted_environment_variables_are_passed(plugin_dir, conduit_home,
     assert run("probe", "env", "PROBE_OTHER").out == "PROBE_OTHER=visible\n"
     grant(conduit_home, probe=["env:read:PROBE_*"])
     assert run("probe", "env", "PROBE_TOKEN").out == "PROBE_TOKEN=s3cret\n"
+    grant(conduit_home, probe=["env:read"])  # unscoped: everything
+    assert run("probe", "env", "HOME").out == f"HOME={os.environ['HOME']}\n"
 
 
 # -- programs -------------------------------------------------------------------------------------
@@ -256,14 +295,21 @@ def test_no_network_without_a_grant(plugin_dir, conduit_home, run, server):
     assert r.err.splitlines()[0] == denial("probe", "network:http")
 
 
+@needs_netns
 def test_granted_host_is_reached_through_the_proxy(plugin_dir, conduit_home, run, server):
     probe_plugin(plugin_dir)
     port = server.rsplit(":", 1)[1]
     grant(conduit_home, probe=["network:http:localhost"])
     r = run("probe", "http", f"http://localhost:{port}/granted?q=1")
     assert (r.code, r.out) == (0, "hello from /granted?q=1\n"), r.err
+    # the host is gone after the command, and so is its proxy (no thread, no socket left)
+    deadline = time.monotonic() + 10
+    while any(t.name == "conduit-proxy:probe" for t in threading.enumerate()):
+        assert time.monotonic() < deadline, "the proxy outlived its host"
+        time.sleep(0.05)
 
 
+@needs_netns
 def test_ungranted_host_is_refused_by_the_proxy(plugin_dir, conduit_home, run, server):
     probe_plugin(plugin_dir)
     grant(conduit_home, probe=["network:http:localhost"])
@@ -279,6 +325,7 @@ def test_ungranted_host_is_refused_by_the_proxy(plugin_dir, conduit_home, run, s
     assert r.err.splitlines()[0] == denial("probe", "network:http:127.0.0.1")
 
 
+@needs_netns
 def test_no_way_around_the_proxy(plugin_dir, conduit_home, run, server):
     """A plugin with a network grant that connects directly reaches nothing: it lives in a
     network namespace of its own, and Landlock lets it connect to the proxy's port only."""
@@ -288,6 +335,46 @@ def test_no_way_around_the_proxy(plugin_dir, conduit_home, run, server):
     assert r.code == 1
     # a direct connection is what the unscoped grant is for
     assert r.err.splitlines()[0] == denial("probe", "network:http")
+
+
+def test_unix_sockets_are_out_of_reach_whatever_the_grants(plugin_dir, conduit_home, run, tmp_path):
+    """Landlock (ABI <= 7) does not govern connect() to a socket's path: seccomp refuses to
+    create Unix sockets at all, so /run/docker.sock or an ssh-agent stays out of reach."""
+    import socket
+
+    server = socket.socket(socket.AF_UNIX)
+    path = str(tmp_path / "agent.sock")
+    server.bind(path)
+    server.listen(1)
+    probe_plugin(plugin_dir)
+    grant(
+        conduit_home,
+        probe=[f"filesystem:read:{tmp_path}", f"filesystem:write:{tmp_path}", "network:http"],
+    )
+    try:
+        r = run("probe", "unix", path)
+    finally:
+        server.close()
+    assert r.code == 1
+    assert r.err.splitlines() == [
+        "error: plugin 'probe': command 'probe' tried to open a Unix socket, which the sandbox never allows",
+        "hint: Unix sockets (Docker's, ssh-agent's, X11's) are out of reach of process plugins; "
+        "run it in-process only if you trust it with all your access",
+    ]
+    # a connected pair (asyncio's self-pipe, for one) reaches nothing outside: allowed
+    assert run("probe", "pair").out == "pair ok\n"
+
+
+def test_no_keystrokes_pushed_into_the_terminal(plugin_dir, conduit_home, run):
+    """TIOCSTI on the inherited terminal would have the user's shell run what the plugin
+    typed after Conduit exits. Refused outright (EPERM, not the ENOTTY /dev/null gives)."""
+    probe_plugin(plugin_dir)
+    assert run("probe", "tiocsti").out == "errno=1\n"
+
+
+def test_the_session_keyring_is_out_of_reach(plugin_dir, conduit_home, run):
+    probe_plugin(plugin_dir)
+    assert run("probe", "keyring").out == "keyring=-1 errno=1\n"
 
 
 # -- isolation between plugins --------------------------------------------------------------------
@@ -368,3 +455,72 @@ def test_the_sandbox_adds_no_heavy_imports_to_the_host_child():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout == "[]\n"
+
+
+def test_a_policy_that_cannot_be_applied_runs_no_plugin_code():
+    import subprocess
+
+    code = "from conduit.security.sandbox import apply; apply(); print('plugin code ran')"
+    env = {**os.environ, "CONDUIT_SANDBOX": '{"plugins": ["x"]}'}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert proc.returncode == 71
+    assert proc.stdout == ""
+    assert proc.stderr == "conduit plugin host: cannot apply the sandbox: 'net'\n"
+
+
+def test_the_proxy_tunnels_to_granted_hosts_only(server):
+    """CONNECT (what HTTPS clients send), driven directly: a tunnel to the granted host
+    carries bytes both ways; any other name is refused before a connection is made."""
+    import socket
+
+    from conduit.security.capabilities import parse
+    from conduit.security.proxy import Proxy
+
+    proxy = Proxy("tunnel", [parse("network:http:127.0.0.1")])
+    channel = socket.socket(fileno=os.dup(proxy.child_fd))  # the child's end
+    proxy.start()
+
+    def ask(target: str) -> socket.socket:
+        mine, theirs = socket.socketpair()
+        socket.send_fds(channel, [b"c"], [theirs.fileno()])
+        theirs.close()
+        mine.sendall(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode())
+        mine.settimeout(10)
+        return mine
+
+    def read_all(sock: socket.socket) -> bytes:
+        data = b""
+        while chunk := sock.recv(4096):
+            data += chunk
+        return data
+
+    try:
+        with ask(server) as tunnel:
+            assert tunnel.recv(4096) == b"HTTP/1.1 200 Connection established\r\n\r\n"
+            tunnel.sendall(b"GET /through HTTP/1.0\r\n\r\n")
+            assert read_all(tunnel).endswith(b"hello from /through\n")
+        port = server.rsplit(":", 1)[1]
+        with ask(f"localhost:{port}") as refused:
+            head = read_all(refused).split(b"\r\n", 1)[0]
+            assert head == b"HTTP/1.1 403 Conduit denied network:http:localhost"
+    finally:
+        channel.close()
+        proxy.close()
+
+
+def test_describe_and_doctor_never_claim_a_missing_mechanism(monkeypatch, run):
+    monkeypatch.setattr(sandbox, "_probed", {"landlock": 0, "seccomp": False, "netns": False})
+    lines = sandbox.describe(["network:http:example.com", "process:execute:git"])
+    assert lines[1] == "filesystem: NOT restricted (Landlock is not available on this kernel)"
+    assert lines[2] == "programs: any program may run, not only git (Landlock is not available)"
+    assert lines[3] == "network: NOT restricted (no network namespaces and no seccomp here)"
+    monkeypatch.setattr(sandbox, "_probed", {"landlock": 3, "seccomp": True, "netns": False})
+    assert sandbox.describe(["network:http:example.com"])[3] == (
+        "network: none (seccomp); host filtering needs network namespaces, which are not available"
+    )
+    out = run("plugins", "doctor").out
+    assert "sandbox: Landlock ABI 3 (filesystem)" in out
+    assert (
+        "warning: sandbox: user/network namespaces are not available: network:http grants "
+        "limited to hosts cannot be enforced, so such plugins get no network at all"
+    ) in out

@@ -151,6 +151,7 @@ def main() -> None:
     parser.add_argument("--opens", type=int, default=20000, help="opens per measurement")
     args = parser.parse_args()
     os.sched_setaffinity(0, {0})
+    load_start = os.getloadavg()[0]
     variants: dict[str, list[str] | None] = {
         "no sandbox": None,
         "sandbox, no grants": [],
@@ -170,9 +171,11 @@ def main() -> None:
         for variant in OPEN_VARIANTS:
             opens[variant].append(open_time(variant, args.opens))
     base = statistics.median(starts["no sandbox"])
+    load_end = os.getloadavg()[0]
     print(f"## Sandbox set-up ({datetime.date.today()}, {platform.machine()}, "
           f"{platform.python_implementation()} {platform.python_version()}, "
-          f"{os.cpu_count()} CPUs, everything on CPU 0)\n")  # fmt: skip
+          f"{os.cpu_count()} CPUs, everything on CPU 0, load average "
+          f"{load_start:.1f} at start, {load_end:.1f} at end)\n")  # fmt: skip
     print("| host child | cold start median (ms) | p90 (ms) | vs no sandbox |")
     print("|---|---:|---:|---:|")
     for name, values in starts.items():

@@ -197,8 +197,6 @@ class ProcessHost:
     def _stop(self, kill: bool) -> int | None:
         """Stop the child (politely unless ``kill``) and return its exit status."""
         proc, self.proc, self.endpoint = self.proc, None, None
-        if self._sandbox is not None:
-            self._sandbox.close()
         if self._sock is not None:
             self._sock.close()
             self._sock = None

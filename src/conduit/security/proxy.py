@@ -51,21 +51,24 @@ class Proxy:
 
     def close(self) -> None:
         self._theirs.close()
+        with contextlib.suppress(OSError):  # wakes the serving thread (close alone does not)
+            self._mine.shutdown(socket.SHUT_RDWR)
         self._mine.close()
 
     def allows(self, host: str, port: int) -> bool:
         return any(g.allows_host(host, port) for g in self.grants)
 
     def _serve(self) -> None:
-        while True:
-            try:
-                message, fds, _, _ = socket.recv_fds(self._mine, 16, 8)
-            except OSError:
-                return
-            if not message and not fds:
-                return  # the child is gone
-            for fd in fds:
-                threading.Thread(target=self._handle, args=(fd,), daemon=True).start()
+        with self._mine:  # closed when the child is gone: nothing else needs to
+            while True:
+                try:
+                    message, fds, _, _ = socket.recv_fds(self._mine, 16, 8)
+                except OSError:
+                    return
+                if not message and not fds:
+                    return  # the child is gone
+                for fd in fds:
+                    threading.Thread(target=self._handle, args=(fd,), daemon=True).start()
 
     def _handle(self, fd: int) -> None:
         try:

@@ -19,9 +19,9 @@ later one takes the means away):
 5. Landlock: reads and writes only where granted (plus the interpreter's files), program
    execution only of the granted programs, TCP connect only to the proxy's port, no
    signals to or abstract sockets of processes outside the sandbox;
-6. seccomp: ``execve`` without ``process:execute`` and inet sockets without
-   ``network:http`` fail with ``EPERM`` (it is last: it would forbid the socket calls of
-   step 3);
+6. seccomp: ``execve`` without ``process:execute``, inet sockets without
+   ``network:http`` and new Unix sockets always fail with ``EPERM`` (it is last: it would
+   forbid the socket calls of step 3);
 7. the forwarder thread, which hands every connection to the proxy listener to the
    kernel over the inherited socket. Threads started before step 5 would escape it
    (Landlock and seccomp bind the calling thread and its later children only).
@@ -269,6 +269,7 @@ def _resolve_program(scope: str, path: str | None) -> list[str]:
 # -- child side -------------------------------------------------------------------------------
 
 _applied: dict[str, Any] = {}
+_UNIX = "unix"  # not a capability: no grant opens Unix sockets
 
 
 def apply() -> None:
@@ -280,7 +281,15 @@ def apply() -> None:
     text = os.environ.pop("CONDUIT_SANDBOX", "")
     if not text:
         return
-    policy = json.loads(text)
+    try:
+        _apply(json.loads(text))
+    except (OSError, ValueError, KeyError) as exc:
+        # Fail closed: a host that cannot be sandboxed as asked runs no plugin code.
+        os.write(2, f"conduit plugin host: cannot apply the sandbox: {exc}\n".encode())
+        os._exit(71)
+
+
+def _apply(policy: dict[str, Any]) -> None:
     net = policy["net"]
     proxy_fd = policy.get("proxy_fd")
     if proxy_fd is not None:
@@ -424,7 +433,16 @@ def explain(exc: BaseException) -> PluginError | None:
     what = f"command '{command}'" if command else "it"
     if isinstance(exc, PluginLoadError):
         what = "loading it"
-    denied = SandboxDenied(plugin, what, capability)
+    denied: PluginError
+    if capability == _UNIX:
+        denied = PluginError(
+            plugin,
+            f"{what} tried to open a Unix socket, which the sandbox never allows",
+            hint="Unix sockets (Docker's, ssh-agent's, X11's) are out of reach of process "
+            "plugins; run it in-process only if you trust it with all your access",
+        )
+    else:
+        denied = SandboxDenied(plugin, what, capability)
     denied.__cause__ = cause
     return denied
 
@@ -439,14 +457,18 @@ def _denied_capability(cause: BaseException) -> str | None:
     if not isinstance(cause, PermissionError) or cause.errno not in (errno.EACCES, errno.EPERM):
         return None
     frames = []
+    family = None
     tb = cause.__traceback__
     while tb is not None:
         frames.append(
             (os.path.basename(tb.tb_frame.f_code.co_filename), tb.tb_frame.f_code.co_name)
         )
+        family = tb.tb_frame.f_locals.get("family") if frames[-1][1] == "__init__" else None
         tb = tb.tb_next
     last_file, last_function = frames[-1] if frames else ("", "")
     if last_file == "socket.py" or last_function in ("connect", "create_connection"):
+        if family == 1:  # AF_UNIX
+            return _UNIX
         return None if _applied["net"] == "all" else "network:http"
     name = cause.filename
     if not isinstance(name, str):
@@ -580,13 +602,12 @@ def describe(grants: list[str] | list[Capability]) -> list[str]:
             if ok
         )
         lines.append(
-            "network: none"
+            f"network: none ({how})"
             + (
-                " (host filtering needs network namespaces, which are not available)"
+                "; host filtering needs network namespaces, which are not available"
                 if hosts
                 else ""
             )
-            + f" ({how})"
         )
     else:
         lines.append("network: NOT restricted (no network namespaces and no seccomp here)")
@@ -616,10 +637,11 @@ def report() -> list[tuple[bool, str]]:
         ),
         (
             bool(have["seccomp"]),
-            "seccomp filter (exec and inet sockets)"
+            "seccomp filter (exec, inet and Unix sockets)"
             if have["seccomp"]
-            else "seccomp is not available (only on x86_64 Linux): without a network "
-            "namespace, process plugins keep direct network access",
+            else "seccomp is not available (only on x86_64 Linux): process plugins can "
+            "connect to Unix sockets (Docker's, ssh-agent's), and without a network "
+            "namespace they keep direct network access",
         ),
         (
             bool(have["netns"]),

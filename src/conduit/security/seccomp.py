@@ -3,9 +3,18 @@
 The filter answers ``EPERM`` (so Python raises :class:`PermissionError`) to:
 
 - ``execve`` and ``execveat``, unless running programs is allowed;
-- ``socket()`` of any family but ``AF_UNIX`` and ``AF_NETLINK``, unless the network is
-  allowed (``AF_UNIX`` carries the RPC channel; ``AF_NETLINK`` only ever reaches the
-  process's own network namespace and glibc's resolver asks it about interfaces);
+- ``socket()`` of any family but ``AF_NETLINK``, and ``AF_INET``/``AF_INET6`` when the
+  network is allowed. ``AF_UNIX`` is refused always: Landlock (up to ABI 7) does not
+  govern ``connect()`` to a Unix socket's path, so a new Unix socket could reach
+  ``/run/docker.sock`` or an ssh-agent. ``socketpair()`` stays allowed (it reaches
+  nothing outside), and the RPC channel is an inherited, connected socket.
+  ``AF_NETLINK`` only ever reaches the process's own network namespace, and glibc's
+  resolver asks it about interfaces;
+- ``ioctl(TIOCSTI)`` and ``ioctl(TIOCLINUX)`` always: the host inherits the user's
+  terminal, and these push keystrokes into it, to be run by the shell after Conduit
+  exits (Landlock's ioctl rules do not cover descriptors opened before it applies);
+- ``add_key``, ``request_key`` and ``keyctl`` always: the host shares the user's
+  session keyring, which may hold credentials (Kerberos tickets, encryption keys);
 - ``io_uring_setup``/``enter``/``register`` always: io_uring can open sockets and run
   operations the filter never sees;
 - every x32 system call and every call made through another architecture's entry
@@ -27,14 +36,21 @@ __all__ = ["SeccompError", "available", "install", "program"]
 
 _AUDIT_ARCH_X86_64 = 0xC000003E
 _X32_BIT = 0x40000000
-_NR_SOCKET, _NR_EXECVE, _NR_EXECVEAT = 41, 59, 322
+_NR_IOCTL, _NR_SOCKET, _NR_EXECVE, _NR_EXECVEAT = 16, 41, 59, 322
+_TIOCSTI, _TIOCLINUX = 0x5412, 0x541C
 _NR_IO_URING = (425, 426, 427)
-_AF_UNIX, _AF_NETLINK = 1, 16
+_NR_KEYS = (248, 249, 250)  # add_key, request_key, keyctl
+_AF_INET, _AF_INET6, _AF_NETLINK = 2, 10, 16
 
 _LD_W_ABS, _JEQ_K, _JGE_K, _RET_K = 0x20, 0x15, 0x35, 0x06
 _RET_ALLOW = 0x7FFF0000
 _RET_EPERM = 0x00050000 | errno.EPERM
-_OFF_NR, _OFF_ARCH, _OFF_ARG0 = 0, 4, 16  # struct seccomp_data, little-endian low words
+_OFF_NR, _OFF_ARCH, _OFF_ARG0, _OFF_ARG1 = (
+    0,
+    4,
+    16,
+    24,
+)  # struct seccomp_data, little-endian low words
 
 _PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, _PR_GET_SECCOMP = 22, 2, 21
 
@@ -69,20 +85,27 @@ def program(*, allow_exec: bool, allow_inet: bool) -> list[tuple[int, int, int, 
         _op(_JGE_K, _X32_BIT, jf=1),
         _op(_RET_K, _RET_EPERM),
     ]
-    denied = list(_NR_IO_URING)
+    denied = [*_NR_IO_URING, *_NR_KEYS]
     if not allow_exec:
         denied += [_NR_EXECVE, _NR_EXECVEAT]
     for nr in denied:
         ops += [_op(_JEQ_K, nr, jf=1), _op(_RET_K, _RET_EPERM)]
-    if not allow_inet:
-        ops += [
-            _op(_JEQ_K, _NR_SOCKET, jf=4),  # not socket(): to the final allow
-            _op(_LD_W_ABS, _OFF_ARG0),
-            _op(_JEQ_K, _AF_UNIX, jt=2),
-            _op(_JEQ_K, _AF_NETLINK, jt=1),
-            _op(_RET_K, _RET_EPERM),
-        ]
-    ops.append(_op(_RET_K, _RET_ALLOW))
+    ops += [
+        _op(_JEQ_K, _NR_IOCTL, jf=5),  # not ioctl(): on to socket()
+        _op(_LD_W_ABS, _OFF_ARG1),
+        _op(_JEQ_K, _TIOCSTI, jt=1),
+        _op(_JEQ_K, _TIOCLINUX, jf=1),
+        _op(_RET_K, _RET_EPERM),
+        _op(_RET_K, _RET_ALLOW),
+    ]
+    families = [_AF_NETLINK] + ([_AF_INET, _AF_INET6] if allow_inet else [])
+    ops += [
+        _op(_JEQ_K, _NR_SOCKET, jf=len(families) + 2),  # not socket(): to the final allow
+        _op(_LD_W_ABS, _OFF_ARG0),
+    ]
+    for i, family in enumerate(families):
+        ops.append(_op(_JEQ_K, family, jt=len(families) - i))  # to the final allow
+    ops += [_op(_RET_K, _RET_EPERM), _op(_RET_K, _RET_ALLOW)]
     return ops
 
 

@@ -87,6 +87,9 @@ def test_javascript_plugin_speaks_the_protocol(run, js_plugin, tmp_path):
     listed = {p["name"]: p for p in json.loads(run("plugins", "list", "--json").out)}
     assert listed["hello-js"]["source"] == "executable"
     assert listed["hello-js"]["isolation"] == "process"
+    # it declares filesystem:read and filesystem:write: nothing runs until they are granted
+    assert run("hello-js", "greet").code == 3
+    assert run("plugins", "grant", "hello-js", "--requested").code == 0
     r = run("hello-js", "greet", "--name", "Ada")
     assert (r.code, r.out) == (0, "Hello, Ada!\n"), r.err
     data = tmp_path / "x.json"
@@ -109,6 +112,9 @@ def test_python_plugin_uses_a_javascript_service(run, js_plugin, plugin_dir):
         "        ctx.register_command(shout)\n"
     )
     write(plugin_dir, "user.py", user)
+    assert run("plugins", "grant", "hello-js", "--requested").code == 0
+    # the guarded in-process plugin asks for the service; the kernel (not the plugin)
+    # starts the JavaScript host, so the guard does not stop it
     r = run("shout", "quiet words")
     assert (r.code, r.out) == (0, "QUIET WORDS\n"), r.err
 

@@ -278,3 +278,14 @@ def test_attribution_nests_and_restores():
         assert guard.current() == "a"
     assert guard.current() is None
     assert os.environ is guard._real_environ
+
+
+def test_own_files():
+    import click
+
+    assert guard.own_files("file", "/p/a.py", None) == ["/p/a.py"]
+    assert guard.own_files("entry-point", "", "click.core:Command") == [
+        os.path.dirname(click.__file__)
+    ]
+    assert guard.own_files("entry-point", "", "no_such_module_x:P") == []
+    assert guard.own_files("executable", "/bin/x", None) == []

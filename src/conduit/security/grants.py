@@ -126,7 +126,8 @@ def ensure_granted(
         return
     ask = approve if approve is not None else terminal_approver(config_file)
     if not ask(rec, lacking):
-        raise NotGranted(rec["name"], [str(c) for c in lacking], declined=interactive())
+        declined = approve is None and interactive()  # somebody saw the prompt and said no
+        raise NotGranted(rec["name"], [str(c) for c in lacking], declined=declined)
     texts = [str(c) for c in lacking]
     add_grants(config_file, rec["name"], texts)
     # This run goes on with the new grants; the next run reads them from the config.

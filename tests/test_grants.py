@@ -271,3 +271,20 @@ def test_list_and_info_mark_unscoped_capabilities(run, plugin_dir):
     assert out.splitlines()[-1].startswith("! unscoped: all of that kind")
     info = run("plugins", "info", "alpha", "--no-load").out
     assert "capabilities: network:http!, env:read:HOME  (! unscoped: all of that kind)" in info
+
+
+def test_an_event_plugin_without_grants_is_skipped_with_a_warning(run, plugin_dir, monkeypatch):
+    write(plugin_dir, "alpha.py", plugin(caps=[]))
+    side = simple_plugin(
+        "side",
+        ("side-cmd",),
+        extra_toml='activation = ["env:SIDE_ON"]\ncapabilities = ["env:read:HOME"]',
+    )
+    write(plugin_dir, "side.py", side)
+    monkeypatch.setenv("SIDE_ON", "1")
+    r = run("hello")
+    assert (r.code, r.out) == (0, "alpha hello\n")
+    assert r.err.splitlines() == [
+        "conduit: warning: plugin 'side': not activated for env:SIDE_ON: capabilities not "
+        "granted: env:read:HOME (run 'conduit plugins grant side env:read:HOME' to allow it)"
+    ]

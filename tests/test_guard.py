@@ -169,6 +169,12 @@ def test_name_lookups_and_connects(tree):
     try:
         granted = [f"network:http:localhost:{port}"]
         as_plugin(granted, lambda: socket.create_connection(("localhost", port)).close())
+
+        def twice() -> None:  # the address a granted name resolved to may be used directly
+            socket.create_connection(("localhost", port)).close()
+            socket.create_connection(("127.0.0.1", port)).close()
+
+        as_plugin(granted, twice)
         exc = denied(granted, lambda: socket.getaddrinfo("example.invalid", 80))
         assert exc.capability == "network:http:example.invalid:80"
         denied(granted, lambda: socket.gethostbyname("example.invalid"))
@@ -289,3 +295,20 @@ def test_own_files():
     ]
     assert guard.own_files("entry-point", "", "no_such_module_x:P") == []
     assert guard.own_files("executable", "/bin/x", None) == []
+
+
+def test_other_socket_families_need_an_unscoped_network_grant():
+    def netlink() -> None:
+        with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0) as s:
+            s.connect((0, 0))
+
+    exc = denied(["network:http:localhost"], netlink)
+    assert exc.capability == "network:http"
+    as_plugin(["network:http"], netlink)
+
+    def abstract() -> None:
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect("\0conduit-guard-test-nobody-listens")
+
+    exc = denied(["filesystem:write"], abstract)
+    assert exc.target == "unix socket @conduit-guard-test-nobody-listens"

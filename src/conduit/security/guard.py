@@ -178,6 +178,8 @@ class Policy:
         if self._resolving:
             return
         caps = self.host_allowed(host, port)
+        if not caps and ((host, port) in self.resolved or (host, None) in self.resolved):
+            return  # an address a granted name resolved to (what connect() would allow)
         if not caps:
             target = host if port is None else f"{host}:{port}"
             raise self.deny("connecting to", target, f"network:http:{target}")

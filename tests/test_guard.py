@@ -312,3 +312,14 @@ def test_other_socket_families_need_an_unscoped_network_grant():
 
     exc = denied(["filesystem:write"], abstract)
     assert exc.target == "unix socket @conduit-guard-test-nobody-listens"
+
+
+def test_the_plugin_data_directory_needs_no_grant(tree):
+    data = tree / "ok"
+
+    def keep() -> str:
+        (data / "state.json").write_text("{}")
+        return (data / "state.json").read_text()
+
+    assert as_plugin([], keep, plugin_data=str(data)) == "{}"
+    denied([], lambda: (tree / "no" / "x").write_text("x"), plugin_data=str(data))

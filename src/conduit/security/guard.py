@@ -125,6 +125,9 @@ class Policy:
 
         self.read_roots = roots("filesystem:read")
         self.write_roots = roots("filesystem:write")
+        if plugin_data is not None and self.write_roots is not None:
+            # ctx.data_dir is the plugin's own: the SDK promises it may keep files there
+            self.write_roots.append(os.path.abspath(plugin_data))
         self.net = by_kind.get("network:http", [])
         self.programs = by_kind.get("process:execute", [])
         self.env = by_kind.get("env:read", [])
@@ -132,8 +135,10 @@ class Policy:
         here = os.getcwd()
         implicit += [p for p in sys.path[1:] if p and os.path.abspath(p) != here]
         implicit += list(own)
+        if plugin_data is not None:
+            implicit.append(plugin_data)
         #: read without a grant: the interpreter, sys.path (not the current directory),
-        #: the plugin's own files
+        #: the plugin's own files and data directory
         self.implicit_read = sorted({os.path.abspath(p) for p in implicit})
         # The hot path (every open) is one set lookup and one str.startswith(tuple).
         self.read_all, self.read_exact, self.read_prefixes = _matcher(

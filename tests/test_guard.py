@@ -323,3 +323,18 @@ def test_the_plugin_data_directory_needs_no_grant(tree):
 
     assert as_plugin([], keep, plugin_data=str(data)) == "{}"
     denied([], lambda: (tree / "no" / "x").write_text("x"), plugin_data=str(data))
+
+
+def test_ipv6_addresses_suggest_a_grant_that_parses():
+    try:
+        socket.socket(socket.AF_INET6).close()
+    except OSError:
+        pytest.skip("no IPv6 sockets here")
+
+    def connect() -> None:
+        with socket.socket(socket.AF_INET6) as s:
+            s.connect_ex(("::1", 9))
+
+    exc = denied(["network:http:localhost:9"], connect)
+    assert (exc.target, exc.capability) == ("[::1]:9", "network:http")
+    parse(exc.capability)

@@ -224,8 +224,9 @@ class Policy:
             return
         if (host, port) in self.resolved or (host, None) in self.resolved:
             return
-        shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        raise self.deny("connecting to", shown, f"network:http:{host}:{port}")
+        if ":" in host:  # IPv6: the grammar has no scope for an address literal
+            raise self.deny("connecting to", f"[{host}]:{port}", "network:http")
+        raise self.deny("connecting to", f"{host}:{port}", f"network:http:{host}:{port}")
 
     def check_program(self, program: str, shown: str) -> None:
         for cap in self.programs:

@@ -132,3 +132,14 @@ def test_parse_never_raises_anything_but_capability_error(text: str) -> None:
     else:
         assert parse(str(cap)) == cap
         assert cap.covers(cap)
+
+
+def test_capabilities_are_immutable_values() -> None:
+    cap = parse("env:read:HOME")
+    assert cap == Capability("env:read", "HOME") and hash(cap) == hash(
+        Capability("env:read", "HOME")
+    )
+    assert cap != Capability("env:read") and cap != "env:read:HOME"
+    assert repr(cap) == "Capability(kind='env:read', scope='HOME')"
+    with pytest.raises(AttributeError):
+        cap.scope = None  # type: ignore[misc]

@@ -169,6 +169,12 @@ def test_name_lookups_and_connects(tree):
     try:
         granted = [f"network:http:localhost:{port}"]
         as_plugin(granted, lambda: socket.create_connection(("localhost", port)).close())
+
+        def twice() -> None:  # the address a granted name resolved to may be used directly
+            socket.create_connection(("localhost", port)).close()
+            socket.create_connection(("127.0.0.1", port)).close()
+
+        as_plugin(granted, twice)
         exc = denied(granted, lambda: socket.getaddrinfo("example.invalid", 80))
         assert exc.capability == "network:http:example.invalid:80"
         denied(granted, lambda: socket.gethostbyname("example.invalid"))
@@ -278,3 +284,57 @@ def test_attribution_nests_and_restores():
         assert guard.current() == "a"
     assert guard.current() is None
     assert os.environ is guard._real_environ
+
+
+def test_own_files():
+    import click
+
+    assert guard.own_files("file", "/p/a.py", None) == ["/p/a.py"]
+    assert guard.own_files("entry-point", "", "click.core:Command") == [
+        os.path.dirname(click.__file__)
+    ]
+    assert guard.own_files("entry-point", "", "no_such_module_x:P") == []
+    assert guard.own_files("executable", "/bin/x", None) == []
+
+
+def test_other_socket_families_need_an_unscoped_network_grant():
+    def netlink() -> None:
+        with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0) as s:
+            s.connect((0, 0))
+
+    exc = denied(["network:http:localhost"], netlink)
+    assert exc.capability == "network:http"
+    as_plugin(["network:http"], netlink)
+
+    def abstract() -> None:
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect("\0conduit-guard-test-nobody-listens")
+
+    exc = denied(["filesystem:write"], abstract)
+    assert exc.target == "unix socket @conduit-guard-test-nobody-listens"
+
+
+def test_the_plugin_data_directory_needs_no_grant(tree):
+    data = tree / "ok"
+
+    def keep() -> str:
+        (data / "state.json").write_text("{}")
+        return (data / "state.json").read_text()
+
+    assert as_plugin([], keep, plugin_data=str(data)) == "{}"
+    denied([], lambda: (tree / "no" / "x").write_text("x"), plugin_data=str(data))
+
+
+def test_ipv6_addresses_suggest_a_grant_that_parses():
+    try:
+        socket.socket(socket.AF_INET6).close()
+    except OSError:
+        pytest.skip("no IPv6 sockets here")
+
+    def connect() -> None:
+        with socket.socket(socket.AF_INET6) as s:
+            s.connect_ex(("::1", 9))
+
+    exc = denied(["network:http:localhost:9"], connect)
+    assert (exc.target, exc.capability) == ("[::1]:9", "network:http")
+    parse(exc.capability)

@@ -48,12 +48,19 @@ def probe(op, target):
         os.system(target)
     elif op == "env":
         click.echo(f"env: {os.environ[target]}")
+    elif op == "data":
+        path = os.path.join(CTX.data_dir, target)
+        with open(path, "w") as f:
+            f.write("kept")
+        click.echo(f"kept {open(path).read()}")
     elif op == "getenv":
         click.echo(f"getenv: {os.getenv(target)!r} {target in os.environ} {len(os.environ)}")
 
 
 class Probe(Plugin):
     def boot(self, ctx):
+        global CTX
+        CTX = ctx
         ctx.register_command(probe)
 """
 
@@ -135,6 +142,13 @@ def test_imports_and_bytecode_caching_need_no_grant(plugin_dir, conduit_home, fi
     proc = conduit("probe", "read", str(files["in"]), drop=("PYTHONDONTWRITEBYTECODE",))
     assert (proc.returncode, proc.stdout, errors(proc)) == (0, "read: inside\n", [])
     assert [p.name.split(".")[0] for p in (plugin_dir / "__pycache__").iterdir()] == ["probe"]
+
+
+def test_the_plugin_data_directory_needs_no_grant(plugin_dir, conduit_home):
+    setup(plugin_dir, conduit_home, [])
+    proc = conduit("probe", "data", "state.txt")
+    assert (proc.returncode, proc.stdout, errors(proc)) == (0, "kept kept\n", [])
+    assert (conduit_home / "state" / "plugins" / "probe" / "state.txt").read_text() == "kept"
 
 
 def test_read_outside_the_grant_is_denied(plugin_dir, conduit_home, files):

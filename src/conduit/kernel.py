@@ -312,7 +312,7 @@ class Kernel:
         policy = guard.Policy(
             name,
             granted(self.index, name),
-            own=[rec["origin"]] if rec["source"] == "file" else [],
+            own=guard.own_files(rec["source"], rec["origin"], rec["entry"]),
             plugin_data=os.path.join(self.paths.state_dir, "plugins", name),
         )
         self._guards[name] = running = guard.Running(policy)

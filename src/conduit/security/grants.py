@@ -126,7 +126,8 @@ def ensure_granted(
         return
     ask = approve if approve is not None else terminal_approver(config_file)
     if not ask(rec, lacking):
-        raise NotGranted(rec["name"], [str(c) for c in lacking], declined=interactive())
+        declined = approve is None and interactive()  # somebody saw the prompt and said no
+        raise NotGranted(rec["name"], [str(c) for c in lacking], declined=declined)
     texts = [str(c) for c in lacking]
     add_grants(config_file, rec["name"], texts)
     # This run goes on with the new grants; the next run reads them from the config.
@@ -202,11 +203,15 @@ GUARD_GAPS = [
 ]
 
 
-def enforcement(rec: PluginRec) -> tuple[str, list[str], list[str]]:
-    """Which host runs ``rec``, what that host enforces of its grants, and what it does not.
+def enforcement(
+    rec: PluginRec, grants: list[Capability] | None = None
+) -> tuple[str, list[str], list[str]]:
+    """Which host runs ``rec``, what that host enforces of ``grants``, and what it does not.
 
     Never claims a protection that is not applied: a host whose enforcement is not built
-    yet says so.
+    yet says so. For the process host, the sandbox module's own ``describe(grants)`` (one
+    line per area, "NOT restricted" where this machine lacks the mechanism) is used when
+    it exists.
     """
     if rec["source"] == "builtin":
         return "in-process (built-in)", [], ["built-in plugins are trusted and not checked"]
@@ -220,9 +225,7 @@ def enforcement(rec: PluginRec) -> tuple[str, list[str], list[str]]:
         import importlib
 
         try:  # the process host's own report, once its sandbox provides one
-            sandbox = importlib.import_module("conduit.security.sandbox")
-            enforced, gaps = sandbox.enforcement(rec)
-            return "process", list(enforced), list(gaps)
+            describe = importlib.import_module("conduit.security.sandbox").describe
         except (ImportError, AttributeError):
             return (
                 "process",
@@ -232,6 +235,12 @@ def enforcement(rec: PluginRec) -> tuple[str, list[str], list[str]]:
                     "the plugin runs in its own process with your privileges"
                 ],
             )
+        lines = [str(line) for line in describe(list(grants or []))]
+        return (
+            "process (sandboxed)",
+            [line for line in lines if "NOT restricted" not in line],
+            [line for line in lines if "NOT restricted" in line],
+        )
     if rec["isolation"] == "in-process":
         return "in-process (guarded)", list(GUARD_ENFORCES), list(GUARD_GAPS)
     return rec["isolation"], [], [f"the {rec['isolation']} host is not available in this release"]

@@ -34,7 +34,7 @@ from typing import Any
 from conduit.errors import CapabilityDenied
 from conduit.security.capabilities import Capability, expand_path
 
-__all__ = ["TRUSTED", "Policy", "Running", "current", "install", "installed"]
+__all__ = ["TRUSTED", "Policy", "Running", "current", "install", "installed", "own_files"]
 
 #: the policy of the plugin whose code is running, None for the kernel's own code
 _current: Policy | None = None
@@ -125,6 +125,9 @@ class Policy:
 
         self.read_roots = roots("filesystem:read")
         self.write_roots = roots("filesystem:write")
+        if plugin_data is not None and self.write_roots is not None:
+            # ctx.data_dir is the plugin's own: the SDK promises it may keep files there
+            self.write_roots.append(os.path.abspath(plugin_data))
         self.net = by_kind.get("network:http", [])
         self.programs = by_kind.get("process:execute", [])
         self.env = by_kind.get("env:read", [])
@@ -132,9 +135,16 @@ class Policy:
         here = os.getcwd()
         implicit += [p for p in sys.path[1:] if p and os.path.abspath(p) != here]
         implicit += list(own)
+        if plugin_data is not None:
+            implicit.append(plugin_data)
         #: read without a grant: the interpreter, sys.path (not the current directory),
-        #: the plugin's own files
+        #: the plugin's own files and data directory
         self.implicit_read = sorted({os.path.abspath(p) for p in implicit})
+        # The hot path (every open) is one set lookup and one str.startswith(tuple).
+        self.read_all, self.read_exact, self.read_prefixes = _matcher(
+            None if self.read_roots is None else [*self.read_roots, *self.implicit_read]
+        )
+        self.write_all, self.write_exact, self.write_prefixes = _matcher(self.write_roots)
         #: (address, port or None) that a granted host name resolved to
         self.resolved: set[tuple[str, int | None]] = set()
         self.environ = _GrantedEnviron(self)
@@ -146,14 +156,22 @@ class Policy:
         return CapabilityDenied(self.name, operation, target, capability)
 
     def check_path(self, path: str, write: bool, read: bool) -> None:
+        """Raise unless ``path`` (absolute and normalised) may be read / written."""
         if (
             read
-            and not _within(path, self.read_roots)
-            and not _within(path, self.implicit_read)
+            and not self.read_all
+            and path not in self.read_exact
+            and not path.startswith(self.read_prefixes)
             and not _import_system(path, write=False)
         ):
             raise self.deny("reading", path, f"filesystem:read:{path}")
-        if write and not _within(path, self.write_roots) and not _import_system(path, write=True):
+        if (
+            write
+            and not self.write_all
+            and path not in self.write_exact
+            and not path.startswith(self.write_prefixes)
+            and not _import_system(path, write=True)
+        ):
             raise self.deny("writing", path, f"filesystem:write:{path}")
 
     def host_allowed(self, host: str, port: int | None) -> list[Capability]:
@@ -165,6 +183,8 @@ class Policy:
         if self._resolving:
             return
         caps = self.host_allowed(host, port)
+        if not caps and ((host, port) in self.resolved or (host, None) in self.resolved):
+            return  # an address a granted name resolved to (what connect() would allow)
         if not caps:
             target = host if port is None else f"{host}:{port}"
             raise self.deny("connecting to", target, f"network:http:{target}")
@@ -204,8 +224,9 @@ class Policy:
             return
         if (host, port) in self.resolved or (host, None) in self.resolved:
             return
-        shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        raise self.deny("connecting to", shown, f"network:http:{host}:{port}")
+        if ":" in host:  # IPv6: the grammar has no scope for an address literal
+            raise self.deny("connecting to", f"[{host}]:{port}", "network:http")
+        raise self.deny("connecting to", f"{host}:{port}", f"network:http:{host}:{port}")
 
     def check_program(self, program: str, shown: str) -> None:
         for cap in self.programs:
@@ -260,6 +281,26 @@ class Running:
 TRUSTED = Running(None)
 
 
+def own_files(source: str, origin: str, entry: str | None) -> list[str]:
+    """What a plugin may always read: its own file, or its top-level package's directory."""
+    if source == "file":
+        return [origin]
+    if source != "entry-point" or not entry:
+        return []
+    import importlib.util
+
+    top = entry.partition(":")[0].strip().split(".")[0]
+    try:
+        spec = importlib.util.find_spec(top)
+    except (ImportError, ValueError):
+        return []
+    if spec is None:
+        return []
+    if spec.submodule_search_locations:
+        return list(spec.submodule_search_locations)
+    return [spec.origin] if spec.origin else []
+
+
 def current() -> str | None:
     """The name of the plugin whose code is running under the guard, if any."""
     return _current.name if _current is not None else None
@@ -306,10 +347,11 @@ def _fspath(path: Any, dir_fd: Any = None) -> str | None:
     return str(os.path.abspath(path))
 
 
-def _within(path: str, roots: list[str] | None) -> bool:
-    if roots is None:
-        return True
-    return any(path == root or path.startswith(root + os.sep) or root == os.sep for root in roots)
+def _matcher(roots: list[str] | None) -> tuple[bool, frozenset[str], tuple[str, ...]]:
+    """``(everything, exact paths, directory prefixes)`` for a list of allowed roots."""
+    if roots is None or os.sep in roots:
+        return True, frozenset(), ()
+    return False, frozenset(roots), tuple(root.rstrip(os.sep) + os.sep for root in roots)
 
 
 _IMPORTABLE = (".py", ".pyc", ".pyw", ".so", ".pth")
@@ -333,19 +375,47 @@ def _import_system(path: str, *, write: bool) -> bool:
     return False
 
 
+_ACCMODE, _RDONLY, _WRONLY = os.O_ACCMODE, os.O_RDONLY, os.O_WRONLY
+_CHANGES = os.O_CREAT | os.O_TRUNC | os.O_APPEND
+
+
+def _dot_segments(path: str) -> bool:
+    """Whether a path has ``.`` or ``..`` segments (not just names starting with a dot)."""
+    return "/./" in path or "/../" in path or path.endswith(("/.", "/.."))
+
+
 def _open(policy: Policy, args: tuple[Any, ...]) -> None:
     path, mode, flags = args
-    target = _fspath(path)
-    if target is None:
-        return
-    if isinstance(flags, int):
-        access = flags & os.O_ACCMODE
-        read = access in (os.O_RDONLY, os.O_RDWR)
-        write = access != os.O_RDONLY or bool(flags & (os.O_CREAT | os.O_TRUNC | os.O_APPEND))
+    if (
+        type(path) is str
+        and path[:1] == "/"
+        and "//" not in path
+        and ("/." not in path or not _dot_segments(path))
+    ):
+        target = path  # already absolute and normal: the common case, no abspath()
+    else:
+        found = _fspath(path)
+        if found is None:
+            return
+        target = found
+    if type(flags) is int:
+        access = flags & _ACCMODE
+        read = access != _WRONLY
+        write = access != _RDONLY or bool(flags & _CHANGES)
     else:
         mode = str(mode or "r")
         read = "r" in mode or "+" in mode
         write = any(ch in mode for ch in "wax+")
+    if (
+        read
+        and not write
+        and (
+            policy.read_all
+            or target in policy.read_exact
+            or target.startswith(policy.read_prefixes)
+        )
+    ):
+        return  # the common case, without a method call
     policy.check_path(target, write=write, read=read)
 
 

@@ -56,7 +56,7 @@ def _report(index: Index, rec: PluginRec) -> dict[str, Any]:
     asked = requested(rec)
     have = granted(index, name)
     lacking = [] if rec["source"] == "builtin" else missing(asked, have)
-    host, enforced, gaps = enforcement(rec)
+    host, enforced, gaps = enforcement(rec, have)
     forced = index["config"].get("isolation", {})
     assert isinstance(forced, dict)
     from conduit.errors import _grant_command
@@ -117,8 +117,9 @@ def permissions_cmd(name: str, as_json: bool) -> None:
     if report["enforced"]:
         lines.append("  enforced by this host:")
         lines += [f"    {text}" for text in report["enforced"]]
-    lines.append("  not enforced:")
-    lines += [f"    {text}" for text in report["not_enforced"]]
+    if report["not_enforced"]:
+        lines.append("  not enforced:")
+        lines += [f"    {text}" for text in report["not_enforced"]]
     if any(r["unscoped"] for r in report["requested"]):
         lines.append("  ! unscoped: all of that kind")
     click.echo("\n".join(lines))

@@ -28,6 +28,11 @@ Layout::
 
     [grants]                       # capabilities the user granted, per plugin
     git-tools = ["filesystem:read:~/src", "process:execute:git"]
+
+    [wasm]                         # WebAssembly plugins (docs/wasm.md)
+    timeout = 10                   # wall-clock seconds per command, 0 = none
+    memory-mb = 256                # linear memory per command
+    fuel = 0                       # metered instructions per command, 0 = not metered
 """
 
 from __future__ import annotations
@@ -66,6 +71,18 @@ class ProcessSettings(
     shared: list[str] = []
 
 
+class WasmSettings(
+    msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True, rename="kebab"
+):
+    """``[wasm]``: limits of WebAssembly plugins (read by conduit.hosts.wasm)."""
+
+    timeout: float = 10.0
+    memory_mb: int = 256
+    fuel: int = 0
+    max_stack_kb: int = 512
+    http_timeout: float = 30.0
+
+
 class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     """The whole config file, validated."""
 
@@ -77,6 +94,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=
     isolation: dict[str, Literal["process", "wasm"]] = {}
     #: plugin -> the capabilities the user granted it (conduit.security.capabilities)
     grants: dict[str, list[str]] = {}
+    wasm: WasmSettings = WasmSettings()
 
 
 def _parse(path: str, raw: bytes) -> dict[str, Any]:

@@ -466,6 +466,45 @@ def test_infinite_recursion_is_a_stack_overflow(plugin_dir, other, capsys):
     fails_then_carries_on(capsys, "deep", "plugin 'deep': stack overflow (infinite recursion?)")
 
 
+def test_any_other_trap_is_named(plugin_dir, other, capsys):
+    install(plugin_dir, "divide", module("(drop (i32.div_u (i32.const 1) (i32.const 0)))"))
+    fails_then_carries_on(
+        capsys,
+        "divide",
+        "plugin 'divide': trapped: wasm trap: integer divide by zero",
+        hint="a bug in the plugin; report it to its author",
+    )
+
+
+def test_an_unknown_import_is_not_linked(plugin_dir, other, capsys):
+    imports = ' (import "conduit" "socket" (func $socket (param i32) (result i32)))\n'
+    install(plugin_dir, "sneaky", module("", imports=imports))
+    fails_then_carries_on(
+        capsys,
+        "sneaky",
+        "plugin 'sneaky': cannot be linked: unknown import: `conduit::socket` has not been defined",
+    )
+
+
+def test_memory_larger_than_the_limit_cannot_start(plugin_dir, conduit_home, other, capsys):
+    install(
+        plugin_dir,
+        "big",
+        module("").replace('(memory (export "memory") 2)', '(memory (export "memory") 600)'),
+    )
+    configure(conduit_home, "[wasm]\nmemory-mb = 16\n")
+    kernel = fresh_kernel()
+    try:
+        with pytest.raises(
+            ConduitError,
+            match=r"plugin 'big': out of memory: it needs more than the limit of 16 MB to start",
+        ):
+            kernel.run("big", ["big"])
+        assert kernel.run("other", ["other"]) == 0
+    finally:
+        kernel.shutdown()
+
+
 def test_fuel_limit(plugin_dir, conduit_home, other, capsys):
     install(plugin_dir, "spin", module("(loop $l (br $l))"))
     configure(conduit_home, "[wasm]\nfuel = 100000\n")

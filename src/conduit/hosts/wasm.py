@@ -7,8 +7,8 @@ Imported only when a WebAssembly plugin is activated; ``wasmtime`` (the optional
   ``argv = [COMMAND, ARGS...]``, the terminal's stdin, stdout and stderr, and the exit
   code from ``proc_exit``. Conduit's services are core-module imports from ``"conduit"``
   (see :data:`CORE_IMPORTS` and docs/wasm.md).
-* **Components** of the ``conduit:plugin`` world (``wit/``), e.g. Python built with
-  componentize-py: ``command.run(args, stdin)`` returns stdout, stderr and an exit code;
+* **Components** of the ``conduit:plugin`` world (``conduit/wit/``), e.g. Python built
+  with componentize-py: ``command.run(args)`` returns stdout, stderr and an exit code;
   Conduit's services are the ``host`` interface.
 
 The sandbox of one command: a fresh store and instance; ``filesystem:*`` grants become
@@ -697,33 +697,46 @@ def _run_module(rt: Runtime, box: Sandbox, module: Any, argv: list[str]) -> int:
     linker = wasmtime.Linker(rt.engine)
     linker.define_wasi()
     _define_core_imports(linker, box, rt)
-    instance = None
     try:
         instance = linker.instantiate(store, module)
-        start = instance.exports(store).get("_start")
-        if not isinstance(start, wasmtime.Func):
-            raise HostError(
-                box.plugin,
-                "the module exports no '_start' function",
-                hint="build it as a WASI command (a program with main)",
-            )
+    except wasmtime.WasmtimeError as exc:
+        raise _link_error(rt, box, exc) from None
+    start = instance.exports(store).get("_start")
+    if not isinstance(start, wasmtime.Func):
+        raise HostError(
+            box.plugin,
+            "the module exports no '_start' function",
+            hint="build it as a WASI command (a program with main)",
+        )
+    try:
         start(store)
     except wasmtime.ExitTrap as exc:
         if box.denied is not None:
             raise _explain(rt, box, exc, None) from None
         return int(exc.code)
     except (wasmtime.Trap, wasmtime.WasmtimeError, Denied) as exc:
-        used = None
-        if instance is not None:
-            mem = instance.exports(store).get("memory")
-            if isinstance(mem, wasmtime.Memory):
-                used = mem.data_len(store)
-        elif "memory" in str(exc) and "limit" in str(exc):  # refused at instantiation
-            used = rt.settings.memory_mb * MIB
+        mem = instance.exports(store).get("memory")
+        used = mem.data_len(store) if isinstance(mem, wasmtime.Memory) else None
         raise _explain(rt, box, exc, used) from None
     finally:
         sys.stdout.flush()
     return 0
+
+
+def _link_error(rt: Runtime, box: Sandbox, exc: BaseException) -> HostError:
+    words = _trap_words(exc)
+    if "memory" in words and ("limit" in words or "minimum" in words):
+        return HostError(
+            box.plugin,
+            f"out of memory: it needs more than the limit of {rt.settings.memory_mb} MB "
+            f"to start ({words})",
+            hint="raise [wasm] memory-mb in the config",
+        )
+    return HostError(
+        box.plugin,
+        f"cannot be linked: {words}",
+        hint="it imports something Conduit does not provide (see docs/wasm.md)",
+    )
 
 
 def _run_component(rt: Runtime, box: Sandbox, component: Any, argv: list[str]) -> int:
@@ -734,9 +747,11 @@ def _run_component(rt: Runtime, box: Sandbox, component: Any, argv: list[str]) -
     linker = wc.Linker(rt.engine)
     linker.add_wasip2()
     _define_wit_imports(linker, box, rt)
-    stdin = b"" if sys.stdin is None or sys.stdin.isatty() else _read_stdin()
     try:
         instance = linker.instantiate(store, component)
+    except wasmtime.WasmtimeError as exc:
+        raise _link_error(rt, box, exc) from None
+    try:
         index = instance.get_export_index(store, WIT_COMMAND)
         run = None
         if index is not None:
@@ -748,7 +763,7 @@ def _run_component(rt: Runtime, box: Sandbox, component: Any, argv: list[str]) -
                 f"the component does not export {WIT_COMMAND}#run",
                 hint="build it against the conduit:plugin world (wit/ in Conduit)",
             )
-        result = run(store, list(argv), stdin)
+        result = run(store, list(argv))
     except (wasmtime.Trap, wasmtime.WasmtimeError, Denied) as exc:
         raise _explain(rt, box, exc, None) from None
     if box.denied is not None:  # the guest swallowed the error it got
@@ -759,13 +774,6 @@ def _run_component(rt: Runtime, box: Sandbox, component: Any, argv: list[str]) -
     _writer(sys.stdout)(bytes(out.stdout))
     _writer(sys.stderr)(bytes(out.stderr))
     return int(out.code)
-
-
-def _read_stdin() -> bytes:
-    try:
-        return sys.stdin.buffer.read()
-    except (AttributeError, OSError, ValueError):
-        return b""
 
 
 def _record(**fields: Any) -> Any:

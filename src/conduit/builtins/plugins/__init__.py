@@ -121,7 +121,9 @@ def _table(rows: list[list[str]]) -> str:
 
 #: subcommands that live in their own module, imported only when that subcommand runs
 #: (or when the whole group's ``--help`` is rendered); ``name -> "module:attribute"``
-LAZY_COMMANDS: dict[str, str] = {}
+LAZY_COMMANDS: dict[str, str] = {
+    "build": "conduit.builtins.plugins._wasm:build_cmd",
+}
 
 
 class _LazyGroup(click.Group):

@@ -505,6 +505,17 @@ def test_memory_larger_than_the_limit_cannot_start(plugin_dir, conduit_home, oth
         kernel.shutdown()
 
 
+def test_a_buffer_outside_memory_is_a_plugin_bug(plugin_dir, other, capsys):
+    body = "(drop (call $env (i32.const 131000) (i32.const 100)))"  # memory is 2 pages
+    install(plugin_dir, "oob", module(body, imports=CONDUIT_IMPORTS))
+    fails_then_carries_on(
+        capsys,
+        "oob",
+        "plugin 'oob': bad call to a conduit import: it passed a buffer outside its memory (131000, 100)",
+        hint="a bug in the plugin",
+    )
+
+
 def test_fuel_limit(plugin_dir, conduit_home, other, capsys):
     install(plugin_dir, "spin", module("(loop $l (br $l))"))
     configure(conduit_home, "[wasm]\nfuel = 100000\n")

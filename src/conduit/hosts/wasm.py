@@ -307,6 +307,10 @@ def runtime(settings: WasmSettings, cache_dir: str, plugin: str = "?") -> Runtim
 # -- the sandbox of one command ----------------------------------------------------------------
 
 
+class GuestFault(Exception):
+    """A module called a host function wrongly (no memory, a buffer out of bounds)."""
+
+
 class Denied(Exception):
     """A host function refused a call: the capability it needs is not granted."""
 
@@ -617,11 +621,18 @@ def _define_core_imports(linker: Any, box: Sandbox, rt: Runtime) -> None:
     def memory(caller: Any) -> Any:
         mem = caller.get("memory")
         if not isinstance(mem, wasmtime.Memory):
-            raise Denied("a memory export", "a host call from a module without 'memory'")
+            raise GuestFault("it called a conduit import but exports no 'memory'")
+        return mem
+
+    def span(caller: Any, ptr: int, length: int) -> Any:
+        mem = memory(caller)
+        # i32 arrive signed; wasmtime-py would read a negative start from the end
+        if ptr < 0 or length < 0 or ptr + length > mem.data_len(caller):
+            raise GuestFault(f"it passed a buffer outside its memory ({ptr}, {length})")
         return mem
 
     def read(caller: Any, ptr: int, length: int) -> bytes:
-        return bytes(memory(caller).read(caller, ptr, ptr + length))
+        return bytes(span(caller, ptr, length).read(caller, ptr, ptr + length))
 
     def deny(exc: Denied) -> None:
         box.denied = exc
@@ -681,7 +692,7 @@ def _define_core_imports(linker: Any, box: Sandbox, rt: Runtime) -> None:
 
     def result(caller: Any, ptr: int, capacity: int) -> int:
         data = box.result[: max(0, capacity)]
-        memory(caller).write(caller, data, ptr)
+        span(caller, ptr, len(data)).write(caller, data, ptr)
         return len(data)
 
     funcs = {"log": log, "env": env, "http": http, "exec": exec_, "result": result}
@@ -714,6 +725,10 @@ def _run_module(rt: Runtime, box: Sandbox, module: Any, argv: list[str]) -> int:
         if box.denied is not None:
             raise _explain(rt, box, exc, None) from None
         return int(exc.code)
+    except GuestFault as exc:
+        raise HostError(
+            box.plugin, f"bad call to a conduit import: {exc}", hint="a bug in the plugin"
+        ) from None
     except (wasmtime.Trap, wasmtime.WasmtimeError, Denied) as exc:
         mem = instance.exports(store).get("memory")
         used = mem.data_len(store) if isinstance(mem, wasmtime.Memory) else None

@@ -77,6 +77,9 @@ def test_hash_a_granted_file(pyhash, tmp_path, run, monkeypatch):
 
 
 def test_without_a_grant_files_are_out_of_reach(pyhash, tmp_path, run, monkeypatch):
+    # The sandbox alone, whatever the manifest asks for: nothing granted, no files.
+    toml = pyhash / "plugins" / "pyhash.toml"
+    toml.write_text(toml.read_text().replace('capabilities = ["filesystem:read:${workspace}"]', ""))
     (tmp_path / "data.txt").write_bytes(b"hello\n")
     monkeypatch.chdir(tmp_path)
     result = run("pyhash", "data.txt")
@@ -110,13 +113,19 @@ def server() -> Iterator[int]:
 
 def test_http_through_the_host_import_is_checked(pyhash, server, run, capsys):
     url = f"http://127.0.0.1:{server}/doc"
-    configure(pyhash, f'[grants]\npyhash = ["network:http:127.0.0.1:{server}"]\n')
+    configure(
+        pyhash,
+        f'[grants]\npyhash = ["filesystem:read:${{workspace}}", "network:http:127.0.0.1:{server}"]\n',
+    )
     result = run("pyhash", url)
     assert result.code == 0, result.err
     assert result.out == f"{hashlib.sha256(b'served /doc').hexdigest()}  {url}\n"
     # Not granted: the guest gets an error from the import, and Conduit reports the
     # denial as the command's error; the same kernel then runs the plugin again.
-    configure(pyhash, '[grants]\npyhash = ["network:http:example.com"]\n')
+    configure(
+        pyhash,
+        '[grants]\npyhash = ["filesystem:read:${workspace}", "network:http:example.com"]\n',
+    )
     paths = resolve()
     kernel = Kernel(load(paths, Profile(False)), paths)
     try:
@@ -135,6 +144,8 @@ def test_http_through_the_host_import_is_checked(pyhash, server, run, capsys):
 
 
 def test_stdin_goes_to_the_component(pyhash, conduit_home):
+    configure(pyhash, '[grants]\npyhash = ["filesystem:read:${workspace}"]\n')
+
     def conduit(*args: str, data: bytes) -> subprocess.CompletedProcess[bytes]:
         return subprocess.run(
             [sys.executable, "-m", "conduit", *args],

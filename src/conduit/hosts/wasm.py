@@ -30,17 +30,16 @@ import hashlib
 import os
 import sys
 import threading
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from conduit.errors import PluginLoadError
-from conduit.hosts.process import HostError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from conduit._profile import Profile
     from conduit._types import PluginRec
+    from conduit.hosts.process import HostError
     from conduit.kernel import Context, Kernel
     from conduit.security.capabilities import Capability
 
@@ -74,9 +73,11 @@ WIT_PACKAGE = "conduit:plugin/host@0.1.0"
 WIT_COMMAND = "conduit:plugin/command@0.1.0"
 
 
-@dataclass(frozen=True)
-class WasmSettings:
-    """The ``[wasm]`` table of the config (validated by :mod:`conduit.config`)."""
+class WasmSettings(NamedTuple):
+    """The ``[wasm]`` table of the config (validated by :mod:`conduit.config`).
+
+    A NamedTuple rather than a dataclass: dataclasses imports inspect and ast, which
+    would cost every WebAssembly command a few milliseconds."""
 
     timeout: float = 10.0  # seconds of wall-clock time per command; 0 = none
     memory_mb: int = 256  # linear memory per store
@@ -164,9 +165,14 @@ class ArtifactCache:
         """The compiled form of the module with hash ``digest``, from the cache or
         compiled from ``read()`` (and stored)."""
         import wasmtime
-        from wasmtime import component as wc
 
-        kind = wc.Component if component else wasmtime.Module
+        kind: Any
+        if component:  # wasmtime.component costs an import of its own
+            from wasmtime import component as wc
+
+            kind = wc.Component
+        else:
+            kind = wasmtime.Module
         path = self.path_for(digest)
         meta = ARTIFACT_MAGIC + f"{self.description} module={digest}\n".encode()
         reason = "compiled"
@@ -307,6 +313,14 @@ def runtime(settings: WasmSettings, cache_dir: str, plugin: str = "?") -> Runtim
 # -- the sandbox of one command ----------------------------------------------------------------
 
 
+def _host_error(plugin: str, message: str, *, hint: str | None = None) -> HostError:
+    """:class:`conduit.hosts.process.HostError`, imported only when one is raised (the
+    process host's module imports subprocess and signal)."""
+    from conduit.hosts.process import HostError
+
+    return HostError(plugin, message, hint=hint)
+
+
 class GuestFault(Exception):
     """A module called a host function wrongly (no memory, a buffer out of bounds)."""
 
@@ -320,19 +334,22 @@ class Denied(Exception):
         self.what = what
 
 
-@dataclass
 class Sandbox:
     """What one plugin may do, computed from its grants for one command."""
 
-    plugin: str
-    grants: list[Capability]
-    workspace: str
-    plugin_data: str
-    env: dict[str, str] = field(default_factory=dict)
-    preopens: list[tuple[str, bool]] = field(default_factory=list)  # (directory, writable)
-    #: the last result of a core-module host call, fetched with conduit.result
-    result: bytes = b""
-    denied: Denied | None = None
+    def __init__(
+        self, plugin: str, grants: list[Capability], workspace: str, plugin_data: str
+    ) -> None:
+        self.plugin = plugin
+        self.grants = grants
+        self.workspace = workspace
+        self.plugin_data = plugin_data
+        self.env: dict[str, str] = {}
+        self.preopens: list[tuple[str, bool]] = []  # (directory, writable)
+        #: the last result of a core-module host call, fetched with conduit.result
+        self.result = b""
+        #: the first refused call, reported as the command's error
+        self.denied: Denied | None = None
 
     @classmethod
     def build(cls, plugin: str, grants: list[str], workspace: str, plugin_data: str) -> Sandbox:
@@ -554,7 +571,7 @@ def _explain(rt: Runtime, box: Sandbox, exc: BaseException, memory_used: int | N
 
     if box.denied is not None:
         denied = box.denied
-        return HostError(
+        return _host_error(
             box.plugin,
             f"denied: {denied.what}: {denied.capability} is not granted",
             hint=f'grant it in the config: [grants] {box.plugin} = ["{denied.capability}"]',
@@ -563,32 +580,32 @@ def _explain(rt: Runtime, box: Sandbox, exc: BaseException, memory_used: int | N
     code = getattr(exc, "trap_code", None) if isinstance(exc, wasmtime.Trap) else None
     T = wasmtime.TrapCode
     if code == T.INTERRUPT:
-        return HostError(
+        return _host_error(
             box.plugin,
             f"timed out after {settings.timeout:g} s (wall-clock limit)",
             hint="raise [wasm] timeout in the config (0 = no limit)",
         )
     if code == T.STACK_OVERFLOW:
-        return HostError(
+        return _host_error(
             box.plugin,
             "stack overflow (infinite recursion?)",
             hint=f"the wasm stack is {settings.max_stack_kb} KB ([wasm] max-stack-kb)",
         )
     if code == T.OUT_OF_FUEL:
-        return HostError(
+        return _host_error(
             box.plugin,
             f"ran out of fuel ({settings.fuel} units)",
             hint="raise [wasm] fuel in the config (0 = not metered)",
         )
     limit = settings.memory_mb * MIB
     if memory_used is not None and memory_used + 64 * 1024 > limit:
-        return HostError(
+        return _host_error(
             box.plugin,
             f"out of memory: it reached the limit of {settings.memory_mb} MB "
             f"and then trapped ({_trap_words(exc)})",
             hint="raise [wasm] memory-mb in the config",
         )
-    return HostError(
+    return _host_error(
         box.plugin,
         f"trapped: {_trap_words(exc)}",
         hint="a bug in the plugin; report it to its author",
@@ -714,7 +731,7 @@ def _run_module(rt: Runtime, box: Sandbox, module: Any, argv: list[str]) -> int:
         raise _link_error(rt, box, exc) from None
     start = instance.exports(store).get("_start")
     if not isinstance(start, wasmtime.Func):
-        raise HostError(
+        raise _host_error(
             box.plugin,
             "the module exports no '_start' function",
             hint="build it as a WASI command (a program with main)",
@@ -726,7 +743,7 @@ def _run_module(rt: Runtime, box: Sandbox, module: Any, argv: list[str]) -> int:
             raise _explain(rt, box, exc, None) from None
         return int(exc.code)
     except GuestFault as exc:
-        raise HostError(
+        raise _host_error(
             box.plugin, f"bad call to a conduit import: {exc}", hint="a bug in the plugin"
         ) from None
     except (wasmtime.Trap, wasmtime.WasmtimeError, Denied) as exc:
@@ -741,13 +758,13 @@ def _run_module(rt: Runtime, box: Sandbox, module: Any, argv: list[str]) -> int:
 def _link_error(rt: Runtime, box: Sandbox, exc: BaseException) -> HostError:
     words = _trap_words(exc)
     if "memory" in words and ("limit" in words or "minimum" in words):
-        return HostError(
+        return _host_error(
             box.plugin,
             f"out of memory: it needs more than the limit of {rt.settings.memory_mb} MB "
             f"to start ({words})",
             hint="raise [wasm] memory-mb in the config",
         )
-    return HostError(
+    return _host_error(
         box.plugin,
         f"cannot be linked: {words}",
         hint="it imports something Conduit does not provide (see docs/wasm.md)",
@@ -773,7 +790,7 @@ def _run_component(rt: Runtime, box: Sandbox, component: Any, argv: list[str]) -
             run_index = instance.get_export_index(store, "run", index)
             run = instance.get_func(store, run_index) if run_index is not None else None
         if run is None:
-            raise HostError(
+            raise _host_error(
                 box.plugin,
                 f"the component does not export {WIT_COMMAND}#run",
                 hint="build it against the conduit:plugin world (wit/ in Conduit)",
@@ -785,7 +802,7 @@ def _run_component(rt: Runtime, box: Sandbox, component: Any, argv: list[str]) -
         raise _explain(rt, box, Denied(box.denied.capability, box.denied.what), None)
     out = result
     if isinstance(out, str):  # result<output, string>: the error case
-        raise HostError(box.plugin, f"command '{argv[0]}' failed: {out}")
+        raise _host_error(box.plugin, f"command '{argv[0]}' failed: {out}")
     _writer(sys.stdout)(bytes(out.stdout))
     _writer(sys.stderr)(bytes(out.stderr))
     return int(out.code)

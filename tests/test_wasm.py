@@ -640,3 +640,40 @@ def test_a_wasm_plugin_edited_in_place_is_noticed(plugin_dir, run):
     os.utime(plugin_dir, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     assert run("hi").out == "two"
     assert "Say hi." in run("--help").out
+
+
+# -- conduit plugins build -----------------------------------------------------------------------
+
+
+def test_build_installs_and_precompiles_a_prebuilt_module(tmp_path, conduit_home, run):
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "plugin.wasm").write_bytes(
+        wasmtime.wat2wasm(
+            module("(call $print (i32.const 100) (i32.const 5))", data={100: "built"})
+        )
+    )
+    (source / "conduit-plugin.toml").write_text(
+        'name = "prebuilt"\napi = ">=1.0"\n[[commands]]\nname = "prebuilt"\nhelp = "Run it."\n'
+    )
+    result = run("plugins", "build", str(source))
+    assert result.code == 0, result.err
+    assert f"installed {conduit_home / 'plugins' / 'prebuilt.wasm'}" in result.out
+    assert "precompiled in" in result.out
+    assert len(artifacts(conduit_home)) == 1
+    assert run("prebuilt").out == "built"
+    assert run("plugins", "build", str(source)).out.endswith("already precompiled\n")
+
+
+def test_build_errors_are_one_line(tmp_path, run):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = run("plugins", "build", str(empty))
+    assert result.code == 1
+    assert f"error: {empty}: no conduit-plugin.toml" in result.err
+    (empty / "conduit-plugin.toml").write_text('name = "x"\napi = ">=1.0"\n')
+    result = run("plugins", "build", str(empty))
+    assert f"error: {empty}: neither app.py nor plugin.wasm" in result.err
+    (empty / "conduit-plugin.toml").write_text('api = ">=1.0"\n')
+    result = run("plugins", "build", str(empty))
+    assert "conduit-plugin.toml: name: required field is missing" in result.err

@@ -12,6 +12,7 @@ import shutil
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -302,7 +303,16 @@ def test_a_grant_naming_a_file_is_refused(plugin_dir, conduit_home, tree, run):
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
+    seen: ClassVar[list[str]] = []
+
     def do_GET(self) -> None:
+        _Handler.seen.append(self.path)
+        if self.path.startswith("/redirect"):
+            self.send_response(302)
+            self.send_header("Location", "http://example.com/elsewhere")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         body = b"pong from " + self.path.encode()
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
@@ -343,6 +353,19 @@ def test_http_to_a_granted_host_works(plugin_dir, conduit_home, server, run):
     assert result.code == 0, result.err
     assert '"status": 200' in result.out
     assert '"body": "pong from /ping"' in result.out
+
+
+def test_redirects_are_not_followed(plugin_dir, conduit_home, server, run):
+    install(
+        plugin_dir, "fetch", call_module("http", f'{{"url": "http://127.0.0.1:{server}/redirect"}}')
+    )
+    configure(conduit_home, f'[grants]\nfetch = ["network:http:127.0.0.1:{server}"]\n')
+    _Handler.seen.clear()
+    result = run("fetch")
+    assert result.code == 0, result.err
+    assert '"status": 302' in result.out
+    assert '"Location", "http://example.com/elsewhere"' in result.out
+    assert _Handler.seen == ["/redirect"]
 
 
 def test_network_without_a_grant_is_denied(plugin_dir, server, other, capsys):

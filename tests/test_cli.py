@@ -394,7 +394,7 @@ def test_complete_from_index(run, plugin_dir):
         "help-me\tRun help-me of alpha.",
     ]
     subs = [line.split("\t")[0] for line in run("__complete", "plugins", "").out.splitlines()]
-    assert subs == ["list", "info", "enable", "disable", "doctor", "graph"]
+    assert subs == ["list", "info", "enable", "disable", "doctor", "graph", "build"]
     assert "--version" in run("__complete", "--v").out
     assert "alpha:hello" in run("__complete", "alpha:").out
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import http.server
 import os
 import shutil
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -199,6 +200,17 @@ def test_python_plugin_forced_into_wasm_is_refused(plugin_dir, conduit_home, run
     assert (
         "error: plugin 'pyplug': isolation 'wasm' needs a WebAssembly module, and this is a file plugin"
         in result.err
+    )
+
+
+def test_without_wasmtime_the_error_says_how_to_install_it(plugin_dir, run, monkeypatch):
+    install(plugin_dir, "hi", module(""))
+    monkeypatch.setitem(sys.modules, "wasmtime", None)  # import wasmtime -> ImportError
+    result = run("hi")
+    assert result.code == 3
+    assert result.err == (
+        "error: plugin 'hi': WebAssembly plugins need wasmtime, which is not installed\n"
+        "hint: install the extra: pip install 'conduit-devtool[wasm]'\n"
     )
 
 

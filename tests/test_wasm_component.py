@@ -49,7 +49,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert f"installed {home / 'plugins' / 'pyhash.wasm'}" in proc.stdout
-    assert "precompiled in" in proc.stdout
+    assert "precompiled in" in proc.stdout  # and its commands checked against describe()
     return home
 
 
@@ -162,3 +162,36 @@ def test_stdin_goes_to_the_component(pyhash, conduit_home):
     assert decoded.stdout == b"sandboxed\n"
     hashed = conduit("pyhash", data=b"abc")
     assert hashed.stdout.decode() == f"{hashlib.sha256(b'abc').hexdigest()}  -\n"
+
+
+def build_from(source: Path, run, built: Path, conduit_home: Path, toml: str):  # type: ignore[no-untyped-def]
+    """``plugins build`` of the built component as a prebuilt plugin.wasm, with ``toml``."""
+    source.mkdir()
+    shutil.copyfile(built / "plugins" / "pyhash.wasm", source / "plugin.wasm")
+    (source / "conduit-plugin.toml").write_text(toml)
+    shutil.copytree(built / "cache" / "wasm", conduit_home / "cache" / "wasm")
+    return run("plugins", "build", str(source))
+
+
+def test_build_takes_the_commands_from_the_component(built, conduit_home, tmp_path, run):
+    result = build_from(
+        tmp_path / "src", run, built, conduit_home, 'name = "pyhash"\napi = ">=1.0"\n'
+    )
+    assert result.code == 0, result.err
+    assert "commands from the component: pyhash, pyb64" in result.out
+    assert "already precompiled" in result.out
+    help_text = run("--help").out
+    assert "pyhash  Print the SHA-256 (or -a ALGO) of files, URLs or stdin." in help_text
+    assert "pyb64   Base64-encode stdin (-d decodes)." in help_text
+
+
+def test_build_refuses_a_manifest_that_disagrees_with_the_component(
+    built, conduit_home, tmp_path, run
+):
+    toml = 'name = "pyhash"\napi = ">=1.0"\n[[commands]]\nname = "pyhash"\n'
+    result = build_from(tmp_path / "src", run, built, conduit_home, toml)
+    assert result.code == 1
+    assert (
+        "the manifest lists the commands pyhash, but the component describes pyhash, pyb64"
+        in result.err
+    )

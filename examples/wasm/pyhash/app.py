@@ -13,7 +13,7 @@ import sys
 
 from componentize_py_types import Err
 from wit_world import exports
-from wit_world.exports.command import Output
+from wit_world.exports.command import CommandInfo, Output
 from wit_world.imports import host
 
 ALGORITHMS = ("md5", "sha1", "sha256", "sha512")
@@ -75,7 +75,20 @@ def _b64(args: list[str]) -> Output:
     return Output(stdout=base64.b64encode(stdin) + b"\n", stderr=b"", code=0)
 
 
+COMMANDS = [
+    CommandInfo(
+        name="pyhash",
+        help="Print the SHA-256 (or -a ALGO) of files, URLs or stdin.",
+        usage="[-a md5|sha1|sha256|sha512] [FILE|URL]...",
+    ),
+    CommandInfo(name="pyb64", help="Base64-encode stdin (-d decodes).", usage="[-d]"),
+]
+
+
 class Command(exports.Command):
+    def describe(self) -> list[CommandInfo]:
+        return COMMANDS
+
     def run(self, args: list[str]) -> Output:
         command, rest = args[0], args[1:]
         if command == "pyhash":

@@ -49,6 +49,7 @@ __all__ = [
     "Runtime",
     "WasmHost",
     "WasmSettings",
+    "describe",
     "engine_description",
     "is_component",
     "runtime",
@@ -771,7 +772,10 @@ def _link_error(rt: Runtime, box: Sandbox, exc: BaseException) -> HostError:
     )
 
 
-def _run_component(rt: Runtime, box: Sandbox, component: Any, argv: list[str]) -> int:
+def _call_component(
+    rt: Runtime, box: Sandbox, component: Any, argv: list[str], export: str, *args: Any
+) -> Any:
+    """Instantiate ``component`` in a fresh store and call ``command.EXPORT(*args)``."""
     import wasmtime
     from wasmtime import component as wc
 
@@ -785,27 +789,46 @@ def _run_component(rt: Runtime, box: Sandbox, component: Any, argv: list[str]) -
         raise _link_error(rt, box, exc) from None
     try:
         index = instance.get_export_index(store, WIT_COMMAND)
-        run = None
+        func = None
         if index is not None:
-            run_index = instance.get_export_index(store, "run", index)
-            run = instance.get_func(store, run_index) if run_index is not None else None
-        if run is None:
+            func_index = instance.get_export_index(store, export, index)
+            func = instance.get_func(store, func_index) if func_index is not None else None
+        if func is None:
             raise _host_error(
                 box.plugin,
-                f"the component does not export {WIT_COMMAND}#run",
-                hint="build it against the conduit:plugin world (wit/ in Conduit)",
+                f"the component does not export {WIT_COMMAND}#{export}",
+                hint="build it against the conduit:plugin world (conduit/wit/)",
             )
-        result = run(store, list(argv))
+        result = func(store, *args)
     except (wasmtime.Trap, wasmtime.WasmtimeError, Denied) as exc:
         raise _explain(rt, box, exc, None) from None
     if box.denied is not None:  # the guest swallowed the error it got
         raise _explain(rt, box, Denied(box.denied.capability, box.denied.what), None)
-    out = result
+    return result
+
+
+def _run_component(rt: Runtime, box: Sandbox, component: Any, argv: list[str]) -> int:
+    out = _call_component(rt, box, component, argv, "run", list(argv))
     if isinstance(out, str):  # result<output, string>: the error case
         raise _host_error(box.plugin, f"command '{argv[0]}' failed: {out}")
     _writer(sys.stdout)(bytes(out.stdout))
     _writer(sys.stderr)(bytes(out.stderr))
     return int(out.code)
+
+
+def describe(
+    path: str, settings: WasmSettings, cache_dir: str, plugin: str
+) -> list[dict[str, str]]:
+    """The commands a component says it provides (``command.describe``), run with no
+    grants; ``[]`` for a core module, which cannot describe itself."""
+    rt = runtime(settings, cache_dir, plugin)
+    artifact, component = rt.load(path)
+    if not component:
+        return []
+    box = Sandbox(plugin, [], os.getcwd(), cache_dir)
+    with rt:
+        infos = _call_component(rt, box, artifact, [plugin], "describe")
+    return [{"name": i.name, "help": i.help, "usage": i.usage} for i in infos]
 
 
 def _record(**fields: Any) -> Any:

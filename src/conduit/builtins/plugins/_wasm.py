@@ -115,23 +115,66 @@ def build_plugin(source: str, output: str, *, echo: bool = True) -> tuple[str, s
     return target, toml
 
 
-def precompile(path: str, echo: bool = True) -> None:
-    """Compile ``path`` into the artifact cache with the configured engine."""
+def _settings() -> tuple[object, str]:
     from conduit._profile import Profile
-    from conduit.hosts.wasm import WasmSettings, runtime
+    from conduit.hosts.wasm import WasmSettings
     from conduit.index import load
     from conduit.paths import resolve
 
     paths = resolve()
     index = load(paths, Profile(False))
-    settings = WasmSettings.from_table(index["config"].get("wasm"))
+    return WasmSettings.from_table(index["config"].get("wasm")), paths.cache_dir
+
+
+def precompile(path: str, echo: bool = True) -> None:
+    """Compile ``path`` into the artifact cache with the configured engine."""
+    from conduit.hosts.wasm import WasmSettings, runtime
+
+    settings, cache_dir = _settings()
+    assert isinstance(settings, WasmSettings)
     started = time.perf_counter()
-    rt = runtime(settings, paths.cache_dir, os.path.basename(path))
+    rt = runtime(settings, cache_dir, os.path.basename(path))
     rt.load(path)
     if echo:
         state = rt.cache.last
         took = time.perf_counter() - started
         click.echo(f"precompiled in {took:.1f} s" if state != "hit" else "already precompiled")
+
+
+def sync_commands(wasm: str, toml: str, name: str) -> None:
+    """Ask a component for its commands (``describe``): fill in a manifest that lists
+    none, or check that the manifest lists the same ones. Compiles it into the cache."""
+    import json
+
+    from conduit.hosts.wasm import WasmSettings, describe, runtime
+    from conduit.manifest import read_manifest_file
+
+    settings, cache_dir = _settings()
+    assert isinstance(settings, WasmSettings)
+    started = time.perf_counter()
+    described = describe(wasm, settings, cache_dir, name)
+    state = runtime(settings, cache_dir, name).cache.last
+    took = time.perf_counter() - started
+    click.echo(f"precompiled in {took:.1f} s" if state != "hit" else "already precompiled")
+    manifest = read_manifest_file(toml, expected_name=name)
+    listed = [c.name for c in manifest.commands]
+    names = [c["name"] for c in described]
+    if not listed:
+        with open(toml, "a", encoding="utf-8") as f:
+            for info in described:
+                f.write("\n[[commands]]\n")
+                for key in ("name", "help", "usage"):
+                    if info[key]:
+                        f.write(f"{key} = {json.dumps(info[key])}\n")
+        read_manifest_file(toml, expected_name=name)  # what we wrote must be valid
+        click.echo(f"commands from the component: {', '.join(names) or 'none'}")
+    elif sorted(listed) != sorted(names):
+        raise ConduitError(
+            f"{toml}: the manifest lists the commands {', '.join(listed)}, but the component "
+            f"describes {', '.join(names) or 'none'}",
+            hint="make them the same, or drop [[commands]] from the manifest to take the "
+            "component's",
+        )
 
 
 @click.command("build")
@@ -142,13 +185,30 @@ def precompile(path: str, echo: bool = True) -> None:
     type=click.Path(file_okay=False),
     help="Write NAME.wasm and NAME.toml here instead of installing them.",
 )
-@click.option("--no-precompile", is_flag=True, help="Do not compile it into the cache now.")
+@click.option(
+    "--no-precompile",
+    is_flag=True,
+    help="Do not compile it now (a component's commands are then not checked).",
+)
 def build_cmd(source: str, output: str | None, no_precompile: bool) -> None:
     """Build a WebAssembly plugin from SOURCE and install it (see docs/wasm.md)."""
+    from conduit.hosts.wasm import is_component
+    from conduit.manifest import read_manifest_file
     from conduit.paths import resolve
 
-    target, _ = build_plugin(source, output or resolve().plugin_dir)
+    target, toml = build_plugin(source, output or resolve().plugin_dir)
+    name = os.path.basename(target)[: -len(".wasm")]
+    with open(target, "rb") as f:
+        component = is_component(f.read(8))
     if not output:
         click.echo(f"installed {target}")
-    if not no_precompile:
+    if no_precompile:
+        if not read_manifest_file(toml, expected_name=name).commands:
+            raise ConduitError(
+                f"{toml}: the manifest lists no commands",
+                hint="build without --no-precompile to take them from the component",
+            )
+    elif component:
+        sync_commands(target, toml, name)
+    else:
         precompile(target)

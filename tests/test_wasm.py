@@ -9,6 +9,8 @@ from __future__ import annotations
 import http.server
 import os
 import shutil
+import signal
+import subprocess
 import sys
 import threading
 from collections.abc import Iterator
@@ -474,6 +476,29 @@ def test_infinite_loop_times_out(plugin_dir, conduit_home, other, capsys):
         "plugin 'spin': timed out after 0.3 s (wall-clock limit)",
         hint="raise [wasm] timeout in the config (0 = no limit)",
     )
+
+
+@pytest.mark.parametrize("timeout", ["0", "60"])
+def test_ctrl_c_stops_a_running_module(plugin_dir, conduit_home, timeout):
+    # prints a line, then loops forever; SIGINT once the line is out
+    install(
+        plugin_dir,
+        "spin",
+        module(
+            "(call $print (i32.const 100) (i32.const 8)) (loop $l (br $l))", data={100: "running\n"}
+        ),
+    )
+    configure(conduit_home, f"[wasm]\ntimeout = {timeout}\n")
+    with subprocess.Popen(
+        [sys.executable, "-m", "conduit", "spin"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    ) as proc:
+        try:
+            assert proc.stdout is not None and proc.stdout.readline() == b"running\n"
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(timeout=30) == 130
+            assert proc.stderr is not None and b"Traceback" not in proc.stderr.read()
+        finally:
+            proc.kill()
 
 
 def test_allocation_bomb_hits_the_memory_limit(plugin_dir, conduit_home, other, capsys):

@@ -256,6 +256,9 @@ class Runtime:
         self._lock = threading.Lock()
         self._running = 0
         self._stop: threading.Event | None = None
+        self._wakeup: tuple[int, int | None] = (-1, None)
+        #: set by the ticker on Ctrl-C: the next interrupt trap is the user's, not a timeout
+        self.interrupted = False
 
     def load(self, path: str) -> tuple[Any, bool]:
         """Compile or fetch the artifact of the ``.wasm`` file at ``path``."""
@@ -269,27 +272,71 @@ class Runtime:
 
         return self.cache.load(self.engine, digest, component, read), component
 
-    # The epoch advances only while some command runs, from one daemon thread.
+    @property
+    def deadline_ticks(self) -> int:
+        """A store's epoch deadline: the timeout in ticks, or 1 tick when there is no
+        timeout (then the epoch only advances on Ctrl-C)."""
+        if not self.settings.timeout:
+            return 1
+        return max(1, int(self.settings.timeout / TICK + 0.999))
+
+    # While a command runs, one daemon thread advances the epoch every TICK (if there is
+    # a timeout) and on Ctrl-C: Python runs its SIGINT handler only between bytecodes,
+    # never inside a call into wasm, so the signal also goes to a wakeup pipe that this
+    # thread watches, and it pushes the epoch past the deadline. The guest traps as
+    # interrupted, and the pending KeyboardInterrupt is raised once the call returns.
     def __enter__(self) -> Runtime:
         with self._lock:
             self._running += 1
             if self._stop is None:
+                import signal
+
                 stop = self._stop = threading.Event()
-                engine = self.engine
-
-                def tick() -> None:
-                    while not stop.wait(TICK):
-                        engine.increment_epoch()
-
-                threading.Thread(target=tick, name="conduit-wasm-epoch", daemon=True).start()
+                r, w = os.pipe()
+                os.set_blocking(w, False)
+                try:
+                    previous: int | None = signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+                except ValueError:  # not the main thread: Ctrl-C is not ours to see
+                    previous = None
+                self._wakeup = (w, previous)
+                threading.Thread(
+                    target=self._tick, args=(stop, r), name="conduit-wasm-epoch", daemon=True
+                ).start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         with self._lock:
             self._running -= 1
             if self._running == 0 and self._stop is not None:
+                import signal
+
                 self._stop.set()
                 self._stop = None
+                w, previous = self._wakeup
+                if previous is not None:
+                    signal.set_wakeup_fd(previous)
+                os.write(w, b"\0")  # wake the thread, which closes its end
+                os.close(w)
+
+    def _tick(self, stop: threading.Event, r: int) -> None:
+        import select
+        import signal
+
+        engine = self.engine
+        period = TICK if self.settings.timeout else None
+        try:
+            while not stop.is_set():
+                ready, _, _ = select.select([r], [], [], period)
+                if not ready:
+                    engine.increment_epoch()
+                    continue
+                data = os.read(r, 512)
+                if signal.SIGINT in data and not stop.is_set():
+                    self.interrupted = True
+                    for _ in range(self.deadline_ticks + 1):
+                        engine.increment_epoch()
+        finally:
+            os.close(r)
 
 
 _RUNTIMES: dict[tuple[WasmSettings, str], Runtime] = {}
@@ -462,6 +509,13 @@ class Sandbox:
         sys.stderr.flush()
 
 
+def _is_fd(stream: Any, fd: int) -> bool:
+    try:
+        return bool(stream.fileno() == fd)
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is an OSError
+        return False
+
+
 def _writer(stream: Any) -> Any:
     """A WASI output callback that writes bytes through ``stream`` (stdout or stderr)."""
 
@@ -545,18 +599,27 @@ def _new_store(rt: Runtime, box: Sandbox, argv: list[str]) -> Any:
     settings = rt.settings
     store = wasmtime.Store(rt.engine)
     store.set_limits(memory_size=settings.memory_mb * MIB)
-    if settings.timeout:
-        store.set_epoch_deadline(max(1, int(settings.timeout / TICK + 0.999)))
-    else:
-        store.set_epoch_deadline(2**62)
+    store.set_epoch_deadline(rt.deadline_ticks)
     if settings.fuel:
         store.set_fuel(settings.fuel)
     wasi = wasmtime.WasiConfig()
     wasi.argv = argv
     wasi.env = sorted(box.env.items())
     wasi.inherit_stdin()
-    wasi.stdout_custom = _writer(sys.stdout)
-    wasi.stderr_custom = _writer(sys.stderr)
+    # The terminal's descriptors when sys.stdout/sys.stderr are them: wasmtime writes
+    # there itself. Only a replaced stream (a test's capture, a library caller) gets a
+    # Python callback, which wasmtime calls from its own threads; those must not outlive
+    # the interpreter (an exit right after Ctrl-C aborted the process).
+    if _is_fd(sys.stdout, 1):
+        sys.stdout.flush()
+        wasi.inherit_stdout()
+    else:
+        wasi.stdout_custom = _writer(sys.stdout)
+    if _is_fd(sys.stderr, 2):
+        sys.stderr.flush()
+        wasi.inherit_stderr()
+    else:
+        wasi.stderr_custom = _writer(sys.stderr)
     for directory, writable in box.preopens:
         wasi.preopen_dir(directory, directory, writable)
         if directory == box.workspace:
@@ -580,6 +643,9 @@ def _explain(rt: Runtime, box: Sandbox, exc: BaseException, memory_used: int | N
     settings = rt.settings
     code = getattr(exc, "trap_code", None) if isinstance(exc, wasmtime.Trap) else None
     T = wasmtime.TrapCode
+    if code == T.INTERRUPT and rt.interrupted:
+        rt.interrupted = False
+        raise KeyboardInterrupt
     if code == T.INTERRUPT:
         return _host_error(
             box.plugin,
@@ -720,9 +786,18 @@ def _define_core_imports(linker: Any, box: Sandbox, rt: Runtime) -> None:
 
 
 def _run_module(rt: Runtime, box: Sandbox, module: Any, argv: list[str]) -> int:
+    store = _new_store(rt, box, argv)
+    try:
+        return _run_module_in(store, rt, box, module, argv)
+    finally:
+        # Freed now, not at interpreter exit: wasmtime's WASI output threads must not
+        # call back into a finalizing interpreter (that aborts the process).
+        store.close()
+
+
+def _run_module_in(store: Any, rt: Runtime, box: Sandbox, module: Any, argv: list[str]) -> int:
     import wasmtime
 
-    store = _new_store(rt, box, argv)
     linker = wasmtime.Linker(rt.engine)
     linker.define_wasi()
     _define_core_imports(linker, box, rt)
@@ -776,10 +851,19 @@ def _call_component(
     rt: Runtime, box: Sandbox, component: Any, argv: list[str], export: str, *args: Any
 ) -> Any:
     """Instantiate ``component`` in a fresh store and call ``command.EXPORT(*args)``."""
+    store = _new_store(rt, box, argv)
+    try:
+        return _call_component_in(store, rt, box, component, export, *args)
+    finally:
+        store.close()  # see _run_module
+
+
+def _call_component_in(
+    store: Any, rt: Runtime, box: Sandbox, component: Any, export: str, *args: Any
+) -> Any:
     import wasmtime
     from wasmtime import component as wc
 
-    store = _new_store(rt, box, argv)
     linker = wc.Linker(rt.engine)
     linker.add_wasip2()
     _define_wit_imports(linker, box, rt)

@@ -221,6 +221,10 @@ def test_bad_wasm_settings_are_a_config_error(conduit_home, run):
     result = run("--help")
     assert result.code == 4
     assert "unknown field `memroy-mb`" in result.err
+    configure(conduit_home, "[wasm]\nmemory-mb = -1\n")  # -1 would mean "no limit" to wasmtime
+    result = run("--help")
+    assert result.code == 4
+    assert "wasm.memory-mb: Expected `int` >= 1" in result.err
 
 
 # -- the sandbox matrix ------------------------------------------------------------------------

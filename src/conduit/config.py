@@ -40,7 +40,7 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -76,11 +76,11 @@ class WasmSettings(
 ):
     """``[wasm]``: limits of WebAssembly plugins (read by conduit.hosts.wasm)."""
 
-    timeout: float = 10.0
-    memory_mb: int = 256
-    fuel: int = 0
-    max_stack_kb: int = 512
-    http_timeout: float = 30.0
+    timeout: Annotated[float, msgspec.Meta(ge=0)] = 10.0  # 0 = none
+    memory_mb: Annotated[int, msgspec.Meta(ge=1)] = 256
+    fuel: Annotated[int, msgspec.Meta(ge=0)] = 0  # 0 = not metered
+    max_stack_kb: Annotated[int, msgspec.Meta(ge=16)] = 512
+    http_timeout: Annotated[float, msgspec.Meta(gt=0)] = 30.0
 
 
 class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):

@@ -202,11 +202,12 @@ class ArtifactCache:
         """``(sha256, is_component, data or None)`` of the module at ``path``.
 
         Hashing an 18 MB component costs more than loading its artifact, so the answer
-        is remembered per (path, size, mtime) in a small ``src-*`` file; then the
+        is remembered per (path, inode, size, mtime, ctime) in a small ``src-*`` file; then the
         module is not even read.
         """
         st = os.stat(path)
-        stamp = f"{os.path.realpath(path)}\0{st.st_size}\0{st.st_mtime_ns}"
+        stamp = f"{os.path.realpath(path)}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}"
+        stamp += f"\0{st.st_ino}"  # a file replaced by rename is another inode
         name = "src-" + hashlib.sha256(stamp.encode()).hexdigest()[:32]
         memo = os.path.join(self.directory, name)
         try:
@@ -695,9 +696,13 @@ def _trap_words(exc: BaseException) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
-def _define_core_imports(linker: Any, box: Sandbox, rt: Runtime) -> None:
+def _json(doc: object) -> bytes:
     import json
 
+    return json.dumps(doc).encode()
+
+
+def _define_core_imports(linker: Any, box: Sandbox, rt: Runtime) -> None:
     import wasmtime
 
     i32 = wasmtime.ValType.i32()
@@ -741,6 +746,8 @@ def _define_core_imports(linker: Any, box: Sandbox, rt: Runtime) -> None:
 
     def http(caller: Any, ptr: int, length: int) -> int:
         try:
+            import json  # only when a module makes a request
+
             req = json.loads(read(caller, ptr, length))
             status, headers, body = box.http(
                 str(req.get("method", "GET")),
@@ -755,10 +762,12 @@ def _define_core_imports(linker: Any, box: Sandbox, rt: Runtime) -> None:
             set_result(f"{type(exc).__name__}: {exc}".encode())
             return -2
         doc = {"status": status, "headers": headers, "body": body.decode("utf-8", "replace")}
-        return set_result(json.dumps(doc).encode())
+        return set_result(_json(doc))
 
     def exec_(caller: Any, ptr: int, length: int) -> int:
         try:
+            import json
+
             req = json.loads(read(caller, ptr, length))
             code, out, err = box.exec(
                 str(req["program"]),
@@ -771,8 +780,12 @@ def _define_core_imports(linker: Any, box: Sandbox, rt: Runtime) -> None:
         except Exception as exc:
             set_result(f"{type(exc).__name__}: {exc}".encode())
             return -2
-        doc = {"code": code, "stdout": out.decode("utf-8", "replace"), "stderr": err.decode()}
-        return set_result(json.dumps(doc).encode())
+        doc = {
+            "code": code,
+            "stdout": out.decode("utf-8", "replace"),
+            "stderr": err.decode("utf-8", "replace"),
+        }
+        return set_result(_json(doc))
 
     def result(caller: Any, ptr: int, capacity: int) -> int:
         data = box.result[: max(0, capacity)]

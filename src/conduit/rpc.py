@@ -204,9 +204,10 @@ class Channel:
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
         self._rcvtimeo = left
 
-    def _read(self, deadline: float | None, need: int) -> None:
-        """Read what is available into the buffer, waiting until ``deadline``."""
-        self.flush()  # never wait for the peer with held-back replies it may wait for
+    def _read(self, deadline: float | None, need: int) -> bytes:
+        """What is available to read (at least a byte), waiting until ``deadline``."""
+        if self._out:
+            self.flush()  # never wait for the peer with held-back replies it may wait for
         while True:
             if deadline is not None:
                 left = deadline - monotonic()
@@ -222,39 +223,48 @@ class Channel:
             elif self._rcvtimeo is not None:
                 self._set_rcvtimeo(None)
             try:
-                chunk = os.read(self.rfd, max(_READ_SIZE, need))
+                chunk = os.read(self.rfd, need if need > _READ_SIZE else _READ_SIZE)
             except BlockingIOError:
                 continue  # SO_RCVTIMEO ran out: the deadline above decides
             except ConnectionResetError as exc:
                 raise ChannelClosed("connection reset") from exc
             if not chunk:
                 raise ChannelClosed("connection closed")
-            self._buf += chunk
-            return
+            return chunk
 
     def recv(self, timeout: float | None = None) -> dict[str, Any]:
         """The next message; :class:`Timeout` if none arrives in ``timeout`` seconds."""
+        return self.recv_until(None if timeout is None else monotonic() + timeout)
+
+    def recv_until(self, deadline: float | None) -> dict[str, Any]:
+        """The next message; :class:`Timeout` if none arrives by ``deadline`` (a
+        :func:`time.monotonic` time)."""
         buf = self._buf
-        deadline = None
-        if len(buf) < 4:
-            deadline = None if timeout is None else monotonic() + timeout
-            while len(buf) < 4:
-                self._read(deadline, 4 - len(buf))
+        if not buf:
+            # The usual case: nothing buffered, and one read brings exactly one frame.
+            chunk = self._read(deadline, 4)
+            if len(chunk) >= 4:
+                size = int.from_bytes(chunk[:4], "big")
+                if size > self.max_frame:
+                    raise ProtocolError(
+                        f"frame of {size} bytes exceeds the limit of {self.max_frame}"
+                    )
+                if len(chunk) == 4 + size:
+                    return self._decode(chunk[4:])
+            buf += chunk
+        while len(buf) < 4:
+            buf += self._read(deadline, 4 - len(buf))
         size = int.from_bytes(buf[:4], "big")
         if size > self.max_frame:
             raise ProtocolError(f"frame of {size} bytes exceeds the limit of {self.max_frame}")
         end = 4 + size
-        if len(buf) < end:
-            if deadline is None and timeout is not None:
-                deadline = monotonic() + timeout
-            while len(buf) < end:
-                self._read(deadline, end - len(buf))
-        if len(buf) == end:
-            data = bytes(buf[4:])
-            buf.clear()
-        else:
-            data = bytes(buf[4:end])
-            del buf[:end]
+        while len(buf) < end:
+            buf += self._read(deadline, end - len(buf))
+        data = bytes(buf[4:end])
+        del buf[:end]
+        return self._decode(data)
+
+    def _decode(self, data: bytes) -> dict[str, Any]:
         try:
             message = self.codec.decode(data)
         except Exception as exc:
@@ -316,8 +326,7 @@ class Endpoint:
             while True:
                 message = self._early.pop(rid, None) if self._early else None
                 if message is None:
-                    left = None if deadline is None else max(0.0, deadline - monotonic())
-                    message = channel.recv(left)
+                    message = channel.recv_until(deadline)
                     if "method" in message:
                         self.handle(message)
                         continue
@@ -385,8 +394,7 @@ class Endpoint:
                             if message is not None:
                                 break
                     if message is None:
-                        left = None if deadline is None else max(0.0, deadline - monotonic())
-                        message = channel.recv(left)
+                        message = channel.recv_until(deadline)
                         if "method" in message:
                             self.handle(message)
                             continue

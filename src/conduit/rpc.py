@@ -110,15 +110,67 @@ class Codec:
 def codec(name: str) -> Codec:
     """The codec called ``name`` ("json" or "msgpack")."""
     if name == "json":
-        import json
-
-        dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
-        return Codec("json", lambda obj: dumps(obj).encode("utf-8"), json.loads)
+        return _json_codec()
     if name == "msgpack":
         import msgspec
 
         return Codec("msgpack", msgspec.msgpack.Encoder().encode, msgspec.msgpack.Decoder().decode)
     raise ValueError(f"unknown codec {name!r}")
+
+
+def _json_codec() -> Codec:
+    """Compact UTF-8 JSON, with the standard library's C encoder and scanner called
+    directly: the same output and the same values as ``json.dumps``/``json.loads``, at
+    about half the cost per message, and without importing the ``json`` package (its
+    ``re`` import is a good part of a plugin host's start)."""
+    try:
+        import _json
+
+        make_encoder, make_scanner = _json.make_encoder, _json.make_scanner
+    except (ImportError, AttributeError):  # an interpreter without the C accelerator
+        import json
+
+        dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+        return Codec("json", lambda obj: dumps(obj).encode("utf-8"), json.loads)
+
+    def default(obj: Any) -> Any:
+        raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
+
+    # as json.JSONEncoder(separators=(",", ":"), ensure_ascii=False) sets it up, except
+    # for the check for circular references (messages are plain data; a cycle still
+    # fails, with RecursionError)
+    iterencode = make_encoder(
+        None, default, _json.encode_basestring, None, ":", ",", False, False, True
+    )
+
+    class _Context:  # what json.JSONDecoder gives its scanner
+        strict = True
+        object_hook = None
+        object_pairs_hook = None
+        parse_float = float
+        parse_int = int
+        parse_constant = {
+            "NaN": float("nan"),
+            "Infinity": float("inf"),
+            "-Infinity": float("-inf"),
+        }.__getitem__
+
+    scan = make_scanner(_Context())  # type: ignore[arg-type]  # any object with these fields
+
+    def encode(obj: Any) -> bytes:
+        return "".join(iterencode(obj, 0)).encode("utf-8")
+
+    def decode(data: bytes) -> Any:
+        text = data.decode("utf-8").strip(" \t\n\r")
+        try:
+            value, end = scan(text, 0)
+        except StopIteration:
+            raise ValueError("expecting a JSON value") from None
+        if end != len(text):
+            raise ValueError(f"extra data after the JSON value at {end}")
+        return value
+
+    return Codec("json", encode, decode)
 
 
 class Channel:

@@ -919,3 +919,23 @@ def test_timeout_on_a_socket_channel_uses_the_socket(pair):
     b.sendall(jframe({"jsonrpc": "2.0", "id": 2, "result": 3}))
     assert ch.recv()["result"] == 3  # no timeout: the socket's limit is lifted
     assert a.getsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, 16) == bytes(16)
+
+
+def test_answer_to_an_outer_request_arriving_during_a_nested_one_is_kept(pair):
+    """Request 1 is pending; the peer calls back, the callback sends request 2, and the
+    peer answers 1 before 2: request 2 must keep that answer for request 1, not drop it."""
+    a, b = pair
+    client = rpc.Endpoint(channel(a))
+    client.handlers["cb"] = lambda params: client.request("inner", {}, TIMEOUT)
+    b.sendall(
+        jframe({"jsonrpc": "2.0", "id": 7, "method": "cb", "params": {}})
+        + jframe({"jsonrpc": "2.0", "id": 1, "result": "outer"})
+        + jframe({"jsonrpc": "2.0", "id": 99, "result": "given up"})  # nobody waits: dropped
+        + jframe({"jsonrpc": "2.0", "id": 2, "result": "inner"})
+    )
+    assert client.request("outer", {}, TIMEOUT) == "outer"
+    peer = channel(b)
+    sent = [peer.recv(TIMEOUT) for _ in range(3)]
+    assert [m.get("method") for m in sent] == ["outer", "inner", None]
+    assert sent[2] == {"jsonrpc": "2.0", "id": 7, "result": "inner"}  # the callback's answer
+    assert client._early == {} and client._waiting == set()

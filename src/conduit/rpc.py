@@ -390,6 +390,8 @@ class Endpoint:
                 return _result(message)
         finally:
             waiting.discard(rid)
+            if self._early:  # an answer kept for it after it gave up (a timeout inside)
+                self._early.pop(rid, None)
 
     def _keep(self, answered: Any, message: dict[str, Any]) -> None:
         """An answer to a request other than the innermost one waiting: keep it for the
@@ -427,12 +429,13 @@ class Endpoint:
                 ids[rid] = len(results) + len(ids)
                 size += len(data)
                 start += 1
+            first_window = not results
             results.extend([None] * len(ids))
             channel._out.extend(frames)
             try:
                 channel.flush()
             except ChannelClosed as exc:
-                if not results[: -len(ids)]:
+                if first_window:  # nothing of the batch went out
                     raise NotSent(str(exc)) from exc
                 raise
             self._waiting.update(ids)
@@ -462,6 +465,8 @@ class Endpoint:
                         error = error or exc
             finally:
                 self._waiting.difference_update(ids)
+                for rid in ids:
+                    self._early.pop(rid, None)
         channel.flush()
         if error is not None:
             raise error

@@ -232,14 +232,13 @@ class ProcessHost:
         """Several requests to the child, written without waiting for each answer
         (:meth:`rpc.Endpoint.request_many`); their results in order."""
         endpoint = self.endpoint
-        if endpoint is None:
-            endpoint = self._revive(name)
-        try:
-            return endpoint.request_many(method, params, timeout)
-        except rpc.NotSent:
-            pass
-        except BaseException as exc:
-            raise self._failure(name, endpoint, method, timeout, exc) from None
+        if endpoint is not None:
+            try:
+                return endpoint.request_many(method, params, timeout)
+            except rpc.NotSent:
+                pass  # it died since the last call: start another one below
+            except BaseException as exc:
+                raise self._failure(name, endpoint, method, timeout, exc) from None
         endpoint = self._revive(name)
         try:
             return endpoint.request_many(method, params, timeout)

@@ -591,6 +591,26 @@ def test_service_call(host: Host) -> None:
     _assert_alive(host)
 
 
+def test_pipelined_service_calls(host: Host) -> None:
+    """The kernel may write a window of requests before it reads any answer
+    (docs/protocol.md, pipelining): every one is answered, matched by id."""
+    host.initialize()
+    call = {"service": host.impl.service, "method": "upper", "kwargs": {}}
+    words = [f"w{i}é" for i in range(1200)]  # several windows
+    params = [{**call, "args": [word]} for word in words]
+    assert host.endpoint.request_many("service.call", params, TIMEOUT) == [
+        word.upper() for word in words
+    ]
+    with pytest.raises(rpc.RemoteError) as exc:  # a failure among them: all still answered
+        host.endpoint.request_many(
+            "service.call",
+            [{**call, "args": ["a"]}, {**call, "args": [42]}, {**call, "args": ["b"]}],
+        )
+    assert exc.value.code == rpc.PLUGIN_ERROR
+    assert host.request("service.call", {**call, "args": ["c"]}) == "C"  # still in step
+    _assert_alive(host)
+
+
 def test_hook_call(host: Host) -> None:
     host.initialize()
     plugin = host.impl.plugin

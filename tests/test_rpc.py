@@ -843,3 +843,99 @@ def test_fuzz_child_host_requests_with_fuzzed_params(child):
 
     fuzz()
     assert child.starts == 1  # none of them made the child leave
+
+
+# -- request_many ------------------------------------------------------------------------
+def test_request_many_answers_in_order_with_callbacks_and_errors(pair):
+    a, b = pair
+    client = rpc.Endpoint(channel(a))
+    server = rpc.Endpoint(channel(b))
+    seen: list[dict[str, Any]] = []
+    client.notifications["$/output"] = seen.append
+    client.handlers["double"] = lambda params: params["n"] * 2
+
+    def work(params: dict[str, Any]) -> int:
+        n = int(params["n"])
+        if n % 1000 == 999:
+            raise rpc.RemoteError(rpc.PLUGIN_ERROR, f"no {n}")
+        if n % 500 == 0:  # a callback and output in the middle of a window
+            server.notify("$/output", {"n": n})
+            return int(server.request("double", {"n": n}, TIMEOUT))
+        return n
+
+    server.handlers["work"] = work
+    thread = threading.Thread(target=server.serve, daemon=True)
+    thread.start()
+    try:
+        ok = [{"n": n} for n in range(998)]
+        assert client.request_many("work", ok, TIMEOUT) == [
+            2 * n if n % 500 == 0 else n for n in range(998)
+        ]
+        assert seen == [{"n": 0}, {"n": 500}]
+        with pytest.raises(rpc.RemoteError, match="no 999"):
+            client.request_many("work", [{"n": n} for n in range(2500)], TIMEOUT)
+        assert client.request("work", {"n": 7}, TIMEOUT) == 7  # still in step
+        # big requests: windows are cut by size, not only by count
+        big = [{"n": 1, "pad": "x" * 100_000} for _ in range(5)]
+        assert client.request_many("work", big, TIMEOUT) == [1] * 5
+    finally:
+        a.shutdown(socket.SHUT_RDWR)
+        thread.join(TIMEOUT)
+
+
+def test_replies_to_requests_that_arrived_together_are_written_together(pair):
+    a, b = pair
+    server = rpc.Endpoint(channel(b), {"id": lambda params: params["n"]})
+    a.sendall(
+        b"".join(
+            jframe({"jsonrpc": "2.0", "id": n, "method": "id", "params": {"n": n}})
+            for n in range(3)
+        )
+    )
+    for _ in range(3):
+        server.handle(server.channel.recv(TIMEOUT))
+        assert not pending(a) or _ == 2  # held back while more requests are buffered
+    assert pending(a)
+    reader = channel(a)
+    assert [reader.recv(TIMEOUT)["result"] for _ in range(3)] == [0, 1, 2]
+
+
+def test_request_to_a_closed_peer_is_not_sent(pair):
+    a, b = pair
+    b.close()
+    with pytest.raises(rpc.NotSent):
+        rpc.Endpoint(channel(a)).request("m", {}, TIMEOUT)
+
+
+def test_timeout_on_a_socket_channel_uses_the_socket(pair):
+    a, b = pair
+    ch = rpc.Channel(a.fileno(), a.fileno(), sock=a)
+    started = time.monotonic()
+    with pytest.raises(rpc.Timeout):
+        ch.recv(0.05)
+    assert time.monotonic() - started < TIMEOUT
+    b.sendall(jframe({"jsonrpc": "2.0", "id": 1, "result": 2}))
+    assert ch.recv(TIMEOUT)["result"] == 2
+    b.sendall(jframe({"jsonrpc": "2.0", "id": 2, "result": 3}))
+    assert ch.recv()["result"] == 3  # no timeout: the socket's limit is lifted
+    assert a.getsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, 16) == bytes(16)
+
+
+def test_answer_to_an_outer_request_arriving_during_a_nested_one_is_kept(pair):
+    """Request 1 is pending; the peer calls back, the callback sends request 2, and the
+    peer answers 1 before 2: request 2 must keep that answer for request 1, not drop it."""
+    a, b = pair
+    client = rpc.Endpoint(channel(a))
+    client.handlers["cb"] = lambda params: client.request("inner", {}, TIMEOUT)
+    b.sendall(
+        jframe({"jsonrpc": "2.0", "id": 7, "method": "cb", "params": {}})
+        + jframe({"jsonrpc": "2.0", "id": 1, "result": "outer"})
+        + jframe({"jsonrpc": "2.0", "id": 99, "result": "given up"})  # nobody waits: dropped
+        + jframe({"jsonrpc": "2.0", "id": 2, "result": "inner"})
+    )
+    assert client.request("outer", {}, TIMEOUT) == "outer"
+    peer = channel(b)
+    sent = [peer.recv(TIMEOUT) for _ in range(3)]
+    assert [m.get("method") for m in sent] == ["outer", "inner", None]
+    assert sent[2] == {"jsonrpc": "2.0", "id": 7, "result": "inner"}  # the callback's answer
+    assert client._early == {} and client._waiting == set()

@@ -3,14 +3,14 @@
 Started as ``sys.executable -c "from conduit.hosts._child import main; main()"`` with
 the socket to the kernel inherited as file descriptor ``CONDUIT_RPC_FD``. Before any
 plugin code is imported it applies the limits it was given (``CONDUIT_HOST_MEMORY_MB``
-as RLIMIT_AS). Then it serves the kernel's requests (docs/protocol.md): it activates
-plugins with the same loader as the in-process host, runs their commands with output
-streamed back, and forwards the plugins' calls to kernel services and hooks.
+as RLIMIT_AS; :func:`_prepare_process`). Then it serves the kernel's requests
+(docs/protocol.md): it activates plugins with the same loader as the in-process host,
+runs their commands with output streamed back, and forwards the plugins' calls to kernel
+services and hooks.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 
@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 __all__ = ["main"]
 
 INTERFACES = ["command.run", "hook.call", "service.call", "health", "shutdown"]
+# Output is streamed to the kernel in notifications of at most this many characters.
+_OUTPUT_CHUNK = 256 * 1024
 
 
 class _Stream:
@@ -45,8 +47,12 @@ class _Stream:
     def write(self, data: str | bytes) -> int:
         if isinstance(data, (bytes, bytearray, memoryview)):  # some writers skip .buffer
             data = bytes(data).decode(self.encoding or "utf-8", "replace")
-        if data:
-            self._endpoint.notify("$/output", {"stream": self.name, "data": data})
+        # Each notification must fit in a frame: a long write goes as several. A chunk
+        # of n characters encodes to at most 6n bytes (a JSON escape like \u001b).
+        step = max(1, min(_OUTPUT_CHUNK, (self._endpoint.channel.max_frame - 256) // 6))
+        for start in range(0, len(data), step):
+            chunk = data[start : start + step]
+            self._endpoint.notify("$/output", {"stream": self.name, "data": chunk})
         return len(data)
 
     def writelines(self, lines: list[str]) -> None:
@@ -247,10 +253,9 @@ class Child:
         plugins = [self.activate(p) for p in params.get("plugins", [])]
         if chosen != "json":
             channel = self.endpoint.channel
-            new = rpc.codec(chosen)
 
-            def switch() -> None:
-                channel.codec = new
+            def switch() -> None:  # after the answer: the import does not delay it
+                channel.codec = rpc.codec(chosen)
 
             self.endpoint.after_reply = switch
         return {
@@ -326,15 +331,22 @@ class Child:
 
     def service_call(self, params: dict[str, Any]) -> Any:
         name = params["service"]
-        for ctx in self.contexts.values():
-            if name in ctx.services:
-                try:
-                    instance = self.service_instance(name, ctx.services[name])
-                    method = getattr(instance, params["method"])
-                    return method(*params.get("args", []), **params.get("kwargs", {}))
-                except Exception as exc:
-                    raise _plugin_error(exc) from None
-        raise rpc.RemoteError(rpc.METHOD_NOT_FOUND, f"no service {name!r} in this host")
+        instances = self.instances
+        if name not in instances:  # its first call: find the plugin that provides it
+            for ctx in self.contexts.values():
+                if name in ctx.services:
+                    try:
+                        self.service_instance(name, ctx.services[name])
+                    except Exception as exc:
+                        raise _plugin_error(exc) from None
+                    break
+            else:
+                raise rpc.RemoteError(rpc.METHOD_NOT_FOUND, f"no service {name!r} in this host")
+        try:
+            method = getattr(instances[name], params["method"])
+            return method(*params.get("args", ()), **params.get("kwargs", {}))
+        except Exception as exc:
+            raise _plugin_error(exc) from None
 
     def health(self, params: dict[str, Any]) -> dict[str, Any]:
         # The current resident size, from /proc: getrusage's high-water mark is carried
@@ -357,55 +369,56 @@ class Child:
 
     def shutdown(self, params: dict[str, Any]) -> None:
         for name in list(self.contexts):
-            with contextlib.suppress(ConduitError):
+            try:  # noqa: SIM105 -- contextlib would add its imports to every host's start
                 self.host.deactivate(self.records[name], self.contexts[name])  # type: ignore[arg-type]
+            except ConduitError:
+                pass
         self.endpoint.closing = True
 
 
-def _apply_limits() -> None:
+def _connect() -> rpc.Endpoint:
+    """The connection to the kernel: the inherited socket, its frame limit."""
+    fd = int(os.environ.pop("CONDUIT_RPC_FD"))
+    # Programs the plugin starts must not hold the connection open: the kernel has to see
+    # EOF as soon as this process dies.
+    os.set_inheritable(fd, False)
+    max_frame = int(os.environ.pop("CONDUIT_RPC_MAX_FRAME", str(rpc.MAX_FRAME)))
+    return rpc.Endpoint(rpc.Channel(fd, fd, max_frame=max_frame))
+
+
+def _prepare_process() -> None:
+    """Restrict this process before any plugin code is imported: the limits the kernel
+    passed (``CONDUIT_HOST_MEMORY_MB`` as RLIMIT_AS), then the sandbox the grants ask for
+    (see conduit.security.sandbox for the order of its steps)."""
     memory = os.environ.pop("CONDUIT_HOST_MEMORY_MB", "")
     if memory and int(memory) > 0:
         import resource
 
         limit = int(memory) * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    from conduit.security.sandbox import apply as apply_sandbox
+
+    apply_sandbox()
+
+
+def _interruptible(endpoint: rpc.Endpoint) -> None:
+    """SIGINT (Ctrl-C reaches this process too, and the kernel forwards cancellations)
+    interrupts a running request; between requests it is ignored, so that a late signal
+    never kills the host."""
+    import signal
+
+    def on_sigint(signum: int, frame: object) -> None:
+        if endpoint.busy:
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, on_sigint)
 
 
 def main() -> None:
     """Entry point of the child process."""
-    fd = int(os.environ.pop("CONDUIT_RPC_FD"))
-    # Programs the plugin starts must not hold the connection open: the kernel has to see
-    # EOF as soon as this process dies.
-    os.set_inheritable(fd, False)
-    max_frame = int(os.environ.pop("CONDUIT_RPC_MAX_FRAME", str(rpc.MAX_FRAME)))
-    _apply_limits()
-    from conduit.security.sandbox import apply as apply_sandbox
-
-    apply_sandbox()  # before any plugin code: see conduit.security.sandbox for the order
-    channel = rpc.Channel(fd, fd, max_frame=max_frame)
-    endpoint = rpc.Endpoint(channel)
-    # SIGINT (Ctrl-C reaches this process too, and the kernel forwards cancellations)
-    # interrupts a running request; between requests it is ignored, so that a late
-    # signal never kills the host.
-    busy = [0]  # depth: a command may call the kernel, which may call back
-
-    def on_sigint(signum: int, frame: object) -> None:
-        if busy[0]:
-            raise KeyboardInterrupt
-
-    import signal
-
-    signal.signal(signal.SIGINT, on_sigint)
-    original_handle = endpoint.handle
-
-    def handle(message: dict[str, Any]) -> None:
-        busy[0] += 1
-        try:
-            original_handle(message)
-        finally:
-            busy[0] -= 1
-
-    endpoint.handle = handle  # type: ignore[method-assign]
+    endpoint = _connect()
+    _prepare_process()
+    _interruptible(endpoint)
     # Whatever plugin code prints (in a command, a hook or a service) goes to the kernel,
     # which writes it where its own output goes. The real fds 1 and 2 stay the terminal's
     # for the programs a plugin runs.

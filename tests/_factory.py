@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import http.server
+import json
+import shutil
 import textwrap
+import threading
+import zipfile
 from pathlib import Path
 
 
@@ -105,3 +112,103 @@ def imported_by(
     assert tail, proc.stderr
     data = json.loads(tail)
     return data["code"], set(data["new"])
+
+
+# -- real wheels and a real package index (the store's tests and benchmark) -----------------
+
+EPOCH = (2020, 1, 1, 0, 0, 0)  # fixed zip times: the same wheel has the same sha256 every run
+
+
+def make_wheel(
+    out: Path,
+    dist: str,
+    version: str,
+    *,
+    plugin: str | None = None,
+    api: str = ">=1.0,<2",
+    requires: tuple[str, ...] = (),
+    capabilities: tuple[str, ...] = (),
+) -> Path:
+    """Write a real wheel (PEP 427): a plugin package with one command, or a plain library."""
+    pkg = dist.replace("-", "_")
+    files: dict[str, str] = {}
+    if plugin is None:
+        files[f"{pkg}/__init__.py"] = f"VERSION = {version!r}\n"
+    else:
+        caps = ", ".join(json.dumps(c) for c in capabilities)
+        files[f"{pkg}/__init__.py"] = ""
+        files[f"{pkg}/conduit-plugin.toml"] = (
+            f'api = "{api}"\ndescription = "{plugin} {version}"\ncapabilities = [{caps}]\n'
+            f'[[commands]]\nname = "{plugin}-run"\nhelp = "Run {plugin}."\n'
+        )
+        files[f"{pkg}/plugin.py"] = (
+            "import click\nfrom conduit.sdk import Plugin as Base\n"
+            f"@click.command('{plugin}-run')\ndef run():\n    click.echo('{plugin} {version}')\n"
+            "class Plugin(Base):\n    def boot(self, ctx):\n        ctx.register_command(run)\n"
+        )
+    info = f"{pkg}-{version}.dist-info"
+    meta = f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n"
+    meta += "".join(f"Requires-Dist: {r}\n" for r in requires)
+    files[f"{info}/METADATA"] = meta
+    files[f"{info}/WHEEL"] = (
+        "Wheel-Version: 1.0\nGenerator: conduit-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+    )
+    if plugin is not None:
+        files[f"{info}/entry_points.txt"] = f"[conduit.plugins]\n{plugin} = {pkg}.plugin:Plugin\n"
+    record = []
+    for name, text in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=")
+        record.append(f"{name},sha256={digest.decode()},{len(text.encode())}")
+    record.append(f"{info}/RECORD,,")
+    files[f"{info}/RECORD"] = "\n".join(record) + "\n"
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{pkg}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, text in files.items():
+            zf.writestr(zipfile.ZipInfo(name, EPOCH), text)
+    return path
+
+
+def sha256(path: Path) -> str:
+    return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+class PackageIndex:
+    """A directory of wheels served as a simple index (``/simple/NAME/``)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        (root / "files").mkdir(parents=True)
+        handler = lambda *a, **k: _Quiet(*a, directory=str(root), **k)  # noqa: E731
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/simple"
+
+    def add(self, *wheels: Path) -> None:
+        for w in wheels:
+            shutil.copy(w, self.root / "files" / w.name)
+        projects: dict[str, list[Path]] = {}
+        for w in sorted((self.root / "files").iterdir()):
+            projects.setdefault(w.name.split("-")[0].replace("_", "-"), []).append(w)
+        simple = self.root / "simple"
+        simple.mkdir(exist_ok=True)
+        links = []
+        for project, files in projects.items():
+            (simple / project).mkdir(exist_ok=True)
+            body = "".join(
+                f'<a href="../../files/{f.name}#sha256={sha256(f)[7:]}">{f.name}</a>\n'
+                for f in files
+            )
+            (simple / project / "index.html").write_text(f"<html><body>\n{body}</body></html>\n")
+            links.append(f'<a href="{project}/">{project}</a>\n')
+        (simple / "index.html").write_text("<html><body>\n" + "".join(links) + "</body></html>\n")
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -107,8 +107,20 @@ def kernels() -> Iterator[Callable[[], Kernel]]:
             kernel.shutdown()
 
 
+FAULTY = ("victim", "parent", "hang", "liar", "stuck", "segv", "boom", "quitter", "shake")
+
+
+@pytest.fixture(autouse=True)
+def grants(conduit_home: Path, tmp_path: Path) -> None:
+    """The faulty plugins write pid files under tmp_path and start programs: their
+    sandbox (tests/test_permissions_process.py) needs grants for that."""
+    lines = [f'{n} = ["filesystem:write:{tmp_path}", "process:execute"]' for n in FAULTY]
+    (conduit_home / "config.toml").write_text("[grants]\n" + "\n".join(lines) + "\n")
+
+
 def configure(home: Path, text: str) -> None:
-    (home / "config.toml").write_text(textwrap.dedent(text).strip() + "\n", encoding="utf-8")
+    config = home / "config.toml"  # after the grants
+    config.write_text(config.read_text() + textwrap.dedent(text).strip() + "\n")
 
 
 def host_of(kernel: Kernel, plugin: str) -> ProcessHost:

@@ -639,7 +639,7 @@ class _Kernel:
         from conduit._profile import Profile
 
         self.index: dict[str, Any] = {"config": {}}
-        self.paths = type("Paths", (), {"state_dir": state_dir})()
+        self.paths = type("Paths", (), {"state_dir": state_dir, "cache_dir": state_dir})()
         self.profile = Profile(False)
 
 
@@ -654,6 +654,7 @@ def test_process_host_drives_the_host(
     # msgpack is offered: the Python host takes it, the JS host stays with JSON.
     settings = ProcessSettings({"timeout": TIMEOUT, "codec": "msgpack"})
     kernel: Any = _Kernel(str(tmp_path))
+    kernel.index["plugins"] = {record["name"]: record}  # the sandbox lets it read its file
     process_host = ProcessHost(kernel, settings, command=command)
     ctx: Any = _Ctx()
     try:

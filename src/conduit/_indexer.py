@@ -340,6 +340,41 @@ def _record(item: _Found, disabled: set[str], forced: dict[str, str]) -> PluginR
     }
 
 
+def store_journal_path(paths: Paths) -> str:
+    """The plugin store's journal for this environment (conduit.store writes it)."""
+    import sys
+
+    from conduit.index import _fnv1a
+
+    return os.path.join(paths.state_dir, "store", f"journal-{_fnv1a(sys.prefix)}.json")
+
+
+def _interrupted_store_operation(paths: Paths) -> str | None:
+    """A warning when a ``conduit plugins install`` (or the like) was killed midway."""
+    import json
+
+    try:
+        with open(store_journal_path(paths), encoding="utf-8") as f:
+            entry = json.load(f)
+        pid, op = int(entry["pid"]), str(entry["op"])
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError):
+        pid, op = 0, "plugin operation"
+    if pid > 0:
+        try:
+            os.kill(pid, 0)
+            return None  # still running (this rebuild may be its own validation)
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            return None
+    return (
+        f"'conduit plugins {op}' was interrupted and may have left plugins half-changed; "
+        "run 'conduit plugins lock' to restore the state from before it"
+    )
+
+
 def build(paths: Paths, fp: tuple[object, ...]) -> Index:
     """Discover every plugin and return a fresh index (does not write it)."""
     settings = read_settings(paths.config_file)
@@ -392,6 +427,10 @@ def build(paths: Paths, fp: tuple[object, ...]) -> Index:
                 f"config pins {what} '{key.removeprefix('service:')}' to plugin '{plugin}', "
                 "which is not installed"
             )
+
+    interrupted = _interrupted_store_operation(paths)
+    if interrupted:
+        warnings.append(interrupted)
 
     resolution = _resolve(plugins, settings.pins)
     routes: dict[str, list[str]] = {}

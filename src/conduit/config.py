@@ -28,6 +28,13 @@ Layout::
 
     [grants]                       # capabilities the user granted, per plugin
     git-tools = ["filesystem:read:~/src", "process:execute:git"]
+
+    [store]                        # `conduit plugins install` and friends
+    installer = "auto"             # "uv", "pip", or "auto" (uv when found, else pip)
+    index-url = "https://pypi.org/simple"   # default: the installer's own default
+    extra-index-url = []
+    find-links = []
+    catalog = "https://example.org/conduit-catalog.json"   # for `plugins search`
 """
 
 from __future__ import annotations
@@ -42,7 +49,7 @@ import msgspec
 from conduit._fs import atomic_write, locked
 from conduit.errors import ConfigError
 
-__all__ = ["PluginSettings", "Settings", "read_settings", "update_config"]
+__all__ = ["PluginSettings", "Settings", "StoreSettings", "read_settings", "update_config"]
 
 
 class PluginSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
@@ -66,6 +73,21 @@ class ProcessSettings(
     shared: list[str] = []
 
 
+class StoreSettings(
+    msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True, rename="kebab"
+):
+    """``[store]``: how plugin distributions are installed (see conduit.store)."""
+
+    installer: Literal["auto", "uv", "pip"] = "auto"
+    index_url: str | None = None
+    extra_index_url: list[str] = []
+    find_links: list[str] = []
+    #: URL (https://, http://, file://) of a JSON catalog for `plugins search`
+    catalog: str | None = None
+    #: seconds a downloaded catalog is reused before it is fetched again
+    catalog_max_age: float = 3600.0
+
+
 class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     """The whole config file, validated."""
 
@@ -77,6 +99,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=
     isolation: dict[str, Literal["process", "wasm"]] = {}
     #: plugin -> the capabilities the user granted it (conduit.security.capabilities)
     grants: dict[str, list[str]] = {}
+    store: StoreSettings = StoreSettings()
 
 
 def _parse(path: str, raw: bytes) -> dict[str, Any]:

@@ -45,7 +45,12 @@ __all__ = [
 
 
 class ConduitError(Exception):
-    """Base of every error Conduit reports to users without a traceback."""
+    """Base of every error Conduit reports to users without a traceback.
+
+    Raise it from a command for a problem the user can fix: Conduit prints
+    ``error: MESSAGE`` and ``hint: HINT`` on stderr and exits with :attr:`exit_code`
+    (1 here; subclasses have their own). ``message`` is one line, also ``str(error)``.
+    """
 
     exit_code = EXIT_FAILURE
 

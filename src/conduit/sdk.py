@@ -5,9 +5,11 @@ The smallest plugin::
     import click
     from conduit.sdk import Plugin
 
+
     @click.command()
     def hello() -> None:
         click.echo("hello")
+
 
     class Hello(Plugin):
         def boot(self, ctx):
@@ -30,11 +32,18 @@ from conduit.errors import ConduitError
 if TYPE_CHECKING:
     import click
 
-__all__ = ["API_VERSION", "ConduitError", "Plugin", "PluginContext"]
+__all__ = [
+    "API_VERSION",
+    "ConduitError",
+    "Plugin",
+    "PluginContext",
+    "PluginDeprecationWarning",
+    "deprecated",
+]
 
 T = TypeVar("T")
 
-API_VERSION = "1.1.0"
+API_VERSION = "1.2.0"
 """The version of the plugin API this Conduit provides (semver)."""
 
 
@@ -52,36 +61,62 @@ class PluginContext(Protocol):
 
     @property
     def data_dir(self) -> str:
-        """A directory this plugin may keep files in (created on first use)."""
+        """A directory this plugin may keep files in (created on first use).
+
+        ``$XDG_STATE_HOME/conduit/plugins/NAME/`` (``~/.local/state/...`` by default;
+        ``$CONDUIT_HOME/state/plugins/NAME/`` when ``CONDUIT_HOME`` is set).
+        """
 
     def register_command(self, command: click.Command, name: str | None = None) -> None:
         """Contribute a Click command or group.
 
         ``name`` defaults to the command's own name; a space-separated name such as
         ``"repos status"`` places the command under the group ``repos``. The names must
-        match the ``commands`` of the plugin's manifest, which is what ``--help`` shows.
+        match the ``commands`` of the plugin's manifest, which is what ``--help`` shows
+        (``conduit plugins manifest --write`` derives them from the code). Registering
+        the same name twice raises an error.
         """
 
     def register_service(self, name: str, factory: Callable[[], Any]) -> None:
-        """Provide a named service; ``factory`` is called once, on first use."""
+        """Provide a named service; ``factory`` is called once, on first use.
+
+        List the name in the manifest's ``provides.services`` so that Conduit finds the
+        provider without importing it. A service has one provider at a time: registering
+        a name another active plugin provides raises an error naming that plugin.
+        """
 
     @property
     def config(self) -> dict[str, Any]:
-        """This plugin's settings: the ``[plugin.NAME]`` table of the user's config."""
+        """This plugin's settings: a copy of the ``[plugin.NAME]`` table of the user's
+        config, or ``{}``. Checking its keys and values is up to the plugin."""
 
     def register_hook(self, hook: str, implementation: Callable[..., Any]) -> None:
         """Implement the hook called ``hook`` (a kernel hook or one a plugin declared).
 
-        The implementation may take any subset of the hook's arguments, by name.
+        The implementation may take any subset of the hook's arguments, by name; one
+        that takes an argument the hook does not have is not called, and every call of
+        the hook reports it. Implementing a hook does not activate the plugin: list
+        ``event:HOOK`` in the manifest's ``activation`` for that.
         """
 
     def register_hookspec(self, spec: Callable[..., Any], *, firstresult: bool = False) -> None:
         """Declare a hook other plugins can implement; ``spec``'s name and signature
-        define it. List it in the manifest's ``provides.hooks`` too."""
+        define it, its docstring documents it. List it in the manifest's
+        ``provides.hooks`` too.
+
+        The kernel's hook names cannot be taken, and a name can be declared by one
+        active plugin only. With ``firstresult=True``, calling the hook stops at the
+        first implementation that returns something other than ``None``.
+        """
 
     def hook(self, name: str, **kwargs: Any) -> list[Any]:
         """Call the hook ``name`` with keyword arguments; return the implementations'
-        non-None results. Plugins with ``event:NAME`` are activated first."""
+        non-None results (at most one with ``firstresult``).
+
+        Plugins with ``event:NAME`` in their manifest are activated first. If an
+        implementation raises, or does not match the hookspec, the error (naming its
+        plugin) is raised to the caller.
+        """
 
     def service(self, name: str, kind: type[T] | None = None) -> T:
         """Return the service called ``name``, activating its provider if needed.
@@ -89,6 +124,10 @@ class PluginContext(Protocol):
         With ``kind``, the result is checked to be an instance of it and typed as such.
         Services take and return plain data (str, int, float, bool, None, list, dict), so
         that a provider in another process can serve them.
+
+        Errors: several providers and no ``[pins] "service:NAME"`` in the config; no
+        provider; ``plugin 'P': service 'NAME' failed to start: ...`` when the factory
+        raises.
         """
 
 
@@ -100,8 +139,45 @@ class Plugin:
     """
 
     def boot(self, ctx: PluginContext) -> None:
-        """Register this plugin's commands, services and hooks with ``ctx``."""
+        """Register this plugin's commands, services and hooks with ``ctx``.
+
+        Called once per activation, after the plugins this one requires. An exception
+        makes the activation fail (``failed to boot: ...``, exit code 3 for the plugin
+        that owns the command), and whatever was registered before it is removed.
+        """
         raise NotImplementedError(f"{type(self).__name__} must implement boot(ctx)")
 
     def shutdown(self) -> None:
-        """Release what :meth:`boot` acquired beyond registrations (files, threads)."""
+        """Release what :meth:`boot` acquired beyond registrations (files, threads).
+
+        Called when the plugin is deactivated, which the command line does after every
+        command. Registrations are removed by the kernel. The default does nothing.
+        """
+
+
+class PluginDeprecationWarning(DeprecationWarning):
+    """Warns that a name is deprecated: it names the replacement and the version that
+    removes the old name. Emitted by :func:`deprecated`."""
+
+
+def deprecated(old: str, new: str, removed_in: str, *, stacklevel: int = 2) -> None:
+    """Warn that ``old`` is deprecated in favour of ``new`` and goes away in ``removed_in``.
+
+    Conduit calls it for SDK names on their way out (``removed_in="plugin API 2.0"``); a
+    plugin may call it for the services and hooks it offers to other plugins::
+
+        def old_name(self):
+            deprecated("clock.old_name()", "clock.now()", removed_in="clock 2.0")
+            return self.now()
+
+    The warning is a :class:`PluginDeprecationWarning` (a ``DeprecationWarning``), so
+    pytest shows it and ``-W error`` turns it into an error; ``stacklevel`` counts from
+    the caller of the deprecated function, as for :func:`warnings.warn`.
+    """
+    import warnings
+
+    warnings.warn(
+        f"{old} is deprecated; use {new} instead (removed in {removed_in})",
+        PluginDeprecationWarning,
+        stacklevel=stacklevel + 1,
+    )

@@ -190,6 +190,9 @@ def _arg_names(fn: Callable[..., Any]) -> list[str]:
 def _plugin_error(exc: BaseException) -> rpc.RemoteError:
     import traceback
 
+    from conduit.security.sandbox import explain
+
+    exc = explain(exc) or exc  # a sandbox denial: name the missing capability
     if isinstance(exc, ConduitError):
         return rpc.RemoteError(
             rpc.PLUGIN_ERROR,
@@ -376,6 +379,9 @@ def main() -> None:
     os.set_inheritable(fd, False)
     max_frame = int(os.environ.pop("CONDUIT_RPC_MAX_FRAME", str(rpc.MAX_FRAME)))
     _apply_limits()
+    from conduit.security.sandbox import apply as apply_sandbox
+
+    apply_sandbox()  # before any plugin code: see conduit.security.sandbox for the order
     channel = rpc.Channel(fd, fd, max_frame=max_frame)
     endpoint = rpc.Endpoint(channel)
     # SIGINT (Ctrl-C reaches this process too, and the kernel forwards cancellations)

@@ -52,6 +52,12 @@ class InProcessHost:
         spec = importlib.util.spec_from_file_location(modname, rec["origin"])
         if spec is None or spec.loader is None:
             raise PluginLoadError(name, f"cannot load {rec['origin']}")
+        if rec.get("dependencies"):  # inline dependencies: a private cached environment
+            from conduit.security.guard import TRUSTED
+            from conduit.store.envs import add_dependencies
+
+            with TRUSTED:  # Conduit installs them, not the plugin: no grant is needed
+                add_dependencies(rec)
         module = importlib.util.module_from_spec(spec)
         sys.modules[modname] = module
         try:

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from conduit._profile import Profile
     from conduit._types import PluginRec
     from conduit.kernel import Context, Kernel
+    from conduit.security import sandbox
 
 __all__ = ["HostError", "ProcessHost", "ProcessSettings", "RemotePluginError"]
 
@@ -107,6 +108,7 @@ class ProcessHost:
         self._failures = 0
         self._retry_at = 0.0
         self.plugins: set[str] = set()
+        self._sandbox: sandbox.Plan | None = None
         #: the records of the plugins activated here, to start them again after a crash
         self._records: dict[str, PluginRec] = {}
 
@@ -127,6 +129,9 @@ class ProcessHost:
             )
         env = dict(os.environ)
         env["CONDUIT_RPC_MAX_FRAME"] = str(self.settings.max_frame)
+        # where the kernel keeps caches (single-file plugins' dependencies): the child may
+        # not see CONDUIT_HOME or XDG_* in a sandbox, and must look in the same place
+        env["CONDUIT_HOST_CACHE_DIR"] = self.kernel.paths.cache_dir
         if self.settings.memory_mb:
             env["CONDUIT_HOST_MEMORY_MB"] = str(self.settings.memory_mb)
         if self.command is not None:
@@ -160,13 +165,22 @@ class ProcessHost:
                 max_frame=self.settings.max_frame,
             )
         else:
+            from conduit.security import sandbox
+
+            # The sandbox: only granted variables in env, the policy the child applies
+            # before importing plugin code, and a proxy for its HTTP (docs/permissions.md).
+            plan = self._sandbox = sandbox.prepare(self.kernel, name)
+            env = plan.child_env(env)
             parent, child = socket.socketpair()
             env["CONDUIT_RPC_FD"] = str(child.fileno())
             with profile.span(f"host:spawn:{name}"):
                 self.proc = subprocess.Popen(
-                    [sys.executable, "-c", _CHILD], pass_fds=(child.fileno(),), env=env
+                    [sys.executable, "-c", _CHILD],
+                    pass_fds=(child.fileno(), *plan.pass_fds),
+                    env=env,
                 )
             child.close()
+            plan.started()
             self._sock = parent
             channel = rpc.Channel(
                 parent.fileno(), parent.fileno(), max_frame=self.settings.max_frame
@@ -435,7 +449,9 @@ class ProcessHost:
             "argv": argv,
             "prog": prog,
             "cwd": os.getcwd(),
-            "env": dict(os.environ),
+            "env": dict(os.environ)
+            if self._sandbox is None
+            else self._sandbox.command_env(os.environ),
             "terminal": {
                 "columns": size.columns,
                 "lines": size.lines,

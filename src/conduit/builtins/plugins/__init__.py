@@ -125,6 +125,16 @@ LAZY_COMMANDS: dict[str, str] = {
     "permissions": "conduit.builtins.plugins._permissions:permissions_cmd",
     "grant": "conduit.builtins.plugins._permissions:grant_cmd",
     "revoke": "conduit.builtins.plugins._permissions:revoke_cmd",
+    "new": "conduit.builtins.plugins._author:new_cmd",
+    "manifest": "conduit.builtins.plugins._author:manifest_cmd",
+    "check": "conduit.builtins.plugins._author:check_cmd",
+    "install": "conduit.builtins.plugins._store:install_cmd",
+    "uninstall": "conduit.builtins.plugins._store:uninstall_cmd",
+    "update": "conduit.builtins.plugins._store:update_cmd",
+    "outdated": "conduit.builtins.plugins._store:outdated_cmd",
+    "lock": "conduit.builtins.plugins._store:lock_cmd",
+    "sync": "conduit.builtins.plugins._store:sync_cmd",
+    "search": "conduit.builtins.plugins._store:search_cmd",
 }
 
 
@@ -371,6 +381,10 @@ def doctor_cmd() -> None:
     for rec in plugins.values():
         if not rec["enabled"]:
             click.echo(f"note: plugin '{rec['name']}' is disabled")
+    from conduit.security.sandbox import report  # the process host's sandbox
+
+    for available, text in report():
+        click.echo(f"sandbox: {text}" if available else f"warning: sandbox: {text}")
     if problems:
         raise click.exceptions.Exit(1)
     click.echo("No broken plugins.")

@@ -127,7 +127,7 @@ def permissions_cmd(name: str, as_json: bool) -> None:
 
 @click.command("grant")
 @click.argument("name")
-@click.argument("capabilities", nargs=-1)
+@click.argument("capabilities", nargs=-1, metavar="[CAPABILITY]...")
 @click.option("--requested", "all_requested", is_flag=True, help="Grant everything it requests.")
 def grant_cmd(name: str, capabilities: tuple[str, ...], all_requested: bool) -> None:
     """Grant capabilities to a plugin (saved in the config's [grants] table)."""
@@ -169,7 +169,7 @@ def grant_cmd(name: str, capabilities: tuple[str, ...], all_requested: bool) -> 
 
 @click.command("revoke")
 @click.argument("name")
-@click.argument("capabilities", nargs=-1)
+@click.argument("capabilities", nargs=-1, metavar="[CAPABILITY]...")
 @click.option("--all", "revoke_all", is_flag=True, help="Revoke every grant of the plugin.")
 def revoke_cmd(name: str, capabilities: tuple[str, ...], revoke_all: bool) -> None:
     """Revoke capabilities granted to a plugin."""

@@ -1,0 +1,194 @@
+"""``conduit plugins install/uninstall/update/outdated/lock/sync/search``.
+
+Thin Click commands over :class:`conduit.store.Store`; imported only when one of them
+runs (see ``LAZY_COMMANDS``).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+import msgspec
+
+from conduit.store import Result, Store
+
+__all__ = [
+    "install_cmd",
+    "lock_cmd",
+    "outdated_cmd",
+    "search_cmd",
+    "sync_cmd",
+    "uninstall_cmd",
+    "update_cmd",
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _store_options(func: F) -> F:
+    """Options shared by the commands that talk to an installer."""
+    options = [
+        click.option("--json", "as_json", is_flag=True, help="Print the result as JSON."),
+        click.option("--lock", "lock_path", metavar="PATH", help="The lock file to use."),
+        click.option("--index-url", metavar="URL", help="Package index (PEP 503 simple API)."),
+        click.option(
+            "--find-links", metavar="DIR|URL", multiple=True, help="Extra place to find wheels."
+        ),
+        click.option(
+            "--installer",
+            type=click.Choice(["auto", "uv", "pip"]),
+            help="Installer to use (default: [store] installer, else uv when found).",
+        ),
+        click.option("--verbose", "-v", is_flag=True, help="Show the installer's output."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _store(opts: dict[str, Any]) -> Store:
+    tty = sys.stderr.isatty()
+    verbose = bool(opts.get("verbose")) or (tty and not opts.get("as_json"))
+    echo = (lambda text: click.echo(text, err=True)) if tty or opts.get("verbose") else None
+    return Store(
+        lock_path=opts.get("lock_path"),
+        index_url=opts.get("index_url"),
+        find_links=opts.get("find_links") or (),
+        installer=opts.get("installer"),
+        verbose=verbose,
+        echo=echo,
+    )
+
+
+def _report(result: Result, as_json: bool, done: str) -> None:
+    if as_json:
+        click.echo(json.dumps(result.to_json(), indent=2))
+        return
+    for change in result.changes:
+        click.echo(change.text())
+    if not result.changes:
+        click.echo("Nothing to change.")
+    for note in result.notes:
+        click.echo(note)
+    if result.lock:
+        state = "updated" if result.lock_changed else "unchanged"
+        click.echo(f"{done}; lock file {state}: {result.lock}")
+
+
+@click.command("install")
+@click.argument("specs", nargs=-1, required=True, metavar="SPEC...")
+@_store_options
+def install_cmd(specs: tuple[str, ...], **opts: Any) -> None:
+    """Install plugin distributions (names, ranges, paths, wheels, URLs)."""
+    result = _store(opts).install(list(specs))
+    _report(result, opts["as_json"], "Installed")
+
+
+@click.command("uninstall")
+@click.argument("names", nargs=-1, required=True, metavar="NAME...")
+@_store_options
+def uninstall_cmd(names: tuple[str, ...], **opts: Any) -> None:
+    """Uninstall plugin distributions and the dependencies only they needed."""
+    result = _store(opts).uninstall(list(names))
+    _report(result, opts["as_json"], "Uninstalled")
+
+
+@click.command("update")
+@click.argument("names", nargs=-1, metavar="[NAME]...")
+@click.option("--dry-run", is_flag=True, help="Show what would change; change nothing.")
+@_store_options
+def update_cmd(names: tuple[str, ...], dry_run: bool, **opts: Any) -> None:
+    """Update plugins (all, or the named ones) to the newest compatible versions."""
+    result = _store(opts).update(list(names), dry_run=dry_run)
+    if dry_run and not opts["as_json"]:
+        for change in result.changes:
+            click.echo(f"would {change.text()}")
+        for note in result.notes:
+            click.echo(note)
+        if not result.changes:
+            click.echo("Everything is up to date.")
+        return
+    _report(result, opts["as_json"], "Updated")
+
+
+@click.command("outdated")
+@_store_options
+def outdated_cmd(**opts: Any) -> None:
+    """List plugin distributions with a newer compatible version."""
+    rows = _store(opts).outdated()
+    if opts["as_json"]:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("All plugins are up to date.")
+        return
+    from conduit.builtins.plugins import _table
+
+    table = [["DISTRIBUTION", "PLUGINS", "INSTALLED", "AVAILABLE"]]
+    for r in rows:
+        table.append([r["name"], ",".join(r["plugins"]), r["installed"], r["available"]])
+    click.echo(_table(table))
+
+
+@click.command("lock")
+@_store_options
+def lock_cmd(**opts: Any) -> None:
+    """Write conduit.lock for the plugins installed now."""
+    result = _store(opts).lock()
+    if opts["as_json"]:
+        click.echo(json.dumps(result.to_json(), indent=2))
+        return
+    for note in result.notes:
+        click.echo(note)
+    state = "written" if result.lock_changed else "unchanged"
+    click.echo(f"Lock file {state}: {result.lock}")
+
+
+@click.command("sync")
+@click.option("--reinstall", is_flag=True, help="Download and hash-check every locked file.")
+@_store_options
+def sync_cmd(reinstall: bool, **opts: Any) -> None:
+    """Make the installed plugins match the lock file exactly (hashes checked)."""
+    result = _store(opts).sync(reinstall=reinstall)
+    result.lock_changed = False
+    _report(result, opts["as_json"], "In sync")
+
+
+@click.command("search")
+@click.argument("term")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--refresh", is_flag=True, help="Fetch the catalog even if the cache is fresh.")
+def search_cmd(term: str, as_json: bool, refresh: bool) -> None:
+    """Search the plugin catalog ([store] catalog in the config)."""
+    from conduit.config import read_settings
+    from conduit.errors import ConduitError
+    from conduit.paths import resolve
+    from conduit.store import catalog
+
+    paths = resolve()
+    settings = read_settings(paths.config_file).store
+    if not settings.catalog:
+        raise ConduitError(
+            "no plugin catalog is configured",
+            hint=f'set [store] catalog = "URL" in {paths.config_file}',
+        )
+    entries = catalog.load(
+        settings.catalog, paths.cache_dir, settings.catalog_max_age, refresh=refresh
+    )
+    hits = catalog.search(entries, term)
+    if as_json:
+        click.echo(json.dumps([msgspec.to_builtins(e) for e in hits], indent=2))
+        return
+    if not hits:
+        click.echo(f"No plugin in the catalog matches '{term}'.")
+        return
+    from conduit.builtins.plugins import _table
+
+    table = [["NAME", "PACKAGE", "CAPABILITIES", "SUMMARY"]]
+    for e in hits:
+        table.append([e.name, e.package, ",".join(e.capabilities) or "-", e.summary])
+    click.echo(_table(table))

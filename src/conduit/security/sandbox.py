@@ -1,0 +1,654 @@
+"""The process host's sandbox: the user's grants, enforced by the operating system.
+
+Two halves meet here. The **kernel side** (:func:`prepare`) turns the grants of the
+plugin a host is started for into a policy, the child's environment and, when the plugin
+may use HTTP, a proxy (:mod:`conduit.security.proxy`). The **child side** (:func:`apply`)
+runs in the host child before any plugin module is imported and applies the policy to
+its own process, in this order (each step needs the previous one, or must come before a
+later one takes the means away):
+
+1. the environment was already filtered by the kernel: the child never sees an
+   ungranted variable;
+2. rlimits: no core dumps (the address-space limit of ``[process] memory-mb`` is set
+   just before, by the host);
+3. a user and network namespace of its own (``unshare``): no network interface but a
+   loopback; with a scoped ``network:http`` grant the loopback is brought up and a
+   listener bound on ``127.0.0.1:3128`` (needs the namespace's capabilities, so before
+   step 4);
+4. ``no_new_privs``: nothing it runs can gain privileges (and steps 5 and 6 require it);
+5. Landlock: reads and writes only where granted (plus the interpreter's files), program
+   execution only of the granted programs, TCP connect only to the proxy's port, no
+   signals to or abstract sockets of processes outside the sandbox;
+6. seccomp: ``execve`` without ``process:execute``, inet sockets without
+   ``network:http`` and new Unix sockets always fail with ``EPERM`` (it is last: it would
+   forbid the socket calls of step 3);
+7. the forwarder thread, which hands every connection to the proxy listener to the
+   kernel over the inherited socket. Threads started before step 5 would escape it
+   (Landlock and seccomp bind the calling thread and its later children only).
+
+A mechanism the machine lacks is skipped; :func:`describe` and :func:`report` say so and
+never claim it. Where a missing mechanism would leave a *scoped* grant unenforceable, the
+sandbox fails closed (a scoped network grant without a network namespace means no network).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from conduit.errors import PluginError, PluginLoadError
+
+TYPE_CHECKING = False  # not typing's: the host child does not import typing
+if TYPE_CHECKING:
+    from typing import Any
+
+    from conduit.kernel import Kernel
+    from conduit.security.capabilities import Capability
+
+__all__ = [
+    "ALWAYS_PASSED",
+    "PROXY_PORT",
+    "Plan",
+    "SandboxDenied",
+    "apply",
+    "describe",
+    "explain",
+    "prepare",
+    "report",
+]
+
+#: variables every sandboxed host gets, granted or not: the interpreter needs them to find
+#: Conduit and to pick its text encoding. ``PATH`` is added with a ``process:execute``
+#: grant, the proxy variables with a scoped ``network:http`` grant.
+ALWAYS_PASSED = ("PYTHONPATH", "PYTHONHOME", "LANG", "LC_ALL", "LC_CTYPE")
+#: the proxy listener's port inside the child's own network namespace (no one else's)
+PROXY_PORT = 3128
+PROXY_URL = f"http://127.0.0.1:{PROXY_PORT}"
+_PROXY_VARS = ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY")
+#: read-only for every host: shared libraries, time zones, CA certificates, /dev/urandom
+_SYSTEM_READ = (
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/usr/lib",
+    "/usr/lib64",
+    "/usr/local/lib",
+    "/etc/ld.so.cache",
+    "/etc/localtime",
+    "/usr/share/zoneinfo",
+    "/etc/ssl",
+    "/usr/share/ca-certificates",
+    "/dev/urandom",
+)
+_ELF_LOADERS = ("/lib64", "/lib", "/lib/x86_64-linux-gnu", "/lib/aarch64-linux-gnu")
+
+
+class SandboxDenied(PluginError):
+    """The sandbox refused an operation the plugin's grants do not cover."""
+
+    def __init__(self, plugin: str, what: str, capability: str) -> None:
+        super().__init__(
+            plugin,
+            f"{what} needs '{capability}', which is not granted",
+            hint=f"grant it with 'conduit plugins grant {plugin} {capability}' "
+            "if you trust the plugin",
+        )
+        self.capability = capability
+
+
+# -- kernel side ------------------------------------------------------------------------------
+
+
+class Plan:
+    """What :class:`conduit.hosts.process.ProcessHost` needs to start a sandboxed child."""
+
+    def __init__(self, names: list[str], grants: list[Capability], policy: dict[str, Any]):
+        self.names = names
+        self.grants = grants
+        self.policy = policy
+        self.proxy: Any = None
+        self._child_fd: int | None = None
+        if policy["net"] == "proxy":
+            from conduit.security.proxy import Proxy
+
+            self.proxy = Proxy(names[0], [g for g in grants if g.kind == "network:http"])
+            self._child_fd = self.proxy.child_fd
+            policy["proxy_fd"] = self._child_fd
+
+    @property
+    def pass_fds(self) -> tuple[int, ...]:
+        return () if self._child_fd is None else (self._child_fd,)
+
+    def command_env(self, environ: dict[str, str] | os._Environ[str]) -> dict[str, str]:
+        """The environment a command sees: the granted variables of ``environ`` only
+        (and ``TMPDIR``, the plugin's own, for :mod:`tempfile`)."""
+        env = {k: v for k, v in environ.items() if self._passes(k)}
+        env["TMPDIR"] = self.policy["tmp"]
+        if self.policy["net"] == "proxy":
+            env.update(dict.fromkeys(_PROXY_VARS, PROXY_URL))
+        return env
+
+    def child_env(self, environ: dict[str, str]) -> dict[str, str]:
+        """The host child's environment: :meth:`command_env`, Conduit's own ``CONDUIT_``
+        settings for the host, and the policy for :func:`apply`."""
+        env = self.command_env(environ)
+        env.update(
+            {k: v for k, v in environ.items() if k.startswith(("CONDUIT_RPC_", "CONDUIT_HOST_"))}
+        )
+        env["CONDUIT_SANDBOX"] = json.dumps(self.policy)
+        return env
+
+    def _passes(self, name: str) -> bool:
+        if name in ALWAYS_PASSED:
+            return True
+        if name == "PATH" and self.policy["exec"] is not None:
+            return True
+        return any(g.kind == "env:read" and g.allows_env(name) for g in self.grants)
+
+    def started(self) -> None:
+        """The child is running: the kernel's copy of its proxy socket end can go."""
+        if self.proxy is not None:
+            self.proxy.start()
+
+    def close(self) -> None:
+        if self.proxy is not None:
+            self.proxy.close()
+
+
+def _grants_of(kernel: Kernel, name: str) -> list[str]:
+    table = kernel.index["config"].get("grants", {})
+    grants = table.get(name, []) if isinstance(table, dict) else []
+    return sorted(str(g) for g in grants)
+
+
+def prepare(kernel: Kernel, name: str, environ: dict[str, str] | None = None) -> Plan:
+    """The sandbox for a host started for plugin ``name`` (and, for the shared host, the
+    other plugins of ``[process] shared``, which must all have the same grants)."""
+    from conduit.security.capabilities import CapabilityError, expand_path, parse
+
+    environ = dict(os.environ if environ is None else environ)
+    process = kernel.index["config"].get("process")
+    shared = process.get("shared", []) if isinstance(process, dict) else []
+    names = [name]
+    if name in shared:
+        names += [n for n in shared if n != name and n in kernel.index.get("plugins", {})]
+        mine = _grants_of(kernel, name)
+        for other in names[1:]:
+            if _grants_of(kernel, other) != mine:
+                raise PluginLoadError(
+                    name,
+                    f"cannot share a host with '{other}': their grants differ, and one "
+                    "sandbox enforces one set of grants",
+                    hint="grant them the same capabilities, or remove one of them from "
+                    "'shared' in the config's [process] table",
+                )
+    try:
+        grants = [parse(text) for text in _grants_of(kernel, name)]
+    except CapabilityError as exc:  # the config loader validates; this is a safety net
+        raise PluginLoadError(name, f"invalid grant: {exc.message}", hint=exc.hint) from None
+
+    workspace = os.getcwd()
+    read: list[str] = []
+    write: list[str] = []
+    for other in names:
+        data = os.path.join(kernel.paths.state_dir, "plugins", other)
+        os.makedirs(data, exist_ok=True)  # a rule needs an existing directory
+        read.append(data)
+        write.append(data)
+        rec = kernel.index.get("plugins", {}).get(other)
+        if rec is not None:
+            read.append(rec["origin"])
+            if rec.get("dependencies"):  # installed here, outside the sandbox; read there
+                from conduit.store.envs import ensure_installed
+
+                read.append(ensure_installed(rec))
+    data_dir = os.path.join(kernel.paths.state_dir, "plugins", name)
+    tmp = os.path.join(data_dir, "tmp")
+    os.makedirs(tmp, exist_ok=True)
+    programs: list[str] | None = None
+    net = "none"
+    for grant in grants:
+        if grant.kind.startswith("filesystem:"):
+            target = read if grant.kind == "filesystem:read" else write
+            if grant.scope is None:
+                target.append("/")
+            else:
+                try:
+                    target.append(
+                        expand_path(grant.scope, workspace=workspace, plugin_data=data_dir)
+                    )
+                except CapabilityError:
+                    continue
+        elif grant.kind == "process:execute":
+            if grant.scope is None:
+                programs = ["*"]
+            elif programs != ["*"]:
+                programs = (programs or []) + _resolve_program(grant.scope, environ.get("PATH"))
+        elif grant.kind == "network:http":
+            net = "all" if grant.scope is None or net == "all" else "proxy"
+    if programs == ["*"]:
+        # Landlock asks for read access to a file to execute it: the directories of PATH
+        # and the interpreter's (EXECUTE itself is left unrestricted).
+        dirs = (environ.get("PATH") or "").split(os.pathsep)
+        dirs.append(os.path.dirname(os.path.realpath(sys.executable)))
+        read += sorted({os.path.realpath(d) for d in dirs if d})
+    policy: dict[str, Any] = {
+        "plugins": names,
+        "read": read,
+        "write": write,
+        "exec": None if programs is None else ("all" if programs == ["*"] else programs),
+        "net": net,
+        "tmp": tmp,
+    }
+    return Plan(names, grants, policy)
+
+
+def _resolve_program(scope: str, path: str | None) -> list[str]:
+    """The file(s) Landlock must let the child execute for ``process:execute:scope``:
+    the program resolved on ``PATH`` now, and a script's interpreter."""
+    import shutil
+
+    found = shutil.which(os.path.expanduser(scope), path=path)
+    if found is None:
+        return []
+    program = os.path.realpath(found)
+    result = [program]
+    try:
+        with open(program, "rb") as f:
+            head = f.read(256)
+    except OSError:
+        return result
+    if head.startswith(b"#!"):
+        interpreter = head[2:].split(b"\n", 1)[0].split()
+        if interpreter:
+            result.append(os.path.realpath(interpreter[0].decode(errors="replace")))
+    return result
+
+
+# -- child side -------------------------------------------------------------------------------
+
+_applied: dict[str, Any] = {}
+_UNIX = "unix"  # not a capability: no grant opens Unix sockets
+
+
+def apply() -> None:
+    """Apply the policy the kernel passed in ``CONDUIT_SANDBOX`` to this process.
+
+    Called by the host child before it imports any plugin code; does nothing without a
+    policy. See the module docstring for the order of the steps.
+    """
+    text = os.environ.pop("CONDUIT_SANDBOX", "")
+    if not text:
+        return
+    try:
+        _apply(json.loads(text))
+    except (OSError, ValueError, KeyError) as exc:
+        # Fail closed: a host that cannot be sandboxed as asked runs no plugin code.
+        os.write(2, f"conduit plugin host: cannot apply the sandbox: {exc}\n".encode())
+        os._exit(71)
+
+
+def _apply(policy: dict[str, Any]) -> None:
+    net = policy["net"]
+    proxy_fd = policy.get("proxy_fd")
+    if proxy_fd is not None:
+        os.set_inheritable(proxy_fd, False)  # programs the plugin runs must not reach it
+
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+    listener = None
+    if net != "all":
+        if _unshare_network():
+            if net == "proxy":
+                listener = _proxy_listener()
+        elif net == "proxy":
+            net = "none"  # fail closed: no namespace, no host filtering, no network
+
+    _prctl_no_new_privs()
+    _landlock(policy, net)
+    from conduit.security import seccomp
+
+    if seccomp.available():
+        seccomp.install(allow_exec=policy["exec"] is not None, allow_inet=net != "none")
+    if listener is not None and proxy_fd is not None:
+        from conduit.security.proxy import forward
+
+        forward(listener, proxy_fd)
+    _applied.update(policy, net=net)
+
+
+def _libc() -> Any:
+    import ctypes
+
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def _unshare_network() -> bool:
+    """A user and network namespace of our own, the same user ID inside it."""
+    clone_newuser, clone_newnet = 0x10000000, 0x40000000
+    uid, gid = os.geteuid(), os.getegid()
+    if _libc().unshare(clone_newuser | clone_newnet) != 0:
+        return False
+    try:
+        with open("/proc/self/setgroups", "w") as f:
+            f.write("deny")
+        with open("/proc/self/uid_map", "w") as f:
+            f.write(f"{uid} {uid} 1")
+        with open("/proc/self/gid_map", "w") as f:
+            f.write(f"{gid} {gid} 1")
+    except OSError:
+        pass  # unmapped IDs show as "nobody"; the isolation holds all the same
+    return True
+
+
+def _proxy_listener() -> Any:
+    """Bring up this namespace's loopback and listen on the proxy port."""
+    import fcntl
+    import socket
+    import struct
+
+    siocsifflags, iff_up = 0x8914, 0x1
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        fcntl.ioctl(s.fileno(), siocsifflags, struct.pack("16sH22x", b"lo", iff_up))
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", PROXY_PORT))
+    listener.listen(16)
+    return listener
+
+
+def _prctl_no_new_privs() -> None:
+    pr_set_no_new_privs = 38
+    if _libc().prctl(pr_set_no_new_privs, 1, 0, 0, 0) != 0:
+        raise OSError("prctl(PR_SET_NO_NEW_PRIVS) failed")
+
+
+def _read_baseline() -> list[str]:
+    """What the interpreter itself needs to read: its modules and the system's libraries."""
+    # sys.path holds the stdlib, lib-dynload, site-packages and editable installs
+    paths = [p for p in sys.path if p]
+    paths.append(os.path.dirname(os.__file__))
+    paths += _SYSTEM_READ
+    paths.append(f"/proc/{os.getpid()}")
+    return paths
+
+
+def _elf_loaders() -> list[str]:
+    found = []
+    for directory in _ELF_LOADERS:
+        try:
+            names = os.listdir(directory)
+        except OSError:
+            continue
+        found += [
+            os.path.realpath(os.path.join(directory, n)) for n in names if n.startswith("ld-")
+        ]
+    return found
+
+
+def _landlock(policy: dict[str, Any], net: str) -> None:
+    from conduit.security import landlock
+
+    version = landlock.abi()
+    if not version:
+        return
+    programs = policy["exec"]
+    handled = landlock.FS_READ | landlock.FS_WRITE | landlock.IOCTL_DEV
+    handled |= landlock.MAKE_CHAR | landlock.MAKE_BLOCK
+    if programs != "all":
+        handled |= landlock.FS_EXECUTE
+    rules = landlock.Ruleset(version, handled_fs=handled, handle_net=net != "all", scoped=True)
+    for path in _read_baseline() + policy["read"]:
+        rules.allow_path(path, landlock.FS_READ)
+    for path in policy["write"]:
+        rules.allow_path(path, landlock.FS_WRITE)
+    rules.allow_path("/dev/null", landlock.READ_FILE | landlock.WRITE_FILE | landlock.IOCTL_DEV)
+    if isinstance(programs, list) and programs:
+        for path in programs + _elf_loaders():
+            rules.allow_path(path, landlock.FS_EXECUTE | landlock.READ_FILE)
+    if net == "proxy":
+        rules.allow_port(PROXY_PORT, landlock.NET_CONNECT_TCP)
+    rules.restrict()
+
+
+def explain(exc: BaseException) -> PluginError | None:
+    """If ``exc`` (or what it wraps) is the sandbox refusing something, the error that
+    names the missing capability; else ``None``. Used by the host child to report
+    denials in one clear line."""
+    if not _applied:
+        return None
+    cause: BaseException = exc
+    if isinstance(exc, PluginError) and exc.__cause__ is not None:
+        cause = exc.__cause__
+    reason = getattr(cause, "reason", None)  # urllib's URLError wraps the OSError
+    if isinstance(reason, BaseException):
+        cause = reason
+    capability = _denied_capability(cause)
+    if capability is None:
+        return None
+    plugin = exc.plugin if isinstance(exc, PluginError) else _applied["plugins"][0]
+    command = getattr(exc, "command", None)
+    what = f"command '{command}'" if command else "it"
+    if isinstance(exc, PluginLoadError):
+        what = "loading it"
+    denied: PluginError
+    if capability == _UNIX:
+        denied = PluginError(
+            plugin,
+            f"{what} tried to open a Unix socket, which the sandbox never allows",
+            hint="Unix sockets (Docker's, ssh-agent's, X11's) are out of reach of process "
+            "plugins; run it in-process only if you trust it with all your access",
+        )
+    else:
+        denied = SandboxDenied(plugin, what, capability)
+    denied.__cause__ = cause
+    return denied
+
+
+def _denied_capability(cause: BaseException) -> str | None:
+    import errno
+    import re
+
+    found = re.search(r"Conduit denied (network:http:\S+)", str(cause))
+    if found:
+        return found.group(1).rstrip(">")
+    if not isinstance(cause, PermissionError) or cause.errno not in (errno.EACCES, errno.EPERM):
+        return None
+    frames = []
+    family = None
+    tb = cause.__traceback__
+    while tb is not None:
+        frames.append(
+            (os.path.basename(tb.tb_frame.f_code.co_filename), tb.tb_frame.f_code.co_name)
+        )
+        family = tb.tb_frame.f_locals.get("family") if frames[-1][1] == "__init__" else None
+        tb = tb.tb_next
+    last_file, last_function = frames[-1] if frames else ("", "")
+    if last_file == "socket.py" or last_function in ("connect", "create_connection"):
+        if family == 1:  # AF_UNIX
+            return _UNIX
+        return None if _applied["net"] == "all" else "network:http"
+    name = cause.filename
+    if not isinstance(name, str):
+        return None
+    if (last_file == "os.py" and "exec" in last_function) or any(
+        f == "subprocess.py" for f, _ in frames
+    ):
+        programs = _applied["exec"]
+        if programs == "all":
+            return None
+        if programs and os.path.realpath(name) in programs:
+            return None
+        return f"process:execute:{os.path.basename(name) if os.sep not in name else name}"
+    path = os.path.abspath(name)
+    kind = _probe(path)
+    granted = _applied["read"] if kind == "filesystem:read" else _applied["write"]
+    from conduit.security.capabilities import Capability
+
+    if any(Capability(kind, root).allows_path(path) for root in granted):
+        return None  # granted: the OS refused for another reason
+    return f"{kind}:{path}"
+
+
+def _probe(path: str) -> str:
+    """Was a refused open of ``path`` a read or a write? Reading it again tells."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    except FileNotFoundError:
+        return "filesystem:write"  # creating a file
+    except OSError:
+        return "filesystem:read"
+    os.close(fd)
+    return "filesystem:write"
+
+
+# -- what is enforced here ----------------------------------------------------------------------
+
+_probed: dict[str, Any] = {}
+
+
+def _mechanisms() -> dict[str, Any]:
+    """What this machine offers (probed once per process)."""
+    if _probed:
+        return _probed
+    from conduit.security import landlock, seccomp
+
+    _probed["landlock"] = landlock.abi() if sys.platform == "linux" else 0
+    _probed["seccomp"] = sys.platform == "linux" and seccomp.available()
+    _probed["netns"] = sys.platform == "linux" and _can_unshare()
+    return _probed
+
+
+def _can_unshare() -> bool:
+    libc = _libc()  # loaded before fork: the child must not import anything
+    pid = os.fork()
+    if pid == 0:  # the child only tries, and reports in its exit status
+        code = 1
+        try:
+            code = 0 if libc.unshare(0x10000000 | 0x40000000) == 0 else 1
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status) == 0
+
+
+def describe(grants: list[str] | list[Capability]) -> list[str]:
+    """What the process host enforces for ``grants`` on this machine, one line per area.
+
+    Only what is actually applied is claimed; a mechanism the machine lacks is named as
+    missing, with what that leaves open.
+    """
+    from conduit.security.capabilities import parse
+
+    caps = [parse(g) if isinstance(g, str) else g for g in grants]
+    have = _mechanisms()
+    lines = []
+    env = sorted(str(g.scope) for g in caps if g.kind == "env:read" and g.scope)
+    if any(g.kind == "env:read" and g.scope is None for g in caps):
+        lines.append("environment: every variable is passed (env:read granted unscoped)")
+    else:
+        extra = " and PATH" if any(g.kind == "process:execute" for g in caps) else ""
+        lines.append(
+            "environment: only "
+            + (", ".join(env) + " (granted), " if env else "")
+            + ", ".join(ALWAYS_PASSED)
+            + extra
+            + " are passed"
+        )
+    version = have["landlock"]
+    if version:
+        reads = [str(g.scope) for g in caps if g.kind == "filesystem:read"]
+        writes = [str(g.scope) for g in caps if g.kind == "filesystem:write"]
+        lines.append(
+            f"filesystem (Landlock ABI {version}): reads only under "
+            + (", ".join("/" if s == "None" else s for s in reads) + ", " if reads else "")
+            + "the plugin's files, its data directory, Python and system libraries; writes "
+            "only under "
+            + (", ".join("/" if s == "None" else s for s in writes) + " and " if writes else "")
+            + "its data directory"
+        )
+    else:
+        lines.append("filesystem: NOT restricted (Landlock is not available on this kernel)")
+    programs = [g for g in caps if g.kind == "process:execute"]
+    blockers = [n for n, ok in (("Landlock", version), ("seccomp", have["seccomp"])) if ok]
+    if any(g.scope is None for g in programs):
+        lines.append("programs: any program may run (process:execute granted unscoped)")
+    elif programs:
+        names = ", ".join(str(g.scope) for g in programs)
+        lines.append(
+            f"programs: only {names} may run (Landlock)"
+            if version
+            else f"programs: any program may run, not only {names} (Landlock is not available)"
+        )
+    elif blockers:
+        lines.append(f"programs: none may run ({' and '.join(blockers)})")
+    else:
+        lines.append("programs: NOT restricted (neither Landlock nor seccomp is available)")
+    hosts = [g for g in caps if g.kind == "network:http"]
+    if any(g.scope is None for g in hosts):
+        lines.append("network: direct and unrestricted (network:http granted unscoped)")
+    elif hosts and have["netns"]:
+        names = ", ".join(str(g.scope) for g in hosts)
+        lines.append(
+            f"network: HTTP(S) to {names} only, through Conduit's proxy; no direct network "
+            "(network namespace)"
+        )
+    elif have["netns"] or have["seccomp"]:
+        how = " and ".join(
+            n
+            for n, ok in (("network namespace", have["netns"]), ("seccomp", have["seccomp"]))
+            if ok
+        )
+        lines.append(
+            f"network: none ({how})"
+            + (
+                "; host filtering needs network namespaces, which are not available"
+                if hosts
+                else ""
+            )
+        )
+    else:
+        lines.append("network: NOT restricted (no network namespaces and no seccomp here)")
+    lines.append("limits: no core dumps; no_new_privs (set-user-ID bits are ignored)")
+    return lines
+
+
+def report() -> list[tuple[bool, str]]:
+    """For ``conduit plugins doctor``: each sandbox mechanism and whether it is here."""
+    have = _mechanisms()
+    version = have["landlock"]
+    result = [
+        (
+            bool(version),
+            f"Landlock ABI {version}"
+            + (
+                " (filesystem"
+                + (", TCP ports" if version >= 4 else "")
+                + (", scopes" if version >= 6 else "")
+                + ")"
+                if version
+                else ""
+            )
+            if version
+            else "Landlock is not available: process plugins can read and write any file "
+            "the user can, and run any program if seccomp is missing too",
+        ),
+        (
+            bool(have["seccomp"]),
+            "seccomp filter (exec, inet and Unix sockets)"
+            if have["seccomp"]
+            else "seccomp is not available (only on x86_64 Linux): process plugins can "
+            "connect to Unix sockets (Docker's, ssh-agent's), and without a network "
+            "namespace they keep direct network access",
+        ),
+        (
+            bool(have["netns"]),
+            "network namespaces (network:http enforced by host name through a proxy)"
+            if have["netns"]
+            else "user/network namespaces are not available: network:http grants limited "
+            "to hosts cannot be enforced, so such plugins get no network at all",
+        ),
+    ]
+    return result

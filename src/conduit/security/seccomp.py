@@ -1,0 +1,125 @@
+"""A seccomp filter (x86_64 only) written as a classic BPF program, through ctypes.
+
+The filter answers ``EPERM`` (so Python raises :class:`PermissionError`) to:
+
+- ``execve`` and ``execveat``, unless running programs is allowed;
+- ``socket()`` of any family but ``AF_NETLINK``, and ``AF_INET``/``AF_INET6`` when the
+  network is allowed. ``AF_UNIX`` is refused always: Landlock (up to ABI 7) does not
+  govern ``connect()`` to a Unix socket's path, so a new Unix socket could reach
+  ``/run/docker.sock`` or an ssh-agent. ``socketpair()`` stays allowed (it reaches
+  nothing outside), and the RPC channel is an inherited, connected socket.
+  ``AF_NETLINK`` only ever reaches the process's own network namespace, and glibc's
+  resolver asks it about interfaces;
+- ``ioctl(TIOCSTI)`` and ``ioctl(TIOCLINUX)`` always: the host inherits the user's
+  terminal, and these push keystrokes into it, to be run by the shell after Conduit
+  exits (Landlock's ioctl rules do not cover descriptors opened before it applies);
+- ``add_key``, ``request_key`` and ``keyctl`` always: the host shares the user's
+  session keyring, which may hold credentials (Kerberos tickets, encryption keys);
+- ``io_uring_setup``/``enter``/``register`` always: io_uring can open sockets and run
+  operations the filter never sees;
+- every x32 system call and every call made through another architecture's entry
+  (``int 0x80``), whose numbers differ and would slip past the checks above.
+
+Everything else is allowed: this is a filter for the capabilities Conduit grants, not a
+general hardening profile. Once installed it cannot be removed, and processes started
+later inherit it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import struct
+
+__all__ = ["SeccompError", "available", "install", "program"]
+
+_AUDIT_ARCH_X86_64 = 0xC000003E
+_X32_BIT = 0x40000000
+_NR_IOCTL, _NR_SOCKET, _NR_EXECVE, _NR_EXECVEAT = 16, 41, 59, 322
+_TIOCSTI, _TIOCLINUX = 0x5412, 0x541C
+_NR_IO_URING = (425, 426, 427)
+_NR_KEYS = (248, 249, 250)  # add_key, request_key, keyctl
+_AF_INET, _AF_INET6, _AF_NETLINK = 2, 10, 16
+
+_LD_W_ABS, _JEQ_K, _JGE_K, _RET_K = 0x20, 0x15, 0x35, 0x06
+_RET_ALLOW = 0x7FFF0000
+_RET_EPERM = 0x00050000 | errno.EPERM
+_OFF_NR, _OFF_ARCH, _OFF_ARG0, _OFF_ARG1 = (
+    0,
+    4,
+    16,
+    24,
+)  # struct seccomp_data, little-endian low words
+
+_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, _PR_GET_SECCOMP = 22, 2, 21
+
+
+class SeccompError(OSError):
+    """Installing the filter failed."""
+
+
+def available() -> bool:
+    """Whether this machine can install the filter (x86_64 Linux with seccomp)."""
+    # os.uname(), not platform.machine(): platform imports re and compiles patterns (ms)
+    if not hasattr(os, "uname") or os.uname().machine != "x86_64":
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return int(libc.prctl(_PR_GET_SECCOMP, 0, 0, 0, 0)) >= 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _op(code: int, k: int, jt: int = 0, jf: int = 0) -> tuple[int, int, int, int]:
+    return (code, jt, jf, k)
+
+
+def program(*, allow_exec: bool, allow_inet: bool) -> list[tuple[int, int, int, int]]:
+    """The filter as ``(code, jt, jf, k)`` instructions (a jump skips that many)."""
+    ops = [
+        _op(_LD_W_ABS, _OFF_ARCH),
+        _op(_JEQ_K, _AUDIT_ARCH_X86_64, jt=1),
+        _op(_RET_K, _RET_EPERM),
+        _op(_LD_W_ABS, _OFF_NR),
+        _op(_JGE_K, _X32_BIT, jf=1),
+        _op(_RET_K, _RET_EPERM),
+    ]
+    denied = [*_NR_IO_URING, *_NR_KEYS]
+    if not allow_exec:
+        denied += [_NR_EXECVE, _NR_EXECVEAT]
+    for nr in denied:
+        ops += [_op(_JEQ_K, nr, jf=1), _op(_RET_K, _RET_EPERM)]
+    ops += [
+        _op(_JEQ_K, _NR_IOCTL, jf=5),  # not ioctl(): on to socket()
+        _op(_LD_W_ABS, _OFF_ARG1),
+        _op(_JEQ_K, _TIOCSTI, jt=1),
+        _op(_JEQ_K, _TIOCLINUX, jf=1),
+        _op(_RET_K, _RET_EPERM),
+        _op(_RET_K, _RET_ALLOW),
+    ]
+    families = [_AF_NETLINK] + ([_AF_INET, _AF_INET6] if allow_inet else [])
+    ops += [
+        _op(_JEQ_K, _NR_SOCKET, jf=len(families) + 2),  # not socket(): to the final allow
+        _op(_LD_W_ABS, _OFF_ARG0),
+    ]
+    for i, family in enumerate(families):
+        ops.append(_op(_JEQ_K, family, jt=len(families) - i))  # to the final allow
+    ops += [_op(_RET_K, _RET_EPERM), _op(_RET_K, _RET_ALLOW)]
+    return ops
+
+
+def install(*, allow_exec: bool, allow_inet: bool) -> None:
+    """Install the filter on this thread (``no_new_privs`` must be set already)."""
+    ops = program(allow_exec=allow_exec, allow_inet=allow_inet)
+    raw = b"".join(struct.pack("<HBBI", *op) for op in ops)
+    buffer = ctypes.create_string_buffer(raw, len(raw))
+
+    class _Prog(ctypes.Structure):
+        _fields_ = (("len", ctypes.c_ushort), ("filter", ctypes.c_void_p))
+
+    prog = _Prog(len(ops), ctypes.addressof(buffer))
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.byref(prog), 0, 0) != 0:
+        err = ctypes.get_errno()
+        raise SeccompError(err, os.strerror(err))

@@ -1,0 +1,749 @@
+"""Install, uninstall, update, lock and sync, each as one transaction.
+
+Every operation that changes the environment runs under the store's file lock (one per
+environment, so two ``conduit plugins install`` serialise) and inside a journal:
+
+1. the set of installed distributions before the change, and the lock file's bytes, are
+   written to ``<state>/store/journal-<env>.json`` (atomically);
+2. the installer runs, the new plugins are validated in a fresh interpreter, and the new
+   lock file is written (atomically);
+3. the journal is removed: that is the commit point.
+
+A failure in step 2 restores the environment and the lock file from the journal. A
+``conduit`` killed at any moment (SIGKILL: nothing of it runs any more) leaves the
+journal behind, and the next store command restores the state it describes before doing
+anything else. The installer child dies with Conduit, so nothing changes the
+environment after the kill.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion, Version
+
+from conduit._fs import atomic_write, locked
+from conduit.errors import ConfigError, UsageError
+from conduit.store import lockfile
+from conduit.store._env import (
+    Dist,
+    Snapshot,
+    _closure,
+    conduit_closure,
+    constraints_text,
+    plugin_closure,
+    snapshot,
+)
+from conduit.store._tools import Sources, StoreError, Tool, choose_tool
+from conduit.store.lockfile import LockedPackage, LockFile
+
+__all__ = ["Change", "Store", "capability_notes"]
+
+
+@dataclass(frozen=True)
+class Change:
+    name: str
+    old: str | None  # None: newly installed
+    new: str | None  # None: removed
+
+    def to_json(self) -> dict[str, str | None]:
+        return {"name": self.name, "from": self.old, "to": self.new}
+
+    def text(self) -> str:
+        if self.old is None:
+            return f"+ {self.name} {self.new}"
+        if self.new is None:
+            return f"- {self.name} {self.old}"
+        return f"~ {self.name} {self.old} -> {self.new}"
+
+
+@dataclass
+class Result:
+    """What an operation did, for the command to print (or dump as JSON)."""
+
+    changes: list[Change] = field(default_factory=list)
+    plugins: list[dict[str, Any]] = field(default_factory=list)
+    lock: str | None = None
+    lock_changed: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "changes": [c.to_json() for c in self.changes],
+            "plugins": self.plugins,
+            "lock": self.lock,
+            "lock_changed": self.lock_changed,
+            "notes": self.notes,
+        }
+
+
+def capability_notes(plugins: list[dict[str, Any]]) -> list[str]:
+    """The capabilities newly installed plugins ask for, and how to grant them.
+
+    The one place to wire to the capability approval of the security layer once it lands.
+    """
+    lines = []
+    for p in plugins:
+        caps = p.get("capabilities") or []
+        if caps:
+            lines.append(f"plugin '{p['name']}' asks for: {', '.join(caps)}")
+            lines.append(f"  grant with: conduit plugins grant {p['name']} {' '.join(caps)}")
+    return lines
+
+
+def _changes(before: Snapshot, after: Snapshot) -> list[Change]:
+    out = []
+    for name in sorted(set(before.dists) | set(after.dists)):
+        b, a = before.dists.get(name), after.dists.get(name)
+        if b is None and a is not None:
+            out.append(Change(a.display, None, a.version))
+        elif a is None and b is not None:
+            out.append(Change(b.display, b.version, None))
+        elif a is not None and b is not None and (a.version, a.url) != (b.version, b.url):
+            out.append(Change(a.display, b.version, a.version))
+    return out
+
+
+def _sha256_of_file_url(url: str) -> str | None:
+    parsed = urlparse(url)
+    if parsed.scheme != "file":
+        return None
+    h = hashlib.sha256()
+    try:
+        with open(unquote(parsed.path), "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    except OSError:
+        return None
+    return f"sha256:{h.hexdigest()}"
+
+
+def _key(prefix: str) -> str:
+    from conduit.index import _fnv1a
+
+    return _fnv1a(prefix)
+
+
+class Store:
+    """The plugin store of the running interpreter's environment (``sys.prefix``)."""
+
+    def __init__(
+        self,
+        *,
+        lock_path: str | None = None,
+        cwd: str | None = None,
+        index_url: str | None = None,
+        find_links: Sequence[str] = (),
+        installer: str | None = None,
+        verbose: bool = False,
+        echo: Callable[[str], None] | None = None,
+    ) -> None:
+        from conduit.config import read_settings
+        from conduit.paths import resolve
+
+        self.paths = resolve()
+        self.settings = read_settings(self.paths.config_file).store
+        self.lock_path = lockfile.find(self.paths.config_dir, lock_path, cwd or os.getcwd())
+        self.sources = Sources(
+            index_url or self.settings.index_url,
+            tuple(self.settings.extra_index_url),
+            tuple(find_links) + tuple(self.settings.find_links),
+        )
+        self._installer = installer or self.settings.installer
+        self.verbose = verbose
+        self.echo = echo or (lambda _text: None)
+        self._tool: Tool | None = None
+        state = os.path.join(self.paths.state_dir, "store")
+        from conduit._indexer import store_journal_path
+
+        self.guard = os.path.join(state, f"env-{_key(sys.prefix)}")
+        self.journal = store_journal_path(self.paths)
+
+    @property
+    def tool(self) -> Tool:
+        if self._tool is None:
+            self._tool = choose_tool(self._installer, self.sources, verbose=self.verbose)
+        return self._tool
+
+    # -- transactions -------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        import filelock
+
+        try:
+            with locked(self.guard, timeout=900):
+                yield
+        except filelock.Timeout:
+            raise StoreError(
+                "another plugin install has held the store lock for 15 minutes",
+                hint=f"if no other conduit is running, remove {self.guard}.lock",
+            ) from None
+
+    def _lock_bytes(self) -> str | None:
+        try:
+            with open(self.lock_path, encoding="utf-8") as f:
+                return f.read()
+        except FileNotFoundError:
+            return None
+
+    @contextlib.contextmanager
+    def _transaction(self, op: str) -> Iterator[Snapshot]:
+        """Run one change under the journal (the caller holds the store lock)."""
+        before = snapshot()
+        entry = {
+            "op": op,
+            "pid": os.getpid(),
+            "prefix": sys.prefix,
+            "before": before.to_json(),
+            "lock_path": self.lock_path,
+            "lock_before": self._lock_bytes(),
+        }
+        atomic_write(self.journal, json.dumps(entry, indent=1, sort_keys=True).encode())
+        try:
+            yield before
+        except BaseException as exc:
+            try:
+                self._restore(entry)
+            except StoreError as failed:
+                raise StoreError(
+                    f"{exc}; then restoring the previous state failed too: {failed}",
+                    hint="run 'conduit plugins sync' to retry the restore",
+                ) from exc
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.journal)
+            raise
+        os.unlink(self.journal)
+
+    def recover(self) -> str | None:
+        """Undo an operation that was interrupted (the caller holds the store lock)."""
+        try:
+            with open(self.journal, encoding="utf-8") as f:
+                entry = json.load(f)
+            entry["before"], entry["op"]
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(
+                self.journal,
+                f"unreadable store journal: {exc}",
+                hint="check the plugins with 'conduit plugins sync', then delete this file",
+            ) from None
+        self._restore(entry, validate=False)
+        os.unlink(self.journal)
+        self._validate_index()  # an index built meanwhile warns about the journal
+        note = (
+            f"restored the plugins and lock file from before an interrupted "
+            f"'{entry['op']}' (pid {entry.get('pid', '?')})"
+        )
+        self.echo(note)
+        return note
+
+    def _restore(self, entry: dict[str, Any], *, validate: bool = True) -> None:
+        before: dict[str, dict[str, str | None]] = entry["before"]
+        now = snapshot()
+        remove = [d.display for n, d in now.dists.items() if n not in before]
+        reinstall = []
+        for name, old in before.items():
+            cur = now.dists.get(name)
+            if cur is None or (cur.version, cur.url) != (old["version"], old["url"]):
+                url = old["url"]
+                reinstall.append(f"{name} @ {url}" if url else f"{name}=={old['version']}")
+        if remove or reinstall:
+            self.echo("restoring the previous state ...")
+        if remove:
+            self.tool.uninstall(remove, what="restore (uninstall)")
+        if reinstall:
+            self.tool.install(reinstall, no_deps=True, what="restore (reinstall)")
+        again = snapshot()
+        wrong = sorted(
+            n
+            for n in set(before) | set(again.dists)
+            if n not in before
+            or n not in again.dists
+            or again.dists[n].version != before[n]["version"]
+        )
+        if wrong:
+            raise StoreError(f"could not restore {', '.join(wrong)}")
+        lock_path, lock_before = entry.get("lock_path"), entry.get("lock_before")
+        if lock_path:
+            if lock_before is None:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(lock_path)
+            else:
+                atomic_write(lock_path, lock_before.encode("utf-8"))
+        if validate and (remove or reinstall):
+            self._validate_index()  # leave a fresh index for the restored environment
+
+    # -- validation ---------------------------------------------------------------------
+
+    def _validate_index(self) -> dict[str, Any]:
+        """Rebuild the index for the changed environment, as the next ``conduit`` run would.
+
+        In this process (a fresh interpreter would cost 0.3-0.4 s more): the import caches
+        are dropped and new ``.pth`` files (editable installs) are read first, so that it
+        sees what a new process would see. The index it writes is the one the next run
+        uses, so that run does not pay for the rebuild.
+        """
+        import importlib
+        import site
+
+        from conduit._profile import Profile
+        from conduit.index import load
+
+        importlib.invalidate_caches()
+        for entry in list(sys.path):
+            if entry.endswith("-packages") and os.path.isdir(entry):
+                site.addsitedir(entry)
+        index = load(self.paths, Profile(False), force_rebuild=True)
+        keys = ("dist", "version", "blocked", "blocked_hint", "enabled", "capabilities")
+        plugins = {}
+        for name in list(index["plugins"]):
+            rec = index["plugins"][name]
+            plugins[name] = {k: rec[k] for k in keys}  # type: ignore[literal-required]
+        return {"plugins": plugins, "broken": list(index["broken"])}
+
+    def _check_plugins(self, dists: list[Dist], what: str) -> list[dict[str, Any]]:
+        """Refuse (StoreError) unless every plugin of ``dists`` is valid and usable."""
+        if not dists:
+            return []
+        index = self._validate_index()
+        found = []
+        for d in dists:
+            for name in d.plugins:
+                broken = [b for b in index["broken"] if b["name"] == name]
+                rec = index["plugins"].get(name)
+                problem = hint = None
+                if broken:
+                    problem, hint = broken[0]["error"], broken[0]["hint"]
+                elif rec is None:
+                    problem = "it was not found after installing"
+                elif canonicalize_name(rec["dist"] or "") != d.name:
+                    problem = f"the name '{name}' is already taken by {rec['dist']}"
+                elif rec["blocked"]:
+                    problem, hint = rec["blocked"], rec["blocked_hint"]
+                if problem is not None:
+                    raise StoreError(
+                        f"refused {d.display} {d.version}: plugin '{name}': {problem}",
+                        hint=f"{hint + '; ' if hint else ''}nothing was changed "
+                        f"(the previous state is restored)",
+                    )
+                found.append(
+                    {
+                        "name": name,
+                        "dist": d.display,
+                        "version": d.version,
+                        "capabilities": (rec or {}).get("capabilities", []),
+                    }
+                )
+        return found
+
+    # -- the lock file ------------------------------------------------------------------
+
+    def _previous_lock(self) -> LockFile | None:
+        try:
+            return lockfile.read(self.lock_path)
+        except ConfigError:
+            return None  # regenerating it is exactly what 'lock' is for
+
+    def _build_lock(self, snap: Snapshot, requested: dict[str, str]) -> LockFile:
+        own = conduit_closure(snap)
+        names = sorted(plugin_closure(snap, own))
+        previous = self._previous_lock()
+        old = previous.by_name() if previous else {}
+        from_index = [snap.dists[n].pin() for n in names if snap.dists[n].url is None]
+        pins = self.tool.resolve(from_index, deps=False, hashes=True, what="lock")
+        packages = []
+        for n in names:
+            d = snap.dists[n]
+            if d.url is not None:
+                hashes = [h for h in [d.url_hash or _sha256_of_file_url(d.url)] if h]
+            else:
+                pin = pins.get(n)
+                if pin is None or pin.version != d.version or not pin.hashes:
+                    raise StoreError(
+                        f"cannot lock {d.display} {d.version}: the package index does not "
+                        "offer it" + (" with hashes" if pin and pin.version == d.version else ""),
+                        hint="install plugins from the configured index ([store] index-url), "
+                        "or from a wheel file",
+                    )
+                hashes = list(pin.hashes)
+            req = requested.get(n) or (old[n].requested if n in old else None)
+            packages.append(
+                LockedPackage(
+                    name=n,
+                    version=d.version,
+                    hashes=sorted(hashes),
+                    requested=req if d.plugins else None,
+                    plugins=list(d.plugins),
+                    url=d.url,
+                )
+            )
+        return LockFile(package=packages)
+
+    def _write_lock(self, snap: Snapshot, requested: dict[str, str], result: Result) -> None:
+        lock = self._build_lock(snap, requested)
+        result.lock = self.lock_path
+        result.lock_changed = lockfile.write(self.lock_path, lock)
+
+    # -- operations ---------------------------------------------------------------------
+
+    def _expand(self, spec: str) -> str:
+        """A short name from the catalog becomes its package spec."""
+        if not self.settings.catalog or os.path.exists(spec):
+            return spec
+        try:
+            req = Requirement(spec)
+        except InvalidRequirement:
+            return spec
+        if req.specifier or req.url or req.extras or req.marker:
+            return spec
+        from conduit.store import catalog
+
+        try:
+            entries = catalog.load(
+                self.settings.catalog, self.paths.cache_dir, self.settings.catalog_max_age
+            )
+        except StoreError as exc:
+            self.echo(f"warning: {exc}; installing '{spec}' as given")
+            return spec
+        entry = catalog.lookup(entries, spec)
+        if entry is None or canonicalize_name(entry.package.split(";")[0]) == spec:
+            return spec
+        self.echo(f"'{spec}' is {entry.package} (from the catalog)")
+        return entry.package
+
+    def install(self, specs: Sequence[str], *, what: str = "install") -> Result:
+        """Install ``specs`` (whatever the installer accepts) into Conduit's environment."""
+        specs = [self._expand(s) for s in specs]
+        requested: dict[str, str] = {}
+        for spec in specs:
+            with contextlib.suppress(InvalidRequirement):
+                if not os.path.exists(spec):
+                    req = Requirement(spec)
+                    if req.url is None:
+                        requested[canonicalize_name(req.name)] = str(req)
+        result = Result()
+        with self._locked():
+            self._note_recovery(result)
+            with self._transaction(what) as before:
+                own = conduit_closure(before)
+                self.echo(f"{what}: {' '.join(specs)} (with {self.tool.name})")
+                self.tool.install(specs, constraints=constraints_text(before, own), what=what)
+                after = snapshot()
+                self._apply_checks(before, after, own, requested, result, what)
+        return result
+
+    def _apply_checks(
+        self,
+        before: Snapshot,
+        after: Snapshot,
+        own: set[str],
+        requested: dict[str, str],
+        result: Result,
+        what: str,
+    ) -> None:
+        result.changes = _changes(before, after)
+        touched = [c.name for c in result.changes if canonicalize_name(c.name) in own]
+        if touched:  # the constraints should make this impossible; never trust, check
+            raise StoreError(
+                f"{what} would change Conduit's own requirements ({', '.join(touched)})",
+                hint="a plugin needs other versions of them than this Conduit; "
+                "ask its author, or upgrade Conduit",
+            )
+        for name in requested:
+            d = after.dists.get(name)
+            if d is not None and not d.plugins:
+                raise StoreError(
+                    f"{d.display} is not a Conduit plugin: it declares no entry point in "
+                    "the 'conduit.plugins' group",
+                    hint="check the name; 'conduit plugins search TERM' lists known plugins",
+                )
+        changed = [
+            after.dists[canonicalize_name(c.name)]
+            for c in result.changes
+            if c.new is not None and after.dists[canonicalize_name(c.name)].plugins
+        ]
+        if what == "install" and result.changes and not changed:
+            raise StoreError(
+                "none of the installed distributions provides a Conduit plugin "
+                f"({', '.join(c.name for c in result.changes)})",
+                hint="a plugin distribution declares an entry point in the 'conduit.plugins' group",
+            )
+        self.echo("validating the new plugins ...")
+        result.plugins = self._check_plugins(changed, what)
+        self._write_lock(after, requested, result)
+        result.notes += capability_notes(result.plugins)
+
+    def _note_recovery(self, result: Result) -> None:
+        note = self.recover()
+        if note:
+            result.notes.append(note)
+
+    def _dist_of(self, snap: Snapshot, own: set[str], name: str) -> Dist:
+        key = canonicalize_name(name)
+        d = snap.dists.get(key) or next((x for x in snap.dists.values() if name in x.plugins), None)
+        if d is None:
+            raise UsageError(
+                f"no installed plugin or plugin distribution named '{name}'",
+                hint="see 'conduit plugins list'",
+            )
+        if d.name in own:
+            raise UsageError(
+                f"'{d.display}' is part of Conduit itself, not a plugin distribution",
+                hint="plugin operations never change Conduit's own requirements",
+            )
+        if not d.plugins:
+            raise UsageError(
+                f"'{d.display}' is not a plugin distribution, only a dependency",
+                hint="it is removed together with the last plugin that needs it",
+            )
+        return d
+
+    def uninstall(self, names: Sequence[str]) -> Result:
+        """Remove plugin distributions (by plugin or distribution name) and orphans."""
+        result = Result()
+        with self._locked():
+            self._note_recovery(result)
+            with self._transaction("uninstall") as before:
+                own = conduit_closure(before)
+                targets = {self._dist_of(before, own, n).name for n in names}
+                roots = [n for n, d in before.dists.items() if d.plugins and n not in own]
+                keep = _closure(before, [r for r in roots if r not in targets], own)
+                for target in sorted(targets & keep):
+                    users = sorted(
+                        before.dists[r].display
+                        for r in roots
+                        if r not in targets and target in _closure(before, [r], own)
+                    )
+                    raise UsageError(
+                        f"'{before.dists[target].display}' is needed by {', '.join(users)}",
+                        hint="uninstall those too (in the same command), or keep it",
+                    )
+                remove = sorted(_closure(before, sorted(targets), own) - keep)
+                self.echo(f"uninstall: {' '.join(remove)} (with {self.tool.name})")
+                self.tool.uninstall([before.dists[n].display for n in remove])
+                after = snapshot()
+                result.changes = _changes(before, after)
+                index = self._validate_index()
+                for pname, rec in sorted(index["plugins"].items()):
+                    if rec["blocked"] and rec["enabled"]:
+                        result.notes.append(
+                            f"warning: plugin '{pname}' is now unavailable: {rec['blocked']}"
+                        )
+                self._write_lock(after, {}, result)
+        return result
+
+    def _roots(self, snap: Snapshot, own: set[str]) -> list[Dist]:
+        return sorted(
+            (d for n, d in snap.dists.items() if d.plugins and n not in own),
+            key=lambda d: d.name,
+        )
+
+    def _requested(self) -> dict[str, str]:
+        previous = self._previous_lock()
+        if previous is None:
+            return {}
+        return {p.name: p.requested for p in previous.package if p.requested}
+
+    def plan_update(self, names: Sequence[str]) -> tuple[list[Change], list[str]]:
+        """What ``update`` would change: ``(changes, notes)``; resolves, installs nothing."""
+        snap = snapshot()
+        own = conduit_closure(snap)
+        roots = self._roots(snap, own)
+        selected = {self._dist_of(snap, own, n).name for n in names} or {d.name for d in roots}
+        previous = self._previous_lock()
+        requested = (
+            {p.name: p.requested for p in previous.package if p.requested} if previous else {}
+        )
+        notes = []
+        reqs = []
+        for d in roots:
+            if d.url is not None:
+                if d.name in selected:
+                    notes.append(
+                        f"{d.display} was installed from {d.url}; install it again to change it"
+                    )
+                reqs.append(d.pin())
+            elif d.name in selected:
+                reqs.append(requested.get(d.name) or d.display)
+            else:
+                reqs.append(d.pin())
+        # everything outside the selected plugins' own dependencies stays where it is
+        frozen = plugin_closure(snap, own) - _closure(snap, sorted(selected), own)
+        constraints = constraints_text(snap, own) + "".join(
+            f"{snap.dists[n].display}=={snap.dists[n].version}\n"
+            for n in sorted(frozen)
+            if snap.dists[n].url is None
+        )
+        pins = self.tool.resolve(reqs, constraints=constraints, refresh=True, what="update")
+        changes = []
+        for n, pin in sorted(pins.items()):
+            cur = snap.dists.get(n)
+            if n in own or pin.url is not None:
+                continue
+            if cur is None or cur.version != pin.version:
+                changes.append(
+                    Change(cur.display if cur else n, cur.version if cur else None, pin.version)
+                )
+        return changes, notes
+
+    def update(self, names: Sequence[str], *, dry_run: bool = False) -> Result:
+        result = Result()
+        if dry_run:
+            result.changes, result.notes = self.plan_update(names)
+            return result
+        with self._locked():
+            self._note_recovery(result)
+            changes, notes = self.plan_update(names)
+            result.notes += notes
+            if not changes:
+                result.notes.append("everything is up to date")
+                return result
+            pins = [f"{c.name}=={c.new}" for c in changes]
+            with self._transaction("update") as before:
+                own = conduit_closure(before)
+                self.echo(f"update: {' '.join(pins)} (with {self.tool.name})")
+                self.tool.install(pins, constraints=constraints_text(before, own), what="update")
+                after = snapshot()
+                self._apply_checks(before, after, own, {}, result, "update")
+        return result
+
+    def outdated(self) -> list[dict[str, Any]]:
+        """Plugin distributions with a newer version that this environment can take."""
+        snap = snapshot()
+        own = conduit_closure(snap)
+        roots = [d for d in self._roots(snap, own) if d.url is None]
+        previous = self._previous_lock()
+        requested = (
+            {p.name: p.requested for p in previous.package if p.requested} if previous else {}
+        )
+        reqs = [requested.get(d.name) or d.display for d in roots]
+        constraints = constraints_text(snap, own)
+        pins = self.tool.resolve(reqs, constraints=constraints, refresh=True, what="outdated")
+        rows = []
+        for d in roots:
+            pin = pins.get(d.name)
+            if pin is None:
+                continue
+            try:
+                newer = Version(pin.version) > Version(d.version)
+            except InvalidVersion:
+                newer = pin.version != d.version
+            if newer:
+                rows.append(
+                    {
+                        "name": d.display,
+                        "plugins": list(d.plugins),
+                        "installed": d.version,
+                        "available": pin.version,
+                        "requested": requested.get(d.name),
+                    }
+                )
+        return rows
+
+    def lock(self) -> Result:
+        """Write the lock file for what is installed now."""
+        result = Result()
+        with self._locked():
+            self._note_recovery(result)
+            self._write_lock(snapshot(), {}, result)
+        return result
+
+    def sync(self, *, reinstall: bool = False) -> Result:
+        """Make the plugin distributions match the lock file exactly (hashes checked)."""
+        result = Result(lock=self.lock_path)
+        with self._locked():
+            self._note_recovery(result)
+            lock = lockfile.read(self.lock_path)
+            if lock is None:
+                raise StoreError(
+                    f"no lock file at {self.lock_path}",
+                    hint="create one with 'conduit plugins lock', or pass --lock PATH",
+                )
+            with self._transaction("sync") as before:
+                own = conduit_closure(before)
+                wanted = lock.by_name()
+                for name, pkg in sorted(wanted.items()):
+                    if canonicalize_name(name) in own:
+                        raise ConfigError(
+                            self.lock_path,
+                            f"package {name} is one of Conduit's own requirements; the lock "
+                            "file holds only plugins and their other dependencies",
+                            hint="regenerate it with 'conduit plugins lock'",
+                        )
+                    if not pkg.hashes and pkg.url is None:
+                        raise ConfigError(
+                            self.lock_path,
+                            f"package {name} {pkg.version} has no hashes",
+                            hint="regenerate it with 'conduit plugins lock'",
+                        )
+                todo = [
+                    p
+                    for n, p in sorted(wanted.items())
+                    if reinstall
+                    or n not in before.dists
+                    or (before.dists[n].version, before.dists[n].url) != (p.version, p.url)
+                ]
+                hashed = [p for p in todo if p.hashes]
+                lines = []
+                for p in hashed:
+                    head = f"{p.name} @ {p.url}" if p.url else f"{p.name}=={p.version}"
+                    lines.append(" ".join([head, *(f"--hash={h}" for h in p.hashes)]))
+                if lines:
+                    self.echo(
+                        f"sync: installing {len(lines)} locked distributions (hashes checked)"
+                    )
+                    self.tool.install(
+                        [],
+                        requirements="\n".join(lines) + "\n",
+                        no_deps=True,
+                        require_hashes=True,
+                        reinstall=reinstall,
+                        what=f"sync {self.lock_path}",
+                    )
+                for p in todo:
+                    if not p.hashes and p.url:
+                        result.notes.append(
+                            f"warning: {p.name} is installed from {p.url} without a hash check"
+                        )
+                        self.tool.install([f"{p.name} @ {p.url}"], no_deps=True, what="sync")
+                extra = [
+                    d.display
+                    for n, d in sorted(before.dists.items())
+                    if n not in wanted
+                    and n not in own
+                    and (d.plugins or n in plugin_closure(before, own))
+                ]
+                if extra:
+                    self.echo(f"sync: removing {' '.join(extra)}")
+                    self.tool.uninstall(extra, what="sync")
+                after = snapshot()
+                result.changes = _changes(before, after)
+                wrong = [
+                    n
+                    for n, p in wanted.items()
+                    if n not in after.dists or after.dists[n].version != p.version
+                ]
+                if wrong:
+                    raise StoreError(f"sync did not install {', '.join(sorted(wrong))}")
+                changed = [after.dists[n] for n in wanted if after.dists[n].plugins]
+                result.plugins = self._check_plugins(changed, "sync")
+                result.notes += capability_notes(
+                    [
+                        p
+                        for p in result.plugins
+                        if any(c.name == p["dist"] and c.new for c in result.changes)
+                    ]
+                )
+        return result

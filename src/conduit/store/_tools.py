@@ -1,0 +1,316 @@
+"""The installers Conduit drives: uv (preferred, much faster) or pip.
+
+Conduit never resolves dependencies itself. Everything that needs a resolver or a
+download (installing, finding the newest compatible versions, the hashes of a locked
+version) goes through one of these two tools, run as a child process:
+
+======================  =====================================  ===========================
+operation               uv                                     pip
+======================  =====================================  ===========================
+install                 ``uv pip install --python PY``         ``PY -m pip install``
+uninstall               ``uv pip uninstall --python PY``       ``PY -m pip uninstall -y``
+resolve (+ hashes)      ``uv pip compile [--generate-hashes]`` ``pip install --dry-run
+                                                               --ignore-installed --report``
+======================  =====================================  ===========================
+
+The child dies with Conduit (``PR_SET_PDEATHSIG`` on Linux), so a killed ``conduit``
+never leaves an installer running behind its back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+
+from conduit.errors import ConduitError
+
+__all__ = ["HashMismatchError", "Pin", "Sources", "StoreError", "Tool", "choose_tool"]
+
+
+class StoreError(ConduitError):
+    """An install, uninstall, update or sync could not be done (the state was restored)."""
+
+
+class HashMismatchError(StoreError):
+    """A downloaded distribution does not match the sha256 recorded in the lock file."""
+
+
+@dataclass(frozen=True)
+class Sources:
+    """Where distributions come from (the installer's defaults when empty)."""
+
+    index_url: str | None = None
+    extra_index_urls: tuple[str, ...] = ()
+    find_links: tuple[str, ...] = ()
+
+    def args(self) -> list[str]:
+        out: list[str] = []
+        if self.index_url:
+            out += ["--index-url", self.index_url]
+        for url in self.extra_index_urls:
+            out += ["--extra-index-url", url]
+        for link in self.find_links:
+            out += ["--find-links", link]
+        return out
+
+
+@dataclass(frozen=True)
+class Pin:
+    """One resolved distribution: exact version, and the hashes of its files if asked."""
+
+    name: str  # canonical
+    version: str
+    hashes: tuple[str, ...] = ()  # "sha256:..."
+    url: str | None = None
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL
+
+
+@contextlib.contextmanager
+def _tempfile(text: str, suffix: str) -> Iterator[str]:
+    fd, path = tempfile.mkstemp(prefix="conduit-", suffix=suffix)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        yield path
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+
+
+def _find_uv() -> str | None:
+    found = shutil.which("uv", path=os.path.dirname(sys.executable)) or shutil.which("uv")
+    if found:
+        return found
+    with contextlib.suppress(Exception):
+        import uv  # type: ignore[import-not-found, unused-ignore]
+
+        return str(uv.find_uv_bin())
+    return None
+
+
+def _has_pip() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("pip") is not None
+
+
+def choose_tool(preference: str, sources: Sources, *, verbose: bool) -> Tool:
+    """The installer to use: ``preference`` is "uv", "pip" or "auto" (uv when found)."""
+    uv = _find_uv() if preference in ("auto", "uv") else None
+    if preference == "uv" and uv is None:
+        raise StoreError(
+            'the config asks for uv ([store] installer = "uv"), but uv is not installed',
+            hint="install it ('pip install uv') or set [store] installer = \"auto\"",
+        )
+    if uv is not None:
+        return Tool("uv", sys.executable, sources, verbose=verbose, uv=uv)
+    if not _has_pip():
+        raise StoreError(
+            f"neither uv nor pip is available to {sys.executable}",
+            hint="install one of them into Conduit's environment ('python -m ensurepip')",
+        )
+    return Tool("pip", sys.executable, sources, verbose=verbose)
+
+
+@dataclass
+class Tool:
+    """One installer, bound to the interpreter whose environment it changes."""
+
+    name: str  # "uv" or "pip"
+    python: str
+    sources: Sources = field(default_factory=Sources)
+    verbose: bool = False  # show the installer's own progress (on a TTY)
+    uv: str | None = None
+
+    # -- running ------------------------------------------------------------------------
+
+    def _base(self, verb: str) -> list[str]:
+        if self.name == "uv":
+            assert self.uv is not None
+            return [self.uv, "pip", verb, "--python", self.python]
+        return [self.python, "-m", "pip", verb, "--disable-pip-version-check", "--no-input"]
+
+    def _run(self, argv: list[str], what: str, *, capture_stdout: bool = False) -> str:
+        env = dict(os.environ)
+        env.setdefault("PYTHONIOENCODING", "utf-8")
+        if not self.verbose:
+            argv = [*argv[:3], "--quiet", *argv[3:]] if self.name == "uv" else [*argv, "-q"]
+        try:
+            proc = subprocess.run(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE if capture_stdout or not self.verbose else sys.stderr,
+                stderr=None if self.verbose else subprocess.PIPE,
+                env=env,
+                text=True,
+                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+                check=False,
+            )
+        except OSError as exc:
+            raise StoreError(f"cannot run {self.name}: {exc}") from None
+        if proc.returncode != 0:
+            self._fail(what, proc.returncode, (proc.stderr or "") + (proc.stdout or ""))
+        return proc.stdout or ""
+
+    def _fail(self, what: str, code: int, output: str) -> None:
+        lines = [line.strip() for line in output.splitlines() if line.strip()]
+        hashy = [ln for ln in lines if "hash" in ln.lower() and "--hash" not in ln]
+        if hashy:
+            raise HashMismatchError(
+                f"{what}: hash mismatch: {hashy[-1] if len(hashy) > 1 else hashy[0]}",
+                hint="a downloaded file differs from the sha256 in the lock file; "
+                "if the lock file is right, the package index serves other files than it did",
+            )
+        # the first error line and what the installer says under it (uv: "cause:", "Because")
+        first = next((i for i, ln in enumerate(lines) if ln.lower().startswith("error")), None)
+        picked = lines[first:] if first is not None else lines[-3:]
+        detail = " ".join(ln.lstrip("\u00d7\u2570\u2500\u25b6 ") for ln in picked)
+        detail = (detail[:400] + " ...") if len(detail) > 400 else detail
+        detail = detail or f"exit status {code}"
+        raise StoreError(
+            f"{what}: {self.name} failed: {detail}",
+            hint="run again with --verbose to see the installer's output",
+        )
+
+    # -- operations ---------------------------------------------------------------------
+
+    def install(
+        self,
+        specs: Sequence[str],
+        *,
+        constraints: str | None = None,
+        requirements: str | None = None,
+        no_deps: bool = False,
+        require_hashes: bool = False,
+        reinstall: bool = False,
+        target: str | None = None,
+        what: str = "install",
+    ) -> None:
+        """Install ``specs`` (and/or a requirements file's text) into the environment,
+        or into the directory ``target`` (``--target``) instead."""
+        with contextlib.ExitStack() as stack:
+            argv = self._base("install") + self.sources.args()
+            if constraints is not None:
+                argv += ["-c", stack.enter_context(_tempfile(constraints, ".txt"))]
+            if requirements is not None:
+                argv += ["-r", stack.enter_context(_tempfile(requirements, ".txt"))]
+            if no_deps:
+                argv.append("--no-deps")
+            if require_hashes:
+                argv.append("--require-hashes")
+            if reinstall:
+                argv.append("--reinstall" if self.name == "uv" else "--force-reinstall")
+            if target is not None:
+                argv += ["--target", target]
+            self._run([*argv, *specs], what)
+
+    def uninstall(self, names: Sequence[str], *, what: str = "uninstall") -> None:
+        if not names:
+            return
+        argv = self._base("uninstall")
+        if self.name == "pip":
+            argv.append("-y")
+        self._run([*argv, *names], what)
+
+    def resolve(
+        self,
+        requirements: Sequence[str],
+        *,
+        constraints: str | None = None,
+        deps: bool = True,
+        hashes: bool = False,
+        refresh: bool = False,
+        what: str = "resolve",
+    ) -> dict[str, Pin]:
+        """Resolve ``requirements`` with the installer (nothing is installed).
+
+        ``refresh`` asks the index again instead of trusting cached pages (uv keeps them
+        as long as HTTP caching allows): for questions like "is there a newer version".
+        """
+        if not requirements:
+            return {}
+        with contextlib.ExitStack() as stack:
+            req_file = stack.enter_context(_tempfile("\n".join(requirements) + "\n", ".in"))
+            extra: list[str] = []
+            if constraints is not None:
+                extra += ["-c", stack.enter_context(_tempfile(constraints, ".txt"))]
+            if not deps:
+                extra.append("--no-deps")
+            if self.name == "uv":
+                assert self.uv is not None
+                argv = [self.uv, "pip", "compile", "--python", self.python]
+                argv += ["--no-header", "--no-annotate", *self.sources.args(), *extra]
+                if hashes:
+                    argv.append("--generate-hashes")
+                if refresh:
+                    argv.append("--refresh")
+                out = self._run([*argv, req_file], what, capture_stdout=True)
+                return _parse_compiled(out)
+            report = stack.enter_context(_tempfile("", ".json"))
+            argv = [*self._base("install"), "--dry-run", "--ignore-installed", "--report", report]
+            self._run([*argv, *self.sources.args(), *extra, "-r", req_file], what)
+            with open(report, encoding="utf-8") as f:
+                return _parse_report(json.load(f))
+
+
+def _parse_compiled(text: str) -> dict[str, Pin]:
+    """Read ``uv pip compile`` output: ``name==1.0 \\`` + ``--hash=sha256:...`` lines."""
+    logical: list[str] = []
+    buf = ""
+    for raw in text.splitlines():
+        line = raw.split(" #", 1)[0].rstrip() if not raw.lstrip().startswith("#") else ""
+        if line.endswith("\\"):
+            buf += line[:-1] + " "
+            continue
+        buf += line
+        if buf.strip():
+            logical.append(buf.strip())
+        buf = ""
+    pins: dict[str, Pin] = {}
+    for line in logical:
+        if line.startswith("-"):
+            continue  # --index-url and friends
+        req_text = line.split(" --hash=", 1)[0].strip()
+        hashes = tuple(sorted(re.findall(r"--hash=(\S+)", line)))
+        try:
+            req = Requirement(req_text)
+        except InvalidRequirement:
+            continue
+        version = next((s.version for s in req.specifier if s.operator == "=="), "")
+        name = canonicalize_name(req.name)
+        pins[name] = Pin(name, version, hashes, req.url)
+    return pins
+
+
+def _parse_report(report: dict[str, object]) -> dict[str, Pin]:
+    """Read pip's installation report (``--report``, format 1)."""
+    pins: dict[str, Pin] = {}
+    for item in report.get("install", []):  # type: ignore[attr-defined]
+        meta = item["metadata"]
+        name = canonicalize_name(meta["name"])
+        info = item.get("download_info", {})
+        archive = info.get("archive_info", {})
+        sha = archive.get("hashes", {}).get("sha256")
+        if not sha and str(archive.get("hash", "")).startswith("sha256="):
+            sha = archive["hash"].partition("=")[2]
+        url = info.get("url") if item.get("is_direct") else None
+        pins[name] = Pin(name, meta["version"], (f"sha256:{sha}",) if sha else (), url)
+    return pins

@@ -1,0 +1,112 @@
+"""The plugin catalog: a JSON list at a configurable URL, cached, searched by
+``conduit plugins search`` and used to resolve short names in ``plugins install``.
+
+Format (``[store] catalog = "https://..."``; ``file://`` works too)::
+
+    [
+      {"name": "knowledge", "summary": "Search your notes",
+       "package": "conduit-knowledge>=1.2", "capabilities": ["filesystem:read"]}
+    ]
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+
+import msgspec
+
+from conduit._fs import atomic_write
+from conduit.store._tools import StoreError
+
+__all__ = ["CatalogEntry", "load", "lookup", "search"]
+
+
+class CatalogEntry(msgspec.Struct, frozen=True, kw_only=True):
+    """One catalog entry (unknown fields are ignored, for catalogs newer than Conduit)."""
+
+    name: str
+    package: str
+    summary: str = ""
+    capabilities: list[str] = []
+
+
+_decoder = msgspec.json.Decoder(list[CatalogEntry])
+
+
+def _cache_file(url: str, cache_dir: str) -> str:
+    from conduit.index import _fnv1a
+
+    return os.path.join(cache_dir, f"catalog-{_fnv1a(url)}.json")
+
+
+def _fetch(url: str) -> bytes:
+    import urllib.error
+    import urllib.request
+
+    if not url.startswith(("https://", "http://", "file://")):
+        raise StoreError(
+            f"catalog URL '{url}' is not https://, http:// or file://",
+            hint="fix [store] catalog in the config",
+        )
+    try:
+        with urllib.request.urlopen(url, timeout=15) as resp:
+            data: bytes = resp.read()
+            return data
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise StoreError(f"cannot fetch the plugin catalog {url}: {reason}") from None
+
+
+def _decode(url: str, data: bytes) -> list[CatalogEntry]:
+    try:
+        return _decoder.decode(data)
+    except msgspec.DecodeError as exc:
+        raise StoreError(
+            f"the plugin catalog {url} is not a valid catalog: {exc}",
+            hint="it must be a JSON list of {name, package, summary, capabilities}",
+        ) from None
+
+
+def load(url: str, cache_dir: str, max_age: float, *, refresh: bool = False) -> list[CatalogEntry]:
+    """The catalog, from the cache when it is younger than ``max_age`` seconds."""
+    path = _cache_file(url, cache_dir)
+    cached: bytes | None = None
+    try:
+        with open(path, "rb") as f:
+            cached = f.read()
+        fresh = time.time() - os.stat(path).st_mtime < max_age
+    except OSError:
+        fresh = False
+    if cached is not None and fresh and not refresh:
+        try:
+            return _decoder.decode(cached)
+        except msgspec.DecodeError:
+            pass  # a damaged cache is only a cache: fetch again
+    try:
+        data = _fetch(url)
+    except StoreError:
+        if cached is None:
+            raise
+        return _decode(url, cached)  # offline: a stale catalog beats none
+    entries = _decode(url, data)
+    with contextlib.suppress(OSError):  # an unwritable cache only costs a fetch next time
+        atomic_write(path, data)
+    return entries
+
+
+def lookup(entries: list[CatalogEntry], name: str) -> CatalogEntry | None:
+    return next((e for e in entries if e.name == name), None)
+
+
+def search(entries: list[CatalogEntry], term: str) -> list[CatalogEntry]:
+    """Entries whose name, summary or package contains ``term`` (case-insensitive),
+    exact name matches first."""
+    t = term.lower()
+    hits = [
+        e
+        for e in entries
+        if t in e.name.lower() or t in e.summary.lower() or t in e.package.lower()
+    ]
+    return sorted(hits, key=lambda e: (e.name.lower() != t, e.name))

@@ -1,0 +1,158 @@
+"""``conduit.lock``: the plugin distributions of one environment, exact and hashed.
+
+The file is TOML, written by Conduit (never by hand) in one deterministic form: packages
+sorted by name, hashes sorted, no timestamps, so that a team can commit it and a diff
+shows exactly what changed. See docs/lockfile.md for the reference.
+
+::
+
+    # ... header comment ...
+    lock-version = 1
+
+    [[package]]
+    name = "conduit-knowledge"
+    version = "1.4.0"
+    requested = "conduit-knowledge>=1.2"   # what was asked for (plugin distributions only)
+    plugins = ["knowledge"]                # the plugins it provides
+    hashes = ["sha256:..."]
+
+    [[package]]
+    name = "markdown-it-py"                # a dependency of a plugin
+    version = "3.0.0"
+    hashes = ["sha256:...", "sha256:..."]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+
+import msgspec
+
+from conduit._fs import atomic_write
+from conduit.errors import ConfigError
+
+__all__ = ["LOCK_FILENAME", "LOCK_VERSION", "LockFile", "LockedPackage", "dumps", "find", "read"]
+
+LOCK_FILENAME = "conduit.lock"
+LOCK_VERSION = 1
+
+HEADER = (
+    "# conduit.lock: the plugin distributions of a Conduit environment, with exact versions\n"
+    "# and sha256 hashes. Written by 'conduit plugins install/uninstall/update/lock'; applied\n"
+    "# by 'conduit plugins sync'. Commit it; do not edit it by hand.\n"
+)
+
+
+class LockedPackage(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """One distribution: a plugin distribution (``plugins`` not empty) or a dependency."""
+
+    name: str
+    version: str
+    hashes: list[str] = []
+    requested: str | None = None
+    plugins: list[str] = []
+    #: set when it was installed from a URL or a local path instead of an index
+    url: str | None = None
+
+
+class LockFile(
+    msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True, rename="kebab"
+):
+    lock_version: int = LOCK_VERSION
+    package: list[LockedPackage] = []
+
+    def by_name(self) -> dict[str, LockedPackage]:
+        return {p.name: p for p in self.package}
+
+
+def find(config_dir: str, explicit: str | None, cwd: str) -> str:
+    """The lock file to use: ``--lock``, else a ``conduit.lock`` in the current project
+    (the current directory or a parent up to the repository root), else the config dir's.
+    """
+    if explicit:
+        return os.path.abspath(explicit)
+    from conduit.activation import workspace_dirs
+
+    for d in workspace_dirs(cwd):
+        candidate = os.path.join(d, LOCK_FILENAME)
+        if os.path.isfile(candidate):
+            return candidate
+    return os.path.join(config_dir, LOCK_FILENAME)
+
+
+def read(path: str) -> LockFile | None:
+    """The lock file at ``path``, ``None`` if there is none; a bad one is a ConfigError."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ConfigError(path, f"cannot read: {exc.strerror}") from None
+    hint = "regenerate it with 'conduit plugins lock' (or restore it from version control)"
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(path, f"invalid TOML: {exc}", hint=hint) from None
+    try:
+        lock = msgspec.convert(data, LockFile)
+    except msgspec.ValidationError as exc:
+        problem, _, where = str(exc).partition(" - at `$")
+        where = where.rstrip("`").lstrip(".")
+        raise ConfigError(path, f"{where + ': ' if where else ''}{problem}", hint=hint) from None
+    if lock.lock_version != LOCK_VERSION:
+        raise ConfigError(
+            path,
+            f"lock-version {lock.lock_version} is not supported (this Conduit writes "
+            f"{LOCK_VERSION})",
+            hint="upgrade Conduit, or regenerate the file with 'conduit plugins lock'",
+        )
+    for i, pkg in enumerate(lock.package):
+        bad = [h for h in pkg.hashes if not h.startswith("sha256:") or len(h) != 71]
+        if bad:
+            raise ConfigError(
+                path,
+                f"package[{i}] ({pkg.name}).hashes: '{bad[0]}' is not 'sha256:' + 64 hex digits",
+                hint=hint,
+            )
+    return lock
+
+
+def _s(value: str) -> str:
+    # A JSON string of ASCII-escaped text is a valid TOML basic string.
+    return json.dumps(value, ensure_ascii=True)
+
+
+def dumps(lock: LockFile) -> str:
+    """The one textual form of ``lock`` (same input, same bytes)."""
+    out = [HEADER, f"lock-version = {lock.lock_version}\n"]
+    for pkg in sorted(lock.package, key=lambda p: p.name):
+        out.append("\n[[package]]\n")
+        out.append(f"name = {_s(pkg.name)}\nversion = {_s(pkg.version)}\n")
+        if pkg.requested is not None:
+            out.append(f"requested = {_s(pkg.requested)}\n")
+        if pkg.plugins:
+            out.append(f"plugins = [{', '.join(_s(p) for p in sorted(pkg.plugins))}]\n")
+        if pkg.url is not None:
+            out.append(f"url = {_s(pkg.url)}\n")
+        hashes = sorted(set(pkg.hashes))
+        if len(hashes) <= 1:
+            out.append(f"hashes = [{', '.join(_s(h) for h in hashes)}]\n")
+        else:
+            out.append("hashes = [\n" + "".join(f"    {_s(h)},\n" for h in hashes) + "]\n")
+    return "".join(out)
+
+
+def write(path: str, lock: LockFile) -> bool:
+    """Write ``lock`` atomically (the caller holds the store lock); False if unchanged."""
+    text = dumps(lock)
+    try:
+        with open(path, encoding="utf-8") as f:
+            if f.read() == text:
+                return False
+    except (OSError, UnicodeDecodeError):
+        pass
+    atomic_write(path, text.encode("utf-8"))
+    return True

@@ -1,0 +1,179 @@
+"""``conduit plugins new``: templates that pass their own tests, install, and run."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conduit._project import find_plugins
+
+from _factory import imported_by
+
+REPO = Path(__file__).resolve().parent.parent
+UV = shutil.which("uv", path=os.path.dirname(sys.executable)) or shutil.which("uv")
+
+TEMPLATES = ("single-file", "package", "process")
+
+
+@pytest.mark.parametrize("template", TEMPLATES)
+def test_new_writes_a_valid_plugin_project(run, tmp_path: Path, template: str) -> None:  # type: ignore[no-untyped-def]
+    r = run("plugins", "new", "hello-world", "--template", template, "--dir", str(tmp_path))
+    assert r.code == 0, r.err
+    target = tmp_path / "hello-world"
+    assert r.out.startswith(f"created {target} ({template} plugin 'hello-world'):\n")
+    leftovers = [p for p in target.rglob("*") if "{{" in str(p) or p.suffix == ".tmpl"]
+    assert leftovers == []
+    for path in target.rglob("*.*"):
+        assert "{{" not in path.read_text(), path
+    (src,) = find_plugins(str(target))
+    assert src.error is None
+    assert src.name == "hello-world"
+    assert src.manifest is not None
+    assert [c.name for c in src.manifest.commands] == ["hello-world"]
+    assert src.manifest.isolation == ("process" if template == "process" else "in-process")
+    if template != "single-file":
+        assert src.dist == "conduit-hello-world"
+        assert src.entry == "conduit_hello_world:HelloWorld"
+    r = run("plugins", "manifest", "--check", str(target))
+    assert (r.code, r.err) == (0, "")
+
+
+@pytest.mark.parametrize("template", TEMPLATES)
+def test_a_name_that_starts_with_a_digit(run, tmp_path: Path, template: str) -> None:  # type: ignore[no-untyped-def]
+    assert run("plugins", "new", "2fa", "--template", template, "--dir", str(tmp_path)).code == 0
+    (src,) = find_plugins(str(tmp_path / "2fa"))
+    assert src.error is None
+    if template != "single-file":
+        assert src.entry == "conduit_2fa:Plugin2fa"
+    r = run("plugins", "manifest", "--check", str(tmp_path / "2fa"))
+    assert (r.code, r.err) == (0, "")
+
+
+def test_author_commands_are_imported_only_when_they_run() -> None:
+    code, modules = imported_by("plugins", "list")
+    assert code == 0
+    assert not {"conduit.builtins.plugins._author", "conduit._project", "conduit.testing"} & modules
+    code, modules = imported_by("plugins", "new", "--help")
+    assert code == 0
+    assert "conduit.builtins.plugins._author" in modules
+    assert "conduit._project" not in modules
+
+
+def test_wasm_template_is_not_available_yet(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    r = run("plugins", "new", "w", "--template", "wasm", "--dir", str(tmp_path))
+    assert r.code == 2
+    assert r.err == (
+        "error: template 'wasm' is not available yet: the WebAssembly host is not part of this "
+        "Conduit release yet\nhint: use --template single-file, package or process\n"
+    )
+    assert not (tmp_path / "w").exists()
+
+
+def test_bad_name_and_existing_directory(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    r = run("plugins", "new", "Bad_Name", "--dir", str(tmp_path))
+    assert r.code == 2
+    assert r.err.startswith("error: 'Bad_Name' is not a valid plugin name\n")
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "file").write_text("")
+    r = run("plugins", "new", "taken", "--dir", str(tmp_path))
+    assert r.code == 2
+    assert r.err == (
+        f"error: {tmp_path / 'taken'} already exists\n"
+        "hint: choose another name, or --dir for another parent directory\n"
+    )
+
+
+# -- end to end, in a fresh virtual environment -------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A venv with Conduit (a wheel built once from this checkout) and pytest."""
+    if UV is None:
+        pytest.fail("uv is required for these tests (pip install -e '.[test]' installs it)")
+    tmp = tmp_path_factory.mktemp("e2e")
+    subprocess.run(
+        [UV, "build", "--wheel", "--quiet", "--out-dir", str(tmp / "dist"), str(REPO)],
+        check=True,
+        timeout=300,
+    )
+    root = tmp / "venv"
+    subprocess.run(
+        [UV, "venv", "--quiet", "--python", sys.executable, str(root)], check=True, timeout=120
+    )
+    wheel = next((tmp / "dist").glob("conduit_devtool-*.whl"))
+    subprocess.run(
+        [
+            UV,
+            "pip",
+            "install",
+            "--quiet",
+            "--python",
+            str(root / "bin" / "python"),
+            str(wheel),
+            "pytest",
+        ],
+        check=True,
+        timeout=300,
+    )
+    return root
+
+
+def _run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("template", TEMPLATES)
+def test_template_end_to_end(venv: Path, tmp_path: Path, conduit_home: Path, template: str) -> None:
+    """new -> its own tests pass -> install -> its command works."""
+    conduit = str(venv / "bin" / "conduit")
+    r = _run([conduit, "plugins", "new", "greeter", "--template", template], tmp_path)
+    assert r.returncode == 0, r.stderr
+    project = tmp_path / "greeter"
+
+    r = _run(
+        [str(venv / "bin" / "python"), "-m", "pytest", "-q", "-p", "no:cacheprovider"], project
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    expected = {"single-file": "4 passed", "package": "4 passed", "process": "3 passed"}
+    assert expected[template] in r.stdout
+
+    if template == "single-file":
+        (conduit_home / "plugins").mkdir(exist_ok=True)
+        shutil.copy(project / "greeter.py", conduit_home / "plugins")
+    else:
+        r = _run(
+            [UV, "pip", "install", "--quiet", "--python", str(venv / "bin" / "python"), "."],  # type: ignore[list-item]
+            project,
+        )
+        assert r.returncode == 0, r.stderr
+    try:
+        r = _run([conduit, "greeter", "Ada", "--shout"], tmp_path)
+        assert (r.returncode, r.stdout, r.stderr) == (0, "HELLO, ADA!\n", "")
+        r = _run([conduit, "--help"], tmp_path)
+        assert "greeter" in r.stdout and "Greet someone." in r.stdout
+        r = _run(
+            [conduit, "plugins", "check", str(project), "--import-budget-ms", "5000"], tmp_path
+        )
+        assert r.returncode == 0, r.stdout + r.stderr
+    finally:
+        if template != "single-file":
+            subprocess.run(
+                [
+                    UV,
+                    "pip",
+                    "uninstall",
+                    "--quiet",
+                    "--python",
+                    str(venv / "bin" / "python"),
+                    "conduit-greeter",
+                ],  # type: ignore[list-item]
+                check=True,
+                timeout=120,
+            )

@@ -1,0 +1,98 @@
+"""conduit.lock: one deterministic text form, strict reading, found where teams keep it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conduit.errors import ConfigError
+from conduit.store import lockfile
+from conduit.store.lockfile import LockedPackage, LockFile
+
+H1 = "sha256:" + "a" * 64
+H2 = "sha256:" + "b" * 64
+
+
+def sample() -> LockFile:
+    return LockFile(
+        package=[
+            LockedPackage(name="zeta", version="1.0", hashes=[H2, H1]),
+            LockedPackage(
+                name="alpha", version="2.0", hashes=[H1], requested="alpha>=2", plugins=["a"]
+            ),
+        ]
+    )
+
+
+def test_dumps_is_sorted_and_round_trips(tmp_path: Path) -> None:
+    text = lockfile.dumps(sample())
+    assert text.index('name = "alpha"') < text.index('name = "zeta"')
+    assert f'    "{H1}",\n    "{H2}",\n' in text  # hashes sorted, one per line
+    reordered = LockFile(package=list(reversed(sample().package)))
+    assert lockfile.dumps(reordered) == text  # same content, same bytes
+    path = tmp_path / "conduit.lock"
+    assert lockfile.write(str(path), sample()) is True
+    assert lockfile.write(str(path), reordered) is False  # unchanged: not rewritten
+    back = lockfile.read(str(path))
+    assert back is not None
+    assert back.by_name()["alpha"].requested == "alpha>=2"
+    assert lockfile.dumps(back) == text
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("lock-version = [", "invalid TOML"),
+        ("lock-version = 9\n", "lock-version 9 is not supported"),
+        ('[[package]]\nname = "x"\nversion = "1"\nhashes = ["md5:1"]\n', "package[0] (x).hashes"),
+        ('[[package]]\nname = "x"\nversion = "1"\nsurprise = 1\n', "unknown field"),
+    ],
+)
+def test_a_bad_lock_file_is_reported_not_rewritten(tmp_path: Path, text: str, problem: str) -> None:
+    path = tmp_path / "conduit.lock"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        lockfile.read(str(path))
+    assert str(info.value).startswith(f"{path}: ")
+    assert problem in str(info.value)
+    assert path.read_text() == text
+
+
+def test_a_corrupt_lock_stops_sync_with_exit_4(run, conduit_home: Path) -> None:
+    (conduit_home / "conduit.lock").write_text("lock-version = [")
+    r = run("plugins", "sync")
+    assert r.code == 4
+    assert r.err.startswith(f"error: {conduit_home / 'conduit.lock'}: invalid TOML")
+    assert "hint: regenerate it with 'conduit plugins lock'" in r.err
+    assert (conduit_home / "conduit.lock").read_text() == "lock-version = ["
+
+
+def test_where_the_lock_file_is(tmp_path: Path) -> None:
+    config = tmp_path / "config"
+    repo = tmp_path / "repo"
+    sub = repo / "src" / "deep"
+    sub.mkdir(parents=True)
+    (repo / ".git").mkdir()
+    assert lockfile.find(str(config), None, str(sub)) == str(config / "conduit.lock")
+    (repo / "conduit.lock").write_text("")
+    assert lockfile.find(str(config), None, str(sub)) == str(repo / "conduit.lock")
+    assert lockfile.find(str(config), "x.lock", str(sub)) == str(Path("x.lock").resolve())
+
+
+def test_plugin_commands_refuse_conduits_own_distributions(run) -> None:
+    r = run("plugins", "uninstall", "msgspec")
+    assert r.code == 2
+    assert r.err.startswith("error: 'msgspec' is part of Conduit itself, not a plugin distribution")
+    r = run("plugins", "uninstall", "no-such-thing")
+    assert r.code == 2
+    assert "no installed plugin or plugin distribution named 'no-such-thing'" in r.err
+
+
+def test_search_without_a_catalog_says_how_to_configure_one(run, conduit_home: Path) -> None:
+    r = run("plugins", "search", "x")
+    assert r.code == 1
+    assert r.err.splitlines() == [
+        "error: no plugin catalog is configured",
+        f'hint: set [store] catalog = "URL" in {conduit_home / "config.toml"}',
+    ]

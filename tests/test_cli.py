@@ -400,9 +400,17 @@ def test_complete_from_index(run, plugin_dir):
     ]
     subs = [line.split("\t")[0] for line in run("__complete", "plugins", "").out.splitlines()]
     assert subs[:6] == ["list", "info", "enable", "disable", "doctor", "graph"]
-    assert {"new", "manifest", "check", "permissions", "grant", "revoke", "install", "sync"} <= set(
-        subs[6:]
-    )
+    assert {
+        "new",
+        "manifest",
+        "check",
+        "permissions",
+        "grant",
+        "revoke",
+        "install",
+        "sync",
+        "build",
+    } <= set(subs[6:])
     assert "--version" in run("__complete", "--v").out
     assert "alpha:hello" in run("__complete", "alpha:").out
 

@@ -70,7 +70,7 @@ JS_PLUGIN = Path(__file__).resolve().parent.parent / "examples" / "js-plugin" / 
 
 
 @pytest.fixture
-def js_plugin(plugin_dir: Path, run) -> Path:
+def js_plugin(plugin_dir: Path) -> Path:
     import shutil
 
     if shutil.which("node") is None:
@@ -80,9 +80,6 @@ def js_plugin(plugin_dir: Path, run) -> Path:
     target = plugin_dir / JS_PLUGIN.name
     shutil.copy(JS_PLUGIN, target)
     target.chmod(0o755)
-    # it asks for filesystem access (it writes the file it is told to): grant it, as a user would
-    granted = run("plugins", "grant", "hello-js", "filesystem:read", "filesystem:write")
-    assert granted.code == 0, granted.err
     return target
 
 
@@ -90,6 +87,9 @@ def test_javascript_plugin_speaks_the_protocol(run, js_plugin, tmp_path):
     listed = {p["name"]: p for p in json.loads(run("plugins", "list", "--json").out)}
     assert listed["hello-js"]["source"] == "executable"
     assert listed["hello-js"]["isolation"] == "process"
+    # it declares filesystem:read and filesystem:write: nothing runs until they are granted
+    assert run("hello-js", "greet").code == 3
+    assert run("plugins", "grant", "hello-js", "--requested").code == 0
     r = run("hello-js", "greet", "--name", "Ada")
     assert (r.code, r.out) == (0, "Hello, Ada!\n"), r.err
     data = tmp_path / "x.json"
@@ -112,6 +112,9 @@ def test_python_plugin_uses_a_javascript_service(run, js_plugin, plugin_dir):
         "        ctx.register_command(shout)\n"
     )
     write(plugin_dir, "user.py", user)
+    assert run("plugins", "grant", "hello-js", "--requested").code == 0
+    # the guarded in-process plugin asks for the service; the kernel (not the plugin)
+    # starts the JavaScript host, so the guard does not stop it
     r = run("shout", "quiet words")
     assert (r.code, r.out) == (0, "QUIET WORDS\n"), r.err
 

@@ -144,10 +144,10 @@ def test_fake_host_receives_the_routed_command(plugin_dir):
     assert "conduit_plugin_alpha" not in sys.modules  # the fake host imports nothing
 
 
-def test_unsupported_isolation_is_a_clear_error(plugin_dir):
+def test_python_source_cannot_run_in_the_wasm_host(plugin_dir):
     write(plugin_dir, "iso.py", simple_plugin("iso", ("x",), extra_toml='isolation = "wasm"'))
     kernel = make_kernel()
-    with pytest.raises(PluginLoadError, match="isolation 'wasm' is not supported"):
+    with pytest.raises(PluginLoadError, match="isolation 'wasm' needs a WebAssembly module"):
         kernel.activate("iso")
 
 

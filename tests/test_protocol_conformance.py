@@ -639,7 +639,9 @@ class _Kernel:
         from conduit._profile import Profile
 
         self.index: dict[str, Any] = {"config": {}}
-        self.paths = type("Paths", (), {"state_dir": state_dir, "cache_dir": state_dir})()
+        from conduit.paths import Paths
+
+        self.paths = Paths(state_dir, os.path.join(state_dir, "cache"), state_dir)
         self.profile = Profile(False)
 
 

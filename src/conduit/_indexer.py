@@ -7,7 +7,9 @@ Discovery order, which is also precedence for duplicate names:
 
 1. built-in plugins (``conduit.builtins.BUILTINS``);
 2. installed distributions, entry point group ``conduit.plugins``;
-3. single-file plugins ``*.py`` in the plugin directory.
+3. single-file plugins ``*.py`` in the plugin directory;
+4. WebAssembly plugins ``NAME.wasm`` + ``NAME.toml`` in the plugin directory;
+5. ``conduit-NAME`` executables.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ if TYPE_CHECKING:
 __all__ = ["ENTRY_POINT_GROUP", "build", "rebuild"]
 
 ENTRY_POINT_GROUP = "conduit.plugins"
-_PRECEDENCE = {"builtin": 0, "entry-point": 1, "file": 2, "executable": 3}
+_PRECEDENCE = {"builtin": 0, "entry-point": 1, "file": 2, "wasm": 3, "executable": 4}
 EXECUTABLE_PREFIX = "conduit-"
 MANIFEST_FLAG = "--conduit-manifest"
 PROBE_TIMEOUT = 5.0
@@ -185,6 +187,56 @@ def _discover_files(plugin_dir: str, warnings: list[str]) -> list[_Found]:
     return found
 
 
+def _discover_wasm(plugin_dir: str) -> list[_Found]:
+    """``NAME.wasm`` with its manifest ``NAME.toml`` beside it (docs/manifest.md)."""
+    from conduit.manifest import _loads_toml
+
+    found = []
+    try:
+        names = sorted(os.listdir(plugin_dir))
+    except OSError:
+        return []  # reported by _discover_files
+    for fname in names:
+        if not fname.endswith(".wasm") or fname.startswith((".", "_")):
+            continue
+        stem = fname[: -len(".wasm")]
+        wasm = os.path.join(plugin_dir, fname)
+        toml = os.path.join(plugin_dir, stem + ".toml")
+        item = _Found(stem, "wasm", toml, entry=wasm)
+        found.append(item)
+        try:
+            with open(toml, "rb") as f:
+                data = _loads_toml(f.read().decode("utf-8"), toml)
+        except FileNotFoundError:
+            item.origin = wasm
+            item.error = ManifestError(
+                wasm,
+                f"no manifest {stem}.toml beside it",
+                hint=f"write {toml} (name, api, [[commands]]; see docs/wasm.md)",
+            )
+            continue
+        except (OSError, UnicodeDecodeError) as exc:
+            item.error = ManifestError(toml, f"cannot read: {exc}")
+            continue
+        except ManifestError as exc:
+            item.error = exc
+            continue
+        data.setdefault("isolation", "wasm")
+        try:
+            item.manifest = parse_manifest(data, toml, expected_name=stem)
+        except ManifestError as exc:
+            item.error = exc
+            continue
+        if item.manifest.isolation != "wasm":
+            item.error = ManifestError(
+                toml,
+                "a WebAssembly plugin runs in the WebAssembly host",
+                field="isolation",
+                hint='set isolation = "wasm" or leave it out',
+            )
+    return found
+
+
 def executable_dirs(plugin_dir: str) -> list[str]:
     """Where ``conduit-NAME`` executables are looked for: the plugin directory, then PATH."""
     dirs = [plugin_dir]
@@ -312,7 +364,9 @@ def _record(item: _Found, disabled: set[str], forced: dict[str, str]) -> PluginR
     data = msgspec.to_builtins(m)
     return {
         "name": item.name,
-        "version": m.version if item.source in ("file", "executable") else item.dist_version,
+        "version": m.version
+        if item.source in ("file", "executable", "wasm")
+        else item.dist_version,
         "description": m.description,
         "source": item.source,
         "origin": item.origin,
@@ -381,6 +435,7 @@ def build(paths: Paths, fp: tuple[object, ...]) -> Index:
     warnings: list[str] = []
     found = _discover_builtins() + _discover_entry_points(warnings)
     found += _discover_files(paths.plugin_dir, warnings)
+    found += _discover_wasm(paths.plugin_dir)
     found += _discover_executables(paths.plugin_dir, warnings)
     for item in found:
         _load_manifest(item)

@@ -31,10 +31,10 @@ class PluginRec(TypedDict):
     name: str
     version: str | None
     description: str
-    source: str  # "builtin" | "entry-point" | "file"
+    source: str  # "builtin" | "entry-point" | "file" | "wasm" | "executable"
     origin: str  # the manifest file (or the single-file plugin)
     dist: str | None
-    entry: str | None  # "module:object" or, for single files, the object name
+    entry: str | None  # "module:object", a single file's object name, or the .wasm path
     api: str
     commands: list[CommandRec]
     activation: list[str]

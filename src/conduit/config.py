@@ -35,6 +35,11 @@ Layout::
     extra-index-url = []
     find-links = []
     catalog = "https://example.org/conduit-catalog.json"   # for `plugins search`
+
+    [wasm]                         # WebAssembly plugins (docs/wasm.md)
+    timeout = 10                   # wall-clock seconds per command, 0 = none
+    memory-mb = 256                # linear memory per command
+    fuel = 0                       # metered instructions per command, 0 = not metered
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -88,6 +93,18 @@ class StoreSettings(
     catalog_max_age: float = 3600.0
 
 
+class WasmSettings(
+    msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True, rename="kebab"
+):
+    """``[wasm]``: limits of WebAssembly plugins (read by conduit.hosts.wasm)."""
+
+    timeout: Annotated[float, msgspec.Meta(ge=0)] = 10.0  # 0 = none
+    memory_mb: Annotated[int, msgspec.Meta(ge=1)] = 256
+    fuel: Annotated[int, msgspec.Meta(ge=0)] = 0  # 0 = not metered
+    max_stack_kb: Annotated[int, msgspec.Meta(ge=16)] = 512
+    http_timeout: Annotated[float, msgspec.Meta(gt=0)] = 30.0
+
+
 class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     """The whole config file, validated."""
 
@@ -100,6 +117,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=
     #: plugin -> the capabilities the user granted it (conduit.security.capabilities)
     grants: dict[str, list[str]] = {}
     store: StoreSettings = StoreSettings()
+    wasm: WasmSettings = WasmSettings()
 
 
 def _parse(path: str, raw: bytes) -> dict[str, Any]:

@@ -69,12 +69,13 @@ def fingerprint(paths: Paths) -> tuple[object, ...]:
         if entry:
             parts.append(_stat(entry))
     try:
-        # Editing a single-file plugin in place does not touch the directory's mtime.
+        # Editing a single-file plugin (or a .wasm and its .toml) in place does not
+        # touch the directory's mtime.
         with os.scandir(plugin_dir) as it:
             files = sorted(
                 (e.name, e.stat().st_mtime_ns, e.stat().st_size)
                 for e in it
-                if e.name.endswith(".py")
+                if e.name.endswith((".py", ".wasm", ".toml"))
             )
         parts.append(tuple(files))
     except OSError as exc:

@@ -287,6 +287,10 @@ class Kernel:
             from conduit.hosts.inprocess import InProcessHost
 
             return InProcessHost()
+        if rec["isolation"] == "wasm":
+            from conduit.hosts.wasm import WasmHost
+
+            return WasmHost(self)
         raise PluginLoadError(
             rec["name"],
             f"isolation '{rec['isolation']}' is not supported by this Conduit release",

@@ -246,4 +246,15 @@ def enforcement(
         )
     if rec["isolation"] == "in-process":
         return "in-process (guarded)", list(GUARD_ENFORCES), list(GUARD_GAPS)
+    if rec["isolation"] == "wasm":
+        return "wasm", list(WASM_ENFORCES), []
     return rec["isolation"], [], [f"the {rec['isolation']} host is not available in this release"]
+
+
+#: what the WebAssembly host applies (docs/wasm.md, "grants")
+WASM_ENFORCES = [
+    "filesystem: only the granted directories are preopened (read-only for a read grant)",
+    "network: no sockets; HTTP only through Conduit's http function, to granted hosts",
+    "process: only granted programs, through Conduit's exec function",
+    "env: only the granted variables are in the module's environment",
+]

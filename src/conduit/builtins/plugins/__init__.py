@@ -135,6 +135,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "lock": "conduit.builtins.plugins._store:lock_cmd",
     "sync": "conduit.builtins.plugins._store:sync_cmd",
     "search": "conduit.builtins.plugins._store:search_cmd",
+    "build": "conduit.builtins.plugins._wasm:build_cmd",
 }
 
 

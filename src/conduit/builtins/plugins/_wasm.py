@@ -1,0 +1,215 @@
+"""``conduit plugins build``: turn a plugin source directory into a WebAssembly plugin.
+
+A source directory holds ``conduit-plugin.toml`` (with ``name``) and either ``app.py``
+(a Python guest of the ``conduit:plugin`` world, built into a component with
+componentize-py) or ``plugin.wasm`` (a module or component built by any toolchain). The
+result is ``NAME.wasm`` + ``NAME.toml`` in the plugin directory (or ``--output``), and
+its compiled artifact in the cache, so that the first run does not compile.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import click
+
+from conduit.errors import ConduitError
+
+__all__ = ["build_cmd", "build_plugin", "wit_dir"]
+
+WORLD = "plugin"
+
+
+def wit_dir() -> str:
+    """The directory of the ``conduit:plugin`` WIT world shipped with Conduit."""
+    import conduit
+
+    return os.path.join(os.path.dirname(conduit.__file__ or ""), "wit")
+
+
+def _componentize_py() -> str:
+    here = os.path.join(os.path.dirname(sys.executable), "componentize-py")
+    if os.path.isfile(here) and os.access(here, os.X_OK):
+        return here
+    found = shutil.which("componentize-py")
+    if found is None:
+        raise ConduitError(
+            "building a Python plugin needs componentize-py, which is not installed",
+            hint="pip install 'componentize-py>=0.25,<0.26' (into Conduit's environment)",
+        )
+    return found
+
+
+def build_plugin(source: str, output: str, *, echo: bool = True) -> tuple[str, str]:
+    """Build the plugin in ``source`` into ``output``; return the paths of NAME.wasm and
+    NAME.toml."""
+    from conduit.errors import ManifestError
+    from conduit.manifest import MANIFEST_FILENAME, read_manifest_file
+
+    manifest_path = os.path.join(source, MANIFEST_FILENAME)
+    if not os.path.isfile(manifest_path):
+        raise ConduitError(
+            f"{source}: no {MANIFEST_FILENAME}",
+            hint="a plugin source directory holds conduit-plugin.toml and app.py or plugin.wasm",
+        )
+    manifest = read_manifest_file(manifest_path)
+    if manifest.name is None:
+        raise ManifestError(manifest_path, "required field is missing", field="name")
+    if manifest.isolation not in ("in-process", "wasm"):  # "in-process" is the default
+        raise ManifestError(
+            manifest_path,
+            f"isolation '{manifest.isolation}': a WebAssembly plugin runs in the wasm host",
+            field="isolation",
+            hint='set isolation = "wasm" or leave it out',
+        )
+    name = manifest.name
+    os.makedirs(output, exist_ok=True)
+    target = os.path.join(output, f"{name}.wasm")
+    app = os.path.join(source, "app.py")
+    prebuilt = os.path.join(source, "plugin.wasm")
+    if os.path.isfile(app):
+        with tempfile.TemporaryDirectory(prefix="conduit-build-") as tmp:
+            built = os.path.join(tmp, f"{name}.wasm")
+            command = [
+                _componentize_py(),
+                "-d",
+                wit_dir(),
+                "-w",
+                WORLD,
+                "componentize",
+                "-p",
+                os.path.abspath(source),
+                "app",
+                "-o",
+                built,
+            ]
+            started = time.perf_counter()
+            proc = subprocess.run(command, capture_output=True, text=True, check=False)
+            if proc.returncode != 0:
+                sys.stderr.write(proc.stdout + proc.stderr)
+                raise ConduitError(
+                    f"componentize-py could not build {app} (exit {proc.returncode})",
+                    hint="its own error is printed above",
+                )
+            shutil.move(built, target)
+            if echo:
+                size = os.path.getsize(target) / 1e6
+                click.echo(
+                    f"built {target} ({size:.1f} MB) in {time.perf_counter() - started:.1f} s"
+                )
+    elif os.path.isfile(prebuilt):
+        shutil.copyfile(prebuilt, target)
+    else:
+        raise ConduitError(
+            f"{source}: neither app.py nor plugin.wasm",
+            hint="write app.py (a Python plugin) or put your compiled module in plugin.wasm",
+        )
+    toml = os.path.join(output, f"{name}.toml")
+    with open(manifest_path, "rb") as src, open(toml, "wb") as dst:
+        dst.write(src.read())
+    return target, toml
+
+
+def _settings() -> tuple[object, str]:
+    from conduit._profile import Profile
+    from conduit.hosts.wasm import WasmSettings
+    from conduit.index import load
+    from conduit.paths import resolve
+
+    paths = resolve()
+    index = load(paths, Profile(False))
+    return WasmSettings.from_table(index["config"].get("wasm")), paths.cache_dir
+
+
+def precompile(path: str, echo: bool = True) -> None:
+    """Compile ``path`` into the artifact cache with the configured engine."""
+    from conduit.hosts.wasm import WasmSettings, runtime
+
+    settings, cache_dir = _settings()
+    assert isinstance(settings, WasmSettings)
+    started = time.perf_counter()
+    rt = runtime(settings, cache_dir, os.path.basename(path))
+    rt.load(path)
+    if echo:
+        state = rt.cache.last
+        took = time.perf_counter() - started
+        click.echo(f"precompiled in {took:.1f} s" if state != "hit" else "already precompiled")
+
+
+def sync_commands(wasm: str, toml: str, name: str) -> None:
+    """Ask a component for its commands (``describe``): fill in a manifest that lists
+    none, or check that the manifest lists the same ones. Compiles it into the cache."""
+    import json
+
+    from conduit.hosts.wasm import WasmSettings, describe, runtime
+    from conduit.manifest import read_manifest_file
+
+    settings, cache_dir = _settings()
+    assert isinstance(settings, WasmSettings)
+    started = time.perf_counter()
+    described = describe(wasm, settings, cache_dir, name)
+    state = runtime(settings, cache_dir, name).cache.last
+    took = time.perf_counter() - started
+    click.echo(f"precompiled in {took:.1f} s" if state != "hit" else "already precompiled")
+    manifest = read_manifest_file(toml, expected_name=name)
+    listed = [c.name for c in manifest.commands]
+    names = [c["name"] for c in described]
+    if not listed:
+        with open(toml, "a", encoding="utf-8") as f:
+            for info in described:
+                f.write("\n[[commands]]\n")
+                for key in ("name", "help", "usage"):
+                    if info[key]:
+                        f.write(f"{key} = {json.dumps(info[key])}\n")
+        read_manifest_file(toml, expected_name=name)  # what we wrote must be valid
+        click.echo(f"commands from the component: {', '.join(names) or 'none'}")
+    elif sorted(listed) != sorted(names):
+        raise ConduitError(
+            f"{toml}: the manifest lists the commands {', '.join(listed)}, but the component "
+            f"describes {', '.join(names) or 'none'}",
+            hint="make them the same, or drop [[commands]] from the manifest to take the "
+            "component's",
+        )
+
+
+@click.command("build")
+@click.argument("source", type=click.Path(exists=True, file_okay=False), default=".")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(file_okay=False),
+    metavar="DIR",
+    help="Write NAME.wasm and NAME.toml here instead of installing them.",
+)
+@click.option(
+    "--no-precompile",
+    is_flag=True,
+    help="Do not compile it now (a component's commands are then not checked).",
+)
+def build_cmd(source: str, output: str | None, no_precompile: bool) -> None:
+    """Build a WebAssembly plugin from SOURCE and install it (see docs/wasm.md)."""
+    from conduit.hosts.wasm import is_component
+    from conduit.manifest import read_manifest_file
+    from conduit.paths import resolve
+
+    target, toml = build_plugin(source, output or resolve().plugin_dir)
+    name = os.path.basename(target)[: -len(".wasm")]
+    with open(target, "rb") as f:
+        component = is_component(f.read(8))
+    if not output:
+        click.echo(f"installed {target}")
+    if no_precompile:
+        if not read_manifest_file(toml, expected_name=name).commands:
+            raise ConduitError(
+                f"{toml}: the manifest lists no commands",
+                hint="build without --no-precompile to take them from the component",
+            )
+    elif component:
+        sync_commands(target, toml, name)
+    else:
+        precompile(target)

@@ -1,0 +1,743 @@
+"""WebAssembly plugins: WASI preview1 modules written in WAT, compiled by wasmtime itself.
+
+Each sandbox case runs a real module in real wasmtime and asserts the one-line error
+the user sees, then that the same kernel still runs another plugin.
+"""
+
+from __future__ import annotations
+
+import http.server
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import ClassVar
+
+import pytest
+
+from conduit._profile import Profile
+from conduit.errors import ConduitError
+from conduit.index import load
+from conduit.kernel import Kernel
+from conduit.paths import resolve
+
+from _factory import imported_by, simple_plugin, write
+
+wasmtime = pytest.importorskip("wasmtime")
+
+IMPORTS = """
+ (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+ (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+"""
+PRELUDE = """
+ (memory (export "memory") 2)
+ ;; print(ptr, len) on stdout; iovec at 0, written count at 8
+ (func $print (param $ptr i32) (param $len i32)
+   (i32.store (i32.const 0) (local.get $ptr))
+   (i32.store (i32.const 4) (local.get $len))
+   (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8))))
+"""
+
+CONDUIT_IMPORTS = """
+ (import "conduit" "http" (func $http (param i32 i32) (result i32)))
+ (import "conduit" "exec" (func $exec (param i32 i32) (result i32)))
+ (import "conduit" "env" (func $env (param i32 i32) (result i32)))
+ (import "conduit" "result" (func $result (param i32 i32) (result i32)))
+"""
+
+
+def module(body: str, *, data: dict[int, str] | None = None, imports: str = "") -> str:
+    """A WASI command module: PRELUDE, ``imports``, data segments, ``_start`` = body."""
+    segments = "".join(
+        f' (data (i32.const {addr}) "{_escape(text)}")\n' for addr, text in (data or {}).items()
+    )
+    return f'(module\n{IMPORTS}{imports}{PRELUDE}{segments} (func (export "_start")\n{body}))'
+
+
+def _escape(text: str) -> str:
+    return "".join(c if c.isprintable() and c not in '"\\' else f"\\{ord(c):02x}" for c in text)
+
+
+def install(plugin_dir: Path, name: str, wat: str, *, commands: tuple[str, ...] = ()) -> Path:
+    """Write ``NAME.wasm`` (compiled from ``wat``) and its manifest ``NAME.toml``."""
+    path = plugin_dir / f"{name}.wasm"
+    path.write_bytes(wasmtime.wat2wasm(wat))
+    toml = f'api = ">=1.0"\ndescription = "The {name} module"\n'
+    for cmd in commands or (name,):
+        toml += f'\n[[commands]]\nname = "{cmd}"\nhelp = "Run {cmd}."\n'
+    (plugin_dir / f"{name}.toml").write_text(toml)
+    return path
+
+
+def configure(home: Path, text: str) -> None:
+    (home / "config.toml").write_text(text)
+
+
+@pytest.fixture
+def kernel(conduit_home: Path) -> Iterator[Kernel]:
+    paths = resolve()
+    k = Kernel(load(paths, Profile(False)), paths)
+    yield k
+    k.shutdown()
+
+
+def fresh_kernel() -> Kernel:
+    paths = resolve()
+    return Kernel(load(paths, Profile(False)), paths)
+
+
+def fails_then_carries_on(
+    capsys: pytest.CaptureFixture[str], command: str, message: str, *, hint: str | None = None
+) -> None:
+    """``command`` fails with ``message`` (exit 3); the same kernel then runs ``other``."""
+    kernel = fresh_kernel()
+    try:
+        with pytest.raises(ConduitError) as info:
+            kernel.run(command, [command])
+        assert info.value.message == message
+        assert info.value.exit_code == 3
+        if hint is not None:
+            assert info.value.hint == hint
+        capsys.readouterr()
+        assert kernel.run("other", ["other"]) == 0
+        assert capsys.readouterr().out == "other says hi"
+    finally:
+        kernel.shutdown()
+
+
+@pytest.fixture
+def other(plugin_dir: Path) -> None:
+    """A bystander WebAssembly plugin that must keep working after a failure."""
+    install(
+        plugin_dir,
+        "other",
+        module("(call $print (i32.const 100) (i32.const 13))", data={100: "other says hi"}),
+    )
+
+
+# -- running modules ---------------------------------------------------------------------------
+
+
+def test_module_prints_and_its_exit_code_is_conduits(plugin_dir, run):
+    install(
+        plugin_dir,
+        "hi",
+        module(
+            "(call $print (i32.const 100) (i32.const 9)) (call $exit (i32.const 7))",
+            data={100: "hi there\n"},
+        ),
+    )
+    result = run("hi")
+    assert (result.code, result.out) == (7, "hi there\n")
+    assert "hi  Run hi." in run("--help").out
+
+
+def test_argv_is_the_command_and_its_arguments(plugin_dir, run):
+    # args_sizes_get + args_get, then print the argv buffer (NUL-separated strings)
+    body = """
+   (drop (call $args_sizes_get (i32.const 16) (i32.const 20)))
+   (drop (call $args_get (i32.const 200) (i32.const 1000)))
+   (call $print (i32.const 1000) (i32.load (i32.const 20)))"""
+    imports = """
+ (import "wasi_snapshot_preview1" "args_sizes_get" (func $args_sizes_get (param i32 i32) (result i32)))
+ (import "wasi_snapshot_preview1" "args_get" (func $args_get (param i32 i32) (result i32)))"""
+    install(plugin_dir, "args", module(body, imports=imports), commands=("args",))
+    assert run("args", "one", "two words").out == "args\0one\0two words\0"
+
+
+def test_environment_holds_only_granted_variables(plugin_dir, conduit_home, run, monkeypatch):
+    body = """
+   (drop (call $environ_sizes_get (i32.const 16) (i32.const 20)))
+   (drop (call $environ_get (i32.const 200) (i32.const 1000)))
+   (call $print (i32.const 1000) (i32.load (i32.const 20)))"""
+    imports = """
+ (import "wasi_snapshot_preview1" "environ_sizes_get" (func $environ_sizes_get (param i32 i32) (result i32)))
+ (import "wasi_snapshot_preview1" "environ_get" (func $environ_get (param i32 i32) (result i32)))"""
+    install(plugin_dir, "envdump", module(body, imports=imports))
+    monkeypatch.setenv("GRANTED_ONE", "1")
+    monkeypatch.setenv("APP_TOKEN", "t")
+    monkeypatch.setenv("SECRET", "s")
+    assert run("envdump").out == ""  # deny by default: not even PATH or HOME
+    configure(conduit_home, '[grants]\nenvdump = ["env:read:GRANTED_ONE", "env:read:APP_*"]\n')
+    out = run("envdump").out
+    assert sorted(filter(None, out.split("\0"))) == ["APP_TOKEN=t", "GRANTED_ONE=1"]
+
+
+def test_missing_manifest_and_wrong_isolation_are_skipped_with_a_clear_error(plugin_dir, run):
+    wat = module("")
+    (plugin_dir / "lonely.wasm").write_bytes(wasmtime.wat2wasm(wat))
+    install(plugin_dir, "wrongiso", wat)
+    toml = plugin_dir / "wrongiso.toml"
+    toml.write_text('isolation = "process"\n' + toml.read_text())
+    result = run("plugins", "doctor")
+    assert (
+        f"{plugin_dir / 'lonely.wasm'}: no manifest lonely.toml beside it"
+        in result.out + result.err
+    )
+    assert "wrongiso.toml: isolation: a WebAssembly plugin runs in the WebAssembly host" in (
+        result.out + result.err
+    )
+
+
+def test_invalid_module_is_a_load_error(plugin_dir, run):
+    install(plugin_dir, "bad", module(""))
+    (plugin_dir / "bad.wasm").write_bytes(b"\0asm\x01\0\0\0garbage")
+    result = run("bad")
+    assert result.code == 3
+    assert (
+        f"error: plugin 'bad': {plugin_dir / 'bad.wasm'} is not a valid WebAssembly module"
+        in result.err
+    )
+
+
+def test_python_plugin_forced_into_wasm_is_refused(plugin_dir, conduit_home, run):
+    write(plugin_dir, "pyplug.py", simple_plugin("pyplug", ("pyhello",)))
+    configure(conduit_home, '[isolation]\npyplug = "wasm"\n')
+    result = run("pyhello")
+    assert result.code == 3
+    assert (
+        "error: plugin 'pyplug': isolation 'wasm' needs a WebAssembly module, and this is a file plugin"
+        in result.err
+    )
+
+
+def test_without_wasmtime_the_error_says_how_to_install_it(plugin_dir, run, monkeypatch):
+    install(plugin_dir, "hi", module(""))
+    monkeypatch.setitem(sys.modules, "wasmtime", None)  # import wasmtime -> ImportError
+    result = run("hi")
+    assert result.code == 3
+    assert result.err == (
+        "error: plugin 'hi': WebAssembly plugins need wasmtime, which is not installed\n"
+        "hint: install the extra: pip install 'conduit-devtool[wasm]'\n"
+    )
+
+
+def test_bad_wasm_settings_are_a_config_error(conduit_home, run):
+    configure(conduit_home, "[wasm]\nmemroy-mb = 5\n")
+    result = run("--help")
+    assert result.code == 4
+    assert "unknown field `memroy-mb`" in result.err
+    configure(conduit_home, "[wasm]\nmemory-mb = -1\n")  # -1 would mean "no limit" to wasmtime
+    result = run("--help")
+    assert result.code == 4
+    assert "wasm.memory-mb: Expected `int` >= 1" in result.err
+
+
+# -- the sandbox matrix ------------------------------------------------------------------------
+
+# path_open(dirfd=3, dirflags=0, path, oflags, rights, rights, fdflags=0, &fd) -> errno,
+# which becomes the exit code; on success the file's first bytes are printed.
+OPEN = """
+ (import "wasi_snapshot_preview1" "path_open" (func $path_open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
+ (import "wasi_snapshot_preview1" "fd_read" (func $fd_read (param i32 i32 i32 i32) (result i32)))"""
+
+
+def open_module(path: str, *, write: bool) -> str:
+    oflags = 1 if write else 0  # O_CREAT
+    rights = "0x1fffffff" if write else "0x2"  # everything, or fd_read
+    body = f"""
+   (local $errno i32)
+   (local.set $errno (call $path_open (i32.const 3) (i32.const 0) (i32.const 100)
+       (i32.const {len(path)}) (i32.const {oflags}) (i64.const {rights}) (i64.const {rights})
+       (i32.const 0) (i32.const 40)))
+   (if (local.get $errno) (then (call $exit (local.get $errno))))
+   ;; read up to 100 bytes into 2000 and print them
+   (i32.store (i32.const 48) (i32.const 2000)) (i32.store (i32.const 52) (i32.const 100))
+   (drop (call $fd_read (i32.load (i32.const 40)) (i32.const 48) (i32.const 1) (i32.const 56)))
+   (call $print (i32.const 2000) (i32.load (i32.const 56)))"""
+    return module(body, data={100: path}, imports=OPEN)
+
+
+EPERM = 63
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    (tmp_path / "granted").mkdir()
+    (tmp_path / "granted" / "notes.txt").write_text("granted notes")
+    (tmp_path / "secret.txt").write_text("top secret")
+    return tmp_path
+
+
+def test_read_inside_a_read_grant_works(plugin_dir, conduit_home, tree, run):
+    install(plugin_dir, "reader", open_module("notes.txt", write=False))
+    configure(conduit_home, f'[grants]\nreader = ["filesystem:read:{tree / "granted"}"]\n')
+    result = run("reader")
+    assert (result.code, result.out) == (0, "granted notes")
+
+
+def test_no_filesystem_grant_means_no_preopened_directory(plugin_dir, tree, run):
+    install(plugin_dir, "reader", open_module("notes.txt", write=False))
+    result = run("reader")
+    assert result.code == 8  # EBADF: there is no descriptor 3 at all
+    assert "granted notes" not in result.out
+
+
+def test_read_outside_a_preopen_is_refused(plugin_dir, conduit_home, tree, other, capsys):
+    install(plugin_dir, "reader", open_module("../secret.txt", write=False))
+    configure(conduit_home, f'[grants]\nreader = ["filesystem:read:{tree / "granted"}"]\n')
+    kernel = fresh_kernel()
+    try:
+        assert kernel.run("reader", ["reader"]) == EPERM  # wasmtime: leaving a preopen
+        assert "top secret" not in capsys.readouterr().out
+        assert kernel.run("other", ["other"]) == 0
+    finally:
+        kernel.shutdown()
+
+
+def test_write_to_a_read_only_grant_is_refused(plugin_dir, conduit_home, tree, other, capsys):
+    install(plugin_dir, "writer", open_module("new.txt", write=True))
+    configure(conduit_home, f'[grants]\nwriter = ["filesystem:read:{tree / "granted"}"]\n')
+    kernel = fresh_kernel()
+    try:
+        assert kernel.run("writer", ["writer"]) == EPERM
+        assert not (tree / "granted" / "new.txt").exists()
+        assert kernel.run("other", ["other"]) == 0
+    finally:
+        kernel.shutdown()
+    # the same module with a write grant creates the file
+    configure(conduit_home, f'[grants]\nwriter = ["filesystem:write:{tree / "granted"}"]\n')
+    kernel = fresh_kernel()
+    try:
+        assert kernel.run("writer", ["writer"]) == 0
+        assert (tree / "granted" / "new.txt").exists()
+    finally:
+        kernel.shutdown()
+
+
+def test_a_grant_naming_a_file_is_refused(plugin_dir, conduit_home, tree, run):
+    install(plugin_dir, "reader", open_module("notes.txt", write=False))
+    configure(conduit_home, f'[grants]\nreader = ["filesystem:read:{tree / "secret.txt"}"]\n')
+    result = run("reader")
+    assert result.code == 3
+    assert (
+        f"error: plugin 'reader': grant 'filesystem:read:{tree / 'secret.txt'}' names a file"
+        in result.err
+    )
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    seen: ClassVar[list[str]] = []
+
+    def do_GET(self) -> None:
+        _Handler.seen.append(self.path)
+        if self.path.startswith("/redirect"):
+            self.send_response(302)
+            self.send_header("Location", "http://example.com/elsewhere")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        body = b"pong from " + self.path.encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def server() -> Iterator[int]:
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    yield srv.server_address[1]
+    srv.shutdown()
+    srv.server_close()
+
+
+def call_module(function: str, request: str) -> str:
+    """Call ``conduit.FUNCTION`` with ``request``; print the result, or exit 2 on -2."""
+    body = f"""
+   (local $n i32)
+   (local.set $n (call ${function} (i32.const 100) (i32.const {len(request.encode())})))
+   (if (i32.lt_s (local.get $n) (i32.const 0)) (then (call $exit (i32.sub (i32.const 0) (local.get $n)))))
+   (drop (call $result (i32.const 4096) (local.get $n)))
+   (call $print (i32.const 4096) (local.get $n))"""
+    return module(body, data={100: request}, imports=CONDUIT_IMPORTS)
+
+
+def test_http_to_a_granted_host_works(plugin_dir, conduit_home, server, run):
+    install(
+        plugin_dir, "fetch", call_module("http", f'{{"url": "http://127.0.0.1:{server}/ping"}}')
+    )
+    configure(conduit_home, f'[grants]\nfetch = ["network:http:127.0.0.1:{server}"]\n')
+    result = run("fetch")
+    assert result.code == 0, result.err
+    assert '"status": 200' in result.out
+    assert '"body": "pong from /ping"' in result.out
+
+
+def test_redirects_are_not_followed(plugin_dir, conduit_home, server, run):
+    install(
+        plugin_dir, "fetch", call_module("http", f'{{"url": "http://127.0.0.1:{server}/redirect"}}')
+    )
+    configure(conduit_home, f'[grants]\nfetch = ["network:http:127.0.0.1:{server}"]\n')
+    _Handler.seen.clear()
+    result = run("fetch")
+    assert result.code == 0, result.err
+    assert '"status": 302' in result.out
+    assert '"Location", "http://example.com/elsewhere"' in result.out
+    assert _Handler.seen == ["/redirect"]
+
+
+def test_network_without_a_grant_is_denied(plugin_dir, server, other, capsys):
+    install(
+        plugin_dir, "fetch", call_module("http", f'{{"url": "http://127.0.0.1:{server}/ping"}}')
+    )
+    fails_then_carries_on(
+        capsys,
+        "fetch",
+        f"plugin 'fetch': denied: an HTTP request to 127.0.0.1:{server}: "
+        f"network:http:127.0.0.1:{server} is not granted",
+        hint=f'grant it in the config: [grants] fetch = ["network:http:127.0.0.1:{server}"]',
+    )
+
+
+def test_http_to_an_ungranted_host_is_denied(plugin_dir, conduit_home, server, other, capsys):
+    install(plugin_dir, "fetch", call_module("http", f'{{"url": "http://127.0.0.1:{server}/"}}'))
+    configure(
+        conduit_home, '[grants]\nfetch = ["network:http:example.com", "network:http:127.0.0.1:1"]\n'
+    )
+    fails_then_carries_on(
+        capsys,
+        "fetch",
+        f"plugin 'fetch': denied: an HTTP request to 127.0.0.1:{server}: "
+        f"network:http:127.0.0.1:{server} is not granted",
+    )
+
+
+def test_ungranted_environment_variable_is_denied(
+    plugin_dir, conduit_home, other, capsys, monkeypatch
+):
+    monkeypatch.setenv("SECRET_TOKEN", "hunter2")
+    install(plugin_dir, "peek", call_module("env", "SECRET_TOKEN"))
+    configure(conduit_home, '[grants]\npeek = ["env:read:HOME"]\n')
+    fails_then_carries_on(
+        capsys,
+        "peek",
+        "plugin 'peek': denied: reading the environment variable SECRET_TOKEN: "
+        "env:read:SECRET_TOKEN is not granted",
+    )
+    configure(conduit_home, '[grants]\npeek = ["env:read:SECRET_*"]\n')
+    kernel = fresh_kernel()
+    try:
+        capsys.readouterr()
+        assert kernel.run("peek", ["peek"]) == 0
+        assert capsys.readouterr().out == "hunter2"
+    finally:
+        kernel.shutdown()
+
+
+def test_exec_only_granted_programs(plugin_dir, conduit_home, other, capsys):
+    install(
+        plugin_dir, "runner", call_module("exec", '{"program": "echo", "args": ["from", "echo"]}')
+    )
+    fails_then_carries_on(
+        capsys,
+        "runner",
+        "plugin 'runner': denied: running echo: process:execute:echo is not granted",
+    )
+    # a grant for the bare name does not cover a file of that name elsewhere
+    fake = shutil.which("true")
+    assert fake is not None
+    configure(conduit_home, '[grants]\nrunner = ["process:execute:echo"]\n')
+    kernel = fresh_kernel()
+    try:
+        capsys.readouterr()
+        assert kernel.run("runner", ["runner"]) == 0
+        assert '"stdout": "from echo\\n"' in capsys.readouterr().out
+    finally:
+        kernel.shutdown()
+
+
+def test_exec_grant_for_a_name_does_not_cover_a_path(
+    plugin_dir, conduit_home, tmp_path, other, capsys
+):
+    evil = tmp_path / "echo"
+    evil.write_text("#!/bin/sh\necho evil\n")
+    evil.chmod(0o755)
+    install(plugin_dir, "runner", call_module("exec", f'{{"program": "{evil}"}}'))
+    configure(conduit_home, '[grants]\nrunner = ["process:execute:echo"]\n')
+    fails_then_carries_on(
+        capsys,
+        "runner",
+        f"plugin 'runner': denied: running {evil}: process:execute:{evil} is not granted",
+    )
+
+
+def test_infinite_loop_times_out(plugin_dir, conduit_home, other, capsys):
+    install(plugin_dir, "spin", module("(loop $l (br $l))"))
+    configure(conduit_home, "[wasm]\ntimeout = 0.3\n")
+    fails_then_carries_on(
+        capsys,
+        "spin",
+        "plugin 'spin': timed out after 0.3 s (wall-clock limit)",
+        hint="raise [wasm] timeout in the config (0 = no limit)",
+    )
+
+
+@pytest.mark.parametrize("timeout", ["0", "60"])
+def test_ctrl_c_stops_a_running_module(plugin_dir, conduit_home, timeout):
+    # prints a line, then loops forever; SIGINT once the line is out
+    install(
+        plugin_dir,
+        "spin",
+        module(
+            "(call $print (i32.const 100) (i32.const 8)) (loop $l (br $l))", data={100: "running\n"}
+        ),
+    )
+    configure(conduit_home, f"[wasm]\ntimeout = {timeout}\n")
+    with subprocess.Popen(
+        [sys.executable, "-m", "conduit", "spin"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    ) as proc:
+        try:
+            assert proc.stdout is not None and proc.stdout.readline() == b"running\n"
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(timeout=30) == 130
+            assert proc.stderr is not None and b"Traceback" not in proc.stderr.read()
+        finally:
+            proc.kill()
+
+
+def test_allocation_bomb_hits_the_memory_limit(plugin_dir, conduit_home, other, capsys):
+    # grow one page at a time until memory.grow fails, then abort as an allocator would
+    body = """
+   (loop $grow
+     (br_if $grow (i32.ne (memory.grow (i32.const 1)) (i32.const -1))))
+   unreachable"""
+    install(plugin_dir, "bomb", module(body))
+    configure(conduit_home, "[wasm]\nmemory-mb = 16\n")
+    fails_then_carries_on(
+        capsys,
+        "bomb",
+        "plugin 'bomb': out of memory: it reached the limit of 16 MB and then trapped "
+        "(wasm trap: wasm `unreachable` instruction executed)",
+        hint="raise [wasm] memory-mb in the config",
+    )
+
+
+def test_infinite_recursion_is_a_stack_overflow(plugin_dir, other, capsys):
+    wat = module("(call $down)").replace(
+        ' (func (export "_start")', ' (func $down (call $down))\n (func (export "_start")'
+    )
+    install(plugin_dir, "deep", wat)
+    fails_then_carries_on(capsys, "deep", "plugin 'deep': stack overflow (infinite recursion?)")
+
+
+def test_any_other_trap_is_named(plugin_dir, other, capsys):
+    install(plugin_dir, "divide", module("(drop (i32.div_u (i32.const 1) (i32.const 0)))"))
+    fails_then_carries_on(
+        capsys,
+        "divide",
+        "plugin 'divide': trapped: wasm trap: integer divide by zero",
+        hint="a bug in the plugin; report it to its author",
+    )
+
+
+def test_an_unknown_import_is_not_linked(plugin_dir, other, capsys):
+    imports = ' (import "conduit" "socket" (func $socket (param i32) (result i32)))\n'
+    install(plugin_dir, "sneaky", module("", imports=imports))
+    fails_then_carries_on(
+        capsys,
+        "sneaky",
+        "plugin 'sneaky': cannot be linked: unknown import: `conduit::socket` has not been defined",
+    )
+
+
+def test_memory_larger_than_the_limit_cannot_start(plugin_dir, conduit_home, other, capsys):
+    install(
+        plugin_dir,
+        "big",
+        module("").replace('(memory (export "memory") 2)', '(memory (export "memory") 600)'),
+    )
+    configure(conduit_home, "[wasm]\nmemory-mb = 16\n")
+    kernel = fresh_kernel()
+    try:
+        with pytest.raises(
+            ConduitError,
+            match=r"plugin 'big': out of memory: it needs more than the limit of 16 MB to start",
+        ):
+            kernel.run("big", ["big"])
+        assert kernel.run("other", ["other"]) == 0
+    finally:
+        kernel.shutdown()
+
+
+def test_a_buffer_outside_memory_is_a_plugin_bug(plugin_dir, other, capsys):
+    body = "(drop (call $env (i32.const 131000) (i32.const 100)))"  # memory is 2 pages
+    install(plugin_dir, "oob", module(body, imports=CONDUIT_IMPORTS))
+    fails_then_carries_on(
+        capsys,
+        "oob",
+        "plugin 'oob': bad call to a conduit import: it passed a buffer outside its memory (131000, 100)",
+        hint="a bug in the plugin",
+    )
+
+
+def test_fuel_limit(plugin_dir, conduit_home, other, capsys):
+    install(plugin_dir, "spin", module("(loop $l (br $l))"))
+    configure(conduit_home, "[wasm]\nfuel = 100000\n")
+    fails_then_carries_on(capsys, "spin", "plugin 'spin': ran out of fuel (100000 units)")
+
+
+def test_each_command_gets_a_fresh_instance(plugin_dir, kernel, capsys):
+    # a global counter incremented per run: a fresh instance always prints "1"
+    wat = module(
+        "(global.set $n (i32.add (global.get $n) (i32.const 1)))"
+        "(i32.store8 (i32.const 100) (i32.add (i32.const 48) (global.get $n)))"
+        "(call $print (i32.const 100) (i32.const 1))"
+    ).replace(" (func (export", " (global $n (mut i32) (i32.const 0))\n (func (export", 1)
+    install(plugin_dir, "count", wat)
+    kernel = fresh_kernel()
+    try:
+        capsys.readouterr()
+        assert kernel.run("count", ["count"]) == 0
+        assert kernel.run("count", ["count"]) == 0
+        assert capsys.readouterr().out == "11"
+    finally:
+        kernel.shutdown()
+
+
+# -- the artifact cache ------------------------------------------------------------------------
+
+
+def cache_state(kernel: Kernel) -> str:
+    from conduit.hosts.wasm import WasmHost
+
+    host = kernel.host_for(kernel.index["plugins"]["other"])
+    assert isinstance(host, WasmHost)
+    return host._runtime("other").cache.last
+
+
+def run_other(capsys: pytest.CaptureFixture[str]) -> str:
+    kernel = fresh_kernel()
+    try:
+        assert kernel.run("other", ["other"]) == 0
+        assert capsys.readouterr().out == "other says hi"
+        return cache_state(kernel)
+    finally:
+        kernel.shutdown()
+
+
+def artifacts(home: Path) -> list[Path]:
+    return sorted((home / "cache" / "wasm").glob("*.cwasm"))
+
+
+def test_only_the_first_run_compiles(other, conduit_home, capsys):
+    assert run_other(capsys) == "compiled"
+    assert len(artifacts(conduit_home)) == 1
+    assert run_other(capsys) == "hit"
+
+
+def meta(artifact: Path) -> Path:
+    return artifact.with_suffix(".meta")
+
+
+def test_artifact_of_another_engine_configuration_is_rebuilt(other, conduit_home, capsys):
+    assert run_other(capsys) == "compiled"
+    [plain] = artifacts(conduit_home)
+    plain_code, plain_meta = plain.read_bytes(), meta(plain).read_bytes()
+    configure(conduit_home, "[wasm]\nfuel = 1000000\n")  # fuel changes the engine
+    assert run_other(capsys) == "compiled"  # another key: not the plain artifact
+    [fuelled] = [p for p in artifacts(conduit_home) if p != plain]
+    fuelled_code, fuelled_meta = fuelled.read_bytes(), meta(fuelled).read_bytes()
+    assert b"fuel=1" in fuelled_meta and b"fuel=0" in plain_meta
+    # The other configuration's artifact under this configuration's name: its meta
+    # line gives it away before wasmtime sees it.
+    fuelled.write_bytes(plain_code)
+    meta(fuelled).write_bytes(plain_meta)
+    assert run_other(capsys) == "rebuilt: built by another engine configuration or module"
+    assert (fuelled.read_bytes(), meta(fuelled).read_bytes()) == (fuelled_code, fuelled_meta)
+    assert run_other(capsys) == "hit"
+    # A forged meta line over the other configuration's code: wasmtime refuses it.
+    fuelled.write_bytes(plain_code)
+    state = run_other(capsys)
+    assert state.startswith("rebuilt: wasmtime refused the artifact"), state
+    assert fuelled.read_bytes() == fuelled_code
+    assert run_other(capsys) == "hit"
+
+
+def test_corrupt_artifact_is_rebuilt(other, conduit_home, capsys):
+    run_other(capsys)
+    [artifact] = artifacts(conduit_home)
+    data = artifact.read_bytes()
+    artifact.write_bytes(data[: len(data) // 2])
+    assert run_other(capsys).startswith("rebuilt: wasmtime refused the artifact")
+    assert run_other(capsys) == "hit"
+
+
+# -- start-up stays lean -----------------------------------------------------------------------
+
+
+def test_startup_and_other_commands_do_not_import_wasmtime(plugin_dir, other):
+    write(plugin_dir, "alpha.py", simple_plugin("alpha", ("hello",)))
+    imported_by("--help", watch_kernel=False)
+    code, new = imported_by("--help", watch_kernel=False)
+    assert code == 0
+    assert not {m for m in new if m.startswith(("wasmtime", "conduit.hosts.wasm"))}
+    code, new = imported_by("hello")
+    assert code == 0
+    assert not {m for m in new if m.startswith(("wasmtime", "conduit.hosts.wasm"))}
+    code, new = imported_by("other")
+    assert code == 0
+    assert {"wasmtime", "conduit.hosts.wasm"} <= new
+
+
+def test_a_wasm_plugin_edited_in_place_is_noticed(plugin_dir, run):
+    path = install(
+        plugin_dir, "hi", module("(call $print (i32.const 100) (i32.const 3))", data={100: "one"})
+    )
+    assert run("hi").out == "one"
+    stat = os.stat(plugin_dir)
+    path.write_bytes(
+        wasmtime.wat2wasm(module("(call $print (i32.const 100) (i32.const 3))", data={100: "two"}))
+    )
+    (plugin_dir / "hi.toml").write_text(
+        (plugin_dir / "hi.toml").read_text().replace("Run hi.", "Say hi.")
+    )
+    os.utime(plugin_dir, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert run("hi").out == "two"
+    assert "Say hi." in run("--help").out
+
+
+# -- conduit plugins build -----------------------------------------------------------------------
+
+
+def test_build_installs_and_precompiles_a_prebuilt_module(tmp_path, conduit_home, run):
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "plugin.wasm").write_bytes(
+        wasmtime.wat2wasm(
+            module("(call $print (i32.const 100) (i32.const 5))", data={100: "built"})
+        )
+    )
+    (source / "conduit-plugin.toml").write_text(
+        'name = "prebuilt"\napi = ">=1.0"\n[[commands]]\nname = "prebuilt"\nhelp = "Run it."\n'
+    )
+    result = run("plugins", "build", str(source))
+    assert result.code == 0, result.err
+    assert f"installed {conduit_home / 'plugins' / 'prebuilt.wasm'}" in result.out
+    assert "precompiled in" in result.out
+    assert len(artifacts(conduit_home)) == 1
+    assert run("prebuilt").out == "built"
+    assert run("plugins", "build", str(source)).out.endswith("already precompiled\n")
+
+
+def test_build_errors_are_one_line(tmp_path, run):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = run("plugins", "build", str(empty))
+    assert result.code == 1
+    assert f"error: {empty}: no conduit-plugin.toml" in result.err
+    (empty / "conduit-plugin.toml").write_text('name = "x"\napi = ">=1.0"\n')
+    result = run("plugins", "build", str(empty))
+    assert f"error: {empty}: neither app.py nor plugin.wasm" in result.err
+    (empty / "conduit-plugin.toml").write_text('api = ">=1.0"\n')
+    result = run("plugins", "build", str(empty))
+    assert "conduit-plugin.toml: name: required field is missing" in result.err

@@ -295,3 +295,16 @@ def test_an_event_plugin_without_grants_is_skipped_with_a_warning(run, plugin_di
         "conduit: warning: plugin 'side': not activated for env:SIDE_ON: capabilities not "
         "granted: env:read:HOME (run 'conduit plugins grant side env:read:HOME' to allow it)"
     ]
+
+
+def test_permissions_of_a_webassembly_plugin_name_the_wasm_sandbox(run, plugin_dir, conduit_home):
+    from conduit.security.grants import WASM_ENFORCES
+
+    write(plugin_dir, "alpha.py", plugin())
+    (conduit_home / "config.toml").write_text('[isolation]\nalpha = "wasm"\n')
+    report = json.loads(run("plugins", "permissions", "alpha", "--json").out)
+    assert (report["host"], report["enforced"], report["not_enforced"]) == (
+        "wasm",
+        WASM_ENFORCES,
+        [],
+    )

@@ -338,3 +338,21 @@ def test_ipv6_addresses_suggest_a_grant_that_parses():
     exc = denied(["network:http:localhost:9"], connect)
     assert (exc.target, exc.capability) == ("[::1]:9", "network:http")
     parse(exc.capability)
+
+
+def test_inline_dependencies_are_readable(tmp_path):
+    from conduit.store.envs import env_dir
+
+    assert guard.dependency_dirs([], str(tmp_path)) == []
+    [where] = guard.dependency_dirs(["rich>=13", "click"], str(tmp_path))
+    assert where == env_dir(str(tmp_path), ["click", "rich>=13"])  # where the kernel installs them
+    os.makedirs(os.path.join(where, "pkg"))
+    data = os.path.join(where, "pkg", "data.txt")
+    with open(data, "w") as f:
+        f.write("d")
+
+    def read() -> str:
+        with open(data) as f:
+            return f.read()
+
+    assert as_plugin([], read, own=[where]) == "d"

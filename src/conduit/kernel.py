@@ -316,7 +316,8 @@ class Kernel:
         policy = guard.Policy(
             name,
             granted(self.index, name),
-            own=guard.own_files(rec["source"], rec["origin"], rec["entry"]),
+            own=guard.own_files(rec["source"], rec["origin"], rec["entry"])
+            + guard.dependency_dirs(rec.get("dependencies") or [], self.paths.cache_dir),
             plugin_data=os.path.join(self.paths.state_dir, "plugins", name),
         )
         self._guards[name] = running = guard.Running(policy)

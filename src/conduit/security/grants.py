@@ -215,13 +215,16 @@ def enforcement(
     """
     if rec["source"] == "builtin":
         return "in-process (built-in)", [], ["built-in plugins are trusted and not checked"]
-    if rec["source"] == "executable" and rec["protocol"] != "jsonrpc":
+    if rec["source"] == "executable":
+        # The process host's sandbox restricts Conduit's own Python host child; an
+        # executable (pass-through or JSON-RPC) is started as it is.
+        how = "JSON-RPC" if rec["protocol"] == "jsonrpc" else "pass-through"
         return (
-            "executable (pass-through)",
+            f"executable ({how})",
             [],
             ["nothing: the program runs with your privileges; grants are only consent"],
         )
-    if rec["source"] == "executable" or rec["isolation"] == "process":
+    if rec["isolation"] == "process":
         import importlib
 
         try:  # the process host's own report, once its sandbox provides one
@@ -243,4 +246,15 @@ def enforcement(
         )
     if rec["isolation"] == "in-process":
         return "in-process (guarded)", list(GUARD_ENFORCES), list(GUARD_GAPS)
+    if rec["isolation"] == "wasm":
+        return "wasm", list(WASM_ENFORCES), []
     return rec["isolation"], [], [f"the {rec['isolation']} host is not available in this release"]
+
+
+#: what the WebAssembly host applies (docs/wasm.md, "grants")
+WASM_ENFORCES = [
+    "filesystem: only the granted directories are preopened (read-only for a read grant)",
+    "network: no sockets; HTTP only through Conduit's http function, to granted hosts",
+    "process: only granted programs, through Conduit's exec function",
+    "env: only the granted variables are in the module's environment",
+]

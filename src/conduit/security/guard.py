@@ -34,7 +34,16 @@ from typing import Any
 from conduit.errors import CapabilityDenied
 from conduit.security.capabilities import Capability, expand_path
 
-__all__ = ["TRUSTED", "Policy", "Running", "current", "install", "installed", "own_files"]
+__all__ = [
+    "TRUSTED",
+    "Policy",
+    "Running",
+    "current",
+    "dependency_dirs",
+    "install",
+    "installed",
+    "own_files",
+]
 
 #: the policy of the plugin whose code is running, None for the kernel's own code
 _current: Policy | None = None
@@ -299,6 +308,16 @@ def own_files(source: str, origin: str, entry: str | None) -> list[str]:
     if spec.submodule_search_locations:
         return list(spec.submodule_search_locations)
     return [spec.origin] if spec.origin else []
+
+
+def dependency_dirs(dependencies: list[str], cache_dir: str) -> list[str]:
+    """Where a single-file plugin's inline dependencies are installed (conduit.store.envs):
+    read like the rest of ``sys.path``, although they join it after the policy is built."""
+    if not dependencies:
+        return []
+    from conduit.store.envs import env_dir
+
+    return [env_dir(cache_dir, list(dependencies))]
 
 
 def current() -> str | None:

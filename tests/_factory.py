@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import http.server
 import json
@@ -10,6 +11,7 @@ import shutil
 import textwrap
 import threading
 import zipfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 
@@ -212,3 +214,29 @@ class PackageIndex:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+@contextlib.contextmanager
+def hello_server(answer: Callable[[str], bytes] | None = None) -> Iterator[int]:
+    """A threaded HTTP server on 127.0.0.1 answering each GET with ``answer(path)``
+    (default: ``hello from 127.0.0.1``); yields its port."""
+
+    class Hello(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = answer(self.path) if answer else b"hello from 127.0.0.1"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hello)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -4,18 +4,16 @@ the exact line the user sees. Servers listen on 127.0.0.1 only."""
 
 from __future__ import annotations
 
-import http.server
 import os
 import socket
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from _factory import manifest_block, write
+from _factory import hello_server, manifest_block, write
 
 PROBE = """
 import os, socket, subprocess, sys, urllib.request
@@ -187,26 +185,10 @@ def test_write_outside_the_grant_is_denied(plugin_dir, conduit_home, files):
 # -- network -----------------------------------------------------------------------------------
 
 
-class _Hello(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        body = b"hello from 127.0.0.1"
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 @pytest.fixture
 def http_server() -> Iterator[int]:
-    server = http.server.HTTPServer(("127.0.0.1", 0), _Hello)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server.server_address[1]
-    server.shutdown()
-    server.server_close()
+    with hello_server() as port:
+        yield port
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ exact ``error:`` line when denied. Servers listen on 127.0.0.1 only.
 
 from __future__ import annotations
 
-import http.server
 import os
 import shutil
 import sys
@@ -26,7 +25,7 @@ from conduit.kernel import Kernel
 from conduit.paths import resolve
 from conduit.security import landlock, sandbox, seccomp
 
-from _factory import manifest_block, write
+from _factory import hello_server, manifest_block, write
 
 pytestmark = [
     pytest.mark.skipif(
@@ -149,23 +148,8 @@ def files(tmp_path: Path) -> Path:
 def server() -> Iterator[str]:
     """An HTTP server on 127.0.0.1 answering "hello from PATH"; yields ``host:port``."""
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body = f"hello from {self.path}\n".encode()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+    with hello_server(lambda path: f"hello from {path}\n".encode()) as port:
+        yield f"127.0.0.1:{port}"
 
 
 # -- filesystem ---------------------------------------------------------------------------------

@@ -192,6 +192,9 @@ def main() -> None:
             log("building the pyhash component (componentize-py)")
             run([conduit, "plugins", "build", EXAMPLE, "--no-precompile"], env=env)
         component = os.path.join(plugins, "pyhash.wasm")
+        # what its manifest asks for; without it the command is refused
+        with open(os.path.join(home, "config.toml"), "w") as f:
+            f.write('[grants]\npyhash = ["filesystem:read:${workspace}"]\n')
     results: dict[str, object] = {
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, "
@@ -222,6 +225,9 @@ def main() -> None:
         # the same plugins and artifacts, another CONDUIT_HOME: its own index
         home_before = os.path.join(work, "home-before")
         shutil.copytree(plugins, os.path.join(home_before, "plugins"))
+        config = os.path.join(home, "config.toml")
+        if os.path.exists(config):
+            shutil.copyfile(config, os.path.join(home_before, "config.toml"))
         wasm_cache = os.path.join(home, "cache", "wasm")
         if os.path.isdir(wasm_cache):
             shutil.copytree(wasm_cache, os.path.join(home_before, "cache", "wasm"))
@@ -257,21 +263,28 @@ def main() -> None:
     commands = {name: shell(*spec) for name, spec in table.items()}
     rounds: dict[str, list[float]] = {k: [] for k in commands}
     ratios: dict[str, list[float]] = {k: [] for k in commands}
+    failed: dict[str, int] = {}
     for r in range(args.rounds):
         log(f"hyperfine round {r + 1}/{args.rounds}")
         export = os.path.join(work, f"round{r}.json")
         cmd = ["hyperfine", "--warmup", "2", "--runs", str(args.runs), "--export-json", export]
-        cmd += ["--style", "none"]
+        # a failed run is counted and reported (failed_runs), not fatal: the --before
+        # tree's ticker could exit 141 (EPIPE writing to its own wakeup pipe)
+        cmd += ["--style", "none", "--ignore-failure"]
         for name, line in commands.items():
             cmd += ["-n", name, f"taskset -c {args.cpu} sh -c {json.dumps(line)}"]
         run(cmd, env=env)
         with open(export) as f:
             data = json.load(f)["results"]
         medians = {res["command"]: res["median"] * 1000 for res in data}
+        for res in data:
+            bad = sum(1 for c in res.get("exit_codes", []) if c != 0)
+            failed[res["command"]] = failed.get(res["command"], 0) + bad
         base = medians["python -c pass"]
         for name in commands:
             rounds[name].append(medians[name])
             ratios[name].append(medians[name] / base)
+    results["failed_runs"] = failed
     results["cold_ms"] = {k: statistics.median(v) for k, v in rounds.items()}
     results["cold_range_ms"] = {k: (min(v), max(v)) for k, v in rounds.items()}
     results["cold_ratio"] = {k: statistics.median(v) for k, v in ratios.items()}

@@ -355,11 +355,13 @@ class Runtime:
         with self._lock:
             self._running -= 1
             if self._running == 0 and self._stop is not None:
-                self._stop.release()  # the ticker wakes, stops and closes its end
-                self._stop = None
                 w, previous = self._wakeup
                 if previous is not None:
                     _signal.set_wakeup_fd(previous)
+                # The ticker wakes, stops and closes its end. Nothing is written to the
+                # pipe here: the ticker may have closed its end already (EPIPE).
+                self._stop.release()
+                self._stop = None
                 os.close(w)
 
     def _tick(self, stop: Any, r: int) -> None:

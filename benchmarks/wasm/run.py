@@ -307,9 +307,17 @@ def main() -> None:
         for name, (argv, extra, stdin) in table.items():
             log(f"callgrind: {name}")
             cg = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *argv]
-            err = run(cg, env={**env, **extra}, input=stdin or "").stderr
-            found = [line for line in err.splitlines() if "Collected :" in line]
+            # not run(): a --before tree may exit 141 (see --ignore-failure above)
+            proc = subprocess.run(
+                cg, env={**env, **extra}, input=stdin or "", text=True, capture_output=True
+            )
+            found = [line for line in proc.stderr.splitlines() if "Collected :" in line]
+            if not found:
+                sys.stderr.write(proc.stderr)
+                raise SystemExit(f"error: callgrind of {name} failed")
             counts[name] = int(found[-1].rsplit(":", 1)[1]) / 1e6
+            if proc.returncode:
+                counts[f"{name}: exit code"] = proc.returncode
         results["instructions_millions"] = counts
     print(json.dumps(results, indent=2))
     shutil.rmtree(work, ignore_errors=True)

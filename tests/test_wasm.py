@@ -689,6 +689,62 @@ def test_startup_and_other_commands_do_not_import_wasmtime(plugin_dir, other):
     assert {"wasmtime", "conduit.hosts.wasm"} <= new
 
 
+#: what a cold command of a core module without grants does not need: Conduit's other
+#: machinery (Click, msgspec, pluggy, the process host), hashlib (OpenSSL's libcrypto),
+#: threading/signal/select (the epoch ticker uses _thread and _signal), the grammar of
+#: grants, and wasmtime.component (dataclasses, inspect); see docs/performance.md
+NOT_FOR_A_MODULE = {
+    "_hashlib",
+    "click",
+    "conduit.hooks",
+    "conduit.hosts.process",
+    "conduit.security.capabilities",
+    "dataclasses",
+    "encodings.ascii",
+    "hashlib",
+    "inspect",
+    "msgspec",
+    "pluggy",
+    "select",
+    "signal",
+    "subprocess",
+    "threading",
+    "wasmtime.component",
+}
+
+
+def test_a_webassembly_command_imports_only_what_it_needs(plugin_dir, other):
+    imported_by("other")  # compiles and caches the artifact
+    code, new = imported_by("other")  # the cold command with a cached artifact
+    assert code == 0
+    assert "wasmtime" in new
+    assert not NOT_FOR_A_MODULE & new, sorted(NOT_FOR_A_MODULE & new)
+
+
+def test_a_granted_command_still_parses_its_grants(plugin_dir, conduit_home, other):
+    configure(conduit_home, '[grants]\nother = ["env:read:HOME"]\n')
+    code, new = imported_by("other")
+    assert code == 0
+    assert "conduit.security.capabilities" in new
+
+
+def test_importing_wasmtime_leaves_the_collector_as_it_was():
+    import gc
+
+    from conduit.hosts.wasm import import_wasmtime
+
+    assert gc.isenabled()
+    wasmtime = import_wasmtime()
+    assert gc.isenabled()
+    assert import_wasmtime() is wasmtime
+    gc.disable()
+    try:
+        import_wasmtime()
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
 def test_a_wasm_plugin_edited_in_place_is_noticed(plugin_dir, run):
     path = install(
         plugin_dir, "hi", module("(call $print (i32.const 100) (i32.const 3))", data={100: "one"})

@@ -6,7 +6,7 @@ Run from the repository with the venv that has Conduit and the ``wasm`` + ``test
 extras::
 
     .venv/bin/python benchmarks/wasm/run.py [--rounds 5] [--runs 10] [--cpu 0]
-        [--component PATH/pyhash.wasm]
+        [--component PATH/pyhash.wasm] [--before OTHER/src] [--callgrind]
 
 It makes a temporary CONDUIT_HOME with two plugins: ``wasm-hi`` (a WAT module printing a
 line) and, unless ``--no-component``, the ``pyhash`` example built with componentize-py
@@ -19,7 +19,15 @@ line) and, unless ``--no-component``, the ``pyhash`` example built with componen
 2. **per-call overhead**: one kernel runs the same command 200 times (a fresh store and
    instance each time), median per call, next to an in-process Python plugin's command;
 3. **first compile**: a fresh process compiles the module and the component with
-   Conduit's engine configuration; wall time and peak RSS (``ru_maxrss``).
+   Conduit's engine configuration; wall time and peak RSS (``ru_maxrss``);
+4. with ``--callgrind``, **instruction counts** of one run of each cold command under
+   ``valgrind --tool=callgrind``: deterministic, unlike wall clock on a shared machine.
+
+``--before OTHER/src`` adds the WebAssembly commands run with another Conduit's source
+tree (``PYTHONPATH``, its own CONDUIT_HOME and artifact cache): a before/after baseline
+in the same run. Bytecode is compiled first (``compileall``) for this tree, the
+``--before`` tree and the installed wasmtime: this environment may set
+``PYTHONDONTWRITEBYTECODE``, and then every run would parse wasmtime's 318 KB bindings.
 
 Standard library only, plus the ``hyperfine`` binary and ``taskset``.
 """
@@ -31,6 +39,7 @@ import datetime
 import json
 import os
 import platform
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -119,6 +128,9 @@ print(json.dumps({"seconds": took, "serialize": ser, "artifact_mb": len(blob) / 
 """
 
 
+GC_IMPORT = "import gc; gc.disable(); import wasmtime; gc.freeze(); gc.enable()"
+
+
 def log(text: str) -> None:
     sys.stderr.write(f"[wasm-bench] {text}\n")
     sys.stderr.flush()
@@ -141,6 +153,8 @@ def main() -> None:
     ap.add_argument("--no-component", action="store_true")
     ap.add_argument("--calls", type=int, default=200)
     ap.add_argument("--skip-compile", action="store_true", help="skip the first-compile part")
+    ap.add_argument("--before", help="another Conduit's src/ directory, for baseline rows")
+    ap.add_argument("--callgrind", action="store_true", help="also count instructions")
     args = ap.parse_args()
     for tool in ("hyperfine", "taskset"):
         if shutil.which(tool) is None:
@@ -149,6 +163,12 @@ def main() -> None:
     import wasmtime
 
     py = sys.executable
+    trees = [os.path.join(REPO, "src"), os.path.dirname(os.path.dirname(wasmtime.__file__))]
+    if args.before:
+        trees.append(os.path.abspath(args.before))
+    log("compiling bytecode")
+    for tree in trees:
+        run([py, "-m", "compileall", "-q", tree])
     conduit = os.path.join(os.path.dirname(py), "conduit")
     work = tempfile.mkdtemp(prefix="conduit-wasm-bench-")
     home = os.path.join(work, "home")
@@ -172,7 +192,9 @@ def main() -> None:
             log("building the pyhash component (componentize-py)")
             run([conduit, "plugins", "build", EXAMPLE, "--no-precompile"], env=env)
         component = os.path.join(plugins, "pyhash.wasm")
-
+        # what its manifest asks for; without it the command is refused
+        with open(os.path.join(home, "config.toml"), "w") as f:
+            f.write('[grants]\npyhash = ["filesystem:read:${workspace}"]\n')
     results: dict[str, object] = {
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, "
@@ -197,33 +219,72 @@ def main() -> None:
     if component:
         run([conduit, "pyb64"], env=env, input="hi")
 
+    before_env: dict[str, str] = {}
+    launch = [py, "-c", "import sys; from conduit.__main__ import main; sys.exit(main())"]
+    if args.before:
+        # the same plugins and artifacts, another CONDUIT_HOME: its own index
+        home_before = os.path.join(work, "home-before")
+        shutil.copytree(plugins, os.path.join(home_before, "plugins"))
+        config = os.path.join(home, "config.toml")
+        if os.path.exists(config):
+            shutil.copyfile(config, os.path.join(home_before, "config.toml"))
+        wasm_cache = os.path.join(home, "cache", "wasm")
+        if os.path.isdir(wasm_cache):
+            shutil.copytree(wasm_cache, os.path.join(home_before, "cache", "wasm"))
+        before_env = {"PYTHONPATH": os.path.abspath(args.before), "CONDUIT_HOME": home_before}
+        run([*launch, "wasm-hi"], env={**env, **before_env})
+        if component:
+            run([*launch, "pyb64"], env={**env, **before_env}, input="hi")
+
     # 1. cold commands, interleaved rounds
-    commands = {
-        "python -c pass": f"{py} -c pass",
-        "python -c 'import wasmtime'": f"{py} -c 'import wasmtime'",
-        "conduit --help": f"{conduit} --help",
-        "conduit wasm-hi": f"{conduit} wasm-hi",
-        "conduit pyhi (in-process Python)": f"{conduit} pyhi",
+    # name -> (argv, extra environment, stdin)
+    table: dict[str, tuple[list[str], dict[str, str], str | None]] = {
+        "python -c pass": ([py, "-c", "pass"], {}, None),
+        "python -c 'import wasmtime'": ([py, "-c", "import wasmtime"], {}, None),
+        # what Conduit does (hosts/wasm.py import_wasmtime): the floor for a command
+        "python -c 'import wasmtime' (collector held off)": ([py, "-c", GC_IMPORT], {}, None),
+        "conduit --help": ([conduit, "--help"], {}, None),
+        "conduit wasm-hi": ([conduit, "wasm-hi"], {}, None),
+        "conduit pyhi (in-process Python)": ([conduit, "pyhi"], {}, None),
     }
     if component:
-        commands["echo hi | conduit pyb64"] = f"echo hi | {conduit} pyb64"
+        table["echo hi | conduit pyb64"] = ([conduit, "pyb64"], {}, "hi\n")
+    if args.before:
+        table["conduit wasm-hi (before)"] = ([*launch, "wasm-hi"], before_env, None)
+        if component:
+            table["echo hi | conduit pyb64 (before)"] = ([*launch, "pyb64"], before_env, "hi\n")
+
+    def shell(argv: list[str], extra: dict[str, str], stdin: str | None) -> str:
+        line = " ".join(shlex.quote(a) for a in argv)
+        if extra:
+            line = " ".join(f"{k}={shlex.quote(v)}" for k, v in extra.items()) + " " + line
+        return f"echo hi | {line}" if stdin else line
+
+    commands = {name: shell(*spec) for name, spec in table.items()}
     rounds: dict[str, list[float]] = {k: [] for k in commands}
     ratios: dict[str, list[float]] = {k: [] for k in commands}
+    failed: dict[str, int] = {}
     for r in range(args.rounds):
         log(f"hyperfine round {r + 1}/{args.rounds}")
         export = os.path.join(work, f"round{r}.json")
         cmd = ["hyperfine", "--warmup", "2", "--runs", str(args.runs), "--export-json", export]
-        cmd += ["--style", "none"]
+        # a failed run is counted and reported (failed_runs), not fatal: the --before
+        # tree's ticker could exit 141 (EPIPE writing to its own wakeup pipe)
+        cmd += ["--style", "none", "--ignore-failure"]
         for name, line in commands.items():
             cmd += ["-n", name, f"taskset -c {args.cpu} sh -c {json.dumps(line)}"]
         run(cmd, env=env)
         with open(export) as f:
             data = json.load(f)["results"]
         medians = {res["command"]: res["median"] * 1000 for res in data}
+        for res in data:
+            bad = sum(1 for c in res.get("exit_codes", []) if c != 0)
+            failed[res["command"]] = failed.get(res["command"], 0) + bad
         base = medians["python -c pass"]
         for name in commands:
             rounds[name].append(medians[name])
             ratios[name].append(medians[name] / base)
+    results["failed_runs"] = failed
     results["cold_ms"] = {k: statistics.median(v) for k, v in rounds.items()}
     results["cold_range_ms"] = {k: (min(v), max(v)) for k, v in rounds.items()}
     results["cold_ratio"] = {k: statistics.median(v) for k, v in ratios.items()}
@@ -237,6 +298,27 @@ def main() -> None:
     results["per_call_us"] = json.loads(
         run(["taskset", "-c", args.cpu, py, "-c", code], env=env).stdout
     )
+
+    # 4. instruction counts, one run each (deterministic)
+    if args.callgrind:
+        if shutil.which("valgrind") is None:
+            raise SystemExit("error: --callgrind needs valgrind")
+        counts: dict[str, float] = {}
+        for name, (argv, extra, stdin) in table.items():
+            log(f"callgrind: {name}")
+            cg = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *argv]
+            # not run(): a --before tree may exit 141 (see --ignore-failure above)
+            proc = subprocess.run(
+                cg, env={**env, **extra}, input=stdin or "", text=True, capture_output=True
+            )
+            found = [line for line in proc.stderr.splitlines() if "Collected :" in line]
+            if not found:
+                sys.stderr.write(proc.stderr)
+                raise SystemExit(f"error: callgrind of {name} failed")
+            counts[name] = int(found[-1].rsplit(":", 1)[1]) / 1e6
+            if proc.returncode:
+                counts[f"{name}: exit code"] = proc.returncode
+        results["instructions_millions"] = counts
     print(json.dumps(results, indent=2))
     shutil.rmtree(work, ignore_errors=True)
 

@@ -26,10 +26,10 @@ that wasmtime refuses, is compiled again and replaced.
 
 from __future__ import annotations
 
-import hashlib
+import _signal  # type: ignore[import-not-found,unused-ignore]  # loaded at start-up
+import _thread
 import os
 import sys
-import threading
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from conduit.errors import PluginLoadError
@@ -98,6 +98,48 @@ class WasmSettings(NamedTuple):
         )
 
 
+def _sha256_hex(data: bytes) -> str:
+    """SHA-256 of a short ``data`` (a cache key) in hex, without :mod:`hashlib`: importing
+    it loads OpenSSL's libcrypto (about 11 million instructions, 5% of a cold WebAssembly
+    command); the interpreter's own ``_sha256`` gives the same digest. hashlib where
+    there is none."""
+    try:
+        from _sha256 import sha256  # type: ignore[import-not-found,unused-ignore]  # 3.11
+    except ImportError:
+        try:
+            from _sha2 import sha256  # type: ignore[import-not-found,no-redef,unused-ignore]  # 3.12+
+        except ImportError:
+            from hashlib import sha256  # type: ignore[assignment,unused-ignore]
+    return str(sha256(data).hexdigest())
+
+
+def import_wasmtime() -> Any:
+    """``import wasmtime``, with the cyclic garbage collector held off while it runs.
+
+    wasmtime-py's import defines thousands of ctypes types; with the collector on it
+    runs many collections over them (16 million instructions, about 7% of a cold
+    WebAssembly command). Afterwards everything alive, which is module-level state
+    that lives as long as the process, is moved to the permanent generation
+    (:func:`gc.freeze`) so that later collections, and the one at interpreter exit,
+    do not walk it again (another 17 million). Done once per process; the collector is
+    left as it was found (enabled or not).
+    """
+    mod = sys.modules.get("wasmtime")
+    if mod is not None:
+        return mod
+    import gc
+
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        import wasmtime
+    finally:
+        gc.freeze()
+        if was_enabled:
+            gc.enable()
+    return wasmtime
+
+
 def is_component(data: bytes) -> bool:
     """Whether ``data`` is a component (layer 1) rather than a core module."""
     return data[:4] == b"\0asm" and data[6:8] == b"\x01\x00"
@@ -159,7 +201,7 @@ class ArtifactCache:
         self.last = ""
 
     def path_for(self, digest: str) -> str:
-        key = hashlib.sha256(f"{self.description}\n{digest}".encode()).hexdigest()[:32]
+        key = _sha256_hex(f"{self.description}\n{digest}".encode())[:32]
         return os.path.join(self.directory, f"{key}.cwasm")
 
     def load(self, engine: Any, digest: str, component: bool, read: Callable[[], bytes]) -> Any:
@@ -208,16 +250,18 @@ class ArtifactCache:
         st = os.stat(path)
         stamp = f"{os.path.realpath(path)}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}"
         stamp += f"\0{st.st_ino}"  # a file replaced by rename is another inode
-        name = "src-" + hashlib.sha256(stamp.encode()).hexdigest()[:32]
+        name = "src-" + _sha256_hex(stamp.encode())[:32]
         memo = os.path.join(self.directory, name)
         try:
-            with open(memo, encoding="ascii") as f:
-                digest, kind = f.read().split()
+            with open(memo, "rb") as f:  # bytes: a text file would import encodings.ascii
+                digest, kind = f.read().decode().split()
             return digest, kind == "component", None
         except (OSError, ValueError, UnicodeDecodeError):
             pass
         with open(path, "rb") as f:
             data = f.read()
+        import hashlib  # a miss only: OpenSSL hashes an 18 MB component several times faster
+
         digest = hashlib.sha256(data).hexdigest()
         component = is_component(data)
         try:
@@ -254,9 +298,10 @@ class Runtime:
         self.settings = settings
         self.engine = _make_engine(settings)
         self.cache = ArtifactCache(os.path.join(cache_dir, "wasm"), engine_description(settings))
-        self._lock = threading.Lock()
+        self._lock = _thread.allocate_lock()
         self._running = 0
-        self._stop: threading.Event | None = None
+        #: held while the ticker runs; released to stop it
+        self._stop: Any = None
         self._wakeup: tuple[int, int | None] = (-1, None)
         #: set by the ticker on Ctrl-C: the next interrupt trap is the user's, not a timeout
         self.interrupted = False
@@ -284,55 +329,53 @@ class Runtime:
     # While a command runs, one daemon thread advances the epoch every TICK (if there is
     # a timeout) and on Ctrl-C: Python runs its SIGINT handler only between bytecodes,
     # never inside a call into wasm, so the signal also goes to a wakeup pipe that this
-    # thread watches, and it pushes the epoch past the deadline. The guest traps as
-    # interrupted, and the pending KeyboardInterrupt is raised once the call returns.
+    # thread polls every TICK, and it pushes the epoch past the deadline. The guest traps
+    # as interrupted, and the pending KeyboardInterrupt is raised once the call returns.
+    # Built on _thread and _signal, which the interpreter has loaded at start-up:
+    # threading, signal and select would cost a cold command 8 million instructions.
     def __enter__(self) -> Runtime:
         with self._lock:
             self._running += 1
             if self._stop is None:
-                import signal
-
-                stop = self._stop = threading.Event()
+                stop = self._stop = _thread.allocate_lock()
+                stop.acquire()
                 r, w = os.pipe()
+                os.set_blocking(r, False)
                 os.set_blocking(w, False)
                 try:
-                    previous: int | None = signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+                    previous: int | None = _signal.set_wakeup_fd(w, warn_on_full_buffer=False)
                 except ValueError:  # not the main thread: Ctrl-C is not ours to see
                     previous = None
                 self._wakeup = (w, previous)
-                threading.Thread(
-                    target=self._tick, args=(stop, r), name="conduit-wasm-epoch", daemon=True
-                ).start()
+                # a _thread thread is a daemon: the interpreter does not wait for it
+                _thread.start_new_thread(self._tick, (stop, r))
         return self
 
     def __exit__(self, *exc: object) -> None:
         with self._lock:
             self._running -= 1
             if self._running == 0 and self._stop is not None:
-                import signal
-
-                self._stop.set()
-                self._stop = None
                 w, previous = self._wakeup
                 if previous is not None:
-                    signal.set_wakeup_fd(previous)
-                os.write(w, b"\0")  # wake the thread, which closes its end
+                    _signal.set_wakeup_fd(previous)
+                # The ticker wakes, stops and closes its end. Nothing is written to the
+                # pipe here: the ticker may have closed its end already (EPIPE).
+                self._stop.release()
+                self._stop = None
                 os.close(w)
 
-    def _tick(self, stop: threading.Event, r: int) -> None:
-        import select
-        import signal
-
+    def _tick(self, stop: Any, r: int) -> None:
         engine = self.engine
-        period = TICK if self.settings.timeout else None
+        timed = bool(self.settings.timeout)
         try:
-            while not stop.is_set():
-                ready, _, _ = select.select([r], [], [], period)
-                if not ready:
+            while not stop.acquire(timeout=TICK):
+                if timed:
                     engine.increment_epoch()
+                try:
+                    data = os.read(r, 512)
+                except BlockingIOError:
                     continue
-                data = os.read(r, 512)
-                if signal.SIGINT in data and not stop.is_set():
+                if _signal.SIGINT in data and stop.locked():
                     self.interrupted = True
                     for _ in range(self.deadline_ticks + 1):
                         engine.increment_epoch()
@@ -348,7 +391,7 @@ def runtime(settings: WasmSettings, cache_dir: str, plugin: str = "?") -> Runtim
     key = (settings, cache_dir)
     if key not in _RUNTIMES:
         try:
-            import wasmtime  # noqa: F401
+            import_wasmtime()
         except ImportError:
             raise PluginLoadError(
                 plugin,
@@ -402,13 +445,16 @@ class Sandbox:
 
     @classmethod
     def build(cls, plugin: str, grants: list[str], workspace: str, plugin_data: str) -> Sandbox:
+        box = cls(plugin, [], workspace, plugin_data)
+        if not grants:  # nothing granted: no need to import the grammar of grants
+            return box
         from conduit.security.capabilities import CapabilityError, expand_path, parse
 
         try:
             caps = [parse(g) for g in grants]
         except CapabilityError as exc:  # the config validator should have caught it
             raise PluginLoadError(plugin, f"invalid grant: {exc.message}", hint=exc.hint) from None
-        box = cls(plugin, caps, workspace, plugin_data)
+        box.grants = caps
         for cap in caps:
             if cap.kind == "env:read":
                 box.env.update({k: v for k, v in os.environ.items() if cap.allows_env(k)})

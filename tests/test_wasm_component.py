@@ -8,12 +8,10 @@ plugin and the compiled artifact into its own CONDUIT_HOME.
 from __future__ import annotations
 
 import hashlib
-import http.server
 import os
 import shutil
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +22,8 @@ from conduit.errors import ConduitError
 from conduit.index import load
 from conduit.kernel import Kernel
 from conduit.paths import resolve
+
+from _factory import hello_server
 
 pytest.importorskip("wasmtime")
 # Building and first compiling an 18 MB component takes seconds on a quiet machine and
@@ -90,25 +90,10 @@ def test_without_a_grant_files_are_out_of_reach(pyhash, tmp_path, run, monkeypat
     )
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        body = b"served " + self.path.encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 @pytest.fixture
 def server() -> Iterator[int]:
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    yield srv.server_address[1]
-    srv.shutdown()
-    srv.server_close()
+    with hello_server(lambda path: b"served " + path.encode()) as port:
+        yield port
 
 
 def test_http_through_the_host_import_is_checked(pyhash, server, run, capsys):

@@ -88,11 +88,8 @@ class Result:
 
 
 def capability_notes(plugins: list[dict[str, Any]]) -> list[str]:
-    """The capabilities newly installed plugins ask for, and how to grant them.
-
-    Each plugin's ``capabilities`` here are the ones still to grant (:meth:`Store.approve`
-    leaves out what is granted already).
-    """
+    """The capabilities ``plugins`` ask for, and how to grant them (a listing only: the
+    store's own commands offer them at the grant prompt, :meth:`Store.approve`)."""
     lines = []
     for p in plugins:
         caps = p.get("capabilities") or []
@@ -122,10 +119,6 @@ def _refuse_webassembly(spec: str) -> None:
         hint=f"install it with 'conduit plugins build {spec}' (builds, installs and "
         "precompiles it; docs/wasm.md)",
     )
-
-
-def _never(_rec: Any, _caps: Any) -> bool:
-    return False
 
 
 def _changes(before: Snapshot, after: Snapshot) -> list[Change]:
@@ -525,27 +518,12 @@ class Store:
         if not any(p.get("capabilities") for p in plugins):
             return
         from conduit._profile import Profile
-        from conduit.errors import NotGranted
         from conduit.index import load
-        from conduit.security.grants import ensure_granted, missing_for
+        from conduit.security.grants import offer
 
         index = load(self.paths, Profile(False))
-        for p in plugins:
-            rec = index["plugins"].get(p["name"])
-            if rec is None or not p.get("capabilities"):
-                continue
-            lacking = [str(c) for c in missing_for(index, rec)]
-            if not lacking:
-                continue  # granted before (an update that asks for nothing new)
-            try:
-                ensure_granted(index, rec, self.paths.config_file, None if self.ask else _never)
-            except NotGranted:
-                result.notes += capability_notes([{**p, "capabilities": lacking}])
-                continue
-            result.notes.append(
-                f"plugin '{p['name']}': granted {', '.join(lacking)} "
-                f"(saved in {self.paths.config_file})"
-            )
+        names = [p["name"] for p in plugins if p.get("capabilities")]
+        result.notes += offer(index, names, self.paths.config_file, ask=self.ask)
 
     def _note_recovery(self, result: Result) -> None:
         note = self.recover()

@@ -95,3 +95,23 @@ def test_tutorial_2_project_passes_the_manifest_and_capability_checks(run, tmp_p
     assert lint_capabilities(src) == []
     r = run("plugins", "manifest", "--check", str(tmp_path / "gitstat"))
     assert (r.code, r.err) == (0, "")
+
+
+def test_tutorial_4_code_is_consistent(tmp_path: Path) -> None:
+    """The guest, manifest and test of tutorial 4 (built and run by hand: they need a
+    ~20 s component build, which the wasm template's end-to-end test already pays)."""
+    from conduit.builtins.plugins._author import render_template
+    from conduit.manifest import read_manifest_file
+
+    render_template("wasm", "count", str(tmp_path))
+    app, test = _blocks("4-webassembly.md", "python")
+    compile(app, "app.py", "exec")
+    compile(test, "test_count.py", "exec")
+    (toml,) = _blocks("4-webassembly.md", "toml")
+    (tmp_path / "conduit-plugin.toml").write_text(toml)
+    manifest = read_manifest_file(str(tmp_path / "conduit-plugin.toml"))
+    assert manifest.isolation == "wasm"
+    for c in manifest.commands:  # the manifest lists what describe() returns
+        assert f'CommandInfo(name="{c.name}", help="{c.help}", usage="{c.usage}")' in app
+    assert manifest.capabilities == ["filesystem:read:${workspace}"]
+    assert 'count = ["filesystem:read:${workspace}"]' in test

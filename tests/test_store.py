@@ -587,3 +587,79 @@ def test_progress_on_a_terminal_quiet_otherwise(make_venv, index: PackageIndex) 
     assert "install: cstore-hello==1.0.0 (with uv)" in terminal
     assert "validating the new plugins ..." in terminal
     assert out.startswith("+ cstore-hello 1.0.0\n")
+
+
+def _install_on_a_terminal(venv: Venv, spec: str, answer: str) -> tuple[int, str, str]:
+    """``conduit plugins install SPEC`` with a pseudo-terminal as stdin and stderr (stdout
+    piped); ``answer`` is typed at the grant prompt. Returns the exit code, stdout and
+    what the terminal showed."""
+    import pty
+    import select
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [str(venv.root / "bin" / "conduit"), "plugins", "install", spec],
+        stdin=slave,
+        stdout=subprocess.PIPE,
+        stderr=slave,
+        text=True,
+        env={k: v for k, v in venv.env.items() if k != "CI"},
+    )
+    os.close(slave)
+    seen = b""
+    typed = False
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([master], [], [], 0.1)
+        if ready:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            seen += chunk
+        if not typed and b"[y/N] " in seen:
+            os.write(master, answer.encode() + b"\n")
+            typed = True
+        if proc.poll() is not None and not ready:
+            break
+    out, _ = proc.communicate(timeout=60)
+    os.close(master)
+    return proc.returncode, out, seen.decode(errors="replace").replace("\r\n", "\n")
+
+
+def test_install_asks_for_the_capabilities_once_on_a_terminal(
+    make_venv, index: PackageIndex, conduit_home: Path
+) -> None:
+    venv = make_venv()
+    config = conduit_home / "config.toml"
+    # "no": installed, not granted, and the grant command is listed
+    code, out, terminal = _install_on_a_terminal(venv, "cstore-hello==2.0.0", "n")
+    assert code == 0, terminal
+    assert "┌ conduit: plugin 'hello' 2.0.0 requests:" in terminal
+    assert "├   network:http  connect to ANY host (unscoped!)" in terminal
+    assert "└ Grant? [y/N] n" in terminal
+    assert "+ cstore-hello 2.0.0" in out
+    assert "plugin 'hello' asks for: network:http\n" in out
+    assert "  grant with: conduit plugins grant hello network:http\n" in out
+    assert "[grants]" not in config.read_text()
+    assert venv.conduit("hello-run").returncode == 3  # not activated
+
+    # "yes" on the next install of it: written to the config; the command runs, unasked
+    assert venv.conduit("plugins", "uninstall", "cstore-hello").returncode == 0
+    code, out, terminal = _install_on_a_terminal(venv, "cstore-hello==2.0.0", "y")
+    assert code == 0, terminal
+    assert terminal.count("Grant? [y/N]") == 1
+    assert f"plugin 'hello': granted network:http (saved in {config})\n" in out
+    assert "grant with" not in out
+    assert 'hello = ["network:http"]' in config.read_text()
+    r = venv.conduit("hello-run")
+    assert (r.returncode, r.stdout) == (0, "hello 2.0.0\n"), r.stderr
+
+    # granted already (grants outlive an uninstall): no question, nothing to list
+    assert venv.conduit("plugins", "uninstall", "cstore-hello").returncode == 0
+    code, out, terminal = _install_on_a_terminal(venv, "cstore-hello==2.0.0", "y")
+    assert code == 0, terminal
+    assert "Grant?" not in terminal
+    assert "asks for" not in out and "granted" not in out

@@ -797,3 +797,47 @@ def test_build_errors_are_one_line(tmp_path, run):
     (empty / "conduit-plugin.toml").write_text('api = ">=1.0"\n')
     result = run("plugins", "build", str(empty))
     assert "conduit-plugin.toml: name: required field is missing" in result.err
+
+
+def test_install_points_webassembly_plugins_to_build(tmp_path, conduit_home, run):
+    source = tmp_path / "shout"
+    source.mkdir()
+    (source / "conduit-plugin.toml").write_text('name = "shout"\napi = ">=1.0"\n')
+    (source / "app.py").write_text("")
+    result = run("plugins", "install", str(source))
+    assert result.code == 2
+    assert result.err.splitlines() == [
+        f"error: {source} is the source of a WebAssembly plugin, not a Python distribution: "
+        "'plugins install' installs packages",
+        f"hint: install it with 'conduit plugins build {source}' (builds, installs and "
+        "precompiles it; docs/wasm.md)",
+    ]
+    module_file = tmp_path / "shout.wasm"
+    module_file.write_bytes(wasmtime.wat2wasm(module("")))
+    result = run("plugins", "install", str(module_file))
+    assert result.code == 2
+    assert f"error: {module_file} is a WebAssembly module, not a Python distribution" in result.err
+    assert not (conduit_home / "conduit.lock").exists()  # nothing ran
+
+
+def test_build_lists_the_capabilities_to_grant(tmp_path, conduit_home, run):
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "plugin.wasm").write_bytes(
+        wasmtime.wat2wasm(module("(call $print (i32.const 100) (i32.const 2))", data={100: "ok"}))
+    )
+    (source / "conduit-plugin.toml").write_text(
+        'name = "asker"\napi = ">=1.0"\ncapabilities = ["env:read:HOME"]\n'
+        '[[commands]]\nname = "asker"\nhelp = "Run it."\n'
+    )
+    result = run("plugins", "build", str(source))  # not a terminal: listed, not asked
+    assert result.code == 0, result.err
+    assert result.out.endswith(
+        "plugin 'asker' asks for: env:read:HOME\n"
+        "  grant with: conduit plugins grant asker env:read:HOME\n"
+    )
+    assert run("asker").code == 3
+    assert run("plugins", "grant", "asker", "env:read:HOME").code == 0
+    assert run("asker").out == "ok"
+    result = run("plugins", "build", str(source))  # granted now: nothing to list
+    assert result.out.endswith("already precompiled\n")

@@ -180,6 +180,15 @@ def _read_package(root: str) -> list[PluginSource]:
     return found
 
 
+def _is_wasm_source(path: str) -> bool:
+    """A source directory of ``conduit plugins build``: a manifest and app.py or plugin.wasm."""
+    return (
+        os.path.isdir(path)
+        and os.path.isfile(os.path.join(path, "conduit-plugin.toml"))
+        and any(os.path.isfile(os.path.join(path, f)) for f in ("app.py", "plugin.wasm"))
+    )
+
+
 def find_plugins(path: str) -> list[PluginSource]:
     """The plugins in ``path``: a ``.py`` file, a project directory with a
     ``pyproject.toml`` declaring ``conduit.plugins`` entry points, or a directory of
@@ -201,6 +210,13 @@ def find_plugins(path: str) -> list[PluginSource]:
                         found.append(one)
     else:
         raise UsageError(f"{path}: no such file or directory")
+    if not found and _is_wasm_source(path):
+        raise UsageError(
+            f"{path}: a WebAssembly plugin's source: 'plugins manifest' and 'plugins check' "
+            "read Python plugins",
+            hint=f"'conduit plugins build {path}' checks its manifest against the commands "
+            "the component describes",
+        )
     if not found:
         raise UsageError(
             f"{path}: no Conduit plugin found",

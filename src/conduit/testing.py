@@ -204,7 +204,8 @@ class Conduit:
 
         Output written to ``sys.stdout``/``sys.stderr`` is captured, including what a
         process-hosted plugin prints. A pass-through executable writes to the real file
-        descriptors instead: use :meth:`run_subprocess` for those.
+        descriptors instead, and a WebAssembly plugin reads the real stdin (``input``
+        does not reach it): use :meth:`run_subprocess` for those.
         """
         from conduit.cli import main
 

@@ -30,6 +30,7 @@ __all__ = [
     "granted",
     "interactive",
     "missing_for",
+    "offer",
     "remove_grants",
     "requested",
     "terminal_approver",
@@ -134,6 +135,33 @@ def ensure_granted(
     config: dict[str, Any] = index["config"]
     table = config.setdefault("grants", {})
     table[rec["name"]] = [*table.get(rec["name"], []), *texts]
+
+
+def _never(_rec: PluginRec, _caps: list[Capability]) -> bool:
+    return False
+
+
+def offer(index: Index, names: list[str], config_file: str, *, ask: bool) -> list[str]:
+    """After installing plugins ``names``: the capabilities they lack are offered at the
+    prompt of :func:`ensure_granted` when ``ask`` is set and a person can answer (written
+    to the config on yes), else listed with the command that grants them. Returns the
+    lines to print; nothing for plugins whose requests are granted already."""
+    notes: list[str] = []
+    for name in names:
+        rec = index["plugins"].get(name)
+        if rec is None:
+            continue
+        lacking = [str(c) for c in missing_for(index, rec)]
+        if not lacking:
+            continue
+        try:
+            ensure_granted(index, rec, config_file, None if ask else _never)
+        except NotGranted:
+            notes.append(f"plugin '{name}' asks for: {', '.join(lacking)}")
+            notes.append(f"  grant with: conduit plugins grant {name} {' '.join(lacking)}")
+            continue
+        notes.append(f"plugin '{name}': granted {', '.join(lacking)} (saved in {config_file})")
+    return notes
 
 
 def add_grants(config_file: str, name: str, caps: list[str]) -> list[str]:

@@ -88,10 +88,8 @@ class Result:
 
 
 def capability_notes(plugins: list[dict[str, Any]]) -> list[str]:
-    """The capabilities newly installed plugins ask for, and how to grant them.
-
-    The one place to wire to the capability approval of the security layer once it lands.
-    """
+    """The capabilities ``plugins`` ask for, and how to grant them (a listing only: the
+    store's own commands offer them at the grant prompt, :meth:`Store.approve`)."""
     lines = []
     for p in plugins:
         caps = p.get("capabilities") or []
@@ -99,6 +97,28 @@ def capability_notes(plugins: list[dict[str, Any]]) -> list[str]:
             lines.append(f"plugin '{p['name']}' asks for: {', '.join(caps)}")
             lines.append(f"  grant with: conduit plugins grant {p['name']} {' '.join(caps)}")
     return lines
+
+
+def _refuse_webassembly(spec: str) -> None:
+    """A WebAssembly plugin (a ``.wasm`` file, or a source directory that ``plugins build``
+    takes: ``conduit-plugin.toml`` and ``app.py`` or ``plugin.wasm``, no Python project) is
+    not a distribution: say which command installs it instead of the installer's error."""
+    if spec.endswith(".wasm") and os.path.isfile(spec):
+        what = "a WebAssembly module"
+    elif (
+        os.path.isdir(spec)
+        and os.path.isfile(os.path.join(spec, "conduit-plugin.toml"))
+        and not any(os.path.isfile(os.path.join(spec, f)) for f in ("pyproject.toml", "setup.py"))
+        and any(os.path.isfile(os.path.join(spec, f)) for f in ("app.py", "plugin.wasm"))
+    ):
+        what = "the source of a WebAssembly plugin"
+    else:
+        return
+    raise UsageError(
+        f"{spec} is {what}, not a Python distribution: 'plugins install' installs packages",
+        hint=f"install it with 'conduit plugins build {spec}' (builds, installs and "
+        "precompiles it; docs/wasm.md)",
+    )
 
 
 def _changes(before: Snapshot, after: Snapshot) -> list[Change]:
@@ -147,6 +167,7 @@ class Store:
         installer: str | None = None,
         verbose: bool = False,
         echo: Callable[[str], None] | None = None,
+        ask: bool = False,
     ) -> None:
         from conduit.config import read_settings
         from conduit.paths import resolve
@@ -162,6 +183,7 @@ class Store:
         self._installer = installer or self.settings.installer
         self.verbose = verbose
         self.echo = echo or (lambda _text: None)
+        self.ask = ask  # offer the capabilities of new plugins at the grant prompt
         self._tool: Tool | None = None
         state = os.path.join(self.paths.state_dir, "store")
         from conduit._indexer import store_journal_path
@@ -425,6 +447,8 @@ class Store:
 
     def install(self, specs: Sequence[str], *, what: str = "install") -> Result:
         """Install ``specs`` (whatever the installer accepts) into Conduit's environment."""
+        for spec in specs:
+            _refuse_webassembly(spec)
         specs = [self._expand(s) for s in specs]
         requested: dict[str, str] = {}
         for spec in specs:
@@ -442,6 +466,7 @@ class Store:
                 self.tool.install(specs, constraints=constraints_text(before, own), what=what)
                 after = snapshot()
                 self._apply_checks(before, after, own, requested, result, what)
+        self.approve(result, result.plugins)
         return result
 
     def _apply_checks(
@@ -483,7 +508,22 @@ class Store:
         self.echo("validating the new plugins ...")
         result.plugins = self._check_plugins(changed, what)
         self._write_lock(after, requested, result)
-        result.notes += capability_notes(result.plugins)
+
+    def approve(self, result: Result, plugins: list[dict[str, Any]]) -> None:
+        """The capabilities ``plugins`` (new or changed by ``result``) lack: offered at the
+        kernel's grant prompt when :attr:`ask` is set and a person can answer (the grants
+        are written on yes), else listed in ``result.notes`` with the command that grants
+        them. Runs after the change is committed and the store's lock released: a "no"
+        leaves the plugin installed but not activated, as on its first use."""
+        if not any(p.get("capabilities") for p in plugins):
+            return
+        from conduit._profile import Profile
+        from conduit.index import load
+        from conduit.security.grants import offer
+
+        index = load(self.paths, Profile(False))
+        names = [p["name"] for p in plugins if p.get("capabilities")]
+        result.notes += offer(index, names, self.paths.config_file, ask=self.ask)
 
     def _note_recovery(self, result: Result) -> None:
         note = self.recover()
@@ -617,6 +657,7 @@ class Store:
                 self.tool.install(pins, constraints=constraints_text(before, own), what="update")
                 after = snapshot()
                 self._apply_checks(before, after, own, {}, result, "update")
+        self.approve(result, result.plugins)
         return result
 
     def outdated(self) -> list[dict[str, Any]]:
@@ -739,11 +780,8 @@ class Store:
                     raise StoreError(f"sync did not install {', '.join(sorted(wrong))}")
                 changed = [after.dists[n] for n in wanted if after.dists[n].plugins]
                 result.plugins = self._check_plugins(changed, "sync")
-                result.notes += capability_notes(
-                    [
-                        p
-                        for p in result.plugins
-                        if any(c.name == p["dist"] and c.new for c in result.changes)
-                    ]
-                )
+        new = [
+            p for p in result.plugins if any(c.name == p["dist"] and c.new for c in result.changes)
+        ]
+        self.approve(result, new)
         return result

@@ -28,7 +28,6 @@ if TYPE_CHECKING:
 __all__ = ["check_cmd", "manifest_cmd", "new_cmd"]
 
 TEMPLATES = ("single-file", "package", "process", "wasm")
-NOT_YET = {"wasm": "the WebAssembly host is not part of this Conduit release yet"}
 
 
 # -- plugins new ---------------------------------------------------------------------------
@@ -103,11 +102,6 @@ def new_cmd(name: str, template: str, parent: str) -> None:
     """Create a plugin project that passes its own tests."""
     from conduit.manifest import _NAME_RE
 
-    if template in NOT_YET:
-        raise UsageError(
-            f"template '{template}' is not available yet: {NOT_YET[template]}",
-            hint="use --template single-file, package or process",
-        )
     if not _NAME_RE.match(name):
         raise UsageError(
             f"'{name}' is not a valid plugin name",
@@ -129,8 +123,10 @@ def new_cmd(name: str, template: str, parent: str) -> None:
     click.echo("  python -m pytest            # its tests pass as generated")
     if template == "single-file":
         click.echo(f"  cp {name}.py {_plugin_dir_hint()}/   # install it")
+    elif template == "wasm":
+        click.echo("  conduit plugins build .     # build, install and precompile it")
     else:
-        click.echo("  pip install .               # install it next to Conduit")
+        click.echo("  conduit plugins install .   # install it next to Conduit")
 
 
 def _plugin_dir_hint() -> str:

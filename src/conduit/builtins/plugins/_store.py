@@ -61,6 +61,7 @@ def _store(opts: dict[str, Any]) -> Store:
         installer=opts.get("installer"),
         verbose=verbose,
         echo=echo,
+        ask=not opts.get("as_json"),  # the grant prompt comes only on a terminal
     )
 
 

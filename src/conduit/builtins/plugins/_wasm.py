@@ -213,3 +213,18 @@ def build_cmd(source: str, output: str | None, no_precompile: bool) -> None:
         sync_commands(target, toml, name)
     else:
         precompile(target)
+    if not output:
+        _offer_grants(name)
+
+
+def _offer_grants(name: str) -> None:
+    """Installed: its capabilities are asked for once on a terminal, as by
+    ``plugins install`` (listed with the grant command otherwise)."""
+    from conduit._profile import Profile
+    from conduit.index import load
+    from conduit.paths import resolve
+    from conduit.security.grants import offer
+
+    paths = resolve()
+    for line in offer(load(paths, Profile(False)), [name], paths.config_file, ask=True):
+        click.echo(line)

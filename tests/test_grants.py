@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from conduit.errors import EXIT_PLUGIN_LOAD, EXIT_USAGE
+from conduit.security import sandbox
 
 from _factory import simple_plugin, write
 
@@ -214,16 +215,11 @@ def test_permissions_show_a_forced_host_without_claiming_enforcement(run, plugin
     (conduit_home / "config.toml").write_text('[isolation]\nalpha = "process"\n')
     report = json.loads(run("plugins", "permissions", "alpha", "--json").out)
     assert report["isolation_forced_by_policy"] is True
-    try:
-        from conduit.security import sandbox  # the process host's sandbox, where it exists
-    except ImportError:
-        assert report["host"] == "process"
-        assert report["enforced"] == []
-        assert report["not_enforced"][0].startswith("nothing yet")
-    else:
-        assert report["host"] == "process (sandboxed)"
-        # its own description of what it applies for no grants, split by what is enforced
-        assert sorted(report["enforced"] + report["not_enforced"]) == sorted(sandbox.describe([]))
+    assert report["host"] == "process (sandboxed)"
+    # the sandbox's own description of what it applies for no grants, split by what is enforced
+    assert sorted(report["enforced"] + report["not_enforced"]) == sorted(sandbox.describe([]))
+    assert all("NOT restricted" in line for line in report["not_enforced"])
+    assert not any("NOT restricted" in line for line in report["enforced"])
 
 
 def test_grant_validates_and_warns(run, plugin_dir, conduit_home):

@@ -240,3 +240,57 @@ def hello_server(answer: Callable[[str], bytes] | None = None) -> Iterator[int]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def pty_run(
+    argv: list[str],
+    answer: str | None,
+    env: dict[str, str],
+    *,
+    timeout: float = 60,
+    pipe_stdout: bool = False,
+) -> tuple[int, str, str]:
+    """Run ``argv`` with a pseudo-terminal as stdin and stderr (and stdout, unless
+    ``pipe_stdout``); type ``answer`` once a ``[y/N]`` prompt appears.
+
+    Returns the exit code, what went to a piped stdout ("" otherwise) and everything the
+    terminal showed.
+    """
+    import os
+    import pty
+    import select
+    import subprocess
+    import time
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        argv,
+        stdin=slave,
+        stdout=subprocess.PIPE if pipe_stdout else slave,
+        stderr=slave,
+        text=True,
+        env=env,
+        close_fds=True,
+    )
+    os.close(slave)
+    seen = b""
+    typed = False
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([master], [], [], 0.1)
+        if ready:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            seen += chunk
+        if answer is not None and not typed and b"[y/N] " in seen:
+            os.write(master, answer.encode() + b"\n")
+            typed = True
+        if proc.poll() is not None and not ready:
+            break
+    out, _ = proc.communicate(timeout=60)
+    os.close(master)
+    return proc.returncode, out or "", seen.decode().replace("\r\n", "\n")

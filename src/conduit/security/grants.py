@@ -236,10 +236,9 @@ def enforcement(
 ) -> tuple[str, list[str], list[str]]:
     """Which host runs ``rec``, what that host enforces of ``grants``, and what it does not.
 
-    Never claims a protection that is not applied: a host whose enforcement is not built
-    yet says so. For the process host, the sandbox module's own ``describe(grants)`` (one
-    line per area, "NOT restricted" where this machine lacks the mechanism) is used when
-    it exists.
+    Never claims a protection that is not applied. For the process host, the sandbox
+    module's own ``describe(grants)`` (one line per area, "NOT restricted" where this
+    machine lacks the mechanism) is split in two.
     """
     if rec["source"] == "builtin":
         return "in-process (built-in)", [], ["built-in plugins are trusted and not checked"]
@@ -253,20 +252,9 @@ def enforcement(
             ["nothing: the program runs with your privileges; grants are only consent"],
         )
     if rec["isolation"] == "process":
-        import importlib
+        from conduit.security.sandbox import describe as sandbox_describe
 
-        try:  # the process host's own report, once its sandbox provides one
-            describe = importlib.import_module("conduit.security.sandbox").describe
-        except (ImportError, AttributeError):
-            return (
-                "process",
-                [],
-                [
-                    "nothing yet: the process host does not apply grants in this release; "
-                    "the plugin runs in its own process with your privileges"
-                ],
-            )
-        lines = [str(line) for line in describe(list(grants or []))]
+        lines = sandbox_describe(list(grants or []))
         return (
             "process (sandboxed)",
             [line for line in lines if "NOT restricted" not in line],

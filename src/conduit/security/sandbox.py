@@ -559,15 +559,13 @@ def describe(grants: list[str] | list[Capability]) -> list[str]:
         )
     version = have["landlock"]
     if version:
-        reads = [str(g.scope) for g in caps if g.kind == "filesystem:read"]
-        writes = [str(g.scope) for g in caps if g.kind == "filesystem:write"]
+        reads = [g.scope or "/" for g in caps if g.kind == "filesystem:read"]
+        writes = [g.scope or "/" for g in caps if g.kind == "filesystem:write"]
         lines.append(
             f"filesystem (Landlock ABI {version}): reads only under "
-            + (", ".join("/" if s == "None" else s for s in reads) + ", " if reads else "")
+            + (", ".join(reads) + ", " if reads else "")
             + "the plugin's files, its data directory, Python and system libraries; writes "
-            "only under "
-            + (", ".join("/" if s == "None" else s for s in writes) + " and " if writes else "")
-            + "its data directory"
+            "only under " + (", ".join(writes) + " and " if writes else "") + "its data directory"
         )
     else:
         lines.append("filesystem: NOT restricted (Landlock is not available on this kernel)")
@@ -619,18 +617,12 @@ def report() -> list[tuple[bool, str]]:
     """For ``conduit plugins doctor``: each sandbox mechanism and whether it is here."""
     have = _mechanisms()
     version = have["landlock"]
-    result = [
+    areas = "filesystem" + (", TCP ports" if version >= 4 else "")
+    areas += ", scopes" if version >= 6 else ""
+    return [
         (
             bool(version),
-            f"Landlock ABI {version}"
-            + (
-                " (filesystem"
-                + (", TCP ports" if version >= 4 else "")
-                + (", scopes" if version >= 6 else "")
-                + ")"
-                if version
-                else ""
-            )
+            f"Landlock ABI {version} ({areas})"
             if version
             else "Landlock is not available: process plugins can read and write any file "
             "the user can, and run any program if seccomp is missing too",
@@ -651,4 +643,3 @@ def report() -> list[tuple[bool, str]]:
             "to hosts cannot be enforced, so such plugins get no network at all",
         ),
     ]
-    return result

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from conduit.builtins.plugins import _find, _index
-from conduit.errors import UsageError
+from conduit.errors import UsageError, _grant_command
 from conduit.security.capabilities import Capability, CapabilityError, missing, parse
 from conduit.security.grants import (
     add_grants,
@@ -59,7 +59,6 @@ def _report(index: Index, rec: PluginRec) -> dict[str, Any]:
     host, enforced, gaps = enforcement(rec, have)
     forced = index["config"].get("isolation", {})
     assert isinstance(forced, dict)
-    from conduit.errors import _grant_command
 
     return {
         "name": name,

@@ -649,6 +649,19 @@ def test_back_off_doubles_while_the_host_keeps_failing_to_start(
     assert kernel.run("fragile", ["fragile"]) == 0
     assert capsys.readouterr().out == "up\n"
     bystanders_work(kernel, capsys, None)
+    # a successful start resets the back-off: the next failure holds it back 0.1 s again
+    flag.touch()
+    proc = host.proc
+    assert proc is not None
+    proc.kill()  # while idle: the next call starts a new host, which fails to boot
+    proc.wait()
+    before = time.monotonic()
+    with pytest.raises(
+        ConduitError, match=r"its host crashed \(exited with status 9\) during 'initialize'"
+    ):
+        kernel.run("fragile", ["fragile"])
+    after = time.monotonic()
+    assert host._retry_at - after <= 0.1 <= host._retry_at - before
 
 
 @linux_only

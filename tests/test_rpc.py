@@ -883,6 +883,45 @@ def test_request_many_answers_in_order_with_callbacks_and_errors(pair):
         thread.join(TIMEOUT)
 
 
+def test_request_many_writes_windows_of_at_most_512_requests_and_48_kib(pair):
+    """docs/protocol.md: a window is up to 512 requests, at most 48 KiB of frames (a
+    request bigger than that goes alone), written at once before any answer is read."""
+    a, b = pair
+    client = rpc.Endpoint(channel(a))
+    server = rpc.Endpoint(channel(b))
+    server.handlers["echo"] = lambda params: params["n"]
+    writes: list[list[int]] = []  # the sizes of the frames in each write of the client
+    write = client.channel._write
+
+    def recording(data: bytes) -> None:
+        sizes, at = [], 0
+        while at < len(data):
+            sizes.append(4 + int.from_bytes(data[at : at + 4], "big"))
+            at += sizes[-1]
+        writes.append(sizes)
+        write(data)
+
+    client.channel._write = recording  # type: ignore[method-assign]
+    thread = threading.Thread(target=server.serve, daemon=True)
+    thread.start()
+    try:
+        small = [{"n": n} for n in range(1200)]
+        assert client.request_many("echo", small, TIMEOUT) == list(range(1200))
+        assert [len(sizes) for sizes in writes] == [512, 512, 176]
+        writes.clear()
+        big = [{"n": n, "pad": "x" * 20_000} for n in range(5)]
+        assert client.request_many("echo", big, TIMEOUT) == list(range(5))
+        assert [len(sizes) for sizes in writes] == [2, 2, 1]
+        assert all(sum(sizes) <= 48 * 1024 for sizes in writes)
+        writes.clear()
+        huge = [{"n": n, "pad": "x" * 60_000} for n in range(2)]
+        assert client.request_many("echo", huge, TIMEOUT) == [0, 1]
+        assert [len(sizes) for sizes in writes] == [1, 1]
+    finally:
+        a.shutdown(socket.SHUT_RDWR)
+        thread.join(TIMEOUT)
+
+
 def test_replies_to_requests_that_arrived_together_are_written_together(pair):
     a, b = pair
     server = rpc.Endpoint(channel(b), {"id": lambda params: params["n"]})

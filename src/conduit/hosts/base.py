@@ -1,9 +1,11 @@
 """The Host protocol every plugin host implements.
 
 One small protocol with several implementations: the in-process host
-(:mod:`conduit.hosts.inprocess`), the process and WebAssembly hosts to come, and
-:class:`~conduit.hosts.fake.FakeHost` for tests. The kernel picks a host per plugin from
-its manifest's ``isolation`` and the user's policy, then only ever talks to the protocol.
+(:mod:`conduit.hosts.inprocess`), the process host (:mod:`conduit.hosts.process`), the
+WebAssembly host (:mod:`conduit.hosts.wasm`), pass-through executables
+(:mod:`conduit.hosts.executable`), and :class:`~conduit.hosts.fake.FakeHost` for tests.
+The kernel picks a host per plugin from its manifest's ``isolation`` and the user's
+policy, then only ever talks to the protocol.
 """
 
 from __future__ import annotations

@@ -72,6 +72,27 @@ def test_the_process_host_really_is_another_process(pytester: pytest.Pytester) -
     pytester.runpytest(*NOPLUG).assert_outcomes(passed=2)
 
 
+def test_home_clears_conduit_variables_and_fixes_columns(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the guide promises of ``conduit_home``: the user's Conduit variables are gone."""
+    for var in ("CONDUIT_DISABLE_PLUGINS", "CONDUIT_PROFILE", "CONDUIT_REBUILD_INDEX"):
+        monkeypatch.setenv(var, "1")
+    monkeypatch.setenv("COLUMNS", "200")
+    _project(
+        pytester,
+        """
+        import os
+
+        def test_env(conduit_home):
+            for var in ("CONDUIT_DISABLE_PLUGINS", "CONDUIT_PROFILE", "CONDUIT_REBUILD_INDEX"):
+                assert var not in os.environ, var
+            assert os.environ["COLUMNS"] == "80"
+        """,
+    )
+    pytester.runpytest(*NOPLUG).assert_outcomes(passed=1)
+
+
 def test_home_is_temporary_and_runner_reports_failures(pytester: pytest.Pytester) -> None:
     _project(
         pytester,

@@ -266,3 +266,51 @@ def test_an_executable_plugin_in_another_language(pytester: pytest.Pytester) -> 
         """,
     )
     pytester.runpytest(*NOPLUG).assert_outcomes(passed=1)
+
+
+def test_registering_a_command_name_twice_is_an_error(pytester: pytest.Pytester) -> None:
+    """What ``PluginContext.register_command`` promises (src/conduit/sdk.py)."""
+    _project(
+        pytester,
+        """
+        from pathlib import Path
+
+        import pytest
+
+        def test_twice(conduit, conduit_host, request):
+            if conduit_host == "process":  # strict: this test fails once the child checks too
+                request.applymarker(pytest.mark.xfail(
+                    strict=True, reason="the process host's child context keeps the last one"
+                ))
+            conduit.load(Path(__file__).parent / "dup.py")
+            result = conduit.run("dup")
+            assert result.exit_code != 0
+            assert "command 'dup' is registered twice" in result.stderr
+        """,
+        **{
+            "dup.py": textwrap.dedent("""\
+                # /// conduit
+                # name = "dup"
+                # api = ">=1.1,<2"
+                # [[commands]]
+                # name = "dup"
+                # ///
+                import click
+                from conduit.sdk import Plugin
+
+                @click.command("dup")
+                def one():
+                    click.echo("one")
+
+                @click.command("dup")
+                def two():
+                    click.echo("two")
+
+                class Dup(Plugin):
+                    def boot(self, ctx):
+                        ctx.register_command(one)
+                        ctx.register_command(two)
+                """)
+        },
+    )
+    pytester.runpytest(*NOPLUG).assert_outcomes(passed=1, xfailed=1)

@@ -314,3 +314,51 @@ def test_registering_a_command_name_twice_is_an_error(pytester: pytest.Pytester)
         },
     )
     pytester.runpytest(*NOPLUG).assert_outcomes(passed=1, xfailed=1)
+
+
+def test_a_hook_name_is_declared_by_one_active_plugin_only(pytester: pytest.Pytester) -> None:
+    """What ``PluginContext.register_hookspec`` promises (src/conduit/sdk.py)."""
+    _project(
+        pytester,
+        """
+        import textwrap
+
+        def plugin(name, activation):
+            return textwrap.dedent(f'''\\
+                # /// conduit
+                # name = "{name}"
+                # api = ">=1.1,<2"
+                # activation = {activation}
+                # [[commands]]
+                # name = "{name}"
+                # [provides]
+                # hooks = ["on_x"]
+                # ///
+                import click
+                from conduit.sdk import Plugin
+
+                def on_x():
+                    \"\"\"A hook both plugins declare.\"\"\"
+
+                @click.command("{name}")
+                def cmd():
+                    click.echo("{name}")
+
+                class P(Plugin):
+                    def boot(self, ctx):
+                        ctx.register_hookspec(on_x)
+                        ctx.register_command(cmd)
+                ''')
+
+        def test_clash(conduit, conduit_host, tmp_path):
+            for name, activation in (("first", '["startup"]'), ("second", "[]")):
+                (tmp_path / f"{name}.py").write_text(plugin(name, activation))
+                conduit.load(tmp_path / f"{name}.py")
+            assert conduit.run("first").stdout == "first\\n"
+            result = conduit.run("second")
+            assert (result.exit_code, result.stderr) == (
+                1, "error: plugin 'second': hook 'on_x' is already specified by 'first'\\n"
+            )
+        """,
+    )
+    pytester.runpytest(*NOPLUG).assert_outcomes(passed=2)

@@ -362,3 +362,66 @@ def test_a_hook_name_is_declared_by_one_active_plugin_only(pytester: pytest.Pyte
         """,
     )
     pytester.runpytest(*NOPLUG).assert_outcomes(passed=2)
+
+
+def test_a_firstresult_hook_returns_at_most_one_result(pytester: pytest.Pytester) -> None:
+    """What ``PluginContext.register_hookspec`` and ``hook`` promise (src/conduit/sdk.py):
+    with ``firstresult=True`` one result, without it every implementation's."""
+    _project(
+        pytester,
+        """
+        import textwrap
+        PICK = textwrap.dedent('''\\
+            # /// conduit
+            # name = "pick"
+            # api = ">=1.1,<2"
+            # [[commands]]
+            # name = "pick"
+            # [provides]
+            # hooks = ["on_pick", "on_all"]
+            # ///
+            import click
+            from conduit.sdk import Plugin
+
+            def on_pick():
+                pass  # the first answer wins
+
+            def on_all():
+                pass  # every answer counts
+
+            class P(Plugin):
+                def boot(self, ctx):
+                    ctx.register_hookspec(on_pick, firstresult=True)
+                    ctx.register_hookspec(on_all)
+                    ctx.register_hook("on_pick", lambda: "pick")
+                    ctx.register_hook("on_all", lambda: "pick")
+
+                    @click.command()
+                    def pick():
+                        click.echo(f"{len(ctx.hook('on_pick'))} {sorted(ctx.hook('on_all'))}")
+
+                    ctx.register_command(pick)
+            ''')
+        ANSWER = textwrap.dedent('''\\
+            # /// conduit
+            # name = "answer"
+            # api = ">=1.1,<2"
+            # activation = ["event:on_pick", "event:on_all"]
+            # ///
+            from conduit.sdk import Plugin
+
+            class P(Plugin):
+                def boot(self, ctx):
+                    ctx.register_hook("on_pick", lambda: "answer")
+                    ctx.register_hook("on_all", lambda: "answer")
+            ''')
+
+        def test_hooks(conduit, conduit_host, tmp_path):
+            for name, text in (("pick", PICK), ("answer", ANSWER)):
+                (tmp_path / f"{name}.py").write_text(text)
+                conduit.load(tmp_path / f"{name}.py")
+            r = conduit.run("pick")
+            assert (r.exit_code, r.stdout, r.stderr) == (0, "1 ['answer', 'pick']\\n", "")
+        """,
+    )
+    pytester.runpytest(*NOPLUG).assert_outcomes(passed=2)

@@ -72,6 +72,27 @@ def test_the_process_host_really_is_another_process(pytester: pytest.Pytester) -
     pytester.runpytest(*NOPLUG).assert_outcomes(passed=2)
 
 
+def test_home_clears_conduit_variables_and_fixes_columns(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the guide promises of ``conduit_home``: the user's Conduit variables are gone."""
+    for var in ("CONDUIT_DISABLE_PLUGINS", "CONDUIT_PROFILE", "CONDUIT_REBUILD_INDEX"):
+        monkeypatch.setenv(var, "1")
+    monkeypatch.setenv("COLUMNS", "200")
+    _project(
+        pytester,
+        """
+        import os
+
+        def test_env(conduit_home):
+            for var in ("CONDUIT_DISABLE_PLUGINS", "CONDUIT_PROFILE", "CONDUIT_REBUILD_INDEX"):
+                assert var not in os.environ, var
+            assert os.environ["COLUMNS"] == "80"
+        """,
+    )
+    pytester.runpytest(*NOPLUG).assert_outcomes(passed=1)
+
+
 def test_home_is_temporary_and_runner_reports_failures(pytester: pytest.Pytester) -> None:
     _project(
         pytester,
@@ -245,3 +266,162 @@ def test_an_executable_plugin_in_another_language(pytester: pytest.Pytester) -> 
         """,
     )
     pytester.runpytest(*NOPLUG).assert_outcomes(passed=1)
+
+
+def test_registering_a_command_name_twice_is_an_error(pytester: pytest.Pytester) -> None:
+    """What ``PluginContext.register_command`` promises (src/conduit/sdk.py)."""
+    _project(
+        pytester,
+        """
+        from pathlib import Path
+
+        import pytest
+
+        def test_twice(conduit, conduit_host, request):
+            if conduit_host == "process":  # strict: this test fails once the child checks too
+                request.applymarker(pytest.mark.xfail(
+                    strict=True, reason="the process host's child context keeps the last one"
+                ))
+            conduit.load(Path(__file__).parent / "dup.py")
+            result = conduit.run("dup")
+            assert result.exit_code != 0
+            assert "command 'dup' is registered twice" in result.stderr
+        """,
+        **{
+            "dup.py": textwrap.dedent("""\
+                # /// conduit
+                # name = "dup"
+                # api = ">=1.1,<2"
+                # [[commands]]
+                # name = "dup"
+                # ///
+                import click
+                from conduit.sdk import Plugin
+
+                @click.command("dup")
+                def one():
+                    click.echo("one")
+
+                @click.command("dup")
+                def two():
+                    click.echo("two")
+
+                class Dup(Plugin):
+                    def boot(self, ctx):
+                        ctx.register_command(one)
+                        ctx.register_command(two)
+                """)
+        },
+    )
+    pytester.runpytest(*NOPLUG).assert_outcomes(passed=1, xfailed=1)
+
+
+def test_a_hook_name_is_declared_by_one_active_plugin_only(pytester: pytest.Pytester) -> None:
+    """What ``PluginContext.register_hookspec`` promises (src/conduit/sdk.py)."""
+    _project(
+        pytester,
+        """
+        import textwrap
+
+        def plugin(name, activation):
+            return textwrap.dedent(f'''\\
+                # /// conduit
+                # name = "{name}"
+                # api = ">=1.1,<2"
+                # activation = {activation}
+                # [[commands]]
+                # name = "{name}"
+                # [provides]
+                # hooks = ["on_x"]
+                # ///
+                import click
+                from conduit.sdk import Plugin
+
+                def on_x():
+                    \"\"\"A hook both plugins declare.\"\"\"
+
+                @click.command("{name}")
+                def cmd():
+                    click.echo("{name}")
+
+                class P(Plugin):
+                    def boot(self, ctx):
+                        ctx.register_hookspec(on_x)
+                        ctx.register_command(cmd)
+                ''')
+
+        def test_clash(conduit, conduit_host, tmp_path):
+            for name, activation in (("first", '["startup"]'), ("second", "[]")):
+                (tmp_path / f"{name}.py").write_text(plugin(name, activation))
+                conduit.load(tmp_path / f"{name}.py")
+            assert conduit.run("first").stdout == "first\\n"
+            result = conduit.run("second")
+            assert (result.exit_code, result.stderr) == (
+                1, "error: plugin 'second': hook 'on_x' is already specified by 'first'\\n"
+            )
+        """,
+    )
+    pytester.runpytest(*NOPLUG).assert_outcomes(passed=2)
+
+
+def test_a_firstresult_hook_returns_at_most_one_result(pytester: pytest.Pytester) -> None:
+    """What ``PluginContext.register_hookspec`` and ``hook`` promise (src/conduit/sdk.py):
+    with ``firstresult=True`` one result, without it every implementation's."""
+    _project(
+        pytester,
+        """
+        import textwrap
+        PICK = textwrap.dedent('''\\
+            # /// conduit
+            # name = "pick"
+            # api = ">=1.1,<2"
+            # [[commands]]
+            # name = "pick"
+            # [provides]
+            # hooks = ["on_pick", "on_all"]
+            # ///
+            import click
+            from conduit.sdk import Plugin
+
+            def on_pick():
+                pass  # the first answer wins
+
+            def on_all():
+                pass  # every answer counts
+
+            class P(Plugin):
+                def boot(self, ctx):
+                    ctx.register_hookspec(on_pick, firstresult=True)
+                    ctx.register_hookspec(on_all)
+                    ctx.register_hook("on_pick", lambda: "pick")
+                    ctx.register_hook("on_all", lambda: "pick")
+
+                    @click.command()
+                    def pick():
+                        click.echo(f"{len(ctx.hook('on_pick'))} {sorted(ctx.hook('on_all'))}")
+
+                    ctx.register_command(pick)
+            ''')
+        ANSWER = textwrap.dedent('''\\
+            # /// conduit
+            # name = "answer"
+            # api = ">=1.1,<2"
+            # activation = ["event:on_pick", "event:on_all"]
+            # ///
+            from conduit.sdk import Plugin
+
+            class P(Plugin):
+                def boot(self, ctx):
+                    ctx.register_hook("on_pick", lambda: "answer")
+                    ctx.register_hook("on_all", lambda: "answer")
+            ''')
+
+        def test_hooks(conduit, conduit_host, tmp_path):
+            for name, text in (("pick", PICK), ("answer", ANSWER)):
+                (tmp_path / f"{name}.py").write_text(text)
+                conduit.load(tmp_path / f"{name}.py")
+            r = conduit.run("pick")
+            assert (r.exit_code, r.stdout, r.stderr) == (0, "1 ['answer', 'pick']\\n", "")
+        """,
+    )
+    pytester.runpytest(*NOPLUG).assert_outcomes(passed=2)

@@ -249,8 +249,7 @@ def manifest_cmd(path: str, mode: str | None) -> None:
         elif mode == "write":
             if diffs:
                 write_manifest(src, derived)
-                n = len(derived)
-                click.echo(f"{src.manifest_path}: wrote {n} command{'s' if n != 1 else ''}")
+                click.echo(f"{src.manifest_path}: wrote {_count(len(derived), 'command')}")
             else:
                 click.echo(f"{src.manifest_path}: up to date")
         else:
@@ -412,8 +411,7 @@ def check_one(
         results += [(False, f"commands: {d}") for d in diffs]
         results.append((None, f"run 'conduit plugins manifest --write {src.project}'"))
     else:
-        n = len(src.manifest.commands)
-        counted = f"{n} command{'s' if n != 1 else ''}"
+        counted = _count(len(src.manifest.commands), "command")
         results.append((True, f"commands: the manifest matches the code ({counted})"))
     lint = lint_capabilities(src)
     results += [(False, f"capabilities (heuristic): {line}") for line in lint]
@@ -424,27 +422,32 @@ def check_one(
     except ConduitError as exc:
         results.append((False, f"import: {exc.message}"))
         return results
-    if ms <= budget_ms:
-        results.append((True, f"import: {ms:.1f} ms (budget {budget_ms:g} ms)"))
-    else:
-        results.append(
-            (
-                False,
-                f"import: {ms:.1f} ms, over the budget of {budget_ms:g} ms (import heavy "
-                "modules inside the command that needs them, not at the top of the plugin)",
-            )
+    results.append(
+        _budget(
+            "import",
+            f"{ms:.1f} ms",
+            ms <= budget_ms,
+            f"{budget_ms:g} ms",
+            "import heavy modules inside the command that needs them, not at the top of the plugin",
         )
-    if mb <= budget_mb:
-        results.append((True, f"memory: +{mb:.1f} MB (budget {budget_mb:g} MB)"))
-    else:
-        results.append(
-            (
-                False,
-                f"memory: +{mb:.1f} MB, over the budget of {budget_mb:g} MB (load large data "
-                "when a command needs it, not when the plugin is imported)",
-            )
+    )
+    results.append(
+        _budget(
+            "memory",
+            f"+{mb:.1f} MB",
+            mb <= budget_mb,
+            f"{budget_mb:g} MB",
+            "load large data when a command needs it, not when the plugin is imported",
         )
+    )
     return results
+
+
+def _budget(what: str, value: str, within: bool, budget: str, advice: str) -> tuple[bool, str]:
+    """One measurement against its budget: a (passed, line) of :func:`check_one`."""
+    if within:
+        return True, f"{what}: {value} (budget {budget})"
+    return False, f"{what}: {value}, over the budget of {budget} ({advice})"
 
 
 @click.command("check")
@@ -487,7 +490,11 @@ def check_cmd(path: str, import_budget_ms: float, memory_budget_mb: float, runs:
             problems += passed is False
     if problems:
         raise ConduitError(
-            f"{problems} problem{'s' if problems != 1 else ''} found",
+            f"{_count(problems, 'problem')} found",
             hint="fix each FAIL line above; the capability lint is a heuristic",
         )
-    click.echo(f"all checks passed ({len(plugins)} plugin{'s' if len(plugins) != 1 else ''})")
+    click.echo(f"all checks passed ({_count(len(plugins), 'plugin')})")
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"

@@ -277,11 +277,7 @@ def test_registering_a_command_name_twice_is_an_error(pytester: pytest.Pytester)
 
         import pytest
 
-        def test_twice(conduit, conduit_host, request):
-            if conduit_host == "process":  # strict: this test fails once the child checks too
-                request.applymarker(pytest.mark.xfail(
-                    strict=True, reason="the process host's child context keeps the last one"
-                ))
+        def test_twice(conduit, conduit_host):
             conduit.load(Path(__file__).parent / "dup.py")
             result = conduit.run("dup")
             assert result.exit_code != 0
@@ -313,7 +309,7 @@ def test_registering_a_command_name_twice_is_an_error(pytester: pytest.Pytester)
                 """)
         },
     )
-    pytester.runpytest(*NOPLUG).assert_outcomes(passed=1, xfailed=1)
+    pytester.runpytest(*NOPLUG).assert_outcomes(passed=2)
 
 
 def test_a_hook_name_is_declared_by_one_active_plugin_only(pytester: pytest.Pytester) -> None:

@@ -15,7 +15,7 @@ import os
 import sys
 
 from conduit import rpc
-from conduit.errors import CommandFailed, ConduitError
+from conduit.errors import CommandFailed, ConduitError, PluginError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -159,7 +159,14 @@ class ChildContext:
         return dict(self._config)
 
     def register_command(self, command: click.Command, name: str | None = None) -> None:
-        self.registered[" ".join((name or command.name or "").split())] = command
+        # the same rules as the kernel's Context.register_command, so that a plugin
+        # behaves the same in every host
+        key = " ".join((name or command.name or "").split())
+        if not key:
+            raise PluginError(self.name, "register_command() needs a named Click command")
+        if key in self.registered:
+            raise PluginError(self.name, f"command '{key}' is registered twice")
+        self.registered[key] = command
 
     def register_service(self, name: str, factory: Callable[[], Any]) -> None:
         self.services[name] = factory

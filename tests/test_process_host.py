@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from _factory import manifest_block, write
 
 PLUGIN = """
@@ -227,3 +229,39 @@ def test_call_many_restarts_a_host_killed_while_idle(plugin_dir, conduit_home):
         assert host.proc.pid != first  # type: ignore[attr-defined]
     finally:
         kernel.shutdown()
+
+
+COLLECTOR = """
+import click
+from conduit.sdk import Plugin
+
+def collect():
+    \"\"\"Each implementation returns one value.\"\"\"
+
+@click.command("gather")
+@click.pass_context
+def gather(click_ctx):
+    click.echo(sorted(PLUGIN_CTX[0].hook("collect")))
+
+PLUGIN_CTX = []
+
+class P(Plugin):
+    def boot(self, ctx):
+        PLUGIN_CTX.append(ctx)
+        ctx.register_hookspec(collect)
+        ctx.register_hook("collect", lambda: "one")
+        ctx.register_hook("collect", lambda: "two")
+        ctx.register_command(gather)
+"""
+
+
+@pytest.mark.parametrize("isolation", ["in-process", "process"])
+def test_two_implementations_of_a_hook_each_give_a_result(plugin_dir, run, isolation):
+    """One proxy per implementation: a process plugin contributes what it would in-process."""
+    toml = (
+        f'name = "collector"\napi = ">=1.0,<2"\nisolation = "{isolation}"\n'
+        '[provides]\nhooks = ["collect"]\n[[commands]]\nname = "gather"\n'
+    )
+    write(plugin_dir, "collector.py", manifest_block(toml) + COLLECTOR)
+    r = run("gather")
+    assert (r.code, r.out) == (0, "['one', 'two']\n"), r.err

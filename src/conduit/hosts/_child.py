@@ -325,15 +325,18 @@ class Child:
 
     def hook_call(self, params: dict[str, Any]) -> list[Any]:
         ctx = self.contexts[params["plugin"]]
+        implementations = [fn for hook, fn in ctx.hooks if hook == params["hook"]]
+        index = params.get("index")
+        if index is not None:  # the kernel's proxy for one implementation
+            implementations = implementations[index : index + 1]
         results = []
-        for hook, fn in ctx.hooks:
-            if hook == params["hook"]:
-                try:
-                    result = fn(**params.get("kwargs", {}))
-                except Exception as exc:
-                    raise _plugin_error(exc) from None
-                if result is not None:
-                    results.append(result)
+        for fn in implementations:
+            try:
+                result = fn(**params.get("kwargs", {}))
+            except Exception as exc:
+                raise _plugin_error(exc) from None
+            if result is not None:
+                results.append(result)
         return results
 
     def service_call(self, params: dict[str, Any]) -> Any:

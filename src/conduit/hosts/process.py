@@ -465,24 +465,25 @@ class ProcessHost:
     def _register_proxies(self, name: str, info: dict[str, Any], ctx: Context) -> None:
         for service in info.get("services", []):
             ctx.register_service(service, _proxy_factory(self, name, service))
-        proxied: set[str] = set()
+        seen: dict[str, int] = {}
         for hook in info.get("hooks", []):
-            # One proxy per hook name: the child runs all of the plugin's implementations.
-            if hook["name"] not in proxied:
-                proxied.add(hook["name"])
-                ctx.register_hook(hook["name"], self._hook_proxy(name, hook["name"], hook["args"]))
+            # One proxy per implementation, as in-process: the hook bus sees each result.
+            index = seen[hook["name"]] = seen.get(hook["name"], -1) + 1
+            ctx.register_hook(
+                hook["name"], self._hook_proxy(name, hook["name"], hook["args"], index)
+            )
         for spec in info.get("hookspecs", []):
             ctx.register_hookspec(
                 _spec_function(spec["name"], spec["args"]),
                 firstresult=bool(spec.get("firstresult")),
             )
 
-    def _hook_proxy(self, name: str, hook: str, args: list[str]) -> Any:
+    def _hook_proxy(self, name: str, hook: str, args: list[str], index: int) -> Any:
         def call(kwargs: dict[str, Any]) -> Any:
             results = self.call(
                 name,
                 "hook.call",
-                {"plugin": name, "hook": hook, "kwargs": kwargs},
+                {"plugin": name, "hook": hook, "kwargs": kwargs, "index": index},
                 self.settings.timeout,
             )
             if not isinstance(results, list):

@@ -728,21 +728,28 @@ def test_a_granted_command_still_parses_its_grants(plugin_dir, conduit_home, oth
     assert "conduit.security.capabilities" in new
 
 
-def test_importing_wasmtime_leaves_the_collector_as_it_was():
-    import gc
+#: run in a fresh interpreter: this module has imported wasmtime already, and then
+#: import_wasmtime returns it without touching the collector
+_IMPORT_WASMTIME = """
+import gc, sys
+from conduit.hosts.wasm import import_wasmtime
+assert "wasmtime" not in sys.modules
+DISABLE
+was = gc.isenabled()
+wasmtime = import_wasmtime()
+assert gc.isenabled() == was, (was, gc.isenabled())
+assert gc.get_freeze_count() > 0
+assert import_wasmtime() is wasmtime
+"""
 
-    from conduit.hosts.wasm import import_wasmtime
 
-    assert gc.isenabled()
-    wasmtime = import_wasmtime()
-    assert gc.isenabled()
-    assert import_wasmtime() is wasmtime
-    gc.disable()
-    try:
-        import_wasmtime()
-        assert not gc.isenabled()
-    finally:
-        gc.enable()
+@pytest.mark.parametrize("disable", ["", "gc.disable()"])
+def test_importing_wasmtime_leaves_the_collector_as_it_was(disable):
+    source = _IMPORT_WASMTIME.replace("DISABLE", disable)
+    proc = subprocess.run(
+        [sys.executable, "-c", source], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
 
 
 def test_a_wasm_plugin_edited_in_place_is_noticed(plugin_dir, run):

@@ -672,6 +672,23 @@ def test_corrupt_artifact_is_rebuilt(other, conduit_home, capsys):
     assert run_other(capsys) == "hit"
 
 
+def test_a_known_module_is_not_read_again(tmp_path):
+    # docs/wasm.md: src-* files spare a run with a cached artifact reading and hashing it
+    from conduit.hosts.wasm import ArtifactCache
+
+    path = tmp_path / "m.wasm"
+    path.write_bytes(wasmtime.wat2wasm(module("")))
+    cache = ArtifactCache(str(tmp_path / "cache"), "test")
+    digest, component, data = cache.identify(str(path))
+    assert (component, data) == (False, path.read_bytes())
+    assert cache.identify(str(path)) == (digest, False, None)
+    # a file replaced by rename, even with the same bytes, is read again
+    copy = tmp_path / "copy.wasm"
+    shutil.copyfile(path, copy)
+    os.replace(copy, path)
+    assert cache.identify(str(path)) == (digest, False, path.read_bytes())
+
+
 # -- start-up stays lean -----------------------------------------------------------------------
 
 

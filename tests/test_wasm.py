@@ -586,6 +586,30 @@ def test_fuel_limit(plugin_dir, conduit_home, other, capsys):
     fails_then_carries_on(capsys, "spin", "plugin 'spin': ran out of fuel (100000 units)")
 
 
+def test_the_epoch_ticker_runs_only_while_a_command_runs(tmp_path):
+    # docs/wasm.md: one ticker thread, only while a WebAssembly command runs
+    import _thread
+    import time
+
+    from conduit.hosts.wasm import WasmSettings, runtime
+
+    def threads(expected: int) -> int:
+        """The number of threads once it is ``expected`` (they start and stop async)."""
+        deadline = time.monotonic() + 5
+        while _thread._count() != expected and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return int(_thread._count())
+
+    rt = runtime(WasmSettings(), str(tmp_path))
+    before = _thread._count()
+    with rt:
+        assert threads(before + 1) == before + 1
+        with rt:  # a nested command shares it
+            time.sleep(0.05)
+            assert _thread._count() == before + 1
+    assert threads(before) == before
+
+
 def test_each_command_gets_a_fresh_instance(plugin_dir, kernel, capsys):
     # a global counter incremented per run: a fresh instance always prints "1"
     wat = module(

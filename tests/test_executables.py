@@ -125,3 +125,19 @@ def test_javascript_plugin_info(run, js_plugin):
     assert info["protocol"] == "jsonrpc"
     text = run("plugins", "info", "hello-js", "--no-load").out
     assert f"entry:        {js_plugin} (JSON-RPC on stdin/stdout)" in text
+
+
+def test_a_relative_path_entry_does_not_change_the_fingerprint(tmp_path, monkeypatch):
+    # Relative PATH entries are not searched for executables, so changing directory
+    # must not make the index look stale (a rebuild probes every executable).
+    from conduit.index import fingerprint
+    from conduit.paths import resolve
+
+    (tmp_path / "a" / "bin").mkdir(parents=True)
+    (tmp_path / "b").mkdir()
+    monkeypatch.setenv("PATH", f"bin{os.pathsep}{os.environ['PATH']}")
+    paths = resolve()
+    monkeypatch.chdir(tmp_path / "a")
+    here = fingerprint(paths)
+    monkeypatch.chdir(tmp_path / "b")
+    assert fingerprint(paths) == here

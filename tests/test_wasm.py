@@ -586,6 +586,30 @@ def test_fuel_limit(plugin_dir, conduit_home, other, capsys):
     fails_then_carries_on(capsys, "spin", "plugin 'spin': ran out of fuel (100000 units)")
 
 
+def test_the_epoch_ticker_runs_only_while_a_command_runs(tmp_path):
+    # docs/wasm.md: one ticker thread, only while a WebAssembly command runs
+    import _thread
+    import time
+
+    from conduit.hosts.wasm import WasmSettings, runtime
+
+    def threads(expected: int) -> int:
+        """The number of threads once it is ``expected`` (they start and stop async)."""
+        deadline = time.monotonic() + 5
+        while _thread._count() != expected and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return int(_thread._count())
+
+    rt = runtime(WasmSettings(), str(tmp_path))
+    before = _thread._count()
+    with rt:
+        assert threads(before + 1) == before + 1
+        with rt:  # a nested command shares it
+            time.sleep(0.05)
+            assert _thread._count() == before + 1
+    assert threads(before) == before
+
+
 def test_each_command_gets_a_fresh_instance(plugin_dir, kernel, capsys):
     # a global counter incremented per run: a fresh instance always prints "1"
     wat = module(
@@ -672,6 +696,23 @@ def test_corrupt_artifact_is_rebuilt(other, conduit_home, capsys):
     assert run_other(capsys) == "hit"
 
 
+def test_a_known_module_is_not_read_again(tmp_path):
+    # docs/wasm.md: src-* files spare a run with a cached artifact reading and hashing it
+    from conduit.hosts.wasm import ArtifactCache
+
+    path = tmp_path / "m.wasm"
+    path.write_bytes(wasmtime.wat2wasm(module("")))
+    cache = ArtifactCache(str(tmp_path / "cache"), "test")
+    digest, component, data = cache.identify(str(path))
+    assert (component, data) == (False, path.read_bytes())
+    assert cache.identify(str(path)) == (digest, False, None)
+    # a file replaced by rename, even with the same bytes, is read again
+    copy = tmp_path / "copy.wasm"
+    shutil.copyfile(path, copy)
+    os.replace(copy, path)
+    assert cache.identify(str(path)) == (digest, False, path.read_bytes())
+
+
 # -- start-up stays lean -----------------------------------------------------------------------
 
 
@@ -728,21 +769,28 @@ def test_a_granted_command_still_parses_its_grants(plugin_dir, conduit_home, oth
     assert "conduit.security.capabilities" in new
 
 
-def test_importing_wasmtime_leaves_the_collector_as_it_was():
-    import gc
+#: run in a fresh interpreter: this module has imported wasmtime already, and then
+#: import_wasmtime returns it without touching the collector
+_IMPORT_WASMTIME = """
+import gc, sys
+from conduit.hosts.wasm import import_wasmtime
+assert "wasmtime" not in sys.modules
+DISABLE
+was = gc.isenabled()
+wasmtime = import_wasmtime()
+assert gc.isenabled() == was, (was, gc.isenabled())
+assert gc.get_freeze_count() > 0
+assert import_wasmtime() is wasmtime
+"""
 
-    from conduit.hosts.wasm import import_wasmtime
 
-    assert gc.isenabled()
-    wasmtime = import_wasmtime()
-    assert gc.isenabled()
-    assert import_wasmtime() is wasmtime
-    gc.disable()
-    try:
-        import_wasmtime()
-        assert not gc.isenabled()
-    finally:
-        gc.enable()
+@pytest.mark.parametrize("disable", ["", "gc.disable()"])
+def test_importing_wasmtime_leaves_the_collector_as_it_was(disable):
+    source = _IMPORT_WASMTIME.replace("DISABLE", disable)
+    proc = subprocess.run(
+        [sys.executable, "-c", source], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
 
 
 def test_a_wasm_plugin_edited_in_place_is_noticed(plugin_dir, run):

@@ -64,9 +64,12 @@ def fingerprint(paths: Paths) -> tuple[object, ...]:
     plugin_dir = paths.plugin_dir
     parts.append(("plugins", _stat(plugin_dir)))
     # `conduit-NAME` executables on PATH: a new one appears in its directory's mtime.
-    parts.append(os.environ.get("PATH", ""))
-    for entry in os.environ.get("PATH", "").split(os.pathsep):
-        if entry:
+    # Only absolute entries are searched (_indexer.executable_dirs); a relative one would
+    # make every change of directory look like a new index.
+    search_path = os.environ.get("PATH", "")
+    parts.append(search_path)
+    for entry in search_path.split(os.pathsep):
+        if os.path.isabs(entry):
             parts.append(_stat(entry))
     try:
         # Editing a single-file plugin (or a .wasm and its .toml) in place does not

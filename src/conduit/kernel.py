@@ -262,9 +262,7 @@ class Kernel:
         process = table if isinstance(table, dict) else {}
         if rec["source"] == "executable":
             key = f"executable:{name}"
-        elif kind in self._hosts:
-            key = kind
-        elif kind == "process":
+        elif kind == "process" and kind not in self._hosts:
             key = "process:shared" if name in process.get("shared", []) else f"process:{name}"
         else:
             key = kind

@@ -15,10 +15,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import TYPE_CHECKING
 
 import click
 
 from conduit.errors import ConduitError
+
+if TYPE_CHECKING:
+    from conduit.hosts.wasm import WasmSettings
 
 __all__ = ["build_cmd", "build_plugin", "wit_dir"]
 
@@ -45,7 +49,7 @@ def _componentize_py() -> str:
     return found
 
 
-def build_plugin(source: str, output: str, *, echo: bool = True) -> tuple[str, str]:
+def build_plugin(source: str, output: str) -> tuple[str, str]:
     """Build the plugin in ``source`` into ``output``; return the paths of NAME.wasm and
     NAME.toml."""
     from conduit.errors import ManifestError
@@ -97,11 +101,8 @@ def build_plugin(source: str, output: str, *, echo: bool = True) -> tuple[str, s
                     hint="its own error is printed above",
                 )
             shutil.move(built, target)
-            if echo:
-                size = os.path.getsize(target) / 1e6
-                click.echo(
-                    f"built {target} ({size:.1f} MB) in {time.perf_counter() - started:.1f} s"
-                )
+            size = os.path.getsize(target) / 1e6
+            click.echo(f"built {target} ({size:.1f} MB) in {time.perf_counter() - started:.1f} s")
     elif os.path.isfile(prebuilt):
         shutil.copyfile(prebuilt, target)
     else:
@@ -115,7 +116,7 @@ def build_plugin(source: str, output: str, *, echo: bool = True) -> tuple[str, s
     return target, toml
 
 
-def _settings() -> tuple[object, str]:
+def _settings() -> tuple[WasmSettings, str]:
     from conduit._profile import Profile
     from conduit.hosts.wasm import WasmSettings
     from conduit.index import load
@@ -126,19 +127,21 @@ def _settings() -> tuple[object, str]:
     return WasmSettings.from_table(index["config"].get("wasm")), paths.cache_dir
 
 
-def precompile(path: str, echo: bool = True) -> None:
+def _echo_precompiled(state: str, started: float) -> None:
+    """Report what loading into the artifact cache did (``ArtifactCache.last``)."""
+    took = time.perf_counter() - started
+    click.echo(f"precompiled in {took:.1f} s" if state != "hit" else "already precompiled")
+
+
+def precompile(path: str) -> None:
     """Compile ``path`` into the artifact cache with the configured engine."""
-    from conduit.hosts.wasm import WasmSettings, runtime
+    from conduit.hosts.wasm import runtime
 
     settings, cache_dir = _settings()
-    assert isinstance(settings, WasmSettings)
     started = time.perf_counter()
     rt = runtime(settings, cache_dir, os.path.basename(path))
     rt.load(path)
-    if echo:
-        state = rt.cache.last
-        took = time.perf_counter() - started
-        click.echo(f"precompiled in {took:.1f} s" if state != "hit" else "already precompiled")
+    _echo_precompiled(rt.cache.last, started)
 
 
 def sync_commands(wasm: str, toml: str, name: str) -> None:
@@ -146,16 +149,13 @@ def sync_commands(wasm: str, toml: str, name: str) -> None:
     none, or check that the manifest lists the same ones. Compiles it into the cache."""
     import json
 
-    from conduit.hosts.wasm import WasmSettings, describe, runtime
+    from conduit.hosts.wasm import describe, runtime
     from conduit.manifest import read_manifest_file
 
     settings, cache_dir = _settings()
-    assert isinstance(settings, WasmSettings)
     started = time.perf_counter()
     described = describe(wasm, settings, cache_dir, name)
-    state = runtime(settings, cache_dir, name).cache.last
-    took = time.perf_counter() - started
-    click.echo(f"precompiled in {took:.1f} s" if state != "hit" else "already precompiled")
+    _echo_precompiled(runtime(settings, cache_dir, name).cache.last, started)
     manifest = read_manifest_file(toml, expected_name=name)
     listed = [c.name for c in manifest.commands]
     names = [c["name"] for c in described]

@@ -602,10 +602,7 @@ class Store:
         own = conduit_closure(snap)
         roots = self._roots(snap, own)
         selected = {self._dist_of(snap, own, n).name for n in names} or {d.name for d in roots}
-        previous = self._previous_lock()
-        requested = (
-            {p.name: p.requested for p in previous.package if p.requested} if previous else {}
-        )
+        requested = self._requested()
         notes = []
         reqs = []
         for d in roots:
@@ -665,10 +662,7 @@ class Store:
         snap = snapshot()
         own = conduit_closure(snap)
         roots = [d for d in self._roots(snap, own) if d.url is None]
-        previous = self._previous_lock()
-        requested = (
-            {p.name: p.requested for p in previous.package if p.requested} if previous else {}
-        )
+        requested = self._requested()
         reqs = [requested.get(d.name) or d.display for d in roots]
         constraints = constraints_text(snap, own)
         pins = self.tool.resolve(reqs, constraints=constraints, refresh=True, what="outdated")

@@ -47,7 +47,7 @@ from conduit.store._env import (
 from conduit.store._tools import Sources, StoreError, Tool, choose_tool
 from conduit.store.lockfile import LockedPackage, LockFile
 
-__all__ = ["Change", "Store", "capability_notes"]
+__all__ = ["Change", "Store"]
 
 
 @dataclass(frozen=True)
@@ -85,18 +85,6 @@ class Result:
             "lock_changed": self.lock_changed,
             "notes": self.notes,
         }
-
-
-def capability_notes(plugins: list[dict[str, Any]]) -> list[str]:
-    """The capabilities ``plugins`` ask for, and how to grant them (a listing only: the
-    store's own commands offer them at the grant prompt, :meth:`Store.approve`)."""
-    lines = []
-    for p in plugins:
-        caps = p.get("capabilities") or []
-        if caps:
-            lines.append(f"plugin '{p['name']}' asks for: {', '.join(caps)}")
-            lines.append(f"  grant with: conduit plugins grant {p['name']} {' '.join(caps)}")
-    return lines
 
 
 def _refuse_webassembly(spec: str) -> None:

@@ -68,6 +68,22 @@ def test_a_corrupt_lock_stops_sync_with_exit_4(run, conduit_home: Path) -> None:
     assert (conduit_home / "conduit.lock").read_text() == "lock-version = ["
 
 
+def test_sync_refuses_a_lock_file_that_lists_conduits_own_requirements(
+    run, conduit_home: Path
+) -> None:
+    lock = LockFile(package=[LockedPackage(name="click", version="1.0", hashes=[H1])])
+    text = lockfile.dumps(lock)
+    (conduit_home / "conduit.lock").write_text(text)
+    r = run("plugins", "sync")
+    assert r.code == 4
+    assert r.err.startswith(
+        f"error: {conduit_home / 'conduit.lock'}: package click is one of Conduit's own "
+        "requirements"
+    )
+    assert (conduit_home / "conduit.lock").read_text() == text
+    assert not list((conduit_home / "state" / "store").glob("journal-*"))
+
+
 def test_where_the_lock_file_is(tmp_path: Path) -> None:
     config = tmp_path / "config"
     repo = tmp_path / "repo"

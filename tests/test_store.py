@@ -459,6 +459,23 @@ def test_a_wheel_file_is_locked_by_its_url_and_hash(
     assert fresh.conduit("world-run").stdout == "world 1.1.0\n"
 
 
+def test_lock_fails_and_names_a_version_the_index_does_not_offer(
+    make_venv, index: PackageIndex, tmp_path: Path, conduit_home: Path
+) -> None:
+    venv = make_venv()
+    assert venv.conduit("plugins", "install", "cstore-world").returncode == 0
+    lock_before = (conduit_home / "conduit.lock").read_bytes()
+    empty = PackageIndex(tmp_path / "empty-index")
+    try:
+        r = venv.conduit("plugins", "lock", "--index-url", empty.url)
+    finally:
+        empty.close()
+    assert r.returncode == 1
+    assert r.stderr.startswith("error: ")
+    assert "cstore-world" in r.stderr.splitlines()[0]
+    assert (conduit_home / "conduit.lock").read_bytes() == lock_before
+
+
 DEP_PLUGIN = """\
 # /// conduit
 # name = "{name}"

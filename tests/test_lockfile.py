@@ -112,3 +112,19 @@ def test_search_without_a_catalog_says_how_to_configure_one(run, conduit_home: P
         "error: no plugin catalog is configured",
         f'hint: set [store] catalog = "URL" in {conduit_home / "config.toml"}',
     ]
+
+
+def test_an_unreachable_catalog_falls_back_to_a_stale_cached_copy(tmp_path: Path) -> None:
+    from conduit.store import catalog
+    from conduit.store._tools import StoreError
+
+    source = tmp_path / "catalog.json"
+    source.write_text('[{"name": "hi", "package": "conduit-hello==2.0.0"}]')
+    url, cache = source.as_uri(), str(tmp_path / "cache")
+    (tmp_path / "cache").mkdir()
+    assert [e.name for e in catalog.load(url, cache, 3600)] == ["hi"]
+    source.unlink()
+    # too old to reuse, and the fetch fails: the stale copy beats none
+    assert [e.name for e in catalog.load(url, cache, 0)] == ["hi"]
+    with pytest.raises(StoreError, match="cannot fetch the plugin catalog"):
+        catalog.load(url, str(tmp_path), 0)  # no cached copy there

@@ -7,7 +7,10 @@ import contextlib
 import hashlib
 import http.server
 import json
+import os
 import shutil
+import subprocess
+import sys
 import textwrap
 import threading
 import zipfile
@@ -173,6 +176,36 @@ def make_wheel(
 
 def sha256(path: Path) -> str:
     return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+REPO = Path(__file__).resolve().parent.parent
+UV = shutil.which("uv", path=os.path.dirname(sys.executable)) or shutil.which("uv")
+
+
+def build_conduit_wheel(out: Path) -> Path:
+    """Conduit's wheel, built with uv from this checkout into ``out``."""
+    assert UV is not None
+    subprocess.run(
+        [UV, "build", "--wheel", "--quiet", "--out-dir", str(out), str(REPO)],
+        check=True,
+        timeout=300,
+    )
+    return next(out.glob("conduit_devtool-*.whl"))
+
+
+def conduit_venv(root: Path, wheel: Path, *extra: str, seed: bool = False) -> Path:
+    """A new venv at ``root`` with Conduit installed from ``wheel`` (and ``extra``
+    requirements; ``seed`` adds pip), made with uv."""
+    assert UV is not None
+    argv = [UV, "venv", "--quiet", "--python", sys.executable, str(root)]
+    subprocess.run([*argv, "--seed"] if seed else argv, check=True, timeout=120)
+    python = str(root / "bin" / "python")
+    subprocess.run(
+        [UV, "pip", "install", "--quiet", "--python", python, str(wheel), *extra],
+        check=True,
+        timeout=300,
+    )
+    return root
 
 
 class _Quiet(http.server.SimpleHTTPRequestHandler):

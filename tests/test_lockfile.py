@@ -68,6 +68,22 @@ def test_a_corrupt_lock_stops_sync_with_exit_4(run, conduit_home: Path) -> None:
     assert (conduit_home / "conduit.lock").read_text() == "lock-version = ["
 
 
+def test_sync_refuses_a_lock_file_that_lists_conduits_own_requirements(
+    run, conduit_home: Path
+) -> None:
+    lock = LockFile(package=[LockedPackage(name="click", version="1.0", hashes=[H1])])
+    text = lockfile.dumps(lock)
+    (conduit_home / "conduit.lock").write_text(text)
+    r = run("plugins", "sync")
+    assert r.code == 4
+    assert r.err.startswith(
+        f"error: {conduit_home / 'conduit.lock'}: package click is one of Conduit's own "
+        "requirements"
+    )
+    assert (conduit_home / "conduit.lock").read_text() == text
+    assert not list((conduit_home / "state" / "store").glob("journal-*"))
+
+
 def test_where_the_lock_file_is(tmp_path: Path) -> None:
     config = tmp_path / "config"
     repo = tmp_path / "repo"
@@ -96,3 +112,19 @@ def test_search_without_a_catalog_says_how_to_configure_one(run, conduit_home: P
         "error: no plugin catalog is configured",
         f'hint: set [store] catalog = "URL" in {conduit_home / "config.toml"}',
     ]
+
+
+def test_an_unreachable_catalog_falls_back_to_a_stale_cached_copy(tmp_path: Path) -> None:
+    from conduit.store import catalog
+    from conduit.store._tools import StoreError
+
+    source = tmp_path / "catalog.json"
+    source.write_text('[{"name": "hi", "package": "conduit-hello==2.0.0"}]')
+    url, cache = source.as_uri(), str(tmp_path / "cache")
+    (tmp_path / "cache").mkdir()
+    assert [e.name for e in catalog.load(url, cache, 3600)] == ["hi"]
+    source.unlink()
+    # too old to reuse, and the fetch fails: the stale copy beats none
+    assert [e.name for e in catalog.load(url, cache, 0)] == ["hi"]
+    with pytest.raises(StoreError, match="cannot fetch the plugin catalog"):
+        catalog.load(url, str(tmp_path), 0)  # no cached copy there

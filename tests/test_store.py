@@ -8,7 +8,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,12 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from _factory import PackageIndex, make_wheel, sha256
+from _factory import UV, PackageIndex, build_conduit_wheel, conduit_venv, make_wheel, sha256
 
 pytestmark = pytest.mark.slow
-
-REPO = Path(__file__).resolve().parent.parent
-UV = shutil.which("uv", path=os.path.dirname(sys.executable)) or shutil.which("uv")
 
 
 @pytest.fixture(scope="session")
@@ -66,13 +62,7 @@ def index(tmp_path: Path, wheels: dict[str, Path], conduit_home: Path) -> Iterat
 def conduit_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if UV is None:
         pytest.fail("uv is required for these tests (pip install -e '.[test]' installs it)")
-    out = tmp_path_factory.mktemp("conduit-wheel")
-    subprocess.run(
-        [UV, "build", "--wheel", "--quiet", "--out-dir", str(out), str(REPO)],
-        check=True,
-        timeout=300,
-    )
-    return next(out.glob("conduit_devtool-*.whl"))
+    return build_conduit_wheel(tmp_path_factory.mktemp("conduit-wheel"))
 
 
 @dataclass
@@ -129,22 +119,7 @@ def make_venv(tmp_path: Path, conduit_wheel: Path):  # type: ignore[no-untyped-d
     def make(*, seed: bool = False, with_uv: bool = True) -> Venv:
         nonlocal count
         count += 1
-        root = tmp_path / f"venv{count}"
-        argv = [UV, "venv", "--quiet", "--python", sys.executable, str(root)]
-        subprocess.run([*argv, "--seed"] if seed else argv, check=True, timeout=120)
-        subprocess.run(
-            [
-                UV,
-                "pip",
-                "install",
-                "--quiet",
-                "--python",
-                str(root / "bin" / "python"),
-                str(conduit_wheel),
-            ],
-            check=True,
-            timeout=300,
-        )
+        root = conduit_venv(tmp_path / f"venv{count}", conduit_wheel, seed=seed)
         env = dict(os.environ)
         path = [
             p for p in env.get("PATH", "").split(os.pathsep) if p and not (Path(p) / "uv").exists()
@@ -482,6 +457,23 @@ def test_a_wheel_file_is_locked_by_its_url_and_hash(
     assert r.returncode == 0, r.stderr
     assert fresh.dists() == {"cstore-world": "1.1.0"}
     assert fresh.conduit("world-run").stdout == "world 1.1.0\n"
+
+
+def test_lock_fails_and_names_a_version_the_index_does_not_offer(
+    make_venv, index: PackageIndex, tmp_path: Path, conduit_home: Path
+) -> None:
+    venv = make_venv()
+    assert venv.conduit("plugins", "install", "cstore-world").returncode == 0
+    lock_before = (conduit_home / "conduit.lock").read_bytes()
+    empty = PackageIndex(tmp_path / "empty-index")
+    try:
+        r = venv.conduit("plugins", "lock", "--index-url", empty.url)
+    finally:
+        empty.close()
+    assert r.returncode == 1
+    assert r.stderr.startswith("error: ")
+    assert "cstore-world" in r.stderr.splitlines()[0]
+    assert (conduit_home / "conduit.lock").read_bytes() == lock_before
 
 
 DEP_PLUGIN = """\

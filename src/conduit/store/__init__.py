@@ -24,16 +24,15 @@ from __future__ import annotations
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from conduit.store._ops import Change, Result, Store, capability_notes
+    from conduit.store._ops import Change, Result, Store
     from conduit.store._tools import HashMismatchError, StoreError
 
-__all__ = ["Change", "HashMismatchError", "Result", "Store", "StoreError", "capability_notes"]
+__all__ = ["Change", "HashMismatchError", "Result", "Store", "StoreError"]
 
 _WHERE = {
     "Change": "_ops",
     "Result": "_ops",
     "Store": "_ops",
-    "capability_notes": "_ops",
     "HashMismatchError": "_tools",
     "StoreError": "_tools",
 }

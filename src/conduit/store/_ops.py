@@ -47,7 +47,7 @@ from conduit.store._env import (
 from conduit.store._tools import Sources, StoreError, Tool, choose_tool
 from conduit.store.lockfile import LockedPackage, LockFile
 
-__all__ = ["Change", "Store", "capability_notes"]
+__all__ = ["Change", "Store"]
 
 
 @dataclass(frozen=True)
@@ -85,18 +85,6 @@ class Result:
             "lock_changed": self.lock_changed,
             "notes": self.notes,
         }
-
-
-def capability_notes(plugins: list[dict[str, Any]]) -> list[str]:
-    """The capabilities ``plugins`` ask for, and how to grant them (a listing only: the
-    store's own commands offer them at the grant prompt, :meth:`Store.approve`)."""
-    lines = []
-    for p in plugins:
-        caps = p.get("capabilities") or []
-        if caps:
-            lines.append(f"plugin '{p['name']}' asks for: {', '.join(caps)}")
-            lines.append(f"  grant with: conduit plugins grant {p['name']} {' '.join(caps)}")
-    return lines
 
 
 def _refuse_webassembly(spec: str) -> None:
@@ -602,10 +590,7 @@ class Store:
         own = conduit_closure(snap)
         roots = self._roots(snap, own)
         selected = {self._dist_of(snap, own, n).name for n in names} or {d.name for d in roots}
-        previous = self._previous_lock()
-        requested = (
-            {p.name: p.requested for p in previous.package if p.requested} if previous else {}
-        )
+        requested = self._requested()
         notes = []
         reqs = []
         for d in roots:
@@ -665,10 +650,7 @@ class Store:
         snap = snapshot()
         own = conduit_closure(snap)
         roots = [d for d in self._roots(snap, own) if d.url is None]
-        previous = self._previous_lock()
-        requested = (
-            {p.name: p.requested for p in previous.package if p.requested} if previous else {}
-        )
+        requested = self._requested()
         reqs = [requested.get(d.name) or d.display for d in roots]
         constraints = constraints_text(snap, own)
         pins = self.tool.resolve(reqs, constraints=constraints, refresh=True, what="outdated")

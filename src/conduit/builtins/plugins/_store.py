@@ -155,7 +155,6 @@ def lock_cmd(**opts: Any) -> None:
 def sync_cmd(reinstall: bool, **opts: Any) -> None:
     """Make the installed plugins match the lock file exactly (hashes checked)."""
     result = _store(opts).sync(reinstall=reinstall)
-    result.lock_changed = False
     _report(result, opts["as_json"], "In sync")
 
 

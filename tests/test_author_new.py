@@ -12,10 +12,7 @@ import pytest
 
 from conduit._project import find_plugins
 
-from _factory import imported_by
-
-REPO = Path(__file__).resolve().parent.parent
-UV = shutil.which("uv", path=os.path.dirname(sys.executable)) or shutil.which("uv")
+from _factory import UV, build_conduit_wheel, conduit_venv, imported_by
 
 TEMPLATES = ("single-file", "package", "process")
 
@@ -121,31 +118,7 @@ def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if UV is None:
         pytest.fail("uv is required for these tests (pip install -e '.[test]' installs it)")
     tmp = tmp_path_factory.mktemp("e2e")
-    subprocess.run(
-        [UV, "build", "--wheel", "--quiet", "--out-dir", str(tmp / "dist"), str(REPO)],
-        check=True,
-        timeout=300,
-    )
-    root = tmp / "venv"
-    subprocess.run(
-        [UV, "venv", "--quiet", "--python", sys.executable, str(root)], check=True, timeout=120
-    )
-    wheel = next((tmp / "dist").glob("conduit_devtool-*.whl"))
-    subprocess.run(
-        [
-            UV,
-            "pip",
-            "install",
-            "--quiet",
-            "--python",
-            str(root / "bin" / "python"),
-            str(wheel),
-            "pytest",
-        ],
-        check=True,
-        timeout=300,
-    )
-    return root
+    return conduit_venv(tmp / "venv", build_conduit_wheel(tmp / "dist"), "pytest")
 
 
 def _run(

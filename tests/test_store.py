@@ -15,7 +15,15 @@ from pathlib import Path
 
 import pytest
 
-from _factory import UV, PackageIndex, build_conduit_wheel, conduit_venv, make_wheel, sha256
+from _factory import (
+    UV,
+    PackageIndex,
+    build_conduit_wheel,
+    conduit_venv,
+    make_wheel,
+    pty_run,
+    sha256,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -585,40 +593,13 @@ def _install_on_a_terminal(venv: Venv, spec: str, answer: str) -> tuple[int, str
     """``conduit plugins install SPEC`` with a pseudo-terminal as stdin and stderr (stdout
     piped); ``answer`` is typed at the grant prompt. Returns the exit code, stdout and
     what the terminal showed."""
-    import pty
-    import select
-
-    master, slave = pty.openpty()
-    proc = subprocess.Popen(
+    return pty_run(
         [str(venv.root / "bin" / "conduit"), "plugins", "install", spec],
-        stdin=slave,
-        stdout=subprocess.PIPE,
-        stderr=slave,
-        text=True,
-        env={k: v for k, v in venv.env.items() if k != "CI"},
+        answer,
+        {k: v for k, v in venv.env.items() if k != "CI"},
+        timeout=300,
+        pipe_stdout=True,
     )
-    os.close(slave)
-    seen = b""
-    typed = False
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([master], [], [], 0.1)
-        if ready:
-            try:
-                chunk = os.read(master, 4096)
-            except OSError:  # EIO: the child closed the terminal
-                break
-            if not chunk:
-                break
-            seen += chunk
-        if not typed and b"[y/N] " in seen:
-            os.write(master, answer.encode() + b"\n")
-            typed = True
-        if proc.poll() is not None and not ready:
-            break
-    out, _ = proc.communicate(timeout=60)
-    os.close(master)
-    return proc.returncode, out, seen.decode(errors="replace").replace("\r\n", "\n")
 
 
 def test_install_asks_for_the_capabilities_once_on_a_terminal(

@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 
+import conduit
+
 from _factory import imported_by, simple_plugin, write
 
 # Never on the start-up path: each costs more than the rest of start-up together.
@@ -107,3 +109,92 @@ def test_startup_decodes_only_the_records_it_needs(plugin_dir):
     assert count("__complete", "cmd0") <= 2 + 40 + 3
     # header, the name table, and the routed plugin's record
     assert count("cmd07") == 3
+
+
+# What a process plugin host has imported when its plugin's module runs: the host's own
+# start-up is part of every process plugin's cold start (docs/performance.md).
+HOST_FORBIDDEN = {
+    "typing",
+    "re",
+    "enum",
+    "json",
+    "contextlib",
+    "collections",
+    "importlib.util",
+    "signal",
+    "msgspec",
+    "click",
+    "pluggy",
+    "packaging",
+    "conduit.kernel",
+    "conduit.manifest",
+}
+
+PROBE = """\
+# /// conduit
+# name = "probe"
+# api = ">=1.0,<2"
+# isolation = "process"
+# [provides]
+# services = ["probe"]
+# ///
+import sys
+
+from conduit.sdk import Plugin
+
+SEEN = sorted(sys.modules)
+
+
+class Probe:
+    def modules(self):
+        return SEEN
+
+    def start(self):
+        return {"no_site": sys.flags.no_site, "path": sys.path, "exit": exit is sys.exit}
+
+
+class ProbePlugin(Plugin):
+    def boot(self, ctx):
+        ctx.register_service("probe", Probe)
+"""
+
+
+def test_process_host_imports_little_before_its_plugin(plugin_dir):
+    from conduit._profile import Profile
+    from conduit.hosts.process import ServiceProxy
+    from conduit.index import load
+    from conduit.kernel import Kernel
+    from conduit.paths import resolve
+
+    write(plugin_dir, "probe.py", PROBE)
+    paths = resolve()
+    kernel = Kernel(load(paths, Profile(False)), paths)
+    try:
+        probe = kernel.service("probe")
+        assert isinstance(probe, ServiceProxy)  # it really is in a host process
+        seen = set(probe.modules())
+        start = probe.start()
+    finally:
+        kernel.shutdown()
+    assert "conduit.sdk" in seen and "conduit.hosts._child" in seen
+    assert not seen & HOST_FORBIDDEN, sorted(seen & HOST_FORBIDDEN)
+    # started without site, with the kernel's sys.path (not "", the current directory)
+    assert start["no_site"] == 1 and start["exit"]
+    assert "" not in start["path"]
+    assert os.path.dirname(os.path.dirname(conduit.__file__)) in start["path"]
+
+
+def test_process_host_keeps_site_for_an_import_finder_from_a_pth_file(monkeypatch, tmp_path):
+    # a setuptools editable install puts such a finder on sys.meta_path from a .pth file:
+    # a child started without site would not find the package
+    from conduit.hosts.process import _child_argv
+
+    assert "-S" in _child_argv(str(tmp_path))
+    finder = type("EditableFinder", (), {"__module__": "__editable___demo_1_0_finder"})()
+    monkeypatch.setattr(sys, "meta_path", [finder, *sys.meta_path])
+    argv = _child_argv(str(tmp_path))
+    assert "-S" not in argv and argv[1:] == ["-c", "from conduit.hosts._child import main; main()"]
+    env_dir = os.path.join(str(tmp_path), "envs", "abc")
+    monkeypatch.setattr(sys, "meta_path", sys.meta_path[1:])
+    monkeypatch.setattr(sys, "path", [*sys.path, env_dir])
+    assert env_dir not in _child_argv(str(tmp_path))  # a single-file plugin's own env

@@ -63,15 +63,19 @@ from conduit.paths import resolve  # noqa: E402
 
 CODECS = ("json", "msgpack")
 PLACEMENTS = ("same", "different", "unpinned")
-PATHS = ("conduit", "conduit-many", "raw+codec", "raw", "in-process")
-RT_KINDS = ("conduit", "conduit-many", "raw+codec", "raw")
+PATHS = ("conduit", "conduit-many", "raw+codec", "raw", "raw-socketpair", "in-process")
+RT_KINDS = ("conduit", "conduit-many", "raw+codec", "raw", "raw-socketpair")
 BATCH = 100  # calls per call_many() in the pipelined path
 PATH_LABELS = {
     "conduit": "Conduit full stack (`service(...).ping(1)`)",
     "conduit-many": f"Conduit pipelined: `call_many(service, 'ping', ...)`, {BATCH} calls "
     "per batch; µs per call (batch time / {BATCH})".replace("{BATCH}", str(BATCH)),
-    "raw+codec": "baseline: minimal Python RPC (same codec + framing, no Conduit layers)",
-    "raw": "baseline: raw socketpair, same frame bytes, no RPC layer",
+    "raw+codec": "baseline: minimal Python RPC (same codec, framing and transport, no "
+    "Conduit layers)",
+    "raw": "baseline: raw round trip on Conduit's transport (a pipe to the child, a socket "
+    "back), same frame bytes, no RPC layer",
+    "raw-socketpair": "reference: raw round trip over one socketpair (Conduit's transport "
+    "before 2026-11-28), same frame bytes",
     "in-process": "baseline: in-process plugin, direct method call",
 }
 TARGET_P50_US = 25.0
@@ -112,27 +116,28 @@ RESPONSE = {"jsonrpc": "2.0", "id": 10000, "result": 1}
 # Echo peers for the two-process baselines (argv: fd, codec or "-", request and reply size).
 RAW_PEER = """
 import os, sys
-fd, n, reply = int(sys.argv[1]), int(sys.argv[2]), bytes.fromhex(sys.argv[3])
+rfd, wfd = map(int, sys.argv[1].split(","))
+n, reply = int(sys.argv[2]), bytes.fromhex(sys.argv[3])
 read, write = os.read, os.write
 while True:
     got = 0
     while got < n:
-        chunk = read(fd, 65536)
+        chunk = read(rfd, 65536)
         if not chunk:
             raise SystemExit(0)
         got += len(chunk)
-    write(fd, reply)
+    write(wfd, reply)
 """
 
 CODEC_PEER = """
 import os, sys
 from conduit.rpc import codec
-fd, c = int(sys.argv[1]), codec(sys.argv[2])
+(rfd, wfd), c = map(int, sys.argv[1].split(",")), codec(sys.argv[2])
 encode, decode, read, write = c.encode, c.decode, os.read, os.write
 buf = b""
 while True:
     while len(buf) < 4 or len(buf) < 4 + int.from_bytes(buf[:4], "big"):
-        chunk = read(fd, 65536)
+        chunk = read(rfd, 65536)
         if not chunk:
             raise SystemExit(0)
         buf += chunk
@@ -140,7 +145,7 @@ while True:
     msg = decode(buf[4 : 4 + size])
     buf = buf[4 + size :]
     out = encode({"jsonrpc": "2.0", "id": msg["id"], "result": msg["params"]["args"][0]})
-    write(fd, len(out).to_bytes(4, "big") + out)
+    write(wfd, len(out).to_bytes(4, "big") + out)
 """
 
 
@@ -297,23 +302,38 @@ class Stack:
         self.rss_start = status(self.host.proc.pid)
         self.request = frame(codec_name, REQUEST)
         self.response = frame(codec_name, RESPONSE)
-        self.peers: dict[str, tuple[socket.socket, subprocess.Popen[bytes]]] = {}
+        # kind -> (the fd this process reads, the fd it writes, what to close, the peer)
+        self.peers: dict[str, tuple[int, int, list[Any], subprocess.Popen[bytes]]] = {}
         self.loopback: tuple[socket.socket, socket.socket] | None = None
+        raw = ["-c", RAW_PEER, str(len(self.request)), self.response.hex()]
         for kind, argv in (
-            ("raw", ["-c", RAW_PEER, str(len(self.request)), self.response.hex()]),
+            ("raw", raw),
+            ("raw-socketpair", list(raw)),
             ("raw+codec", ["-c", CODEC_PEER, codec_name]),
         ):
             mine, theirs = socket.socketpair()
-            argv.insert(2, str(theirs.fileno()))
-            proc = subprocess.Popen([sys.executable, *argv], pass_fds=(theirs.fileno(),))
+            if kind == "raw-socketpair":
+                rfd = wfd = mine.fileno()
+                passed = [theirs.fileno()]
+                argv.insert(2, f"{theirs.fileno()},{theirs.fileno()}")
+                closing: list[Any] = [mine]
+            else:  # as ProcessHost: a pipe to the peer, the socket back
+                to_peer, wfd = os.pipe()
+                rfd = mine.fileno()
+                passed = [to_peer, theirs.fileno()]
+                argv.insert(2, f"{to_peer},{theirs.fileno()}")
+                closing = [mine, wfd]
+            proc = subprocess.Popen([sys.executable, *argv], pass_fds=passed)
             theirs.close()
-            self.peers[kind] = (mine, proc)
+            if kind != "raw-socketpair":
+                os.close(to_peer)
+            self.peers[kind] = (rfd, wfd, closing, proc)
 
     def child_pid(self, kind: str) -> int:
         if kind in ("conduit", "conduit-many"):
             assert self.host.proc is not None
             return self.host.proc.pid
-        return self.peers[kind][1].pid
+        return self.peers[kind][3].pid
 
     def call(self, kind: str) -> Any:
         if kind == "conduit":
@@ -322,16 +342,16 @@ class Stack:
         if kind == "conduit-many":
             svc, batch = self.svc, [(1,)] * BATCH
             return lambda: call_many(svc, "ping", batch)
-        fd = self.peers[kind][0].fileno()
+        rfd, wfd = self.peers[kind][:2]
         read, write = os.read, os.write
-        if kind == "raw":
+        if kind in ("raw", "raw-socketpair"):
             req, n = self.request, len(self.response)
 
             def raw() -> None:
-                write(fd, req)
+                write(wfd, req)
                 got = 0
                 while got < n:
-                    got += len(read(fd, 65536))
+                    got += len(read(rfd, 65536))
 
             return raw
         c = rpc.codec(self.codec)
@@ -348,10 +368,10 @@ class Stack:
                     "params": {"service": "echo", "method": "ping", "args": [1], "kwargs": {}},
                 }
             )
-            write(fd, len(out).to_bytes(4, "big") + out)
-            buf = read(fd, 65536)
+            write(wfd, len(out).to_bytes(4, "big") + out)
+            buf = read(rfd, 65536)
             while len(buf) < 4 or len(buf) < 4 + int.from_bytes(buf[:4], "big"):
-                buf += read(fd, 65536)
+                buf += read(rfd, 65536)
             return decode(buf[4:])["result"]
 
         assert minimal() == 1
@@ -360,8 +380,9 @@ class Stack:
     def close(self) -> dict[str, int]:
         assert self.host.proc is not None
         rss = status(self.host.proc.pid)
-        for mine, proc in self.peers.values():
-            mine.close()
+        for _, _, closing, proc in self.peers.values():
+            for end in closing:
+                end.close() if isinstance(end, socket.socket) else os.close(end)
             proc.wait()
         record = self.kernel.record("echo")
         self.host.deactivate(record, None)  # type: ignore[arg-type]

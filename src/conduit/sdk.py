@@ -24,13 +24,38 @@ it warns. The policy is written out in docs/plugin-api.md.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
-
 from conduit.errors import ConduitError
 
+# Not typing's TYPE_CHECKING: importing typing (and with it re, enum, collections,
+# functools, contextlib) is a good part of a process plugin host's start-up, and every
+# plugin imports this module.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any, Protocol, TypeVar, runtime_checkable
+
     import click
+
+    T = TypeVar("T")
+else:
+
+    class _StructuralType(type):
+        """At run time a protocol below is a plain class whose ``isinstance`` check is
+        structural, as ``typing.runtime_checkable`` makes it: an object is an instance
+        when it has every public member the protocol declares."""
+
+        def __instancecheck__(cls, obj: object) -> bool:
+            if type.__instancecheck__(cls, obj):
+                return True
+            members = [name for name in vars(cls) if not name.startswith("_")]
+            return all(hasattr(obj, name) for name in members)
+
+    class Protocol(metaclass=_StructuralType):
+        _is_protocol = True  # what typing's protocols carry (docs/sdk-reference.md)
+
+    def runtime_checkable(cls: type) -> type:
+        return cls
+
 
 __all__ = [
     "API_VERSION",
@@ -40,8 +65,6 @@ __all__ = [
     "PluginDeprecationWarning",
     "deprecated",
 ]
-
-T = TypeVar("T")
 
 API_VERSION = "1.2.0"
 """The version of the plugin API this Conduit provides (semver)."""

@@ -387,13 +387,16 @@ class Child:
 
 
 def _connect() -> rpc.Endpoint:
-    """The connection to the kernel: the inherited socket, its frame limit."""
+    """The connection to the kernel: the inherited socket (and the pipe the kernel writes
+    to, when it passed one), its frame limit."""
     fd = int(os.environ.pop("CONDUIT_RPC_FD"))
+    rfd = int(os.environ.pop("CONDUIT_RPC_IN_FD", fd))
     # Programs the plugin starts must not hold the connection open: the kernel has to see
     # EOF as soon as this process dies.
     os.set_inheritable(fd, False)
+    os.set_inheritable(rfd, False)
     max_frame = int(os.environ.pop("CONDUIT_RPC_MAX_FRAME", str(rpc.MAX_FRAME)))
-    return rpc.Endpoint(rpc.Channel(fd, fd, max_frame=max_frame))
+    return rpc.Endpoint(rpc.Channel(rfd, fd, max_frame=max_frame))
 
 
 def _prepare_process() -> None:
@@ -415,17 +418,22 @@ def _interruptible(endpoint: rpc.Endpoint) -> None:
     """SIGINT (Ctrl-C reaches this process too, and the kernel forwards cancellations)
     interrupts a running request; between requests it is ignored, so that a late signal
     never kills the host."""
-    import signal
+    # signal's C half: the signal module itself imports enum (7 ms of a host's start here)
+    import _signal  # type: ignore[import-not-found]
 
     def on_sigint(signum: int, frame: object) -> None:
         if endpoint.busy:
             raise KeyboardInterrupt
 
-    signal.signal(signal.SIGINT, on_sigint)
+    _signal.signal(_signal.SIGINT, on_sigint)
 
 
 def main() -> None:
     """Entry point of the child process."""
+    if sys.flags.no_site:  # started with -S (ProcessHost): what site would have added
+        import builtins
+
+        builtins.exit = builtins.quit = sys.exit  # type: ignore[assignment]
     endpoint = _connect()
     _prepare_process()
     _interruptible(endpoint)

@@ -45,23 +45,31 @@ class InProcessHost:
 
     # -- loading -----------------------------------------------------------------------
     def _import_file(self, rec: PluginRec) -> Any:
-        import importlib.util  # only single-file plugins need it
+        # importlib.machinery, not importlib.util (which imports contextlib): a process
+        # host imports this module before its plugin, on every start
+        from importlib.machinery import ModuleSpec, SourceFileLoader
 
         name = rec["name"]
         modname = _file_module_name(name)
-        spec = importlib.util.spec_from_file_location(modname, rec["origin"])
-        if spec is None or spec.loader is None:
-            raise PluginLoadError(name, f"cannot load {rec['origin']}")
+        origin = rec["origin"]
+        loader = SourceFileLoader(modname, origin)
+        spec = ModuleSpec(modname, loader, origin=origin)
+        spec.has_location = True  # __file__ and __cached__ come from the origin
         if rec.get("dependencies"):  # inline dependencies: a private cached environment
             from conduit.security.guard import TRUSTED
             from conduit.store.envs import add_dependencies
 
             with TRUSTED:  # Conduit installs them, not the plugin: no grant is needed
                 add_dependencies(rec)
-        module = importlib.util.module_from_spec(spec)
+        module = type(sys)(modname)
+        module.__spec__ = spec
+        module.__loader__ = loader
+        module.__file__ = origin
+        module.__cached__ = spec.cached  # type: ignore[attr-defined]
+        module.__package__ = spec.parent
         sys.modules[modname] = module
         try:
-            spec.loader.exec_module(module)
+            loader.exec_module(module)
         except BaseException:
             sys.modules.pop(modname, None)
             raise

@@ -1,9 +1,11 @@
 """The process host: a plugin in a child process of its own, spoken to over JSON-RPC.
 
 The child is started lazily, the first time the plugin is needed, directly with
-``sys.executable`` (no shim), and gets one end of a socketpair as an inherited file
-descriptor, so its stdin, stdout and stderr stay the terminal's. Everything that can go
-wrong in the child stays there and becomes one :class:`HostError` naming the plugin:
+``sys.executable`` (no shim; without ``site`` when the kernel's ``sys.path`` is all it
+needs), and gets one end of a socketpair to write to and the read end of a pipe as
+inherited file descriptors, so its stdin, stdout and stderr stay the terminal's.
+Everything that can go wrong in the child stays there and becomes one
+:class:`HostError` naming the plugin:
 
 ==========================  ============================================================
 fault                       what the user sees (exit 3), and what happens to the child
@@ -43,6 +45,13 @@ if TYPE_CHECKING:
 __all__ = ["HostError", "ProcessHost", "ProcessSettings", "RemotePluginError", "call_many"]
 
 _CHILD = "from conduit.hosts._child import main; main()"
+# Started with -S: the kernel's sys.path comes in the arguments instead of from site
+# (.pth files, sitecustomize look-ups: a few ms of every host's start).
+_CHILD_NO_SITE = "import sys; sys.path[:] = sys.argv[1:]; del sys.argv[1:]; " + _CHILD
+# Where the import finders of a kernel whose sys.path is all a child needs come from: the
+# standard ones, setuptools' distutils shim and pytest's assertion rewriting (test modules
+# only). Anything else (an editable install's finder, installed by a .pth file) needs site.
+_PLAIN_FINDERS = ("_frozen_importlib", "_distutils_hack", "_pytest.", "zipimport")
 _FAULTY = "the plugin is faulty: report it to its author, or disable it"
 
 
@@ -106,6 +115,7 @@ class ProcessHost:
         self.proc: subprocess.Popen[bytes] | None = None
         self.endpoint: rpc.Endpoint | None = None
         self._sock: socket.socket | None = None
+        self._pipe: int | None = None  # the write end of the pipe to the child
         self._failures = 0
         self._retry_at = 0.0
         self.plugins: set[str] = set()
@@ -172,19 +182,27 @@ class ProcessHost:
             # before importing plugin code, and a proxy for its HTTP (docs/permissions.md).
             plan = self._sandbox = sandbox.prepare(self.kernel, name)
             env = plan.child_env(env)
+            # The child writes to a socket, which the kernel reads with a timeout set on it
+            # (SO_RCVTIMEO, no select per read), and reads from a pipe: a pipe costs a few
+            # microseconds less per message than a socket here (docs/performance.md).
             parent, child = socket.socketpair()
+            to_child, self._pipe = os.pipe()
             env["CONDUIT_RPC_FD"] = str(child.fileno())
-            with profile.span(f"host:spawn:{name}"):
-                self.proc = subprocess.Popen(
-                    [sys.executable, "-c", _CHILD],
-                    pass_fds=(child.fileno(), *plan.pass_fds),
-                    env=env,
-                )
-            child.close()
+            env["CONDUIT_RPC_IN_FD"] = str(to_child)
+            try:
+                with profile.span(f"host:spawn:{name}"):
+                    self.proc = subprocess.Popen(
+                        _child_argv(self.kernel.paths.cache_dir),
+                        pass_fds=(child.fileno(), to_child, *plan.pass_fds),
+                        env=env,
+                    )
+            finally:
+                child.close()
+                os.close(to_child)
             plan.started()
             self._sock = parent
             channel = rpc.Channel(
-                parent.fileno(), parent.fileno(), max_frame=self.settings.max_frame, sock=parent
+                parent.fileno(), self._pipe, max_frame=self.settings.max_frame, sock=parent
             )
         self.endpoint = rpc.Endpoint(
             channel,
@@ -201,6 +219,9 @@ class ProcessHost:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+        if self._pipe is not None:
+            os.close(self._pipe)
+            self._pipe = None
         if proc is None:
             return None
         for pipe in (proc.stdin, proc.stdout):
@@ -538,6 +559,24 @@ class ProcessHost:
             self._stop(kill=True)
             return
         self._stop(kill=False)
+
+
+def _child_argv(cache_dir: str) -> list[str]:
+    """The command line of a Python host child: without site when the kernel's
+    ``sys.path`` is all the child needs (site's .pth files installed no import finder and
+    no coverage measurement), then with the kernel's ``sys.path`` in the arguments,
+    less the current directory and the private environments of single-file plugins."""
+    finders = [*sys.meta_path, *sys.path_hooks]
+    plain = "coverage" not in sys.modules and all(
+        str(getattr(f, "__module__", "")).startswith(_PLAIN_FINDERS) for f in finders
+    )
+    if not plain:
+        return [sys.executable, "-c", _CHILD]
+    from conduit.index import site_dirs
+
+    envs = os.path.join(cache_dir, "envs") + os.sep
+    path = [p for p in site_dirs() if not p.startswith(envs)]
+    return [sys.executable, "-S", "-c", _CHILD_NO_SITE, *path]
 
 
 class ServiceProxy:

@@ -33,7 +33,6 @@ sandbox fails closed (a scoped network grant without a network namespace means n
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
@@ -136,6 +135,8 @@ class Plan:
         env.update(
             {k: v for k, v in environ.items() if k.startswith(("CONDUIT_RPC_", "CONDUIT_HOST_"))}
         )
+        import json  # the kernel's side only: the child decodes with conduit.rpc's codec
+
         env["CONDUIT_SANDBOX"] = json.dumps(self.policy)
         return env
 
@@ -281,8 +282,10 @@ def apply() -> None:
     text = os.environ.pop("CONDUIT_SANDBOX", "")
     if not text:
         return
+    from conduit.rpc import codec  # JSON without the json package (and its re import)
+
     try:
-        _apply(json.loads(text))
+        _apply(codec("json").decode(text.encode()))
     except (OSError, ValueError, KeyError) as exc:
         # Fail closed: a host that cannot be sandboxed as asked runs no plugin code.
         os.write(2, f"conduit plugin host: cannot apply the sandbox: {exc}\n".encode())

@@ -8,11 +8,12 @@ Runs the real kernel against a single-file process plugin that provides a servic
 1. Round trips, sequential, for each placement of kernel and child (same CPU, different
    CPUs, not pinned): the full stack (``kernel.service("echo").ping(1)``: ServiceProxy ->
    ProcessHost.call -> Endpoint -> frames -> child -> plugin method and back) against
-   baselines with the same placement: a raw socketpair round trip of the same frame bytes
-   between two processes with no RPC layer, the same plus the codec (a minimal Python RPC),
+   baselines with the same placement: a raw round trip of the same frame bytes between two
+   processes with no RPC layer, on Conduit's transport (a pipe to the child, a socket back)
+   and over one socketpair for reference, the same plus the codec (a minimal Python RPC),
    and the same call in-process (a direct method call).
 2. Where the CPU time of one round trip goes, layer by layer, each layer measured alone in
-   one process over a socketpair (so without any wake-up or context switch).
+   one process over Conduit's transport (so without any wake-up or context switch).
 3. Host cold start: spawn to the answer of ``initialize`` and to the first completed call,
    against ``python -c pass`` and ``python -c "import conduit.hosts._child"``.
 4. Host RSS (VmRSS) after initialize, after the first call and after the long runs,
@@ -305,6 +306,7 @@ class Stack:
         # kind -> (the fd this process reads, the fd it writes, what to close, the peer)
         self.peers: dict[str, tuple[int, int, list[Any], subprocess.Popen[bytes]]] = {}
         self.loopback: tuple[socket.socket, socket.socket] | None = None
+        self.pipe: tuple[int, int] | None = None
         raw = ["-c", RAW_PEER, str(len(self.request)), self.response.hex()]
         for kind, argv in (
             ("raw", raw),
@@ -524,11 +526,14 @@ def layers(stack: Stack, inproc: Any) -> list[Layer]:
     def stub_out() -> None:
         host.endpoint = saved.pop()
 
-    # kernel side: Endpoint.request over a socketpair whose answer is already waiting
+    # kernel side: Endpoint.request whose answer is already waiting; as ProcessHost sets
+    # it up: the kernel writes to a pipe and reads the child's socket
     k_sock, c_sock = socket.socketpair()
+    to_child, k_out = os.pipe()
     stack.loopback = (k_sock, c_sock)
+    stack.pipe = (to_child, k_out)
     k_fd, c_fd = k_sock.fileno(), c_sock.fileno()
-    channel = rpc.Channel(k_fd, k_fd, sock=k_sock)  # as ProcessHost makes it
+    channel = rpc.Channel(k_fd, k_out, sock=k_sock)
     channel.codec = rpc.codec(codec_name)
     endpoint = rpc.Endpoint(channel)
     params = {"service": "echo", "method": "ping", "args": [1], "kwargs": {}}
@@ -540,10 +545,10 @@ def layers(stack: Stack, inproc: Any) -> list[Layer]:
     def drain_child_end() -> None:
         got = 0
         while got < req_len:
-            got += len(os.read(c_fd, 65536))
+            got += len(os.read(to_child, 65536))
 
     # child side: the body of Endpoint.serve with the real Child dispatching to the plugin
-    child_channel = rpc.Channel(c_fd, c_fd)
+    child_channel = rpc.Channel(to_child, c_fd)
     child_endpoint = rpc.Endpoint(child_channel)
     child = Child(child_endpoint)
     child_endpoint.handlers["service.call"] = child.service_call
@@ -563,8 +568,8 @@ def layers(stack: Stack, inproc: Any) -> list[Layer]:
     req_bytes, resp_bytes = enc(REQUEST), enc(RESPONSE)
 
     def io() -> None:
-        os.write(k_fd, request_frame)
-        os.read(c_fd, 65536)
+        os.write(k_out, request_frame)
+        os.read(to_child, 65536)
         os.write(c_fd, response_frame)
         os.read(k_fd, 65536)
 
@@ -594,7 +599,7 @@ def layers(stack: Stack, inproc: Any) -> list[Layer]:
         Layer(
             "child: Channel.recv + Endpoint.handle + Child.service_call + send",
             lambda: child_endpoint.handle(child_channel.recv()),
-            lambda: os.write(k_fd, request_frame),
+            lambda: os.write(k_out, request_frame),
             drain_kernel_end,
         ),
         Layer(
@@ -641,6 +646,10 @@ def profile_layers(
         if loopback is not None:
             loopback[0].close()
             loopback[1].close()
+        pipe = stacks[c].pipe
+        if pipe is not None:
+            os.close(pipe[0])
+            os.close(pipe[1])
     return out
 
 

@@ -664,6 +664,27 @@ def test_back_off_doubles_while_the_host_keeps_failing_to_start(
     assert host._retry_at - after <= 0.1 <= host._retry_at - before
 
 
+@pytest.mark.slow
+def test_back_off_stops_doubling_at_five_seconds(companions, kernels, capsys):
+    # a host that never starts: held back 0.1 s, doubling, but never more than 5 s (the
+    # seventh failure: 6.4 s uncapped); 6.3 s of waiting in all
+    write(companions, "fragile.py", process_plugin("fragile", "pass", boot="os._exit(9)"))
+    kernel = kernels()
+    host = host_of(kernel, "fragile")
+    for back_off in (0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 5.0):
+        time.sleep(max(0.0, host._retry_at - time.monotonic()) + 0.01)
+        before = time.monotonic()
+        with pytest.raises(
+            ConduitError, match=r"its host crashed \(exited with status 9\) during 'initialize'"
+        ):
+            kernel.activate("fragile")
+        after = time.monotonic()
+        assert host._retry_at - after <= back_off <= host._retry_at - before
+    with pytest.raises(ConduitError, match=r"restarting is held back for [45]\.\d s"):
+        kernel.activate("fragile")
+    bystanders_work(kernel, capsys, None)
+
+
 @linux_only
 def test_host_killed_while_idle_is_restarted_on_the_next_call(companions, kernels, capsys):
     write(companions, "flaky.py", process_plugin("flaky", FLAKY))

@@ -198,3 +198,57 @@ def test_process_host_keeps_site_for_an_import_finder_from_a_pth_file(monkeypatc
     monkeypatch.setattr(sys, "meta_path", sys.meta_path[1:])
     monkeypatch.setattr(sys, "path", [*sys.path, env_dir])
     assert env_dir not in _child_argv(str(tmp_path))  # a single-file plugin's own env
+
+
+BYTECODE_PROBE = """\
+# /// conduit
+# name = "cached"
+# api = ">=1.0,<2"
+# isolation = "process"
+# [provides]
+# services = ["cached"]
+# ///
+from conduit.sdk import Plugin
+
+VALUE = "A"
+
+
+class Cached:
+    def value(self):
+        return VALUE
+
+
+class CachedPlugin(Plugin):
+    def boot(self, ctx):
+        ctx.register_service("cached", Cached)
+"""
+
+
+def test_process_host_runs_the_bytecode_the_kernel_compiled(plugin_dir, monkeypatch):
+    # The host may not write next to the plugin, so the kernel writes the plugin's .pyc
+    # where Python would and the host may read it: no compiling on every start. Shown
+    # with a source changed behind the .pyc's back (same size, same mtime), which Python
+    # does not notice: the host runs what the .pyc holds.
+    from conduit._profile import Profile
+    from conduit.index import load
+    from conduit.kernel import Kernel
+    from conduit.paths import resolve
+
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)
+    monkeypatch.setattr(sys, "pycache_prefix", None)
+    path = write(plugin_dir, "cached.py", BYTECODE_PROBE)
+
+    def value() -> str:
+        paths = resolve()
+        kernel = Kernel(load(paths, Profile(False)), paths)
+        try:
+            return str(kernel.service("cached").value())
+        finally:
+            kernel.shutdown()
+
+    assert value() == "A"
+    assert (plugin_dir / "__pycache__" / f"cached.{sys.implementation.cache_tag}.pyc").is_file()
+    stat = path.stat()
+    path.write_text(BYTECODE_PROBE.replace('VALUE = "A"', 'VALUE = "B"'), encoding="utf-8")
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert value() == "A"

@@ -200,6 +200,8 @@ def prepare(kernel: Kernel, name: str, environ: dict[str, str] | None = None) ->
         rec = kernel.index.get("plugins", {}).get(other)
         if rec is not None:
             read.append(rec["origin"])
+            if rec["source"] == "file":
+                read += _bytecode(rec["origin"])
             if rec.get("dependencies"):  # installed here, outside the sandbox; read there
                 from conduit.store.envs import ensure_installed
 
@@ -243,6 +245,25 @@ def prepare(kernel: Kernel, name: str, environ: dict[str, str] | None = None) ->
         "tmp": tmp,
     }
     return Plan(names, grants, policy)
+
+
+def _bytecode(origin: str) -> list[str]:
+    """The compiled bytecode of a single-file plugin, for its host to read.
+
+    The host cannot write it (it may not write next to the plugin), and compiling even a
+    small file is a few milliseconds of every start of a fresh interpreter. So the kernel
+    lets the standard loader write it where Python itself would (``__pycache__``, unless
+    bytecode writing is off), or check that it is current, and the host may read that
+    file. A plugin that does not compile is left to the host to report."""
+    from importlib.machinery import SourceFileLoader
+    from importlib.util import cache_from_source
+
+    try:
+        SourceFileLoader("conduit_plugin", origin).get_code("conduit_plugin")
+        pyc = cache_from_source(origin)
+    except (OSError, SyntaxError, ValueError, ImportError):
+        return []
+    return [pyc] if os.path.isfile(pyc) else []
 
 
 def _resolve_program(scope: str, path: str | None) -> list[str]:

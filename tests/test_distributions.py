@@ -62,6 +62,8 @@ def build_plugin(
     *,
     entry_overrides: dict[str, str] | None = None,
     manifest: bool = True,
+    extra_toml: str = "",
+    echo: str | None = None,
 ) -> Path:
     """Build a wheel of a plugin distribution with hatchling and return its path."""
     pkg = dist.replace("-", "_")
@@ -89,13 +91,14 @@ def build_plugin(
     for name, commands in plugins.items():
         sub = src / name
         sub.mkdir()
-        toml = f'api = ">=1.0,<2"\ndescription = "{name} from {dist} {version}"\n'
-        code = "import click\nfrom conduit.sdk import Plugin as Base\n"
+        toml = f'api = ">=1.0,<2"\ndescription = "{name} from {dist} {version}"\n{extra_toml}'
+        code = "import os, sys\nimport click\nfrom conduit.sdk import Plugin as Base\n"
         regs = []
         for i, cmd in enumerate(commands):
             toml += f'[[commands]]\nname = "{cmd}"\nhelp = "{cmd} help"\n'
             code += (
-                f"@click.command({cmd!r})\ndef c{i}():\n    click.echo('{name} {cmd} {version}')\n"
+                f"@click.command({cmd!r})\ndef c{i}():\n"
+                f"    click.echo({echo or repr(f'{name} {cmd} {version}')})\n"
             )
             regs.append(f"        ctx.register_command(c{i})")
         code += "class Plugin(Base):\n    def boot(self, ctx):\n" + "\n".join(regs) + "\n"
@@ -188,6 +191,26 @@ def test_running_a_command_imports_only_its_plugin(venv: Venv, wheels: dict[str,
     assert "conduit_world.moon" not in run_modules
     assert not {m for m in run_modules if m.startswith("conduit_hello")}
     assert "importlib.metadata" not in run_modules
+
+
+def test_process_plugin_from_an_installed_distribution(venv: Venv, tmp_path: Path) -> None:
+    # The host child starts without site, with the kernel's sys.path: it still finds an
+    # installed (not editable) Conduit and the plugin's package in the venv.
+    wheel = build_plugin(
+        tmp_path,
+        "conduit-far",
+        "1.0.0",
+        {"far": ["away"]},
+        extra_toml='isolation = "process"\n',
+        echo="f'{os.getppid()} {sys.flags.no_site} {__file__}'",
+    )
+    venv.install(str(wheel))
+    r = venv.conduit("away")
+    assert r.returncode == 0, r.stderr
+    parent, no_site, where = r.stdout.split()
+    assert no_site == "1"
+    assert where.startswith(str(venv.root)) and "site-packages" in where
+    assert int(parent) != os.getpid()  # its parent is conduit, not this test: a host child
 
 
 def test_broken_distributions(venv: Venv, wheels: dict[str, Path]) -> None:

@@ -623,6 +623,21 @@ def test_restart_with_back_off_in_a_long_lived_kernel(companions, kernels, capsy
     bystanders_work(kernel, capsys, pid)
 
 
+def fails_to_start_then_holds_back(kernel: Kernel, name: str, back_off: float) -> None:
+    """Once the current hold is over, activating ``name`` fails (its host exits with
+    status 9 while booting) and holds further starts back for ``back_off`` seconds."""
+    host = host_of(kernel, name)
+    time.sleep(max(0.0, host._retry_at - time.monotonic()) + 0.01)
+    before = time.monotonic()
+    with pytest.raises(
+        ConduitError, match=r"its host crashed \(exited with status 9\) during 'initialize'"
+    ):
+        kernel.activate(name)
+    after = time.monotonic()
+    # the crash happened between `before` and `after`; so did the hold's start
+    assert host._retry_at - after <= back_off <= host._retry_at - before
+
+
 def test_back_off_doubles_while_the_host_keeps_failing_to_start(
     companions, kernels, capsys, tmp_path
 ):
@@ -633,15 +648,7 @@ def test_back_off_doubles_while_the_host_keeps_failing_to_start(
     kernel = kernels()
     host = host_of(kernel, "fragile")
     for back_off in (0.1, 0.2):
-        time.sleep(max(0.0, host._retry_at - time.monotonic()) + 0.01)
-        before = time.monotonic()
-        with pytest.raises(
-            ConduitError, match=r"its host crashed \(exited with status 9\) during 'initialize'"
-        ):
-            kernel.activate("fragile")
-        after = time.monotonic()
-        # the crash happened between `before` and `after`; so did the hold's start
-        assert host._retry_at - after <= back_off <= host._retry_at - before
+        fails_to_start_then_holds_back(kernel, "fragile", back_off)
         with pytest.raises(ConduitError, match="restarting is held back"):
             kernel.activate("fragile")
     flag.unlink()
@@ -670,16 +677,8 @@ def test_back_off_stops_doubling_at_five_seconds(companions, kernels, capsys):
     # seventh failure: 6.4 s uncapped); 6.3 s of waiting in all
     write(companions, "fragile.py", process_plugin("fragile", "pass", boot="os._exit(9)"))
     kernel = kernels()
-    host = host_of(kernel, "fragile")
     for back_off in (0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 5.0):
-        time.sleep(max(0.0, host._retry_at - time.monotonic()) + 0.01)
-        before = time.monotonic()
-        with pytest.raises(
-            ConduitError, match=r"its host crashed \(exited with status 9\) during 'initialize'"
-        ):
-            kernel.activate("fragile")
-        after = time.monotonic()
-        assert host._retry_at - after <= back_off <= host._retry_at - before
+        fails_to_start_then_holds_back(kernel, "fragile", back_off)
     with pytest.raises(ConduitError, match=r"restarting is held back for [45]\.\d s"):
         kernel.activate("fragile")
     bystanders_work(kernel, capsys, None)

@@ -422,6 +422,39 @@ def test_hung_service_call_is_stopped_after_timeout(companions, kernels, run, ca
     fault(kernels, run, capsys, "user", 3, message)
 
 
+@linux_only
+@pytest.mark.timeout(30)
+def test_host_that_stops_reading_does_not_block_a_large_request(
+    companions, kernels, capsys, conduit_home
+):
+    # A request bigger than the pipe or socket buffer, to a host that reads nothing (here:
+    # stopped with SIGSTOP): writing it must give up at the call's timeout too.
+    configure(conduit_home, "[process]\ntimeout = 1.5")
+    toml = '[provides]\nservices = ["size"]'
+    module = "class Size:\n    def of(self, text):\n        return len(text)\n"
+    boot = 'ctx.register_service("size", Size)'
+    write(
+        companions, "sizer.py", process_plugin("sizer", "pass", toml=toml, module=module, boot=boot)
+    )
+    kernel = kernels()
+    pid = iso_pid(kernel, capsys)
+    size = kernel.service("size")
+    assert size.of("x" * 10) == 10
+    host = host_of(kernel, "sizer")
+    assert host.proc is not None
+    os.kill(host.proc.pid, signal.SIGSTOP)
+    start = time.monotonic()
+    with pytest.raises(
+        ConduitError,
+        match=re.escape(
+            "plugin 'sizer': did not answer 'service.call' within 1.5 s; its host was stopped"
+        ),
+    ):
+        size.of("x" * (4 * 1024 * 1024))
+    assert time.monotonic() - start < 10
+    bystanders_work(kernel, capsys, pid)
+
+
 @pytest.mark.timeout(30)
 def test_hung_hook_is_stopped_and_the_command_still_runs(
     companions, kernels, run, capsys, conduit_home

@@ -978,3 +978,25 @@ def test_answer_to_an_outer_request_arriving_during_a_nested_one_is_kept(pair):
     assert [m.get("method") for m in sent] == ["outer", "inner", None]
     assert sent[2] == {"jsonrpc": "2.0", "id": 7, "result": "inner"}  # the callback's answer
     assert client._early == {} and client._waiting == set()
+
+
+def test_request_to_a_peer_that_reads_nothing_times_out_while_writing(pair):
+    # A request bigger than the pipe's buffer, to a peer that never reads: the write waits
+    # for room only until the request's deadline (a non-blocking descriptor, as the
+    # process host's), then Timeout; a blocking one would wait forever.
+    a, _ = pair
+    r, w = os.pipe()
+    try:
+        os.set_blocking(w, False)
+        endpoint = rpc.Endpoint(rpc.Channel(a.fileno(), w, sock=a))
+        start = time.monotonic()
+        with pytest.raises(rpc.Timeout):
+            endpoint.request("m", {"data": "x" * (1024 * 1024)}, timeout=0.3)
+        assert 0.25 <= time.monotonic() - start < 5
+        assert endpoint.channel.write_deadline is None  # restored after the request
+        assert os.read(r, 4) == (
+            len(b'{"jsonrpc":"2.0","id":1,"method":"m","params":{"data":""}}') + 1024 * 1024
+        ).to_bytes(4, "big")
+    finally:
+        os.close(r)
+        os.close(w)

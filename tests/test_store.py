@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import filelock
 import pytest
 
 from _factory import (
@@ -380,15 +381,23 @@ def test_sigkill_mid_install_keeps_the_previous_state_and_lock(
     assert venv.conduit("plugins", "install", "cstore-hello==1.0.0").returncode == 0
     lock_before = (conduit_home / "conduit.lock").read_bytes()
 
-    proc = venv.popen("plugins", "install", "cstore-hello==2.0.0")
-    deadline = time.monotonic() + 120
+    # Once the installer has changed the environment, Conduit rebuilds its plugin index
+    # (under the index's file lock) before it writes the lock file: holding that file lock
+    # here stops it in between, where the kill lands, whatever the machine's speed.
+    assert venv.conduit("--help").returncode == 0  # the index is current: no rebuild at start
+    (index_file,) = (conduit_home / "cache").glob("index-*.bin")
     marker = venv.site / "cstore_dep-1.0.0.dist-info"
-    while not marker.exists():  # the installer has started changing the environment
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline
-        time.sleep(0.001)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.communicate()
+    with filelock.FileLock(f"{index_file}.lock"):
+        proc = venv.popen("plugins", "install", "cstore-hello==2.0.0")
+        deadline = time.monotonic() + 120
+        while not marker.exists():  # the installer has started changing the environment
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline
+            time.sleep(0.001)
+        time.sleep(0.5)  # it goes on to the index rebuild, and waits for the file lock
+        assert proc.poll() is None
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.communicate()
     assert proc.returncode == -signal.SIGKILL
     time.sleep(0.2)  # the installer child died with its parent; let the dust settle
 

@@ -191,6 +191,11 @@ class Channel:
         self._out: list[bytes] = []
         self._sock = sock
         self._rcvtimeo: float | None = None  # what SO_RCVTIMEO is set to (None: no limit)
+        #: writes that find the peer's buffer full wait for room until this
+        #: :func:`time.monotonic` time, then raise :class:`Timeout` (None: no limit); the
+        #: endpoint sets it to the deadline of the request it waits for. It only matters
+        #: when ``wfd`` is non-blocking: a blocking descriptor waits in ``write`` itself.
+        self.write_deadline: float | None = None
 
     # -- writing -------------------------------------------------------------------------
     def frame(self, message: dict[str, Any]) -> bytes:
@@ -222,13 +227,29 @@ class Channel:
 
     def _write(self, data: bytes) -> None:
         try:
-            written = os.write(self.wfd, data)
+            try:
+                written = os.write(self.wfd, data)
+            except BlockingIOError:  # a non-blocking descriptor, and no room at all
+                written = 0
             if written < len(data):
                 view = memoryview(data)[written:]
                 while view:
+                    self._wait_writable()  # then there is room for a write
                     view = view[os.write(self.wfd, view) :]
         except (BrokenPipeError, ConnectionResetError) as exc:
             raise ChannelClosed("connection closed") from exc
+
+    def _wait_writable(self) -> None:
+        """Wait until the peer has read enough for the next write (a peer that stops
+        reading, for instance stopped or hung, must not block the writer forever)."""
+        import select
+
+        deadline = self.write_deadline
+        left = None if deadline is None else deadline - monotonic()
+        if left is not None and left <= 0:
+            raise Timeout()
+        if not select.select([], [self.wfd], [], left)[1]:
+            raise Timeout()
 
     # -- reading -------------------------------------------------------------------------
     def has_frame(self) -> bool:
@@ -367,14 +388,16 @@ class Endpoint:
         """Send a request and return its result (serving the peer while waiting)."""
         self._next_id = rid = self._next_id + 1
         channel = self.channel
-        try:
-            channel.send({"jsonrpc": "2.0", "id": rid, "method": method, "params": params})
-        except ChannelClosed as exc:
-            raise NotSent(str(exc)) from exc
+        deadline = None if timeout is None else monotonic() + timeout
+        # the request, and replies to the peer's calls while waiting, are written by then
+        outer_deadline, channel.write_deadline = channel.write_deadline, deadline
         waiting = self._waiting
-        waiting.add(rid)
         try:
-            deadline = None if timeout is None else monotonic() + timeout
+            try:
+                channel.send({"jsonrpc": "2.0", "id": rid, "method": method, "params": params})
+            except ChannelClosed as exc:
+                raise NotSent(str(exc)) from exc
+            waiting.add(rid)
             while True:
                 message = self._early.pop(rid, None) if self._early else None
                 if message is None:
@@ -389,6 +412,7 @@ class Endpoint:
                 channel.flush()
                 return _result(message)
         finally:
+            channel.write_deadline = outer_deadline
             waiting.discard(rid)
             if self._early:  # an answer kept for it after it gave up (a timeout inside)
                 self._early.pop(rid, None)
@@ -409,6 +433,16 @@ class Endpoint:
         ``timeout`` bounds each window of requests. If some fail, every answer is still
         read (the connection stays in step) and the first error is raised.
         """
+        channel = self.channel
+        outer_deadline = channel.write_deadline
+        try:
+            return self._request_windows(method, params, timeout)
+        finally:
+            channel.write_deadline = outer_deadline
+
+    def _request_windows(
+        self, method: str, params: Sequence[dict[str, Any]], timeout: float | None
+    ) -> list[Any]:
         results: list[Any] = []
         error: BaseException | None = None
         channel = self.channel
@@ -432,6 +466,8 @@ class Endpoint:
             first_window = not results
             results.extend([None] * len(ids))
             channel._out.extend(frames)
+            deadline = None if timeout is None else monotonic() + timeout
+            channel.write_deadline = deadline
             try:
                 channel.flush()
             except ChannelClosed as exc:
@@ -440,7 +476,6 @@ class Endpoint:
                 raise
             self._waiting.update(ids)
             try:
-                deadline = None if timeout is None else monotonic() + timeout
                 while ids:
                     message = None
                     if self._early:

@@ -12,7 +12,8 @@ fault                       what the user sees (exit 3), and what happens to the
 ==========================  ============================================================
 crash, ``os._exit``,        "its host crashed (killed by signal SIGSEGV) while ..."
 signal, killed from outside
-no answer in time           "did not answer ... within N s; its host was stopped"
+no answer in time, or the   "did not answer ... within N s; its host was stopped"
+request not read in time
 oversized or garbled frame  "its host broke the protocol (...); it was stopped"
 memory limit                the plugin's MemoryError, or the crash it causes
 ==========================  ============================================================
@@ -170,6 +171,8 @@ class ProcessHost:
                         name, f"cannot start {self.command[0]}: {exc.strerror}"
                     ) from None
             assert self.proc.stdin is not None and self.proc.stdout is not None
+            # writes wait for room only until the call's deadline (rpc.Channel._write)
+            os.set_blocking(self.proc.stdin.fileno(), False)
             channel = rpc.Channel(
                 self.proc.stdout.fileno(),
                 self.proc.stdin.fileno(),
@@ -201,6 +204,8 @@ class ProcessHost:
                 os.close(to_child)
             plan.started()
             self._sock = parent
+            # writes wait for room only until the call's deadline (rpc.Channel._write)
+            os.set_blocking(self._pipe, False)
             channel = rpc.Channel(
                 parent.fileno(), self._pipe, max_frame=self.settings.max_frame, sock=parent
             )

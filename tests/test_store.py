@@ -203,11 +203,6 @@ def test_install_upgrade_uninstall_with_uv(
     r = venv.conduit("plugins", "uninstall", "hello")
     assert r.returncode == 0, r.stderr
     assert venv.dists() == {}
-    assert (
-        lock_of(conduit_home) == {}
-        if "package" in (conduit_home / "conduit.lock").read_text()
-        else True
-    )
     assert "[[package]]" not in (conduit_home / "conduit.lock").read_text()
     assert venv.conduit("hello-run").returncode == 2
 
@@ -557,42 +552,14 @@ def test_single_file_dependencies_go_to_a_private_cached_environment(
 
 
 def test_progress_on_a_terminal_quiet_otherwise(make_venv, index: PackageIndex) -> None:
-    import pty
-    import threading
-
     venv = make_venv()
     r = venv.conduit("plugins", "install", "cstore-world")
     assert r.returncode == 0, r.stderr
     assert r.stderr == ""  # not a terminal: only the result, on stdout
 
-    master, slave = pty.openpty()
-    proc = subprocess.Popen(
-        [str(venv.root / "bin" / "conduit"), "plugins", "install", "cstore-hello==1.0.0"],
-        stdout=subprocess.PIPE,
-        stderr=slave,
-        text=True,
-        env=venv.env,
-    )
-    os.close(slave)
-    seen: list[bytes] = []
-
-    def drain() -> None:
-        while True:
-            try:
-                chunk = os.read(master, 4096)
-            except OSError:
-                return
-            if not chunk:
-                return
-            seen.append(chunk)
-
-    reader = threading.Thread(target=drain)
-    reader.start()
-    out, _ = proc.communicate(timeout=300)
-    reader.join(timeout=10)
-    os.close(master)
-    terminal = b"".join(seen).decode(errors="replace")
-    assert proc.returncode == 0, terminal
+    argv = [str(venv.root / "bin" / "conduit"), "plugins", "install", "cstore-hello==1.0.0"]
+    code, out, terminal = pty_run(argv, None, venv.env, timeout=300, pipe_stdout=True)
+    assert code == 0, terminal
     assert "install: cstore-hello==1.0.0 (with uv)" in terminal
     assert "validating the new plugins ..." in terminal
     assert out.startswith("+ cstore-hello 1.0.0\n")

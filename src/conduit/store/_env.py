@@ -12,6 +12,7 @@ import importlib.metadata
 import json
 import sys
 from dataclasses import dataclass, field
+from typing import Any
 
 from packaging.markers import default_environment
 from packaging.requirements import InvalidRequirement, Requirement
@@ -24,6 +25,7 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "Dist",
     "Snapshot",
+    "archive_sha256",
     "conduit_closure",
     "constraints_text",
     "plugin_closure",
@@ -45,7 +47,6 @@ class Dist:
     plugins: tuple[str, ...] = ()  # entry point names in the conduit.plugins group
     #: the URL it was installed from when it was not a plain index install (PEP 610)
     url: str | None = None
-    url_kind: str | None = None  # "archive", "dir" or "vcs"
     url_hash: str | None = None  # "sha256:..." recorded by the installer, if any
 
     def pin(self) -> str:
@@ -60,9 +61,6 @@ class Snapshot:
     """Every distribution visible to this interpreter, by canonical name."""
 
     dists: dict[str, Dist] = field(default_factory=dict)
-
-    def versions(self) -> dict[str, str]:
-        return {n: d.version for n, d in self.dists.items()}
 
     def to_json(self) -> dict[str, dict[str, str | None]]:
         return {n: {"version": d.version, "url": d.url} for n, d in sorted(self.dists.items())}
@@ -86,27 +84,20 @@ def _read_dist(dist: importlib.metadata.Distribution) -> Dist | None:
         plugins = tuple(sorted(ep.name for ep in dist.entry_points.select(group=ENTRY_POINT_GROUP)))
     except Exception:
         plugins = ()
-    url = kind = url_hash = None
+    url = url_hash = None
     raw = dist.read_text("direct_url.json")
     if raw:
         try:
             info = json.loads(raw)
             url = str(info["url"])
             if "vcs_info" in info:
-                kind = "vcs"
                 vcs = info["vcs_info"]
                 url = f"{vcs.get('vcs', 'git')}+{url}@{vcs.get('commit_id', '')}".rstrip("@")
-            elif "dir_info" in info:
-                kind = "dir"
-            else:
-                kind = "archive"
-                archive = info.get("archive_info", {})
-                sha = archive.get("hashes", {}).get("sha256")
-                if not sha and str(archive.get("hash", "")).startswith("sha256="):
-                    sha = archive["hash"].partition("=")[2]
+            elif "dir_info" not in info:
+                sha = archive_sha256(info.get("archive_info", {}))
                 url_hash = f"sha256:{sha}" if sha else None
         except (ValueError, KeyError, TypeError):
-            url = kind = url_hash = None
+            url = url_hash = None
     return Dist(
         name=canonicalize_name(display),
         display=display,
@@ -114,9 +105,17 @@ def _read_dist(dist: importlib.metadata.Distribution) -> Dist | None:
         requires=tuple(dist.requires or ()),
         plugins=plugins,
         url=url,
-        url_kind=kind,
         url_hash=url_hash,
     )
+
+
+def archive_sha256(archive: dict[str, Any]) -> str | None:
+    """The sha256 hex digest of a PEP 610 ``archive_info`` (also in pip's installation
+    report): its ``hashes``, or the older single ``hash`` field."""
+    sha = archive.get("hashes", {}).get("sha256")
+    if not sha and str(archive.get("hash", "")).startswith("sha256="):
+        sha = archive["hash"].partition("=")[2]
+    return str(sha) if sha else None
 
 
 def snapshot() -> Snapshot:

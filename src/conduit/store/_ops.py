@@ -136,12 +136,6 @@ def _sha256_of_file_url(url: str) -> str | None:
     return f"sha256:{h.hexdigest()}"
 
 
-def _key(prefix: str) -> str:
-    from conduit.index import _fnv1a
-
-    return _fnv1a(prefix)
-
-
 class Store:
     """The plugin store of the running interpreter's environment (``sys.prefix``)."""
 
@@ -149,7 +143,6 @@ class Store:
         self,
         *,
         lock_path: str | None = None,
-        cwd: str | None = None,
         index_url: str | None = None,
         find_links: Sequence[str] = (),
         installer: str | None = None,
@@ -162,7 +155,7 @@ class Store:
 
         self.paths = resolve()
         self.settings = read_settings(self.paths.config_file).store
-        self.lock_path = lockfile.find(self.paths.config_dir, lock_path, cwd or os.getcwd())
+        self.lock_path = lockfile.find(self.paths.config_dir, lock_path, os.getcwd())
         self.sources = Sources(
             index_url or self.settings.index_url,
             tuple(self.settings.extra_index_url),
@@ -173,11 +166,10 @@ class Store:
         self.echo = echo or (lambda _text: None)
         self.ask = ask  # offer the capabilities of new plugins at the grant prompt
         self._tool: Tool | None = None
-        state = os.path.join(self.paths.state_dir, "store")
-        from conduit._indexer import store_journal_path
+        from conduit._indexer import store_path
 
-        self.guard = os.path.join(state, f"env-{_key(sys.prefix)}")
-        self.journal = store_journal_path(self.paths)
+        self.guard = store_path(self.paths, "env")
+        self.journal = store_path(self.paths, "journal", ".json")
 
     @property
     def tool(self) -> Tool:
@@ -252,12 +244,10 @@ class Store:
         self._restore(entry, validate=False)
         os.unlink(self.journal)
         self._validate_index()  # an index built meanwhile warns about the journal
-        note = (
+        return (
             f"restored the plugins and lock file from before an interrupted "
             f"'{entry['op']}' (pid {entry.get('pid', '?')})"
         )
-        self.echo(note)
-        return note
 
     def _restore(self, entry: dict[str, Any], *, validate: bool = True) -> None:
         before: dict[str, dict[str, str | None]] = entry["before"]
@@ -548,7 +538,8 @@ class Store:
                 targets = {self._dist_of(before, own, n).name for n in names}
                 roots = [n for n, d in before.dists.items() if d.plugins and n not in own]
                 keep = _closure(before, [r for r in roots if r not in targets], own)
-                for target in sorted(targets & keep):
+                if targets & keep:
+                    target = min(targets & keep)
                     users = sorted(
                         before.dists[r].display
                         for r in roots
@@ -741,12 +732,11 @@ class Store:
                             f"warning: {p.name} is installed from {p.url} without a hash check"
                         )
                         self.tool.install([f"{p.name} @ {p.url}"], no_deps=True, what="sync")
+                closure = plugin_closure(before, own)
                 extra = [
                     d.display
                     for n, d in sorted(before.dists.items())
-                    if n not in wanted
-                    and n not in own
-                    and (d.plugins or n in plugin_closure(before, own))
+                    if n not in wanted and n not in own and (d.plugins or n in closure)
                 ]
                 if extra:
                     self.echo(f"sync: removing {' '.join(extra)}")

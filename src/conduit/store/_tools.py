@@ -34,6 +34,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from conduit.errors import ConduitError
+from conduit.store._env import archive_sha256
 
 __all__ = ["HashMismatchError", "Pin", "Sources", "StoreError", "Tool", "choose_tool"]
 
@@ -307,10 +308,7 @@ def _parse_report(report: dict[str, object]) -> dict[str, Pin]:
         meta = item["metadata"]
         name = canonicalize_name(meta["name"])
         info = item.get("download_info", {})
-        archive = info.get("archive_info", {})
-        sha = archive.get("hashes", {}).get("sha256")
-        if not sha and str(archive.get("hash", "")).startswith("sha256="):
-            sha = archive["hash"].partition("=")[2]
+        sha = archive_sha256(info.get("archive_info", {}))
         url = info.get("url") if item.get("is_direct") else None
         pins[name] = Pin(name, meta["version"], (f"sha256:{sha}",) if sha else (), url)
     return pins

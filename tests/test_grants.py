@@ -267,3 +267,31 @@ def test_permissions_of_a_webassembly_plugin_name_the_wasm_sandbox(run, plugin_d
         WASM_ENFORCES,
         [],
     )
+
+
+def test_every_printed_grant_command_survives_a_shell(plugin_dir, conduit_home):
+    # "${workspace}" unquoted would be expanded by the shell the command is pasted into,
+    # granting "/build" instead of what the plugin asked for
+    import subprocess
+
+    from conduit._profile import Profile
+    from conduit.index import load
+    from conduit.paths import resolve
+    from conduit.security.grants import offer
+
+    cap = "filesystem:write:${workspace}/build"
+    write(plugin_dir, "alpha.py", plugin(caps=[cap]))
+    paths = resolve()
+    notes = offer(load(paths, Profile(False)), ["alpha"], paths.config_file, ask=False)
+    offered = notes[1].removeprefix("  grant with: ")
+    hint = sandbox.SandboxDenied("alpha", "writing /x", cap).hint or ""
+    hinted = hint.split("'", 1)[1].rsplit("'", 1)[0]
+    for command in (offered, hinted):
+        words = subprocess.run(  # the words a POSIX shell makes of it
+            ["sh", "-c", f'set -- {command}; printf "%s\\n" "$@"'],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={"PATH": os.environ["PATH"]},
+        ).stdout.splitlines()
+        assert words == ["conduit", "plugins", "grant", "alpha", cap], command

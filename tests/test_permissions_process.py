@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 import threading
 import time
@@ -59,6 +60,12 @@ def probe(what, arg):
         with open(arg, "w") as f:
             f.write("written by NAME")
         click.echo("written")
+    elif what == "remove":
+        os.remove(arg)
+        click.echo("removed")
+    elif what == "rename":
+        os.rename(arg, arg + ".moved")
+        click.echo("renamed")
     elif what == "exec":
         done = subprocess.run([arg, "hi"], capture_output=True, text=True)
         click.echo(done.stdout.strip())
@@ -188,6 +195,24 @@ def test_write_inside_the_grant_is_allowed_outside_denied(plugin_dir, conduit_ho
     assert (files / "secret.txt").read_text() == "top secret"
 
 
+def test_deleting_renaming_and_tmp_need_a_write_grant(plugin_dir, conduit_home, run, files):
+    # docs/permissions-process.md: outside its write grants a plugin cannot create,
+    # overwrite, delete or rename; and /tmp itself is not granted (TMPDIR is its own)
+    probe_plugin(plugin_dir)
+    grant(conduit_home, probe=[f"filesystem:read:{files}"])
+    secret = files / "secret.txt"
+    for what in ("remove", "rename"):
+        r = run("probe", what, str(secret))
+        assert r.code == 1, (what, r.out)
+        assert r.err.splitlines()[0] == denial("probe", f"filesystem:write:{secret}"), what
+    assert secret.read_text() == "top secret"
+    assert not (files / "secret.txt.moved").exists()
+    target = Path("/tmp") / f"conduit-probe-{os.getpid()}.txt"
+    r = run("probe", "write", str(target))
+    assert r.err.splitlines()[0] == denial("probe", f"filesystem:write:{target}")
+    assert not target.exists()
+
+
 def test_path_variables_are_expanded_when_the_host_starts(
     plugin_dir, conduit_home, run, files, monkeypatch
 ):
@@ -267,6 +292,9 @@ def test_exec_of_the_granted_program_only(plugin_dir, conduit_home, run):
     assert cat is not None
     r = run("probe", "exec", cat)
     assert r.err.splitlines()[0] == denial("probe", f"process:execute:{cat}")
+    # nor is the Python interpreter the host itself runs on implied by the grant
+    r = run("probe", "exec", sys.executable)
+    assert r.err.splitlines()[0] == denial("probe", f"process:execute:{sys.executable}")
 
 
 # -- network --------------------------------------------------------------------------------------
@@ -508,3 +536,27 @@ def test_describe_and_doctor_never_claim_a_missing_mechanism(monkeypatch, run):
         "warning: sandbox: user/network namespaces are not available: network:http grants "
         "limited to hosts cannot be enforced, so such plugins get no network at all"
     ) in out
+
+
+def test_no_sandbox_and_no_crash_where_the_mechanisms_are_not_linux(tmp_path):
+    # docs/permissions-process.md: "Non-Linux systems: no sandbox at all". Shown on Linux
+    # with sys.platform faked, in a subprocess: the policy is dropped, nothing is applied
+    # (the libc calls it would make do not exist on macOS), and the process goes on.
+    code = """
+import json, os, socket, sys
+sys.platform = "darwin"
+os.environ["CONDUIT_SANDBOX"] = json.dumps(
+    {"net": "none", "exec": None, "read": [], "write": [], "tmp": sys.argv[1]}
+)
+from conduit.security.sandbox import apply
+apply()
+assert "CONDUIT_SANDBOX" not in os.environ
+with open("/proc/self/status") as f:
+    seccomp = [line.split()[1] for line in f if line.startswith("Seccomp:")]
+socket.socket(socket.AF_INET).close()  # no seccomp filter, no namespace
+print("ok", seccomp[0])
+"""
+    r = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=60
+    )
+    assert (r.returncode, r.stdout, r.stderr) == (0, "ok 0\n", "")

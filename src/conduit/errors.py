@@ -129,7 +129,8 @@ class CommandFailed(PluginError):
         self.__cause__ = exc
 
 
-def _grant_command(plugin: str, capabilities: list[str]) -> str:
+def grant_command(plugin: str, capabilities: list[str]) -> str:
+    """The command that grants ``capabilities`` to ``plugin``, quoted for a shell."""
     import shlex  # only on this error path
 
     return " ".join(["conduit plugins grant", shlex.quote(plugin), *map(shlex.quote, capabilities)])
@@ -146,7 +147,7 @@ class NotGranted(PluginLoadError):
         super().__init__(
             plugin,
             f"capabilities {what}: {', '.join(missing)} "
-            f"(run '{_grant_command(plugin, missing)}' to allow "
+            f"(run '{grant_command(plugin, missing)}' to allow "
             f"{'it' if len(missing) == 1 else 'them'})",
         )
         self.missing = missing
@@ -163,7 +164,7 @@ class CapabilityDenied(PluginError):
         super().__init__(
             plugin,
             f"{operation} {target} is not granted "
-            f"(run '{_grant_command(plugin, [capability])}' to allow it)",
+            f"(run '{grant_command(plugin, [capability])}' to allow it)",
         )
         self.operation = operation
         self.target = target

@@ -31,7 +31,6 @@ __all__ = [
     "expand_path",
     "missing",
     "parse",
-    "parse_all",
 ]
 
 #: every capability kind, in the order they are documented and displayed
@@ -96,13 +95,6 @@ class Capability:
         return self.scope is None
 
     # -- scope parts ---------------------------------------------------------------------
-
-    @property
-    def host(self) -> str | None:
-        """For ``network:http``: the host pattern, or ``None`` for any host."""
-        if self.scope is None:
-            return None
-        return _split_host_port(self.scope)[0]
 
     @property
     def port(self) -> int | None:
@@ -193,11 +185,6 @@ def parse(text: str) -> Capability:
         )
     _check_scope(text, base, scope)
     return Capability(base, scope)
-
-
-def parse_all(texts: list[str]) -> list[Capability]:
-    """Parse a list of capability strings (the first malformed one raises)."""
-    return [parse(t) for t in texts]
 
 
 def missing(requested: list[Capability], granted: list[Capability]) -> list[Capability]:

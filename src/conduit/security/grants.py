@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from conduit.errors import NotGranted
+from conduit.errors import NotGranted, grant_command
 from conduit.security.capabilities import Capability, missing, parse
 
 if TYPE_CHECKING:
@@ -158,7 +158,7 @@ def offer(index: Index, names: list[str], config_file: str, *, ask: bool) -> lis
             ensure_granted(index, rec, config_file, None if ask else _never)
         except NotGranted:
             notes.append(f"plugin '{name}' asks for: {', '.join(lacking)}")
-            notes.append(f"  grant with: conduit plugins grant {name} {' '.join(lacking)}")
+            notes.append(f"  grant with: {grant_command(name, lacking)}")
             continue
         notes.append(f"plugin '{name}': granted {', '.join(lacking)} (saved in {config_file})")
     return notes

@@ -41,7 +41,6 @@ __all__ = [
     "current",
     "dependency_dirs",
     "install",
-    "installed",
     "own_files",
 ]
 
@@ -323,10 +322,6 @@ def dependency_dirs(dependencies: list[str], cache_dir: str) -> list[str]:
 def current() -> str | None:
     """The name of the plugin whose code is running under the guard, if any."""
     return _current.name if _current is not None else None
-
-
-def installed() -> bool:
-    return _installed
 
 
 def install() -> None:

@@ -104,11 +104,16 @@ class _NetPortAttr(ctypes.Structure):
 _libc: ctypes.CDLL | None = None
 
 
-def _syscall(*args: object) -> int:
+def libc() -> ctypes.CDLL:
+    """The C library (with errno), loaded once for all of the sandbox's system calls."""
     global _libc
     if _libc is None:
         _libc = ctypes.CDLL(None, use_errno=True)
-    result = int(_libc.syscall(*args))
+    return _libc
+
+
+def _syscall(*args: object) -> int:
+    result = int(libc().syscall(*args))
     if result < 0:
         errno = ctypes.get_errno()
         raise LandlockError(errno, os.strerror(errno))

@@ -36,7 +36,7 @@ from __future__ import annotations
 import os
 import sys
 
-from conduit.errors import PluginError, PluginLoadError
+from conduit.errors import PluginError, PluginLoadError, grant_command
 
 TYPE_CHECKING = False  # not typing's: the host child does not import typing
 if TYPE_CHECKING:
@@ -90,8 +90,7 @@ class SandboxDenied(PluginError):
         super().__init__(
             plugin,
             f"{what} needs '{capability}', which is not granted",
-            hint=f"grant it with 'conduit plugins grant {plugin} {capability}' "
-            "if you trust the plugin",
+            hint=f"grant it with '{grant_command(plugin, [capability])}' if you trust the plugin",
         )
         self.capability = capability
 
@@ -157,16 +156,11 @@ class Plan:
             self.proxy.close()
 
 
-def _grants_of(kernel: Kernel, name: str) -> list[str]:
-    table = kernel.index["config"].get("grants", {})
-    grants = table.get(name, []) if isinstance(table, dict) else []
-    return sorted(str(g) for g in grants)
-
-
 def prepare(kernel: Kernel, name: str, environ: dict[str, str] | None = None) -> Plan:
     """The sandbox for a host started for plugin ``name`` (and, for the shared host, the
     other plugins of ``[process] shared``, which must all have the same grants)."""
-    from conduit.security.capabilities import CapabilityError, expand_path, parse
+    from conduit.security.capabilities import CapabilityError, expand_path
+    from conduit.security.grants import granted
 
     environ = dict(os.environ if environ is None else environ)
     process = kernel.index["config"].get("process")
@@ -174,9 +168,9 @@ def prepare(kernel: Kernel, name: str, environ: dict[str, str] | None = None) ->
     names = [name]
     if name in shared:
         names += [n for n in shared if n != name and n in kernel.index.get("plugins", {})]
-        mine = _grants_of(kernel, name)
+        mine = sorted(map(str, granted(kernel.index, name)))
         for other in names[1:]:
-            if _grants_of(kernel, other) != mine:
+            if sorted(map(str, granted(kernel.index, other))) != mine:
                 raise PluginLoadError(
                     name,
                     f"cannot share a host with '{other}': their grants differ, and one "
@@ -184,10 +178,7 @@ def prepare(kernel: Kernel, name: str, environ: dict[str, str] | None = None) ->
                     hint="grant them the same capabilities, or remove one of them from "
                     "'shared' in the config's [process] table",
                 )
-    try:
-        grants = [parse(text) for text in _grants_of(kernel, name)]
-    except CapabilityError as exc:  # the config loader validates; this is a safety net
-        raise PluginLoadError(name, f"invalid grant: {exc.message}", hint=exc.hint) from None
+    grants = granted(kernel.index, name)
 
     workspace = os.getcwd()
     read: list[str] = []
@@ -301,7 +292,7 @@ def apply() -> None:
     policy. See the module docstring for the order of the steps.
     """
     text = os.environ.pop("CONDUIT_SANDBOX", "")
-    if not text:
+    if not text or sys.platform != "linux":  # the mechanisms below are Linux's
         return
     from conduit.rpc import codec  # JSON without the json package (and its re import)
 
@@ -345,16 +336,18 @@ def _apply(policy: dict[str, Any]) -> None:
 
 
 def _libc() -> Any:
-    import ctypes
+    from conduit.security.landlock import libc
 
-    return ctypes.CDLL(None, use_errno=True)
+    return libc()
+
+
+_CLONE_NEWUSER, _CLONE_NEWNET = 0x10000000, 0x40000000
 
 
 def _unshare_network() -> bool:
     """A user and network namespace of our own, the same user ID inside it."""
-    clone_newuser, clone_newnet = 0x10000000, 0x40000000
     uid, gid = os.geteuid(), os.getegid()
-    if _libc().unshare(clone_newuser | clone_newnet) != 0:
+    if _libc().unshare(_CLONE_NEWUSER | _CLONE_NEWNET) != 0:
         return False
     try:
         with open("/proc/self/setgroups", "w") as f:
@@ -551,7 +544,7 @@ def _can_unshare() -> bool:
     if pid == 0:  # the child only tries, and reports in its exit status
         code = 1
         try:
-            code = 0 if libc.unshare(0x10000000 | 0x40000000) == 0 else 1
+            code = 0 if libc.unshare(_CLONE_NEWUSER | _CLONE_NEWNET) == 0 else 1
         finally:
             os._exit(code)
     _, status = os.waitpid(pid, 0)

@@ -64,9 +64,10 @@ def available() -> bool:
     # os.uname(), not platform.machine(): platform imports re and compiles patterns (ms)
     if not hasattr(os, "uname") or os.uname().machine != "x86_64":
         return False
+    from conduit.security.landlock import libc
+
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        return int(libc.prctl(_PR_GET_SECCOMP, 0, 0, 0, 0)) >= 0
+        return int(libc().prctl(_PR_GET_SECCOMP, 0, 0, 0, 0)) >= 0
     except (OSError, AttributeError):
         return False
 
@@ -119,7 +120,8 @@ def install(*, allow_exec: bool, allow_inet: bool) -> None:
         _fields_ = (("len", ctypes.c_ushort), ("filter", ctypes.c_void_p))
 
     prog = _Prog(len(ops), ctypes.addressof(buffer))
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.byref(prog), 0, 0) != 0:
+    from conduit.security.landlock import libc
+
+    if libc().prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.byref(prog), 0, 0) != 0:
         err = ctypes.get_errno()
         raise SeccompError(err, os.strerror(err))

@@ -8,13 +8,14 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from conduit.builtins.plugins import _find, _index
-from conduit.errors import UsageError, _grant_command
+from conduit.errors import UsageError, grant_command
 from conduit.security.capabilities import Capability, CapabilityError, missing, parse
 from conduit.security.grants import (
     add_grants,
     describe,
     enforcement,
     granted,
+    missing_for,
     remove_grants,
     requested,
 )
@@ -55,7 +56,7 @@ def _report(index: Index, rec: PluginRec) -> dict[str, Any]:
     name = rec["name"]
     asked = requested(rec)
     have = granted(index, name)
-    lacking = [] if rec["source"] == "builtin" else missing(asked, have)
+    lacking = missing_for(index, rec)
     host, enforced, gaps = enforcement(rec, have)
     forced = index["config"].get("isolation", {})
     assert isinstance(forced, dict)
@@ -79,7 +80,7 @@ def _report(index: Index, rec: PluginRec) -> dict[str, Any]:
         "granted": [str(c) for c in have],
         "granted_not_requested": [str(g) for g in have if not any(g.covers(c) for c in asked)],
         "missing": [str(c) for c in lacking],
-        "grant_command": _grant_command(name, [str(c) for c in lacking]) if lacking else None,
+        "grant_command": grant_command(name, [str(c) for c in lacking]) if lacking else None,
         "enforced": enforced,
         "not_enforced": gaps,
     }

@@ -955,6 +955,8 @@ def test_timeout_on_a_socket_channel_uses_the_socket(pair):
     assert time.monotonic() - started < TIMEOUT
     b.sendall(jframe({"jsonrpc": "2.0", "id": 1, "result": 2}))
     assert ch.recv(TIMEOUT)["result"] == 2
+    # the limit is on the socket (a select() path would leave it unset)
+    assert a.getsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, 16) != bytes(16)
     b.sendall(jframe({"jsonrpc": "2.0", "id": 2, "result": 3}))
     assert ch.recv()["result"] == 3  # no timeout: the socket's limit is lifted
     assert a.getsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, 16) == bytes(16)

@@ -517,12 +517,12 @@ class Endpoint:
             if note is not None and isinstance(params, dict):
                 note(params)
             return
-        handler = self.handlers.get(method) if type(method) is str else None
-        if handler is None or type(params) is not dict:
-            if not isinstance(method, str) or not isinstance(params, dict):
-                self._error(rid, INVALID_REQUEST, "invalid request")
-            else:
-                self._error(rid, METHOD_NOT_FOUND, f"unknown method {method!r}")
+        if type(method) is not str or type(params) is not dict:
+            self._error(rid, INVALID_REQUEST, "invalid request")
+            return
+        handler = self.handlers.get(method)
+        if handler is None:
+            self._error(rid, METHOD_NOT_FOUND, f"unknown method {method!r}")
             return
         self.busy += 1
         try:

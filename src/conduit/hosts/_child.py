@@ -43,13 +43,14 @@ class _Stream:
         self.tty = tty
         self.encoding = encoding
         self.errors = "replace"
+        # Each notification must fit in a frame: a long write goes as several. A chunk
+        # of n characters encodes to at most 6n bytes (a JSON escape like \u001b).
+        self._step = max(1, min(_OUTPUT_CHUNK, (endpoint.channel.max_frame - 256) // 6))
 
     def write(self, data: str | bytes) -> int:
         if isinstance(data, (bytes, bytearray, memoryview)):  # some writers skip .buffer
             data = bytes(data).decode(self.encoding or "utf-8", "replace")
-        # Each notification must fit in a frame: a long write goes as several. A chunk
-        # of n characters encodes to at most 6n bytes (a JSON escape like \u001b).
-        step = max(1, min(_OUTPUT_CHUNK, (self._endpoint.channel.max_frame - 256) // 6))
+        step = self._step
         for start in range(0, len(data), step):
             chunk = data[start : start + step]
             self._endpoint.notify("$/output", {"stream": self.name, "data": chunk})

@@ -329,9 +329,9 @@ class ProcessHost:
                 raise TypeError
             if chosen not in codecs:
                 raise ValueError
-            if chosen != "json":
-                endpoint.channel.codec = fast or rpc.codec(chosen)
-        except (AttributeError, ImportError, KeyError, TypeError, ValueError):
+            if fast is not None and chosen != "json":  # "msgpack", the only other offer
+                endpoint.channel.codec = fast
+        except (AttributeError, KeyError, TypeError, ValueError):
             raise self._malformed(name, "initialize") from None
         self._failures = 0
         return dict(result)

@@ -138,3 +138,31 @@ def test_nothing_to_check(run, tmp_path: Path) -> None:  # type: ignore[no-untyp
         "hint: expected a .py file with a '# /// conduit' block, or a project whose "
         'pyproject.toml declares [project.entry-points."conduit.plugins"]\n'
     )
+
+
+def test_the_import_measure_counts_the_plugin_not_conduits_manifest_parser() -> None:
+    # The measuring child gets what it needs to import the plugin; had it to parse the
+    # manifest again, msgspec and the manifest module would count as the plugin's import.
+    import json
+    import subprocess
+    import sys
+
+    from conduit._project import find_plugins
+    from conduit.builtins.plugins._author import measure_args
+
+    (src,) = find_plugins(str(FIXTURES / "good.py"))
+    code = (
+        "import json, sys\n"
+        "from conduit._project import PluginSource, importable, load_object\n"
+        "src = PluginSource(**json.loads(sys.argv[1]))\n"
+        "with importable(src):\n"
+        "    load_object(src)\n"
+        "print(sorted(m for m in ('conduit.manifest', 'msgspec') if m in sys.modules))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(measure_args(src))],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert out == "[]\n"

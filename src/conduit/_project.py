@@ -59,6 +59,8 @@ class PluginSource:
     dist_version: str | None = None
     #: the Python files that make up the plugin (for the capability lint)
     sources: list[str] = field(default_factory=list)
+    #: a single-file plugin's inline ``dependencies`` (installed like the host does)
+    dependencies: list[str] = field(default_factory=list)
     manifest: Manifest | None = None
     error: ManifestError | None = None
 
@@ -93,6 +95,7 @@ def _read_file_plugin(path: str) -> PluginSource | None:
     src.name = manifest.name
     src.manifest = manifest
     src.entry = manifest.entry
+    src.dependencies = list(manifest.dependencies)
     return src
 
 
@@ -300,17 +303,6 @@ def importable(src: PluginSource) -> Iterator[None]:
                     del sys.modules[mod]
 
 
-def _inline_dependencies(src: PluginSource) -> list[str]:
-    """A single-file plugin's inline ``dependencies`` (installed like the host does)."""
-    if src.kind != "file":
-        return []
-    from conduit.manifest import parse_inline_manifest
-
-    with open(src.manifest_path, encoding="utf-8") as f:
-        manifest = parse_inline_manifest(f.read(), src.manifest_path)
-    return list(manifest.dependencies) if manifest else []
-
-
 def _record_for(src: PluginSource) -> PluginRec:
     return cast(
         "PluginRec",
@@ -319,7 +311,7 @@ def _record_for(src: PluginSource) -> PluginRec:
             "origin": src.manifest_path,
             "entry": src.entry,
             "source": "file" if src.kind == "file" else "entry-point",
-            "dependencies": _inline_dependencies(src),
+            "dependencies": src.dependencies,
         },
     )
 

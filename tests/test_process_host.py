@@ -185,7 +185,8 @@ def test_call_many_pipelines_calls_to_a_process_service(plugin_dir, conduit_home
     import pytest
 
     from conduit.errors import ConduitError
-    from conduit.hosts.process import ServiceProxy, call_many
+    from conduit.hosts.process import ServiceProxy
+    from conduit.sdk import call_many
 
     write(plugin_dir, "iso.py", manifest_block(COUNTER_TOML) + COUNTER)
     for isolation in ("process", "in-process"):
@@ -213,7 +214,7 @@ def test_call_many_restarts_a_host_killed_while_idle(plugin_dir, conduit_home):
     import os
     import signal
 
-    from conduit.hosts.process import call_many
+    from conduit.sdk import call_many
 
     write(plugin_dir, "iso.py", manifest_block(COUNTER_TOML) + COUNTER)
     (conduit_home / "config.toml").write_text('[isolation]\niso = "process"\n')

@@ -57,10 +57,11 @@ except ImportError:  # run from a checkout without an installed Conduit
 
 from conduit import rpc  # noqa: E402
 from conduit._profile import Profile  # noqa: E402
-from conduit.hosts.process import ProcessHost, ProcessSettings, ServiceProxy, call_many  # noqa: E402
+from conduit.hosts.process import ProcessHost, ProcessSettings, ServiceProxy  # noqa: E402
 from conduit.index import load  # noqa: E402
 from conduit.kernel import Kernel  # noqa: E402
 from conduit.paths import resolve  # noqa: E402
+from conduit.sdk import call_many  # noqa: E402
 
 CODECS = ("json", "msgpack")
 PLACEMENTS = ("same", "different", "unpinned")

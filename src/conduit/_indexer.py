@@ -308,6 +308,16 @@ def _probe(path: str, name: str) -> _Found:
     return item
 
 
+def executable_plugin_name(fname: str) -> str | None:
+    """The plugin an executable called ``fname`` provides (``conduit-x`` and
+    ``conduit-x.js`` are the plugin "x"), or None if the name does not make one."""
+    if not fname.startswith(EXECUTABLE_PREFIX) or fname.endswith((".py", "~")):
+        return None
+    name = fname[len(EXECUTABLE_PREFIX) :]
+    stem, dot, ext = name.rpartition(".")
+    return stem if dot and ext in ("js", "sh", "rb", "pl") else name
+
+
 def _discover_executables(plugin_dir: str, warnings: list[str]) -> list[_Found]:
     found: list[_Found] = []
     seen: set[str] = set()
@@ -317,13 +327,10 @@ def _discover_executables(plugin_dir: str, warnings: list[str]) -> list[_Found]:
         except OSError:
             continue  # missing PATH entries are normal; the plugin dir is reported above
         for fname in names:
-            if not fname.startswith(EXECUTABLE_PREFIX) or fname.endswith((".py", "~")):
+            name = executable_plugin_name(fname)
+            if name is None:
                 continue
             path = os.path.join(directory, fname)
-            name = fname[len(EXECUTABLE_PREFIX) :]
-            stem, dot, ext = name.rpartition(".")
-            if dot and ext in ("js", "sh", "rb", "pl"):  # conduit-x.js is the plugin "x"
-                name = stem
             if name in seen or not os.path.isfile(path) or not os.access(path, os.X_OK):
                 continue  # the first one on the search path wins, as a shell would
             seen.add(name)

@@ -183,12 +183,18 @@ def _read_package(root: str) -> list[PluginSource]:
     return found
 
 
-def _is_wasm_source(path: str) -> bool:
-    """A source directory of ``conduit plugins build``: a manifest and app.py or plugin.wasm."""
+def is_wasm_source(path: str) -> bool:
+    """A source directory of ``conduit plugins build``: ``conduit-plugin.toml`` and
+    ``app.py`` or ``plugin.wasm``, and no Python project (``pyproject.toml``/``setup.py``)."""
+
+    def has(name: str) -> bool:
+        return os.path.isfile(os.path.join(path, name))
+
     return (
         os.path.isdir(path)
-        and os.path.isfile(os.path.join(path, "conduit-plugin.toml"))
-        and any(os.path.isfile(os.path.join(path, f)) for f in ("app.py", "plugin.wasm"))
+        and has("conduit-plugin.toml")
+        and not (has("pyproject.toml") or has("setup.py"))
+        and (has("app.py") or has("plugin.wasm"))
     )
 
 
@@ -213,7 +219,7 @@ def find_plugins(path: str) -> list[PluginSource]:
                         found.append(one)
     else:
         raise UsageError(f"{path}: no such file or directory")
-    if not found and _is_wasm_source(path):
+    if not found and is_wasm_source(path):
         raise UsageError(
             f"{path}: a WebAssembly plugin's source: 'plugins manifest' and 'plugins check' "
             "read Python plugins",

@@ -128,15 +128,16 @@ class Conduit:
         """
         import importlib.metadata
 
+        from conduit._indexer import executable_plugin_name
         from conduit._project import find_plugins
 
         path = os.fspath(path)
         base = os.path.basename(path)
-        if base.startswith("conduit-") and os.path.isfile(path) and os.access(path, os.X_OK):
+        executable = executable_plugin_name(base)
+        if executable is not None and os.path.isfile(path) and os.access(path, os.X_OK):
             # An executable plugin (any language): found in the plugin directory.
             shutil.copy2(path, self.plugin_dir / base)
-            stem, dot, ext = base[len("conduit-") :].rpartition(".")
-            return [stem if dot and ext in ("js", "sh", "rb", "pl") else base[len("conduit-") :]]
+            return [executable]
         found = find_plugins(path)
         names = []
         for src in found:

@@ -36,14 +36,13 @@ from conduit.errors import EXIT_FAILURE, EXIT_PLUGIN_LOAD, ConduitError, PluginE
 
 if TYPE_CHECKING:
     import socket
-    from collections.abc import Iterable, Sequence
 
     from conduit._profile import Profile
     from conduit._types import PluginRec
     from conduit.kernel import Context, Kernel
     from conduit.security import sandbox
 
-__all__ = ["HostError", "ProcessHost", "ProcessSettings", "RemotePluginError", "call_many"]
+__all__ = ["HostError", "ProcessHost", "ProcessSettings", "RemotePluginError", "ServiceProxy"]
 
 _CHILD = "from conduit.hosts._child import main; main()"
 # Started with -S: the kernel's sys.path comes in the arguments instead of from site
@@ -618,31 +617,6 @@ class ServiceProxy:
             ],
             self._host.settings.timeout,
         )
-
-
-def call_many(service: Any, method: str, calls: Iterable[Sequence[Any]]) -> list[Any]:
-    """``[service.method(*args) for args in calls]``, in fewer round trips.
-
-    For a service provided by a process plugin the requests are written to its host
-    without waiting for each answer (a few hundred per write) and the answers read after:
-    many small calls cost a fraction of a round trip each. Any other service is called
-    in a loop. If some calls fail, all are still made, and the first failure is raised.
-    """
-    arguments = [tuple(args) for args in calls]
-    if isinstance(service, ServiceProxy):
-        return service._call_many(method, arguments)
-    function = getattr(service, method)
-    results: list[Any] = []
-    error: Exception | None = None
-    for args in arguments:
-        try:
-            results.append(function(*args))
-        except Exception as exc:
-            error = error or exc
-            results.append(None)
-    if error is not None:
-        raise error
-    return results
 
 
 def _proxy_factory(host: ProcessHost, plugin: str, service: str) -> Any:

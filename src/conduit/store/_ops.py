@@ -91,14 +91,11 @@ def _refuse_webassembly(spec: str) -> None:
     """A WebAssembly plugin (a ``.wasm`` file, or a source directory that ``plugins build``
     takes: ``conduit-plugin.toml`` and ``app.py`` or ``plugin.wasm``, no Python project) is
     not a distribution: say which command installs it instead of the installer's error."""
+    from conduit._project import is_wasm_source
+
     if spec.endswith(".wasm") and os.path.isfile(spec):
         what = "a WebAssembly module"
-    elif (
-        os.path.isdir(spec)
-        and os.path.isfile(os.path.join(spec, "conduit-plugin.toml"))
-        and not any(os.path.isfile(os.path.join(spec, f)) for f in ("pyproject.toml", "setup.py"))
-        and any(os.path.isfile(os.path.join(spec, f)) for f in ("app.py", "plugin.wasm"))
-    ):
+    elif is_wasm_source(spec):
         what = "the source of a WebAssembly plugin"
     else:
         return

@@ -77,14 +77,6 @@ def configure(home: Path, text: str) -> None:
     (home / "config.toml").write_text(text)
 
 
-@pytest.fixture
-def kernel(conduit_home: Path) -> Iterator[Kernel]:
-    paths = resolve()
-    k = Kernel(load(paths, Profile(False)), paths)
-    yield k
-    k.shutdown()
-
-
 def fresh_kernel() -> Kernel:
     paths = resolve()
     return Kernel(load(paths, Profile(False)), paths)
@@ -444,8 +436,6 @@ def test_exec_only_granted_programs(plugin_dir, conduit_home, other, capsys):
         "plugin 'runner': denied: running echo: process:execute:echo is not granted",
     )
     # a grant for the bare name does not cover a file of that name elsewhere
-    fake = shutil.which("true")
-    assert fake is not None
     configure(conduit_home, '[grants]\nrunner = ["process:execute:echo"]\n')
     kernel = fresh_kernel()
     try:
@@ -610,7 +600,7 @@ def test_the_epoch_ticker_runs_only_while_a_command_runs(tmp_path):
     assert threads(before) == before
 
 
-def test_each_command_gets_a_fresh_instance(plugin_dir, kernel, capsys):
+def test_each_command_gets_a_fresh_instance(plugin_dir, capsys):
     # a global counter incremented per run: a fresh instance always prints "1"
     wat = module(
         "(global.set $n (i32.add (global.get $n) (i32.const 1)))"
@@ -889,3 +879,33 @@ def test_build_lists_the_capabilities_to_grant(tmp_path, conduit_home, run):
     assert run("asker").out == "ok"
     result = run("plugins", "build", str(source))  # granted now: nothing to list
     assert result.out.endswith("already precompiled\n")
+
+
+def test_the_first_refused_call_is_the_one_reported(tmp_path):
+    # A guest that gets an error and carries on, then is refused again: the command's
+    # error names the first refusal (docs/wasm.md), whichever host function refused.
+    from conduit.hosts.wasm import Denied, Sandbox
+
+    box = Sandbox.build("quiet", [], str(tmp_path), str(tmp_path))
+    with pytest.raises(Denied):
+        box.check_env("HOME")
+    with pytest.raises(Denied):
+        box.check_program("git")
+    with pytest.raises(Denied):
+        box.check_http("https://example.com/")
+    assert box.denied is not None
+    assert (box.denied.capability, box.denied.what) == (
+        "env:read:HOME",
+        "reading the environment variable HOME",
+    )
+
+
+def test_the_wasm_hosts_settings_are_the_configs():
+    # the host reads the validated [wasm] table without msgspec; the defaults must agree
+    from conduit import config
+    from conduit.hosts.wasm import WasmSettings
+
+    validated = config.WasmSettings()
+    assert WasmSettings.from_table({}) == tuple(getattr(validated, f) for f in WasmSettings._fields)
+    table = {"timeout": 0.5, "memory-mb": 64, "fuel": 7, "max-stack-kb": 32, "http-timeout": 2.0}
+    assert WasmSettings.from_table(table) == (0.5, 64, 7, 32, 2.0)

@@ -88,14 +88,11 @@ class WasmSettings(NamedTuple):
 
     @classmethod
     def from_table(cls, table: object) -> WasmSettings:
+        """The settings of a validated ``[wasm]`` table (kebab-case keys); the defaults
+        above for what it leaves out."""
         t = table if isinstance(table, dict) else {}
-        return cls(
-            timeout=float(t.get("timeout", 10.0)),
-            memory_mb=int(t.get("memory-mb", 256)),
-            fuel=int(t.get("fuel", 0)),
-            max_stack_kb=int(t.get("max-stack-kb", 512)),
-            http_timeout=float(t.get("http-timeout", 30.0)),
-        )
+        given = {f: t[f.replace("_", "-")] for f in cls._fields if f.replace("_", "-") in t}
+        return cls()._replace(**given)
 
 
 def _sha256_hex(data: bytes) -> str:
@@ -429,13 +426,10 @@ class Denied(Exception):
 class Sandbox:
     """What one plugin may do, computed from its grants for one command."""
 
-    def __init__(
-        self, plugin: str, grants: list[Capability], workspace: str, plugin_data: str
-    ) -> None:
+    def __init__(self, plugin: str, grants: list[Capability], workspace: str) -> None:
         self.plugin = plugin
         self.grants = grants
         self.workspace = workspace
-        self.plugin_data = plugin_data
         self.env: dict[str, str] = {}
         self.preopens: list[tuple[str, bool]] = []  # (directory, writable)
         #: the last result of a core-module host call, fetched with conduit.result
@@ -445,7 +439,7 @@ class Sandbox:
 
     @classmethod
     def build(cls, plugin: str, grants: list[str], workspace: str, plugin_data: str) -> Sandbox:
-        box = cls(plugin, [], workspace, plugin_data)
+        box = cls(plugin, [], workspace)
         if not grants:  # nothing granted: no need to import the grammar of grants
             return box
         from conduit.security.capabilities import CapabilityError, expand_path, parse
@@ -482,9 +476,17 @@ class Sandbox:
     def _granted(self, kind: str) -> list[Capability]:
         return [c for c in self.grants if c.kind == kind]
 
+    def _refuse(self, capability: str, what: str) -> Denied:
+        """The error for a refused call; the first one is kept as the command's error,
+        whatever the guest does with the error it gets."""
+        exc = Denied(capability, what)
+        if self.denied is None:
+            self.denied = exc
+        return exc
+
     def check_env(self, name: str) -> None:
         if not any(c.allows_env(name) for c in self._granted("env:read")):
-            raise Denied(f"env:read:{name}", f"reading the environment variable {name}")
+            raise self._refuse(f"env:read:{name}", f"reading the environment variable {name}")
 
     def check_http(self, url: str) -> tuple[str, str, int, str]:
         from urllib.parse import urlsplit
@@ -495,7 +497,7 @@ class Sandbox:
         port = parts.port or (443 if parts.scheme == "https" else 80)
         host = parts.hostname
         if not any(c.allows_host(host, port) for c in self._granted("network:http")):
-            raise Denied(f"network:http:{host}:{port}", f"an HTTP request to {host}:{port}")
+            raise self._refuse(f"network:http:{host}:{port}", f"an HTTP request to {host}:{port}")
         target = parts.path or "/"
         if parts.query:
             target += "?" + parts.query
@@ -515,7 +517,7 @@ class Sandbox:
                 if found is None:
                     raise FileNotFoundError(f"{program}: not found on PATH")
                 return found
-        raise Denied(f"process:execute:{program}", f"running {program}")
+        raise self._refuse(f"process:execute:{program}", f"running {program}")
 
     # -- the services, shared by core modules and components ----------------------------
 
@@ -769,10 +771,6 @@ def _define_core_imports(linker: Any, box: Sandbox, rt: Runtime) -> None:
     def read(caller: Any, ptr: int, length: int) -> bytes:
         return bytes(span(caller, ptr, length).read(caller, ptr, ptr + length))
 
-    def deny(exc: Denied) -> None:
-        box.denied = exc
-        raise exc
-
     def set_result(data: bytes) -> int:
         box.result = data
         return len(data)
@@ -783,10 +781,7 @@ def _define_core_imports(linker: Any, box: Sandbox, rt: Runtime) -> None:
 
     def env(caller: Any, ptr: int, length: int) -> int:
         var = read(caller, ptr, length).decode("utf-8", "replace")
-        try:
-            box.check_env(var)
-        except Denied as exc:
-            deny(exc)
+        box.check_env(var)  # a refusal traps the module
         value = box.env.get(var)
         return -1 if value is None else set_result(value.encode())
 
@@ -802,8 +797,8 @@ def _define_core_imports(linker: Any, box: Sandbox, rt: Runtime) -> None:
                 str(req.get("body", "")).encode(),
                 rt.settings.http_timeout,
             )
-        except Denied as exc:
-            deny(exc)
+        except Denied:
+            raise  # traps the module
         except Exception as exc:  # bad request, refused connection: the plugin's to handle
             set_result(f"{type(exc).__name__}: {exc}".encode())
             return -2
@@ -821,8 +816,8 @@ def _define_core_imports(linker: Any, box: Sandbox, rt: Runtime) -> None:
                 str(req.get("stdin", "")).encode(),
                 rt.settings.timeout or None,
             )
-        except Denied as exc:
-            deny(exc)
+        except Denied:
+            raise  # traps the module
         except Exception as exc:
             set_result(f"{type(exc).__name__}: {exc}".encode())
             return -2
@@ -946,7 +941,7 @@ def _call_component_in(
     except (wasmtime.Trap, wasmtime.WasmtimeError, Denied) as exc:
         raise _explain(rt, box, exc, None) from None
     if box.denied is not None:  # the guest swallowed the error it got
-        raise _explain(rt, box, Denied(box.denied.capability, box.denied.what), None)
+        raise _explain(rt, box, box.denied, None)
     return result
 
 
@@ -968,7 +963,7 @@ def describe(
     artifact, component = rt.load(path)
     if not component:
         return []
-    box = Sandbox(plugin, [], os.getcwd(), cache_dir)
+    box = Sandbox(plugin, [], os.getcwd())
     with rt:
         infos = _call_component(rt, box, artifact, [plugin], "describe")
     return [{"name": i.name, "help": i.help, "usage": i.usage} for i in infos]
@@ -998,7 +993,6 @@ def _define_wit_imports(linker: Any, box: Sandbox, rt: Runtime) -> None:
         try:
             box.check_env(name)
         except Denied as exc:
-            box.denied = exc
             return wc.Variant("err", str(exc))
         return wc.Variant("ok", box.env.get(name))
 
@@ -1008,7 +1002,6 @@ def _define_wit_imports(linker: Any, box: Sandbox, rt: Runtime) -> None:
                 method, url, [tuple(h) for h in headers], bytes(body), rt.settings.http_timeout
             )
         except Denied as exc:
-            box.denied = exc
             return str(exc)
         except Exception as exc:
             return f"{type(exc).__name__}: {exc}"
@@ -1020,7 +1013,6 @@ def _define_wit_imports(linker: Any, box: Sandbox, rt: Runtime) -> None:
                 program, list(args), bytes(stdin), rt.settings.timeout or None
             )
         except Denied as exc:
-            box.denied = exc
             return str(exc)
         except Exception as exc:
             return f"{type(exc).__name__}: {exc}"

@@ -16,6 +16,8 @@ from pathlib import Path
 import filelock
 import pytest
 
+from conduit.sdk import API_VERSION
+
 from _factory import (
     UV,
     PackageIndex,
@@ -612,3 +614,29 @@ def test_install_asks_for_the_capabilities_once_on_a_terminal(
     assert code == 0, terminal
     assert "Grant?" not in terminal
     assert "asks for" not in out and "granted" not in out
+
+
+def test_update_refuses_a_version_that_needs_another_conduit(
+    make_venv, index: PackageIndex, wheels: dict[str, Path], conduit_home: Path
+) -> None:
+    # docs/user-guide.md: the index does not know plugin API ranges, so a newer version
+    # for another Conduit shows in 'outdated'; 'update' refuses it and keeps the old one.
+    (index.root / "files" / wheels["hello-3"].name).unlink()
+    index.add()  # the index pages without it
+    venv = make_venv()
+    assert venv.conduit("plugins", "install", "cstore-hello").returncode == 0
+    assert venv.dists()["cstore-hello"] == "2.0.0"
+    lock_before = (conduit_home / "conduit.lock").read_bytes()
+    index.add(wheels["hello-3"])
+    r = venv.conduit("plugins", "outdated")
+    assert "cstore-hello  hello    2.0.0      3.0.0" in r.stdout.splitlines(), r.stdout
+    r = venv.conduit("plugins", "update")
+    assert r.returncode == 1
+    first = r.stderr.splitlines()[0]
+    assert first.startswith("error: refused cstore-hello 3.0.0: plugin 'hello': "), first
+    assert first.endswith(
+        f"api: plugin 'hello' supports plugin API >=2,<3, but this Conduit provides {API_VERSION}"
+    ), first
+    assert "nothing was changed (the previous state is restored)" in r.stderr
+    assert venv.dists()["cstore-hello"] == "2.0.0"
+    assert (conduit_home / "conduit.lock").read_bytes() == lock_before

@@ -80,13 +80,13 @@ print("\\n@@" + json.dumps({"code": code, "new": sorted((seen or set(sys.modules
 # imports conduit.kernel up front, so it is only for commands (use watch_kernel=False to
 # check what --help imports).
 _WATCH_KERNEL = """
-import conduit.kernel
+import conduit.kernel.core
 seen = set()
-original = conduit.kernel.Kernel.shutdown
+original = conduit.kernel.core.Kernel.shutdown
 def shutdown(self):
     seen.update(sys.modules)
     original(self)
-conduit.kernel.Kernel.shutdown = shutdown
+conduit.kernel.core.Kernel.shutdown = shutdown
 """
 
 

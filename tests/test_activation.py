@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from conduit._profile import Profile
-from conduit.activation import triggered, workspace_dirs
-from conduit.index import load
+from conduit.indexer.build import load
 from conduit.kernel import Kernel
+from conduit.kernel.activation import triggered, workspace_dirs
 from conduit.paths import resolve
+from conduit.timing import Profile
 
 from _factory import imported_by, manifest_block, simple_plugin, write
 

@@ -147,13 +147,13 @@ def test_the_import_measure_counts_the_plugin_not_conduits_manifest_parser() -> 
     import subprocess
     import sys
 
-    from conduit._project import find_plugins
+    from conduit.authoring import find_plugins
     from conduit.builtins.plugins._author import measure_args
 
     (src,) = find_plugins(str(FIXTURES / "good.py"))
     code = (
         "import json, sys\n"
-        "from conduit._project import PluginSource, importable, load_object\n"
+        "from conduit.authoring import PluginSource, importable, load_object\n"
         "src = PluginSource(**json.loads(sys.argv[1]))\n"
         "with importable(src):\n"
         "    load_object(src)\n"

@@ -81,7 +81,7 @@ def test_tutorial_1_shows_the_template_as_generated(tmp_path: Path) -> None:
 
 
 def test_tutorial_2_project_passes_the_manifest_and_capability_checks(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    from conduit._project import find_plugins
+    from conduit.authoring import find_plugins
     from conduit.builtins.plugins._author import lint_capabilities
 
     assert (

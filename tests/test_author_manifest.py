@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import conduit.builtins
-from conduit._project import RecordingContext, derive_commands, find_plugins
+from conduit.authoring import RecordingContext, derive_commands, find_plugins
 from conduit.builtins import BUILTINS
 from conduit.builtins.plugins._author import compare
 from conduit.manifest import read_manifest_file

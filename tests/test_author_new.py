@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conduit._project import find_plugins
+from conduit.authoring import find_plugins
 
 from _factory import UV, build_conduit_wheel, conduit_venv, imported_by
 
@@ -54,11 +54,13 @@ def test_a_name_that_starts_with_a_digit(run, tmp_path: Path, template: str) -> 
 def test_author_commands_are_imported_only_when_they_run() -> None:
     code, modules = imported_by("plugins", "list")
     assert code == 0
-    assert not {"conduit.builtins.plugins._author", "conduit._project", "conduit.testing"} & modules
+    assert (
+        not {"conduit.builtins.plugins._author", "conduit.authoring", "conduit.testing"} & modules
+    )
     code, modules = imported_by("plugins", "new", "--help")
     assert code == 0
     assert "conduit.builtins.plugins._author" in modules
-    assert "conduit._project" not in modules
+    assert "conduit.authoring" not in modules
 
 
 def test_wasm_template_writes_a_source_for_plugins_build(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conduit.errors import EXIT_PLUGIN_LOAD, EXIT_USAGE
+from conduit.errors import EXIT_PLUGIN_LOAD, EXIT_USAGE, SandboxDenied
 from conduit.security import sandbox
 
 from _factory import pty_run, simple_plugin, write
@@ -274,17 +274,17 @@ def test_every_printed_grant_command_survives_a_shell(plugin_dir, conduit_home):
     # granting "/build" instead of what the plugin asked for
     import subprocess
 
-    from conduit._profile import Profile
-    from conduit.index import load
+    from conduit.indexer.build import load
     from conduit.paths import resolve
     from conduit.security.grants import offer
+    from conduit.timing import Profile
 
     cap = "filesystem:write:${workspace}/build"
     write(plugin_dir, "alpha.py", plugin(caps=[cap]))
     paths = resolve()
     notes = offer(load(paths, Profile(False)), ["alpha"], paths.config_file, ask=False)
     offered = notes[1].removeprefix("  grant with: ")
-    hint = sandbox.SandboxDenied("alpha", "writing /x", cap).hint or ""
+    hint = SandboxDenied("alpha", "writing /x", cap).hint or ""
     hinted = hint.split("'", 1)[1].rsplit("'", 1)[0]
     for command in (offered, hinted):
         words = subprocess.run(  # the words a POSIX shell makes of it

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from conduit._profile import Profile
 from conduit.errors import PluginError
-from conduit.index import load
+from conduit.indexer.build import load
 from conduit.kernel import Kernel
 from conduit.paths import resolve
+from conduit.timing import Profile
 
 from _factory import imported_by, manifest_block, simple_plugin, write
 

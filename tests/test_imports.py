@@ -28,7 +28,7 @@ FORBIDDEN_AT_STARTUP = {
     "packaging",
     "conduit.kernel",
     "conduit.manifest",
-    "conduit._indexer",
+    "conduit.indexer",
     "conduit.sdk",
 }
 
@@ -68,7 +68,7 @@ def test_command_imports_only_its_plugin(plugin_dir):
     assert "conduit_plugin_beta" not in new
     assert not [m for m in new if m.startswith("conduit.builtins.")]
     # Routing a command still needs no metadata scan, manifest parsing or msgspec.
-    assert not new & {"importlib.metadata", "msgspec", "tomllib", "conduit._indexer"}
+    assert not new & {"importlib.metadata", "msgspec", "tomllib", "conduit.indexer.build"}
 
 
 COUNT_RECORDS = """
@@ -160,11 +160,11 @@ class ProbePlugin(Plugin):
 
 
 def test_process_host_imports_little_before_its_plugin(plugin_dir):
-    from conduit._profile import Profile
     from conduit.hosts.process import ServiceProxy
-    from conduit.index import load
+    from conduit.indexer.build import load
     from conduit.kernel import Kernel
     from conduit.paths import resolve
+    from conduit.timing import Profile
 
     write(plugin_dir, "probe.py", PROBE)
     paths = resolve()
@@ -229,10 +229,10 @@ def test_process_host_runs_the_bytecode_the_kernel_compiled(plugin_dir, monkeypa
     # where Python would and the host may read it: no compiling on every start. Shown
     # with a source changed behind the .pyc's back (same size, same mtime), which Python
     # does not notice: the host runs what the .pyc holds.
-    from conduit._profile import Profile
-    from conduit.index import load
+    from conduit.indexer.build import load
     from conduit.kernel import Kernel
     from conduit.paths import resolve
+    from conduit.timing import Profile
 
     monkeypatch.setattr(sys, "dont_write_bytecode", False)
     monkeypatch.setattr(sys, "pycache_prefix", None)

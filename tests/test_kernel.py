@@ -6,13 +6,13 @@ import sys
 
 import pytest
 
-from conduit._profile import Profile
 from conduit.errors import ConduitError, PluginError, PluginLoadError
 from conduit.hosts.fake import FakeHost
-from conduit.index import load
+from conduit.indexer.build import load
 from conduit.kernel import Kernel
 from conduit.paths import resolve
 from conduit.sdk import Plugin, PluginContext
+from conduit.timing import Profile
 
 from _factory import simple_plugin, write
 

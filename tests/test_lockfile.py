@@ -115,8 +115,8 @@ def test_search_without_a_catalog_says_how_to_configure_one(run, conduit_home: P
 
 
 def test_an_unreachable_catalog_falls_back_to_a_stale_cached_copy(tmp_path: Path) -> None:
+    from conduit.errors import StoreError
     from conduit.store import catalog
-    from conduit.store._tools import StoreError
 
     source = tmp_path / "catalog.json"
     source.write_text('[{"name": "hi", "package": "conduit-hello==2.0.0"}]')

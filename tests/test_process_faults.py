@@ -22,12 +22,12 @@ from pathlib import Path
 import pytest
 
 from conduit import rpc
-from conduit._profile import Profile
 from conduit.errors import ConduitError
 from conduit.hosts.process import ProcessHost
-from conduit.index import load
+from conduit.indexer.build import load
 from conduit.kernel import Kernel
 from conduit.paths import resolve
+from conduit.timing import Profile
 
 from _factory import manifest_block, simple_plugin, write
 

@@ -112,10 +112,10 @@ def test_policy_forces_a_stricter_host(plugin_dir, run, conduit_home):
 
 
 def test_trusted_plugins_may_share_a_host(plugin_dir, conduit_home):
-    from conduit._profile import Profile
-    from conduit.index import load
+    from conduit.indexer.build import load
     from conduit.kernel import Kernel
     from conduit.paths import resolve
+    from conduit.timing import Profile
 
     for name in ("one", "two", "three"):
         src = manifest_block(
@@ -172,10 +172,10 @@ class P(Plugin):
 
 
 def _kernel():  # type: ignore[no-untyped-def]
-    from conduit._profile import Profile
-    from conduit.index import load
+    from conduit.indexer.build import load
     from conduit.kernel import Kernel
     from conduit.paths import resolve
+    from conduit.timing import Profile
 
     paths = resolve()
     return Kernel(load(paths, Profile(False)), paths)

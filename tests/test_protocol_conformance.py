@@ -656,7 +656,7 @@ class _Kernel:
     """The kernel, as far as ProcessHost uses it."""
 
     def __init__(self, state_dir: str) -> None:
-        from conduit._profile import Profile
+        from conduit.timing import Profile
 
         self.index: dict[str, Any] = {"config": {}}
         from conduit.paths import Paths
@@ -669,8 +669,8 @@ def test_process_host_drives_the_host(
     impl: Impl, record: Any, tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
     """ProcessHost itself (the kernel's side) against each implementation."""
-    from conduit._profile import Profile
     from conduit.hosts.process import ProcessHost, ProcessSettings
+    from conduit.timing import Profile
 
     command = None if impl.id == "python" else [str(NODE), str(JS_PLUGIN), "--conduit-rpc"]
     # msgpack is offered: the Python host takes it, the JS host stays with JSON.

@@ -11,7 +11,7 @@ from packaging.requirements import Requirement
 from packaging.version import Version
 
 from conduit.errors import EXIT_PLUGIN_LOAD
-from conduit.resolve import Node, resolve
+from conduit.indexer.resolve import Node, resolve
 
 from _factory import manifest_block, simple_plugin, write
 

@@ -31,12 +31,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conduit import rpc
-from conduit._profile import Profile
-from conduit.errors import ConduitError
-from conduit.hosts.process import HostError, ProcessHost, ProcessSettings
-from conduit.index import load
-from conduit.kernel import Context, Kernel
+from conduit.errors import ConduitError, HostError
+from conduit.hosts.process import ProcessHost, ProcessSettings
+from conduit.indexer.build import load
+from conduit.kernel.core import Context, Kernel
 from conduit.paths import resolve
+from conduit.timing import Profile
 
 from _factory import manifest_block, write
 

@@ -19,11 +19,11 @@ from typing import ClassVar
 
 import pytest
 
-from conduit._profile import Profile
 from conduit.errors import ConduitError
-from conduit.index import load
+from conduit.indexer.build import load
 from conduit.kernel import Kernel
 from conduit.paths import resolve
+from conduit.timing import Profile
 
 from _factory import imported_by, simple_plugin, write
 
@@ -727,7 +727,7 @@ def test_startup_and_other_commands_do_not_import_wasmtime(plugin_dir, other):
 NOT_FOR_A_MODULE = {
     "_hashlib",
     "click",
-    "conduit.hooks",
+    "conduit.kernel.hooks",
     "conduit.hosts.process",
     "conduit.security.capabilities",
     "dataclasses",

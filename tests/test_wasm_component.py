@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from conduit._profile import Profile
 from conduit.errors import ConduitError
-from conduit.index import load
+from conduit.indexer.build import load
 from conduit.kernel import Kernel
 from conduit.paths import resolve
+from conduit.timing import Profile
 
 from _factory import hello_server
 

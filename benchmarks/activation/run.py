@@ -1,7 +1,7 @@
 """Benchmark: evaluating every activation event with N plugins installed.
 
 Writes N single-file plugins with a realistic mix of activation events into a temporary
-CONDUIT_HOME, builds the real index, then times ``conduit.activation.triggered`` (what
+CONDUIT_HOME, builds the real index, then times ``conduit.kernel.activation.triggered`` (what
 the kernel runs before every command) against the same call with no plugins, in the same
 run. Plain script, standard library only:
 
@@ -49,10 +49,10 @@ def measure(n: int, repeat: int, number: int, workspace: str) -> dict[str, float
     home = tempfile.mkdtemp(prefix=f"conduit-act-{n}-")
     os.environ["CONDUIT_HOME"] = home
     write_plugins(os.path.join(home, "plugins"), n)
-    from conduit._profile import Profile
-    from conduit.activation import triggered
-    from conduit.index import load
+    from conduit.indexer.build import load
+    from conduit.kernel.activation import triggered
     from conduit.paths import resolve
+    from conduit.timing import Profile
 
     index = load(resolve(), Profile(False))
     assert len(index["plugins"]) >= n, "index did not pick up the synthetic plugins"

@@ -39,10 +39,10 @@ REPO = os.path.dirname(os.path.dirname(HERE))
 FIXTURES = os.path.join(REPO, "tests", "fixtures", "check")
 CONDUIT = [sys.executable, "-m", "conduit"]
 
-_BASE = "import importlib.util, click, conduit.sdk, conduit.hosts.inprocess, conduit._project"
+_BASE = "import importlib.util, click, conduit.sdk, conduit.hosts.inprocess, conduit.authoring"
 _LOAD = """
 import json, sys
-from conduit._project import PluginSource, RecordingContext, load_object
+from conduit.authoring import PluginSource, RecordingContext, load_object
 src = PluginSource(**json.loads(sys.argv[1]))
 obj = load_object(src)
 (obj() if isinstance(obj, type) else obj).boot(RecordingContext(src.name, sys.argv[2]))
@@ -71,7 +71,7 @@ def reported(
 
 
 def outside(fixture: str, rounds: int, cpu: str | None, env: dict[str, str]) -> tuple[float, float]:
-    from conduit._project import find_plugins
+    from conduit.authoring import find_plugins
 
     (src,) = find_plugins(fixture)
     args = {k: getattr(src, k) for k in ("name", "kind", "manifest_path", "entry", "import_root")}

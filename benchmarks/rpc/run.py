@@ -56,12 +56,12 @@ except ImportError:  # run from a checkout without an installed Conduit
     )
 
 from conduit import rpc  # noqa: E402
-from conduit._profile import Profile  # noqa: E402
 from conduit.hosts.process import ProcessHost, ProcessSettings, ServiceProxy  # noqa: E402
-from conduit.index import load  # noqa: E402
+from conduit.indexer.build import load  # noqa: E402
 from conduit.kernel import Kernel  # noqa: E402
 from conduit.paths import resolve  # noqa: E402
 from conduit.sdk import call_many  # noqa: E402
+from conduit.timing import Profile  # noqa: E402
 
 CODECS = ("json", "msgpack")
 PLACEMENTS = ("same", "different", "unpinned")
@@ -667,8 +667,8 @@ def spawn_to_exit(argv: list[str]) -> float:
 FRESH_KERNEL = """
 import json, sys, time
 t0 = time.perf_counter_ns()
-from conduit._profile import Profile
-from conduit.index import load
+from conduit.timing import Profile
+from conduit.indexer.build import load
 from conduit.kernel import Kernel
 from conduit.paths import resolve
 paths = resolve()

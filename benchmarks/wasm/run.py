@@ -88,8 +88,8 @@ class P(Plugin):
 
 PER_CALL = """
 import os, sys, time, statistics, io, contextlib
-from conduit._profile import Profile
-from conduit.index import load
+from conduit.timing import Profile
+from conduit.indexer.build import load
 from conduit.kernel import Kernel
 from conduit.paths import resolve
 paths = resolve()

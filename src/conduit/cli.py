@@ -14,12 +14,14 @@ import os
 import sys
 
 from conduit import __version__
-from conduit._profile import Profile
 from conduit.errors import ConduitError, PluginLoadError, UsageError
+from conduit.timing import Profile
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from conduit._types import Index, PluginRec
+    from typing import Any
+
+    from conduit.indexer.records import Index, PluginRec
 
 __all__ = ["main"]
 
@@ -326,6 +328,13 @@ def _print_error(exc: ConduitError, debug: bool) -> None:
         sys.stderr.write(f"hint: {exc.hint}\n")
 
 
+def _rebuild(*args: Any, **kwargs: Any) -> Index:
+    """The index builder, imported only on a miss (it is the expensive half of the index)."""
+    from conduit.indexer.build import rebuild
+
+    return rebuild(*args, **kwargs)
+
+
 def _run(opts: _Options, args: list[str], profile: Profile) -> int:
     if opts.version:
         sys.stdout.write(f"{PROG} {__version__}\n")
@@ -338,6 +347,7 @@ def _run(opts: _Options, args: list[str], profile: Profile) -> int:
     index = load(
         paths,
         profile,
+        rebuild=_rebuild,
         force_rebuild=_env_flag("CONDUIT_REBUILD_INDEX"),
         # Rendered once per rebuild for the usual case: nothing disabled for one run.
         render_help=lambda idx: render_help(View(idx, frozenset())),
@@ -374,7 +384,7 @@ def _run(opts: _Options, args: list[str], profile: Profile) -> int:
         if group_help is not None:
             sys.stdout.write(group_help)
             return 0
-    from conduit.kernel import Kernel
+    from conduit.kernel.core import Kernel
 
     kernel = Kernel(index, paths, disabled=view.disabled, profile=profile)
     try:

@@ -51,8 +51,8 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from conduit._fs import atomic_write, locked
 from conduit.errors import ConfigError
+from conduit.fs import atomic_write, locked
 
 __all__ = ["PluginSettings", "Settings", "StoreSettings", "read_settings", "update_config"]
 

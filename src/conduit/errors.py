@@ -9,11 +9,26 @@ hint; any other exception escaping Conduit's own code is a bug and gets a traceb
     ├── UsageError               exit 2   bad command line, unknown command
     ├── ManifestError            exit 1   a plugin manifest is invalid (file, field)
     ├── ConfigError              exit 4   config, lock or state file unreadable/invalid
+    ├── StoreError               exit 1   install/uninstall/update/sync undone (state restored)
+    │   └── HashMismatchError    exit 1   a download does not match the lock file's sha256
+    ├── RemotePluginError        exit *   a process plugin's own error, its exit code kept
     └── PluginError              exit 1   something went wrong inside a plugin
         ├── PluginLoadError      exit 3   import, entry object or boot failed
         │   └── NotGranted       exit 3   requested capabilities are not granted
+        ├── HostError            exit 3   the plugin's host failed (crash, hang, protocol)
         ├── CapabilityDenied     exit 1   the in-process guard stopped an operation
+        ├── SandboxDenied        exit 1   the OS sandbox or WebAssembly refused an operation
         └── CommandFailed        exit 1   a plugin's command raised
+
+Foreign errors are mapped onto this tree once, at each boundary: a host's failures in
+``ProcessHost._failure`` (process), ``hosts.wasm`` (WebAssembly traps and denials),
+``InProcessHost.run_command`` (a plugin's own exception becomes :class:`CommandFailed`),
+the store's installer runs in ``store._tools`` and manifest/config validation in the
+indexer. Errors that never reach a user stay where they are raised and are caught by
+the layer above: ``rpc.ProtocolError``/``Timeout``/``RemoteError``,
+``capabilities.CapabilityError`` (becomes a ManifestError or ConfigError),
+``landlock.LandlockError``/``seccomp.SeccompError`` (reported by the sandbox) and the
+WebAssembly guest's ``GuestFault``/``Denied``.
 
 This module is on the start-up path: standard library only, nothing imported.
 """
@@ -36,10 +51,15 @@ __all__ = [
     "CommandFailed",
     "ConduitError",
     "ConfigError",
+    "HashMismatchError",
+    "HostError",
     "ManifestError",
     "NotGranted",
     "PluginError",
     "PluginLoadError",
+    "RemotePluginError",
+    "SandboxDenied",
+    "StoreError",
     "UsageError",
 ]
 
@@ -169,3 +189,38 @@ class CapabilityDenied(PluginError):
         self.operation = operation
         self.target = target
         self.capability = capability
+
+
+class HostError(PluginError):
+    """The plugin's host process failed (crash, hang, protocol violation)."""
+
+    exit_code = EXIT_PLUGIN_LOAD
+
+
+class RemotePluginError(ConduitError):
+    """An error raised by plugin code in the child, reported with its original message."""
+
+    def __init__(self, message: str, *, hint: str | None, exit_code: int, trace: str) -> None:
+        super().__init__(message, hint=hint)
+        self.exit_code = exit_code
+        self.remote_traceback = trace
+
+
+class SandboxDenied(PluginError):
+    """The sandbox refused an operation the plugin's grants do not cover."""
+
+    def __init__(self, plugin: str, what: str, capability: str) -> None:
+        super().__init__(
+            plugin,
+            f"{what} needs '{capability}', which is not granted",
+            hint=f"grant it with '{grant_command(plugin, [capability])}' if you trust the plugin",
+        )
+        self.capability = capability
+
+
+class StoreError(ConduitError):
+    """An install, uninstall, update or sync could not be done (the state was restored)."""
+
+
+class HashMismatchError(StoreError):
+    """A downloaded distribution does not match the sha256 recorded in the lock file."""

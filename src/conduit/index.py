@@ -26,9 +26,9 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from conduit._profile import Profile
-    from conduit._types import Events, Index
+    from conduit.indexer.records import Events, Index
     from conduit.paths import Paths
+    from conduit.timing import Profile
 
 __all__ = ["INDEX_FORMAT", "fingerprint", "index_path", "load", "site_dirs"]
 
@@ -219,21 +219,25 @@ def load(
     paths: Paths,
     profile: Profile,
     *,
+    rebuild: Callable[..., Index],
     force_rebuild: bool = False,
     render_help: Callable[[Index], str] | None = None,
 ) -> Index:
-    """Return the current index, rebuilding it when needed.
+    """Return the current index, calling ``rebuild`` when it is missing, stale or corrupt.
+
+    ``rebuild(paths, path, fingerprint, *, force, render_help)`` is
+    :func:`conduit.indexer.build.rebuild`, injected so that this reader never imports the
+    builder (the CLI passes a function that imports it only on a miss).
 
     ``render_help`` lets the CLI layer store its rendered ``--help`` in the index when it
-    is rebuilt (the index layer knows nothing of help text).
+    is rebuilt (the index layer knows nothing of help text). Callers other than the CLI
+    use :func:`conduit.indexer.build.load`, which passes the builder.
     """
     with profile.span("index:fingerprint"):
         fp = fingerprint(paths)
     path = index_path(paths)
 
     def rebuild_now(force: bool = force_rebuild) -> Index:
-        from conduit._indexer import rebuild
-
         return rebuild(paths, path, fp, force=force, render_help=render_help)
 
     if not force_rebuild:

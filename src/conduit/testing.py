@@ -128,8 +128,8 @@ class Conduit:
         """
         import importlib.metadata
 
-        from conduit._indexer import executable_plugin_name
-        from conduit._project import find_plugins
+        from conduit.authoring import find_plugins
+        from conduit.indexer.build import executable_plugin_name
 
         path = os.fspath(path)
         base = os.path.basename(path)
@@ -182,7 +182,7 @@ class Conduit:
         self._monkeypatch.setenv("PYTHONPATH", os.pathsep.join(self._paths))
 
     def _declare(self, dist: str, version: str | None, src: object) -> None:
-        from conduit._project import ENTRY_POINT_GROUP, PluginSource
+        from conduit.authoring import ENTRY_POINT_GROUP, PluginSource
 
         assert isinstance(src, PluginSource)
         key = dist.replace("-", "_").replace(".", "_")

@@ -24,8 +24,8 @@ if TYPE_CHECKING:
 
     import click
 
-    from conduit._types import PluginRec
     from conduit.hosts.inprocess import InProcessHost
+    from conduit.indexer.records import PluginRec
 
 __all__ = ["main"]
 
@@ -275,7 +275,7 @@ class Child:
         }
 
     def activate(self, params: dict[str, Any]) -> dict[str, Any]:
-        from conduit._profile import Profile
+        from conduit.timing import Profile
 
         record: PluginRec = params["record"]
         name = record["name"]

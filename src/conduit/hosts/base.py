@@ -13,9 +13,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from conduit._profile import Profile
-    from conduit._types import PluginRec
-    from conduit.kernel import Context
+    from conduit.indexer.records import PluginRec
+    from conduit.kernel.core import Context
+    from conduit.timing import Profile
 
 __all__ = ["Host"]
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 import subprocess
 from typing import TYPE_CHECKING
 
-from conduit.hosts.process import HostError
+from conduit.errors import HostError
 
 if TYPE_CHECKING:
-    from conduit._profile import Profile
-    from conduit._types import PluginRec
-    from conduit.kernel import Context
+    from conduit.indexer.records import PluginRec
+    from conduit.kernel.core import Context
+    from conduit.timing import Profile
 
 __all__ = ["ExecHost"]
 

@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING
 from conduit.errors import PluginLoadError
 
 if TYPE_CHECKING:
-    from conduit._profile import Profile
-    from conduit._types import PluginRec
-    from conduit.kernel import Context
+    from conduit.indexer.records import PluginRec
+    from conduit.kernel.core import Context
+    from conduit.timing import Profile
 
 __all__ = ["FakeHost"]
 

@@ -20,9 +20,9 @@ if TYPE_CHECKING:
 
     import click
 
-    from conduit._profile import Profile
-    from conduit._types import PluginRec
-    from conduit.kernel import Context
+    from conduit.indexer.records import PluginRec
+    from conduit.kernel.core import Context
+    from conduit.timing import Profile
 
 __all__ = ["InProcessHost"]
 

@@ -32,17 +32,23 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from conduit import rpc
-from conduit.errors import EXIT_FAILURE, EXIT_PLUGIN_LOAD, ConduitError, PluginError
+from conduit.errors import (
+    EXIT_FAILURE,
+    EXIT_PLUGIN_LOAD,
+    ConduitError,
+    HostError,
+    RemotePluginError,
+)
 
 if TYPE_CHECKING:
     import socket
 
-    from conduit._profile import Profile
-    from conduit._types import PluginRec
-    from conduit.kernel import Context, Kernel
+    from conduit.indexer.records import PluginRec
+    from conduit.kernel.core import Context, Kernel
     from conduit.security import sandbox
+    from conduit.timing import Profile
 
-__all__ = ["HostError", "ProcessHost", "ProcessSettings", "RemotePluginError", "ServiceProxy"]
+__all__ = ["ProcessHost", "ProcessSettings", "ServiceProxy"]
 
 _CHILD = "from conduit.hosts._child import main; main()"
 # Started with -S: the kernel's sys.path comes in the arguments instead of from site
@@ -53,21 +59,6 @@ _CHILD_NO_SITE = "import sys; sys.path[:] = sys.argv[1:]; del sys.argv[1:]; " + 
 # only). Anything else (an editable install's finder, installed by a .pth file) needs site.
 _PLAIN_FINDERS = ("_frozen_importlib", "_distutils_hack", "_pytest.", "zipimport")
 _FAULTY = "the plugin is faulty: report it to its author, or disable it"
-
-
-class HostError(PluginError):
-    """The plugin's host process failed (crash, hang, protocol violation)."""
-
-    exit_code = EXIT_PLUGIN_LOAD
-
-
-class RemotePluginError(ConduitError):
-    """An error raised by plugin code in the child, reported with its original message."""
-
-    def __init__(self, message: str, *, hint: str | None, exit_code: int, trace: str) -> None:
-        super().__init__(message, hint=hint)
-        self.exit_code = exit_code
-        self.remote_traceback = trace
 
 
 class ProcessSettings:

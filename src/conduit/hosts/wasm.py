@@ -16,7 +16,7 @@ preopened directories (read-only for read grants), ``env:read`` grants the only
 environment variables; ``network:http`` and ``process:execute`` are reachable only
 through Conduit's host functions, which check the grants; a wall-clock deadline (epoch
 interruption), a memory limit and optionally fuel. A trap, a timeout, running out of
-memory or a denied capability become one :class:`~conduit.hosts.process.HostError`
+memory or a denied capability become one :class:`~conduit.errors.HostError`
 naming the plugin and the cause; the kernel carries on.
 
 Compiled artifacts are cached under ``CACHE/wasm/``, keyed by wasmtime's version, the
@@ -32,16 +32,15 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from conduit.errors import PluginLoadError
+from conduit.errors import HostError, PluginLoadError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from conduit._profile import Profile
-    from conduit._types import PluginRec
-    from conduit.hosts.process import HostError
-    from conduit.kernel import Context, Kernel
+    from conduit.indexer.records import PluginRec
+    from conduit.kernel.core import Context, Kernel
     from conduit.security.capabilities import Capability
+    from conduit.timing import Profile
 
 __all__ = [
     "CORE_IMPORTS",
@@ -262,7 +261,7 @@ class ArtifactCache:
         digest = hashlib.sha256(data).hexdigest()
         component = is_component(data)
         try:
-            from conduit._fs import atomic_write
+            from conduit.fs import atomic_write
 
             kind = "component" if component else "module"
             atomic_write(memo, f"{digest} {kind}\n".encode())
@@ -272,7 +271,7 @@ class ArtifactCache:
 
     @staticmethod
     def store(path: str, meta: bytes, artifact: bytes) -> None:
-        from conduit._fs import atomic_write, locked
+        from conduit.fs import atomic_write, locked
 
         try:
             with locked(path):
@@ -400,14 +399,6 @@ def runtime(settings: WasmSettings, cache_dir: str, plugin: str = "?") -> Runtim
 
 
 # -- the sandbox of one command ----------------------------------------------------------------
-
-
-def _host_error(plugin: str, message: str, *, hint: str | None = None) -> HostError:
-    """:class:`conduit.hosts.process.HostError`, imported only when one is raised (the
-    process host's module imports subprocess and signal)."""
-    from conduit.hosts.process import HostError
-
-    return HostError(plugin, message, hint=hint)
 
 
 class GuestFault(Exception):
@@ -684,7 +675,7 @@ def _explain(rt: Runtime, box: Sandbox, exc: BaseException, memory_used: int | N
 
     if box.denied is not None:
         denied = box.denied
-        return _host_error(
+        return HostError(
             box.plugin,
             f"denied: {denied.what}: {denied.capability} is not granted",
             hint=f'grant it in the config: [grants] {box.plugin} = ["{denied.capability}"]',
@@ -696,32 +687,32 @@ def _explain(rt: Runtime, box: Sandbox, exc: BaseException, memory_used: int | N
         rt.interrupted = False
         raise KeyboardInterrupt
     if code == T.INTERRUPT:
-        return _host_error(
+        return HostError(
             box.plugin,
             f"timed out after {settings.timeout:g} s (wall-clock limit)",
             hint="raise [wasm] timeout in the config (0 = no limit)",
         )
     if code == T.STACK_OVERFLOW:
-        return _host_error(
+        return HostError(
             box.plugin,
             "stack overflow (infinite recursion?)",
             hint=f"the wasm stack is {settings.max_stack_kb} KB ([wasm] max-stack-kb)",
         )
     if code == T.OUT_OF_FUEL:
-        return _host_error(
+        return HostError(
             box.plugin,
             f"ran out of fuel ({settings.fuel} units)",
             hint="raise [wasm] fuel in the config (0 = not metered)",
         )
     limit = settings.memory_mb * MIB
     if memory_used is not None and memory_used + 64 * 1024 > limit:
-        return _host_error(
+        return HostError(
             box.plugin,
             f"out of memory: it reached the limit of {settings.memory_mb} MB "
             f"and then trapped ({_trap_words(exc)})",
             hint="raise [wasm] memory-mb in the config",
         )
-    return _host_error(
+    return HostError(
         box.plugin,
         f"trapped: {_trap_words(exc)}",
         hint="a bug in the plugin; report it to its author",
@@ -861,7 +852,7 @@ def _run_module_in(store: Any, rt: Runtime, box: Sandbox, module: Any, argv: lis
         raise _link_error(rt, box, exc) from None
     start = instance.exports(store).get("_start")
     if not isinstance(start, wasmtime.Func):
-        raise _host_error(
+        raise HostError(
             box.plugin,
             "the module exports no '_start' function",
             hint="build it as a WASI command (a program with main)",
@@ -873,7 +864,7 @@ def _run_module_in(store: Any, rt: Runtime, box: Sandbox, module: Any, argv: lis
             raise _explain(rt, box, exc, None) from None
         return int(exc.code)
     except GuestFault as exc:
-        raise _host_error(
+        raise HostError(
             box.plugin, f"bad call to a conduit import: {exc}", hint="a bug in the plugin"
         ) from None
     except (wasmtime.Trap, wasmtime.WasmtimeError, Denied) as exc:
@@ -888,13 +879,13 @@ def _run_module_in(store: Any, rt: Runtime, box: Sandbox, module: Any, argv: lis
 def _link_error(rt: Runtime, box: Sandbox, exc: BaseException) -> HostError:
     words = _trap_words(exc)
     if "memory" in words and ("limit" in words or "minimum" in words):
-        return _host_error(
+        return HostError(
             box.plugin,
             f"out of memory: it needs more than the limit of {rt.settings.memory_mb} MB "
             f"to start ({words})",
             hint="raise [wasm] memory-mb in the config",
         )
-    return _host_error(
+    return HostError(
         box.plugin,
         f"cannot be linked: {words}",
         hint="it imports something Conduit does not provide (see docs/wasm.md)",
@@ -932,7 +923,7 @@ def _call_component_in(
             func_index = instance.get_export_index(store, export, index)
             func = instance.get_func(store, func_index) if func_index is not None else None
         if func is None:
-            raise _host_error(
+            raise HostError(
                 box.plugin,
                 f"the component does not export {WIT_COMMAND}#{export}",
                 hint="build it against the conduit:plugin world (conduit/wit/)",
@@ -948,7 +939,7 @@ def _call_component_in(
 def _run_component(rt: Runtime, box: Sandbox, component: Any, argv: list[str]) -> int:
     out = _call_component(rt, box, component, argv, "run", list(argv))
     if isinstance(out, str):  # result<output, string>: the error case
-        raise _host_error(box.plugin, f"command '{argv[0]}' failed: {out}")
+        raise HostError(box.plugin, f"command '{argv[0]}' failed: {out}")
     _writer(sys.stdout)(bytes(out.stdout))
     _writer(sys.stderr)(bytes(out.stderr))
     return int(out.code)

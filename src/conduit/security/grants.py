@@ -20,7 +20,7 @@ from conduit.errors import NotGranted, grant_command
 from conduit.security.capabilities import Capability, missing, parse
 
 if TYPE_CHECKING:
-    from conduit._types import Index, PluginRec
+    from conduit.indexer.records import Index, PluginRec
 
 __all__ = [
     "Approver",

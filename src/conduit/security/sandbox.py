@@ -36,20 +36,19 @@ from __future__ import annotations
 import os
 import sys
 
-from conduit.errors import PluginError, PluginLoadError, grant_command
+from conduit.errors import PluginError, PluginLoadError, SandboxDenied
 
 TYPE_CHECKING = False  # not typing's: the host child does not import typing
 if TYPE_CHECKING:
     from typing import Any
 
-    from conduit.kernel import Kernel
+    from conduit.kernel.core import Kernel
     from conduit.security.capabilities import Capability
 
 __all__ = [
     "ALWAYS_PASSED",
     "PROXY_PORT",
     "Plan",
-    "SandboxDenied",
     "apply",
     "describe",
     "explain",
@@ -81,18 +80,6 @@ _SYSTEM_READ = (
     "/dev/urandom",
 )
 _ELF_LOADERS = ("/lib64", "/lib", "/lib/x86_64-linux-gnu", "/lib/aarch64-linux-gnu")
-
-
-class SandboxDenied(PluginError):
-    """The sandbox refused an operation the plugin's grants do not cover."""
-
-    def __init__(self, plugin: str, what: str, capability: str) -> None:
-        super().__init__(
-            plugin,
-            f"{what} needs '{capability}', which is not granted",
-            hint=f"grant it with '{grant_command(plugin, [capability])}' if you trust the plugin",
-        )
-        self.capability = capability
 
 
 # -- kernel side ------------------------------------------------------------------------------

@@ -24,17 +24,17 @@ from __future__ import annotations
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from conduit.errors import HashMismatchError, StoreError
     from conduit.store._ops import Change, Result, Store
-    from conduit.store._tools import HashMismatchError, StoreError
 
 __all__ = ["Change", "HashMismatchError", "Result", "Store", "StoreError"]
 
 _WHERE = {
-    "Change": "_ops",
-    "Result": "_ops",
-    "Store": "_ops",
-    "HashMismatchError": "_tools",
-    "StoreError": "_tools",
+    "Change": "conduit.store._ops",
+    "Result": "conduit.store._ops",
+    "Store": "conduit.store._ops",
+    "HashMismatchError": "conduit.errors",
+    "StoreError": "conduit.errors",
 }
 
 
@@ -43,4 +43,4 @@ def __getattr__(name: str) -> object:
         raise AttributeError(f"module 'conduit.store' has no attribute '{name}'")
     import importlib
 
-    return getattr(importlib.import_module(f"conduit.store.{_WHERE[name]}"), name)
+    return getattr(importlib.import_module(_WHERE[name]), name)

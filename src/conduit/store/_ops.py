@@ -32,8 +32,8 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
-from conduit._fs import atomic_write, locked
-from conduit.errors import ConfigError, UsageError
+from conduit.errors import ConfigError, StoreError, UsageError
+from conduit.fs import atomic_write, locked
 from conduit.store import lockfile
 from conduit.store._env import (
     Dist,
@@ -44,7 +44,7 @@ from conduit.store._env import (
     plugin_closure,
     snapshot,
 )
-from conduit.store._tools import Sources, StoreError, Tool, choose_tool
+from conduit.store._tools import Sources, Tool, choose_tool
 from conduit.store.lockfile import LockedPackage, LockFile
 
 __all__ = ["Change", "Store"]
@@ -91,7 +91,7 @@ def _refuse_webassembly(spec: str) -> None:
     """A WebAssembly plugin (a ``.wasm`` file, or a source directory that ``plugins build``
     takes: ``conduit-plugin.toml`` and ``app.py`` or ``plugin.wasm``, no Python project) is
     not a distribution: say which command installs it instead of the installer's error."""
-    from conduit._project import is_wasm_source
+    from conduit.authoring import is_wasm_source
 
     if spec.endswith(".wasm") and os.path.isfile(spec):
         what = "a WebAssembly module"
@@ -163,7 +163,7 @@ class Store:
         self.echo = echo or (lambda _text: None)
         self.ask = ask  # offer the capabilities of new plugins at the grant prompt
         self._tool: Tool | None = None
-        from conduit._indexer import store_path
+        from conduit.indexer.build import store_path
 
         self.guard = store_path(self.paths, "env")
         self.journal = store_path(self.paths, "journal", ".json")
@@ -295,8 +295,8 @@ class Store:
         import importlib
         import site
 
-        from conduit._profile import Profile
-        from conduit.index import load
+        from conduit.indexer.build import load
+        from conduit.timing import Profile
 
         importlib.invalidate_caches()
         for entry in list(sys.path):
@@ -492,9 +492,9 @@ class Store:
         leaves the plugin installed but not activated, as on its first use."""
         if not any(p.get("capabilities") for p in plugins):
             return
-        from conduit._profile import Profile
-        from conduit.index import load
+        from conduit.indexer.build import load
         from conduit.security.grants import offer
+        from conduit.timing import Profile
 
         index = load(self.paths, Profile(False))
         names = [p["name"] for p in plugins if p.get("capabilities")]

@@ -33,18 +33,10 @@ from dataclasses import dataclass, field
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
-from conduit.errors import ConduitError
+from conduit.errors import HashMismatchError, StoreError
 from conduit.store._env import archive_sha256
 
-__all__ = ["HashMismatchError", "Pin", "Sources", "StoreError", "Tool", "choose_tool"]
-
-
-class StoreError(ConduitError):
-    """An install, uninstall, update or sync could not be done (the state was restored)."""
-
-
-class HashMismatchError(StoreError):
-    """A downloaded distribution does not match the sha256 recorded in the lock file."""
+__all__ = ["Pin", "Sources", "Tool", "choose_tool"]
 
 
 @dataclass(frozen=True)

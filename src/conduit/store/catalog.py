@@ -17,8 +17,8 @@ import time
 
 import msgspec
 
-from conduit._fs import atomic_write
-from conduit.store._tools import StoreError
+from conduit.errors import StoreError
+from conduit.fs import atomic_write
 
 __all__ = ["CatalogEntry", "load", "lookup", "search"]
 

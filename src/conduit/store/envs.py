@@ -23,7 +23,7 @@ from conduit.errors import ConduitError, PluginLoadError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from conduit._types import PluginRec
+    from conduit.indexer.records import PluginRec
 
 __all__ = ["add_dependencies", "env_dir"]
 
@@ -40,8 +40,8 @@ def env_dir(cache_dir: str, dependencies: list[str]) -> str:
 def _install(name: str, deps: list[str], target: str) -> None:
     import shutil
 
-    from conduit._fs import locked
     from conduit.config import read_settings
+    from conduit.fs import locked
     from conduit.paths import resolve
     from conduit.store._env import conduit_closure, constraints_text, snapshot
     from conduit.store._tools import Sources, choose_tool

@@ -30,8 +30,8 @@ import tomllib
 
 import msgspec
 
-from conduit._fs import atomic_write
 from conduit.errors import ConfigError
+from conduit.fs import atomic_write
 
 __all__ = ["LOCK_FILENAME", "LOCK_VERSION", "LockFile", "LockedPackage", "dumps", "find", "read"]
 
@@ -73,7 +73,7 @@ def find(config_dir: str, explicit: str | None, cwd: str) -> str:
     """
     if explicit:
         return os.path.abspath(explicit)
-    from conduit.activation import workspace_dirs
+    from conduit.kernel.activation import workspace_dirs
 
     for d in workspace_dirs(cwd):
         candidate = os.path.join(d, LOCK_FILENAME)

@@ -13,7 +13,7 @@ from conduit.errors import ConduitError, UsageError
 from conduit.sdk import Plugin, PluginContext
 
 if TYPE_CHECKING:
-    from conduit._types import Index, PluginRec
+    from conduit.indexer.records import Index, PluginRec
 
 __all__ = ["PluginsPlugin"]
 
@@ -25,9 +25,9 @@ _kernel: Any = None
 def _index(rebuild: bool = False) -> Index:
     if _kernel is not None and not rebuild:
         return _kernel.index  # type: ignore[no-any-return]
-    from conduit._profile import Profile
-    from conduit.index import load
+    from conduit.indexer.build import load
     from conduit.paths import resolve
+    from conduit.timing import Profile
 
     return load(resolve(), Profile(False), force_rebuild=rebuild)
 
@@ -50,7 +50,7 @@ def _state(rec: PluginRec) -> str:
 
 def _activation_report(index: Index, rec: PluginRec) -> list[str]:
     """Each activation event of ``rec`` and whether it fires here and now."""
-    from conduit.activation import fires_now, workspace_dirs
+    from conduit.kernel.activation import fires_now, workspace_dirs
 
     name = rec["name"]
     lines = []
@@ -206,9 +206,9 @@ def _find(index: Index, name: str) -> PluginRec:
 
 
 def _measure_load(name: str, index: Index) -> dict[str, float] | str:
-    from conduit._profile import Profile
-    from conduit.kernel import Kernel
+    from conduit.kernel.core import Kernel
     from conduit.paths import resolve
+    from conduit.timing import Profile
 
     profile = Profile(True)
     # Timing a load must not prompt for grants: a plugin without them is reported as such.

@@ -22,7 +22,7 @@ import click
 from conduit.errors import ConduitError, UsageError
 
 if TYPE_CHECKING:
-    from conduit._project import PluginSource
+    from conduit.authoring import PluginSource
     from conduit.manifest import CommandSpec
 
 __all__ = ["check_cmd", "manifest_cmd", "new_cmd"]
@@ -139,7 +139,7 @@ def _plugin_dir_hint() -> str:
 
 
 def _derived(src: PluginSource) -> list[CommandSpec]:
-    from conduit._project import boot_commands, derive_commands
+    from conduit.authoring import boot_commands, derive_commands
 
     if src.error is not None:
         raise src.error
@@ -205,7 +205,7 @@ def _replace_commands(toml_text: str, specs: list[CommandSpec]) -> str:
 
 def write_manifest(src: PluginSource, specs: list[CommandSpec]) -> None:
     """Replace the ``[[commands]]`` of ``src``'s manifest with ``specs``, keeping the rest."""
-    from conduit._fs import atomic_write, locked
+    from conduit.fs import atomic_write, locked
     from conduit.manifest import _INLINE_RE
 
     path = src.manifest_path
@@ -235,7 +235,7 @@ def write_manifest(src: PluginSource, specs: list[CommandSpec]) -> None:
 )
 def manifest_cmd(path: str, mode: str | None) -> None:
     """Derive a manifest's commands, help and usage from the plugin's Click commands."""
-    from conduit._project import find_plugins
+    from conduit.authoring import find_plugins
 
     stale = 0
     for src in find_plugins(path):
@@ -333,7 +333,7 @@ def lint_capabilities(src: PluginSource) -> list[str]:
 _MEASURE = r"""
 import json, os, resource, sys, time
 import importlib.util, click, conduit.sdk, conduit.hosts.inprocess
-from conduit._project import PluginSource, RecordingContext, importable, load_object
+from conduit.authoring import PluginSource, RecordingContext, importable, load_object
 src = PluginSource(**json.loads(sys.argv[1]))
 def rss():
     # The resident set now: ru_maxrss would include the parent's size from before exec.
@@ -483,7 +483,7 @@ def _budget(what: str, value: str, within: bool, budget: str, advice: str) -> tu
 )
 def check_cmd(path: str, import_budget_ms: float, memory_budget_mb: float, runs: int) -> None:
     """Check a plugin before publishing: manifest, API range, capabilities, import cost."""
-    from conduit._project import find_plugins
+    from conduit.authoring import find_plugins
 
     problems = 0
     plugins = find_plugins(path)

@@ -21,7 +21,7 @@ from conduit.security.grants import (
 )
 
 if TYPE_CHECKING:
-    from conduit._types import Index, PluginRec
+    from conduit.indexer.records import Index, PluginRec
 
 __all__ = ["grant_cmd", "permissions_cmd", "revoke_cmd"]
 

@@ -117,10 +117,10 @@ def build_plugin(source: str, output: str) -> tuple[str, str]:
 
 
 def _settings() -> tuple[WasmSettings, str]:
-    from conduit._profile import Profile
     from conduit.hosts.wasm import WasmSettings
-    from conduit.index import load
+    from conduit.indexer.build import load
     from conduit.paths import resolve
+    from conduit.timing import Profile
 
     paths = resolve()
     index = load(paths, Profile(False))
@@ -220,10 +220,10 @@ def build_cmd(source: str, output: str | None, no_precompile: bool) -> None:
 def _offer_grants(name: str) -> None:
     """Installed: its capabilities are asked for once on a terminal, as by
     ``plugins install`` (listed with the grant command otherwise)."""
-    from conduit._profile import Profile
-    from conduit.index import load
+    from conduit.indexer.build import load
     from conduit.paths import resolve
     from conduit.security.grants import offer
+    from conduit.timing import Profile
 
     paths = resolve()
     for line in offer(load(paths, Profile(False)), [name], paths.config_file, ask=True):

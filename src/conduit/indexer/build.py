@@ -24,11 +24,13 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from conduit import __version__
-from conduit._fs import atomic_write, locked
+from conduit import index as reader
 from conduit.builtins import BUILTINS
 from conduit.config import read_settings
 from conduit.errors import ManifestError
+from conduit.fs import atomic_write, locked
 from conduit.index import INDEX_FORMAT, empty_events, encode, read, records_path, site_dirs
+from conduit.indexer.resolve import Node, Resolution, resolve
 from conduit.manifest import (
     MANIFEST_FILENAME,
     CommandSpec,
@@ -37,16 +39,16 @@ from conduit.manifest import (
     parse_manifest,
     read_manifest_file,
 )
-from conduit.resolve import Node, Resolution, resolve
 from conduit.sdk import API_VERSION
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from conduit._types import BrokenRec, Events, Index, PluginRec
+    from conduit.indexer.records import BrokenRec, Events, Index, PluginRec
     from conduit.paths import Paths
+    from conduit.timing import Profile
 
-__all__ = ["ENTRY_POINT_GROUP", "build", "rebuild"]
+__all__ = ["ENTRY_POINT_GROUP", "build", "load", "rebuild"]
 
 ENTRY_POINT_GROUP = "conduit.plugins"
 _PRECEDENCE = {"builtin": 0, "entry-point": 1, "file": 2, "wasm": 3, "executable": 4}
@@ -629,3 +631,19 @@ def rebuild(
             "it will be rebuilt on every run"
         )
         return index
+
+
+def load(
+    paths: Paths,
+    profile: Profile,
+    *,
+    force_rebuild: bool = False,
+    render_help: Callable[[Index], str] | None = None,
+) -> Index:
+    """:func:`conduit.index.load` with this builder: the current index, rebuilt if needed.
+
+    For every caller but the CLI's start-up path, which injects the builder lazily.
+    """
+    return reader.load(
+        paths, profile, rebuild=rebuild, force_rebuild=force_rebuild, render_help=render_help
+    )

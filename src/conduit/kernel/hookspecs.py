@@ -15,6 +15,8 @@ from typing import Any
 
 import pluggy
 
+from conduit.kernel.registry import KERNEL_HOOKS
+
 __all__ = ["KERNEL_HOOKS", "after_command", "before_command", "config_loaded", "on_command_error"]
 
 hookspec = pluggy.HookspecMarker("conduit")
@@ -42,6 +44,3 @@ def after_command(command: str, argv: list[str], exit_code: int) -> None:
 @hookspec
 def on_command_error(command: str, argv: list[str], error: str) -> None:
     """A command failed; ``error`` is the one-line message the user sees."""
-
-
-KERNEL_HOOKS = ("after_command", "before_command", "config_loaded", "on_command_error")

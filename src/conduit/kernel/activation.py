@@ -27,7 +27,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from conduit._types import Index
+    from conduit.indexer.records import Index
 
 __all__ = ["fires_now", "triggered", "workspace_dirs"]
 

@@ -2,7 +2,7 @@
 
 The index is stored with :mod:`marshal` and read back as plain dicts and lists, because
 the start-up path cannot afford to import msgspec or typing (see docs/performance.md).
-Never import this module at run time: ``if TYPE_CHECKING: from conduit._types import ...``.
+Never import this module at run time: ``if TYPE_CHECKING: from conduit.indexer.records import ...``.
 """
 
 from __future__ import annotations

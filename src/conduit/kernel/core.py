@@ -18,23 +18,21 @@ import os
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from conduit._profile import Profile
 from conduit.errors import ConduitError, PluginError, PluginLoadError
+from conduit.kernel.registry import KERNEL_HOOKS, Registry
+from conduit.timing import Profile
 
 if TYPE_CHECKING:
     import click
 
-    from conduit._types import Index, PluginRec
-    from conduit.hooks import HookBus
     from conduit.hosts.base import Host
+    from conduit.indexer.records import Index, PluginRec
+    from conduit.kernel.hooks import HookBus
     from conduit.paths import Paths
     from conduit.security.grants import Approver
     from conduit.security.guard import Running
 
-__all__ = ["Context", "Kernel", "Registry"]
-
-#: the hooks the kernel calls itself (their specs live in conduit.hookspecs)
-KERNEL_HOOKS = ("after_command", "before_command", "config_loaded", "on_command_error")
+__all__ = ["Context", "Kernel"]
 
 #: the attribution of code that no guard watches (no guarded plugin active)
 _NOGUARD: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
@@ -42,29 +40,6 @@ _NOGUARD: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
 INACTIVE = "inactive"
 ACTIVE = "active"
 FAILED = "failed"
-
-
-class Registry:
-    """Everything active plugins have registered, each entry tagged with its owner."""
-
-    def __init__(self) -> None:
-        self.commands: dict[tuple[str, str], click.Command] = {}
-        self.services: dict[str, tuple[str, Callable[[], Any]]] = {}
-        self.service_instances: dict[str, Any] = {}
-        self.hooks: dict[str, list[tuple[str, Callable[..., Any]]]] = {}
-        self.hookspecs: dict[str, tuple[str, Callable[..., Any], bool]] = {}
-        #: bumped on every hook or hookspec change, so the pluggy manager is rebuilt
-        self.generation = 0
-
-    def owned_by(self, plugin: str) -> list[str]:
-        """Describe every registration ``plugin`` still holds (empty when it holds none)."""
-        held = [f"command {name}" for (owner, name) in self.commands if owner == plugin]
-        held += [f"service {n}" for n, (owner, _) in self.services.items() if owner == plugin]
-        held += [
-            f"hook {h}" for h, impls in self.hooks.items() for owner, _ in impls if owner == plugin
-        ]
-        held += [f"hookspec {h}" for h, (owner, _, _) in self.hookspecs.items() if owner == plugin]
-        return held
 
 
 class Context:
@@ -378,7 +353,7 @@ class Kernel:
 
     def activate_for(self, command: list[str], environ: dict[str, str], cwd: str) -> None:
         """Activate the plugins whose events fire for running ``command``."""
-        from conduit.activation import triggered
+        from conduit.kernel.activation import triggered
 
         for name, event in triggered(
             self.index, command=command, environ=environ, cwd=cwd, usable=self.usable()
@@ -399,7 +374,7 @@ class Kernel:
         if not self.registry.hooks.get(name):
             return []
         if self._bus is None:
-            from conduit.hooks import HookBus
+            from conduit.kernel.hooks import HookBus
 
             self._bus = HookBus(self.registry)
         bus = self._bus

@@ -18,13 +18,13 @@ from conduit.errors import PluginError
 if TYPE_CHECKING:
     import pluggy
 
-    from conduit.kernel import Registry
+    from conduit.kernel.registry import Registry
 
 __all__ = ["HookBus"]
 
 
 class HookBus:
-    """A pluggy manager mirroring a :class:`~conduit.kernel.Registry`'s hooks."""
+    """A pluggy manager mirroring a :class:`~conduit.kernel.registry.Registry`'s hooks."""
 
     def __init__(self, registry: Registry) -> None:
         self._registry = registry
@@ -55,7 +55,7 @@ class HookBus:
             return self._pm
         import pluggy
 
-        from conduit import hookspecs
+        from conduit.kernel import hookspecs
 
         pm = pluggy.PluginManager("conduit")
         pm.add_hookspecs(hookspecs)

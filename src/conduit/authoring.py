@@ -23,7 +23,7 @@ from conduit.errors import ConduitError, ManifestError, PluginLoadError, UsageEr
 if TYPE_CHECKING:
     import click
 
-    from conduit._types import PluginRec
+    from conduit.indexer.records import PluginRec
     from conduit.manifest import CommandSpec, Manifest
 
 __all__ = [

@@ -21,6 +21,7 @@ import os
 import sys
 
 from conduit import __version__
+from conduit.paths import stable_hash
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -175,17 +176,9 @@ def empty_events() -> Events:
     return {"startup": [], "env": [], "file": [], "command": {}, "event": {}, "service": {}}
 
 
-def _fnv1a(text: str) -> str:
-    # A stable short hash without importing hashlib or zlib (hash() is salted per run).
-    h = 0xCBF29CE484222325
-    for byte in text.encode("utf-8", "surrogateescape"):
-        h = ((h ^ byte) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
-    return f"{h:016x}"
-
-
 def index_path(paths: Paths) -> str:
     """One index per interpreter environment, so two venvs sharing a cache never fight."""
-    return os.path.join(paths.cache_dir, f"index-{_fnv1a(sys.prefix)}.bin")
+    return os.path.join(paths.cache_dir, f"index-{stable_hash(sys.prefix)}.bin")
 
 
 def read(

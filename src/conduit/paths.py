@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import sys
 
-__all__ = ["Paths", "resolve"]
+__all__ = ["Paths", "resolve", "stable_hash"]
 
 APP = "conduit"
 
@@ -37,6 +37,25 @@ class Paths:
 
     def __repr__(self) -> str:
         return f"Paths(config_dir={self.config_dir!r}, cache_dir={self.cache_dir!r})"
+
+    def plugin_data(self, name: str) -> str:
+        """The data directory of plugin ``name`` (``ctx.data_dir``; the one path rule)."""
+        return os.path.join(self.state_dir, "plugins", name)
+
+    def store_file(self, kind: str, suffix: str = "") -> str:
+        """A file of the plugin store's for this environment (``sys.prefix``): its
+        ``journal`` (conduit.store writes it, the indexer reads it) or its ``env`` lock."""
+        return os.path.join(self.state_dir, "store", f"{kind}-{stable_hash(sys.prefix)}{suffix}")
+
+
+def stable_hash(text: str) -> str:
+    """A short hash of ``text`` that is the same in every process and version (FNV-1a, 64
+    bits, hex): names files after a ``sys.prefix`` or a URL. Not ``hash()``, which is
+    salted per process, and not hashlib, which the start-up path does not import."""
+    h = 0xCBF29CE484222325
+    for byte in text.encode("utf-8", "surrogateescape"):
+        h = ((h ^ byte) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return f"{h:016x}"
 
 
 def _xdg(var: str, default: str) -> str:

@@ -281,7 +281,7 @@ class Child:
         name = record["name"]
         ctx = ChildContext(self, record, params.get("data_dir", ""), params.get("config", {}))
         try:
-            self.host.activate(record, ctx, Profile(False))  # type: ignore[arg-type]
+            self.host.activate(record, ctx, Profile(False))
         except BaseException as exc:
             raise _plugin_error(exc) from None
         self.contexts[name] = ctx
@@ -315,7 +315,7 @@ class Child:
                     stream.tty = bool(terminal.get(key))
             argv, prog = list(params["argv"]), params.get("prog", "conduit")
             try:
-                code = self.host.run_command(record, ctx, argv, prog)  # type: ignore[arg-type]
+                code = self.host.run_command(record, ctx, argv, prog)
             except (CommandFailed, ConduitError) as exc:
                 raise _plugin_error(exc) from None
             return {"exit_code": code}
@@ -381,7 +381,7 @@ class Child:
     def shutdown(self, params: dict[str, Any]) -> None:
         for name in list(self.contexts):
             try:  # noqa: SIM105 -- contextlib would add its imports to every host's start
-                self.host.deactivate(self.records[name], self.contexts[name])  # type: ignore[arg-type]
+                self.host.deactivate(self.records[name], self.contexts[name])
             except ConduitError:
                 pass
         self.endpoint.closing = True

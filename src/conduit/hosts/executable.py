@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 from conduit.errors import HostError
 
 if TYPE_CHECKING:
+    from conduit.hosts.base import HostContext
     from conduit.indexer.records import PluginRec
-    from conduit.kernel.core import Context
     from conduit.timing import Profile
 
 __all__ = ["ExecHost"]
@@ -25,10 +25,10 @@ class ExecHost:
 
     kind = "exec"
 
-    def activate(self, record: PluginRec, ctx: Context, profile: Profile) -> None:
+    def activate(self, record: PluginRec, ctx: HostContext, profile: Profile) -> None:
         pass
 
-    def run_command(self, record: PluginRec, ctx: Context, argv: list[str], prog: str) -> int:
+    def run_command(self, record: PluginRec, ctx: HostContext, argv: list[str], prog: str) -> int:
         try:
             return subprocess.call([record["origin"], *argv[1:]])
         except OSError as exc:
@@ -38,5 +38,5 @@ class ExecHost:
                 hint="reinstall it, or remove it from PATH and the plugin directory",
             ) from None
 
-    def deactivate(self, record: PluginRec, ctx: Context) -> None:
+    def deactivate(self, record: PluginRec, ctx: HostContext) -> None:
         pass

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 from conduit.errors import PluginLoadError
 
 if TYPE_CHECKING:
+    from conduit.hosts.base import HostContext
     from conduit.indexer.records import PluginRec
-    from conduit.kernel.core import Context
     from conduit.timing import Profile
 
 __all__ = ["FakeHost"]
@@ -36,16 +36,16 @@ class FakeHost:
         self.fail_activation = fail_activation or set()
         self.calls: list[tuple[str, str, tuple[str, ...]]] = []
 
-    def activate(self, record: PluginRec, ctx: Context, profile: Profile) -> None:
+    def activate(self, record: PluginRec, ctx: HostContext, profile: Profile) -> None:
         name = record["name"]
         self.calls.append(("activate", name, ()))
         if name in self.fail_activation:
             raise PluginLoadError(name, "failed to boot: fake failure")
 
-    def run_command(self, record: PluginRec, ctx: Context, argv: list[str], prog: str) -> int:
+    def run_command(self, record: PluginRec, ctx: HostContext, argv: list[str], prog: str) -> int:
         name = record["name"]
         self.calls.append(("run", name, tuple(argv)))
         return self.plugins[name][argv[0]](argv[1:])
 
-    def deactivate(self, record: PluginRec, ctx: Context) -> None:
+    def deactivate(self, record: PluginRec, ctx: HostContext) -> None:
         self.calls.append(("deactivate", record["name"], ()))

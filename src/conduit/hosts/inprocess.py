@@ -20,8 +20,8 @@ if TYPE_CHECKING:
 
     import click
 
+    from conduit.hosts.base import HostContext
     from conduit.indexer.records import PluginRec
-    from conduit.kernel.core import Context
     from conduit.timing import Profile
 
 __all__ = ["InProcessHost"]
@@ -116,7 +116,7 @@ class InProcessHost:
                 ) from None
         return obj
 
-    def activate(self, record: PluginRec, ctx: Context, profile: Profile) -> None:
+    def activate(self, record: PluginRec, ctx: HostContext, profile: Profile) -> None:
         name = record["name"]
         with profile.span(f"import:{name}"):
             try:
@@ -162,7 +162,7 @@ class InProcessHost:
                 ) from exc
         self._instances[name] = plugin
 
-    def deactivate(self, record: PluginRec, ctx: Context) -> None:
+    def deactivate(self, record: PluginRec, ctx: HostContext) -> None:
         name = record["name"]
         plugin = self._instances.pop(name, None)
         if record["source"] == "file":
@@ -177,7 +177,7 @@ class InProcessHost:
                 ) from exc
 
     # -- running -----------------------------------------------------------------------
-    def _command(self, record: PluginRec, ctx: Context, word: str) -> click.Command:
+    def _command(self, record: PluginRec, ctx: HostContext, word: str) -> click.Command:
         import click
 
         registered = ctx.commands()
@@ -205,7 +205,7 @@ class InProcessHost:
             parent.add_command(subs[key], words[-1])
         return root
 
-    def run_command(self, record: PluginRec, ctx: Context, argv: list[str], prog: str) -> int:
+    def run_command(self, record: PluginRec, ctx: HostContext, argv: list[str], prog: str) -> int:
         word = argv[0]
         command = self._command(record, ctx, word)
         try:

@@ -43,8 +43,8 @@ from conduit.errors import (
 if TYPE_CHECKING:
     import socket
 
+    from conduit.hosts.base import HostContext, KernelPort
     from conduit.indexer.records import PluginRec
-    from conduit.kernel.core import Context, Kernel
     from conduit.security import sandbox
     from conduit.timing import Profile
 
@@ -92,7 +92,7 @@ class ProcessHost:
 
     def __init__(
         self,
-        kernel: Kernel,
+        kernel: KernelPort,
         settings: ProcessSettings | None = None,
         *,
         command: list[str] | None = None,
@@ -455,7 +455,7 @@ class ProcessHost:
         data_dir = os.path.join(self.kernel.paths.state_dir, "plugins", record["name"])
         return {"record": dict(record), "data_dir": data_dir, "config": config}
 
-    def activate(self, record: PluginRec, ctx: Context, profile: Profile) -> None:
+    def activate(self, record: PluginRec, ctx: HostContext, profile: Profile) -> None:
         name = record["name"]
         if not self.alive:
             self._stop(kill=True)  # reap a child that died since
@@ -478,7 +478,7 @@ class ProcessHost:
         self.plugins.add(name)
         self._records[name] = record
 
-    def _register_proxies(self, name: str, info: dict[str, Any], ctx: Context) -> None:
+    def _register_proxies(self, name: str, info: dict[str, Any], ctx: HostContext) -> None:
         for service in info.get("services", []):
             ctx.register_service(service, _proxy_factory(self, name, service))
         seen: dict[str, int] = {}
@@ -508,7 +508,7 @@ class ProcessHost:
 
         return _function(f"{name}:{hook}", args, call)
 
-    def run_command(self, record: PluginRec, ctx: Context, argv: list[str], prog: str) -> int:
+    def run_command(self, record: PluginRec, ctx: HostContext, argv: list[str], prog: str) -> int:
         import shutil
 
         size = shutil.get_terminal_size()
@@ -537,7 +537,7 @@ class ProcessHost:
     def health(self, name: str) -> dict[str, Any]:
         return dict(self.call(name, "health", {}, self.settings.timeout))
 
-    def deactivate(self, record: PluginRec, ctx: Context) -> None:
+    def deactivate(self, record: PluginRec, ctx: HostContext) -> None:
         self.plugins.discard(record["name"])
         self._records.pop(record["name"], None)
         if self.plugins:

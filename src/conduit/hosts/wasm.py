@@ -37,8 +37,8 @@ from conduit.errors import HostError, PluginLoadError
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from conduit.hosts.base import HostContext, KernelPort
     from conduit.indexer.records import PluginRec
-    from conduit.kernel.core import Context, Kernel
     from conduit.security.capabilities import Capability
     from conduit.timing import Profile
 
@@ -577,7 +577,7 @@ class WasmHost:
 
     kind = "wasm"
 
-    def __init__(self, kernel: Kernel) -> None:
+    def __init__(self, kernel: KernelPort) -> None:
         self.kernel = kernel
         config = kernel.index["config"]
         self.settings = WasmSettings.from_table(config.get("wasm"))
@@ -586,7 +586,7 @@ class WasmHost:
     def _runtime(self, name: str) -> Runtime:
         return runtime(self.settings, self.kernel.paths.cache_dir, name)
 
-    def activate(self, record: PluginRec, ctx: Context, profile: Profile) -> None:
+    def activate(self, record: PluginRec, ctx: HostContext, profile: Profile) -> None:
         name = record["name"]
         path = record["entry"]
         if record["source"] != "wasm" or not path:
@@ -610,10 +610,10 @@ class WasmHost:
                     hint="rebuild the plugin",
                 ) from None
 
-    def deactivate(self, record: PluginRec, ctx: Context) -> None:
+    def deactivate(self, record: PluginRec, ctx: HostContext) -> None:
         self._loaded.pop(record["name"], None)
 
-    def run_command(self, record: PluginRec, ctx: Context, argv: list[str], prog: str) -> int:
+    def run_command(self, record: PluginRec, ctx: HostContext, argv: list[str], prog: str) -> int:
         name = record["name"]
         artifact, component = self._loaded[name]
         grants = self.kernel.index["config"].get("grants", {})

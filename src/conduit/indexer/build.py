@@ -403,22 +403,12 @@ def _record(item: _Found, disabled: set[str], forced: dict[str, str]) -> PluginR
     }
 
 
-def store_path(paths: Paths, kind: str, suffix: str = "") -> str:
-    """A file of the plugin store's for this environment (``sys.prefix``): its ``journal``
-    (conduit.store writes it) or its ``env`` lock."""
-    import sys
-
-    from conduit.index import _fnv1a
-
-    return os.path.join(paths.state_dir, "store", f"{kind}-{_fnv1a(sys.prefix)}{suffix}")
-
-
 def _interrupted_store_operation(paths: Paths) -> str | None:
     """A warning when a ``conduit plugins install`` (or the like) was killed midway."""
     import json
 
     try:
-        with open(store_path(paths, "journal", ".json"), encoding="utf-8") as f:
+        with open(paths.store_file("journal", ".json"), encoding="utf-8") as f:
             entry = json.load(f)
         pid, op = int(entry["pid"]), str(entry["op"])
     except FileNotFoundError:

@@ -42,7 +42,7 @@ TYPE_CHECKING = False  # not typing's: the host child does not import typing
 if TYPE_CHECKING:
     from typing import Any
 
-    from conduit.kernel.core import Kernel
+    from conduit.hosts.base import KernelPort
     from conduit.security.capabilities import Capability
 
 __all__ = [
@@ -143,7 +143,7 @@ class Plan:
             self.proxy.close()
 
 
-def prepare(kernel: Kernel, name: str, environ: dict[str, str] | None = None) -> Plan:
+def prepare(kernel: KernelPort, name: str, environ: dict[str, str] | None = None) -> Plan:
     """The sandbox for a host started for plugin ``name`` (and, for the shared host, the
     other plugins of ``[process] shared``, which must all have the same grants)."""
     from conduit.security.capabilities import CapabilityError, expand_path

@@ -163,10 +163,8 @@ class Store:
         self.echo = echo or (lambda _text: None)
         self.ask = ask  # offer the capabilities of new plugins at the grant prompt
         self._tool: Tool | None = None
-        from conduit.indexer.build import store_path
-
-        self.guard = store_path(self.paths, "env")
-        self.journal = store_path(self.paths, "journal", ".json")
+        self.guard = self.paths.store_file("env")
+        self.journal = self.paths.store_file("journal", ".json")
 
     @property
     def tool(self) -> Tool:

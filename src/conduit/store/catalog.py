@@ -36,9 +36,9 @@ _decoder = msgspec.json.Decoder(list[CatalogEntry])
 
 
 def _cache_file(url: str, cache_dir: str) -> str:
-    from conduit.index import _fnv1a
+    from conduit.paths import stable_hash
 
-    return os.path.join(cache_dir, f"catalog-{_fnv1a(url)}.json")
+    return os.path.join(cache_dir, f"catalog-{stable_hash(url)}.json")
 
 
 def _fetch(url: str) -> bytes:

@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 
 import conduit.builtins
-from conduit.authoring import RecordingContext, derive_commands, find_plugins
+from conduit.authoring import derive_commands, find_plugins
 from conduit.builtins import BUILTINS
 from conduit.builtins.plugins._author import compare
+from conduit.hosts.recording import RecordingContext
 from conduit.manifest import read_manifest_file
 
 from _factory import manifest_block
@@ -28,7 +29,7 @@ def test_builtin_manifests_match_their_click_commands(name: str, tmp_path: Path)
     try:
         path = os.path.join(os.path.dirname(conduit.builtins.__file__), name, "conduit-plugin.toml")
         manifest = read_manifest_file(path)
-        derived = derive_commands(ctx.commands, {c.name: c for c in manifest.commands})
+        derived = derive_commands(ctx.commands(), {c.name: c for c in manifest.commands})
         assert compare(list(manifest.commands), derived) == []
     finally:
         plugin.shutdown()

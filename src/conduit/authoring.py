@@ -14,11 +14,12 @@ import contextlib
 import os
 import sys
 import tomllib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from conduit.errors import ConduitError, ManifestError, PluginLoadError, UsageError
+from conduit.hosts.recording import RecordingContext
 
 if TYPE_CHECKING:
     import click
@@ -36,7 +37,6 @@ __all__ = [
 ]
 
 ENTRY_POINT_GROUP = "conduit.plugins"
-T = TypeVar("T")
 
 
 @dataclass
@@ -235,59 +235,6 @@ def find_plugins(path: str) -> list[PluginSource]:
     return found
 
 
-class RecordingContext:
-    """A :class:`conduit.sdk.PluginContext` that only records what ``boot()`` registers."""
-
-    def __init__(self, name: str, data_dir: str, config: dict[str, Any] | None = None) -> None:
-        self._name = name
-        self._data_dir = data_dir
-        self._config = dict(config or {})
-        self.commands: dict[str, click.Command] = {}
-        self.services: dict[str, Callable[[], Any]] = {}
-        self.hooks: list[tuple[str, Callable[..., Any]]] = []
-        self.hookspecs: list[Callable[..., Any]] = []
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    @property
-    def data_dir(self) -> str:
-        os.makedirs(self._data_dir, exist_ok=True)
-        return self._data_dir
-
-    @property
-    def config(self) -> dict[str, Any]:
-        return dict(self._config)
-
-    def register_command(self, command: click.Command, name: str | None = None) -> None:
-        key = " ".join((name or command.name or "").split())
-        if not key:
-            raise PluginLoadError(self._name, "register_command() needs a named Click command")
-        if key in self.commands:
-            raise PluginLoadError(self._name, f"command '{key}' is registered twice")
-        self.commands[key] = command
-
-    def register_service(self, name: str, factory: Callable[[], Any]) -> None:
-        self.services[name] = factory
-
-    def register_hook(self, hook: str, implementation: Callable[..., Any]) -> None:
-        self.hooks.append((hook, implementation))
-
-    def register_hookspec(self, spec: Callable[..., Any], *, firstresult: bool = False) -> None:
-        self.hookspecs.append(spec)
-
-    def hook(self, name: str, **kwargs: Any) -> list[Any]:
-        return []
-
-    def service(self, name: str, kind: type[T] | None = None) -> T:
-        raise PluginLoadError(
-            self._name,
-            f"asked for service '{name}' in boot(); only commands are collected here",
-            hint="ask for services when a command runs, not in boot()",
-        )
-
-
 @contextlib.contextmanager
 def importable(src: PluginSource) -> Iterator[None]:
     """Make a package plugin importable for the duration; forget its modules after."""
@@ -324,14 +271,10 @@ def _record_for(src: PluginSource) -> PluginRec:
 
 def load_object(src: PluginSource) -> Any:
     """Import the plugin's code the way the in-process host does; return its entry object."""
-    from conduit.hosts.inprocess import InProcessHost
+    from conduit.hosts.inprocess import load_entry
 
-    host = InProcessHost()
-    rec = _record_for(src)
     try:
-        if src.kind == "file":
-            return host._import_file(rec)
-        return host._import_entry(rec)
+        return load_entry(_record_for(src))
     except ConduitError:
         raise
     except Exception as exc:
@@ -361,10 +304,10 @@ def boot_commands(src: PluginSource, data_dir: str) -> dict[str, click.Command]:
             ) from exc
         finally:
             if src.kind == "file":
-                from conduit.hosts.inprocess import _file_module_name
+                from conduit.hosts.inprocess import file_module_name
 
-                sys.modules.pop(_file_module_name(src.name), None)
-    return ctx.commands
+                sys.modules.pop(file_module_name(src.name), None)
+    return ctx.commands()
 
 
 # -- the manifest from code ----------------------------------------------------------------

@@ -15,14 +15,13 @@ import os
 import sys
 
 from conduit import rpc
-from conduit.errors import CommandFailed, ConduitError, PluginError
+from conduit.errors import CommandFailed, ConduitError
+from conduit.hosts.recording import RecordingContext
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
-
-    import click
 
     from conduit.hosts.inprocess import InProcessHost
     from conduit.indexer.records import PluginRec
@@ -133,50 +132,14 @@ class RemoteService:
         return call
 
 
-class ChildContext:
-    """The :class:`conduit.sdk.PluginContext` of a plugin inside the child."""
+class ChildContext(RecordingContext):
+    """The :class:`conduit.sdk.PluginContext` of a plugin inside the child: it records
+    what the plugin registers (the kernel registers proxies for it) and reaches the
+    kernel's hooks and services over RPC."""
 
     def __init__(self, child: Child, record: PluginRec, data_dir: str, config: dict[str, Any]):
+        super().__init__(record["name"], data_dir, config)
         self._child = child
-        self._record = record
-        self._data_dir = data_dir
-        self._config = config
-        self.registered: dict[str, click.Command] = {}
-        self.services: dict[str, Callable[[], Any]] = {}
-        self.hooks: list[tuple[str, Callable[..., Any]]] = []
-        self.hookspecs: list[tuple[Callable[..., Any], bool]] = []
-
-    @property
-    def name(self) -> str:
-        return self._record["name"]
-
-    @property
-    def data_dir(self) -> str:
-        os.makedirs(self._data_dir, exist_ok=True)
-        return self._data_dir
-
-    @property
-    def config(self) -> dict[str, Any]:
-        return dict(self._config)
-
-    def register_command(self, command: click.Command, name: str | None = None) -> None:
-        # the same rules as the kernel's Context.register_command, so that a plugin
-        # behaves the same in every host
-        key = " ".join((name or command.name or "").split())
-        if not key:
-            raise PluginError(self.name, "register_command() needs a named Click command")
-        if key in self.registered:
-            raise PluginError(self.name, f"command '{key}' is registered twice")
-        self.registered[key] = command
-
-    def register_service(self, name: str, factory: Callable[[], Any]) -> None:
-        self.services[name] = factory
-
-    def register_hook(self, hook: str, implementation: Callable[..., Any]) -> None:
-        self.hooks.append((hook, implementation))
-
-    def register_hookspec(self, spec: Callable[..., Any], *, firstresult: bool = False) -> None:
-        self.hookspecs.append((spec, firstresult))
 
     def hook(self, name: str, **kwargs: Any) -> list[Any]:
         result = self._child.endpoint.request("kernel/hook", {"name": name, "kwargs": kwargs})
@@ -186,9 +149,6 @@ class ChildContext:
         if name in self.services:
             return self._child.service_instance(name, self.services[name])
         return RemoteService(self._child.endpoint, name)
-
-    def commands(self) -> dict[str, click.Command]:
-        return dict(self.registered)
 
 
 def _arg_names(fn: Callable[..., Any]) -> list[str]:

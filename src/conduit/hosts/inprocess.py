@@ -24,13 +24,101 @@ if TYPE_CHECKING:
     from conduit.indexer.records import PluginRec
     from conduit.timing import Profile
 
-__all__ = ["InProcessHost"]
+__all__ = ["InProcessHost", "file_module_name", "load_entry"]
 
 _DEBUG_HINT = "run with --debug for the traceback; 'conduit plugins disable {name}' turns it off"
 
 
-def _file_module_name(name: str) -> str:
+def file_module_name(name: str) -> str:
+    """The name in ``sys.modules`` of the single-file plugin ``name``'s module."""
     return "conduit_plugin_" + name.replace("-", "_")
+
+
+def load_entry(rec: PluginRec) -> Any:
+    """Import the plugin of ``rec`` and return its entry object (a
+    :class:`~conduit.sdk.Plugin` subclass or instance): the module of a single-file
+    plugin, under :func:`file_module_name`, or an entry point's ``module:attr``.
+
+    A missing entry object is a :class:`PluginLoadError`; whatever the import itself
+    raises is the caller's to report.
+    """
+    if rec["source"] == "file":
+        return _import_file(rec)
+    return _import_entry(rec)
+
+
+def _import_file(rec: PluginRec) -> Any:
+    # importlib.machinery, not importlib.util (which imports contextlib): a process
+    # host imports this module before its plugin, on every start
+    from importlib.machinery import ModuleSpec, SourceFileLoader
+
+    name = rec["name"]
+    modname = file_module_name(name)
+    origin = rec["origin"]
+    loader = SourceFileLoader(modname, origin)
+    spec = ModuleSpec(modname, loader, origin=origin)
+    spec.has_location = True  # __file__ and __cached__ come from the origin
+    if rec.get("dependencies"):  # inline dependencies: a private cached environment
+        from conduit.security.guard import TRUSTED
+        from conduit.store.envs import add_dependencies
+
+        with TRUSTED:  # Conduit installs them, not the plugin: no grant is needed
+            add_dependencies(rec)
+    module = type(sys)(modname)
+    module.__spec__ = spec
+    module.__loader__ = loader
+    module.__file__ = origin
+    module.__cached__ = spec.cached  # type: ignore[attr-defined]
+    module.__package__ = spec.parent
+    sys.modules[modname] = module
+    try:
+        loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(modname, None)
+        raise
+    if rec["entry"]:
+        if not hasattr(module, rec["entry"]):
+            raise PluginLoadError(
+                name,
+                f"{rec['origin']} has no object '{rec['entry']}' (manifest field 'entry')",
+                hint="fix 'entry' in the # /// conduit block",
+            )
+        return getattr(module, rec["entry"])
+    from conduit.sdk import Plugin
+
+    found = [
+        obj
+        for obj in vars(module).values()
+        if isinstance(obj, type)
+        and issubclass(obj, Plugin)
+        and obj is not Plugin
+        and obj.__module__ == modname
+    ]
+    if len(found) != 1:
+        raise PluginLoadError(
+            name,
+            f"{rec['origin']} defines {len(found)} Plugin subclasses; expected one",
+            hint='name the plugin object with entry = "ClassName" in the # /// conduit block',
+        )
+    return found[0]
+
+
+def _import_entry(rec: PluginRec) -> Any:
+    name = rec["name"]
+    entry = rec["entry"] or ""
+    module_name, _, attr = entry.partition(":")
+    module = importlib.import_module(module_name.strip())
+    obj: Any = module
+    for part in attr.strip().split(".") if attr.strip() else []:
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise PluginLoadError(
+                name,
+                f"entry point '{entry}': module '{module_name}' has no attribute '{attr}'",
+                hint="fix the entry point in the plugin's packaging metadata",
+            ) from None
+    return obj
 
 
 class InProcessHost:
@@ -43,87 +131,11 @@ class InProcessHost:
     def __init__(self) -> None:
         self._instances: dict[str, Any] = {}
 
-    # -- loading -----------------------------------------------------------------------
-    def _import_file(self, rec: PluginRec) -> Any:
-        # importlib.machinery, not importlib.util (which imports contextlib): a process
-        # host imports this module before its plugin, on every start
-        from importlib.machinery import ModuleSpec, SourceFileLoader
-
-        name = rec["name"]
-        modname = _file_module_name(name)
-        origin = rec["origin"]
-        loader = SourceFileLoader(modname, origin)
-        spec = ModuleSpec(modname, loader, origin=origin)
-        spec.has_location = True  # __file__ and __cached__ come from the origin
-        if rec.get("dependencies"):  # inline dependencies: a private cached environment
-            from conduit.security.guard import TRUSTED
-            from conduit.store.envs import add_dependencies
-
-            with TRUSTED:  # Conduit installs them, not the plugin: no grant is needed
-                add_dependencies(rec)
-        module = type(sys)(modname)
-        module.__spec__ = spec
-        module.__loader__ = loader
-        module.__file__ = origin
-        module.__cached__ = spec.cached  # type: ignore[attr-defined]
-        module.__package__ = spec.parent
-        sys.modules[modname] = module
-        try:
-            loader.exec_module(module)
-        except BaseException:
-            sys.modules.pop(modname, None)
-            raise
-        if rec["entry"]:
-            if not hasattr(module, rec["entry"]):
-                raise PluginLoadError(
-                    name,
-                    f"{rec['origin']} has no object '{rec['entry']}' (manifest field 'entry')",
-                    hint="fix 'entry' in the # /// conduit block",
-                )
-            return getattr(module, rec["entry"])
-        from conduit.sdk import Plugin
-
-        found = [
-            obj
-            for obj in vars(module).values()
-            if isinstance(obj, type)
-            and issubclass(obj, Plugin)
-            and obj is not Plugin
-            and obj.__module__ == modname
-        ]
-        if len(found) != 1:
-            raise PluginLoadError(
-                name,
-                f"{rec['origin']} defines {len(found)} Plugin subclasses; expected one",
-                hint='name the plugin object with entry = "ClassName" in the # /// conduit block',
-            )
-        return found[0]
-
-    def _import_entry(self, rec: PluginRec) -> Any:
-        name = rec["name"]
-        entry = rec["entry"] or ""
-        module_name, _, attr = entry.partition(":")
-        module = importlib.import_module(module_name.strip())
-        obj: Any = module
-        for part in attr.strip().split(".") if attr.strip() else []:
-            try:
-                obj = getattr(obj, part)
-            except AttributeError:
-                raise PluginLoadError(
-                    name,
-                    f"entry point '{entry}': module '{module_name}' has no attribute '{attr}'",
-                    hint="fix the entry point in the plugin's packaging metadata",
-                ) from None
-        return obj
-
     def activate(self, record: PluginRec, ctx: HostContext, profile: Profile) -> None:
         name = record["name"]
         with profile.span(f"import:{name}"):
             try:
-                if record["source"] == "file":
-                    obj = self._import_file(record)
-                else:
-                    obj = self._import_entry(record)
+                obj = load_entry(record)
             except ConduitError:
                 raise
             except BaseException as exc:
@@ -166,7 +178,7 @@ class InProcessHost:
         name = record["name"]
         plugin = self._instances.pop(name, None)
         if record["source"] == "file":
-            sys.modules.pop(_file_module_name(name), None)
+            sys.modules.pop(file_module_name(name), None)
         shutdown = getattr(plugin, "shutdown", None)
         if callable(shutdown):
             try:

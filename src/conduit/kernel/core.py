@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from conduit.errors import ConduitError, PluginError, PluginLoadError
+from conduit.hosts.recording import command_key, registered_twice
 from conduit.kernel.registry import KERNEL_HOOKS, Registry
 from conduit.timing import Profile
 
@@ -67,13 +68,10 @@ class Context:
         return len(self._undo)
 
     def register_command(self, command: click.Command, name: str | None = None) -> None:
-        key = name or command.name
-        if not key:
-            raise PluginError(self.name, "register_command() needs a named Click command")
-        key = " ".join(key.split())
+        key = command_key(self.name, command, name)
         registry = self._kernel.registry
         if (self.name, key) in registry.commands:
-            raise PluginError(self.name, f"command '{key}' is registered twice")
+            raise registered_twice(self.name, key)
         registry.commands[(self.name, key)] = command
         owner = self.name
 

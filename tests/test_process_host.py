@@ -210,6 +210,66 @@ def test_call_many_pipelines_calls_to_a_process_service(plugin_dir, conduit_home
             kernel.shutdown()
 
 
+def test_call_many_on_a_process_service_writes_its_requests_without_waiting(
+    plugin_dir, conduit_home, monkeypatch
+):
+    """sdk.call_many pipelines a ServiceProxy's calls (ServiceProxy.__conduit_call_many__):
+    never one request and its answer per call."""
+    from conduit.sdk import call_many
+
+    write(plugin_dir, "iso.py", manifest_block(COUNTER_TOML) + COUNTER)
+    (conduit_home / "config.toml").write_text('[isolation]\niso = "process"\n')
+    kernel = _kernel()
+    try:
+        counter = kernel.service("counter")
+        host = kernel.host_for(kernel.record("iso"))
+        assert counter.seen() == 0
+        endpoint = host.endpoint  # type: ignore[attr-defined]
+        first = endpoint.last_id
+
+        def one_by_one(*args, **kwargs):  # type: ignore[no-untyped-def]
+            raise AssertionError("call_many made a call of its own")
+
+        monkeypatch.setattr(host, "call", one_by_one)
+        monkeypatch.setattr(endpoint, "request", one_by_one)
+        assert call_many(counter, "incr", [(i,) for i in range(600)]) == list(range(1, 601))
+        assert endpoint.last_id == first + 600
+        monkeypatch.undo()
+        assert counter.seen() == 600
+    finally:
+        monkeypatch.undo()
+        kernel.shutdown()
+
+
+def test_call_many_uses_the_pipelined_call_of_the_service_class():
+    """What sdk.call_many asks of a service: ``__conduit_call_many__`` on its class, if
+    there; looked up on the class, so a proxy's ``__getattr__`` is never asked for it."""
+    from conduit.sdk import call_many
+
+    class Batched:
+        def __init__(self):  # type: ignore[no-untyped-def]
+            self.batches = []
+
+        def __getattr__(self, name):  # type: ignore[no-untyped-def]
+            raise AssertionError(f"asked for {name}")
+
+        def __conduit_call_many__(self, method, calls):  # type: ignore[no-untyped-def]
+            self.batches.append((method, calls))
+            return [sum(args) for args in calls]
+
+    service = Batched()
+    assert call_many(service, "add", [(1, 2), [3, 4]]) == [3, 7]
+    assert service.batches == [("add", [(1, 2), (3, 4)])]
+
+    class Plain:
+        def add(self, a, b):  # type: ignore[no-untyped-def]
+            return a + b
+
+    plain = Plain()
+    plain.__conduit_call_many__ = None  # type: ignore[attr-defined]  # not on the class
+    assert call_many(plain, "add", [(1, 2)]) == [3]
+
+
 def test_call_many_restarts_a_host_killed_while_idle(plugin_dir, conduit_home):
     import os
     import signal

@@ -939,6 +939,41 @@ def test_replies_to_requests_that_arrived_together_are_written_together(pair):
     assert [reader.recv(TIMEOUT)["result"] for _ in range(3)] == [0, 1, 2]
 
 
+def test_send_frames_writes_held_back_replies_and_the_frames_in_one_write(pair):
+    a, b = pair
+    ch = channel(a)
+    ch.send({"jsonrpc": "2.0", "id": 1, "result": 1}, now=False)
+    assert not pending(b)  # held back
+    frames = [ch.frame({"jsonrpc": "2.0", "id": n, "method": "m"}) for n in (2, 3)]
+    ch.send_frames(frames)
+    reader = channel(b)
+    assert [reader.recv(TIMEOUT)["id"] for _ in range(3)] == [1, 2, 3]
+    assert not pending(b)
+
+
+def test_last_id_is_the_id_of_the_last_request_sent(pair):
+    a, b = pair
+    client = rpc.Endpoint(channel(a))
+    server = rpc.Endpoint(channel(b), {"echo": lambda params: params["n"]})
+    thread = threading.Thread(target=server.serve, daemon=True)
+    thread.start()
+    try:
+        assert client.last_id == 0
+        assert client.request("echo", {"n": 5}, TIMEOUT) == 5
+        assert client.last_id == 1
+        # a window that a too-big request ends: the id it would have had is not taken
+        calls = [{"n": n, "pad": "x" * 20_000} for n in range(3)]
+        assert client.request_many("echo", calls, TIMEOUT) == [0, 1, 2]
+        assert client.last_id == 4
+        assert client.request("echo", {"n": 6}, TIMEOUT) == 6
+        assert client.last_id == 5
+        with pytest.raises(AttributeError):
+            client.last_id = 9  # type: ignore[misc]
+    finally:
+        a.shutdown(socket.SHUT_RDWR)
+        thread.join(TIMEOUT)
+
+
 def test_request_to_a_closed_peer_is_not_sent(pair):
     a, b = pair
     b.close()

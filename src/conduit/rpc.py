@@ -219,6 +219,12 @@ class Channel:
         else:
             self._write(data)
 
+    def send_frames(self, frames: list[bytes]) -> None:
+        """Write ``frames`` (from :meth:`frame`), after whatever :meth:`send` held back,
+        in one write."""
+        self._out.extend(frames)
+        self.flush()
+
     def flush(self) -> None:
         """Write whatever :meth:`send` held back."""
         if self._out:
@@ -381,6 +387,11 @@ class Endpoint:
         #: called once after the next reply is sent (the handshake switches codecs there)
         self.after_reply: Callable[[], None] | None = None
 
+    @property
+    def last_id(self) -> int:
+        """The id of the last request this side sent (0 before the first)."""
+        return self._next_id
+
     def notify(self, method: str, params: dict[str, Any]) -> None:
         self.channel.send({"jsonrpc": "2.0", "method": method, "params": params})
 
@@ -465,11 +476,10 @@ class Endpoint:
                 start += 1
             first_window = not results
             results.extend([None] * len(ids))
-            channel._out.extend(frames)
             deadline = None if timeout is None else monotonic() + timeout
             channel.write_deadline = deadline
             try:
-                channel.flush()
+                channel.send_frames(frames)
             except ChannelClosed as exc:
                 if first_window:  # nothing of the batch went out
                     raise NotSent(str(exc)) from exc

@@ -24,8 +24,6 @@ it warns. The policy is written out in docs/plugin-api.md.
 
 from __future__ import annotations
 
-import sys
-
 from conduit.errors import ConduitError
 
 # Not typing's TYPE_CHECKING: importing typing (and with it re, enum, collections,
@@ -220,10 +218,11 @@ def call_many(service: Any, method: str, calls: Iterable[Sequence[Any]]) -> list
         lengths = call_many(ctx.service("text"), "length", [(line,) for line in lines])
     """
     arguments = [tuple(args) for args in calls]
-    # A process plugin's service is a proxy of the process host: then that module is loaded.
-    process = sys.modules.get("conduit.hosts.process")
-    if process is not None and isinstance(service, process.ServiceProxy):
-        return service._call_many(method, arguments)  # type: ignore[no-any-return]
+    # A process plugin's service is a proxy of the process host, whose class pipelines the
+    # calls (looked up on the type: a proxy's __getattr__ answers any name).
+    pipelined = getattr(type(service), "__conduit_call_many__", None)
+    if pipelined is not None:
+        return pipelined(service, method, arguments)  # type: ignore[no-any-return]
     function = getattr(service, method)
     results: list[Any] = []
     error: Exception | None = None

@@ -406,14 +406,14 @@ class ProcessHost:
         if proc is None:
             return
         try:
-            endpoint.notify("$/cancel", {"id": endpoint._next_id})
+            endpoint.notify("$/cancel", {"id": endpoint.last_id})
             proc.send_signal(signal.SIGINT)
             deadline = time.monotonic() + self.settings.cancel_grace
             while time.monotonic() < deadline:
                 message = endpoint.channel.recv(max(0.0, deadline - time.monotonic()))
                 if "method" in message:
                     endpoint.handle(message)
-                elif message.get("id") == endpoint._next_id:
+                elif message.get("id") == endpoint.last_id:
                     return
         except (rpc.ProtocolError, rpc.Timeout, OSError):
             pass
@@ -598,7 +598,10 @@ class ServiceProxy:
         setattr(self, method, call)  # later calls skip __getattr__
         return call
 
-    def _call_many(self, method: str, calls: list[tuple[Any, ...]]) -> list[Any]:
+    def __conduit_call_many__(self, method: str, calls: list[tuple[Any, ...]]) -> list[Any]:
+        """``method`` called with each of ``calls``, pipelined: what
+        :func:`conduit.sdk.call_many` uses for a proxy (it looks the name up on the type,
+        so that :meth:`__getattr__` never takes it for a method of the service)."""
         return self._host.call_many(
             self._plugin,
             "service.call",

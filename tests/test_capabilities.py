@@ -13,6 +13,7 @@ from conduit.security.capabilities import (
     Capability,
     CapabilityError,
     expand_path,
+    filesystem_paths,
     missing,
     parse,
 )
@@ -91,6 +92,28 @@ def test_path_variables_expand(tmp_path: os.PathLike[str]) -> None:
     assert expand_path("~/x") == os.path.join(os.path.expanduser("~"), "x")
     with pytest.raises(CapabilityError, match="plugin_data"):
         expand_path("${plugin_data}/cache")
+
+
+def test_filesystem_paths_is_what_every_host_opens() -> None:
+    caps = [
+        parse(c)
+        for c in (
+            "env:read:HOME",
+            "filesystem:write:${plugin_data}/out",
+            "filesystem:read",
+            "filesystem:read:~/../x/./y",
+            "filesystem:read:${workspace}",
+        )
+    ]
+    found = filesystem_paths(caps, workspace="/w", plugin_data="/d")
+    assert found == [
+        (caps[1], "/d/out"),
+        (caps[2], "/"),  # unscoped: everything
+        (caps[3], os.path.normpath(os.path.expanduser("~/../x/y"))),
+        (caps[4], "/w"),
+    ]
+    # without a plugin (the guard of code no plugin owns): that grant opens nothing
+    assert [c for c, _ in filesystem_paths(caps, workspace="/w")] == [caps[2], caps[3], caps[4]]
 
 
 def test_hosts_ports_and_wildcards() -> None:

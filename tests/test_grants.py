@@ -7,11 +7,12 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from conduit.errors import EXIT_PLUGIN_LOAD, EXIT_USAGE, SandboxDenied
-from conduit.security import sandbox
+from conduit.security.report import WASM_ENFORCES, describe_sandbox
 
 from _factory import pty_run, simple_plugin, write
 
@@ -180,7 +181,7 @@ def test_permissions_show_a_forced_host_without_claiming_enforcement(run, plugin
     assert report["isolation_forced_by_policy"] is True
     assert report["host"] == "process (sandboxed)"
     # the sandbox's own description of what it applies for no grants, split by what is enforced
-    assert sorted(report["enforced"] + report["not_enforced"]) == sorted(sandbox.describe([]))
+    assert sorted(report["enforced"] + report["not_enforced"]) == sorted(describe_sandbox([]))
     assert all("NOT restricted" in line for line in report["not_enforced"])
     assert not any("NOT restricted" in line for line in report["enforced"])
 
@@ -257,8 +258,6 @@ def test_an_event_plugin_without_grants_is_skipped_with_a_warning(run, plugin_di
 
 
 def test_permissions_of_a_webassembly_plugin_name_the_wasm_sandbox(run, plugin_dir, conduit_home):
-    from conduit.security.grants import WASM_ENFORCES
-
     write(plugin_dir, "alpha.py", plugin())
     (conduit_home / "config.toml").write_text('[isolation]\nalpha = "wasm"\n')
     report = json.loads(run("plugins", "permissions", "alpha", "--json").out)
@@ -295,3 +294,79 @@ def test_every_printed_grant_command_survives_a_shell(plugin_dir, conduit_home):
             env={"PATH": os.environ["PATH"]},
         ).stdout.splitlines()
         assert words == ["conduit", "plugins", "grant", "alpha", cap], command
+
+
+# -- the grant engines work from data alone ------------------------------------------------------
+
+
+def test_security_imports_nothing_from_the_store_the_kernel_or_the_hosts(tmp_path):
+    """The guard and the sandbox are given what they need (grants, paths, dependency
+    directories); they never reach up into the kernel, the hosts or the store, and
+    grants and sandbox do not import each other at run time (security/report.py joins
+    them)."""
+    import subprocess
+
+    code = f"""
+import sys
+import conduit.security.grants
+assert "conduit.security.sandbox" not in sys.modules, "grants imports sandbox"
+from conduit.paths import Paths
+from conduit.security import guard, sandbox
+from conduit.security.capabilities import parse
+policy = guard.Policy("p", [parse("filesystem:read:${{plugin_data}}")], plugin_data={str(tmp_path)!r})
+index = {{"config": {{"grants": {{"p": ["env:read:HOME"]}}}}, "plugins": {{}}}}
+paths = Paths({str(tmp_path / "config")!r}, {str(tmp_path / "cache")!r}, {str(tmp_path / "state")!r})
+sandbox.prepare(index, paths, "p", environ={{}}).close()
+up = ("conduit.store", "conduit.kernel", "conduit.hosts", "conduit.indexer", "conduit.config")
+print(sorted(m for m in sys.modules if m.startswith(up)))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert (out.returncode, out.stderr, out.stdout) == (0, "", "[]\n")
+
+
+def _rec(name: str, origin: str, source: str = "file") -> dict[str, object]:
+    return {"name": name, "origin": origin, "source": source, "dependencies": []}
+
+
+def test_the_sandbox_is_prepared_from_the_index_and_the_paths(tmp_path, monkeypatch):
+    from conduit.errors import PluginLoadError
+    from conduit.paths import Paths
+    from conduit.security import sandbox
+
+    monkeypatch.chdir(tmp_path)
+    single = tmp_path / "p.py"
+    single.write_text("X = 1\n")
+    same = [
+        "filesystem:read:${workspace}/src",
+        "filesystem:write:${plugin_data}/out",
+        "env:read:HOME",
+    ]
+    index: Any = {
+        "config": {"grants": {"p": same, "q": same}, "process": {"shared": ["q", "p", "gone"]}},
+        "plugins": {"p": _rec("p", str(single)), "q": _rec("q", "/pkgs/q", "entry-point")},
+    }
+    paths = Paths(str(tmp_path / "config"), str(tmp_path / "cache"), str(tmp_path / "state"))
+    deps = str(tmp_path / "cache" / "envs" / "abc")
+    assert sandbox.shared_plugins(index) == ["q", "p", "gone"]
+    assert sandbox.host_plugins(index, "p") == ["p", "q"]
+    plan = sandbox.prepare(
+        index, paths, "p", environ={"HOME": "/h", "SECRET": "s"}, extra_read=[deps]
+    )
+    data_p, data_q = paths.plugin_data("p"), paths.plugin_data("q")
+    policy = plan.policy
+    assert policy["plugins"] == ["p", "q"]
+    assert policy["read"][:2] == [data_p, str(single)]
+    assert policy["read"][-4:] == [data_q, "/pkgs/q", deps, str(tmp_path / "src")]
+    assert policy["write"] == [data_p, data_q, os.path.join(data_p, "out")]
+    assert (policy["exec"], policy["net"], policy["tmp"]) == (None, "none", f"{data_p}/tmp")
+    assert os.path.isdir(policy["tmp"]) and os.path.isdir(data_q)  # rules need directories
+    assert plan.command_env({"HOME": "/h", "SECRET": "s"}) == {
+        "HOME": "/h",
+        "TMPDIR": policy["tmp"],
+    }
+    # not shared: a host of its own, whatever the other's grants
+    alone = {**index, "config": {"grants": {"p": same}}}
+    assert sandbox.prepare(alone, paths, "p").policy["plugins"] == ["p"]
+    different = {**index, "config": {**index["config"], "grants": {"p": same}}}
+    with pytest.raises(PluginLoadError, match="cannot share a host with 'q'"):
+        sandbox.prepare(different, paths, "p")

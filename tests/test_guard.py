@@ -340,12 +340,10 @@ def test_ipv6_addresses_suggest_a_grant_that_parses():
     parse(exc.capability)
 
 
-def test_inline_dependencies_are_readable(tmp_path):
-    from conduit.store.envs import env_dir
-
-    assert guard.dependency_dirs([], str(tmp_path)) == []
-    [where] = guard.dependency_dirs(["rich>=13", "click"], str(tmp_path))
-    assert where == env_dir(str(tmp_path), ["click", "rich>=13"])  # where the kernel installs them
+def test_what_the_kernel_names_as_the_plugins_own_is_readable(tmp_path):
+    # the kernel passes the plugin's files and its inline dependencies' directory
+    # (test_permissions_inprocess.py runs that end to end)
+    where = str(tmp_path / "deps")
     os.makedirs(os.path.join(where, "pkg"))
     data = os.path.join(where, "pkg", "data.txt")
     with open(data, "w") as f:
@@ -356,3 +354,4 @@ def test_inline_dependencies_are_readable(tmp_path):
             return f.read()
 
     assert as_plugin([], read, own=[where]) == "d"
+    assert denied([], read).capability == f"filesystem:read:{data}"

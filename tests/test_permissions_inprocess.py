@@ -149,6 +149,23 @@ def test_the_plugin_data_directory_needs_no_grant(plugin_dir, conduit_home):
     assert (conduit_home / "state" / "plugins" / "probe" / "state.txt").read_text() == "kept"
 
 
+def test_inline_dependencies_need_no_grant(plugin_dir, conduit_home):
+    from conduit.store.envs import env_dir
+
+    # installed already (conduit.store.envs would install them here): the kernel lets the
+    # guard read where they are, as the rest of sys.path
+    deps = env_dir(str(conduit_home / "cache"), ["cguard-dep==1.0"])
+    os.makedirs(deps)
+    Path(deps, "data.txt").write_text("dependency data")
+    source = probe_source([]).replace(
+        '# api = ">=1.0,<2"\n', '# api = ">=1.0,<2"\n# dependencies = ["cguard-dep==1.0"]\n'
+    )
+    assert "# dependencies" in source
+    write(plugin_dir, "probe.py", source)
+    proc = conduit("probe", "read", os.path.join(deps, "data.txt"))
+    assert (proc.returncode, proc.stdout, errors(proc)) == (0, "read: dependency data\n", [])
+
+
 def test_read_outside_the_grant_is_denied(plugin_dir, conduit_home, files):
     setup(plugin_dir, conduit_home, [f"filesystem:read:{files['granted']}"])
     proc = conduit("probe", "read", str(files["outside"]))

@@ -23,7 +23,7 @@ from conduit.errors import ConduitError
 from conduit.indexer.build import load
 from conduit.kernel import Kernel
 from conduit.paths import resolve
-from conduit.security import landlock, sandbox, seccomp
+from conduit.security import landlock, report, seccomp
 from conduit.timing import Profile
 
 from _factory import hello_server, manifest_block, write
@@ -37,7 +37,7 @@ pytestmark = [
 ]
 
 needs_netns = pytest.mark.skipif(
-    sys.platform != "linux" or not sandbox._mechanisms()["netns"],
+    sys.platform != "linux" or not report.mechanisms()["netns"],
     reason="needs user and network namespaces (host filtering fails closed without them)",
 )
 
@@ -119,8 +119,8 @@ class P(Plugin):
 """
 
 
-def probe_plugin(plugin_dir: Path, name: str = "probe") -> None:
-    toml = f'name = "{name}"\napi = ">=1.0,<2"\nisolation = "process"\n'
+def probe_plugin(plugin_dir: Path, name: str = "probe", extra: str = "") -> None:
+    toml = f'name = "{name}"\napi = ">=1.0,<2"\nisolation = "process"\n{extra}'
     toml += f'[[commands]]\nname = "{name}"\n'
     write(plugin_dir, f"{name}.py", manifest_block(toml) + PROBE.replace("NAME", name))
 
@@ -231,6 +231,20 @@ def test_the_plugin_data_directory_is_its_own(plugin_dir, conduit_home, run):
     assert run("probe", "read", str(data / "cache.txt")).out == "written by probe\n"
     # tempfile works: TMPDIR is a directory of its own in there
     assert run("probe", "tmp").out == f"{data / 'tmp'}\n"
+
+
+def test_inline_dependencies_are_readable_not_writable(plugin_dir, conduit_home, run):
+    from conduit.store.envs import env_dir
+
+    # installed before the host starts (here: already cached), outside its sandbox
+    deps = Path(env_dir(str(conduit_home / "cache"), ["cproc-dep==1.0"]))
+    deps.mkdir(parents=True)
+    (deps / "data.txt").write_text("dependency data")
+    probe_plugin(plugin_dir, extra='dependencies = ["cproc-dep==1.0"]\n')
+    ok = run("probe", "read", str(deps / "data.txt"))
+    assert (ok.code, ok.out) == (0, "dependency data\n"), ok.err
+    r = run("probe", "write", str(deps / "data.txt"))
+    assert r.err.splitlines()[0] == denial("probe", f"filesystem:write:{deps / 'data.txt'}")
 
 
 def test_ctypes_does_not_get_around_the_filesystem_rules(plugin_dir, conduit_home, run, files):
@@ -438,14 +452,16 @@ def test_plugins_with_different_grants_do_not_share_a_host(plugin_dir, conduit_h
 
 
 def test_describe_claims_what_is_applied_here():
-    lines = sandbox.describe(["env:read:HOME", "process:execute:git", "network:http:*.github.com"])
+    lines = report.describe_sandbox(
+        ["env:read:HOME", "process:execute:git", "network:http:*.github.com"]
+    )
     text = "\n".join(lines)
     assert "environment: only HOME (granted), PYTHONPATH" in text
     assert f"filesystem (Landlock ABI {landlock.abi()})" in text
     assert "programs: only git may run (Landlock)" in text
     assert "network: HTTP(S) to *.github.com only, through Conduit's proxy" in text
-    assert "programs: none may run (Landlock and seccomp)" in sandbox.describe([])[2]
-    assert sandbox.describe([])[3] == "network: none (network namespace and seccomp)"
+    assert "programs: none may run (Landlock and seccomp)" in report.describe_sandbox([])[2]
+    assert report.describe_sandbox([])[3] == "network: none (network namespace and seccomp)"
 
 
 def test_doctor_lists_the_sandbox_mechanisms(run):
@@ -521,13 +537,13 @@ def test_the_proxy_tunnels_to_granted_hosts_only(server):
 
 
 def test_describe_and_doctor_never_claim_a_missing_mechanism(monkeypatch, run):
-    monkeypatch.setattr(sandbox, "_probed", {"landlock": 0, "seccomp": False, "netns": False})
-    lines = sandbox.describe(["network:http:example.com", "process:execute:git"])
+    monkeypatch.setattr(report, "_probed", {"landlock": 0, "seccomp": False, "netns": False})
+    lines = report.describe_sandbox(["network:http:example.com", "process:execute:git"])
     assert lines[1] == "filesystem: NOT restricted (Landlock is not available on this kernel)"
     assert lines[2] == "programs: any program may run, not only git (Landlock is not available)"
     assert lines[3] == "network: NOT restricted (no network namespaces and no seccomp here)"
-    monkeypatch.setattr(sandbox, "_probed", {"landlock": 3, "seccomp": True, "netns": False})
-    assert sandbox.describe(["network:http:example.com"])[3] == (
+    monkeypatch.setattr(report, "_probed", {"landlock": 3, "seccomp": True, "netns": False})
+    assert report.describe_sandbox(["network:http:example.com"])[3] == (
         "network: none (seccomp); host filtering needs network namespaces, which are not available"
     )
     out = run("plugins", "doctor").out

@@ -44,17 +44,16 @@ except ImportError:  # run from a checkout without an installed Conduit
     )
 
 from conduit import rpc  # noqa: E402
+from conduit.paths import Paths  # noqa: E402
 from conduit.security import sandbox  # noqa: E402
 
 CHILD = "from conduit.hosts._child import main; main()"
 
 
-class _Kernel:
-    """As much of a kernel as ``sandbox.prepare`` reads."""
-
-    def __init__(self, state_dir: str, grants: list[str]) -> None:
-        self.index: dict[str, Any] = {"config": {"grants": {"bench": grants}}, "plugins": {}}
-        self.paths = type("Paths", (), {"state_dir": state_dir})()
+def _prepare(state_dir: str, grants: list[str]) -> sandbox.Plan:
+    """The sandbox of a plugin ``bench`` with ``grants``, from data alone."""
+    index: Any = {"config": {"grants": {"bench": grants}}, "plugins": {}}
+    return sandbox.prepare(index, Paths(state_dir, state_dir, state_dir), "bench")
 
 
 def start_once(state_dir: str, grants: list[str] | None) -> float:
@@ -62,7 +61,7 @@ def start_once(state_dir: str, grants: list[str] | None) -> float:
     env = dict(os.environ)
     plan = None
     if grants is not None:
-        plan = sandbox.prepare(_Kernel(state_dir, grants), "bench")  # type: ignore[arg-type]
+        plan = _prepare(state_dir, grants)
         env = plan.child_env(env)
     parent, child = socket.socketpair()
     env["CONDUIT_RPC_FD"] = str(child.fileno())
@@ -125,7 +124,7 @@ OPEN_VARIANTS = ("plain", "ns", "landlock", "seccomp", "ns+landlock+seccomp")
 
 def apply_time(state_dir: str) -> float:
     """``sandbox.apply()`` (no grants) timed inside a fresh process; seconds."""
-    plan = sandbox.prepare(_Kernel(state_dir, []), "bench")  # type: ignore[arg-type]
+    plan = _prepare(state_dir, [])
     env = plan.child_env(dict(os.environ))
     out = subprocess.run(
         [sys.executable, "-c", _APPLY], env=env, capture_output=True, text=True, check=True

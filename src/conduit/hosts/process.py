@@ -171,9 +171,19 @@ class ProcessHost:
         else:
             from conduit.security import sandbox
 
+            index, paths = self.kernel.index, self.kernel.paths
+            # Inline dependencies of single-file plugins are installed here, outside the
+            # sandbox, which may only read them.
+            deps: list[str] = []
+            for plugin in sandbox.host_plugins(index, name):
+                rec = index["plugins"].get(plugin)
+                if rec is not None and rec.get("dependencies"):
+                    from conduit.store.envs import ensure_installed
+
+                    deps.append(ensure_installed(rec, cache_dir=paths.cache_dir))
             # The sandbox: only granted variables in env, the policy the child applies
             # before importing plugin code, and a proxy for its HTTP (docs/permissions.md).
-            plan = self._sandbox = sandbox.prepare(self.kernel, name)
+            plan = self._sandbox = sandbox.prepare(index, paths, name, extra_read=deps)
             env = plan.child_env(env)
             # The child writes to a socket, which the kernel reads with a timeout set on it
             # (SO_RCVTIMEO, no select per read), and reads from a pipe: a pipe costs a few
@@ -452,7 +462,7 @@ class ProcessHost:
     def _activation_params(self, record: PluginRec) -> dict[str, Any]:
         tables = self.kernel.index["config"].get("plugin", {})
         config = tables.get(record["name"], {}) if isinstance(tables, dict) else {}
-        data_dir = os.path.join(self.kernel.paths.state_dir, "plugins", record["name"])
+        data_dir = self.kernel.paths.plugin_data(record["name"])
         return {"record": dict(record), "data_dir": data_dir, "config": config}
 
     def activate(self, record: PluginRec, ctx: HostContext, profile: Profile) -> None:

@@ -57,7 +57,7 @@ class Context:
 
     @property
     def data_dir(self) -> str:
-        path = os.path.join(self._kernel.paths.state_dir, "plugins", self.name)
+        path = self._kernel.paths.plugin_data(self.name)
         with self._kernel._trusted:  # the kernel creates it, not the plugin
             os.makedirs(path, exist_ok=True)
         return path
@@ -236,7 +236,9 @@ class Kernel:
         if rec["source"] == "executable":
             key = f"executable:{name}"
         elif kind == "process" and kind not in self._hosts:
-            key = "process:shared" if name in process.get("shared", []) else f"process:{name}"
+            from conduit.security.sandbox import shared_plugins
+
+            key = "process:shared" if name in shared_plugins(self.index) else f"process:{name}"
         else:
             key = kind
         if key not in self._hosts:
@@ -283,13 +285,16 @@ class Kernel:
         from conduit.security import guard
         from conduit.security.grants import granted
 
+        own = guard.own_files(rec["source"], rec["origin"], rec["entry"])
+        if rec.get("dependencies"):
+            # a single-file plugin's inline dependencies (conduit.store.envs): read like
+            # the rest of sys.path, although they join it after the policy is built
+            from conduit.store.envs import env_dir
+
+            own.append(env_dir(self.paths.cache_dir, list(rec["dependencies"])))
         guard.install()
         policy = guard.Policy(
-            name,
-            granted(self.index, name),
-            own=guard.own_files(rec["source"], rec["origin"], rec["entry"])
-            + guard.dependency_dirs(rec.get("dependencies") or [], self.paths.cache_dir),
-            plugin_data=os.path.join(self.paths.state_dir, "plugins", name),
+            name, granted(self.index, name), own=own, plugin_data=self.paths.plugin_data(name)
         )
         self._guards[name] = running = guard.Running(policy)
         self._trusted = guard.TRUSTED

@@ -29,6 +29,7 @@ __all__ = [
     "Capability",
     "CapabilityError",
     "expand_path",
+    "filesystem_paths",
     "missing",
     "parse",
 ]
@@ -204,6 +205,32 @@ def expand_path(scope: str, *, workspace: str | None = None, plugin_data: str | 
                 )
             scope = scope.replace(name, value)
     return os.path.normpath(os.path.abspath(os.path.expanduser(scope)))
+
+
+def filesystem_paths(
+    grants: list[Capability], *, workspace: str | None = None, plugin_data: str | None = None
+) -> list[tuple[Capability, str]]:
+    """Each ``filesystem:*`` grant of ``grants`` with the absolute path it opens, in order.
+
+    An unscoped grant opens ``/``; the others are expanded with :func:`expand_path`. A
+    grant whose scope uses a variable not known here (``${plugin_data}`` without a plugin)
+    opens nothing and is left out. The one reading of path grants that every host's
+    engine applies: the in-process guard, the process sandbox and the WebAssembly host.
+    """
+    found = []
+    for cap in grants:
+        if not cap.kind.startswith("filesystem:"):
+            continue
+        if cap.scope is None:
+            found.append((cap, os.sep))
+            continue
+        try:
+            found.append(
+                (cap, expand_path(cap.scope, workspace=workspace, plugin_data=plugin_data))
+            )
+        except CapabilityError:
+            continue
+    return found
 
 
 # -- helpers ---------------------------------------------------------------------------------

@@ -27,19 +27,18 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Iterator, MutableMapping
+from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from types import FrameType
 from typing import Any
 
 from conduit.errors import CapabilityDenied
-from conduit.security.capabilities import Capability, expand_path
+from conduit.security.capabilities import Capability, filesystem_paths
 
 __all__ = [
     "TRUSTED",
     "Policy",
     "Running",
     "current",
-    "dependency_dirs",
     "install",
     "own_files",
 ]
@@ -101,35 +100,33 @@ class _GrantedEnviron(MutableMapping[str, str]):
 
 
 class Policy:
-    """The grants of one plugin, prepared for fast checks in the audit hook."""
+    """The grants of one plugin, prepared for fast checks in the audit hook.
+
+    ``own`` lists what the plugin may read without a grant besides the interpreter's
+    files: its own file or package (:func:`own_files`) and, for a single-file plugin
+    with inline dependencies, their directory (the kernel knows where the store puts it;
+    this module imports nothing from the store).
+    """
 
     def __init__(
         self,
         name: str,
         grants: list[Capability],
         *,
-        own: list[str] = (),  # type: ignore[assignment]
+        own: Iterable[str] = (),
         plugin_data: str | None = None,
         workspace: str | None = None,
     ) -> None:
         self.name = name
-        variables = {"plugin_data": plugin_data, "workspace": workspace or os.getcwd()}
         by_kind: dict[str, list[Capability]] = {}
         for cap in grants:
             by_kind.setdefault(cap.kind, []).append(cap)
+        paths = filesystem_paths(grants, workspace=workspace, plugin_data=plugin_data)
 
         def roots(kind: str) -> list[str] | None:
-            caps = by_kind.get(kind, [])
-            if any(c.scope is None for c in caps):
+            if any(c.scope is None for c in by_kind.get(kind, [])):
                 return None  # everything
-            out = []
-            for c in caps:
-                assert c.scope is not None
-                try:
-                    out.append(expand_path(c.scope, **variables))
-                except ValueError:  # ${plugin_data} unknown here: grants nothing
-                    continue
-            return out
+            return [path for cap, path in paths if cap.kind == kind]
 
         self.read_roots = roots("filesystem:read")
         self.write_roots = roots("filesystem:write")
@@ -146,7 +143,7 @@ class Policy:
         if plugin_data is not None:
             implicit.append(plugin_data)
         #: read without a grant: the interpreter, sys.path (not the current directory),
-        #: the plugin's own files and data directory
+        #: the plugin's own files, its dependencies and its data directory
         self.implicit_read = sorted({os.path.abspath(p) for p in implicit})
         # The hot path (every open) is one set lookup and one str.startswith(tuple).
         self.read_all, self.read_exact, self.read_prefixes = _matcher(
@@ -307,16 +304,6 @@ def own_files(source: str, origin: str, entry: str | None) -> list[str]:
     if spec.submodule_search_locations:
         return list(spec.submodule_search_locations)
     return [spec.origin] if spec.origin else []
-
-
-def dependency_dirs(dependencies: list[str], cache_dir: str) -> list[str]:
-    """Where a single-file plugin's inline dependencies are installed (conduit.store.envs):
-    read like the rest of ``sys.path``, although they join it after the policy is built."""
-    if not dependencies:
-        return []
-    from conduit.store.envs import env_dir
-
-    return [env_dir(cache_dir, list(dependencies))]
 
 
 def current() -> str | None:

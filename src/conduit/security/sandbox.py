@@ -26,8 +26,8 @@ later one takes the means away):
    kernel over the inherited socket. Threads started before step 5 would escape it
    (Landlock and seccomp bind the calling thread and its later children only).
 
-A mechanism the machine lacks is skipped; :func:`describe` and :func:`report` say so and
-never claim it. Where a missing mechanism would leave a *scoped* grant unenforceable, the
+A mechanism the machine lacks is skipped; :mod:`conduit.security.report` says so and
+never claims it. Where a missing mechanism would leave a *scoped* grant unenforceable, the
 sandbox fails closed (a scoped network grant without a network namespace means no network).
 """
 
@@ -40,9 +40,11 @@ from conduit.errors import PluginError, PluginLoadError, SandboxDenied
 
 TYPE_CHECKING = False  # not typing's: the host child does not import typing
 if TYPE_CHECKING:
+    from collections.abc import Iterable
     from typing import Any
 
-    from conduit.hosts.base import KernelPort
+    from conduit.indexer.records import Index
+    from conduit.paths import Paths
     from conduit.security.capabilities import Capability
 
 __all__ = [
@@ -50,10 +52,11 @@ __all__ = [
     "PROXY_PORT",
     "Plan",
     "apply",
-    "describe",
+    "can_unshare",
     "explain",
+    "host_plugins",
     "prepare",
-    "report",
+    "shared_plugins",
 ]
 
 #: variables every sandboxed host gets, granted or not: the interpreter needs them to find
@@ -143,65 +146,87 @@ class Plan:
             self.proxy.close()
 
 
-def prepare(kernel: KernelPort, name: str, environ: dict[str, str] | None = None) -> Plan:
+def shared_plugins(index: Index) -> list[str]:
+    """The config's ``[process] shared``: the process plugins the user lets share a host.
+
+    The one reading of that table (the kernel keys its hosts by it, :func:`host_plugins`
+    puts them in one sandbox)."""
+    table = index["config"].get("process")
+    shared = table.get("shared", []) if isinstance(table, dict) else []
+    return [str(n) for n in shared]
+
+
+def host_plugins(index: Index, name: str) -> list[str]:
+    """The plugins a process host started for ``name`` runs: ``name``, then, when it is in
+    ``[process] shared``, the other installed plugins listed there. Raises
+    :class:`~conduit.errors.PluginLoadError` unless they all have the same grants: one
+    sandbox enforces one set of grants."""
+    from conduit.security.grants import granted
+
+    shared = shared_plugins(index)
+    if name not in shared:
+        return [name]
+    plugins = index.get("plugins", {})
+    names = [name] + [n for n in shared if n != name and n in plugins]
+    mine = sorted(map(str, granted(index, name)))
+    for other in names[1:]:
+        if sorted(map(str, granted(index, other))) != mine:
+            raise PluginLoadError(
+                name,
+                f"cannot share a host with '{other}': their grants differ, and one "
+                "sandbox enforces one set of grants",
+                hint="grant them the same capabilities, or remove one of them from "
+                "'shared' in the config's [process] table",
+            )
+    return names
+
+
+def prepare(
+    index: Index,
+    paths: Paths,
+    name: str,
+    *,
+    environ: dict[str, str] | None = None,
+    extra_read: Iterable[str] = (),
+) -> Plan:
     """The sandbox for a host started for plugin ``name`` (and, for the shared host, the
-    other plugins of ``[process] shared``, which must all have the same grants)."""
-    from conduit.security.capabilities import CapabilityError, expand_path
+    other plugins of :func:`host_plugins`), from data alone: the index (records, grants,
+    config) and Conduit's paths. It creates the plugins' data directories and may compile
+    a single-file plugin's bytecode; it installs nothing.
+
+    ``extra_read`` are more paths the host may read: the process host passes the
+    directories of the plugins' inline dependencies, which it installs first
+    (:func:`conduit.store.envs.ensure_installed`), since the sandbox only reads them."""
+    from conduit.security.capabilities import filesystem_paths
     from conduit.security.grants import granted
 
     environ = dict(os.environ if environ is None else environ)
-    process = kernel.index["config"].get("process")
-    shared = process.get("shared", []) if isinstance(process, dict) else []
-    names = [name]
-    if name in shared:
-        names += [n for n in shared if n != name and n in kernel.index.get("plugins", {})]
-        mine = sorted(map(str, granted(kernel.index, name)))
-        for other in names[1:]:
-            if sorted(map(str, granted(kernel.index, other))) != mine:
-                raise PluginLoadError(
-                    name,
-                    f"cannot share a host with '{other}': their grants differ, and one "
-                    "sandbox enforces one set of grants",
-                    hint="grant them the same capabilities, or remove one of them from "
-                    "'shared' in the config's [process] table",
-                )
-    grants = granted(kernel.index, name)
+    names = host_plugins(index, name)
+    grants = granted(index, name)
+    plugins = index.get("plugins", {})
 
-    workspace = os.getcwd()
     read: list[str] = []
     write: list[str] = []
     for other in names:
-        data = os.path.join(kernel.paths.state_dir, "plugins", other)
+        data = paths.plugin_data(other)
         os.makedirs(data, exist_ok=True)  # a rule needs an existing directory
         read.append(data)
         write.append(data)
-        rec = kernel.index.get("plugins", {}).get(other)
+        rec = plugins.get(other)
         if rec is not None:
             read.append(rec["origin"])
             if rec["source"] == "file":
                 read += _bytecode(rec["origin"])
-            if rec.get("dependencies"):  # installed here, outside the sandbox; read there
-                from conduit.store.envs import ensure_installed
-
-                read.append(ensure_installed(rec))
-    data_dir = os.path.join(kernel.paths.state_dir, "plugins", name)
+    read += extra_read
+    data_dir = paths.plugin_data(name)
     tmp = os.path.join(data_dir, "tmp")
     os.makedirs(tmp, exist_ok=True)
+    for grant, path in filesystem_paths(grants, workspace=os.getcwd(), plugin_data=data_dir):
+        (read if grant.kind == "filesystem:read" else write).append(path)
     programs: list[str] | None = None
     net = "none"
     for grant in grants:
-        if grant.kind.startswith("filesystem:"):
-            target = read if grant.kind == "filesystem:read" else write
-            if grant.scope is None:
-                target.append("/")
-            else:
-                try:
-                    target.append(
-                        expand_path(grant.scope, workspace=workspace, plugin_data=data_dir)
-                    )
-                except CapabilityError:
-                    continue
-        elif grant.kind == "process:execute":
+        if grant.kind == "process:execute":
             if grant.scope is None:
                 programs = ["*"]
             elif programs != ["*"]:
@@ -508,24 +533,13 @@ def _probe(path: str) -> str:
     return "filesystem:write"
 
 
-# -- what is enforced here ----------------------------------------------------------------------
-
-_probed: dict[str, Any] = {}
+# -- what this machine offers ------------------------------------------------------------------
 
 
-def _mechanisms() -> dict[str, Any]:
-    """What this machine offers (probed once per process)."""
-    if _probed:
-        return _probed
-    from conduit.security import landlock, seccomp
-
-    _probed["landlock"] = landlock.abi() if sys.platform == "linux" else 0
-    _probed["seccomp"] = sys.platform == "linux" and seccomp.available()
-    _probed["netns"] = sys.platform == "linux" and _can_unshare()
-    return _probed
-
-
-def _can_unshare() -> bool:
+def can_unshare() -> bool:
+    """Whether this process may create a user and network namespace (tried in a forked
+    child, which exits at once). :mod:`conduit.security.report` asks, to claim only what
+    is applied."""
     libc = _libc()  # loaded before fork: the child must not import anything
     pid = os.fork()
     if pid == 0:  # the child only tries, and reports in its exit status
@@ -536,114 +550,3 @@ def _can_unshare() -> bool:
             os._exit(code)
     _, status = os.waitpid(pid, 0)
     return os.waitstatus_to_exitcode(status) == 0
-
-
-def describe(grants: list[str] | list[Capability]) -> list[str]:
-    """What the process host enforces for ``grants`` on this machine, one line per area.
-
-    Only what is actually applied is claimed; a mechanism the machine lacks is named as
-    missing, with what that leaves open.
-    """
-    from conduit.security.capabilities import parse
-
-    caps = [parse(g) if isinstance(g, str) else g for g in grants]
-    have = _mechanisms()
-    lines = []
-    env = sorted(str(g.scope) for g in caps if g.kind == "env:read" and g.scope)
-    if any(g.kind == "env:read" and g.scope is None for g in caps):
-        lines.append("environment: every variable is passed (env:read granted unscoped)")
-    else:
-        extra = " and PATH" if any(g.kind == "process:execute" for g in caps) else ""
-        lines.append(
-            "environment: only "
-            + (", ".join(env) + " (granted), " if env else "")
-            + ", ".join(ALWAYS_PASSED)
-            + extra
-            + " are passed"
-        )
-    version = have["landlock"]
-    if version:
-        reads = [g.scope or "/" for g in caps if g.kind == "filesystem:read"]
-        writes = [g.scope or "/" for g in caps if g.kind == "filesystem:write"]
-        lines.append(
-            f"filesystem (Landlock ABI {version}): reads only under "
-            + (", ".join(reads) + ", " if reads else "")
-            + "the plugin's files, its data directory, Python and system libraries; writes "
-            "only under " + (", ".join(writes) + " and " if writes else "") + "its data directory"
-        )
-    else:
-        lines.append("filesystem: NOT restricted (Landlock is not available on this kernel)")
-    programs = [g for g in caps if g.kind == "process:execute"]
-    blockers = [n for n, ok in (("Landlock", version), ("seccomp", have["seccomp"])) if ok]
-    if any(g.scope is None for g in programs):
-        lines.append("programs: any program may run (process:execute granted unscoped)")
-    elif programs:
-        names = ", ".join(str(g.scope) for g in programs)
-        lines.append(
-            f"programs: only {names} may run (Landlock)"
-            if version
-            else f"programs: any program may run, not only {names} (Landlock is not available)"
-        )
-    elif blockers:
-        lines.append(f"programs: none may run ({' and '.join(blockers)})")
-    else:
-        lines.append("programs: NOT restricted (neither Landlock nor seccomp is available)")
-    hosts = [g for g in caps if g.kind == "network:http"]
-    if any(g.scope is None for g in hosts):
-        lines.append("network: direct and unrestricted (network:http granted unscoped)")
-    elif hosts and have["netns"]:
-        names = ", ".join(str(g.scope) for g in hosts)
-        lines.append(
-            f"network: HTTP(S) to {names} only, through Conduit's proxy; no direct network "
-            "(network namespace)"
-        )
-    elif have["netns"] or have["seccomp"]:
-        how = " and ".join(
-            n
-            for n, ok in (("network namespace", have["netns"]), ("seccomp", have["seccomp"]))
-            if ok
-        )
-        lines.append(
-            f"network: none ({how})"
-            + (
-                "; host filtering needs network namespaces, which are not available"
-                if hosts
-                else ""
-            )
-        )
-    else:
-        lines.append("network: NOT restricted (no network namespaces and no seccomp here)")
-    lines.append("limits: no core dumps; no_new_privs (set-user-ID bits are ignored)")
-    return lines
-
-
-def report() -> list[tuple[bool, str]]:
-    """For ``conduit plugins doctor``: each sandbox mechanism and whether it is here."""
-    have = _mechanisms()
-    version = have["landlock"]
-    areas = "filesystem" + (", TCP ports" if version >= 4 else "")
-    areas += ", scopes" if version >= 6 else ""
-    return [
-        (
-            bool(version),
-            f"Landlock ABI {version} ({areas})"
-            if version
-            else "Landlock is not available: process plugins can read and write any file "
-            "the user can, and run any program if seccomp is missing too",
-        ),
-        (
-            bool(have["seccomp"]),
-            "seccomp filter (exec, inet and Unix sockets)"
-            if have["seccomp"]
-            else "seccomp is not available (only on x86_64 Linux): process plugins can "
-            "connect to Unix sockets (Docker's, ssh-agent's), and without a network "
-            "namespace they keep direct network access",
-        ),
-        (
-            bool(have["netns"]),
-            "network namespaces (network:http enforced by host name through a proxy)"
-            if have["netns"]
-            else "user/network namespaces are not available: network:http grants limited "
-            "to hosts cannot be enforced, so such plugins get no network at all",
-        ),
-    ]

@@ -25,7 +25,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from conduit.indexer.records import PluginRec
 
-__all__ = ["add_dependencies", "env_dir"]
+__all__ = ["add_dependencies", "ensure_installed", "env_dir"]
 
 
 def env_dir(cache_dir: str, dependencies: list[str]) -> str:
@@ -77,16 +77,19 @@ def add_dependencies(rec: PluginRec) -> str:
     return target
 
 
-def ensure_installed(rec: PluginRec) -> str:
+def ensure_installed(rec: PluginRec, *, cache_dir: str | None = None) -> str:
     """Install ``rec``'s inline dependencies unless they are cached; return their directory.
 
-    The kernel calls this before starting a sandboxed host, which may only read it.
+    The process host calls this before it prepares a host's sandbox, which may only read
+    it, with the kernel's ``cache_dir``. Without one: the cache the kernel names to its
+    plugin host processes, else Conduit's.
     """
-    from conduit.paths import resolve
-
     deps = sorted(set(rec["dependencies"]))
-    # in a plugin host process, the kernel says where its cache is (see hosts/process.py)
-    cache_dir = os.environ.get("CONDUIT_HOST_CACHE_DIR") or resolve().cache_dir
+    if cache_dir is None:
+        from conduit.paths import resolve
+
+        # in a plugin host process, the kernel says where its cache is (hosts/process.py)
+        cache_dir = os.environ.get("CONDUIT_HOST_CACHE_DIR") or resolve().cache_dir
     target = env_dir(cache_dir, deps)
     if not os.path.isdir(target):
         try:

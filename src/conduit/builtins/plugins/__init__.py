@@ -382,7 +382,7 @@ def doctor_cmd() -> None:
     for rec in plugins.values():
         if not rec["enabled"]:
             click.echo(f"note: plugin '{rec['name']}' is disabled")
-    from conduit.security.sandbox import report  # the process host's sandbox
+    from conduit.security.report import sandbox_report as report  # process sandbox
 
     for available, text in report():
         click.echo(f"sandbox: {text}" if available else f"warning: sandbox: {text}")

@@ -13,12 +13,12 @@ from conduit.security.capabilities import Capability, CapabilityError, missing, 
 from conduit.security.grants import (
     add_grants,
     describe,
-    enforcement,
     granted,
     missing_for,
     remove_grants,
     requested,
 )
+from conduit.security.report import enforcement
 
 if TYPE_CHECKING:
     from conduit.indexer.records import Index, PluginRec

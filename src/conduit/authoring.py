@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from conduit.errors import ConduitError, ManifestError, PluginLoadError, UsageError
+from conduit.indexer.discover import ENTRY_POINT_GROUP
 
 if TYPE_CHECKING:
     import click
@@ -27,7 +28,6 @@ if TYPE_CHECKING:
     from conduit.manifest import CommandSpec, Manifest
 
 __all__ = [
-    "ENTRY_POINT_GROUP",
     "PluginSource",
     "RecordingContext",
     "boot_commands",
@@ -35,7 +35,6 @@ __all__ = [
     "find_plugins",
 ]
 
-ENTRY_POINT_GROUP = "conduit.plugins"
 T = TypeVar("T")
 
 

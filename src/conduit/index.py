@@ -65,8 +65,8 @@ def fingerprint(paths: Paths) -> tuple[object, ...]:
     plugin_dir = paths.plugin_dir
     parts.append(("plugins", _stat(plugin_dir)))
     # `conduit-NAME` executables on PATH: a new one appears in its directory's mtime.
-    # Only absolute entries are searched (_indexer.executable_dirs); a relative one would
-    # make every change of directory look like a new index.
+    # Only absolute entries are searched (indexer.discover.executable_dirs); a relative
+    # one would make every change of directory look like a new index.
     search_path = os.environ.get("PATH", "")
     parts.append(search_path)
     for entry in search_path.split(os.pathsep):

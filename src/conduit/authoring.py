@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from conduit.errors import ConduitError, ManifestError, PluginLoadError, UsageError
 from conduit.hosts.recording import RecordingContext
+from conduit.indexer.discover import ENTRY_POINT_GROUP
 
 if TYPE_CHECKING:
     import click
@@ -28,15 +29,12 @@ if TYPE_CHECKING:
     from conduit.manifest import CommandSpec, Manifest
 
 __all__ = [
-    "ENTRY_POINT_GROUP",
     "PluginSource",
     "RecordingContext",
     "boot_commands",
     "derive_commands",
     "find_plugins",
 ]
-
-ENTRY_POINT_GROUP = "conduit.plugins"
 
 
 @dataclass

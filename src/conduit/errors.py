@@ -35,6 +35,10 @@ This module is on the start-up path: standard library only, nothing imported.
 
 from __future__ import annotations
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -154,6 +158,15 @@ def grant_command(plugin: str, capabilities: list[str]) -> str:
     import shlex  # only on this error path
 
     return " ".join(["conduit plugins grant", shlex.quote(plugin), *map(shlex.quote, capabilities)])
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str | None:
+    """The choice closest to a mistyped ``word``, for a ``did you mean '...'?`` hint, or
+    None when none is close (the one spelling rule for every such hint)."""
+    import difflib  # only on error paths
+
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return close[0] if close else None
 
 
 class NotGranted(PluginLoadError):

@@ -129,7 +129,7 @@ class Conduit:
         import importlib.metadata
 
         from conduit.authoring import find_plugins
-        from conduit.indexer.build import executable_plugin_name
+        from conduit.indexer.discover import executable_plugin_name
 
         path = os.fspath(path)
         base = os.path.basename(path)
@@ -182,7 +182,8 @@ class Conduit:
         self._monkeypatch.setenv("PYTHONPATH", os.pathsep.join(self._paths))
 
     def _declare(self, dist: str, version: str | None, src: object) -> None:
-        from conduit.authoring import ENTRY_POINT_GROUP, PluginSource
+        from conduit.authoring import PluginSource
+        from conduit.indexer.discover import ENTRY_POINT_GROUP
 
         assert isinstance(src, PluginSource)
         key = dist.replace("-", "_").replace(".", "_")

@@ -181,21 +181,6 @@ def _read_package(root: str) -> list[PluginSource]:
     return found
 
 
-def is_wasm_source(path: str) -> bool:
-    """A source directory of ``conduit plugins build``: ``conduit-plugin.toml`` and
-    ``app.py`` or ``plugin.wasm``, and no Python project (``pyproject.toml``/``setup.py``)."""
-
-    def has(name: str) -> bool:
-        return os.path.isfile(os.path.join(path, name))
-
-    return (
-        os.path.isdir(path)
-        and has("conduit-plugin.toml")
-        and not (has("pyproject.toml") or has("setup.py"))
-        and (has("app.py") or has("plugin.wasm"))
-    )
-
-
 def find_plugins(path: str) -> list[PluginSource]:
     """The plugins in ``path``: a ``.py`` file, a project directory with a
     ``pyproject.toml`` declaring ``conduit.plugins`` entry points, or a directory of
@@ -217,6 +202,8 @@ def find_plugins(path: str) -> list[PluginSource]:
                         found.append(one)
     else:
         raise UsageError(f"{path}: no such file or directory")
+    from conduit.manifest import is_wasm_source
+
     if not found and is_wasm_source(path):
         raise UsageError(
             f"{path}: a WebAssembly plugin's source: 'plugins manifest' and 'plugins check' "

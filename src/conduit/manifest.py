@@ -13,6 +13,7 @@ what is wrong and how to fix it.
 
 from __future__ import annotations
 
+import os
 import re
 import tomllib
 from typing import Any, Literal
@@ -32,6 +33,7 @@ __all__ = [
     "Manifest",
     "Provides",
     "Requires",
+    "is_wasm_source",
     "loads_toml",
     "parse_inline_manifest",
     "parse_manifest",
@@ -354,3 +356,18 @@ def parse_inline_manifest(source: str, path: str) -> Manifest | None:
             if isinstance(data["dependencies"], list):
                 data["dependencies"] = [*data["dependencies"], *deps]
     return parse_manifest(data, path)
+
+
+def is_wasm_source(path: str) -> bool:
+    """A source directory of ``conduit plugins build``: ``conduit-plugin.toml`` and
+    ``app.py`` or ``plugin.wasm``, and no Python project (``pyproject.toml``/``setup.py``)."""
+
+    def has(name: str) -> bool:
+        return os.path.isfile(os.path.join(path, name))
+
+    return (
+        os.path.isdir(path)
+        and has(MANIFEST_FILENAME)
+        and not (has("pyproject.toml") or has("setup.py"))
+        and (has("app.py") or has("plugin.wasm"))
+    )

@@ -155,6 +155,11 @@ class PluginContext(Protocol):
         """
 
 
+if not TYPE_CHECKING:
+    # The run-time stand-ins above are not part of the API (``__all__`` is the surface).
+    del Protocol, runtime_checkable
+
+
 class Plugin:
     """Base class for plugins. Override :meth:`boot`; :meth:`shutdown` is optional.
 

@@ -29,18 +29,21 @@ A test::
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-__all__ = ["HOST_KINDS", "Conduit", "Result"]
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+__all__ = ["HOST_KINDS", "Conduit", "Result", "conduit", "conduit_home", "conduit_host"]
 
 #: the host kinds ``conduit_host`` runs a test under
 HOST_KINDS = ("in-process", "process")
@@ -48,7 +51,7 @@ HOST_KINDS = ("in-process", "process")
 _CLEARED_ENV = ("CONDUIT_DISABLE_PLUGINS", "CONDUIT_PROFILE", "CONDUIT_REBUILD_INDEX")
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Result:
     """The outcome of one Conduit command."""
 

@@ -91,7 +91,7 @@ def _refuse_webassembly(spec: str) -> None:
     """A WebAssembly plugin (a ``.wasm`` file, or a source directory that ``plugins build``
     takes: ``conduit-plugin.toml`` and ``app.py`` or ``plugin.wasm``, no Python project) is
     not a distribution: say which command installs it instead of the installer's error."""
-    from conduit.authoring import is_wasm_source
+    from conduit.manifest import is_wasm_source
 
     if spec.endswith(".wasm") and os.path.isfile(spec):
         what = "a WebAssembly module"

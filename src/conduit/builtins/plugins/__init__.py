@@ -50,7 +50,8 @@ def _state(rec: PluginRec) -> str:
 
 def _activation_report(index: Index, rec: PluginRec) -> list[str]:
     """Each activation event of ``rec`` and whether it fires here and now."""
-    from conduit.kernel.activation import fires_now, workspace_dirs
+    from conduit.kernel.activation import fires_now
+    from conduit.paths import workspace_dirs
 
     name = rec["name"]
     lines = []

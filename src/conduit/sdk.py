@@ -67,7 +67,7 @@ __all__ = [
     "deprecated",
 ]
 
-API_VERSION = "1.3.0"
+API_VERSION = "1.4.0"
 """The version of the plugin API this Conduit provides (semver)."""
 
 

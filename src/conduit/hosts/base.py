@@ -40,8 +40,9 @@ class KernelPort(Protocol):
     paths: Paths
     profile: Profile
 
-    def service(self, name: str) -> Any:
-        """The instance of service ``name``, activating its provider if needed."""
+    def service(self, name: str, *, for_plugin: str | None = None) -> Any:
+        """The instance of service ``name``, activating its provider if needed;
+        ``for_plugin`` names the plugin that asks (``conduit.*`` names are for built-ins)."""
 
     def hook(self, name: str, *, raise_errors: bool = False, **kwargs: Any) -> list[Any]:
         """Call hook ``name`` on every implementation and return their results."""

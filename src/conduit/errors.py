@@ -17,7 +17,7 @@ hint; any other exception escaping Conduit's own code is a bug and gets a traceb
         │   └── NotGranted       exit 3   requested capabilities are not granted
         ├── HostError            exit 3   the plugin's host failed (crash, hang, protocol)
         ├── CapabilityDenied     exit 1   the in-process guard stopped an operation
-        ├── SandboxDenied        exit 1   the OS sandbox or WebAssembly refused an operation
+        ├── SandboxDenied        exit 1   the process host's OS sandbox refused an operation
         └── CommandFailed        exit 1   a plugin's command raised
 
 Foreign errors are mapped onto this tree once, at each boundary: a host's failures in

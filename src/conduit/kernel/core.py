@@ -264,7 +264,7 @@ class Kernel:
 
             return InProcessHost()
         if rec["isolation"] == "wasm":
-            from conduit.hosts.wasm import WasmHost
+            from conduit.hosts.wasm.host import WasmHost
 
             return WasmHost(self)
         raise PluginLoadError(

@@ -53,7 +53,7 @@ class Sandbox:
         box = cls(plugin, [], workspace)
         if not grants:  # nothing granted: no need to import the grammar of grants
             return box
-        from conduit.security.capabilities import CapabilityError, expand_path, parse
+        from conduit.security.capabilities import CapabilityError, filesystem_paths, parse
 
         try:
             caps = [parse(g) for g in grants]
@@ -64,14 +64,7 @@ class Sandbox:
             if cap.kind == "env:read":
                 box.env.update({k: v for k, v in os.environ.items() if cap.allows_env(k)})
         dirs: dict[str, bool] = {}
-        for cap in caps:
-            if not cap.kind.startswith("filesystem:"):
-                continue
-            path = (
-                "/"
-                if cap.scope is None
-                else expand_path(cap.scope, workspace=workspace, plugin_data=plugin_data)
-            )
+        for cap, path in filesystem_paths(caps, workspace=workspace, plugin_data=plugin_data):
             if os.path.isfile(path):
                 raise PluginLoadError(
                     plugin,

@@ -157,8 +157,16 @@ def read_settings(path: str) -> Settings:
 
 def _check_grants(path: str, settings: Settings) -> None:
     from conduit.security.capabilities import CapabilityError, parse
+    from conduit.text import inert, unsafe_char
 
     for plugin, caps in settings.grants.items():
+        bad = unsafe_char(plugin)
+        if bad is not None:
+            raise ConfigError(
+                path,
+                f"grants: '{inert(plugin)}' contains the control character {bad}",
+                hint="remove it: a plugin name is plain text",
+            )
         for i, cap in enumerate(caps):
             try:
                 parse(cap)

@@ -22,6 +22,7 @@ import msgspec
 
 from conduit.errors import ManifestError, did_you_mean
 from conduit.security.capabilities import KINDS, CapabilityError, parse
+from conduit.text import inert, unsafe_char
 
 __all__ = [
     "ACTIVATION_KINDS",
@@ -141,6 +142,41 @@ def _translate(path: str, err: msgspec.ValidationError) -> ManifestError:
     return ManifestError(path, problem, field=field, hint=hint)
 
 
+#: the free-text fields: shown escaped (conduit.text.inert) wherever Conduit prints them.
+#: Every other string of a manifest is an identifier of some kind (a name, a version, a
+#: capability, an event) and may not hold a control character.
+_FREE_TEXT = frozenset({"description", "help", "usage"})
+
+
+def _check_characters(path: str, value: object, where: str = "", key: str = "") -> None:
+    """Refuse control, bidi and invisible format characters in every identifier of a
+    manifest (each string but the free-text fields): they would reach the terminal in
+    ``--help``, ``plugins list`` and the grant prompt, where they can hide or reorder
+    what Conduit prints."""
+    if isinstance(value, str):
+        bad = None if key in _FREE_TEXT else unsafe_char(value)
+        if bad is not None:
+            raise ManifestError(
+                path,
+                f"'{inert(value)}' contains the control character {bad}",
+                field=where or None,
+                hint="remove it: names, versions, capabilities and other identifiers are "
+                "plain text, without control, bidi or invisible format characters",
+            )
+    elif isinstance(value, msgspec.Struct):
+        for name in value.__struct_fields__:
+            _check_characters(
+                path, getattr(value, name), f"{where}.{name}" if where else name, name
+            )
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            _check_characters(path, item, f"{where}[{i}]", key)
+    elif isinstance(value, dict):
+        for name, item in value.items():
+            _check_characters(path, name, where, key)
+            _check_characters(path, item, f"{where}.{name}", key)
+
+
 def _check_requirement(path: str, field: str, text: str) -> None:
     from packaging.requirements import InvalidRequirement, Requirement
 
@@ -171,6 +207,8 @@ def _validate(path: str, m: Manifest, *, expected_name: str | None) -> Manifest:
         raise ManifestError(
             path, "required field is missing", field="name", hint='add name = "my-plugin"'
         )
+    _check_characters(path, m)
+    _check_characters(path, name, "name", "name")  # an entry point's or a file's name
     if not NAME_RE.match(name):
         raise ManifestError(
             path,

@@ -10,6 +10,10 @@ plugin code. Discovery order, which is also precedence for duplicate names:
 5. ``conduit-NAME`` executables (the plugin directory, then ``PATH``), asked for their
    manifest with ``--conduit-manifest``.
 
+Names, versions and entry points that do not come from a manifest (a distribution's
+metadata, an executable's file name) are refused when they hold a control character,
+as the manifest validator refuses them in identifiers (:mod:`conduit.text`).
+
 Only ``os``, ``dataclasses`` and :mod:`conduit.errors` are imported with this module:
 :mod:`conduit.authoring` and :mod:`conduit.store` import :data:`ENTRY_POINT_GROUP` from
 here, and the heavier modules (importlib.metadata, the manifest parser) are imported by
@@ -154,7 +158,14 @@ def _discover_entry_points(warnings: list[str]) -> list[Found]:
                 dist_version=dist.version,
                 entry=ep.value.strip(),
             )
-            if manifest is None:
+            # Not from the manifest, but shown beside it (plugins list/info, the prompt).
+            item.error = _unsafe_field(
+                item.origin,
+                ("distribution name", dist_name),
+                ("distribution version", dist.version),
+                ("entry point", f"{ep.name} = {ep.value}"),
+            )
+            if item.error is None and manifest is None:
                 item.error = ManifestError(
                     item.origin,
                     f"no {MANIFEST_FILENAME} found next to module '{module}'",
@@ -258,6 +269,25 @@ def _discover_wasm(plugin_dir: str) -> list[Found]:
     return found
 
 
+def _unsafe_field(origin: str, *fields: tuple[str, str | None]) -> ManifestError | None:
+    """The error for the first of ``fields`` (label, value) that holds a control, bidi or
+    invisible format character (:mod:`conduit.text`), as the manifest validator refuses
+    them in identifiers; None when all are plain text."""
+    from conduit.text import inert, unsafe_char
+
+    for field, value in fields:
+        bad = unsafe_char(value) if isinstance(value, str) else None
+        if bad is not None:
+            return ManifestError(
+                origin,
+                f"'{inert(value or '')}' contains the control character {bad}",
+                field=field,
+                hint="remove it: names, versions and entry points are plain text, without "
+                "control, bidi or invisible format characters",
+            )
+    return None
+
+
 def executable_dirs(plugin_dir: str) -> list[str]:
     """Where ``conduit-NAME`` executables are looked for: the plugin directory, then PATH."""
     dirs = [plugin_dir]
@@ -281,6 +311,9 @@ def _probe(path: str, name: str) -> Found:
     from conduit.sdk import API_VERSION
 
     item = Found(name, "executable", path, entry=None)
+    item.error = _unsafe_field(path, ("file name", os.path.basename(path)))
+    if item.error is not None:
+        return item  # not run: its name would be a command word, shown in --help
     try:
         proc = subprocess.run(
             [path, MANIFEST_FLAG],

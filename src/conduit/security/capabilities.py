@@ -17,6 +17,8 @@ The same grammar serves both sides: a plugin's manifest *requests* capabilities,
 user's config *grants* them, and :meth:`Capability.covers` decides whether a grant
 covers a request. Everything here is pure data and string work (no I/O but
 ``os.path``), so that every host and the manifest validator share one definition.
+Control, bidi and invisible format characters are refused in every capability
+(:mod:`conduit.text`): a capability is shown to the user at the grant prompt.
 """
 
 from __future__ import annotations
@@ -164,6 +166,18 @@ def parse(text: str) -> Capability:
         raise CapabilityError(
             f"{text!r} is not a capability", hint="capabilities are strings such as 'env:read:HOME'"
         )
+    if not text.isprintable():  # (the check is imported only for such text)
+        from conduit.text import inert, unsafe_char
+
+        bad = unsafe_char(text)
+        if bad is not None:
+            # A control character in a capability would reach the grant prompt, where it
+            # can move the cursor and erase the lines above (a prompt that hides a request).
+            raise CapabilityError(
+                f"'{inert(text)}' contains the control character {bad}",
+                hint="remove it: capabilities are plain text, without control, bidi or "
+                "invisible format characters",
+            )
     kind, sep, scope = text.partition(":")
     action, sep2, scope = scope.partition(":")
     base = f"{kind}:{action}" if sep else kind

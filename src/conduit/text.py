@@ -1,0 +1,85 @@
+"""Text from plugins made inert for a terminal, and the check that refuses it in names.
+
+A plugin's manifest, its errors and its log lines end up on the user's terminal. A
+control character there is an instruction to the terminal, not text: ``ESC [1A ESC [2K``
+moves the cursor up and erases a line Conduit printed (a grant prompt that hides one of
+the capabilities it asks for), and a bidi override (U+202E) shows the characters after
+it in another order. So:
+
+* :func:`unsafe_char` finds the first such character; manifest, config and capability
+  validation refuse identifiers (names, versions, capabilities, commands, services,
+  hooks) that contain one, with the character shown escaped;
+* :func:`inert` escapes them visibly (``\\x1b``, ``\\u202e``) in any text Conduit
+  prints on a plugin's behalf: help, ``plugins info``/``list``/``permissions``, the
+  grant prompt, warnings, errors, WebAssembly log lines. Ordinary text (accents, CJK,
+  emoji and their joiners) is left as it is.
+
+What counts as unsafe: C0 controls (tab and newline included), DEL, C1 controls, lone
+surrogates, the bidi embeddings, overrides, isolates and marks (U+202A-U+202E,
+U+2066-U+2069, U+200E, U+200F, U+061C), and the invisible format characters that could
+hide or reorder text (U+200B, U+2028, U+2029, U+2060-U+2064, U+206A-U+206F, U+FEFF,
+U+FFF9-U+FFFB). The zero-width joiner and non-joiner stay: emoji and several scripts
+need them.
+
+On the start-up path (warnings and errors are printed through it): standard library
+only, nothing imported. The common case costs one ``str.isprintable()`` call, which is
+false for every character above (and for some harmless ones, which the slow path keeps).
+"""
+
+from __future__ import annotations
+
+__all__ = ["inert", "unsafe_char"]
+
+# Format characters that reorder or hide text; every C0/C1 control and surrogate is
+# unsafe too (tested by range in _unsafe, not listed here).
+_FORMAT = frozenset(
+    [
+        *(0x061C, 0x200B, 0x200E, 0x200F, 0x2028, 0x2029, 0xFEFF),
+        *range(0x202A, 0x202F),  # LRE RLE PDF LRO RLO
+        *range(0x2060, 0x2065),  # word joiner, invisible operators
+        *range(0x2066, 0x206A),  # LRI RLI FSI PDI
+        *range(0x206A, 0x2070),  # deprecated shaping and swapping controls
+        *range(0xFFF9, 0xFFFC),  # interlinear annotation
+    ]
+)
+_SHORT = {0x09: "\\t", 0x0A: "\\n", 0x0D: "\\r"}
+
+
+def _unsafe(code: int) -> bool:
+    return code < 0x20 or 0x7F <= code < 0xA0 or 0xD800 <= code < 0xE000 or code in _FORMAT
+
+
+def _escape(code: int) -> str:
+    if code in _SHORT:
+        return _SHORT[code]
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    if code < 0x10000:
+        return f"\\u{code:04x}"
+    return f"\\U{code:08x}"
+
+
+def unsafe_char(text: str) -> str | None:
+    """The first character of ``text`` that must not reach a terminal, escaped
+    (``\\x1b``), or None when there is none."""
+    if text.isprintable():
+        return None
+    for ch in text:
+        if _unsafe(ord(ch)):
+            return _escape(ord(ch))
+    return None
+
+
+def inert(text: str, *, keep_newlines: bool = False) -> str:
+    """``text`` with every unsafe character escaped visibly (``ESC`` becomes ``\\x1b``);
+    with ``keep_newlines``, line breaks stay (for multi-line text such as a traceback)."""
+    if text.isprintable():
+        return text
+    out = []
+    for ch in text:
+        code = ord(ch)
+        if _unsafe(code) and not (keep_newlines and code == 0x0A):
+            out.append(_escape(code))
+        else:
+            out.append(ch)
+    return "".join(out)

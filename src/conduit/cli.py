@@ -5,7 +5,9 @@ This is the start-up path. It imports only what the interpreter has already load
 ``tests/test_imports.py`` enforces that. Click, msgspec and the plugin's code are
 imported only once a command is routed to a plugin, and only that plugin is activated.
 
-This is also the only place that prints for the kernel.
+This is also the only place that prints for the kernel. Text that comes from plugins
+(descriptions, help lines, error messages, warnings) is printed through :func:`_inert`, so
+that a control character in it is shown escaped instead of reaching the terminal.
 """
 
 from __future__ import annotations
@@ -47,6 +49,16 @@ class _Options:
         self.no_plugins = False
         self.profile = _env_flag("CONDUIT_PROFILE")
         self.profile_out: str | None = None
+
+
+def _inert(text: str) -> str:
+    """``text`` with control, bidi and invisible format characters escaped visibly
+    (:func:`conduit.text.inert`); the module is imported only when there is one."""
+    if text.isprintable():
+        return text
+    from conduit.text import inert
+
+    return inert(text)
 
 
 def _env_flag(name: str) -> bool:
@@ -128,7 +140,7 @@ def _top_commands(rec: PluginRec) -> dict[str, str]:
             continue
         word, _, rest = cmd["name"].partition(" ")
         if not rest:
-            out[word] = cmd["help"]
+            out[word] = _inert(cmd["help"])
         elif word not in out:
             out[word] = ""
     for word, text in out.items():
@@ -175,7 +187,7 @@ def render_help(view: View) -> str:
             rows.append((shown, text))
         if not rows:
             continue
-        title = f"{name}: {rec['description']}" if rec["description"] else name
+        title = _inert(f"{name}: {rec['description']}" if rec["description"] else name)
         out += ["", f"Commands from {title}", *_rows(rows)]
     blocked = [n for n in view.index["blocked"] if n not in view.disabled]
     off = [n for n in plugins if not view.usable(n) and n not in blocked]
@@ -197,7 +209,7 @@ def render_group_help(view: View, plugin: str, word: str) -> str | None:
     """``conduit GROUP --help`` from the index, or None if ``word`` is not a group."""
     rec = view.index["plugins"][plugin]
     subs = [
-        (c["name"].split(" ", 1)[1], c["help"], c["usage"])
+        (c["name"].split(" ", 1)[1], _inert(c["help"]), c["usage"])
         for c in rec["commands"]
         if c["name"].startswith(word + " ") and not c["hidden"]
     ]
@@ -206,14 +218,14 @@ def render_group_help(view: View, plugin: str, word: str) -> str | None:
     own = next((c for c in rec["commands"] if c["name"] == word), None)
     out = [f"Usage: {PROG} {word} COMMAND [ARGS]...", ""]
     if own and own["help"]:
-        out += [f"  {own['help']}", ""]
+        out += [f"  {_inert(own['help'])}", ""]
     out += [f"  (from plugin '{plugin}')", "", "Commands:"]
     out += _rows([(name, text) for name, text, _ in subs])
     return "\n".join(out) + "\n"
 
 
 def _warn(text: str) -> None:
-    sys.stderr.write(f"{PROG}: warning: {text}\n")
+    sys.stderr.write(f"{PROG}: warning: {_inert(text)}\n")
 
 
 def _runtime_disabled(index: Index, no_plugins: bool) -> frozenset[str]:
@@ -304,21 +316,26 @@ def _complete(view: View, words: list[str]) -> str:
                 head, _, rest = c["name"].partition(" ")
                 visible = head == word and rest and " " not in rest and not c["hidden"]
                 if visible and rest.startswith(current):
-                    lines.append(f"{rest}\t{c['help']}")
+                    lines.append(f"{rest}\t{_inert(c['help'])}")
     return "\n".join(lines)
 
 
 def _print_error(exc: ConduitError, debug: bool) -> None:
+    """``error: ...`` and ``hint: ...``; a message may hold a plugin's text (its own
+    errors, a process plugin's message, a command's exception), so both are escaped."""
     if debug:
         import traceback
 
-        traceback.print_exception(exc)
+        from conduit.text import inert
+
+        sys.stderr.write(inert("".join(traceback.format_exception(exc)), keep_newlines=True))
         remote = getattr(exc, "remote_traceback", "")
         if remote:
+            remote = inert(remote, keep_newlines=True)
             sys.stderr.write(f"traceback in the plugin's host process:\n{remote}")
-    sys.stderr.write(f"error: {exc.message}\n")
+    sys.stderr.write(f"error: {_inert(exc.message)}\n")
     if exc.hint:
-        sys.stderr.write(f"hint: {exc.hint}\n")
+        sys.stderr.write(f"hint: {_inert(exc.hint)}\n")
 
 
 def _rebuild(*args: Any, **kwargs: Any) -> Index:

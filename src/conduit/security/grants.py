@@ -98,13 +98,19 @@ def terminal_approver(config_file: str) -> Approver:
 
 
 def _prompt(rec: PluginRec, caps: list[Capability], config_file: str) -> bool:
-    name = rec["name"]
-    version = f" {rec['version']}" if rec["version"] else ""
-    width = max(len(str(c)) for c in caps)
+    # Everything from the plugin is escaped (conduit.text.inert): validation refuses
+    # control characters in names, versions and capabilities, and this is the second
+    # line of defence of what the user consents to (an index written before that check).
+    from conduit.text import inert
+
+    name = inert(rec["name"])
+    version = f" {inert(rec['version'])}" if rec["version"] else ""
+    shown = [(inert(str(c)), inert(describe(c))) for c in caps]
+    width = max(len(text) for text, _ in shown)
     lines = [f"┌ conduit: plugin '{name}'{version} requests:"]
-    lines += [f"├   {c!s:<{width}}  {describe(c)}" for c in caps]
+    lines += [f"├   {text:<{width}}  {meaning}" for text, meaning in shown]
     lines.append(
-        f"├ Granting saves this in {config_file}; "
+        f"├ Granting saves this in {inert(config_file)}; "
         f"'conduit plugins revoke {name} CAPABILITY...' takes it back."
     )
     lines.append("└ Grant? [y/N] ")

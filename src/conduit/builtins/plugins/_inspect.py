@@ -2,6 +2,9 @@
 plugins, and diagnose the installation.
 
 Imported only when one of these runs (see ``LAZY_COMMANDS`` in the package face).
+Everything a plugin wrote (its description, command help, errors) is printed through
+:func:`conduit.text.inert`, so control characters show escaped; ``--json`` escapes them
+by itself.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import click
 
 from conduit.builtins.plugins._common import admin, current_index, find, state, table
 from conduit.errors import UsageError
+from conduit.text import inert
 
 if TYPE_CHECKING:
     from conduit.indexer.records import Index, PluginRec
@@ -97,12 +101,12 @@ def list_cmd(as_json: bool) -> None:
     for r in rows:
         cells.append(
             [
-                r["name"],
-                r["version"] or "-",
+                inert(r["name"]),
+                inert(r["version"] or "-"),
                 r["source"],
                 r["state"],
                 r["isolation"] or "-",
-                ",".join(map(_mark_unscoped, r["capabilities"])) or "-",
+                inert(",".join(map(_mark_unscoped, r["capabilities"])) or "-"),
             ]
         )
     click.echo(table(cells))
@@ -169,7 +173,7 @@ def info_cmd(name: str, as_json: bool, no_load: bool) -> None:
         )
     elif isinstance(load, str):
         lines.append(f"  load:         FAILED: {load}")
-    click.echo("\n".join(lines))
+    click.echo("\n".join(map(inert, lines)))
 
 
 def _entry_text(rec: PluginRec) -> str:
@@ -235,9 +239,9 @@ def doctor_cmd() -> None:
     click.echo(f"Checked {len(plugins) + len(index['broken'])} plugins.")
     for b in index["broken"]:
         problems += 1
-        click.echo(f"error: plugin '{b['name']}' ({b['source']}): {b['error']}")
+        click.echo(inert(f"error: plugin '{b['name']}' ({b['source']}): {b['error']}"))
         if b["hint"]:
-            click.echo(f"  hint: {b['hint']}")
+            click.echo(inert(f"  hint: {b['hint']}"))
     for word, claimants in index["routes"].items():
         if len(claimants) > 1:
             click.echo(
@@ -248,9 +252,9 @@ def doctor_cmd() -> None:
     for rec in plugins.values():
         if rec["blocked"] and rec["enabled"]:
             problems += 1
-            click.echo(f"error: plugin '{rec['name']}' is blocked: {rec['blocked']}")
+            click.echo(inert(f"error: plugin '{rec['name']}' is blocked: {rec['blocked']}"))
             if rec["blocked_hint"]:
-                click.echo(f"  hint: {rec['blocked_hint']}")
+                click.echo(inert(f"  hint: {rec['blocked_hint']}"))
     for svc, providers in index["ambiguous"].items():
         click.echo(
             f"warning: service '{svc}' is provided by {' and '.join(providers)}; "
@@ -262,11 +266,13 @@ def doctor_cmd() -> None:
         cost = service.measure_load(name, index=index)
         detail = f"{cost['total_ms']:.1f} ms" if isinstance(cost, dict) else f"fails: {cost}"
         click.echo(
-            f"warning: plugin '{name}' activates at startup, on every command ({detail}); "
-            "prefer command:, env:, file: or event: activation"
+            inert(
+                f"warning: plugin '{name}' activates at startup, on every command ({detail}); "
+                "prefer command:, env:, file: or event: activation"
+            )
         )
     for text in index["warnings"]:
-        click.echo(f"warning: {text}")
+        click.echo(f"warning: {inert(text)}")
     for rec in plugins.values():
         if not rec["enabled"]:
             click.echo(f"note: plugin '{rec['name']}' is disabled")
@@ -320,16 +326,16 @@ def graph_cmd(fmt: str) -> None:
         for src, dst, label in edges:
             out.append(f'  "{src}" -> "{dst}" [label="{label}"];')
         out.append("}")
-        click.echo("\n".join(out))
+        click.echo("\n".join(map(inert, out)))
         return
     for rec in plugins.values():
         shown_state = state(rec)
         head = f"{rec['name']} {rec['version'] or ''}".rstrip()
-        click.echo(head + ("" if shown_state == "enabled" else f"  [{shown_state}]"))
+        click.echo(inert(head + ("" if shown_state == "enabled" else f"  [{shown_state}]")))
         for src, dst, label in edges:
             if src == rec["name"]:
                 have = plugins.get(dst)
                 shown = f"{dst} {have['version'] or ''}".rstrip() if have else f"{dst} (missing)"
-                click.echo(f"  requires {label} -> {shown}")
+                click.echo(inert(f"  requires {label} -> {shown}"))
         if rec["blocked"]:
-            click.echo(f"  blocked: {rec['blocked']}")
+            click.echo(inert(f"  blocked: {rec['blocked']}"))

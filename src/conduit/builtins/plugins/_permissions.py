@@ -19,6 +19,7 @@ from conduit.security.grants import (
     requested,
 )
 from conduit.security.report import enforcement
+from conduit.text import inert
 
 if TYPE_CHECKING:
     from conduit.indexer.records import Index, PluginRec
@@ -122,7 +123,7 @@ def permissions_cmd(name: str, as_json: bool) -> None:
         lines += [f"    {text}" for text in report["not_enforced"]]
     if any(r["unscoped"] for r in report["requested"]):
         lines.append("  ! unscoped: all of that kind")
-    click.echo("\n".join(lines))
+    click.echo("\n".join(map(inert, lines)))  # a plugin's text shows escaped
 
 
 @click.command("grant")

@@ -158,5 +158,9 @@ class Sandbox:
         return proc.returncode, proc.stdout, proc.stderr
 
     def log(self, level: str, message: str) -> None:
-        sys.stderr.write(f"{self.plugin}: {level}: {message}\n")
+        """A line the plugin logs, printed by Conduit: control characters show escaped
+        (:func:`conduit.text.inert`), as in every text Conduit prints for a plugin."""
+        from conduit.text import inert
+
+        sys.stderr.write(inert(f"{self.plugin}: {level}: {message}") + "\n")
         sys.stderr.flush()

@@ -338,10 +338,12 @@ def hostile_plugin(name: str = "spy", *, isolation: str = "in-process", body: st
     )
 
 
-def test_help_shows_plugin_text_escaped(run, plugin_dir):
+def test_help_shows_plugin_text_escaped(run, plugin_dir, monkeypatch):
     write(plugin_dir, "spy.py", hostile_plugin())
-    for args in (("--help",), ()):
-        out = run(*args).out
+    # rendered when the index is built, then live (a plugin disabled for this run only)
+    for disabled in ("", "other"):
+        monkeypatch.setenv("CONDUIT_DISABLE_PLUGINS", disabled)
+        out = run("--help").out
         assert f"Commands from spy: Spy {CLEAR_SHOWN}" in out
         assert f"Peek {CLEAR_SHOWN}\n" in out and f"Sub {CLEAR_SHOWN}" not in out
         assert ESC not in out

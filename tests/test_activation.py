@@ -9,8 +9,8 @@ import pytest
 
 from conduit.indexer.build import load
 from conduit.kernel import Kernel
-from conduit.kernel.activation import triggered, workspace_dirs
-from conduit.paths import resolve
+from conduit.kernel.activation import triggered
+from conduit.paths import resolve, workspace_dirs
 from conduit.timing import Profile
 
 from _factory import imported_by, manifest_block, simple_plugin, write

@@ -71,6 +71,19 @@ def test_command_imports_only_its_plugin(plugin_dir):
     assert not new & {"importlib.metadata", "msgspec", "tomllib", "conduit.indexer.build"}
 
 
+def test_the_entry_point_group_is_cheap_to_import():
+    # Defined once in conduit.indexer.discover; the authoring tools and the store import
+    # it from there without the manifest parser, msgspec or a metadata scan.
+    code = "import sys, conduit.authoring, conduit.indexer.discover; print(*sorted(sys.modules))"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    loaded = set(proc.stdout.split())
+    assert "conduit.indexer.discover" in loaded
+    heavy = {"importlib.metadata", "msgspec", "click", "conduit.manifest", "conduit.sdk"}
+    heavy |= {"conduit.builtins", "conduit.index", "conduit.indexer.build"}
+    assert not loaded & heavy, sorted(loaded & heavy)
+
+
 COUNT_RECORDS = """
 import sys
 loads = []

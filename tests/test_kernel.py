@@ -182,3 +182,55 @@ def test_sdk_plugin_base_requires_boot():
     with pytest.raises(NotImplementedError, match="must implement boot"):
         Nothing().boot(None)  # type: ignore[arg-type]
     Nothing().shutdown()
+
+
+def test_the_kernel_provides_conduit_admin_to_built_ins_only(plugin_dir):
+    from conduit.kernel.admin import Admin
+
+    write(plugin_dir, "alpha.py", simple_plugin("alpha", ("hello",)))
+    kernel = make_kernel(disabled={"devtools"})
+    admin = kernel.service("conduit.admin")  # the kernel's own caller: no plugin asks
+    assert isinstance(admin, Admin)
+    assert admin.index is kernel.index
+    assert admin.disabled == frozenset({"devtools"})
+    assert kernel.service("conduit.admin", for_plugin="plugins") is admin
+    assert kernel.activate("plugins").service("conduit.admin", Admin) is admin
+    third_party = kernel.activate("alpha")
+    with pytest.raises(PluginError) as info:
+        third_party.service("conduit.admin")
+    assert info.value.message == (
+        "plugin 'alpha': service 'conduit.admin' is reserved for Conduit's built-in plugins"
+    )
+    assert info.value.hint == (
+        "services named 'conduit.*' belong to Conduit itself; a third-party plugin cannot use them"
+    )
+    # every conduit.* name, provided or not, and an unknown asker too
+    with pytest.raises(PluginError) as info:
+        third_party.service("conduit.other")
+    assert info.value.detail == "service 'conduit.other' is reserved for Conduit's built-in plugins"
+    with pytest.raises(PluginError) as info:
+        kernel.service("conduit.admin", for_plugin="nobody")
+    assert info.value.plugin == "nobody"
+    assert kernel.registry.owned_by("alpha") == ["command hello"]
+    kernel.shutdown()
+    assert kernel.service("conduit.admin") is admin  # the kernel's, not a plugin's
+
+
+def test_admin_times_a_plugin_in_a_kernel_of_its_own(plugin_dir):
+    write(plugin_dir, "alpha.py", simple_plugin("alpha", ("hello",)))
+    write(
+        plugin_dir,
+        "bad.py",
+        simple_plugin("bad", ("oops",), boot_prefix="        raise RuntimeError('no')\n"),
+    )
+    kernel = make_kernel()
+    admin = kernel.service("conduit.admin")
+    load = admin.measure_load("alpha")
+    assert isinstance(load, dict)
+    assert sorted(load) == ["boot_ms", "import_ms", "total_ms"]
+    assert load["total_ms"] >= load["import_ms"] + load["boot_ms"] - 0.01
+    assert "alpha" not in kernel.states  # timed elsewhere: this kernel did not load it
+    assert admin.measure_load("bad") == "plugin 'bad': failed to boot: RuntimeError: no"
+    rebuilt = admin.rebuild()
+    assert rebuilt is not kernel.index
+    assert sorted(rebuilt["plugins"]) == sorted(kernel.index["plugins"])

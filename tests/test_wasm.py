@@ -581,7 +581,7 @@ def test_the_epoch_ticker_runs_only_while_a_command_runs(tmp_path):
     import _thread
     import time
 
-    from conduit.hosts.wasm import WasmSettings, runtime
+    from conduit.hosts.wasm.runtime import WasmSettings, runtime
 
     def threads(expected: int) -> int:
         """The number of threads once it is ``expected`` (they start and stop async)."""
@@ -622,7 +622,7 @@ def test_each_command_gets_a_fresh_instance(plugin_dir, capsys):
 
 
 def cache_state(kernel: Kernel) -> str:
-    from conduit.hosts.wasm import WasmHost
+    from conduit.hosts.wasm.host import WasmHost
 
     host = kernel.host_for(kernel.index["plugins"]["other"])
     assert isinstance(host, WasmHost)
@@ -688,7 +688,7 @@ def test_corrupt_artifact_is_rebuilt(other, conduit_home, capsys):
 
 def test_a_known_module_is_not_read_again(tmp_path):
     # docs/wasm.md: src-* files spare a run with a cached artifact reading and hashing it
-    from conduit.hosts.wasm import ArtifactCache
+    from conduit.hosts.wasm.runtime import ArtifactCache
 
     path = tmp_path / "m.wasm"
     path.write_bytes(wasmtime.wat2wasm(module("")))
@@ -729,6 +729,7 @@ NOT_FOR_A_MODULE = {
     "click",
     "conduit.kernel.hooks",
     "conduit.hosts.process",
+    "conduit.hosts.wasm.component",
     "conduit.security.capabilities",
     "dataclasses",
     "encodings.ascii",
@@ -763,7 +764,7 @@ def test_a_granted_command_still_parses_its_grants(plugin_dir, conduit_home, oth
 #: import_wasmtime returns it without touching the collector
 _IMPORT_WASMTIME = """
 import gc, sys
-from conduit.hosts.wasm import import_wasmtime
+from conduit.hosts.wasm.runtime import import_wasmtime
 assert "wasmtime" not in sys.modules
 DISABLE
 was = gc.isenabled()
@@ -779,6 +780,30 @@ def test_importing_wasmtime_leaves_the_collector_as_it_was(disable):
     source = _IMPORT_WASMTIME.replace("DISABLE", disable)
     proc = subprocess.run(
         [sys.executable, "-c", source], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+
+
+#: the kernel imports the package's face when a WebAssembly plugin is activated: the
+#: host, without wasmtime or what runs a guest; a function in the face would keep the
+#: submodules alive to the end (see its docstring and test_ctrl_c_stops_a_running_module)
+_FACE = """
+import sys, types
+import conduit.hosts
+before = set(sys.modules)
+import conduit.hosts.wasm as face
+from conduit.hosts.wasm.host import WasmHost
+assert face.WasmHost is WasmHost and face.__all__ == ["WasmHost"]
+new = {m for m in set(sys.modules) - before if m.startswith("conduit.hosts.wasm")}
+assert new == {f"conduit.hosts.wasm{m}" for m in ("", ".host", ".runtime", ".sandbox")}, new
+assert "wasmtime" not in sys.modules
+assert not [v for v in vars(face).values() if isinstance(v, types.FunctionType)]
+"""
+
+
+def test_the_wasm_face_imports_only_the_host():
+    proc = subprocess.run(
+        [sys.executable, "-c", _FACE], capture_output=True, text=True, timeout=60, check=False
     )
     assert proc.returncode == 0, proc.stderr
 
@@ -884,7 +909,7 @@ def test_build_lists_the_capabilities_to_grant(tmp_path, conduit_home, run):
 def test_the_first_refused_call_is_the_one_reported(tmp_path):
     # A guest that gets an error and carries on, then is refused again: the command's
     # error names the first refusal (docs/wasm.md), whichever host function refused.
-    from conduit.hosts.wasm import Denied, Sandbox
+    from conduit.hosts.wasm.sandbox import Denied, Sandbox
 
     box = Sandbox.build("quiet", [], str(tmp_path), str(tmp_path))
     with pytest.raises(Denied):
@@ -903,7 +928,7 @@ def test_the_first_refused_call_is_the_one_reported(tmp_path):
 def test_the_wasm_hosts_settings_are_the_configs():
     # the host reads the validated [wasm] table without msgspec; the defaults must agree
     from conduit import config
-    from conduit.hosts.wasm import WasmSettings
+    from conduit.hosts.wasm.runtime import WasmSettings
 
     validated = config.WasmSettings()
     assert WasmSettings.from_table({}) == tuple(getattr(validated, f) for f in WasmSettings._fields)

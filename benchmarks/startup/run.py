@@ -9,6 +9,10 @@ fresh venv, and times with hyperfine, interleaved in the same run:
 * ``python``: ``VENV/bin/python -c pass``   (the interpreter's own floor)
 * ``click``:  ``VENV/bin/python click_cmd.py`` (the same command as a standalone Click script)
 
+With ``--baseline-repo DIR`` a second tree (Conduit before a change) gets its own venv per
+size and its four commands (``base-help``, ``base-plugin``, ``base-python``, ``base-click``)
+join the same shuffled hyperfine invocations, so before and after are measured interleaved.
+
 Standard library only, plus the ``hyperfine`` binary and ``uv``. See README.md beside this
 file for how to run it and what the numbers mean.
 """
@@ -39,12 +43,15 @@ DEFAULT_WORK = os.path.join(HERE, ".work")
 PLUGIN_VERSION = "1.0"
 ZIP_DATE = (2024, 1, 1, 0, 0, 0)  # fixed, so the wheels are byte-for-byte reproducible
 COMMANDS = ("help", "plugin", "python", "click")
+BASE = "base-"  # key prefix of the baseline tree's commands (--baseline-repo)
 LABELS = {
     "help": "conduit --help",
     "plugin": "conduit synth-0000",
     "python": "python -c pass",
     "click": "standalone Click script",
 }
+LABELS.update({BASE + k: f"baseline: {v}" for k, v in list(LABELS.items())})
+ALL_COMMANDS = (*COMMANDS, *(BASE + k for k in COMMANDS))
 TARGET_N = 500
 TARGET_HELP_RATIO = 1.5
 TARGET_PLUGIN_RATIO = 1.10
@@ -218,9 +225,18 @@ def clean_env(home: str) -> dict[str, str]:
 
 
 class Venv:
-    def __init__(self, work: str, n: int) -> None:
+    """One size's venv of one tree (``prefix`` "" for --repo, BASE for --baseline-repo).
+
+    Both trees of a size share its ``CONDUIT_HOME``: hyperfine gives every command of one
+    invocation the same environment. Conduit keeps one index per interpreter prefix, so the
+    two do not fight (``check_no_rebuild`` verifies it after both are warm).
+    """
+
+    def __init__(self, work: str, n: int, prefix: str = "") -> None:
         self.n = n
-        self.root = os.path.join(work, "venvs", f"n{n:04d}")
+        self.prefix = prefix
+        self.tree = "baseline" if prefix else "current"
+        self.root = os.path.join(work, "venvs", f"{prefix}n{n:04d}")
         self.home = os.path.join(work, "homes", f"n{n:04d}")
         self.python = os.path.join(self.root, "bin", "python")
         self.conduit = os.path.join(self.root, "bin", "conduit")
@@ -228,18 +244,18 @@ class Venv:
         self.env = clean_env(self.home)
 
     def commands(self) -> dict[str, list[str]]:
-        return {
+        """Key (``help``, or ``base-help`` for the baseline) -> argv."""
+        cmds = {
             "help": [self.conduit, "--help"],
             "plugin": [self.conduit, plugin_name(0)],
             "python": [self.python, "-c", "pass"],
             "click": [self.python, self.click_script],
         }
+        return {self.prefix + k: v for k, v in cmds.items() if self.n or k != "plugin"}
 
     def create(self, uv: str, repo: str, wheels: list[str]) -> None:
-        for path in (self.root, self.home):
-            if os.path.exists(path):
-                shutil.rmtree(path)
-        os.makedirs(self.home)
+        if os.path.exists(self.root):
+            shutil.rmtree(self.root)
         run([uv, "venv", "-q", "--python", sys.executable, self.root])
         pip = [uv, "pip", "install", "-q", "--python", self.python, "--compile-bytecode"]
         run([*pip, repo])
@@ -253,7 +269,7 @@ class Venv:
 
     def warm_up_and_check(self) -> dict[str, object]:
         """Build the index (timed once, cold) and check the commands really work."""
-        cmds = self.commands()
+        cmds = {k.removeprefix(self.prefix): v for k, v in self.commands().items()}
         start = time.perf_counter()
         first = self.exec(cmds["help"])
         cold_ms = (time.perf_counter() - start) * 1000
@@ -282,12 +298,21 @@ class Venv:
         if out.returncode != 0 or out.stdout != "ok\n":
             problems.append(f"click script: exit {out.returncode}, stdout {out.stdout!r}")
         if problems:
-            die(f"N={self.n} sanity check failed:\n  " + "\n  ".join(problems))
+            die(f"N={self.n} ({self.tree}) sanity check failed:\n  " + "\n  ".join(problems))
         return {
             "cold_index_build_ms": round(cold_ms, 1),
             "help_profile": again.stderr,
             "plugin_profile": plugin_profile,
         }
+
+    def check_no_rebuild(self) -> None:
+        """Once every venv sharing this home is warm, a run must not rebuild the index."""
+        again = self.exec([self.conduit, "--profile", "--help"])
+        if again.returncode != 0 or "index:rebuild" in again.stderr:
+            die(
+                f"N={self.n} ({self.tree}): conduit --help rebuilt its index after the other "
+                f"tree's venv warmed the shared CONDUIT_HOME {self.home}"
+            )
 
 
 # --- hyperfine ---------------------------------------------------------------------------
@@ -367,9 +392,9 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def git(*args: str) -> str:
+def git(repo: str, *args: str) -> str:
     try:
-        return run(["git", "-C", REPO, *args]).stdout.strip()
+        return run(["git", "-C", repo, *args]).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
@@ -404,30 +429,34 @@ def _paired(by_cmd: dict[str, dict[str, object]], num: str, den: str) -> float |
     return round(statistics.median(x / y for x, y in zip(a, b, strict=True)), 3)
 
 
-def analyse(results: dict[int, dict[str, dict[str, object]]]) -> dict[str, object]:
-    """Ratios of pooled medians (the targets), paired per-round ratios, and the slope."""
+def analyse(
+    results: dict[int, dict[str, dict[str, object]]], prefix: str = ""
+) -> dict[str, object]:
+    """Ratios of pooled medians (the targets), paired per-round ratios, and the slope, for
+    the commands whose keys start with ``prefix`` ("" for --repo, BASE for the baseline)."""
+    help_, plugin, python, click = (prefix + k for k in COMMANDS)
     ratios: dict[str, dict[str, float | None]] = {}
     for n, by_cmd in results.items():
         med = {k: float(v["median_ms"]) for k, v in by_cmd.items()}
         ratios[str(n)] = {
-            "help_vs_python": round(med["help"] / med["python"], 3),
-            "plugin_vs_click": round(med["plugin"] / med["click"], 3) if "plugin" in med else None,
-            "help_vs_python_paired": _paired(by_cmd, "help", "python"),
-            "plugin_vs_click_paired": _paired(by_cmd, "plugin", "click"),
+            "help_vs_python": round(med[help_] / med[python], 3),
+            "plugin_vs_click": round(med[plugin] / med[click], 3) if plugin in med else None,
+            "help_vs_python_paired": _paired(by_cmd, help_, python),
+            "plugin_vs_click_paired": _paired(by_cmd, plugin, click),
         }
     lo, hi = SLOPE_RANGE
     sizes = [n for n in results if lo <= n <= hi]
-    pts = [(n, float(results[n]["help"]["median_ms"])) for n in sizes]
+    pts = [(n, float(results[n][help_]["median_ms"])) for n in sizes]
     s = slope(pts)
     # The interpreter itself gets slower with more distributions in site-packages (it lists
     # the directory at start-up), so also report the baseline's slope and the difference.
-    base = slope([(n, float(results[n]["python"]["median_ms"])) for n in sizes])
+    base = slope([(n, float(results[n][python]["median_ms"])) for n in sizes])
     # The same slope per round (each round measures every size once), then its median.
     per_round = []
     if sizes:
-        rounds = len(results[sizes[0]]["help"]["round_medians_ms"])
+        rounds = len(results[sizes[0]][help_]["round_medians_ms"])
         for r in range(rounds):
-            rs = slope([(n, results[n]["help"]["round_medians_ms"][r]) for n in sizes])
+            rs = slope([(n, results[n][help_]["round_medians_ms"][r]) for n in sizes])
             if rs is not None:
                 per_round.append(rs)
     at = ratios.get(str(TARGET_N))
@@ -464,15 +493,54 @@ def analyse(results: dict[int, dict[str, dict[str, object]]]) -> dict[str, objec
     }
 
 
+def compare(
+    results: dict[int, dict[str, dict[str, object]]],
+    current: dict[str, object],
+    baseline: dict[str, object],
+) -> dict[str, dict[str, float | None]]:
+    """Per size: the current tree against the baseline measured in the same rounds.
+
+    ``*_vs_baseline`` is current / baseline of the same command (pooled medians, and paired
+    by round); ``*_ratio_change`` is the current tree's target ratio minus the baseline's
+    (negative is better), from pooled medians and from the paired ratios.
+    """
+    out: dict[str, dict[str, float | None]] = {}
+    cur: dict[str, dict[str, float | None]] = current["ratios"]
+    old: dict[str, dict[str, float | None]] = baseline["ratios"]
+
+    def diff(a: float | None, b: float | None) -> float | None:
+        return None if a is None or b is None else round(a - b, 3)
+
+    for n, by_cmd in results.items():
+        med = {k: float(v["median_ms"]) for k, v in by_cmd.items()}
+        row: dict[str, float | None] = {}
+        for key in COMMANDS:
+            if key in med and BASE + key in med:
+                row[f"{key}_vs_baseline"] = round(med[key] / med[BASE + key], 3)
+                row[f"{key}_vs_baseline_paired"] = _paired(by_cmd, key, BASE + key)
+        c, o = cur[str(n)], old[str(n)]
+        for ratio in ("help_vs_python", "plugin_vs_click"):
+            row[f"{ratio}_change"] = diff(c[ratio], o[ratio])
+            row[f"{ratio}_paired_change"] = diff(c[f"{ratio}_paired"], o[f"{ratio}_paired"])
+        out[str(n)] = row
+    return out
+
+
+def _num(value: float | None, fmt: str = ".3f") -> str:
+    return "-" if value is None else format(value, fmt)
+
+
 def markdown(report: dict[str, object]) -> str:
     results: dict[str, dict[str, dict[str, float]]] = report["results"]
     analysis: dict[str, dict[str, object]] = report["analysis"]
+    baseline: dict[str, dict[str, object]] | None = analysis.get("baseline")
+    trees = [("current", "", analysis)] + ([("baseline", BASE, baseline)] if baseline else [])
     out = [
         "| N | command | median ms | mean ms | stddev ms | min ms | runs |",
         "|---:|---|---:|---:|---:|---:|---:|",
     ]
     for n, by_cmd in results.items():
-        for key in COMMANDS:
+        for key in ALL_COMMANDS:
             if key not in by_cmd:
                 continue
             s = by_cmd[key]
@@ -480,38 +548,79 @@ def markdown(report: dict[str, object]) -> str:
                 f"| {n} | {LABELS[key]} | {s['median_ms']:.1f} | {s['mean_ms']:.1f} | "
                 f"{s['stddev_ms']:.1f} | {s['min_ms']:.1f} | {s['runs']} |"
             )
+    tree_col, tree_rule = ("tree | ", "---|") if baseline else ("", "")
     out += [
         "",
-        "| N | help / python | plugin / click | help / python (paired) | plugin / click (paired)"
-        " | help - python (ms) | plugin - click (ms) |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
+        f"| N | {tree_col}help / python | plugin / click | help / python (paired) | "
+        "plugin / click (paired) | help - python (ms) | plugin - click (ms) |",
+        f"|---:|{tree_rule}---:|---:|---:|---:|---:|---:|",
     ]
-    ratios: dict[str, dict[str, float]] = analysis["ratios"]
-    for n, r in ratios.items():
-        res = results[n]
-        gap = res["help"]["median_ms"] - res["python"]["median_ms"]
-        if "plugin" in res:
-            pgap = f"{res['plugin']['median_ms'] - res['click']['median_ms']:.1f}"
-            plug, plug_p = f"{r['plugin_vs_click']:.3f}", f"{r['plugin_vs_click_paired']:.3f}"
-        else:
-            pgap = plug = plug_p = "-"
+    for n in results:
+        for tree, prefix, part in trees:
+            r: dict[str, float | None] = part["ratios"][n]
+            res = results[n]
+            gap = res[prefix + "help"]["median_ms"] - res[prefix + "python"]["median_ms"]
+            if prefix + "plugin" in res:
+                pgap = _num(
+                    res[prefix + "plugin"]["median_ms"] - res[prefix + "click"]["median_ms"], ".1f"
+                )
+            else:
+                pgap = "-"
+            cell = f"{tree} | " if baseline else ""
+            out.append(
+                f"| {n} | {cell}{_num(r['help_vs_python'])} | {_num(r['plugin_vs_click'])} | "
+                f"{_num(r['help_vs_python_paired'])} | {_num(r['plugin_vs_click_paired'])} | "
+                f"{gap:.1f} | {pgap} |"
+            )
+    out.append("")
+    for tree, _prefix, part in trees:
+        slope_r = part.get("help_slope_round_median_ms_per_plugin")
         out.append(
-            f"| {n} | {r['help_vs_python']:.3f} | {plug} | {r['help_vs_python_paired']:.3f} | "
-            f"{plug_p} | {gap:.1f} | {pgap} |"
+            f"Slopes over N=100..1000 (ms per plugin){f', {tree} tree' if baseline else ''}: "
+            f"conduit --help {part.get('help_slope_ms_per_plugin')}; same, per round then "
+            f"median over rounds {slope_r}; python -c pass "
+            f"{part.get('python_slope_ms_per_plugin')}; conduit --help minus python -c pass "
+            f"{part.get('help_minus_python_slope_ms_per_plugin')}"
         )
-    slope_r = analysis.get("help_slope_round_median_ms_per_plugin")
-    out += [
-        "",
-        "Slopes over N=100..1000 (ms per plugin): conduit --help "
-        f"{analysis.get('help_slope_ms_per_plugin')}; same, per round then median over rounds "
-        f"{slope_r}; python -c pass {analysis.get('python_slope_ms_per_plugin')}; "
-        "conduit --help minus python -c pass "
-        f"{analysis.get('help_minus_python_slope_ms_per_plugin')}",
-    ]
-    out += ["", "| target | value | limit | verdict |", "|---|---:|---:|---|"]
     targets: dict[str, dict[str, object]] = analysis["targets"]
-    for name, t in targets.items():
-        out.append(f"| {name} | {t['value']} | {t['limit']} | {t['verdict']} |")
+    if baseline:
+        old: dict[str, dict[str, object]] = baseline["targets"]
+        out += [
+            "",
+            "| target | current | verdict | baseline | verdict | limit |",
+            "|---|---:|---|---:|---|---:|",
+        ]
+        for name, t in targets.items():
+            b = old[name]
+            out.append(
+                f"| {name} | {t['value']} | {t['verdict']} | {b['value']} | {b['verdict']} | "
+                f"{t['limit']} |"
+            )
+        comparison: dict[str, dict[str, float | None]] = analysis["comparison"]
+        out += [
+            "",
+            "Current against baseline, same rounds (x / y: current over baseline; "
+            "change: current ratio minus baseline ratio, negative is better):",
+            "",
+            "| N | help: current / baseline | (paired) | plugin: current / baseline | (paired) "
+            "| help/python change | (paired) | plugin/click change | (paired) |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for n, c in comparison.items():
+            out.append(
+                f"| {n} | {_num(c.get('help_vs_baseline'))} | "
+                f"{_num(c.get('help_vs_baseline_paired'))} | "
+                f"{_num(c.get('plugin_vs_baseline'))} | "
+                f"{_num(c.get('plugin_vs_baseline_paired'))} | "
+                f"{_num(c['help_vs_python_change'], '+.3f')} | "
+                f"{_num(c['help_vs_python_paired_change'], '+.3f')} | "
+                f"{_num(c['plugin_vs_click_change'], '+.3f')} | "
+                f"{_num(c['plugin_vs_click_paired_change'], '+.3f')} |"
+            )
+    else:
+        out += ["", "| target | value | limit | verdict |", "|---|---:|---:|---|"]
+        for name, t in targets.items():
+            out.append(f"| {name} | {t['value']} | {t['limit']} | {t['verdict']} |")
     imports: dict[str, dict[str, float]] = report.get("imports") or {}
     if imports:
         base = imports["pass"]["median_ms"]
@@ -553,6 +662,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--repo", default=REPO, help="the Conduit source to install (default: %(default)s)"
     )
+    p.add_argument(
+        "--baseline-repo",
+        metavar="DIR",
+        help="also install this Conduit source (e.g. a checkout from before a change) into "
+        "its own venv per size and measure it in the same rounds as --repo",
+    )
     p.add_argument("--out", help="write the full result as JSON to this file")
     p.add_argument("--markdown", action="store_true", help="print markdown tables on stdout")
     p.add_argument("--no-imports", action="store_true", help="skip the import-cost measurements")
@@ -567,6 +682,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--sizes must be between 0 and 9999")
     if args.rounds < 1 or args.runs < 2 or args.warmup < 0:
         p.error("need --rounds >= 1, --runs >= 2 and --warmup >= 0")
+    for opt in ("repo", "baseline_repo"):
+        path = getattr(args, opt)
+        if path is not None and not os.path.isfile(os.path.join(path, "pyproject.toml")):
+            p.error(f"--{opt.replace('_', '-')} {path}: no pyproject.toml there")
     return args
 
 
@@ -579,8 +698,16 @@ def main(argv: list[str] | None = None) -> int:
         )
     began = time.monotonic()
     # The source is installed next, so record its state now (others may commit meanwhile).
-    git_head = git("rev-parse", "--short", "HEAD")
-    git_dirty = bool(git("status", "--porcelain", "--", "src"))
+    repo = os.path.abspath(args.repo)
+    git_head = git(repo, "rev-parse", "--short", "HEAD")
+    git_dirty = bool(git(repo, "status", "--porcelain", "--", "src"))
+    baseline_repo = os.path.abspath(args.baseline_repo) if args.baseline_repo else None
+    if baseline_repo:
+        baseline_git = {
+            "repo": baseline_repo,
+            "git_head": git(baseline_repo, "rev-parse", "--short", "HEAD"),
+            "git_dirty_src": bool(git(baseline_repo, "status", "--porcelain", "--", "src")),
+        }
     work = os.path.abspath(args.work)
     os.makedirs(work, exist_ok=True)
     prefix, placement = placement_prefix(args.taskset)
@@ -596,39 +723,56 @@ def main(argv: list[str] | None = None) -> int:
     wheels = build_wheels(wheel_dir, biggest)
     log(f"built {len(wheels)} wheels in {time.perf_counter() - t0:.1f}s ({wheel_dir})")
 
-    venvs = [Venv(work, n) for n in args.size_list]
+    # One venv per size and tree; the trees of one size share its CONDUIT_HOME (see Venv).
+    trees = [("", repo)] + ([(BASE, baseline_repo)] if baseline_repo else [])
+    sizes: dict[int, list[Venv]] = {
+        n: [Venv(work, n, tree_prefix) for tree_prefix, _ in trees] for n in args.size_list
+    }
+    venvs = sizes[args.size_list[0]]  # the first size's, where imports are measured
     checks: dict[str, dict[str, object]] = {}
-    for v in venvs:
-        if not (args.reuse and os.access(v.conduit, os.X_OK)):
-            t0 = time.perf_counter()
-            v.create(uv, os.path.abspath(args.repo), wheels[: v.n])
-            log(f"N={v.n}: venv ready in {time.perf_counter() - t0:.1f}s")
-        checks[str(v.n)] = v.warm_up_and_check()
-        log(f"N={v.n}: sanity ok, cold index build {checks[str(v.n)]['cold_index_build_ms']} ms")
+    for n, group in sizes.items():
+        home = group[0].home
+        fresh = not (args.reuse and all(os.access(v.conduit, os.X_OK) for v in group))
+        if fresh:
+            if os.path.exists(home):
+                shutil.rmtree(home)
+            os.makedirs(home)
+        for v, (_, source) in zip(group, trees, strict=True):
+            if fresh:
+                t0 = time.perf_counter()
+                v.create(uv, source, wheels[:n])
+                log(f"N={n} ({v.tree}): venv ready in {time.perf_counter() - t0:.1f}s")
+            key = f"{v.prefix}{n}"
+            checks[key] = v.warm_up_and_check()
+            log(
+                f"N={n} ({v.tree}): sanity ok, cold index build "
+                f"{checks[key]['cold_index_build_ms']} ms"
+            )
+        for v in group:
+            v.check_no_rebuild()
 
     rng = random.Random(args.seed)
-    pooled: dict[int, dict[str, list[float]]] = {v.n: {} for v in venvs}
-    per_round: dict[int, dict[str, list[float]]] = {v.n: {} for v in venvs}
+    pooled: dict[int, dict[str, list[float]]] = {n: {} for n in sizes}
+    per_round: dict[int, dict[str, list[float]]] = {n: {} for n in sizes}
     load_before = loadavg()
     for rnd in range(args.rounds):
-        order = list(venvs)
+        order = list(sizes)
         rng.shuffle(order)
-        for v in order:
-            cmds = v.commands()
-            keys = [k for k in COMMANDS if v.n or k != "plugin"]  # N=0 has no plugin to run
-            rng.shuffle(keys)
-            named = [(k, cmds[k]) for k in keys]
-            times = hyperfine(prefix, named, v.env, args.runs, args.warmup)
+        for n in order:
+            # Every command of this size, both trees, in one hyperfine run, shuffled.
+            named = [item for v in sizes[n] for item in v.commands().items()]
+            rng.shuffle(named)
+            times = hyperfine(prefix, named, sizes[n][0].env, args.runs, args.warmup)
             for k, ts in times.items():
-                pooled[v.n].setdefault(k, []).extend(ts)
-                per_round[v.n].setdefault(k, []).append(statistics.median(ts))
+                pooled[n].setdefault(k, []).extend(ts)
+                per_round[n].setdefault(k, []).append(statistics.median(ts))
             meds = ", ".join(
-                f"{k} {statistics.median(times[k]):.1f}" for k in COMMANDS if k in times
+                f"{k} {statistics.median(times[k]):.1f}" for k in ALL_COMMANDS if k in times
             )
-            log(f"round {rnd + 1}/{args.rounds} N={v.n}: medians ms: {meds}")
+            log(f"round {rnd + 1}/{args.rounds} N={n}: medians ms: {meds}")
 
     results = {
-        n: {k: summarize(pooled[n][k], per_round[n][k]) for k in COMMANDS if k in pooled[n]}
+        n: {k: summarize(pooled[n][k], per_round[n][k]) for k in ALL_COMMANDS if k in pooled[n]}
         for n in args.size_list
     }
 
@@ -650,6 +794,9 @@ def main(argv: list[str] | None = None) -> int:
             imports[name] = summarize(imp_pooled[name], imp_rounds[name])
 
     analysis = analyse(results)
+    if baseline_repo:
+        analysis["baseline"] = analyse(results, BASE)
+        analysis["comparison"] = compare(results, analysis, analysis["baseline"])
     report: dict[str, object] = {
         "meta": {
             "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -662,8 +809,10 @@ def main(argv: list[str] | None = None) -> int:
             "placement": placement,
             "loadavg_before": load_before,
             "loadavg_after": loadavg(),
+            "repo": repo,
             "git_head": git_head,
             "git_dirty_src": git_dirty,
+            "baseline": baseline_git if baseline_repo else None,
             "command": " ".join(
                 [os.path.relpath(sys.argv[0]) if sys.argv else "run.py", *(argv or sys.argv[1:])]
             ),
@@ -688,6 +837,18 @@ def main(argv: list[str] | None = None) -> int:
         targets: dict[str, dict[str, object]] = analysis["targets"]
         for name, t in targets.items():
             print(f"{name}: {t['value']} (limit {t['limit']}) {t['verdict']}")
+        if baseline_repo:
+            old: dict[str, dict[str, object]] = analysis["baseline"]["targets"]
+            for name, t in old.items():
+                print(f"baseline {name}: {t['value']} (limit {t['limit']}) {t['verdict']}")
+            comparison: dict[str, dict[str, float | None]] = analysis["comparison"]
+            for n, c in comparison.items():
+                print(
+                    f"N={n}: current/baseline help {c.get('help_vs_baseline_paired')}, "
+                    f"plugin {c.get('plugin_vs_baseline_paired')} (paired); change of "
+                    f"help/python {c['help_vs_python_paired_change']}, plugin/click "
+                    f"{c['plugin_vs_click_paired_change']} (paired)"
+                )
     log(f"done in {time.monotonic() - began:.0f}s")
     return 0
 

@@ -111,11 +111,11 @@ print(json.dumps(out))
 
 COMPILE = """
 import json, resource, sys, time
-from conduit.hosts.wasm import WasmSettings, _make_engine, is_component
+from conduit.hosts.wasm.runtime import WasmSettings, is_component, make_engine
 import wasmtime
 from wasmtime import component as wc
 data = open(sys.argv[1], "rb").read()
-engine = _make_engine(WasmSettings())
+engine = make_engine(WasmSettings())
 t = time.perf_counter()
 kind = wc.Component if is_component(data) else wasmtime.Module
 art = kind(engine, data)
@@ -241,7 +241,7 @@ def main() -> None:
     table: dict[str, tuple[list[str], dict[str, str], str | None]] = {
         "python -c pass": ([py, "-c", "pass"], {}, None),
         "python -c 'import wasmtime'": ([py, "-c", "import wasmtime"], {}, None),
-        # what Conduit does (hosts/wasm.py import_wasmtime): the floor for a command
+        # what Conduit does (hosts/wasm/runtime.py import_wasmtime): the floor for a command
         "python -c 'import wasmtime' (collector held off)": ([py, "-c", GC_IMPORT], {}, None),
         "conduit --help": ([conduit, "--help"], {}, None),
         "conduit wasm-hi": ([conduit, "wasm-hi"], {}, None),

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from conduit.errors import ConduitError, ManifestError, PluginLoadError, UsageError
 from conduit.hosts.recording import RecordingContext
+from conduit.indexer.discover import ENTRY_POINT_GROUP
 
 if TYPE_CHECKING:
     import click
@@ -28,15 +29,12 @@ if TYPE_CHECKING:
     from conduit.manifest import CommandSpec, Manifest
 
 __all__ = [
-    "ENTRY_POINT_GROUP",
     "PluginSource",
     "RecordingContext",
     "boot_commands",
     "derive_commands",
     "find_plugins",
 ]
-
-ENTRY_POINT_GROUP = "conduit.plugins"
 
 
 @dataclass
@@ -183,21 +181,6 @@ def _read_package(root: str) -> list[PluginSource]:
     return found
 
 
-def is_wasm_source(path: str) -> bool:
-    """A source directory of ``conduit plugins build``: ``conduit-plugin.toml`` and
-    ``app.py`` or ``plugin.wasm``, and no Python project (``pyproject.toml``/``setup.py``)."""
-
-    def has(name: str) -> bool:
-        return os.path.isfile(os.path.join(path, name))
-
-    return (
-        os.path.isdir(path)
-        and has("conduit-plugin.toml")
-        and not (has("pyproject.toml") or has("setup.py"))
-        and (has("app.py") or has("plugin.wasm"))
-    )
-
-
 def find_plugins(path: str) -> list[PluginSource]:
     """The plugins in ``path``: a ``.py`` file, a project directory with a
     ``pyproject.toml`` declaring ``conduit.plugins`` entry points, or a directory of
@@ -219,6 +202,8 @@ def find_plugins(path: str) -> list[PluginSource]:
                         found.append(one)
     else:
         raise UsageError(f"{path}: no such file or directory")
+    from conduit.manifest import is_wasm_source
+
     if not found and is_wasm_source(path):
         raise UsageError(
             f"{path}: a WebAssembly plugin's source: 'plugins manifest' and 'plugins check' "

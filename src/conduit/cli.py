@@ -14,7 +14,7 @@ import os
 import sys
 
 from conduit import __version__
-from conduit.errors import ConduitError, PluginLoadError, UsageError
+from conduit.errors import ConduitError, PluginLoadError, UsageError, did_you_mean
 from conduit.timing import Profile
 
 TYPE_CHECKING = False
@@ -82,20 +82,13 @@ def _parse_globals(args: list[str]) -> tuple[_Options, list[str]]:
             else:
                 raise UsageError("--profile-out needs a file name", hint="--profile-out trace.json")
         else:
-            guess = _did_you_mean(arg, _OPTION_WORDS)
+            guess = did_you_mean(arg, _OPTION_WORDS)
             raise UsageError(
                 f"unknown option '{arg}'",
                 hint=f"did you mean '{guess}'?" if guess else f"see '{PROG} --help'",
             )
         i += 1
     return opts, args[i:]
-
-
-def _did_you_mean(word: str, choices: object) -> str | None:
-    import difflib  # only on the error path
-
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)  # type: ignore[call-overload]
-    return close[0] if close else None
 
 
 class View:
@@ -265,7 +258,7 @@ def _resolve(view: View, word: str) -> tuple[str, str]:
                     if not rec["enabled"]
                     else "it was disabled by --no-plugins or CONDUIT_DISABLE_PLUGINS",
                 )
-        guess = _did_you_mean(word, view.words())
+        guess = did_you_mean(word, view.words())
         raise UsageError(
             f"unknown command '{word}'",
             hint=f"did you mean '{guess}'?" if guess else f"see '{PROG} --help'",

@@ -17,7 +17,7 @@ hint; any other exception escaping Conduit's own code is a bug and gets a traceb
         │   └── NotGranted       exit 3   requested capabilities are not granted
         ├── HostError            exit 3   the plugin's host failed (crash, hang, protocol)
         ├── CapabilityDenied     exit 1   the in-process guard stopped an operation
-        ├── SandboxDenied        exit 1   the OS sandbox or WebAssembly refused an operation
+        ├── SandboxDenied        exit 1   the process host's OS sandbox refused an operation
         └── CommandFailed        exit 1   a plugin's command raised
 
 Foreign errors are mapped onto this tree once, at each boundary: a host's failures in
@@ -34,6 +34,10 @@ This module is on the start-up path: standard library only, nothing imported.
 """
 
 from __future__ import annotations
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -154,6 +158,15 @@ def grant_command(plugin: str, capabilities: list[str]) -> str:
     import shlex  # only on this error path
 
     return " ".join(["conduit plugins grant", shlex.quote(plugin), *map(shlex.quote, capabilities)])
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str | None:
+    """The choice closest to a mistyped ``word``, for a ``did you mean '...'?`` hint, or
+    None when none is close (the one spelling rule for every such hint)."""
+    import difflib  # only on error paths
+
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return close[0] if close else None
 
 
 class NotGranted(PluginLoadError):

@@ -25,9 +25,11 @@ from conduit.paths import stable_hash
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from _collections_abc import dict_items, dict_keys, dict_values
+    from collections.abc import Callable, Iterator
+    from typing import Any
 
-    from conduit.indexer.records import Events, Index
+    from conduit.indexer.records import Events, Index, PluginRec
     from conduit.paths import Paths
     from conduit.timing import Profile
 
@@ -65,8 +67,8 @@ def fingerprint(paths: Paths) -> tuple[object, ...]:
     plugin_dir = paths.plugin_dir
     parts.append(("plugins", _stat(plugin_dir)))
     # `conduit-NAME` executables on PATH: a new one appears in its directory's mtime.
-    # Only absolute entries are searched (_indexer.executable_dirs); a relative one would
-    # make every change of directory look like a new index.
+    # Only absolute entries are searched (indexer.discover.executable_dirs); a relative
+    # one would make every change of directory look like a new index.
     search_path = os.environ.get("PATH", "")
     parts.append(search_path)
     for entry in search_path.split(os.pathsep):
@@ -87,7 +89,7 @@ def fingerprint(paths: Paths) -> tuple[object, ...]:
     return tuple(parts)
 
 
-class Records(dict):  # type: ignore[type-arg]
+class Records(dict[str, "Any"]):
     """Plugin records, read and decoded only when asked for.
 
     The records live in a file of their own beside the index (``.records``): reading the
@@ -95,7 +97,7 @@ class Records(dict):  # type: ignore[type-arg]
     per-record marshal blobs, read on first use; each record is decoded when it is first
     looked up, so a command decodes only its own plugin's. A records file that cannot be
     read is rebuilt through ``recover``. Behaves as a ``dict[str, PluginRec]`` for every
-    method Conduit uses.
+    method Conduit uses; a value is a ``PluginRec`` or, until it is looked up, its blob.
     """
 
     __slots__ = ("_path", "_recover")
@@ -121,7 +123,7 @@ class Records(dict):  # type: ignore[type-arg]
             table = self._recover()
         dict.update(self, table)
 
-    def __getitem__(self, name: str) -> object:
+    def __getitem__(self, name: str) -> PluginRec:
         self._fill()
         value = dict.__getitem__(self, name)
         if type(value) is bytes:
@@ -130,13 +132,14 @@ class Records(dict):  # type: ignore[type-arg]
             except (EOFError, ValueError, TypeError):
                 value = self._recover()[name]
             dict.__setitem__(self, name, value)
-        return value
+        record: PluginRec = value  # decoded now
+        return record
 
     def __contains__(self, name: object) -> bool:
         self._fill()
         return dict.__contains__(self, name)
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[str]:
         self._fill()
         return dict.__iter__(self)
 
@@ -144,18 +147,22 @@ class Records(dict):  # type: ignore[type-arg]
         self._fill()
         return dict.__len__(self)
 
-    def keys(self):  # type: ignore[no-untyped-def]
+    def keys(self) -> dict_keys[str, Any]:
         self._fill()
         return dict.keys(self)
 
-    def get(self, name: str, default: object = None) -> object:
+    def get(self, name: str, default: Any = None, /) -> Any:
         return self[name] if name in self else default  # noqa: SIM401 (self.get recurses)
 
-    def values(self) -> list[object]:  # type: ignore[override]
-        return [self[name] for name in self]
+    def values(self) -> dict_values[str, Any]:
+        for name in self:
+            self[name]  # decodes it in place
+        return dict.values(self)
 
-    def items(self) -> list[tuple[str, object]]:  # type: ignore[override]
-        return [(name, self[name]) for name in self]
+    def items(self) -> dict_items[str, Any]:
+        for name in self:
+            self[name]  # decodes it in place
+        return dict.items(self)
 
 
 def encode(index: Index) -> tuple[bytes, bytes]:
@@ -200,11 +207,13 @@ def read(
         type(index) is not dict
         or index.get("format") != INDEX_FORMAT
         or index.get("fingerprint") != fp
-        or _stat(records_path(path)) is None
-        or _stat(records_path(path))[1] != index.get("plugins")  # type: ignore[index]
     ):
         return None
-    index["plugins"] = Records(records_path(path), recover or (lambda: {}))
+    records = records_path(path)
+    found = _stat(records)
+    if found is None or found[1] != index.get("plugins"):
+        return None  # the records file is missing or not the one written with this index
+    index["plugins"] = Records(records, recover or (lambda: {}))
     return index  # type: ignore[return-value]
 
 

@@ -13,24 +13,28 @@ what is wrong and how to fix it.
 
 from __future__ import annotations
 
-import difflib
+import os
 import re
 import tomllib
 from typing import Any, Literal
 
 import msgspec
 
-from conduit.errors import ManifestError
+from conduit.errors import ManifestError, did_you_mean
 from conduit.security.capabilities import KINDS, CapabilityError, parse
 
 __all__ = [
     "ACTIVATION_KINDS",
     "CAPABILITY_KINDS",
+    "INLINE_RE",
     "MANIFEST_FILENAME",
+    "NAME_RE",
     "CommandSpec",
     "Manifest",
     "Provides",
     "Requires",
+    "is_wasm_source",
+    "loads_toml",
     "parse_inline_manifest",
     "parse_manifest",
     "read_manifest_file",
@@ -42,10 +46,12 @@ ACTIVATION_KINDS = ("command", "startup", "env", "file", "event", "service")
 CAPABILITY_KINDS = KINDS  # the grammar lives in conduit.security.capabilities
 Isolation = Literal["in-process", "process", "wasm"]
 
-_NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9_-]{0,62}[a-z0-9])?$")
+#: a plugin name
+NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9_-]{0,62}[a-z0-9])?$")
 _WORD_RE = re.compile(r"^[a-z0-9](?:[a-z0-9_-]*[a-z0-9])?$")
 _SERVICE_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
-_INLINE_RE = re.compile(
+#: an inline ``# /// TYPE`` ... ``# ///`` block (PEP 723)
+INLINE_RE = re.compile(
     r"(?m)^# /// (?P<type>[a-zA-Z0-9-]+)[ \t]*$\s(?P<content>(^#(| .*)$\s)+)^# ///[ \t]*$"
 )
 
@@ -98,11 +104,6 @@ _FIELDS: dict[str, tuple[str, ...]] = {
 }
 
 
-def _did_you_mean(word: str, choices: tuple[str, ...] | list[str]) -> str | None:
-    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
-    return close[0] if close else None
-
-
 def _translate(path: str, err: msgspec.ValidationError) -> ManifestError:
     """Turn msgspec's ``... - at `$.a[0].b``` into file + field + a hint."""
     text = str(err)
@@ -118,7 +119,7 @@ def _translate(path: str, err: msgspec.ValidationError) -> ManifestError:
         field = f"{where}.{name}" if where else name
         problem = "unknown field"
         allowed = _FIELDS.get(section, ())
-        guess = _did_you_mean(name, list(allowed))
+        guess = did_you_mean(name, allowed)
         hint = (
             f"did you mean '{guess}'?"
             if guess
@@ -170,7 +171,7 @@ def _validate(path: str, m: Manifest, *, expected_name: str | None) -> Manifest:
         raise ManifestError(
             path, "required field is missing", field="name", hint='add name = "my-plugin"'
         )
-    if not _NAME_RE.match(name):
+    if not NAME_RE.match(name):
         raise ManifestError(
             path,
             f"'{name}' is not a valid plugin name",
@@ -297,7 +298,7 @@ def parse_manifest(
     return _validate(path, manifest, expected_name=expected_name)
 
 
-def _loads_toml(text: str, path: str, line_offset: int = 0) -> dict[str, Any]:
+def loads_toml(text: str, path: str, line_offset: int = 0) -> dict[str, Any]:
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -322,12 +323,12 @@ def read_manifest_file(path: str, *, expected_name: str | None = None) -> Manife
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise ManifestError(path, "manifest is not UTF-8", hint="save it as UTF-8") from None
-    return parse_manifest(_loads_toml(text, path), path, expected_name=expected_name)
+    return parse_manifest(loads_toml(text, path), path, expected_name=expected_name)
 
 
 def _inline_blocks(source: str) -> dict[str, tuple[str, int]]:
     blocks: dict[str, tuple[str, int]] = {}
-    for match in _INLINE_RE.finditer(source):
+    for match in INLINE_RE.finditer(source):
         kind = match.group("type")
         lines = match.group("content").splitlines(keepends=True)
         content = "".join(line[2:] if line.startswith("# ") else line[1:] for line in lines)
@@ -346,12 +347,27 @@ def parse_inline_manifest(source: str, path: str) -> Manifest | None:
     if "conduit" not in blocks:
         return None
     content, offset = blocks["conduit"]
-    data = _loads_toml(content, path, line_offset=offset)
+    data = loads_toml(content, path, line_offset=offset)
     if "script" in blocks:
-        script = _loads_toml(blocks["script"][0], path, line_offset=blocks["script"][1])
+        script = loads_toml(blocks["script"][0], path, line_offset=blocks["script"][1])
         deps = script.get("dependencies", [])
         if isinstance(deps, list) and deps:
             data.setdefault("dependencies", [])
             if isinstance(data["dependencies"], list):
                 data["dependencies"] = [*data["dependencies"], *deps]
     return parse_manifest(data, path)
+
+
+def is_wasm_source(path: str) -> bool:
+    """A source directory of ``conduit plugins build``: ``conduit-plugin.toml`` and
+    ``app.py`` or ``plugin.wasm``, and no Python project (``pyproject.toml``/``setup.py``)."""
+
+    def has(name: str) -> bool:
+        return os.path.isfile(os.path.join(path, name))
+
+    return (
+        os.path.isdir(path)
+        and has(MANIFEST_FILENAME)
+        and not (has("pyproject.toml") or has("setup.py"))
+        and (has("app.py") or has("plugin.wasm"))
+    )

@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import sys
 
-__all__ = ["Paths", "resolve", "stable_hash"]
+__all__ = ["Paths", "resolve", "stable_hash", "workspace_dirs"]
 
 APP = "conduit"
 
@@ -86,3 +86,20 @@ def resolve(environ: dict[str, str] | None = None) -> Paths:
         platformdirs.user_cache_dir(APP, appauthor=False),
         platformdirs.user_state_dir(APP, appauthor=False),
     )
+
+
+def workspace_dirs(cwd: str) -> list[str]:
+    """``cwd`` and its parents up to the repository root (the directory holding ``.git``).
+
+    Outside a repository the workspace is ``cwd`` alone.
+    """
+    dirs = []
+    current = os.path.abspath(cwd)
+    while True:
+        dirs.append(current)
+        if os.path.exists(os.path.join(current, ".git")):
+            return dirs
+        parent = os.path.dirname(current)
+        if parent == current:
+            return dirs[:1]
+        current = parent

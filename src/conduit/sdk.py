@@ -67,7 +67,7 @@ __all__ = [
     "deprecated",
 ]
 
-API_VERSION = "1.3.0"
+API_VERSION = "1.4.0"
 """The version of the plugin API this Conduit provides (semver)."""
 
 
@@ -153,6 +153,11 @@ class PluginContext(Protocol):
         provider; ``plugin 'P': service 'NAME' failed to start: ...`` when the factory
         raises.
         """
+
+
+if not TYPE_CHECKING:
+    # The run-time stand-ins above are not part of the API (``__all__`` is the surface).
+    del Protocol, runtime_checkable
 
 
 class Plugin:

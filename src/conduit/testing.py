@@ -29,18 +29,21 @@ A test::
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-__all__ = ["HOST_KINDS", "Conduit", "Result"]
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+__all__ = ["HOST_KINDS", "Conduit", "Result", "conduit", "conduit_home", "conduit_host"]
 
 #: the host kinds ``conduit_host`` runs a test under
 HOST_KINDS = ("in-process", "process")
@@ -48,7 +51,7 @@ HOST_KINDS = ("in-process", "process")
 _CLEARED_ENV = ("CONDUIT_DISABLE_PLUGINS", "CONDUIT_PROFILE", "CONDUIT_REBUILD_INDEX")
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Result:
     """The outcome of one Conduit command."""
 
@@ -129,7 +132,7 @@ class Conduit:
         import importlib.metadata
 
         from conduit.authoring import find_plugins
-        from conduit.indexer.build import executable_plugin_name
+        from conduit.indexer.discover import executable_plugin_name
 
         path = os.fspath(path)
         base = os.path.basename(path)
@@ -182,7 +185,8 @@ class Conduit:
         self._monkeypatch.setenv("PYTHONPATH", os.pathsep.join(self._paths))
 
     def _declare(self, dist: str, version: str | None, src: object) -> None:
-        from conduit.authoring import ENTRY_POINT_GROUP, PluginSource
+        from conduit.authoring import PluginSource
+        from conduit.indexer.discover import ENTRY_POINT_GROUP
 
         assert isinstance(src, PluginSource)
         key = dist.replace("-", "_").replace(".", "_")

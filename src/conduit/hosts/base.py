@@ -21,13 +21,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Protocol
 
-from conduit.sdk import PluginContext
-
 if TYPE_CHECKING:
     import click
 
     from conduit.indexer.records import Index, PluginRec
     from conduit.paths import Paths
+    from conduit.sdk import PluginContext
     from conduit.timing import Profile
 
 __all__ = ["Host", "HostContext", "KernelPort"]
@@ -41,18 +40,21 @@ class KernelPort(Protocol):
     paths: Paths
     profile: Profile
 
-    def service(self, name: str) -> Any:
-        """The instance of service ``name``, activating its provider if needed."""
+    def service(self, name: str, *, for_plugin: str | None = None) -> Any:
+        """The instance of service ``name``, activating its provider if needed;
+        ``for_plugin`` names the plugin that asks (``conduit.*`` names are for built-ins)."""
 
     def hook(self, name: str, *, raise_errors: bool = False, **kwargs: Any) -> list[Any]:
         """Call hook ``name`` on every implementation and return their results."""
 
 
-class HostContext(PluginContext, Protocol):
-    """A plugin's SDK context plus what its host reads back from it."""
+if TYPE_CHECKING:  # conduit.sdk's PluginContext is a typing.Protocol only to type checkers
 
-    def commands(self) -> dict[str, click.Command]:
-        """The plugin's registered commands, by full name."""
+    class HostContext(PluginContext, Protocol):
+        """A plugin's SDK context plus what its host reads back from it."""
+
+        def commands(self) -> dict[str, click.Command]:
+            """The plugin's registered commands, by full name."""
 
 
 class Host(Protocol):

@@ -221,7 +221,7 @@ class InProcessHost:
         word = argv[0]
         command = self._command(record, ctx, word)
         try:
-            command.main(args=argv[1:], prog_name=f"{prog} {word}", standalone_mode=True)
+            command.main(args=argv[1:], prog_name=f"{prog} {word}", standalone_mode=True, obj=ctx)
         except SystemExit as exc:
             code = exc.code
             if code is None:

@@ -434,8 +434,18 @@ class ProcessHost:
 
     # -- what the child may ask of the kernel --------------------------------------------
     def _kernel_service(self, params: dict[str, Any]) -> Any:
+        # Any plugin that is or may be in the child could have sent this request: those
+        # it hosts, and those its sandbox was made for (one still starting, the rest of
+        # [process] shared). It asks as the least trusted of them, a third-party one if
+        # there is one; an executable still starting is not listed yet, and is no built-in.
+        plugins = self.kernel.index["plugins"]
+        present = sorted(self.plugins.union(self._sandbox.names if self._sandbox else ()))
+        caller = next(
+            (n for n in present if (rec := plugins.get(n)) is None or rec["source"] != "builtin"),
+            present[0] if present else "?",
+        )
         try:
-            service = self.kernel.service(params["service"])
+            service = self.kernel.service(params["service"], for_plugin=caller)
             return getattr(service, params["method"])(
                 *params.get("args", []), **params.get("kwargs", {})
             )

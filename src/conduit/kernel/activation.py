@@ -23,32 +23,17 @@ from __future__ import annotations
 
 import os
 
+from conduit.paths import workspace_dirs
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from conduit.indexer.records import Index
 
-__all__ = ["fires_now", "triggered", "workspace_dirs"]
+__all__ = ["fires_now", "triggered"]
 
 _GLOB_CHARS = frozenset("*?[")
-
-
-def workspace_dirs(cwd: str) -> list[str]:
-    """``cwd`` and its parents up to the repository root (the directory holding ``.git``).
-
-    Outside a repository the workspace is ``cwd`` alone.
-    """
-    dirs = []
-    current = os.path.abspath(cwd)
-    while True:
-        dirs.append(current)
-        if os.path.exists(os.path.join(current, ".git")):
-            return dirs
-        parent = os.path.dirname(current)
-        if parent == current:
-            return dirs[:1]
-        current = parent
 
 
 def _file_matches(pattern: str, dirs: list[str]) -> str | None:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from conduit.errors import ConduitError, PluginError, PluginLoadError
 from conduit.hosts.recording import command_key, registered_twice
+from conduit.kernel.admin import ADMIN_SERVICE, RESERVED_PREFIX, Admin
 from conduit.kernel.registry import KERNEL_HOOKS, Registry
 from conduit.timing import Profile
 
@@ -142,7 +143,7 @@ class Context:
         return self._kernel.hook(name, raise_errors=True, **kwargs)
 
     def service(self, name: str, kind: type[Any] | None = None) -> Any:
-        instance = self._kernel.service(name)
+        instance = self._kernel.service(name, for_plugin=self.name)
         if kind is not None and isinstance(kind, type) and not isinstance(instance, kind):
             raise PluginError(
                 self.name,
@@ -205,6 +206,8 @@ class Kernel:
         self._guards: dict[str, Running] = {}
         #: entered around the kernel's own work once the guard is installed
         self._trusted: contextlib.AbstractContextManager[None] = _NOGUARD
+        # The kernel's own service for built-in plugins (owner "conduit": no plugin).
+        self.registry.services[ADMIN_SERVICE] = ("conduit", lambda: Admin(self))
 
     def record(self, name: str) -> PluginRec:
         """The index record of an installed, usable plugin, or a PluginLoadError."""
@@ -261,7 +264,7 @@ class Kernel:
 
             return InProcessHost()
         if rec["isolation"] == "wasm":
-            from conduit.hosts.wasm import WasmHost
+            from conduit.hosts.wasm.host import WasmHost
 
             return WasmHost(self)
         raise PluginLoadError(
@@ -454,8 +457,23 @@ class Kernel:
         self.hook("after_command", command=argv[0], argv=argv[1:], exit_code=code)
         return code
 
-    def service(self, name: str) -> Any:
-        """The service ``name``; its provider is activated on first use."""
+    def service(self, name: str, *, for_plugin: str | None = None) -> Any:
+        """The service ``name``; its provider is activated on first use.
+
+        ``for_plugin`` names the plugin that asks; ``None`` is the kernel's own caller
+        (the command line, a library user). Names starting with ``conduit.`` belong to
+        the kernel (:mod:`conduit.kernel.admin`) and are served to built-in plugins only:
+        any other plugin gets a :class:`~conduit.errors.PluginError`.
+        """
+        if for_plugin is not None and name.startswith(RESERVED_PREFIX):
+            rec = self.index["plugins"].get(for_plugin)
+            if rec is None or rec["source"] != "builtin":
+                raise PluginError(
+                    for_plugin,
+                    f"service '{name}' is reserved for Conduit's built-in plugins",
+                    hint=f"services named '{RESERVED_PREFIX}*' belong to Conduit itself; "
+                    "a third-party plugin cannot use them",
+                )
         registry = self.registry
         if name in registry.service_instances:
             return registry.service_instances[name]

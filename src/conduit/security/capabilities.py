@@ -168,12 +168,12 @@ def parse(text: str) -> Capability:
     action, sep2, scope = scope.partition(":")
     base = f"{kind}:{action}" if sep else kind
     if base not in KINDS:
-        import difflib
+        from conduit.errors import did_you_mean
 
-        guess = difflib.get_close_matches(base, KINDS, n=1)
+        guess = did_you_mean(base, KINDS)
         raise CapabilityError(
             f"'{text}' is not a valid capability",
-            hint=(f"did you mean '{guess[0]}'? " if guess else "")
+            hint=(f"did you mean '{guess}'? " if guess else "")
             + "capabilities are "
             + ", ".join(f"{k}[:SCOPE]" for k in KINDS),
         )

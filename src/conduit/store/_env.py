@@ -19,13 +19,14 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from conduit.errors import ConduitError
+from conduit.indexer.discover import ENTRY_POINT_GROUP
 
 __all__ = [
     "CONDUIT_DIST",
-    "ENTRY_POINT_GROUP",
     "Dist",
     "Snapshot",
     "archive_sha256",
+    "closure",
     "conduit_closure",
     "constraints_text",
     "plugin_closure",
@@ -33,7 +34,6 @@ __all__ = [
 ]
 
 CONDUIT_DIST = "conduit-devtool"
-ENTRY_POINT_GROUP = "conduit.plugins"
 
 
 @dataclass(frozen=True)
@@ -146,7 +146,9 @@ def _deps(dist: Dist, extras: set[str]) -> list[tuple[str, set[str]]]:
     return out
 
 
-def _closure(snap: Snapshot, roots: list[str], stop: set[str]) -> set[str]:
+def closure(snap: Snapshot, roots: list[str], stop: set[str]) -> set[str]:
+    """``roots`` and every installed distribution they need (extras and markers
+    honoured), not walking into ``stop``."""
     names: set[str] = set()
     walked: set[tuple[str, frozenset[str]]] = set()
     todo: list[tuple[str, set[str]]] = [(r, set()) for r in roots]
@@ -169,14 +171,14 @@ def conduit_closure(snap: Snapshot) -> set[str]:
             hint="install Conduit with pip or uv (not from a source checkout on PYTHONPATH) "
             "to manage plugins with it",
         )
-    return _closure(snap, [CONDUIT_DIST], set())
+    return closure(snap, [CONDUIT_DIST], set())
 
 
 def plugin_closure(snap: Snapshot, own: set[str] | None = None) -> set[str]:
     """Plugin distributions and their dependencies, minus Conduit's own closure."""
     own = conduit_closure(snap) if own is None else own
     roots = [n for n, d in snap.dists.items() if d.plugins and n not in own]
-    return _closure(snap, roots, own)
+    return closure(snap, roots, own)
 
 
 def constraints_text(snap: Snapshot, own: set[str]) -> str:

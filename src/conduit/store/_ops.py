@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -34,11 +33,12 @@ from packaging.version import InvalidVersion, Version
 
 from conduit.errors import ConfigError, StoreError, UsageError
 from conduit.fs import atomic_write, locked
+from conduit.journal import journal_file, read_journal, write_journal
 from conduit.store import lockfile
 from conduit.store._env import (
     Dist,
     Snapshot,
-    _closure,
+    closure,
     conduit_closure,
     constraints_text,
     plugin_closure,
@@ -91,7 +91,7 @@ def _refuse_webassembly(spec: str) -> None:
     """A WebAssembly plugin (a ``.wasm`` file, or a source directory that ``plugins build``
     takes: ``conduit-plugin.toml`` and ``app.py`` or ``plugin.wasm``, no Python project) is
     not a distribution: say which command installs it instead of the installer's error."""
-    from conduit.authoring import is_wasm_source
+    from conduit.manifest import is_wasm_source
 
     if spec.endswith(".wasm") and os.path.isfile(spec):
         what = "a WebAssembly module"
@@ -164,7 +164,7 @@ class Store:
         self.ask = ask  # offer the capabilities of new plugins at the grant prompt
         self._tool: Tool | None = None
         self.guard = self.paths.store_file("env")
-        self.journal = self.paths.store_file("journal", ".json")
+        self.journal = journal_file(self.paths)
 
     @property
     def tool(self) -> Tool:
@@ -206,7 +206,7 @@ class Store:
             "lock_path": self.lock_path,
             "lock_before": self._lock_bytes(),
         }
-        atomic_write(self.journal, json.dumps(entry, indent=1, sort_keys=True).encode())
+        write_journal(self.journal, entry)
         try:
             yield before
         except BaseException as exc:
@@ -225,11 +225,10 @@ class Store:
     def recover(self) -> str | None:
         """Undo an operation that was interrupted (the caller holds the store lock)."""
         try:
-            with open(self.journal, encoding="utf-8") as f:
-                entry = json.load(f)
+            entry = read_journal(self.journal)
+            if entry is None:
+                return None
             entry["before"], entry["op"]
-        except FileNotFoundError:
-            return None
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ConfigError(
                 self.journal,
@@ -532,19 +531,19 @@ class Store:
                 own = conduit_closure(before)
                 targets = {self._dist_of(before, own, n).name for n in names}
                 roots = [n for n, d in before.dists.items() if d.plugins and n not in own]
-                keep = _closure(before, [r for r in roots if r not in targets], own)
+                keep = closure(before, [r for r in roots if r not in targets], own)
                 if targets & keep:
                     target = min(targets & keep)
                     users = sorted(
                         before.dists[r].display
                         for r in roots
-                        if r not in targets and target in _closure(before, [r], own)
+                        if r not in targets and target in closure(before, [r], own)
                     )
                     raise UsageError(
                         f"'{before.dists[target].display}' is needed by {', '.join(users)}",
                         hint="uninstall those too (in the same command), or keep it",
                     )
-                remove = sorted(_closure(before, sorted(targets), own) - keep)
+                remove = sorted(closure(before, sorted(targets), own) - keep)
                 self.echo(f"uninstall: {' '.join(remove)} (with {self.tool.name})")
                 self.tool.uninstall([before.dists[n].display for n in remove])
                 after = snapshot()
@@ -591,7 +590,7 @@ class Store:
             else:
                 reqs.append(d.pin())
         # everything outside the selected plugins' own dependencies stays where it is
-        frozen = plugin_closure(snap, own) - _closure(snap, sorted(selected), own)
+        frozen = plugin_closure(snap, own) - closure(snap, sorted(selected), own)
         constraints = constraints_text(snap, own) + "".join(
             f"{snap.dists[n].display}=={snap.dists[n].version}\n"
             for n in sorted(frozen)
@@ -727,11 +726,11 @@ class Store:
                             f"warning: {p.name} is installed from {p.url} without a hash check"
                         )
                         self.tool.install([f"{p.name} @ {p.url}"], no_deps=True, what="sync")
-                closure = plugin_closure(before, own)
+                plugin_dists = plugin_closure(before, own)
                 extra = [
                     d.display
                     for n, d in sorted(before.dists.items())
-                    if n not in wanted and n not in own and (d.plugins or n in closure)
+                    if n not in wanted and n not in own and (d.plugins or n in plugin_dists)
                 ]
                 if extra:
                     self.echo(f"sync: removing {' '.join(extra)}")

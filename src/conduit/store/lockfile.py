@@ -73,7 +73,7 @@ def find(config_dir: str, explicit: str | None, cwd: str) -> str:
     """
     if explicit:
         return os.path.abspath(explicit)
-    from conduit.kernel.activation import workspace_dirs
+    from conduit.paths import workspace_dirs
 
     for d in workspace_dirs(cwd):
         candidate = os.path.join(d, LOCK_FILENAME)

@@ -1,127 +1,30 @@
-"""``conduit plugins ...``: list, inspect, enable, disable and diagnose plugins."""
+"""``conduit plugins ...``: list, inspect, enable, disable and diagnose plugins.
+
+The face holds the plugin and its group only; every subcommand lives in a module of
+its own, imported when it runs (``LAZY_COMMANDS``): ``_inspect`` (list, info, enable,
+disable, doctor, graph), ``_permissions``, ``_store``, ``_author`` and ``_wasm``, with
+what they share in ``_common``. The commands reach the kernel through its
+``conduit.admin`` service (:mod:`conduit.kernel.admin`), asked for through this
+plugin's context (``_common.admin()``).
+"""
 
 from __future__ import annotations
 
-import json
-import os
-import time
-from typing import TYPE_CHECKING, Any
-
 import click
 
-from conduit.errors import ConduitError, UsageError
 from conduit.sdk import Plugin, PluginContext
-
-if TYPE_CHECKING:
-    from conduit.indexer.records import Index, PluginRec
 
 __all__ = ["PluginsPlugin"]
 
-
-#: the kernel this plugin was booted by (a built-in may look at the kernel's own state)
-_kernel: Any = None
-
-
-def _index(rebuild: bool = False) -> Index:
-    if _kernel is not None and not rebuild:
-        return _kernel.index  # type: ignore[no-any-return]
-    from conduit.indexer.build import load
-    from conduit.paths import resolve
-    from conduit.timing import Profile
-
-    return load(resolve(), Profile(False), force_rebuild=rebuild)
-
-
-def _runtime_disabled() -> set[str]:
-    if _kernel is not None:  # includes --no-plugins
-        return set(_kernel.disabled)
-    return {n.strip() for n in os.environ.get("CONDUIT_DISABLE_PLUGINS", "").split(",")} - {""}
-
-
-def _state(rec: PluginRec) -> str:
-    if not rec["enabled"]:
-        return "disabled"
-    if rec["name"] in _runtime_disabled():
-        return "disabled (env)"
-    if rec["blocked"]:
-        return "blocked"
-    return "enabled"
-
-
-def _activation_report(index: Index, rec: PluginRec) -> list[str]:
-    """Each activation event of ``rec`` and whether it fires here and now."""
-    from conduit.kernel.activation import fires_now, workspace_dirs
-
-    name = rec["name"]
-    lines = []
-    own = [c["name"] for c in rec["commands"] if " " not in c["name"]]
-    if own:
-        lines.append(f"its own commands: {', '.join(own)}")
-    for svc in rec["provides"]["services"]:
-        chosen = index["services"].get(svc)
-        note = "" if chosen == name else f" (but '{chosen or 'nobody'}' is chosen to provide it)"
-        lines.append(f"service:{svc} (it provides it){note}")
-    for event in rec["activation"]:
-        kind = event.partition(":")[0]
-        fired = fires_now(event, environ=os.environ, cwd=os.getcwd())
-        status = ""
-        if fired is not None:
-            status = "fires now" if fired else "does not fire now"
-            if kind == "file":
-                status += f" (workspace: {workspace_dirs(os.getcwd())[-1]})"
-        elif kind == "command":
-            status = "fires when that command runs"
-        elif kind == "event":
-            status = "fires when that hook is called"
-        elif kind == "service":
-            status = "fires when that service is asked for"
-        lines.append(f"{event}: {status}")
-    return lines
-
-
-def _rows(index: Index) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
-    for rec in index["plugins"].values():
-        rows.append(
-            {
-                "name": rec["name"],
-                "version": rec["version"],
-                "source": rec["source"],
-                "state": _state(rec),
-                "isolation": rec["isolation"],
-                "capabilities": rec["capabilities"],
-                "commands": [c["name"] for c in rec["commands"]],
-                "description": rec["description"],
-            }
-        )
-    for b in index["broken"]:
-        rows.append(
-            {
-                "name": b["name"],
-                "version": None,
-                "source": b["source"],
-                "state": "broken",
-                "isolation": None,
-                "capabilities": [],
-                "commands": [],
-                "description": "",
-                "error": b["error"],
-            }
-        )
-    return rows
-
-
-def _table(rows: list[list[str]]) -> str:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join(
-        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-        for row in rows
-    )
-
-
-#: subcommands that live in their own module, imported only when that subcommand runs
+#: every subcommand lives in its own module, imported only when that subcommand runs
 #: (or when the whole group's ``--help`` is rendered); ``name -> "module:attribute"``
 LAZY_COMMANDS: dict[str, str] = {
+    "list": "conduit.builtins.plugins._inspect:list_cmd",
+    "info": "conduit.builtins.plugins._inspect:info_cmd",
+    "enable": "conduit.builtins.plugins._inspect:enable_cmd",
+    "disable": "conduit.builtins.plugins._inspect:disable_cmd",
+    "doctor": "conduit.builtins.plugins._inspect:doctor_cmd",
+    "graph": "conduit.builtins.plugins._inspect:graph_cmd",
     "permissions": "conduit.builtins.plugins._permissions:permissions_cmd",
     "grant": "conduit.builtins.plugins._permissions:grant_cmd",
     "revoke": "conduit.builtins.plugins._permissions:revoke_cmd",
@@ -140,7 +43,7 @@ LAZY_COMMANDS: dict[str, str] = {
 
 
 class _LazyGroup(click.Group):
-    """A group whose bigger subcommands (install, grant, new, ...) are imported on use."""
+    """A group whose subcommands (list, install, grant, new, ...) are imported on use."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted({*super().list_commands(ctx), *LAZY_COMMANDS})
@@ -155,306 +58,10 @@ class _LazyGroup(click.Group):
         return super().get_command(ctx, cmd_name)
 
 
-@click.group("plugins", cls=_LazyGroup)
-def plugins_group() -> None:
-    """List, inspect, enable, disable and diagnose plugins."""
-
-
-@plugins_group.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def list_cmd(as_json: bool) -> None:
-    """List installed plugins with their state."""
-    rows = _rows(_index())
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
-        return
-    table = [["NAME", "VERSION", "SOURCE", "STATE", "ISOLATION", "CAPABILITIES"]]
-    for r in rows:
-        table.append(
-            [
-                r["name"],
-                r["version"] or "-",
-                r["source"],
-                r["state"],
-                r["isolation"] or "-",
-                ",".join(map(_mark_unscoped, r["capabilities"])) or "-",
-            ]
-        )
-    click.echo(_table(table))
-    if any(_mark_unscoped(c) != c for r in rows for c in r["capabilities"]):
-        click.echo("! unscoped: all of that kind (see 'conduit plugins permissions NAME')")
-
-
-def _mark_unscoped(cap: str) -> str:
-    """``network:http`` -> ``network:http!``: an unscoped capability means all of its kind."""
-    return cap + "!" if cap.count(":") == 1 else cap
-
-
-def _find(index: Index, name: str) -> PluginRec:
-    if name in index["plugins"]:
-        return index["plugins"][name]
-    for b in index["broken"]:
-        if b["name"] == name:
-            raise ConduitError(f"plugin '{name}' is broken: {b['error']}", hint=b["hint"])
-    import difflib
-
-    close = difflib.get_close_matches(name, list(index["plugins"]), n=1)
-    raise UsageError(
-        f"no plugin named '{name}'",
-        hint=f"did you mean '{close[0]}'?" if close else "see 'conduit plugins list'",
-    )
-
-
-def _measure_load(name: str, index: Index) -> dict[str, float] | str:
-    from conduit.kernel.core import Kernel
-    from conduit.paths import resolve
-    from conduit.timing import Profile
-
-    profile = Profile(True)
-    # Timing a load must not prompt for grants: a plugin without them is reported as such.
-    kernel = Kernel(index, resolve(), profile=profile, approve=lambda rec, caps: False)
-    start = time.perf_counter_ns()
-    try:
-        kernel.activate(name)
-    except ConduitError as exc:
-        return exc.message
-    finally:
-        kernel.shutdown()
-    spans = {s[0].split(":", 1)[0]: (s[2] - s[1]) / 1e6 for s in profile.spans}
-    return {
-        "import_ms": round(spans.get("import", 0.0), 3),
-        "boot_ms": round(spans.get("boot", 0.0), 3),
-        "total_ms": round((time.perf_counter_ns() - start) / 1e6, 3),
-    }
-
-
-@plugins_group.command("info")
-@click.argument("name")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@click.option("--no-load", is_flag=True, help="Do not load the plugin to time it.")
-def info_cmd(name: str, as_json: bool, no_load: bool) -> None:
-    """Show a plugin's manifest, origin and load time."""
-    index = _index()
-    rec = _find(index, name)
-    info: dict[str, Any] = dict(rec)
-    info["state"] = _state(rec)
-    already = name == "plugins"  # this very plugin is loaded: timing it again is meaningless
-    if not no_load and not already and info["state"] == "enabled":
-        info["load"] = _measure_load(name, index)
-    info["activates_on"] = _activation_report(index, rec)
-    if as_json:
-        click.echo(json.dumps(info, indent=2))
-        return
-    marked = [_mark_unscoped(c) for c in rec["capabilities"]]
-    lines = [
-        f"{rec['name']} {rec['version'] or ''}".rstrip(),
-        f"  description:  {rec['description'] or '-'}",
-        f"  state:        {info['state']}",
-        f"  source:       {rec['source']}" + (f" ({rec['dist']})" if rec["dist"] else ""),
-        f"  origin:       {rec['origin']}",
-        f"  entry:        {_entry_text(rec)}",
-        f"  api:          {rec['api']}",
-        f"  isolation:    {rec['isolation']}",
-        f"  capabilities: {', '.join(marked) or 'none'}"
-        + ("  (! unscoped: all of that kind)" if any(m.endswith("!") for m in marked) else ""),
-        f"  activation:   {', '.join(rec['activation']) or 'its own commands'}",
-        f"  requires first: {', '.join(rec['after']) or 'nothing'}",
-        f"  provides:     {', '.join(rec['provides']['services']) or 'nothing'}",
-        f"  requires:     {', '.join(rec['requires']['plugins'] + rec['requires']['services']) or 'nothing'}",  # noqa: E501
-        "  commands:",
-    ]
-    for c in rec["commands"]:
-        usage = f" {c['usage']}" if c["usage"] else ""
-        lines.append(f"    {c['name']}{usage}  {c['help']}".rstrip())
-    if rec["blocked"]:
-        lines.append(f"  why inactive: blocked: {rec['blocked']}")
-        if rec["blocked_hint"]:
-            lines.append(f"                hint: {rec['blocked_hint']}")
-    elif info["state"] != "enabled":
-        lines.append(f"  why inactive: {info['state']}")
-    lines.append("  activated by:")
-    lines += [f"    {line}" for line in info["activates_on"]]
-    load = info.get("load")
-    if isinstance(load, dict):
-        lines.append(
-            f"  load time:    {load['total_ms']:.1f} ms "
-            f"(import {load['import_ms']:.1f} ms, boot {load['boot_ms']:.1f} ms)"
-        )
-    elif isinstance(load, str):
-        lines.append(f"  load:         FAILED: {load}")
-    click.echo("\n".join(lines))
-
-
-def _entry_text(rec: PluginRec) -> str:
-    if rec["source"] == "executable":
-        how = "JSON-RPC on stdin/stdout" if rec["protocol"] == "jsonrpc" else "pass-through"
-        return f"{rec['origin']} ({how})"
-    return rec["entry"] or "(the Plugin subclass in the file)"
-
-
-def _set_disabled(name: str, disabled: bool) -> None:
-    from conduit.config import update_config
-    from conduit.paths import resolve
-
-    index = _index()
-    if not any(b["name"] == name for b in index["broken"]):
-        _find(index, name)  # a broken plugin may be disabled too, to silence it
-    if disabled and name == "plugins":
-        raise UsageError(
-            "the 'plugins' plugin cannot be disabled",
-            hint="it is how plugins are managed; use --no-plugins for safe mode",
-        )
-
-    def change(doc: Any) -> None:
-        import tomlkit
-
-        if "plugins" not in doc:
-            doc["plugins"] = tomlkit.table()
-        table = doc["plugins"]
-        current = [str(x) for x in table.get("disabled", [])]
-        if disabled and name not in current:
-            current.append(name)
-        if not disabled:
-            current = [x for x in current if x != name]
-        array = tomlkit.array()
-        array.extend(sorted(current))
-        table["disabled"] = array
-
-    update_config(resolve().config_file, change)
-    click.echo(f"{'Disabled' if disabled else 'Enabled'} plugin '{name}'.")
-
-
-@plugins_group.command("enable")
-@click.argument("name")
-def enable_cmd(name: str) -> None:
-    """Enable a plugin."""
-    _set_disabled(name, False)
-
-
-@plugins_group.command("disable")
-@click.argument("name")
-def disable_cmd(name: str) -> None:
-    """Disable a plugin; its commands disappear until it is enabled again."""
-    _set_disabled(name, True)
-
-
-@plugins_group.command("doctor")
-def doctor_cmd() -> None:
-    """Re-read every manifest and report broken plugins and conflicts."""
-    index = _index(rebuild=True)
-    problems = 0
-    plugins = index["plugins"]
-    click.echo(f"Checked {len(plugins) + len(index['broken'])} plugins.")
-    for b in index["broken"]:
-        problems += 1
-        click.echo(f"error: plugin '{b['name']}' ({b['source']}): {b['error']}")
-        if b["hint"]:
-            click.echo(f"  hint: {b['hint']}")
-    for word, claimants in index["routes"].items():
-        if len(claimants) > 1:
-            click.echo(
-                f"warning: command '{word}' is claimed by {', '.join(claimants)}; "
-                f"'{claimants[0]}' wins, the others stay reachable as "
-                + ", ".join(f"'{p}:{word}'" for p in claimants[1:])
-            )
-    for rec in plugins.values():
-        if rec["blocked"] and rec["enabled"]:
-            problems += 1
-            click.echo(f"error: plugin '{rec['name']}' is blocked: {rec['blocked']}")
-            if rec["blocked_hint"]:
-                click.echo(f"  hint: {rec['blocked_hint']}")
-    for svc, providers in index["ambiguous"].items():
-        click.echo(
-            f"warning: service '{svc}' is provided by {' and '.join(providers)}; "
-            f'pin one with [pins] "service:{svc}" = "{providers[0]}"'
-        )
-    for name in index["events"]["startup"]:
-        if name in _runtime_disabled():
-            continue
-        cost = _measure_load(name, index)
-        detail = f"{cost['total_ms']:.1f} ms" if isinstance(cost, dict) else f"fails: {cost}"
-        click.echo(
-            f"warning: plugin '{name}' activates at startup, on every command ({detail}); "
-            "prefer command:, env:, file: or event: activation"
-        )
-    for text in index["warnings"]:
-        click.echo(f"warning: {text}")
-    for rec in plugins.values():
-        if not rec["enabled"]:
-            click.echo(f"note: plugin '{rec['name']}' is disabled")
-    from conduit.security.report import sandbox_report as report  # process sandbox
-
-    for available, text in report():
-        click.echo(f"sandbox: {text}" if available else f"warning: sandbox: {text}")
-    if problems:
-        raise click.exceptions.Exit(1)
-    click.echo("No broken plugins.")
-
-
-@plugins_group.command("graph")
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["text", "dot"]),
-    default="text",
-    show_default=True,
-    help="Plain text, or Graphviz DOT.",
-)
-def graph_cmd(fmt: str) -> None:
-    """Print the dependency graph between plugins."""
-    from packaging.requirements import Requirement
-
-    index = _index()
-    plugins = index["plugins"]
-    edges: list[tuple[str, str, str]] = []
-    for rec in plugins.values():
-        if not rec["enabled"]:
-            continue
-        for req in rec["requires"]["plugins"]:
-            edges.append((rec["name"], Requirement(req).name, req))
-        for svc in rec["requires"]["services"]:
-            providers = (
-                [index["services"][svc]]
-                if svc in index["services"]
-                else (index["ambiguous"].get(svc) or ["?"])
-            )
-            edges += [(rec["name"], p, f"service {svc}") for p in providers]
-    if fmt == "dot":
-        out = ["digraph conduit {", "  rankdir=LR;", "  node [shape=box];"]
-        for rec in plugins.values():
-            label = f"{rec['name']}\\n{rec['version'] or ''}".rstrip("\\n")
-            style = (
-                ", color=red, fontcolor=red"
-                if rec["blocked"]
-                else (", style=dashed" if not rec["enabled"] else "")
-            )
-            out.append(f'  "{rec["name"]}" [label="{label}"{style}];')
-        for src, dst, label in edges:
-            out.append(f'  "{src}" -> "{dst}" [label="{label}"];')
-        out.append("}")
-        click.echo("\n".join(out))
-        return
-    for rec in plugins.values():
-        state = _state(rec)
-        head = f"{rec['name']} {rec['version'] or ''}".rstrip()
-        click.echo(head + ("" if state == "enabled" else f"  [{state}]"))
-        for src, dst, label in edges:
-            if src == rec["name"]:
-                have = plugins.get(dst)
-                shown = f"{dst} {have['version'] or ''}".rstrip() if have else f"{dst} (missing)"
-                click.echo(f"  requires {label} -> {shown}")
-        if rec["blocked"]:
-            click.echo(f"  blocked: {rec['blocked']}")
-
-
 class PluginsPlugin(Plugin):
     """The built-in plugin manager."""
 
     def boot(self, ctx: PluginContext) -> None:
-        global _kernel
-        _kernel = getattr(ctx, "_kernel", None)
-        ctx.register_command(plugins_group)
-
-    def shutdown(self) -> None:
-        global _kernel
-        _kernel = None
+        ctx.register_command(
+            _LazyGroup("plugins", help="List, inspect, enable, disable and diagnose plugins.")
+        )

@@ -100,9 +100,9 @@ def render_template(template: str, name: str, target: str) -> list[str]:
 )
 def new_cmd(name: str, template: str, parent: str) -> None:
     """Create a plugin project that passes its own tests."""
-    from conduit.manifest import _NAME_RE
+    from conduit.manifest import NAME_RE
 
-    if not _NAME_RE.match(name):
+    if not NAME_RE.match(name):
         raise UsageError(
             f"'{name}' is not a valid plugin name",
             hint="use lowercase letters, digits, '-' and '_', starting with a letter or digit "
@@ -206,7 +206,7 @@ def _replace_commands(toml_text: str, specs: list[CommandSpec]) -> str:
 def write_manifest(src: PluginSource, specs: list[CommandSpec]) -> None:
     """Replace the ``[[commands]]`` of ``src``'s manifest with ``specs``, keeping the rest."""
     from conduit.fs import atomic_write, locked
-    from conduit.manifest import _INLINE_RE
+    from conduit.manifest import INLINE_RE
 
     path = src.manifest_path
     with open(path, encoding="utf-8") as f:
@@ -214,7 +214,7 @@ def write_manifest(src: PluginSource, specs: list[CommandSpec]) -> None:
     if src.kind == "package":
         new = _replace_commands(text, specs)
     else:
-        match = next(m for m in _INLINE_RE.finditer(text) if m.group("type") == "conduit")
+        match = next(m for m in INLINE_RE.finditer(text) if m.group("type") == "conduit")
         lines = match.group("content").splitlines()
         body = "\n".join(line[2:] if line.startswith("# ") else line[1:] for line in lines)
         toml = _replace_commands(body + "\n", specs)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from conduit.builtins.plugins import _find, _index
+from conduit.builtins.plugins._common import current_index, find
 from conduit.errors import UsageError, grant_command
 from conduit.security.capabilities import Capability, CapabilityError, missing, parse
 from conduit.security.grants import (
@@ -33,7 +33,7 @@ def _config_file() -> str:
 
 
 def _third_party(index: Index, name: str) -> PluginRec:
-    rec = _find(index, name)
+    rec = find(index, name)
     if rec["source"] == "builtin":
         raise UsageError(
             f"plugin '{name}' is built in; built-in plugins are trusted and need no grants",
@@ -91,8 +91,8 @@ def _report(index: Index, rec: PluginRec) -> dict[str, Any]:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def permissions_cmd(name: str, as_json: bool) -> None:
     """Show what a plugin requests, what it was granted and what its host enforces."""
-    index = _index()
-    report = _report(index, _find(index, name))
+    index = current_index()
+    report = _report(index, find(index, name))
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return
@@ -131,7 +131,7 @@ def permissions_cmd(name: str, as_json: bool) -> None:
 @click.option("--requested", "all_requested", is_flag=True, help="Grant everything it requests.")
 def grant_cmd(name: str, capabilities: tuple[str, ...], all_requested: bool) -> None:
     """Grant capabilities to a plugin (saved in the config's [grants] table)."""
-    index = _index()
+    index = current_index()
     rec = _third_party(index, name)
     asked = requested(rec)
     caps = _parse_args(capabilities)
@@ -173,9 +173,9 @@ def grant_cmd(name: str, capabilities: tuple[str, ...], all_requested: bool) -> 
 @click.option("--all", "revoke_all", is_flag=True, help="Revoke every grant of the plugin.")
 def revoke_cmd(name: str, capabilities: tuple[str, ...], revoke_all: bool) -> None:
     """Revoke capabilities granted to a plugin."""
-    index = _index()
+    index = current_index()
     if not any(b["name"] == name for b in index["broken"]):
-        _find(index, name)  # grants of a broken plugin may be revoked too
+        find(index, name)  # grants of a broken plugin may be revoked too
     if not capabilities and not revoke_all:
         raise UsageError(
             "name the capabilities to revoke, or use --all",

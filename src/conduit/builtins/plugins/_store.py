@@ -127,12 +127,12 @@ def outdated_cmd(**opts: Any) -> None:
     if not rows:
         click.echo("All plugins are up to date.")
         return
-    from conduit.builtins.plugins import _table
+    from conduit.builtins.plugins._common import table
 
-    table = [["DISTRIBUTION", "PLUGINS", "INSTALLED", "AVAILABLE"]]
+    cells = [["DISTRIBUTION", "PLUGINS", "INSTALLED", "AVAILABLE"]]
     for r in rows:
-        table.append([r["name"], ",".join(r["plugins"]), r["installed"], r["available"]])
-    click.echo(_table(table))
+        cells.append([r["name"], ",".join(r["plugins"]), r["installed"], r["available"]])
+    click.echo(table(cells))
 
 
 @click.command("lock")
@@ -186,9 +186,9 @@ def search_cmd(term: str, as_json: bool, refresh: bool) -> None:
     if not hits:
         click.echo(f"No plugin in the catalog matches '{term}'.")
         return
-    from conduit.builtins.plugins import _table
+    from conduit.builtins.plugins._common import table
 
-    table = [["NAME", "PACKAGE", "CAPABILITIES", "SUMMARY"]]
+    cells = [["NAME", "PACKAGE", "CAPABILITIES", "SUMMARY"]]
     for e in hits:
-        table.append([e.name, e.package, ",".join(e.capabilities) or "-", e.summary])
-    click.echo(_table(table))
+        cells.append([e.name, e.package, ",".join(e.capabilities) or "-", e.summary])
+    click.echo(table(cells))

@@ -22,7 +22,7 @@ import click
 from conduit.errors import ConduitError
 
 if TYPE_CHECKING:
-    from conduit.hosts.wasm import WasmSettings
+    from conduit.hosts.wasm.runtime import WasmSettings
 
 __all__ = ["build_cmd", "build_plugin", "wit_dir"]
 
@@ -117,7 +117,7 @@ def build_plugin(source: str, output: str) -> tuple[str, str]:
 
 
 def _settings() -> tuple[WasmSettings, str]:
-    from conduit.hosts.wasm import WasmSettings
+    from conduit.hosts.wasm.runtime import WasmSettings
     from conduit.indexer.build import load
     from conduit.paths import resolve
     from conduit.timing import Profile
@@ -135,7 +135,7 @@ def _echo_precompiled(state: str, started: float) -> None:
 
 def precompile(path: str) -> None:
     """Compile ``path`` into the artifact cache with the configured engine."""
-    from conduit.hosts.wasm import runtime
+    from conduit.hosts.wasm.runtime import runtime
 
     settings, cache_dir = _settings()
     started = time.perf_counter()
@@ -149,7 +149,8 @@ def sync_commands(wasm: str, toml: str, name: str) -> None:
     none, or check that the manifest lists the same ones. Compiles it into the cache."""
     import json
 
-    from conduit.hosts.wasm import describe, runtime
+    from conduit.hosts.wasm.component import describe
+    from conduit.hosts.wasm.runtime import runtime
     from conduit.manifest import read_manifest_file
 
     settings, cache_dir = _settings()
@@ -193,7 +194,7 @@ def sync_commands(wasm: str, toml: str, name: str) -> None:
 )
 def build_cmd(source: str, output: str | None, no_precompile: bool) -> None:
     """Build a WebAssembly plugin from SOURCE and install it (see docs/wasm.md)."""
-    from conduit.hosts.wasm import is_component
+    from conduit.hosts.wasm.runtime import is_component
     from conduit.manifest import read_manifest_file
     from conduit.paths import resolve
 

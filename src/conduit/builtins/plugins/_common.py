@@ -1,0 +1,99 @@
+"""What the ``conduit plugins ...`` commands share: the kernel's admin service, the
+index, looking a plugin up, its state, and plain-text tables.
+
+The subcommand modules (``_inspect``, ``_permissions``, ``_store``, ...) import these
+from here, not from the package face.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+import click
+
+from conduit.errors import ConduitError, UsageError, did_you_mean
+
+if TYPE_CHECKING:
+    from conduit.indexer.records import Index, PluginRec
+    from conduit.kernel.admin import Admin
+
+__all__ = ["admin", "current_index", "find", "state", "table"]
+
+
+def admin() -> Admin:
+    """The kernel's ``conduit.admin`` service (:mod:`conduit.kernel.admin`).
+
+    Asked for through this plugin's context, which the in-process host passes to Click
+    as the root context's ``obj``; kept in the root context's ``meta`` for the rest of
+    the command.
+    """
+    from conduit.kernel.admin import ADMIN_SERVICE, Admin
+
+    root = click.get_current_context().find_root()
+    found = root.meta.get(ADMIN_SERVICE)
+    if found is None:
+        ctx = root.obj
+        found = ctx.service(ADMIN_SERVICE) if ctx is not None else None
+        if not isinstance(found, Admin):
+            found = _detached_admin()
+        root.meta[ADMIN_SERVICE] = found
+    assert isinstance(found, Admin)
+    return found
+
+
+def _detached_admin() -> Admin:
+    """The admin of a kernel of this command's own, for a command that no kernel runs in
+    this process: in the process host's child (the config's ``[isolation]`` table may
+    force a built-in there), a remote proxy stands for the service instead."""
+    from conduit.indexer.build import load
+    from conduit.kernel import Kernel
+    from conduit.kernel.admin import ADMIN_SERVICE
+    from conduit.paths import resolve
+    from conduit.timing import Profile
+
+    paths = resolve()
+    names = os.environ.get("CONDUIT_DISABLE_PLUGINS", "").split(",")
+    disabled = {n.strip() for n in names} - {""}
+    kernel = Kernel(load(paths, Profile(False)), paths, disabled=disabled)
+    found: Admin = kernel.service(ADMIN_SERVICE)
+    return found
+
+
+def current_index() -> Index:
+    """The index the kernel running this command runs from."""
+    return admin().index
+
+
+def state(rec: PluginRec) -> str:
+    """``enabled``, ``disabled``, ``disabled (env)`` (for this run only) or ``blocked``."""
+    if not rec["enabled"]:
+        return "disabled"
+    if rec["name"] in admin().disabled:
+        return "disabled (env)"
+    if rec["blocked"]:
+        return "blocked"
+    return "enabled"
+
+
+def find(index: Index, name: str) -> PluginRec:
+    """The record of plugin ``name``, or an error saying it is broken or unknown."""
+    if name in index["plugins"]:
+        return index["plugins"][name]
+    for b in index["broken"]:
+        if b["name"] == name:
+            raise ConduitError(f"plugin '{name}' is broken: {b['error']}", hint=b["hint"])
+    close = did_you_mean(name, index["plugins"])
+    raise UsageError(
+        f"no plugin named '{name}'",
+        hint=f"did you mean '{close}'?" if close else "see 'conduit plugins list'",
+    )
+
+
+def table(rows: list[list[str]]) -> str:
+    """``rows`` (the first one the header) as left-aligned columns two spaces apart."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )

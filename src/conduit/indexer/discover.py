@@ -1,0 +1,362 @@
+"""Discovery: where plugins come from, and their manifests as found.
+
+Runs only when the index is rebuilt (:mod:`conduit.indexer.build`). It never imports
+plugin code. Discovery order, which is also precedence for duplicate names:
+
+1. built-in plugins (``conduit.builtins.BUILTINS``);
+2. installed distributions, entry point group :data:`ENTRY_POINT_GROUP`;
+3. single-file plugins ``*.py`` in the plugin directory;
+4. WebAssembly plugins ``NAME.wasm`` + ``NAME.toml`` in the plugin directory;
+5. ``conduit-NAME`` executables (the plugin directory, then ``PATH``), asked for their
+   manifest with ``--conduit-manifest``.
+
+Only ``os``, ``dataclasses`` and :mod:`conduit.errors` are imported with this module:
+:mod:`conduit.authoring` and :mod:`conduit.store` import :data:`ENTRY_POINT_GROUP` from
+here, and the heavier modules (importlib.metadata, the manifest parser) are imported by
+the functions that need them.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from conduit.errors import ManifestError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from conduit.manifest import Manifest
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "EXECUTABLE_PREFIX",
+    "MANIFEST_FLAG",
+    "PRECEDENCE",
+    "PROBE_TIMEOUT",
+    "Found",
+    "discover",
+    "executable_dirs",
+    "executable_plugin_name",
+]
+
+#: the entry point group installed distributions declare their plugins in (the one
+#: definition: the authoring tools and the store import it from here)
+ENTRY_POINT_GROUP = "conduit.plugins"
+#: discovery order, which is also precedence for duplicate plugin names
+PRECEDENCE = {"builtin": 0, "entry-point": 1, "file": 2, "wasm": 3, "executable": 4}
+EXECUTABLE_PREFIX = "conduit-"
+MANIFEST_FLAG = "--conduit-manifest"
+PROBE_TIMEOUT = 5.0
+
+
+@dataclass
+class Found:
+    """One plugin as discovery found it: its manifest, or why it has none."""
+
+    name: str
+    source: str
+    origin: str
+    dist: str | None = None
+    dist_version: str | None = None
+    entry: str | None = None
+    manifest: Manifest | None = None
+    error: ManifestError | None = None
+    protocol: str = "python"  # "python", or for executables "jsonrpc" or "exec"
+
+
+def discover(plugin_dir: str, warnings: list[str]) -> list[Found]:
+    """Every plugin found, in discovery order; problems that are no plugin's are appended
+    to ``warnings``. Manifests not read yet are read by the builder."""
+    found = _discover_builtins() + _discover_entry_points(warnings)
+    found += _discover_files(plugin_dir, warnings)
+    found += _discover_wasm(plugin_dir)
+    found += _discover_executables(plugin_dir, warnings)
+    return found
+
+
+def _manifest_for_module(module: str, locate: object) -> str | None:
+    """Find ``conduit-plugin.toml`` for an entry point's module without importing it.
+
+    Looks in the module's own package directory, then each parent package up to the
+    top-level one; the nearest file wins.
+    """
+    import contextlib
+    import importlib.util
+
+    from conduit.manifest import MANIFEST_FILENAME
+
+    parts = module.split(".")
+    candidates = [parts[:i] for i in range(len(parts), 0, -1)]
+    for pkg in candidates:
+        rel = "/".join([*pkg, MANIFEST_FILENAME])
+        path = str(locate(rel))  # type: ignore[operator]
+        if os.path.isfile(path):
+            return path
+    # Editable installs: the package lives outside site-packages. find_spec() on a
+    # top-level name locates it without executing it.
+    with contextlib.suppress(ImportError, ValueError):
+        spec = importlib.util.find_spec(parts[0])
+        if spec is not None and spec.submodule_search_locations:
+            base = next(iter(spec.submodule_search_locations))
+            for pkg in candidates:
+                path = os.path.join(base, *pkg[1:], MANIFEST_FILENAME)
+                if os.path.isfile(path):
+                    return path
+    return None
+
+
+def _discover_builtins() -> list[Found]:
+    import conduit.builtins as pkg
+    from conduit import __version__
+    from conduit.builtins import BUILTINS
+    from conduit.manifest import MANIFEST_FILENAME
+
+    base = os.path.dirname(pkg.__file__ or "")
+    found = []
+    for name, entry in BUILTINS.items():
+        origin = os.path.join(base, name, MANIFEST_FILENAME)
+        found.append(
+            Found(name, "builtin", origin, dist="conduit", entry=entry, dist_version=__version__)
+        )
+    return found
+
+
+def _discover_entry_points(warnings: list[str]) -> list[Found]:
+    import importlib.metadata
+
+    from conduit.index import site_dirs
+    from conduit.manifest import MANIFEST_FILENAME
+
+    found = []
+    seen: set[str] = set()
+    for dist in importlib.metadata.distributions(path=site_dirs()):
+        try:
+            dist_name = dist.metadata["Name"] or "?"
+        except Exception:  # a damaged dist-info must not stop discovery
+            continue
+        key = dist_name.lower().replace("_", "-").replace(".", "-")
+        if key in seen:  # shadowed by an earlier sys.path entry, as importlib does
+            continue
+        seen.add(key)
+        try:
+            eps = dist.entry_points.select(group=ENTRY_POINT_GROUP)
+        except Exception as exc:
+            warnings.append(f"distribution {dist_name}: cannot read entry points: {exc}")
+            continue
+        for ep in eps:
+            module = ep.value.partition(":")[0].strip()
+            manifest = _manifest_for_module(module, dist.locate_file)
+            item = Found(
+                ep.name,
+                "entry-point",
+                manifest or f"{dist_name} (entry point {ep.name} = {ep.value})",
+                dist=dist_name,
+                dist_version=dist.version,
+                entry=ep.value.strip(),
+            )
+            if manifest is None:
+                item.error = ManifestError(
+                    item.origin,
+                    f"no {MANIFEST_FILENAME} found next to module '{module}'",
+                    hint=f"ship {MANIFEST_FILENAME} inside the package (package data)",
+                )
+            found.append(item)
+    return found
+
+
+def _discover_files(plugin_dir: str, warnings: list[str]) -> list[Found]:
+    from conduit.manifest import parse_inline_manifest
+
+    found = []
+    try:
+        names = sorted(os.listdir(plugin_dir))
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        warnings.append(
+            f"cannot read plugin directory {plugin_dir}: {exc.strerror}; "
+            "its single-file plugins are skipped (check its permissions)"
+        )
+        return []
+    for fname in names:
+        if not fname.endswith(".py") or fname.startswith((".", "_")):
+            continue
+        path = os.path.join(plugin_dir, fname)
+        stem = fname[:-3]
+        try:
+            with open(path, encoding="utf-8") as f:
+                source = f.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            item = Found(stem, "file", path)
+            item.error = ManifestError(path, f"cannot read: {exc}")
+            found.append(item)
+            continue
+        item = Found(stem, "file", path)
+        try:
+            manifest = parse_inline_manifest(source, path)
+        except ManifestError as exc:
+            item.error = exc
+            found.append(item)
+            continue
+        if manifest is None:
+            continue  # a helper module, not a plugin
+        assert manifest.name is not None
+        item.name = manifest.name
+        item.manifest = manifest
+        item.entry = manifest.entry
+        found.append(item)
+    return found
+
+
+def _discover_wasm(plugin_dir: str) -> list[Found]:
+    """``NAME.wasm`` with its manifest ``NAME.toml`` beside it (docs/manifest.md)."""
+    from conduit.manifest import loads_toml, parse_manifest
+
+    found = []
+    try:
+        names = sorted(os.listdir(plugin_dir))
+    except OSError:
+        return []  # reported by _discover_files
+    for fname in names:
+        if not fname.endswith(".wasm") or fname.startswith((".", "_")):
+            continue
+        stem = fname[: -len(".wasm")]
+        wasm = os.path.join(plugin_dir, fname)
+        toml = os.path.join(plugin_dir, stem + ".toml")
+        item = Found(stem, "wasm", toml, entry=wasm)
+        found.append(item)
+        try:
+            with open(toml, "rb") as f:
+                data = loads_toml(f.read().decode("utf-8"), toml)
+        except FileNotFoundError:
+            item.origin = wasm
+            item.error = ManifestError(
+                wasm,
+                f"no manifest {stem}.toml beside it",
+                hint=f"write {toml} (name, api, [[commands]]; see docs/wasm.md)",
+            )
+            continue
+        except (OSError, UnicodeDecodeError) as exc:
+            item.error = ManifestError(toml, f"cannot read: {exc}")
+            continue
+        except ManifestError as exc:
+            item.error = exc
+            continue
+        data.setdefault("isolation", "wasm")
+        try:
+            item.manifest = parse_manifest(data, toml, expected_name=stem)
+        except ManifestError as exc:
+            item.error = exc
+            continue
+        if item.manifest.isolation != "wasm":
+            item.error = ManifestError(
+                toml,
+                "a WebAssembly plugin runs in the WebAssembly host",
+                field="isolation",
+                hint='set isolation = "wasm" or leave it out',
+            )
+    return found
+
+
+def executable_dirs(plugin_dir: str) -> list[str]:
+    """Where ``conduit-NAME`` executables are looked for: the plugin directory, then PATH."""
+    dirs = [plugin_dir]
+    for entry in os.environ.get("PATH", "").split(os.pathsep):
+        if entry and os.path.isabs(entry) and entry not in dirs:
+            dirs.append(entry)
+    return dirs
+
+
+def _probe(path: str, name: str) -> Found:
+    """Ask an executable for its manifest (``--conduit-manifest``), once per rebuild.
+
+    A JSON manifest with ``"protocol": "jsonrpc"`` makes it a protocol plugin; anything
+    else (the flag unknown, no JSON) makes it a pass-through command, like a gh or
+    kubectl plugin.
+    """
+    import json
+    import subprocess
+
+    from conduit.manifest import CommandSpec, Manifest, parse_manifest
+    from conduit.sdk import API_VERSION
+
+    item = Found(name, "executable", path, entry=None)
+    try:
+        proc = subprocess.run(
+            [path, MANIFEST_FLAG],
+            capture_output=True,
+            timeout=PROBE_TIMEOUT,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+        data = json.loads(proc.stdout) if proc.returncode == 0 else None
+    except (OSError, subprocess.TimeoutExpired, ValueError):
+        data = None
+    if not isinstance(data, dict):
+        item.protocol = "exec"
+        item.manifest = Manifest(
+            name=name,
+            description=f"external command {path}",
+            api=f">={API_VERSION}",
+            commands=[
+                CommandSpec(name=name, help=f"Run {os.path.basename(path)}.", usage="[ARGS]...")
+            ],
+            isolation="process",
+        )
+        return item
+    protocol = data.pop("protocol", "jsonrpc")
+    if protocol != "jsonrpc":
+        item.error = ManifestError(
+            f"{path} {MANIFEST_FLAG}",
+            f"unknown protocol {protocol!r}",
+            field="protocol",
+            hint='use "jsonrpc" (see docs/protocol.md)',
+        )
+        return item
+    data.setdefault("isolation", "process")
+    try:
+        manifest = parse_manifest(data, f"{path} {MANIFEST_FLAG}", expected_name=name)
+    except ManifestError as exc:
+        item.error = exc
+        return item
+    if manifest.isolation != "process":
+        item.error = ManifestError(
+            f"{path} {MANIFEST_FLAG}",
+            "an executable plugin runs in its own process",
+            field="isolation",
+            hint='set "isolation": "process" or leave it out',
+        )
+        return item
+    item.protocol = "jsonrpc"
+    item.manifest = manifest
+    return item
+
+
+def executable_plugin_name(fname: str) -> str | None:
+    """The plugin an executable called ``fname`` provides (``conduit-x`` and
+    ``conduit-x.js`` are the plugin "x"), or None if the name does not make one."""
+    if not fname.startswith(EXECUTABLE_PREFIX) or fname.endswith((".py", "~")):
+        return None
+    name = fname[len(EXECUTABLE_PREFIX) :]
+    stem, dot, ext = name.rpartition(".")
+    return stem if dot and ext in ("js", "sh", "rb", "pl") else name
+
+
+def _discover_executables(plugin_dir: str, warnings: list[str]) -> list[Found]:
+    found: list[Found] = []
+    seen: set[str] = set()
+    for directory in executable_dirs(plugin_dir):
+        try:
+            names = sorted(os.listdir(directory))
+        except OSError:
+            continue  # missing PATH entries are normal; the plugin dir is reported above
+        for fname in names:
+            name = executable_plugin_name(fname)
+            if name is None:
+                continue
+            path = os.path.join(directory, fname)
+            if name in seen or not os.path.isfile(path) or not os.access(path, os.X_OK):
+                continue  # the first one on the search path wins, as a shell would
+            seen.add(name)
+            found.append(_probe(path, name))
+    return found

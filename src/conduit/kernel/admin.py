@@ -1,0 +1,94 @@
+"""The ``conduit.admin`` service: what Conduit's built-in plugins may see of the kernel.
+
+Datasette hands its default plugins a public host object; this is Conduit's. Each
+:class:`~conduit.kernel.core.Kernel` registers one :class:`Admin` over itself under the
+name :data:`ADMIN_SERVICE` when it is created, and serves every name starting with
+:data:`RESERVED_PREFIX` to built-in plugins only (``source = "builtin"`` in the index):
+a third-party plugin that asks gets a :class:`~conduit.errors.PluginError`.
+
+A built-in command reaches it through its plugin's context, which the in-process host
+passes to Click as the root context's ``obj``::
+
+    admin = click.get_current_context().find_root().obj.service("conduit.admin")
+
+:mod:`conduit.kernel.core` imports this module, so it imports nothing else at run time
+until a method needs it.
+"""
+
+from __future__ import annotations
+
+import time
+
+from conduit.errors import ConduitError
+
+# Not `from typing import TYPE_CHECKING`: conduit.kernel.core imports this module on
+# every command.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from conduit.indexer.records import Index
+    from conduit.kernel.core import Kernel
+
+__all__ = ["ADMIN_SERVICE", "RESERVED_PREFIX", "Admin"]
+
+#: the name the kernel registers its :class:`Admin` under
+ADMIN_SERVICE = "conduit.admin"
+#: service names starting with this belong to the kernel and are served to built-ins only
+RESERVED_PREFIX = "conduit."
+
+
+class Admin:
+    """The kernel's own state and tools, for the built-in ``plugins`` plugin."""
+
+    def __init__(self, kernel: Kernel) -> None:
+        self._kernel = kernel
+
+    @property
+    def index(self) -> Index:
+        """The index this kernel runs from (plain data: do not change it)."""
+        return self._kernel.index
+
+    @property
+    def disabled(self) -> frozenset[str]:
+        """Plugins disabled for this run only (``CONDUIT_DISABLE_PLUGINS``, and every
+        third-party plugin with ``--no-plugins``), on top of the config's ``disabled``."""
+        return self._kernel.disabled
+
+    def rebuild(self) -> Index:
+        """Re-read every manifest now, ignoring the cached index, and return the new
+        index (it is written to the cache as usual). The kernel keeps running from its
+        own :attr:`index`."""
+        from conduit.indexer.build import load
+        from conduit.timing import Profile
+
+        return load(self._kernel.paths, Profile(False), force_rebuild=True)
+
+    def measure_load(self, name: str, *, index: Index | None = None) -> dict[str, float] | str:
+        """Activate ``name`` in a fresh kernel of its own and time it.
+
+        Returns ``{"import_ms", "boot_ms", "total_ms"}``, or the error message if the
+        plugin fails to load. ``index`` (default: :attr:`index`) is the index the fresh
+        kernel runs from. Timing never prompts for grants: a plugin that lacks them is
+        reported as failing to load.
+        """
+        from conduit.timing import Profile
+
+        profile = Profile(True)
+        kernel = type(self._kernel)(
+            self.index if index is None else index,
+            self._kernel.paths,
+            profile=profile,
+            approve=lambda rec, caps: False,
+        )
+        start = time.perf_counter_ns()
+        try:
+            kernel.activate(name)
+        except ConduitError as exc:
+            return exc.message
+        finally:
+            kernel.shutdown()
+        spans = {s[0].split(":", 1)[0]: (s[2] - s[1]) / 1e6 for s in profile.spans}
+        return {
+            "import_ms": round(spans.get("import", 0.0), 3),
+            "boot_ms": round(spans.get("boot", 0.0), 3),
+            "total_ms": round((time.perf_counter_ns() - start) / 1e6, 3),
+        }

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from conduit.errors import ConduitError, PluginError, PluginLoadError
 from conduit.hosts.recording import command_key, registered_twice
-from conduit.kernel.admin import ADMIN_SERVICE, RESERVED_PREFIX, Admin
+from conduit.kernel.admin import ADMIN_SERVICE, KERNEL_OWNER, Admin
 from conduit.kernel.registry import KERNEL_HOOKS, Registry
 from conduit.timing import Profile
 
@@ -207,7 +207,7 @@ class Kernel:
         #: entered around the kernel's own work once the guard is installed
         self._trusted: contextlib.AbstractContextManager[None] = _NOGUARD
         # The kernel's own service for built-in plugins (owner "conduit": no plugin).
-        self.registry.services[ADMIN_SERVICE] = ("conduit", lambda: Admin(self))
+        self.registry.services[ADMIN_SERVICE] = (KERNEL_OWNER, lambda: Admin(self))
 
     def record(self, name: str) -> PluginRec:
         """The index record of an installed, usable plugin, or a PluginLoadError."""
@@ -461,20 +461,20 @@ class Kernel:
         """The service ``name``; its provider is activated on first use.
 
         ``for_plugin`` names the plugin that asks; ``None`` is the kernel's own caller
-        (the command line, a library user). Names starting with ``conduit.`` belong to
-        the kernel (:mod:`conduit.kernel.admin`) and are served to built-in plugins only:
-        any other plugin gets a :class:`~conduit.errors.PluginError`.
+        (the command line, a library user). The services the kernel provides itself
+        (:mod:`conduit.kernel.admin`) are served to built-in plugins only: any other
+        plugin gets a :class:`~conduit.errors.PluginError`.
         """
-        if for_plugin is not None and name.startswith(RESERVED_PREFIX):
+        registry = self.registry
+        owner = registry.services.get(name, ("",))[0]
+        if for_plugin is not None and owner == KERNEL_OWNER:
             rec = self.index["plugins"].get(for_plugin)
             if rec is None or rec["source"] != "builtin":
                 raise PluginError(
                     for_plugin,
                     f"service '{name}' is reserved for Conduit's built-in plugins",
-                    hint=f"services named '{RESERVED_PREFIX}*' belong to Conduit itself; "
-                    "a third-party plugin cannot use them",
+                    hint="it belongs to Conduit itself; a third-party plugin cannot use it",
                 )
-        registry = self.registry
         if name in registry.service_instances:
             return registry.service_instances[name]
         if name not in registry.services:

@@ -87,6 +87,11 @@ def test_command_imports_only_its_plugin(plugin_dir):
     # Routing a command still needs no metadata scan, manifest parsing or msgspec.
     assert not [m for m in new if m == "conduit.indexer" or m.startswith("conduit.indexer.")]
     assert not new & {"importlib.metadata", "msgspec", "tomllib"}
+    # The guard answers Click's and gettext's environment look-ups (LANG, LC_ALL, ...)
+    # without building an error for each ungranted one: no shlex for grant commands.
+    assert "shlex" not in new
+    # ... and a plugin that holds no grant needs no grants module.
+    assert "conduit.security.grants" not in new
 
 
 def test_the_entry_point_group_is_cheap_to_import():

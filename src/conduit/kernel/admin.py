@@ -2,7 +2,8 @@
 
 Datasette hands its default plugins a public host object; this is Conduit's. Each
 :class:`~conduit.kernel.core.Kernel` registers one :class:`Admin` over itself under the
-name :data:`ADMIN_SERVICE` (owner :data:`KERNEL_OWNER`) when it is created, and serves
+name :data:`~conduit.kernel.core.ADMIN_SERVICE` (owner :data:`~conduit.kernel.core.KERNEL_OWNER`)
+when it is created, and serves
 the services it owns to built-in plugins only (``source = "builtin"`` in the index): a
 third-party plugin that asks gets a :class:`~conduit.errors.PluginError`. Services that
 plugins provide are not affected, whatever their names.
@@ -18,8 +19,8 @@ passes to Click as the root context's ``obj``::
 
     admin = click.get_current_context().find_root().obj.service("conduit.admin")
 
-:mod:`conduit.kernel.core` imports this module, so it imports nothing else at run time
-until a method needs it.
+The kernel imports this module when a built-in first asks for the service; it imports
+nothing else at run time until a method needs it.
 """
 
 from __future__ import annotations
@@ -35,12 +36,7 @@ if TYPE_CHECKING:
     from conduit.indexer.records import Index
     from conduit.kernel.core import Kernel
 
-__all__ = ["ADMIN_SERVICE", "KERNEL_OWNER", "Admin"]
-
-#: the name the kernel registers its :class:`Admin` under
-ADMIN_SERVICE = "conduit.admin"
-#: service names starting with this belong to the kernel and are served to built-ins only
-KERNEL_OWNER = "conduit"
+__all__ = ["Admin"]
 
 
 class Admin:

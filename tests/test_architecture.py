@@ -46,8 +46,11 @@ Rules checked:
    strings: never import a ``_name`` from another Conduit module (dunders such as
    ``__version__`` are fine), and never import a Conduit ``_module`` (a module whose last
    component starts with ``_``, or one beneath it) from outside its parent package
-   (the package's own ``__init__`` and its subpackages are inside). Reading ``m._name`` off
-   a name bound by importing a Conduit module ``m`` is the same breach and is reported too.
+   (the package's own ``__init__`` and its subpackages are inside). Reading a ``_name`` off
+   a Conduit module is the same breach and is reported too: ``m._name`` after ``import
+   conduit.x as m``, ``conduit.x.y._name`` after ``import conduit.x.y``, ``x.y._name`` after
+   ``from conduit import x``, and ``getattr(m, "_name")``. Private attributes of *objects*
+   (``host._stop``) are not seen: that would need types, and mypy does not check it either.
    Private modules of the standard library (``_thread``, ``_signal``, ``_json``) are used on
    purpose, for start-up cost, and are not Conduit's line;
 3. one direction of dependency (the review's rule 3): a runtime import never goes to a
@@ -176,9 +179,10 @@ class _Reader(ast.NodeVisitor):
         self.package = module if module in PACKAGES else module.rpartition(".")[0]
         self.imports: list[Import] = []
         self.strings: list[tuple[int, str]] = []
-        self.dynamic_calls: list[tuple[int, ast.expr | None, int, bool]] = []
+        self.dynamic_calls: list[tuple[int, ast.expr | None, ast.expr | None, int, bool]] = []
         self.module_aliases: dict[str, str] = {}  # local name -> Conduit module
-        self.attributes: list[tuple[int, str, str]] = []  # (line, local name, attribute)
+        # (line, dotted name read from, attribute): ``m._x``, ``a.b.c._x``, getattr(m, "_x")
+        self.attributes: list[tuple[int, str, str]] = []
         self._type_only = False
         self._depth = 0
 
@@ -245,12 +249,21 @@ class _Reader(ast.NodeVisitor):
         called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
         if called in ("import_module", "__import__"):
             arg = node.args[0] if node.args else None
-            self.dynamic_calls.append((node.lineno, arg, self._depth, self._type_only))
+            package = node.args[1] if len(node.args) > 1 else None
+            for keyword in node.keywords:
+                if keyword.arg == "package":
+                    package = keyword.value
+            self.dynamic_calls.append((node.lineno, arg, package, self._depth, self._type_only))
+        if called in ("getattr", "hasattr", "setattr", "delattr") and len(node.args) >= 2:
+            target, attr = _dotted(node.args[0]), node.args[1]
+            if target and isinstance(attr, ast.Constant) and isinstance(attr.value, str):
+                self.attributes.append((node.lineno, target, attr.value))
         self.generic_visit(node)
 
     def visit_Attribute(self, node: ast.Attribute) -> None:
-        if isinstance(node.value, ast.Name):
-            self.attributes.append((node.lineno, node.value.id, node.attr))
+        target = _dotted(node.value)
+        if target:
+            self.attributes.append((node.lineno, target, node.attr))
         self.generic_visit(node)
 
     # strings
@@ -263,6 +276,32 @@ class _Reader(ast.NodeVisitor):
     def visit_Constant(self, node: ast.Constant) -> None:
         if isinstance(node.value, str):
             self.strings.append((node.lineno, node.value))
+
+
+def _dotted(node: ast.expr) -> str | None:
+    """``a.b.c`` for a chain of attribute reads on a name, else None."""
+    parts = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if not isinstance(node, ast.Name):
+        return None
+    return ".".join([node.id, *reversed(parts)])
+
+
+def _module_read(reader: _Reader, dotted: str) -> str | None:
+    """The Conduit module a dotted read starts from, resolving the local name it begins
+    with and then the longest chain of submodules (``conduit.security.sandbox`` for
+    ``conduit.security.sandbox`` after ``import conduit.security.sandbox``)."""
+    head, _, rest = dotted.partition(".")
+    module = reader.module_aliases.get(head)
+    if module is None:
+        return None
+    for part in rest.split(".") if rest else ():
+        if f"{module}.{part}" not in MODULES:
+            return None  # an attribute of the module, not a submodule: not a module read
+        module = f"{module}.{part}"
+    return module
 
 
 def _named_module(text: str) -> tuple[str, str | None] | None:
@@ -298,10 +337,17 @@ def _read(module: str, source: str | None = None) -> _Reader:
         named = _named_module(value)
         if named:
             reader.imports.append(Import(module, line, *named, "string", False, False))
-    for line, arg, depth, type_only in reader.dynamic_calls:
+    for line, arg, package, depth, type_only in reader.dynamic_calls:
         reader._depth, reader._type_only = depth, type_only
         if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
-            reader._add_module(line, arg.value, "dynamic")
+            name = arg.value
+            if name.startswith(".") and isinstance(package, ast.Constant):
+                # import_module(".cli", "conduit"): relative to the package named
+                level = len(name) - len(name.lstrip("."))
+                base = str(package.value).split(".")
+                base = base[: len(base) - (level - 1)]
+                name = ".".join([*base, name[level:]] if name[level:] else base)
+            reader._add_module(line, name, "dynamic")
             continue
         # A computed name: take the module to import any Conduit module its strings name.
         for sline, value in reader.strings:
@@ -455,8 +501,8 @@ def private_line_violations(readers: dict[str, _Reader]) -> list[str]:
             if _is_private(last) and not _inside(imp.importer, package):
                 found[(imp.where, f"imports private module {module} from outside {package}")] = None
     for module, reader in readers.items():
-        for line, local, attr in reader.attributes:
-            target = reader.module_aliases.get(local)
+        for line, dotted, attr in reader.attributes:
+            target = _module_read(reader, dotted)
             if (
                 target
                 and target != module
@@ -540,6 +586,11 @@ def test_the_checks_catch_what_they_must():
         "CODE = 'from conduit.hosts._child import main'\n"
         "ENTRY = 'conduit.manifest:_entry'\n"
         "from conduit.errors import __doc__\n"
+        "import conduit.security.sandbox\n"
+        "conduit.security.sandbox._libc\n"
+        "from conduit import security\n"
+        "security.sandbox._apply\n"
+        "getattr(reader, '_dynamic')\n"
     )
     lines = private_line_violations({"conduit.cli": _read("conduit.cli", source)})
     assert [line.split(": ", 1)[1] for line in lines] == [
@@ -548,7 +599,12 @@ def test_the_checks_catch_what_they_must():
         "imports private module conduit.hosts._child from outside conduit.hosts",
         "imports private name _entry from conduit.manifest",
         "reads private name _private of conduit.index",
+        "reads private name _libc of conduit.security.sandbox",
+        "reads private name _apply of conduit.security.sandbox",
+        "reads private name _dynamic of conduit.index",
     ]
+    relative = _read("conduit.fs", "import importlib\nimportlib.import_module('.cli', 'conduit')\n")
+    assert any(i.module == "conduit.cli" and i.kind == "dynamic" for i in relative.imports)
     inside = _read("conduit.store.lockfile", "from conduit.store import _ops, _env\n")
     assert private_line_violations({"conduit.store.lockfile": inside}) == []
 

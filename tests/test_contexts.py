@@ -12,8 +12,9 @@ import click
 import pytest
 
 from conduit.errors import PluginError, PluginLoadError
+from conduit.hosts import command_key
 from conduit.hosts._child import ChildContext
-from conduit.hosts.recording import RecordingContext, command_key
+from conduit.hosts.recording import RecordingContext
 from conduit.indexer.build import load
 from conduit.kernel import Kernel
 from conduit.kernel.core import Context

@@ -166,3 +166,12 @@ def test_pluggy_only_imported_when_a_hook_has_implementations(plugin_dir):
     recorder(plugin_dir)
     code, modules = imported_by("build")
     assert code == 0 and "pluggy" in modules
+
+
+def test_the_kernel_calls_exactly_the_hooks_it_specifies():
+    # KERNEL_HOOKS is defined once, in the kernel; the pluggy specs must name the same hooks.
+    from conduit.kernel import hookspecs
+    from conduit.kernel.core import KERNEL_HOOKS
+
+    assert sorted(KERNEL_HOOKS) == sorted(hookspecs.__all__)
+    assert all(callable(getattr(hookspecs, name)) for name in KERNEL_HOOKS)

@@ -48,6 +48,14 @@ def test_help_imports_no_plugin_and_no_heavy_module(plugin_dir):
     # The whole start-up path is Conduit's own stdlib-only modules plus marshal.
     outside = {m for m in new if not m.startswith("conduit")} - {"marshal", "__future__"}
     assert not outside, sorted(outside)
+    # ... and only these of Conduit's: the error tree comes on the error path only.
+    assert {m for m in new if m.startswith("conduit")} == {
+        "conduit",
+        "conduit.cli",
+        "conduit.index",
+        "conduit.paths",
+        "conduit.timing",
+    }
 
 
 def test_completion_imports_nothing_heavy(plugin_dir):
@@ -56,6 +64,15 @@ def test_completion_imports_nothing_heavy(plugin_dir):
     code, new = probe("__complete", "he")
     assert code == 0
     assert not new & FORBIDDEN_AT_STARTUP
+    assert "conduit.errors" not in new
+
+
+def test_an_unknown_command_imports_the_error_tree_to_say_so(plugin_dir):
+    probe("--help")
+    code, new = probe("nosuchcommand")
+    assert code == 2
+    assert "conduit.errors" in new
+    assert not new & (FORBIDDEN_AT_STARTUP - {"difflib"})
 
 
 def test_command_imports_only_its_plugin(plugin_dir):
@@ -68,7 +85,13 @@ def test_command_imports_only_its_plugin(plugin_dir):
     assert "conduit_plugin_beta" not in new
     assert not [m for m in new if m.startswith("conduit.builtins.")]
     # Routing a command still needs no metadata scan, manifest parsing or msgspec.
-    assert not new & {"importlib.metadata", "msgspec", "tomllib", "conduit.indexer.build"}
+    assert not [m for m in new if m == "conduit.indexer" or m.startswith("conduit.indexer.")]
+    assert not new & {"importlib.metadata", "msgspec", "tomllib"}
+    # The guard answers Click's and gettext's environment look-ups (LANG, LC_ALL, ...)
+    # without building an error for each ungranted one: no shlex for grant commands.
+    assert "shlex" not in new
+    # ... and a plugin that holds no grant needs no grants module.
+    assert "conduit.security.grants" not in new
 
 
 def test_the_entry_point_group_is_cheap_to_import():

@@ -157,7 +157,7 @@ IMPLS = {
 
 
 def _record(manifest: Manifest, source: str, origin: str, protocol: str) -> dict[str, Any]:
-    """A plugin record as the index holds it (see _indexer._record)."""
+    """A plugin record as the index holds it (see conduit.indexer.build._record)."""
     return {
         **msgspec.to_builtins(manifest),
         "source": source,

@@ -541,7 +541,7 @@ def layers(stack: Stack, inproc: Any) -> list[Layer]:
     req_len = len(frame(codec_name, {**REQUEST, "id": 1}))
 
     def answer() -> None:
-        os.write(c_fd, frame(codec_name, {**RESPONSE, "id": endpoint._next_id + 1}))
+        os.write(c_fd, frame(codec_name, {**RESPONSE, "id": endpoint.last_id + 1}))
 
     def drain_child_end() -> None:
         got = 0

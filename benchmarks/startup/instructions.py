@@ -7,6 +7,7 @@ counts the instructions of the same commands:
 
     python3 benchmarks/startup/run.py ...            # once, to build the venvs
     python3 benchmarks/startup/instructions.py --sizes 0,100,500,1000
+    python3 benchmarks/startup/instructions.py --baseline   # the --baseline-repo tree
 
 Needs valgrind (Debian package ``valgrind``). Each count takes a few seconds.
 """
@@ -43,6 +44,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="0,100,500,1000")
     parser.add_argument("--work", default=os.path.join(HERE, ".work"))
+    parser.add_argument(
+        "--baseline",
+        action="store_true",
+        help="count the baseline tree's venvs (run.py --baseline-repo made them: venvs/base-N)",
+    )
     args = parser.parse_args()
     if shutil.which("valgrind") is None:
         print("error: valgrind is not installed (apt-get install valgrind)", file=sys.stderr)
@@ -50,7 +56,7 @@ def main() -> int:
     click_script = os.path.join(args.work, "click_cmd.py")
     rows = []
     for n in (int(x) for x in args.sizes.split(",")):
-        venv = os.path.join(args.work, "venvs", f"n{n:04d}")
+        venv = os.path.join(args.work, "venvs", f"{'base-' if args.baseline else ''}n{n:04d}")
         home = os.path.join(args.work, "homes", f"n{n:04d}")
         if not os.path.isdir(venv):
             print(f"error: {venv} is missing; run run.py first", file=sys.stderr)

@@ -273,7 +273,11 @@ def load_object(src: PluginSource) -> Any:
 def boot_commands(src: PluginSource, data_dir: str) -> dict[str, click.Command]:
     """Import and boot the plugin with a :class:`RecordingContext`; return the commands
     it registered, by full name. The plugin's modules are forgotten afterwards."""
-    with importable(src):
+    import click
+
+    # Under an empty Click context of its own: when an author command runs, the root
+    # context's ``obj`` is the built-in ``plugins`` plugin's context, not this plugin's.
+    with importable(src), click.Context(click.Command(src.name)):
         try:
             obj = load_object(src)
             instance = obj() if isinstance(obj, type) else obj

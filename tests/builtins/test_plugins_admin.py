@@ -76,13 +76,48 @@ def test_a_third_party_plugin_is_refused_conduit_services(plugin_dir, run, isola
     assert r.out == ""
     if isolation == "in-process":
         assert r.err == (
-            f"error: {refused}\nhint: services named 'conduit.*' belong to Conduit "
-            "itself; a third-party plugin cannot use them\n"
+            f"error: {refused}\nhint: it belongs to Conduit itself; a third-party plugin "
+            "cannot use it\n"
         )
     else:  # the refusal reaches the plugin's code in the child, which does not catch it
         assert r.err.startswith(
             f"error: plugin 'sneaky': command 'sneak' failed: RemoteError: {refused}\n"
         )
+
+
+GRABBER = """
+import click
+from conduit.sdk import Plugin
+
+@click.command()
+def grab():
+    pass
+
+class Grabber(Plugin):
+    def boot(self, ctx):
+        # Booted by a built-in command (plugins info / check): try the running command's
+        # root context, which holds the built-in's plugin context.
+        current = click.get_current_context(silent=True)
+        root = current.find_root().obj if current is not None else None
+        try:
+            root.service("conduit.admin")
+            print("GOT ADMIN via", getattr(root, "name", None))
+        except Exception as exc:
+            print("refused:", type(exc).__name__)
+        ctx.register_command(grab)
+"""
+
+
+@pytest.mark.parametrize("command", [["info", "grabber"], ["check", "GRABBER"]])
+def test_a_plugin_booted_by_a_built_in_command_cannot_borrow_its_context(plugin_dir, run, command):  # type: ignore[no-untyped-def]
+    # plugins info times the plugin (conduit.admin's measure_load), plugins check boots it
+    # with a recording context: neither may hand it the built-in's own context.
+    toml = 'name = "grabber"\napi = ">=1.1,<2"\n[[commands]]\nname = "grab"\n'
+    path = write(plugin_dir, "grabber.py", manifest_block(toml) + GRABBER)
+    args = [str(path) if a == "GRABBER" else a for a in command]
+    r = run("plugins", *args)
+    assert "GOT ADMIN" not in r.out + r.err
+    assert "refused: AttributeError" in r.out + r.err
 
 
 def test_a_process_plugin_is_refused_while_it_starts(plugin_dir, run, conduit_home):  # type: ignore[no-untyped-def]

@@ -7,7 +7,7 @@ Three classes implement :class:`conduit.sdk.PluginContext`: the kernel's
 ``conduit plugins manifest``/``check`` and :mod:`conduit.authoring`), and the host
 child's :class:`~conduit.hosts._child.ChildContext`, a :class:`RecordingContext` whose
 ``hook()`` and ``service()`` reach the kernel over RPC. All three name commands with
-:func:`command_key` and raise :class:`~conduit.errors.PluginError` for the same
+:func:`conduit.hosts.command_key` and raise :class:`~conduit.errors.PluginError` for the same
 mistakes, so that a plugin behaves the same in every host.
 
 The process host's child imports this module before its plugin: standard library only,
@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import os
 
-from conduit.errors import PluginError, PluginLoadError
+from conduit.errors import PluginLoadError
+from conduit.hosts import command_key, registered_twice
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -29,24 +30,7 @@ if TYPE_CHECKING:
 
     T = TypeVar("T")
 
-__all__ = ["RecordingContext", "command_key", "registered_twice"]
-
-
-def command_key(plugin: str, command: click.Command, name: str | None = None) -> str:
-    """The full name ``command`` is registered under: ``name``, else the command's own
-    name, its words joined by single spaces (``"repos  status"`` is ``"repos status"``).
-
-    Raises :class:`PluginError` naming ``plugin`` when that leaves no name.
-    """
-    key = " ".join((name or command.name or "").split())
-    if not key:
-        raise PluginError(plugin, "register_command() needs a named Click command")
-    return key
-
-
-def registered_twice(plugin: str, key: str) -> PluginError:
-    """The error for ``plugin`` registering the command ``key`` a second time."""
-    return PluginError(plugin, f"command '{key}' is registered twice")
+__all__ = ["RecordingContext"]
 
 
 class RecordingContext:

@@ -4,11 +4,12 @@ Internal to Conduit. :class:`Kernel` is importable from here for library use wit
 semver promise; the face is lazy so that importing a submodule (``conduit.kernel.activation``
 on the command path) does not import :mod:`conduit.kernel.core` and what it needs.
 
-- ``core``: :class:`Kernel` and the per-plugin ``Context``
-- ``registry``: what active plugins registered; ``KERNEL_HOOKS``
+- ``core``: :class:`Kernel`, the per-plugin ``Context`` and the ``Registry`` of what
+  active plugins registered; ``KERNEL_HOOKS`` and the kernel's own service names
 - ``activation``: activation events evaluated from the index (stdlib only)
 - ``hooks`` / ``hookspecs``: the pluggy bus, built only when a hook has implementations
-- ``admin``: the ``conduit.admin`` service that built-in plugins use
+- ``admin``: the ``conduit.admin`` service that built-in plugins use (imported when one
+  asks for it)
 """
 
 from __future__ import annotations

@@ -2,17 +2,25 @@
 
 Datasette hands its default plugins a public host object; this is Conduit's. Each
 :class:`~conduit.kernel.core.Kernel` registers one :class:`Admin` over itself under the
-name :data:`ADMIN_SERVICE` when it is created, and serves every name starting with
-:data:`RESERVED_PREFIX` to built-in plugins only (``source = "builtin"`` in the index):
-a third-party plugin that asks gets a :class:`~conduit.errors.PluginError`.
+name :data:`~conduit.kernel.core.ADMIN_SERVICE` (owner :data:`~conduit.kernel.core.KERNEL_OWNER`)
+when it is created, and serves
+the services it owns to built-in plugins only (``source = "builtin"`` in the index): a
+third-party plugin that asks gets a :class:`~conduit.errors.PluginError`. Services that
+plugins provide are not affected, whatever their names.
+
+Like the in-process guard, the refusal is a boundary only for plugins in a process host
+(their requests carry the plugin's name); a third-party plugin in the kernel's own
+interpreter can reach anything the kernel holds. The obvious path is closed all the same:
+a plugin that :meth:`Admin.measure_load` activates boots under a Click context of its own,
+not under the built-in command's.
 
 A built-in command reaches it through its plugin's context, which the in-process host
 passes to Click as the root context's ``obj``::
 
     admin = click.get_current_context().find_root().obj.service("conduit.admin")
 
-:mod:`conduit.kernel.core` imports this module, so it imports nothing else at run time
-until a method needs it.
+The kernel imports this module when a built-in first asks for the service; it imports
+nothing else at run time until a method needs it.
 """
 
 from __future__ import annotations
@@ -28,12 +36,7 @@ if TYPE_CHECKING:
     from conduit.indexer.records import Index
     from conduit.kernel.core import Kernel
 
-__all__ = ["ADMIN_SERVICE", "RESERVED_PREFIX", "Admin"]
-
-#: the name the kernel registers its :class:`Admin` under
-ADMIN_SERVICE = "conduit.admin"
-#: service names starting with this belong to the kernel and are served to built-ins only
-RESERVED_PREFIX = "conduit."
+__all__ = ["Admin"]
 
 
 class Admin:
@@ -79,13 +82,19 @@ class Admin:
             profile=profile,
             approve=lambda rec, caps: False,
         )
+        import click  # a built-in command is running: Click is imported already
+
         start = time.perf_counter_ns()
-        try:
-            kernel.activate(name)
-        except ConduitError as exc:
-            return exc.message
-        finally:
-            kernel.shutdown()
+        # The plugin boots under an empty Click context of its own: the running command's
+        # root context holds the built-in's plugin context (its ``obj``), which is not
+        # the measured plugin's to use.
+        with click.Context(click.Command(name)):
+            try:
+                kernel.activate(name)
+            except ConduitError as exc:
+                return exc.message
+            finally:
+                kernel.shutdown()
         spans = {s[0].split(":", 1)[0]: (s[2] - s[1]) / 1e6 for s in profile.spans}
         return {
             "import_ms": round(spans.get("import", 0.0), 3),

@@ -19,9 +19,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from conduit.errors import ConduitError, PluginError, PluginLoadError
-from conduit.hosts.recording import command_key, registered_twice
-from conduit.kernel.admin import ADMIN_SERVICE, RESERVED_PREFIX, Admin
-from conduit.kernel.registry import KERNEL_HOOKS, Registry
+from conduit.hosts import command_key, registered_twice
 from conduit.timing import Profile
 
 if TYPE_CHECKING:
@@ -31,10 +29,19 @@ if TYPE_CHECKING:
     from conduit.indexer.records import Index, PluginRec
     from conduit.kernel.hooks import HookBus
     from conduit.paths import Paths
+    from conduit.security.capabilities import Capability
     from conduit.security.grants import Approver
     from conduit.security.guard import Running
 
-__all__ = ["Context", "Kernel"]
+__all__ = ["ADMIN_SERVICE", "KERNEL_HOOKS", "KERNEL_OWNER", "Context", "Kernel", "Registry"]
+
+#: the hooks the kernel calls itself (their specs are conduit.kernel.hookspecs; a test checks
+#: that the two agree)
+KERNEL_HOOKS = ("after_command", "before_command", "config_loaded", "on_command_error")
+#: the owner of the services the kernel provides itself (a name no plugin can have)
+KERNEL_OWNER = "conduit"
+#: the kernel's service for Conduit's built-in plugins (conduit.kernel.admin.Admin)
+ADMIN_SERVICE = "conduit.admin"
 
 #: the attribution of code that no guard watches (no guarded plugin active)
 _NOGUARD: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
@@ -42,6 +49,29 @@ _NOGUARD: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
 INACTIVE = "inactive"
 ACTIVE = "active"
 FAILED = "failed"
+
+
+class Registry:
+    """Everything active plugins have registered, each entry tagged with its owner."""
+
+    def __init__(self) -> None:
+        self.commands: dict[tuple[str, str], click.Command] = {}
+        self.services: dict[str, tuple[str, Callable[[], Any]]] = {}
+        self.service_instances: dict[str, Any] = {}
+        self.hooks: dict[str, list[tuple[str, Callable[..., Any]]]] = {}
+        self.hookspecs: dict[str, tuple[str, Callable[..., Any], bool]] = {}
+        #: bumped on every hook or hookspec change, so the pluggy manager is rebuilt
+        self.generation = 0
+
+    def owned_by(self, plugin: str) -> list[str]:
+        """Describe every registration ``plugin`` still holds (empty when it holds none)."""
+        held = [f"command {name}" for (owner, name) in self.commands if owner == plugin]
+        held += [f"service {n}" for n, (owner, _) in self.services.items() if owner == plugin]
+        held += [
+            f"hook {h}" for h, impls in self.hooks.items() for owner, _ in impls if owner == plugin
+        ]
+        held += [f"hookspec {h}" for h, (owner, _, _) in self.hookspecs.items() if owner == plugin]
+        return held
 
 
 class Context:
@@ -207,7 +237,7 @@ class Kernel:
         #: entered around the kernel's own work once the guard is installed
         self._trusted: contextlib.AbstractContextManager[None] = _NOGUARD
         # The kernel's own service for built-in plugins (owner "conduit": no plugin).
-        self.registry.services[ADMIN_SERVICE] = ("conduit", lambda: Admin(self))
+        self.registry.services[ADMIN_SERVICE] = (KERNEL_OWNER, self._admin)
 
     def record(self, name: str) -> PluginRec:
         """The index record of an installed, usable plugin, or a PluginLoadError."""
@@ -286,7 +316,6 @@ class Kernel:
         if rec["source"] == "builtin" or not getattr(host, "guarded", False):
             return _NOGUARD
         from conduit.security import guard
-        from conduit.security.grants import granted
 
         own = guard.own_files(rec["source"], rec["origin"], rec["entry"])
         if rec.get("dependencies"):
@@ -296,9 +325,13 @@ class Kernel:
 
             own.append(env_dir(self.paths.cache_dir, list(rec["dependencies"])))
         guard.install()
-        policy = guard.Policy(
-            name, granted(self.index, name), own=own, plugin_data=self.paths.plugin_data(name)
-        )
+        grants: list[Capability] = []
+        table = self.index["config"].get("grants")
+        if isinstance(table, dict) and name in table:  # most plugins hold no grant at all
+            from conduit.security.grants import granted
+
+            grants = granted(self.index, name)
+        policy = guard.Policy(name, grants, own=own, plugin_data=self.paths.plugin_data(name))
         self._guards[name] = running = guard.Running(policy)
         self._trusted = guard.TRUSTED
         return running
@@ -457,24 +490,31 @@ class Kernel:
         self.hook("after_command", command=argv[0], argv=argv[1:], exit_code=code)
         return code
 
+    def _admin(self) -> Any:
+        """The factory of :data:`~conduit.kernel.ADMIN_SERVICE`, imported when a built-in
+        asks for it (most commands never do)."""
+        from conduit.kernel.admin import Admin
+
+        return Admin(self)
+
     def service(self, name: str, *, for_plugin: str | None = None) -> Any:
         """The service ``name``; its provider is activated on first use.
 
         ``for_plugin`` names the plugin that asks; ``None`` is the kernel's own caller
-        (the command line, a library user). Names starting with ``conduit.`` belong to
-        the kernel (:mod:`conduit.kernel.admin`) and are served to built-in plugins only:
-        any other plugin gets a :class:`~conduit.errors.PluginError`.
+        (the command line, a library user). The services the kernel provides itself
+        (:mod:`conduit.kernel.admin`) are served to built-in plugins only: any other
+        plugin gets a :class:`~conduit.errors.PluginError`.
         """
-        if for_plugin is not None and name.startswith(RESERVED_PREFIX):
+        registry = self.registry
+        owner = registry.services.get(name, ("",))[0]
+        if for_plugin is not None and owner == KERNEL_OWNER:
             rec = self.index["plugins"].get(for_plugin)
             if rec is None or rec["source"] != "builtin":
                 raise PluginError(
                     for_plugin,
                     f"service '{name}' is reserved for Conduit's built-in plugins",
-                    hint=f"services named '{RESERVED_PREFIX}*' belong to Conduit itself; "
-                    "a third-party plugin cannot use them",
+                    hint="it belongs to Conduit itself; a third-party plugin cannot use it",
                 )
-        registry = self.registry
         if name in registry.service_instances:
             return registry.service_instances[name]
         if name not in registry.services:

@@ -18,13 +18,13 @@ from conduit.errors import PluginError
 if TYPE_CHECKING:
     import pluggy
 
-    from conduit.kernel.registry import Registry
+    from conduit.kernel.core import Registry
 
 __all__ = ["HookBus"]
 
 
 class HookBus:
-    """A pluggy manager mirroring a :class:`~conduit.kernel.registry.Registry`'s hooks."""
+    """A pluggy manager mirroring a :class:`~conduit.kernel.core.Registry`'s hooks."""
 
     def __init__(self, registry: Registry) -> None:
         self._registry = registry

@@ -15,9 +15,7 @@ from typing import Any
 
 import pluggy
 
-from conduit.kernel.registry import KERNEL_HOOKS
-
-__all__ = ["KERNEL_HOOKS", "after_command", "before_command", "config_loaded", "on_command_error"]
+__all__ = ["after_command", "before_command", "config_loaded", "on_command_error"]
 
 hookspec = pluggy.HookspecMarker("conduit")
 

@@ -80,6 +80,13 @@ class _GrantedEnviron(MutableMapping[str, str]):
     def __contains__(self, key: object) -> bool:
         return isinstance(key, str) and self._allowed(key) and key in _real_environ
 
+    def get(self, key: str, default: Any = None) -> Any:
+        # Not Mapping.get, which would build (and drop) a CapabilityDenied for every
+        # ungranted variable asked for: Click and gettext ask for five on every command.
+        if isinstance(key, str) and self._allowed(key):
+            return _real_environ.get(key, default)
+        return default
+
     def __iter__(self) -> Iterator[str]:
         return iter([k for k in _real_environ if self._allowed(k)])
 

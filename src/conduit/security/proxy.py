@@ -13,7 +13,17 @@ so the plugin's HTTP library reports it, and the host child turns it into one cl
 line (:func:`conduit.security.sandbox.explain`).
 
 TLS is not terminated: the proxy sees the host name the client asked to tunnel to, not
-the traffic. Names are resolved by the kernel, when it connects.
+the traffic.
+
+Names are resolved by the kernel, once: the proxy checks every address a granted name
+resolves to and connects to an address it checked (no second lookup, so no DNS rebinding
+between the check and the connection). A name may not lead to an *internal* address
+(:func:`internal`: loopback, private, link-local such as the cloud metadata service
+``169.254.169.254``, unique-local, unspecified, multicast, ...) unless the grants name
+that address themselves (``network:http:127.0.0.1``) or the name is ``localhost``, which
+only ever means the loopback. So ``network:http:api.example.com`` cannot be turned into
+access to the user's internal services by whoever controls that name's DNS. The resolver
+is a parameter (``socket.getaddrinfo`` by default, :data:`RESOLVE`), for tests.
 """
 
 from __future__ import annotations
@@ -25,19 +35,31 @@ import threading
 
 TYPE_CHECKING = False  # not typing's: the host child does not import typing
 if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from typing import Any
+
     from conduit.security.capabilities import Capability
 
-__all__ = ["Proxy", "forward"]
+    #: ``socket.getaddrinfo``'s signature: ``(host, port, family, type)`` to
+    #: ``(family, type, proto, canonname, sockaddr)`` tuples
+    Resolver = Callable[..., Sequence[tuple[Any, Any, int, str, tuple[Any, ...]]]]
+
+__all__ = ["RESOLVE", "Proxy", "forward", "internal"]
 
 _MAX_HEAD = 64 * 1024
+#: how a :class:`Proxy` made without a ``resolve`` argument looks names up
+RESOLVE: Resolver = socket.getaddrinfo
 
 
 class Proxy:
     """The kernel side for one host child: allows the hosts of ``grants`` only."""
 
-    def __init__(self, plugin: str, grants: list[Capability]) -> None:
+    def __init__(
+        self, plugin: str, grants: list[Capability], resolve: Resolver | None = None
+    ) -> None:
         self.plugin = plugin
         self.grants = grants
+        self.resolve = RESOLVE if resolve is None else resolve
         self._mine, self._theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         #: the descriptor the child inherits
         self.child_fd = self._theirs.fileno()
@@ -57,6 +79,41 @@ class Proxy:
 
     def allows(self, host: str, port: int) -> bool:
         return any(g.allows_host(host, port) for g in self.grants)
+
+    def connect(self, host: str, port: int) -> socket.socket:
+        """A connection to ``host:port`` (which the caller checked is granted), made to
+        an address checked here: the one lookup's answers are used as they are.
+
+        Raises :class:`PermissionError` (its second argument the address) when every
+        address of ``host`` is internal and none is named by the grants: a refused
+        address is never tried, an allowed one among them is. :class:`OSError` when no
+        allowed address can be reached."""
+        localhost = host.lower().rstrip(".") == "localhost"
+        refused: list[str] = []
+        error: OSError | None = None
+        for family, _, proto, _, sockaddr in self.resolve(host, port, 0, socket.SOCK_STREAM):
+            if family not in (socket.AF_INET, socket.AF_INET6):
+                continue
+            address = str(sockaddr[0])
+            if internal(address) and not (
+                self.allows(address.partition("%")[0], port) or (localhost and _loopback(address))
+            ):
+                refused.append(address)
+                continue
+            upstream = socket.socket(family, socket.SOCK_STREAM, proto)
+            try:
+                upstream.settimeout(10)
+                upstream.connect((address, port, *sockaddr[2:]))  # the port asked for
+            except OSError as exc:
+                upstream.close()
+                error = exc
+                continue
+            return upstream
+        if error is not None:
+            raise error
+        if refused:
+            raise PermissionError(f"{host} resolves to {refused[0]}", refused[0])
+        raise OSError(f"{host} has no IP address")
 
     def _serve(self) -> None:
         with self._mine:  # closed when the child is gone: nothing else needs to
@@ -102,7 +159,16 @@ class Proxy:
             _reply(conn, 403, f"Conduit denied network:http:{host}")
             return
         try:
-            upstream = socket.create_connection((host, port), timeout=10)
+            upstream = self.connect(host, port)
+        except PermissionError as exc:
+            address = exc.args[1]
+            _reply(
+                conn,
+                403,
+                f"Conduit denied network:http:{address} ({host} resolves to "
+                "an internal address, which the grants do not name)",
+            )
+            return
         except OSError as exc:
             _reply(conn, 502, f"Bad Gateway ({exc.strerror or exc})")
             return
@@ -121,6 +187,35 @@ class Proxy:
             back.start()
             _pump(conn, upstream)
             back.join()
+
+
+def internal(address: str) -> bool:
+    """Whether a name must not lead to ``address`` unless the grants name it: anything
+    but a global unicast address (loopback, private, link-local, unique-local, shared,
+    reserved, unspecified, documentation, ...) and multicast; an IPv6 address embedding
+    such an IPv4 one (IPv4-mapped, IPv4-compatible, 6to4, NAT64) too."""
+    import ipaddress
+
+    ip = ipaddress.ip_address(address)
+    if ip.is_multicast or not ip.is_global:
+        return True
+    if isinstance(ip, ipaddress.IPv6Address):
+        embedded = ip.ipv4_mapped or ip.sixtofour
+        if embedded is None and any(ip in ipaddress.ip_network(n) for n in _EMBEDDING):
+            embedded = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+        return embedded is not None and internal(str(embedded))
+    return False
+
+
+#: IPv6 prefixes whose last 32 bits are an IPv4 address: IPv4-compatible, NAT64 (RFC
+#: 6052 and the local-use prefix of RFC 8215)
+_EMBEDDING = ("::/96", "64:ff9b::/96", "64:ff9b:1::/48")
+
+
+def _loopback(address: str) -> bool:
+    import ipaddress
+
+    return ipaddress.ip_address(address).is_loopback
 
 
 def _target(method: str, target: str) -> tuple[str, int, str]:

@@ -492,7 +492,11 @@ def _denied_capability(cause: BaseException) -> str | None:
         frames.append(
             (os.path.basename(tb.tb_frame.f_code.co_filename), tb.tb_frame.f_code.co_name)
         )
-        family = tb.tb_frame.f_locals.get("family") if frames[-1][1] == "__init__" else None
+        family = (
+            tb.tb_frame.f_locals.get("family")
+            if frames[-1][1] in ("__init__", "socketpair")
+            else None
+        )
         tb = tb.tb_next
     last_file, last_function = frames[-1] if frames else ("", "")
     if last_file == "socket.py" or last_function in ("connect", "create_connection"):

@@ -6,10 +6,20 @@ The filter answers ``EPERM`` (so Python raises :class:`PermissionError`) to:
 - ``socket()`` of any family but ``AF_NETLINK``, and ``AF_INET``/``AF_INET6`` when the
   network is allowed. ``AF_UNIX`` is refused always: Landlock (up to ABI 7) does not
   govern ``connect()`` to a Unix socket's path, so a new Unix socket could reach
-  ``/run/docker.sock`` or an ssh-agent. ``socketpair()`` stays allowed (it reaches
-  nothing outside), and the RPC channel is an inherited, connected socket.
-  ``AF_NETLINK`` only ever reaches the process's own network namespace, and glibc's
-  resolver asks it about interfaces;
+  ``/run/docker.sock`` or an ssh-agent. ``AF_NETLINK`` only ever reaches the process's
+  own network namespace, and glibc's resolver asks it about interfaces;
+- ``socketpair()`` of anything but ``AF_UNIX``/``SOCK_STREAM`` (``SOCK_NONBLOCK`` and
+  ``SOCK_CLOEXEC`` allowed). A datagram pair (``SOCK_DGRAM``, or ``SOCK_RAW``, which
+  Linux makes a datagram socket) is not bound to its peer: ``sendto()``/``sendmsg()``
+  with an address, or ``connect()`` then ``send()``, deliver to any datagram socket on
+  the machine (``/dev/log``, journald). The filter cannot see those addresses (they are
+  behind pointers, ``sendmsg``'s inside a struct) nor a socket's type in ``connect()``,
+  so no unconnected Unix datagram socket may exist in the child at all: ``socket()``
+  cannot make one, ``socketpair()`` makes connected stream pairs only, which the kernel
+  never re-points (``EISCONN`` for an address, ``EISCONN``/``EPROTOTYPE`` for
+  ``connect()``, even after the peer closed). ``SOCK_SEQPACKET`` is refused too, as
+  nothing Conduit runs needs it. The sockets the host inherits (the RPC channel, the
+  proxy's) are connected stream sockets as well;
 - ``ioctl(TIOCSTI)`` and ``ioctl(TIOCLINUX)`` always: the host inherits the user's
   terminal, and these push keystrokes into it, to be run by the shell after Conduit
   exits (Landlock's ioctl rules do not cover descriptors opened before it applies);
@@ -36,13 +46,14 @@ __all__ = ["SeccompError", "available", "install", "program"]
 
 _AUDIT_ARCH_X86_64 = 0xC000003E
 _X32_BIT = 0x40000000
-_NR_IOCTL, _NR_SOCKET, _NR_EXECVE, _NR_EXECVEAT = 16, 41, 59, 322
+_NR_IOCTL, _NR_SOCKET, _NR_SOCKETPAIR, _NR_EXECVE, _NR_EXECVEAT = 16, 41, 53, 59, 322
 _TIOCSTI, _TIOCLINUX = 0x5412, 0x541C
 _NR_IO_URING = (425, 426, 427)
 _NR_KEYS = (248, 249, 250)  # add_key, request_key, keyctl
-_AF_INET, _AF_INET6, _AF_NETLINK = 2, 10, 16
+_AF_UNIX, _AF_INET, _AF_INET6, _AF_NETLINK = 1, 2, 10, 16
+_SOCK_STREAM, _SOCK_TYPE_MASK = 1, 0xF  # the type without SOCK_NONBLOCK, SOCK_CLOEXEC
 
-_LD_W_ABS, _JEQ_K, _JGE_K, _RET_K = 0x20, 0x15, 0x35, 0x06
+_LD_W_ABS, _JEQ_K, _JGE_K, _ALU_AND_K, _RET_K = 0x20, 0x15, 0x35, 0x54, 0x06
 _RET_ALLOW = 0x7FFF0000
 _RET_EPERM = 0x00050000 | errno.EPERM
 _OFF_NR, _OFF_ARCH, _OFF_ARG0, _OFF_ARG1 = (
@@ -101,12 +112,24 @@ def program(*, allow_exec: bool, allow_inet: bool) -> list[tuple[int, int, int, 
     ]
     families = [_AF_NETLINK] + ([_AF_INET, _AF_INET6] if allow_inet else [])
     ops += [
-        _op(_JEQ_K, _NR_SOCKET, jf=len(families) + 2),  # not socket(): to the final allow
+        _op(_JEQ_K, _NR_SOCKET, jf=len(families) + 3),  # not socket(): on to socketpair()
         _op(_LD_W_ABS, _OFF_ARG0),
     ]
     for i, family in enumerate(families):
-        ops.append(_op(_JEQ_K, family, jt=len(families) - i))  # to the final allow
+        ops.append(_op(_JEQ_K, family, jt=len(families) - i))  # to this block's allow
     ops += [_op(_RET_K, _RET_EPERM), _op(_RET_K, _RET_ALLOW)]
+    # socketpair(AF_UNIX, SOCK_STREAM) only (with any of SOCK_NONBLOCK, SOCK_CLOEXEC):
+    # a datagram pair could be pointed at any path by connect() or sendto()
+    ops += [
+        _op(_JEQ_K, _NR_SOCKETPAIR, jf=6),  # not socketpair(): to the final allow
+        _op(_LD_W_ABS, _OFF_ARG0),
+        _op(_JEQ_K, _AF_UNIX, jf=3),
+        _op(_LD_W_ABS, _OFF_ARG1),
+        _op(_ALU_AND_K, _SOCK_TYPE_MASK),
+        _op(_JEQ_K, _SOCK_STREAM, jt=1),
+        _op(_RET_K, _RET_EPERM),
+        _op(_RET_K, _RET_ALLOW),
+    ]
     return ops
 
 

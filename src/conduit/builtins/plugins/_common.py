@@ -28,7 +28,8 @@ def admin() -> Admin:
     as the root context's ``obj``; kept in the root context's ``meta`` for the rest of
     the command.
     """
-    from conduit.kernel.admin import ADMIN_SERVICE, Admin
+    from conduit.kernel.admin import Admin
+    from conduit.kernel.core import ADMIN_SERVICE
 
     root = click.get_current_context().find_root()
     found = root.meta.get(ADMIN_SERVICE)
@@ -47,8 +48,7 @@ def _detached_admin() -> Admin:
     this process: in the process host's child (the config's ``[isolation]`` table may
     force a built-in there), a remote proxy stands for the service instead."""
     from conduit.indexer.build import load
-    from conduit.kernel import Kernel
-    from conduit.kernel.admin import ADMIN_SERVICE
+    from conduit.kernel.core import ADMIN_SERVICE, Kernel
     from conduit.paths import resolve
     from conduit.timing import Profile
 

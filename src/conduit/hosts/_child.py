@@ -2,8 +2,8 @@
 
 Started as ``sys.executable -c "from conduit.hosts._child import main; main()"`` with
 the socket to the kernel inherited as file descriptor ``CONDUIT_RPC_FD``. Before any
-plugin code is imported it applies the limits it was given (``CONDUIT_HOST_MEMORY_MB``
-as RLIMIT_AS; :func:`_prepare_process`). Then it serves the kernel's requests
+plugin code is imported it applies the limits it was given (memory, file size and
+processes: :func:`_prepare_process`). Then it serves the kernel's requests
 (docs/protocol.md): it activates plugins with the same loader as the in-process host,
 runs their commands with output streamed back, and forwards the plugins' calls to kernel
 services and hooks.
@@ -161,27 +161,66 @@ def _arg_names(fn: Callable[..., Any]) -> list[str]:
     ]
 
 
+def _limit_reached(exc: BaseException) -> tuple[str, str] | None:
+    """When ``exc`` is how one of this host's limits makes plugin code fail: what to add
+    to its message (naming the limit, or "" to leave it), and the hint."""
+    cause = exc.__cause__ if isinstance(exc, CommandFailed) else exc
+    if isinstance(cause, OSError) and LIMITS["max-file-mb"]:
+        import errno
+
+        if cause.errno == errno.EFBIG:  # RLIMIT_FSIZE (or the filesystem's own maximum)
+            return (
+                f" (the file size limit of a plugin host is {LIMITS['max-file-mb']} MB: "
+                "[process] max-file-mb)",
+                "if the plugin needs larger files, raise 'max-file-mb' in the config's "
+                "[process] table (0 = no limit)",
+            )
+    count = LIMITS["max-processes"]
+    if count and (
+        (isinstance(cause, OSError) and cause.errno == 11)  # EAGAIN: fork, clone, spawn
+        or (isinstance(cause, RuntimeError) and "can't start new thread" in str(cause))
+    ):
+        return "", (
+            f"a plugin host and the programs it runs may have {count} processes and threads "
+            "at once; if the plugin needs more, raise 'max-processes' in the config's "
+            "[process] table (0 = no limit)"
+        )
+    if isinstance(cause, MemoryError) and LIMITS["memory-mb"]:
+        return "", (
+            f"a plugin host may use {LIMITS['memory-mb']} MB of memory (address space); if "
+            "the plugin needs more, raise 'memory-mb' in the config's [process] table "
+            "(0 = no limit)"
+        )
+    return None
+
+
 def _plugin_error(exc: BaseException) -> rpc.RemoteError:
     import traceback
 
     from conduit.security.sandbox import explain
 
     exc = explain(exc) or exc  # a sandbox denial: name the missing capability
+    limit = _limit_reached(exc)
+    suffix = limit[0] if limit else ""
     if isinstance(exc, ConduitError):
         return rpc.RemoteError(
             rpc.PLUGIN_ERROR,
-            exc.message,
+            exc.message + suffix,
             {
                 "kind": type(exc).__name__,
-                "hint": exc.hint,
+                "hint": limit[1] if limit else exc.hint,
                 "detail": getattr(exc, "detail", None),
                 "traceback": "".join(traceback.format_exception(exc.__cause__ or exc)),
             },
         )
     return rpc.RemoteError(
         rpc.PLUGIN_ERROR,
-        f"{type(exc).__name__}: {exc}",
-        {"kind": "exception", "traceback": "".join(traceback.format_exception(exc))},
+        f"{type(exc).__name__}: {exc}{suffix}",
+        {
+            "kind": "exception",
+            "hint": limit[1] if limit else None,
+            "traceback": "".join(traceback.format_exception(exc)),
+        },
     )
 
 
@@ -360,19 +399,43 @@ def _connect() -> rpc.Endpoint:
     return rpc.Endpoint(rpc.Channel(rfd, fd, max_frame=max_frame))
 
 
+#: the limits this host applied to itself (0 = none), for the errors that name them
+LIMITS = {"memory-mb": 0, "max-file-mb": 0, "max-processes": 0}
+# glibc's malloc arenas a host may have: each reserves 64 MiB of address space, and with
+# up to 8 per core a pool of threads would spend the memory limit on reservations alone.
+# Under the GIL more arenas buy little.
+_MALLOC_ARENAS = 4
+
+
 def _prepare_process() -> None:
     """Restrict this process before any plugin code is imported: the limits the kernel
-    passed (``CONDUIT_HOST_MEMORY_MB`` as RLIMIT_AS), then the sandbox the grants ask for
-    (see conduit.security.sandbox for the order of its steps)."""
-    memory = os.environ.pop("CONDUIT_HOST_MEMORY_MB", "")
-    if memory and int(memory) > 0:
+    passed (``CONDUIT_HOST_MEMORY_MB`` as RLIMIT_AS, ``CONDUIT_HOST_MAX_FILE_MB`` as
+    RLIMIT_FSIZE; ``CONDUIT_HOST_MAX_PROCESSES`` goes to the sandbox, which counts
+    processes in the host's own user namespace), then the sandbox the grants ask for (see
+    conduit.security.sandbox for the order of its steps). The limits are hard: neither
+    the plugin nor a program it runs can raise them."""
+    for key in LIMITS:
+        value = os.environ.pop("CONDUIT_HOST_" + key.upper().replace("-", "_"), "")
+        LIMITS[key] = max(0, int(value or 0))
+    if LIMITS["memory-mb"] or LIMITS["max-file-mb"]:
         import resource
 
-        limit = int(memory) * 1024 * 1024
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        if LIMITS["memory-mb"]:
+            if sys.platform == "linux":
+                from conduit.security.landlock import libc
+
+                m_arena_max = -8
+                libc().mallopt(m_arena_max, _MALLOC_ARENAS)  # glibc's; musl ignores it
+            limit = LIMITS["memory-mb"] * 1024 * 1024
+            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        if LIMITS["max-file-mb"]:
+            # Python ignores SIGXFSZ: a write past the limit fails with EFBIG (reported
+            # by _limit_reached); programs the plugin runs are stopped by the signal.
+            limit = LIMITS["max-file-mb"] * 1024 * 1024
+            resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
     from conduit.security.sandbox import apply as apply_sandbox
 
-    apply_sandbox()
+    apply_sandbox(max_processes=LIMITS["max-processes"])
 
 
 def _interruptible(endpoint: rpc.Endpoint) -> None:

@@ -31,10 +31,13 @@ import pytest
 
 from conduit.config import ProcessSettings as ConfigSettings
 from conduit.config import read_settings
-from conduit.errors import ConfigError
+from conduit.errors import ConduitError, ConfigError
 from conduit.hosts.process import ProcessSettings
+from conduit.indexer.build import load
+from conduit.kernel import Kernel
 from conduit.paths import resolve
 from conduit.security import sandbox
+from conduit.timing import Profile
 
 from _factory import manifest_block, write
 
@@ -72,24 +75,27 @@ class Result:
     err: str
 
 
-# Runs `python -m conduit ARGS` under a process limit of its own. The kernel never applies
-# RLIMIT_NPROC to the real user ID 0, so when the tests run as root the real user ID
-# becomes nobody's: the effective one stays 0, and with it every file access.
-_WRAPPER = """
+# Runs `python -m conduit ARGS` under a process limit of its own (and, given, a file size
+# limit of the user's). The kernel never applies RLIMIT_NPROC to the real user ID 0, so
+# when the tests run as root the real user ID becomes nobody's: the effective one stays 0,
+# and with it every file access.
+_WRAPPER = f"""
 import os, resource, sys
-outer = int(sys.argv[1])
+outer, fsize = int(sys.argv[1]), int(sys.argv[2])
 if os.getuid() == 0:
-    os.setresuid({nobody}, 0, 0)
+    os.setresuid({NOBODY}, 0, 0)
 with open("/proc/loadavg") as f:
     limit = int(f.read().split()[3].split("/")[1]) + outer
 resource.setrlimit(resource.RLIMIT_NPROC, (limit, limit))
-os.execv(sys.executable, [sys.executable, "-m", "conduit", *sys.argv[2:]])
-""".format(nobody=NOBODY)
+if fsize:
+    resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
+os.execv(sys.executable, [sys.executable, "-m", "conduit", *sys.argv[3:]])
+"""
 
 
-def cli(*args: str) -> Result:
+def cli(*args: str, file_limit: int = 0) -> Result:
     proc = subprocess.run(
-        [sys.executable, "-c", _WRAPPER, str(OUTER), *args],
+        [sys.executable, "-c", _WRAPPER, str(OUTER), str(file_limit), *args],
         capture_output=True,
         text=True,
         timeout=100,
@@ -239,16 +245,23 @@ finally:
 
 
 @counted_per_namespace
-def test_threads_count_towards_a_configured_process_limit(plugin_dir, conduit_home):
-    configure(conduit_home, "[process]\nmax-processes = 16")
+@pytest.mark.parametrize(
+    "grants",
+    [
+        pytest.param("[]", id="no-network"),
+        # no network namespace: the host makes a user namespace alone to count in
+        pytest.param('["network:http"]', id="unscoped-network"),
+    ],
+)
+def test_threads_count_towards_a_configured_process_limit(plugin_dir, conduit_home, grants):
+    configure(conduit_home, f"[process]\nmax-processes = 16\n[grants]\nthreads = {grants}")
     plugin(plugin_dir, "threads", THREADS)
     r = cli("threads")
     count = int(data_file("threads", "count").read_text())
     assert 8 < count < 16, count
     assert r.code == 1, r.err
     assert error_line(r) == (
-        "error: plugin 'threads': command 'threads' failed: RuntimeError: "
-        "can't start new thread"
+        "error: plugin 'threads': command 'threads' failed: RuntimeError: can't start new thread"
     )
     assert "may have 16 processes and threads at once" in hint_line(r)
 
@@ -270,9 +283,7 @@ click.echo(f"ran {sum(child.wait() == 0 for child in children)}")
 
 
 @counted_per_namespace
-def test_a_plugin_that_runs_programs_has_room_under_the_default_limits(
-    plugin_dir, conduit_home
-):
+def test_a_plugin_that_runs_programs_has_room_under_the_default_limits(plugin_dir, conduit_home):
     configure(conduit_home, '[grants]\nrunner = ["process:execute"]')
     plugin(plugin_dir, "runner", PROGRAMS)
     r = cli("runner")
@@ -337,6 +348,18 @@ def test_a_disk_filler_is_stopped_at_max_file_mb(plugin_dir, conduit_home):
     assert data_file("filler", "fill").stat().st_size == 5 << 20
 
 
+def test_a_lower_limit_of_the_users_own_is_kept(plugin_dir):
+    """The user's shell already limits file sizes to 3 MiB: the host keeps that (it
+    could not raise it) instead of failing to start, and names it."""
+    plugin(plugin_dir, "filler", FILLER)
+    r = cli("filler", file_limit=3 << 20)
+    assert r.code == 1, r.err
+    assert error_line(r).endswith(
+        "(the file size limit of a plugin host is 3 MB: [process] max-file-mb)"
+    )
+    assert data_file("filler", "fill").stat().st_size == 3 << 20
+
+
 def test_a_host_killed_by_sigxfsz_is_reported_with_the_limit(plugin_dir, conduit_home):
     configure(conduit_home, "[process]\nmax-file-mb = 5")
     plugin(plugin_dir, "filler", FILLER)
@@ -360,6 +383,51 @@ def test_programs_a_plugin_runs_inherit_the_file_size_limit(plugin_dir, conduit_
     assert data_file("filler", "fill").stat().st_size == 5 << 20
 
 
+FILL_SERVICE = """
+# /// conduit
+# name = "fillsvc"
+# api = ">=1.0,<2"
+# isolation = "process"
+# [provides]
+# services = ["fill"]
+# ///
+import os
+from conduit.sdk import Plugin
+
+
+class Fill:
+    def __init__(self, data):
+        self.data = data
+
+    def fill(self):
+        with open(os.path.join(self.data, "fill"), "wb") as f:
+            for _ in range(20):
+                f.write(bytes(1 << 20))
+
+
+class P(Plugin):
+    def boot(self, ctx):
+        ctx.register_service("fill", lambda: Fill(ctx.data_dir))
+"""
+
+
+def test_a_service_call_past_the_file_size_limit_names_it(plugin_dir, conduit_home):
+    configure(conduit_home, "[process]\nmax-file-mb = 5")
+    write(plugin_dir, "fillsvc.py", FILL_SERVICE)
+    paths = resolve()
+    kernel = Kernel(load(paths, Profile(False)), paths)
+    try:
+        with pytest.raises(ConduitError) as info:
+            kernel.service("fill").fill()
+    finally:
+        kernel.shutdown()
+    assert info.value.message == (
+        "plugin 'fillsvc': OSError: [Errno 27] File too large (the file size limit of a "
+        "plugin host is 5 MB: [process] max-file-mb)"
+    )
+    assert info.value.hint is not None and "raise 'max-file-mb'" in info.value.hint
+
+
 # -- memory ------------------------------------------------------------------------------
 # bytes(n) is calloc'ed: without a limit its pages are never touched, so the test stays
 # harmless on a machine where the allocation succeeds.
@@ -375,10 +443,13 @@ def test_a_memory_bomb_fails_under_the_default_memory_limit(plugin_dir):
     plugin(plugin_dir, "memhog", MEMORY_BOMB.replace("MB", str(default)))
     r = cli("memhog")
     assert r.code == 1, (r.out, r.err)
-    assert error_line(r) == "error: plugin 'memhog': command 'memhog' failed: MemoryError: "
+    assert error_line(r) == (
+        "error: plugin 'memhog': command 'memhog' failed: MemoryError (the memory limit of a "
+        f"plugin host is {default} MB: [process] memory-mb)"
+    )
     assert hint_line(r) == (
-        f"hint: a plugin host may use {default} MB of memory (address space); if the plugin "
-        "needs more, raise 'memory-mb' in the config's [process] table (0 = no limit)"
+        "hint: if the plugin needs more memory, raise 'memory-mb' in the config's [process] "
+        "table (0 = no limit)"
     )
     r = cli("memhog", "small")
     assert (r.code, r.out) == (0, "allocated 64 MiB\n"), r.err

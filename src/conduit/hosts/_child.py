@@ -186,10 +186,11 @@ def _limit_reached(exc: BaseException) -> tuple[str, str] | None:
             "[process] table (0 = no limit)"
         )
     if isinstance(cause, MemoryError) and LIMITS["memory-mb"]:
-        return "", (
-            f"a plugin host may use {LIMITS['memory-mb']} MB of memory (address space); if "
-            "the plugin needs more, raise 'memory-mb' in the config's [process] table "
-            "(0 = no limit)"
+        return (
+            f" (the memory limit of a plugin host is {LIMITS['memory-mb']} MB: "
+            "[process] memory-mb)",
+            "if the plugin needs more memory, raise 'memory-mb' in the config's [process] "
+            "table (0 = no limit)",
         )
     return None
 
@@ -203,9 +204,12 @@ def _plugin_error(exc: BaseException) -> rpc.RemoteError:
     limit = _limit_reached(exc)
     suffix = limit[0] if limit else ""
     if isinstance(exc, ConduitError):
+        message = exc.message
+        if suffix and message.endswith(": "):  # an exception without a message
+            message = message[:-2]
         return rpc.RemoteError(
             rpc.PLUGIN_ERROR,
-            exc.message + suffix,
+            message + suffix,
             {
                 "kind": type(exc).__name__,
                 "hint": limit[1] if limit else exc.hint,
@@ -213,9 +217,10 @@ def _plugin_error(exc: BaseException) -> rpc.RemoteError:
                 "traceback": "".join(traceback.format_exception(exc.__cause__ or exc)),
             },
         )
+    text = str(exc)
     return rpc.RemoteError(
         rpc.PLUGIN_ERROR,
-        f"{type(exc).__name__}: {exc}{suffix}",
+        f"{type(exc).__name__}{': ' + text if text or not suffix else ''}{suffix}",
         {
             "kind": "exception",
             "hint": limit[1] if limit else None,
@@ -417,6 +422,9 @@ def _prepare_process() -> None:
     for key in LIMITS:
         value = os.environ.pop("CONDUIT_HOST_" + key.upper().replace("-", "_"), "")
         LIMITS[key] = max(0, int(value or 0))
+    from conduit.security.sandbox import apply as apply_sandbox
+    from conduit.security.sandbox import lower_limit
+
     if LIMITS["memory-mb"] or LIMITS["max-file-mb"]:
         import resource
 
@@ -426,15 +434,13 @@ def _prepare_process() -> None:
 
                 m_arena_max = -8
                 libc().mallopt(m_arena_max, _MALLOC_ARENAS)  # glibc's; musl ignores it
-            limit = LIMITS["memory-mb"] * 1024 * 1024
-            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+            limit = lower_limit(resource.RLIMIT_AS, LIMITS["memory-mb"] << 20)
+            LIMITS["memory-mb"] = limit >> 20
         if LIMITS["max-file-mb"]:
             # Python ignores SIGXFSZ: a write past the limit fails with EFBIG (reported
             # by _limit_reached); programs the plugin runs are stopped by the signal.
-            limit = LIMITS["max-file-mb"] * 1024 * 1024
-            resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-    from conduit.security.sandbox import apply as apply_sandbox
-
+            limit = lower_limit(resource.RLIMIT_FSIZE, LIMITS["max-file-mb"] << 20)
+            LIMITS["max-file-mb"] = limit >> 20
     apply_sandbox(max_processes=LIMITS["max-processes"])
 
 

@@ -15,7 +15,13 @@ signal, killed from outside
 no answer in time, or the   "did not answer ... within N s; its host was stopped"
 request not read in time
 oversized or garbled frame  "its host broke the protocol (...); it was stopped"
-memory limit                the plugin's MemoryError, or the crash it causes
+memory limit                the plugin's MemoryError, with the limit named (exit 1), or
+                            the crash it causes
+file size limit             the plugin's OSError (EFBIG) with the limit named (exit 1),
+                            or, killed by SIGXFSZ, "its host was stopped ...: it wrote
+                            past the file size limit of N MB"
+process limit               the plugin's OSError (EAGAIN) or RuntimeError (no thread),
+                            and a hint naming ``max-processes``
 ==========================  ============================================================
 
 After a crash the next call in the same kernel starts a new child, unless the last
@@ -155,18 +161,22 @@ class ProcessHost:
             # stdio transport: the executable's stdout is the channel, stderr its log.
             # Its address space and file size are limited between fork and exec; it has no
             # user namespace of its own, in which alone a process limit can be counted.
+            import resource
+
+            from conduit.security.sandbox import lower_limit
+
             limits = [
-                (kind, mb * 1024 * 1024)
-                for kind, mb in ((0, settings.memory_mb), (1, settings.max_file_mb))
+                (which, mb << 20)
+                for which, mb in (
+                    (resource.RLIMIT_AS, settings.memory_mb),
+                    (resource.RLIMIT_FSIZE, settings.max_file_mb),
+                )
                 if mb
             ]
 
             def limit() -> None:  # runs in the child between fork and exec
-                import resource
-
-                for kind, value in limits:
-                    which = resource.RLIMIT_AS if kind == 0 else resource.RLIMIT_FSIZE
-                    resource.setrlimit(which, (value, value))
+                for which, value in limits:
+                    lower_limit(which, value)
 
             with profile.span(f"host:spawn:{name}"):
                 try:

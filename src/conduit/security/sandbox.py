@@ -14,10 +14,11 @@ later one takes the means away):
 3. a user and network namespace of its own (``unshare``): no network interface but a
    loopback; with a scoped ``network:http`` grant the loopback is brought up and a
    listener bound on ``127.0.0.1:3128`` (needs the namespace's capabilities, so before
-   step 4). With unscoped ``network:http``, a user namespace alone, for step 3a;
-   3a. ``RLIMIT_NPROC`` (``[process] max-processes``), after the namespace, in which the
+   step 4). With unscoped ``network:http``, a user namespace alone (for the count of
+   step 3a);
+3a. ``RLIMIT_NPROC`` (``[process] max-processes``): after the namespace, in which the
    kernel counts this host's processes and threads apart from the user's others (see
-   :func:`_limit_processes`); before step 7, whose thread counts;
+   :func:`_limit_processes`), and before step 7, whose thread counts;
 4. ``no_new_privs``: nothing it runs can gain privileges (and steps 5 and 6 require it);
 5. Landlock: reads and writes only where granted (plus the interpreter's files), program
    execution only of the granted programs, TCP connect only to the proxy's port, no
@@ -58,6 +59,7 @@ __all__ = [
     "can_unshare",
     "explain",
     "host_plugins",
+    "lower_limit",
     "prepare",
     "shared_plugins",
 ]
@@ -404,7 +406,20 @@ def _limit_processes(count: int, namespace: bool) -> None:
                 count += int(f.read().split()[3].partition("/")[2])  # running/total
         except (OSError, ValueError, IndexError):
             return  # no bound we can set without the risk of failing other programs
-    resource.setrlimit(resource.RLIMIT_NPROC, (count, count))
+    lower_limit(resource.RLIMIT_NPROC, count)
+
+
+def lower_limit(which: int, value: int) -> int:
+    """Set the resource limit ``which`` (soft and hard) to ``value``, or keep the hard
+    limit the process already has if it is lower (raising it would fail); the limit set.
+    Used by the host child and, for an executable, between fork and exec."""
+    import resource
+
+    hard = resource.getrlimit(which)[1]
+    if hard != resource.RLIM_INFINITY:
+        value = min(value, hard)
+    resource.setrlimit(which, (value, value))
+    return value
 
 
 def _kernel_at_least(major: int, minor: int) -> bool:

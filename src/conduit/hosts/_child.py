@@ -164,20 +164,20 @@ def _arg_names(fn: Callable[..., Any]) -> list[str]:
 def _limit_reached(exc: BaseException) -> tuple[str, str] | None:
     """When ``exc`` is how one of this host's limits makes plugin code fail: what to add
     to its message (naming the limit, or "" to leave it), and the hint."""
-    cause = exc.__cause__ if isinstance(exc, CommandFailed) else exc
-    if isinstance(cause, OSError) and LIMITS["max-file-mb"]:
-        import errno
+    import errno
 
-        if cause.errno == errno.EFBIG:  # RLIMIT_FSIZE (or the filesystem's own maximum)
-            return (
-                f" (the file size limit of a plugin host is {LIMITS['max-file-mb']} MB: "
-                "[process] max-file-mb)",
-                "if the plugin needs larger files, raise 'max-file-mb' in the config's "
-                "[process] table (0 = no limit)",
-            )
+    cause = exc.__cause__ if isinstance(exc, CommandFailed) else exc
+    error = cause.errno if isinstance(cause, OSError) else None
+    if error == errno.EFBIG and LIMITS["max-file-mb"]:  # or the filesystem's own maximum
+        return (
+            f" (the file size limit of a plugin host is {LIMITS['max-file-mb']} MB: "
+            "[process] max-file-mb)",
+            "if the plugin needs larger files, raise 'max-file-mb' in the config's "
+            "[process] table (0 = no limit)",
+        )
     count = LIMITS["max-processes"]
     if count and (
-        (isinstance(cause, OSError) and cause.errno == 11)  # EAGAIN: fork, clone, spawn
+        error == errno.EAGAIN  # fork, clone, spawn
         or (isinstance(cause, RuntimeError) and "can't start new thread" in str(cause))
     ):
         return "", (

@@ -20,7 +20,9 @@ Layout::
     [process]                      # out-of-process plugin hosts
     timeout = 30                   # seconds for a call (0 = none for commands below)
     command-timeout = 0
-    memory-mb = 0                  # RLIMIT_AS per host, 0 = unlimited
+    memory-mb = 2048               # address space (RLIMIT_AS) of each host, 0 = unlimited
+    max-processes = 512            # processes and threads of a Python host, 0 = unlimited
+    max-file-mb = 4096             # largest file a host may write (RLIMIT_FSIZE), 0 = unlimited
     codec = "json"                 # or "msgpack"
 
     [isolation]                    # force plugins into a stricter host
@@ -70,7 +72,13 @@ class ProcessSettings(
 
     timeout: float = 30.0  # seconds for any call but a command
     command_timeout: float = 0.0  # seconds for a command; 0 = no limit
-    memory_mb: int = 0  # RLIMIT_AS of each host; 0 = no limit
+    #: RLIMIT_AS of each host in MiB; 0 = no limit (see docs/permissions-process.md#limits)
+    memory_mb: Annotated[int, msgspec.Meta(ge=0)] = 2048
+    #: processes and threads a Python host and the programs it runs may have at once
+    #: (RLIMIT_NPROC in the host's own user namespace); 0 = no limit
+    max_processes: Annotated[int, msgspec.Meta(ge=0)] = 512
+    #: RLIMIT_FSIZE of each host in MiB: the largest file it may write; 0 = no limit
+    max_file_mb: Annotated[int, msgspec.Meta(ge=0)] = 4096
     codec: Literal["json", "msgpack"] = "json"
     max_frame_mb: int = 16
     cancel_grace: float = 2.0  # seconds a cancelled request may take before a kill
@@ -152,7 +160,23 @@ def read_settings(path: str) -> Settings:
             hint="see docs/user-guide.md#configuration for the allowed settings",
         ) from None
     _check_grants(path, settings)
+    _check_process(path, settings)
     return settings
+
+
+#: the least ``[process] max-processes`` may be (0 aside): the host's own thread, the
+#: proxy's forwarder thread, and a program or two it runs
+MIN_PROCESSES = 8
+
+
+def _check_process(path: str, settings: Settings) -> None:
+    count = settings.process.max_processes
+    if 0 < count < MIN_PROCESSES:
+        raise ConfigError(
+            path,
+            f"process.max-processes: {count} is too few for a plugin host to work",
+            hint=f"use at least {MIN_PROCESSES}, or 0 for no limit",
+        )
 
 
 def _check_grants(path: str, settings: Settings) -> None:

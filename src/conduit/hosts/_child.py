@@ -2,8 +2,8 @@
 
 Started as ``sys.executable -c "from conduit.hosts._child import main; main()"`` with
 the socket to the kernel inherited as file descriptor ``CONDUIT_RPC_FD``. Before any
-plugin code is imported it applies the limits it was given (``CONDUIT_HOST_MEMORY_MB``
-as RLIMIT_AS; :func:`_prepare_process`). Then it serves the kernel's requests
+plugin code is imported it applies the limits it was given (memory, file size and
+processes: :func:`_prepare_process`). Then it serves the kernel's requests
 (docs/protocol.md): it activates plugins with the same loader as the in-process host,
 runs their commands with output streamed back, and forwards the plugins' calls to kernel
 services and hooks.
@@ -161,27 +161,71 @@ def _arg_names(fn: Callable[..., Any]) -> list[str]:
     ]
 
 
+def _limit_reached(exc: BaseException) -> tuple[str, str] | None:
+    """When ``exc`` is how one of this host's limits makes plugin code fail: what to add
+    to its message (naming the limit, or "" to leave it), and the hint."""
+    import errno
+
+    cause = exc.__cause__ if isinstance(exc, CommandFailed) else exc
+    error = cause.errno if isinstance(cause, OSError) else None
+    if error == errno.EFBIG and LIMITS["max-file-mb"]:  # or the filesystem's own maximum
+        return (
+            f" (the file size limit of a plugin host is {LIMITS['max-file-mb']} MB: "
+            "[process] max-file-mb)",
+            "if the plugin needs larger files, raise 'max-file-mb' in the config's "
+            "[process] table (0 = no limit)",
+        )
+    count = LIMITS["max-processes"]
+    if count and (
+        error == errno.EAGAIN  # fork, clone, spawn
+        or (isinstance(cause, RuntimeError) and "can't start new thread" in str(cause))
+    ):
+        return "", (
+            f"a plugin host and the programs it runs may have {count} processes and threads "
+            "at once; if the plugin needs more, raise 'max-processes' in the config's "
+            "[process] table (0 = no limit)"
+        )
+    if isinstance(cause, MemoryError) and LIMITS["memory-mb"]:
+        return (
+            f" (the memory limit of a plugin host is {LIMITS['memory-mb']} MB: "
+            "[process] memory-mb)",
+            "if the plugin needs more memory, raise 'memory-mb' in the config's [process] "
+            "table (0 = no limit)",
+        )
+    return None
+
+
 def _plugin_error(exc: BaseException) -> rpc.RemoteError:
     import traceback
 
     from conduit.security.sandbox import explain
 
     exc = explain(exc) or exc  # a sandbox denial: name the missing capability
+    limit = _limit_reached(exc)
+    suffix = limit[0] if limit else ""
     if isinstance(exc, ConduitError):
+        message = exc.message
+        if suffix and message.endswith(": "):  # an exception without a message
+            message = message[:-2]
         return rpc.RemoteError(
             rpc.PLUGIN_ERROR,
-            exc.message,
+            message + suffix,
             {
                 "kind": type(exc).__name__,
-                "hint": exc.hint,
+                "hint": limit[1] if limit else exc.hint,
                 "detail": getattr(exc, "detail", None),
                 "traceback": "".join(traceback.format_exception(exc.__cause__ or exc)),
             },
         )
+    text = str(exc)
     return rpc.RemoteError(
         rpc.PLUGIN_ERROR,
-        f"{type(exc).__name__}: {exc}",
-        {"kind": "exception", "traceback": "".join(traceback.format_exception(exc))},
+        f"{type(exc).__name__}{': ' + text if text or not suffix else ''}{suffix}",
+        {
+            "kind": "exception",
+            "hint": limit[1] if limit else None,
+            "traceback": "".join(traceback.format_exception(exc)),
+        },
     )
 
 
@@ -360,19 +404,44 @@ def _connect() -> rpc.Endpoint:
     return rpc.Endpoint(rpc.Channel(rfd, fd, max_frame=max_frame))
 
 
+#: the limits this host applied to itself (0 = none), for the errors that name them
+LIMITS = {"memory-mb": 0, "max-file-mb": 0, "max-processes": 0}
+# glibc's malloc arenas a host may have: each reserves 64 MiB of address space, and with
+# up to 8 per core a pool of threads would spend the memory limit on reservations alone.
+# Under the GIL more arenas buy little.
+_MALLOC_ARENAS = 4
+
+
 def _prepare_process() -> None:
     """Restrict this process before any plugin code is imported: the limits the kernel
-    passed (``CONDUIT_HOST_MEMORY_MB`` as RLIMIT_AS), then the sandbox the grants ask for
-    (see conduit.security.sandbox for the order of its steps)."""
-    memory = os.environ.pop("CONDUIT_HOST_MEMORY_MB", "")
-    if memory and int(memory) > 0:
+    passed (``CONDUIT_HOST_MEMORY_MB`` as RLIMIT_AS, ``CONDUIT_HOST_MAX_FILE_MB`` as
+    RLIMIT_FSIZE; ``CONDUIT_HOST_MAX_PROCESSES`` goes to the sandbox, which counts
+    processes in the host's own user namespace), then the sandbox the grants ask for (see
+    conduit.security.sandbox for the order of its steps). The limits are hard: neither
+    the plugin nor a program it runs can raise them."""
+    for key in LIMITS:
+        value = os.environ.pop("CONDUIT_HOST_" + key.upper().replace("-", "_"), "")
+        LIMITS[key] = max(0, int(value or 0))
+    from conduit.security.sandbox import apply as apply_sandbox
+    from conduit.security.sandbox import lower_limit
+
+    if LIMITS["memory-mb"] or LIMITS["max-file-mb"]:
         import resource
 
-        limit = int(memory) * 1024 * 1024
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    from conduit.security.sandbox import apply as apply_sandbox
+        if LIMITS["memory-mb"]:
+            if sys.platform == "linux":
+                from conduit.security.landlock import libc
 
-    apply_sandbox()
+                m_arena_max = -8
+                libc().mallopt(m_arena_max, _MALLOC_ARENAS)  # glibc's; musl ignores it
+            limit = lower_limit(resource.RLIMIT_AS, LIMITS["memory-mb"] << 20)
+            LIMITS["memory-mb"] = limit >> 20
+        if LIMITS["max-file-mb"]:
+            # Python ignores SIGXFSZ: a write past the limit fails with EFBIG (reported
+            # by _limit_reached); programs the plugin runs are stopped by the signal.
+            limit = lower_limit(resource.RLIMIT_FSIZE, LIMITS["max-file-mb"] << 20)
+            LIMITS["max-file-mb"] = limit >> 20
+    apply_sandbox(max_processes=LIMITS["max-processes"])
 
 
 def _interruptible(endpoint: rpc.Endpoint) -> None:

@@ -15,7 +15,13 @@ signal, killed from outside
 no answer in time, or the   "did not answer ... within N s; its host was stopped"
 request not read in time
 oversized or garbled frame  "its host broke the protocol (...); it was stopped"
-memory limit                the plugin's MemoryError, or the crash it causes
+memory limit                the plugin's MemoryError, with the limit named (exit 1), or
+                            the crash it causes
+file size limit             the plugin's OSError (EFBIG) with the limit named (exit 1),
+                            or, killed by SIGXFSZ, "its host was stopped ...: it wrote
+                            past the file size limit of N MB"
+process limit               the plugin's OSError (EAGAIN) or RuntimeError (no thread),
+                            and a hint naming ``max-processes``
 ==========================  ============================================================
 
 After a crash the next call in the same kernel starts a new child, unless the last
@@ -59,6 +65,10 @@ _CHILD_NO_SITE = "import sys; sys.path[:] = sys.argv[1:]; del sys.argv[1:]; " + 
 # only). Anything else (an editable install's finder, installed by a .pth file) needs site.
 _PLAIN_FINDERS = ("_frozen_importlib", "_distutils_hack", "_pytest.", "zipimport")
 _FAULTY = "the plugin is faulty: report it to its author, or disable it"
+_RAISE_FILE_LIMIT = (
+    "if the plugin needs larger files, raise 'max-file-mb' in the config's [process] "
+    "table (0 = no limit)"
+)
 
 
 class ProcessSettings:
@@ -68,7 +78,11 @@ class ProcessSettings:
         table = table or {}
         self.timeout = float(table.get("timeout", 30.0)) or None  # 0 = no limit
         self.command_timeout = float(table.get("command-timeout", 0.0)) or None
-        self.memory_mb = int(table.get("memory-mb", 0))
+        # The limits' defaults are conduit.config.ProcessSettings' (the index always has
+        # them; these apply to a host made without a config, as in tests).
+        self.memory_mb = int(table.get("memory-mb", 2048))  # RLIMIT_AS; 0 = no limit
+        self.max_processes = int(table.get("max-processes", 512))  # 0 = no limit
+        self.max_file_mb = int(table.get("max-file-mb", 4096))  # RLIMIT_FSIZE; 0 = no limit
         self.codec = str(table.get("codec", "json"))
         self.max_frame = int(table.get("max-frame-mb", 16)) * 1024 * 1024
         self.cancel_grace = float(table.get("cancel-grace", 2.0))
@@ -134,17 +148,35 @@ class ProcessHost:
         # where the kernel keeps caches (single-file plugins' dependencies): the child may
         # not see CONDUIT_HOME or XDG_* in a sandbox, and must look in the same place
         env["CONDUIT_HOST_CACHE_DIR"] = self.kernel.paths.cache_dir
-        if self.settings.memory_mb:
-            env["CONDUIT_HOST_MEMORY_MB"] = str(self.settings.memory_mb)
+        settings = self.settings
+        # The limits, which the Python host applies to itself (hosts/_child.py); 0 = none.
+        for key, value in (
+            ("CONDUIT_HOST_MEMORY_MB", settings.memory_mb),
+            ("CONDUIT_HOST_MAX_FILE_MB", settings.max_file_mb),
+            ("CONDUIT_HOST_MAX_PROCESSES", settings.max_processes),
+        ):
+            if value:
+                env[key] = str(value)
         if self.command is not None:
             # stdio transport: the executable's stdout is the channel, stderr its log.
-            memory = self.settings.memory_mb * 1024 * 1024
+            # Its address space and file size are limited between fork and exec; it has no
+            # user namespace of its own, in which alone a process limit can be counted.
+            import resource
+
+            from conduit.security.sandbox import lower_limit
+
+            limits = [
+                (which, mb << 20)
+                for which, mb in (
+                    (resource.RLIMIT_AS, settings.memory_mb),
+                    (resource.RLIMIT_FSIZE, settings.max_file_mb),
+                )
+                if mb
+            ]
 
             def limit() -> None:  # runs in the child between fork and exec
-                if memory:
-                    import resource
-
-                    resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+                for which, value in limits:
+                    lower_limit(which, value)
 
             with profile.span(f"host:spawn:{name}"):
                 try:
@@ -154,7 +186,7 @@ class ProcessHost:
                         stdout=subprocess.PIPE,
                         env=env,
                         # preexec_fn is safe here: the kernel has started no threads.
-                        preexec_fn=limit if memory else None,
+                        preexec_fn=limit if limits else None,
                     )
                 except OSError as exc:
                     raise HostError(
@@ -380,6 +412,13 @@ class ProcessHost:
             )
         if isinstance(exc, rpc.ChannelClosed):
             status = self._stop(kill=False)  # it is gone: collect its exit status
+            if status == -signal.SIGXFSZ and self.settings.max_file_mb:
+                return self._give_up(
+                    name,
+                    f"its host was stopped during '{method}': it wrote past the file size "
+                    f"limit of {self.settings.max_file_mb} MB ([process] max-file-mb)",
+                    _RAISE_FILE_LIMIT,
+                )
             return self._give_up(
                 name,
                 f"its host crashed ({describe_exit(status)}) during '{method}'",

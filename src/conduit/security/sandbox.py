@@ -9,12 +9,16 @@ later one takes the means away):
 
 1. the environment was already filtered by the kernel: the child never sees an
    ungranted variable;
-2. rlimits: no core dumps (the address-space limit of ``[process] memory-mb`` is set
-   just before, by the host);
+2. rlimits: no core dumps (the address-space and file-size limits of ``[process]
+   memory-mb`` and ``max-file-mb`` are set just before, by the host);
 3. a user and network namespace of its own (``unshare``): no network interface but a
    loopback; with a scoped ``network:http`` grant the loopback is brought up and a
    listener bound on ``127.0.0.1:3128`` (needs the namespace's capabilities, so before
-   step 4);
+   step 4). With unscoped ``network:http``, a user namespace alone (for the count of
+   step 3a);
+3a. ``RLIMIT_NPROC`` (``[process] max-processes``): after the namespace, in which the
+   kernel counts this host's processes and threads apart from the user's others (see
+   :func:`_limit_processes`), and before step 7, whose thread counts;
 4. ``no_new_privs``: nothing it runs can gain privileges (and steps 5 and 6 require it);
 5. Landlock: reads and writes only where granted (plus the interpreter's files), program
    execution only of the granted programs, TCP connect only to the proxy's port, no
@@ -55,6 +59,7 @@ __all__ = [
     "can_unshare",
     "explain",
     "host_plugins",
+    "lower_limit",
     "prepare",
     "shared_plugins",
 ]
@@ -297,8 +302,9 @@ _applied: dict[str, Any] = {}
 _UNIX = "unix"  # not a capability: no grant opens Unix sockets
 
 
-def apply() -> None:
-    """Apply the policy the kernel passed in ``CONDUIT_SANDBOX`` to this process.
+def apply(*, max_processes: int = 0) -> None:
+    """Apply the policy the kernel passed in ``CONDUIT_SANDBOX`` to this process, and
+    the limit ``max_processes`` (``[process] max-processes``; 0 = none).
 
     Called by the host child before it imports any plugin code; does nothing without a
     policy. See the module docstring for the order of the steps.
@@ -309,14 +315,14 @@ def apply() -> None:
     from conduit.rpc import codec  # JSON without the json package (and its re import)
 
     try:
-        _apply(codec("json").decode(text.encode()))
+        _apply(codec("json").decode(text.encode()), max_processes)
     except (OSError, ValueError, KeyError) as exc:
         # Fail closed: a host that cannot be sandboxed as asked runs no plugin code.
         os.write(2, f"conduit plugin host: cannot apply the sandbox: {exc}\n".encode())
         os._exit(71)
 
 
-def _apply(policy: dict[str, Any]) -> None:
+def _apply(policy: dict[str, Any], max_processes: int = 0) -> None:
     net = policy["net"]
     proxy_fd = policy.get("proxy_fd")
     if proxy_fd is not None:
@@ -327,12 +333,18 @@ def _apply(policy: dict[str, Any]) -> None:
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
     listener = None
+    namespace = False
     if net != "all":
-        if _unshare_network():
+        namespace = _unshare(network=True)
+        if namespace:
             if net == "proxy":
                 listener = _proxy_listener()
         elif net == "proxy":
             net = "none"  # fail closed: no namespace, no host filtering, no network
+    elif max_processes:
+        namespace = _unshare(network=False)  # where processes are counted: see below
+    if max_processes:
+        _limit_processes(max_processes, namespace)
 
     _prctl_no_new_privs()
     _landlock(policy, net)
@@ -356,10 +368,11 @@ def _libc() -> Any:
 _CLONE_NEWUSER, _CLONE_NEWNET = 0x10000000, 0x40000000
 
 
-def _unshare_network() -> bool:
-    """A user and network namespace of our own, the same user ID inside it."""
+def _unshare(network: bool) -> bool:
+    """A user namespace of our own, the same user ID inside it; a network namespace too
+    when ``network``. False when the machine does not allow it."""
     uid, gid = os.geteuid(), os.getegid()
-    if _libc().unshare(_CLONE_NEWUSER | _CLONE_NEWNET) != 0:
+    if _libc().unshare(_CLONE_NEWUSER | (_CLONE_NEWNET if network else 0)) != 0:
         return False
     try:
         with open("/proc/self/setgroups", "w") as f:
@@ -371,6 +384,50 @@ def _unshare_network() -> bool:
     except OSError:
         pass  # unmapped IDs show as "nobody"; the isolation holds all the same
     return True
+
+
+def _limit_processes(count: int, namespace: bool) -> None:
+    """At most ``count`` processes and threads for this host and everything it starts.
+
+    ``RLIMIT_NPROC`` is checked at every fork and thread start against the number of
+    tasks of the real user ID; since Linux 5.14 that number is kept per user namespace, so
+    in the namespace this host just created it counts this host's tasks and their
+    descendants' only, not the user's other programs. (Set before the namespace, the limit
+    would also become the namespace's allowance in the parent one, where every process of
+    the user counts.) Where it cannot be counted apart (no namespace, or an older kernel)
+    the limit is ``count`` on top of every task on the machine now: looser, but it still
+    stops a fork bomb without failing the user's other programs. The kernel never applies
+    it to the real user ID 0 (docs/permissions-process.md#limits)."""
+    import resource
+
+    if not (namespace and _kernel_at_least(5, 14)):
+        try:
+            with open("/proc/loadavg", encoding="ascii") as f:
+                count += int(f.read().split()[3].partition("/")[2])  # running/total
+        except (OSError, ValueError, IndexError):
+            return  # no bound we can set without the risk of failing other programs
+    lower_limit(resource.RLIMIT_NPROC, count)
+
+
+def lower_limit(which: int, value: int) -> int:
+    """Set the resource limit ``which`` (soft and hard) to ``value``, or keep the hard
+    limit the process already has if it is lower (raising it would fail); the limit set.
+    Used by the host child and, for an executable, between fork and exec."""
+    import resource
+
+    hard = resource.getrlimit(which)[1]
+    if hard != resource.RLIM_INFINITY:
+        value = min(value, hard)
+    resource.setrlimit(which, (value, value))
+    return value
+
+
+def _kernel_at_least(major: int, minor: int) -> bool:
+    try:
+        found = tuple(int(n) for n in os.uname().release.split("-")[0].split(".")[:2])
+    except ValueError:
+        return False
+    return found >= (major, minor)
 
 
 def _proxy_listener() -> Any:

@@ -227,3 +227,33 @@ def test_a_tampered_lock_hash_is_refused(
         assert r.returncode == 1, (dist, r.stdout)
         assert "hash mismatch" in r.stderr.splitlines()[0], r.stderr
         assert fresh.dists() == {}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("installer", ["uv", "pip"])
+def test_sync_builds_nothing(
+    make_venv,  # noqa: F811
+    index: PackageIndex,  # noqa: F811
+    tmp_path: Path,
+    conduit_home: Path,
+    installer: str,
+) -> None:
+    """A lock file that names a source directory: 'sync' would run its build code, and
+    nobody named it on the command line."""
+    from test_dependency_consent import source_tree
+
+    marker = tmp_path / "outside" / "pwned"
+    marker.parent.mkdir()
+    tree = source_tree(tmp_path / "src", "cstore-src", "1.0.0", marker=marker)
+    (conduit_home / "conduit.lock").write_text(
+        _entry(name="cstore-src", url=tree.as_uri(), hashes=[])
+    )
+    venv = _venv(make_venv, installer)
+    r = venv.conduit("plugins", "sync")
+    assert r.returncode == 1, r.stdout
+    assert r.stderr.splitlines()[0] == (
+        f"error: cstore-src 1.0.0 is locked from a source that would have to be built "
+        f"({tree.as_uri()}); 'sync' builds nothing"
+    )
+    assert not marker.exists()
+    assert venv.dists() == {}

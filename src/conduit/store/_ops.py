@@ -795,6 +795,16 @@ class Store:
                     or n not in before.dists
                     or (before.dists[n].version, before.dists[n].url) != (p.version, p.url)
                 ]
+                for p in todo:
+                    if p.url is not None and not urlparse(p.url).path.endswith(".whl"):
+                        # a directory, an sdist or a VCS URL: installing it runs its build
+                        # code, and nobody named it on this command line
+                        raise StoreError(
+                            f"{p.name} {p.version} is locked from a source that would have "
+                            f"to be built ({p.url}); 'sync' builds nothing",
+                            hint=f"install it yourself if you trust it: conduit plugins "
+                            f"install '{p.name} @ {p.url}'",
+                        )
                 hashed = [p for p in todo if p.hashes]
                 lines = []
                 for p in hashed:

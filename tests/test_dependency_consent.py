@@ -236,7 +236,7 @@ def test_a_url_dependency_is_refused_and_its_build_code_never_runs(
     assert marker.read_text() == "build code ran"
 
 
-@pytest.mark.parametrize("installer", ["uv", "pip"])
+@pytest.mark.parametrize("installer", ["uv", pytest.param("pip", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("where", ["index", "find-links"])
 def test_an_sdist_dependency_is_never_built(
     plugin_dir: Path,
@@ -520,3 +520,33 @@ def test_grant_dependencies_needs_a_plugin_that_declares_some(
     r = conduit(env, "plugins", "grant", "plain", "--dependencies")
     assert r.returncode == 2
     assert r.stderr.startswith("error: plugin 'plain' declares no dependencies\n")
+
+
+def test_install_time_notes_name_the_dependencies_too(tmp_path: Path) -> None:
+    """'plugins install' lists what a new plugin lacks (conduit.security.grants.offer):
+    for a package plugin whose manifest declares dependencies, the command consents too,
+    and a refused dependency is a warning, not a crash after the commit."""
+    from conduit.security.grants import offer
+
+    def rec(name: str, deps: list[str]) -> dict[str, object]:
+        return {
+            "name": name,
+            "source": "entry-point",
+            "version": "1.0",
+            "capabilities": ["env:read:HOME"],
+            "dependencies": deps,
+        }
+
+    index = {
+        "config": {},
+        "plugins": {"a": rec("a", ["rich"]), "b": rec("b", ["x @ https://example.org/x.tgz"])},
+    }
+    notes = offer(index, ["a", "b"], str(tmp_path / "config.toml"), ask=False)  # type: ignore[arg-type]
+    assert notes == [
+        "plugin 'a' asks for: env:read:HOME",
+        "  grant with: conduit plugins grant a --dependencies env:read:HOME",
+        "warning: plugin 'b': its dependency 'x @ https://example.org/x.tgz' is a URL or path "
+        "requirement, which Conduit refuses: it could run build code on your machine (run "
+        "'conduit plugins grant b --dependencies --allow-build' to allow it, if you trust it)",
+    ]
+    assert not (tmp_path / "config.toml").exists()

@@ -182,9 +182,13 @@ def offer(index: Index, names: list[str], config_file: str, *, ask: bool) -> lis
             continue
         try:
             ensure_granted(index, rec, config_file, None if ask else _never)
-        except NotGranted:
+        except NotGranted as exc:
             notes.append(f"plugin '{name}' asks for: {', '.join(lacking)}")
-            notes.append(f"  grant with: {grant_command(name, lacking)}")
+            also = ["--dependencies"] if isinstance(exc, NotConsented) else []
+            notes.append(f"  grant with: {grant_command(name, [*also, *lacking])}")
+            continue
+        except PluginLoadError as exc:  # a dependency that is refused in any case
+            notes.append(f"warning: {exc.message}")
             continue
         notes.append(f"plugin '{name}': granted {', '.join(lacking)} (saved in {config_file})")
     return notes

@@ -162,6 +162,10 @@ def test_inline_dependencies_need_no_grant(plugin_dir, conduit_home):
     )
     assert "# dependencies" in source
     write(plugin_dir, "probe.py", source)
+    # the user consented to installing them (docs/permissions.md#dependencies)
+    (conduit_home / "config.toml").write_text(
+        '[dependencies.consented]\nprobe = ["cguard-dep==1.0"]\n'
+    )
     proc = conduit("probe", "read", os.path.join(deps, "data.txt"))
     assert (proc.returncode, proc.stdout, errors(proc)) == (0, "read: dependency data\n", [])
 

@@ -241,6 +241,10 @@ def test_inline_dependencies_are_readable_not_writable(plugin_dir, conduit_home,
     deps.mkdir(parents=True)
     (deps / "data.txt").write_text("dependency data")
     probe_plugin(plugin_dir, extra='dependencies = ["cproc-dep==1.0"]\n')
+    # the user consented to installing them (docs/permissions.md#dependencies)
+    (conduit_home / "config.toml").write_text(
+        '[dependencies.consented]\nprobe = ["cproc-dep==1.0"]\n'
+    )
     ok = run("probe", "read", str(deps / "data.txt"))
     assert (ok.code, ok.out) == (0, "dependency data\n"), ok.err
     r = run("probe", "write", str(deps / "data.txt"))

@@ -523,6 +523,11 @@ def test_single_file_dependencies_go_to_a_private_cached_environment(
     venv = make_venv()
     plugins = conduit_home / "plugins"
     plugins.mkdir()
+    config = conduit_home / "config.toml"  # the user consented (docs/permissions.md)
+    config.write_text(
+        config.read_text() + "[dependencies.consented]\n"
+        'alpha = ["cstore-dep==1.0.0"]\nbeta = ["cstore-dep==1.0.0"]\ngamma = ["cstore-missing"]\n'
+    )
     (plugins / "alpha.py").write_text(DEP_PLUGIN.format(name="alpha", isolation="in-process"))
     (plugins / "beta.py").write_text(DEP_PLUGIN.format(name="beta", isolation="process"))
     r = venv.conduit("alpha-run")
@@ -640,3 +645,90 @@ def test_update_refuses_a_version_that_needs_another_conduit(
     assert "nothing was changed (the previous state is restored)" in r.stderr
     assert venv.dists()["cstore-hello"] == "2.0.0"
     assert (conduit_home / "conduit.lock").read_bytes() == lock_before
+
+
+# -- builds: only for the sources named on the command line -----------------------------------
+
+
+def _plugin_files(dist: str, plugin: str) -> dict[str, object]:
+    """The files and entry point of a plugin distribution, for ``source_tree`` and
+    ``make_sdist`` (tests/test_dependency_consent.py): a build backend that writes its
+    ``marker`` when it runs."""
+    pkg = dist.replace("-", "_")
+    files = {
+        f"{pkg}/__init__.py": "",
+        f"{pkg}/conduit-plugin.toml": (
+            f'api = ">=1.0,<2"\n[[commands]]\nname = "{plugin}-run"\nhelp = "Run."\n'
+        ),
+        f"{pkg}/plugin.py": (
+            "import click\nfrom conduit.sdk import Plugin as Base\n"
+            f"@click.command('{plugin}-run')\ndef run():\n    click.echo('{plugin} built')\n"
+            "class Plugin(Base):\n    def boot(self, ctx):\n        ctx.register_command(run)\n"
+        ),
+    }
+    return {"files": files, "entry_points": f"[conduit.plugins]\n{plugin} = {pkg}.plugin:Plugin\n"}
+
+
+@pytest.mark.parametrize("installer", ["uv", "pip"])
+def test_install_builds_only_the_sources_named_on_the_command_line(
+    make_venv, index: PackageIndex, tmp_path: Path, installer: str
+) -> None:
+    from test_dependency_consent import make_sdist, source_tree
+
+    venv = make_venv(seed=True, with_uv=False) if installer == "pip" else make_venv()
+    evil = tmp_path / "outside" / "pwned"  # written by build code nobody named
+    evil.parent.mkdir()
+    named = tmp_path / "named-built"  # by the build code of what the user named
+    index.add(make_sdist(tmp_path / "dists", "cstore-evil", "0.1", marker=evil))
+
+    # the named directory builds; its dependency, an sdist on the index, does not
+    needy = source_tree(
+        tmp_path / "needy",
+        "cstore-needy",
+        "1.0.0",
+        marker=named,
+        requires=("cstore-evil",),
+        **_plugin_files("cstore-needy", "needy"),  # type: ignore[arg-type]
+    )
+    r = venv.conduit("plugins", "install", str(needy))
+    assert r.returncode == 1, r.stdout
+    assert r.stderr.startswith(f"error: install: {installer} failed: "), r.stderr
+    assert "Traceback" not in r.stderr
+    assert not evil.exists()
+    assert venv.dists() == {}
+
+    # nor by its name from the index
+    r = venv.conduit("plugins", "install", "cstore-evil")
+    assert r.returncode == 1
+    assert not evil.exists()
+    if installer == "uv":
+        assert r.stderr.splitlines()[-1] == (
+            "hint: Conduit installs wheels only: a source distribution is built only when "
+            "you name it (a directory or an sdist file on the command line)"
+        )
+
+    # what the user names builds: a source directory, an sdist file
+    project = source_tree(
+        tmp_path / "named",
+        "cstore-named",
+        "1.0.0",
+        marker=named,
+        **_plugin_files("cstore-named", "named"),  # type: ignore[arg-type]
+    )
+    r = venv.conduit("plugins", "install", str(project))
+    assert r.returncode == 0, r.stderr
+    assert named.exists()
+    assert venv.conduit("named-run").stdout == "named built\n"
+    named.unlink()
+    sdist = make_sdist(
+        tmp_path / "sdists",
+        "cstore-packed",
+        "1.0.0",
+        marker=named,
+        **_plugin_files("cstore-packed", "packed"),
+    )
+    r = venv.conduit("plugins", "install", str(sdist))
+    assert r.returncode == 0, r.stderr
+    assert named.exists()
+    assert venv.conduit("packed-run").stdout == "packed built\n"
+    assert not evil.exists()

@@ -31,6 +31,12 @@ Layout::
     [grants]                       # capabilities the user granted, per plugin
     git-tools = ["filesystem:read:~/src", "process:execute:git"]
 
+    [dependencies]                 # single-file plugins' inline dependencies
+    allow-build = ["my-tool"]      # may build sdists and install URL/path requirements
+
+    [dependencies.consented]       # the lists the user agreed to install, per plugin
+    my-tool = ["httpx", "rich>=13"]
+
     [store]                        # `conduit plugins install` and friends
     installer = "auto"             # "uv", "pip", or "auto" (uv when found, else pip)
     index-url = "https://pypi.org/simple"   # default: the installer's own default
@@ -56,7 +62,14 @@ import msgspec
 from conduit.errors import ConfigError
 from conduit.fs import atomic_write, locked
 
-__all__ = ["PluginSettings", "Settings", "StoreSettings", "read_settings", "update_config"]
+__all__ = [
+    "DependencySettings",
+    "PluginSettings",
+    "Settings",
+    "StoreSettings",
+    "read_settings",
+    "update_config",
+]
 
 
 class PluginSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
@@ -101,6 +114,20 @@ class StoreSettings(
     catalog_max_age: float = 3600.0
 
 
+class DependencySettings(
+    msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True, rename="kebab"
+):
+    """``[dependencies]``: what the user allowed for plugins' inline dependencies
+    (conduit.store.envs; docs/permissions.md#dependencies)."""
+
+    #: plugin -> the dependency list the user agreed to install (sorted); asked again
+    #: when the plugin's list differs
+    consented: dict[str, list[str]] = {}
+    #: plugins whose dependencies may be built from source (sdists run their build code
+    #: with the user's rights) and may be URL or path requirements
+    allow_build: list[str] = []
+
+
 class WasmSettings(
     msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True, rename="kebab"
 ):
@@ -125,6 +152,8 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=
     #: plugin -> the capabilities the user granted it (conduit.security.capabilities)
     grants: dict[str, list[str]] = {}
     store: StoreSettings = StoreSettings()
+    #: consent to install plugins' inline dependencies, and who may build them
+    dependencies: DependencySettings = DependencySettings()
     wasm: WasmSettings = WasmSettings()
 
 
@@ -161,6 +190,7 @@ def read_settings(path: str) -> Settings:
         ) from None
     _check_grants(path, settings)
     _check_process(path, settings)
+    _check_dependencies(path, settings)
     return settings
 
 
@@ -200,6 +230,23 @@ def _check_grants(path: str, settings: Settings) -> None:
                 ) from None
 
 
+def _check_dependencies(path: str, settings: Settings) -> None:
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    for plugin, deps in settings.dependencies.consented.items():
+        for i, dep in enumerate(deps):
+            try:
+                Requirement(dep)
+            except InvalidRequirement as exc:
+                raise ConfigError(
+                    path,
+                    f"dependencies.consented.{plugin}[{i}]: {dep!r} is not a valid "
+                    f"requirement ({exc})",
+                    hint=f"remove the entry; 'conduit plugins grant {plugin} --dependencies' "
+                    "writes it again",
+                ) from None
+
+
 def update_config(path: str, change: Callable[[Any], None]) -> None:
     """Apply ``change`` to the parsed config document and write it back atomically.
 
@@ -221,7 +268,9 @@ def update_config(path: str, change: Callable[[Any], None]) -> None:
         change(doc)
         text = tomlkit.dumps(doc)
         try:
-            _check_grants(path, msgspec.convert(tomllib.loads(text), Settings))
+            settings = msgspec.convert(tomllib.loads(text), Settings)
+            _check_grants(path, settings)
+            _check_dependencies(path, settings)
         except msgspec.ValidationError as exc:  # pragma: no cover - a bug in `change`
             raise ConfigError(path, f"refusing to write an invalid config: {exc}") from None
         os.makedirs(os.path.dirname(path), exist_ok=True)

@@ -15,6 +15,7 @@ hint; any other exception escaping Conduit's own code is a bug and gets a traceb
     └── PluginError              exit 1   something went wrong inside a plugin
         ├── PluginLoadError      exit 3   import, entry object or boot failed
         │   └── NotGranted       exit 3   requested capabilities are not granted
+        │       └── NotConsented exit 3   installing its dependencies needs the user's consent
         ├── HostError            exit 3   the plugin's host failed (crash, hang, protocol)
         ├── CapabilityDenied     exit 1   the in-process guard stopped an operation
         ├── SandboxDenied        exit 1   the process host's OS sandbox refused an operation
@@ -58,6 +59,7 @@ __all__ = [
     "HashMismatchError",
     "HostError",
     "ManifestError",
+    "NotConsented",
     "NotGranted",
     "PluginError",
     "PluginLoadError",
@@ -184,6 +186,34 @@ class NotGranted(PluginLoadError):
             f"{'it' if len(missing) == 1 else 'them'})",
         )
         self.missing = missing
+
+
+class NotConsented(NotGranted):
+    """A plugin's inline dependencies (``dependencies``) are installed only with the
+    user's consent, and this one has none for its current list (perhaps it also lacks
+    capabilities: ``missing``). ``dependencies`` lists them; the message names the
+    command that gives both."""
+
+    def __init__(
+        self,
+        plugin: str,
+        missing: list[str],
+        dependencies: list[str],
+        *,
+        declined: bool = False,
+    ) -> None:
+        what = "declined" if declined else "not given"
+        granted = "declined" if declined else "not granted"
+        caps = f"capabilities {granted}: {', '.join(missing)}; " if missing else ""
+        command = grant_command(plugin, ["--dependencies", *missing])
+        PluginLoadError.__init__(
+            self,
+            plugin,
+            f"{caps}consent to install its dependencies {what}: {', '.join(dependencies)} "
+            f"(run '{command}' to allow {'them' if missing else 'it'})",
+        )
+        self.missing = missing
+        self.dependencies = dependencies
 
 
 class CapabilityDenied(PluginError):

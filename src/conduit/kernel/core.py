@@ -338,7 +338,8 @@ class Kernel:
 
     def _activate(self, name: str, reason: str) -> Context:
         rec = self.record(name)
-        if rec["capabilities"] and rec["source"] != "builtin":
+        if (rec["capabilities"] or rec.get("dependencies")) and rec["source"] != "builtin":
+            # capabilities, and consent to install its inline dependencies
             from conduit.security.grants import ensure_granted
 
             ensure_granted(self.index, rec, self.paths.config_file, self.approve)

@@ -7,6 +7,12 @@ the index), parsed with :func:`conduit.security.capabilities.parse`; what it req
 requested capability is covered by a grant (:func:`ensure_granted`, called by the kernel).
 
 Built-in plugins are trusted: they declare no capabilities and are never checked.
+
+A plugin's inline ``dependencies`` are asked for the same way: installing them runs an
+installer outside any sandbox, so it needs the user's consent to that very list, kept in
+the config's ``[dependencies.consented]`` table and asked again when the list changes;
+URL and path requirements are refused unless ``[dependencies] allow-build`` names the
+plugin (docs/permissions.md#dependencies).
 """
 
 from __future__ import annotations
@@ -16,8 +22,9 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from conduit.errors import NotGranted, grant_command
+from conduit.errors import NotConsented, NotGranted, PluginLoadError, grant_command
 from conduit.security.capabilities import Capability, missing, parse
+from conduit.text import inert
 
 if TYPE_CHECKING:
     from conduit.indexer.records import Index, PluginRec
@@ -25,15 +32,23 @@ if TYPE_CHECKING:
 __all__ = [
     "Approver",
     "add_grants",
+    "builds_allowed",
+    "consent_dependencies",
+    "dependencies_to_consent",
+    "dependency_list",
     "describe",
     "ensure_granted",
     "granted",
+    "has_consent",
+    "inert",
     "interactive",
     "missing_for",
     "offer",
+    "refuse_direct_references",
     "remove_grants",
     "requested",
     "terminal_approver",
+    "withdraw_dependencies",
 ]
 
 #: asked when a plugin lacks grants: ``(record, missing) -> True`` to grant them now
@@ -86,29 +101,29 @@ def interactive() -> bool:
         return False
 
 
-def terminal_approver(config_file: str) -> Approver:
-    """The default approver: a prompt on the terminal, or ``False`` when nobody can answer."""
+def terminal_approver(config_file: str, *, notes: list[str] | None = None) -> Approver:
+    """The default approver: a prompt on the terminal, or ``False`` when nobody can answer.
+    ``notes`` are more lines of the prompt, under the capabilities (the dependencies)."""
 
     def approve(rec: PluginRec, caps: list[Capability]) -> bool:
         if not interactive():
             return False
-        return _prompt(rec, caps, config_file)
+        return _prompt(rec, caps, config_file, notes or [])
 
     return approve
 
 
-def _prompt(rec: PluginRec, caps: list[Capability], config_file: str) -> bool:
+def _prompt(rec: PluginRec, caps: list[Capability], config_file: str, notes: list[str]) -> bool:
     # Everything from the plugin is escaped (conduit.text.inert): validation refuses
     # control characters in names, versions and capabilities, and this is the second
     # line of defence of what the user consents to (an index written before that check).
-    from conduit.text import inert
-
     name = inert(rec["name"])
     version = f" {inert(rec['version'])}" if rec["version"] else ""
     shown = [(inert(str(c)), inert(describe(c))) for c in caps]
-    width = max(len(text) for text, _ in shown)
+    width = max((len(text) for text, _ in shown), default=0)
     lines = [f"┌ conduit: plugin '{name}'{version} requests:"]
     lines += [f"├   {text:<{width}}  {meaning}" for text, meaning in shown]
+    lines += notes
     lines.append(
         f"├ Granting saves this in {inert(config_file)}; "
         f"'conduit plugins revoke {name} CAPABILITY...' takes it back."
@@ -129,18 +144,28 @@ def ensure_granted(
     is granted. Missing ones are offered to ``approve`` (default: the terminal prompt); an
     approval is written to the config and to the in-memory index."""
     lacking = missing_for(index, rec)
-    if not lacking:
+    deps = dependencies_to_consent(index, rec)
+    if not lacking and not deps:
         return
-    ask = approve if approve is not None else terminal_approver(config_file)
+    if deps:  # a URL or a path would be refused after a "yes": refuse it before asking
+        refuse_direct_references(rec["name"], deps, builds_allowed(index["config"], rec["name"]))
+    notes = _dependency_notes(index, rec, deps) if deps else None
+    ask = approve if approve is not None else terminal_approver(config_file, notes=notes)
     if not ask(rec, lacking):
         declined = approve is None and interactive()  # somebody saw the prompt and said no
+        if deps:
+            missed = [str(c) for c in lacking]
+            raise NotConsented(rec["name"], missed, [inert(d) for d in deps], declined=declined)
         raise NotGranted(rec["name"], [str(c) for c in lacking], declined=declined)
     texts = [str(c) for c in lacking]
-    add_grants(config_file, rec["name"], texts)
-    # This run goes on with the new grants; the next run reads them from the config.
     config: dict[str, Any] = index["config"]
-    table = config.setdefault("grants", {})
-    table[rec["name"]] = [*table.get(rec["name"], []), *texts]
+    if texts:
+        add_grants(config_file, rec["name"], texts)
+        # This run goes on with the new grants; the next run reads them from the config.
+        table = config.setdefault("grants", {})
+        table[rec["name"]] = [*table.get(rec["name"], []), *texts]
+    if deps:
+        _record_consent(config, config_file, rec["name"], deps)
 
 
 def _never(_rec: PluginRec, _caps: list[Capability]) -> bool:
@@ -162,9 +187,13 @@ def offer(index: Index, names: list[str], config_file: str, *, ask: bool) -> lis
             continue
         try:
             ensure_granted(index, rec, config_file, None if ask else _never)
-        except NotGranted:
+        except NotGranted as exc:
             notes.append(f"plugin '{name}' asks for: {', '.join(lacking)}")
-            notes.append(f"  grant with: {grant_command(name, lacking)}")
+            also = ["--dependencies"] if isinstance(exc, NotConsented) else []
+            notes.append(f"  grant with: {grant_command(name, [*also, *lacking])}")
+            continue
+        except PluginLoadError as exc:  # a dependency that is refused in any case
+            notes.append(f"warning: {exc.message}")
             continue
         notes.append(f"plugin '{name}': granted {', '.join(lacking)} (saved in {config_file})")
     return notes
@@ -219,6 +248,143 @@ def remove_grants(config_file: str, name: str, caps: list[str] | None) -> list[s
             table[name] = array
         else:
             del table[name]
+
+    update_config(config_file, change)
+    return removed
+
+
+# -- inline dependencies (docs/permissions.md#dependencies) -------------------------------
+
+
+def dependency_list(rec: PluginRec) -> list[str]:
+    """``rec``'s inline dependencies as consent records them: stripped, unique, sorted."""
+    return sorted({d.strip() for d in rec.get("dependencies") or [] if d.strip()})
+
+
+def has_consent(consented: dict[str, Any], rec: PluginRec) -> bool:
+    """Whether ``consented`` (``[dependencies.consented]``) holds ``rec``'s very list."""
+    return [str(d) for d in consented.get(rec["name"]) or []] == dependency_list(rec)
+
+
+def _table(config: dict[str, Any]) -> dict[str, Any]:
+    table = config.get("dependencies") or {}
+    assert isinstance(table, dict)
+    return table
+
+
+def builds_allowed(config: dict[str, Any], name: str) -> bool:
+    """Whether the user lets plugin ``name``'s dependencies run build code (sdists, URL
+    and path requirements): ``[dependencies] allow-build`` of the index's config."""
+    return name in (_table(config).get("allow-build") or [])
+
+
+def dependencies_to_consent(index: Index, rec: PluginRec) -> list[str]:
+    """The dependency list that ``rec`` needs the user's consent for before it is
+    installed: empty when it has none, is built in, or the user agreed to this list."""
+    deps = dependency_list(rec)
+    if not deps or rec["source"] == "builtin":
+        return []
+    if has_consent(_table(index["config"]).get("consented") or {}, rec):
+        return []
+    return deps
+
+
+def refuse_direct_references(name: str, deps: list[str], allowed: bool) -> None:
+    """Refuse a URL or path requirement (``pkg @ file:///...``, ``pkg @ https://...``),
+    or anything that is not a requirement, among plugin ``name``'s dependencies unless
+    ``allowed``: the installer builds what it fetches that way."""
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    for dep in deps:
+        try:
+            direct = Requirement(dep).url is not None
+        except InvalidRequirement:  # the manifest's validation stops these first
+            raise PluginLoadError(
+                name,
+                f"its dependency '{inert(dep)}' is not a requirement",
+                hint="fix 'dependencies' in the plugin's manifest",
+            ) from None
+        if direct and not allowed:
+            command = f"conduit plugins grant {name} --dependencies --allow-build"
+            raise PluginLoadError(
+                name,
+                f"its dependency '{inert(dep)}' is a URL or path requirement, which Conduit "
+                f"refuses: it could run build code on your machine (run '{command}' to "
+                "allow it, if you trust it)",
+                hint="a plugin's dependencies come from the package index, as wheels",
+            )
+
+
+def _dependency_notes(index: Index, rec: PluginRec, deps: list[str]) -> list[str]:
+    if builds_allowed(index["config"], rec["name"]):
+        how = "may be built from source: build code runs with your rights, outside any sandbox"
+    else:
+        how = "wheels only, into a private directory: no build code runs"
+    return [
+        f"├   dependencies: installs these Python packages ({how}):",
+        *(f"├     {inert(d)}" for d in deps),
+        f"├   ('conduit plugins revoke {rec['name']} --dependencies' withdraws this consent)",
+    ]
+
+
+def _record_consent(config: dict[str, Any], config_file: str, name: str, deps: list[str]) -> None:
+    consent_dependencies(config_file, name, deps)
+    table = config.setdefault("dependencies", {})
+    table.setdefault("consented", {})[name] = list(deps)  # this run goes on with it
+
+
+def consent_dependencies(
+    config_file: str, name: str, deps: list[str], *, allow_build: bool = False
+) -> None:
+    """Record the user's consent to install ``deps`` for plugin ``name`` (atomically,
+    under the config's lock); ``allow_build`` adds it to ``[dependencies] allow-build``."""
+    from conduit.config import update_config
+
+    def change(doc: Any) -> None:
+        import tomlkit
+
+        if "dependencies" not in doc:
+            doc["dependencies"] = tomlkit.table()
+        table = doc["dependencies"]
+        if allow_build:
+            current = [str(x) for x in table.get("allow-build", [])]
+            if name not in current:
+                array = tomlkit.array()
+                array.extend([*current, name])
+                table["allow-build"] = array
+        if "consented" not in table:
+            table["consented"] = tomlkit.table()
+        array = tomlkit.array()
+        array.extend(sorted(set(deps)))
+        table["consented"][name] = array
+
+    update_config(config_file, change)
+
+
+def withdraw_dependencies(config_file: str, name: str) -> bool:
+    """Remove plugin ``name`` from ``[dependencies.consented]`` and ``allow-build``;
+    whether there was anything to remove."""
+    from conduit.config import update_config
+
+    removed = False
+
+    def change(doc: Any) -> None:
+        nonlocal removed
+        table = doc.get("dependencies")
+        if table is None:
+            return
+        consented = table.get("consented")
+        if consented is not None and name in consented:
+            del consented[name]
+            removed = True
+        builds = [str(x) for x in table.get("allow-build", [])]
+        if name in builds:
+            import tomlkit
+
+            array = tomlkit.array()
+            array.extend([b for b in builds if b != name])
+            table["allow-build"] = array
+            removed = True
 
     update_config(config_file, change)
     return removed

@@ -106,6 +106,79 @@ def _refuse_webassembly(spec: str) -> None:
     )
 
 
+def _refuse_option(spec: str) -> None:
+    if spec.startswith("-") or any(c in spec for c in "\r\n"):
+        raise UsageError(
+            f"{spec!r} is not a requirement or a path: the installer would read it as an option",
+            hint="write a path that starts with '-' as './-name'",
+        )
+
+
+def _sdist_name(filename: str) -> str | None:
+    """The project name of an sdist file name (``name-1.0.tar.gz``), if it is one."""
+    from packaging.utils import InvalidSdistFilename, parse_sdist_filename
+
+    base = os.path.basename(unquote(urlparse(filename).path) if "://" in filename else filename)
+    if base.endswith(".whl"):
+        return None
+    try:
+        return str(parse_sdist_filename(base)[0])
+    except InvalidSdistFilename:
+        return None
+
+
+def _project_name(directory: str) -> str | None:
+    """The ``[project] name`` of a source directory (or ``[metadata] name`` of its
+    ``setup.cfg``): what the installer will call the distribution it builds."""
+    import configparser
+    import tomllib
+
+    try:
+        with open(os.path.join(directory, "pyproject.toml"), "rb") as f:
+            name = tomllib.load(f).get("project", {}).get("name")
+        if isinstance(name, str) and name:
+            return name
+    except (OSError, tomllib.TOMLDecodeError, AttributeError):
+        pass
+    cfg = configparser.ConfigParser()
+    try:
+        cfg.read(os.path.join(directory, "setup.cfg"), encoding="utf-8")
+        return cfg.get("metadata", "name", fallback=None) or None
+    except (configparser.Error, UnicodeDecodeError):
+        return None
+
+
+def _named_builds(specs: Sequence[str], tool: str) -> list[str]:
+    """The distributions named on the command line that may be built from source: a
+    source directory, an sdist file, or a requirement with a URL that is not a wheel.
+    uv needs their names (``--no-binary NAME`` lifts its wheels-only rule for that name
+    only); pip builds local paths and direct URLs anyway, and needs none."""
+    names: list[str] = []
+    for spec in specs:
+        if os.path.isdir(spec):
+            name = _project_name(spec)
+            if name is None and tool == "uv":
+                raise UsageError(
+                    f"cannot tell the project name of {spec}: uv builds a named source "
+                    "only when Conduit can tell it by its name",
+                    hint="add [project] name to its pyproject.toml, or install it with "
+                    "--installer pip",
+                )
+        elif os.path.isfile(spec) or "://" in spec.split("@")[0]:
+            name = _sdist_name(spec)
+        else:
+            try:
+                req = Requirement(spec)
+            except InvalidRequirement:
+                continue
+            if req.url is None or req.url.split("#")[0].endswith(".whl"):
+                continue
+            name = req.name
+        if name is not None:
+            names.append(name)
+    return names
+
+
 def _changes(before: Snapshot, after: Snapshot) -> list[Change]:
     out = []
     for name in sorted(set(before.dists) | set(after.dists)):
@@ -248,17 +321,20 @@ class Store:
         now = snapshot()
         remove = [d.display for n, d in now.dists.items() if n not in before]
         reinstall = []
+        builds = []  # installed from a directory or a URL the user named: built again
         for name, old in before.items():
             cur = now.dists.get(name)
             if cur is None or (cur.version, cur.url) != (old["version"], old["url"]):
                 url = old["url"]
                 reinstall.append(f"{name} @ {url}" if url else f"{name}=={old['version']}")
+                if url:
+                    builds.append(name)
         if remove or reinstall:
             self.echo("restoring the previous state ...")
         if remove:
             self.tool.uninstall(remove, what="restore (uninstall)")
         if reinstall:
-            self.tool.install(reinstall, no_deps=True, what="restore (reinstall)")
+            self.tool.install(reinstall, no_deps=True, build=builds, what="restore (reinstall)")
         again = snapshot()
         wrong = sorted(
             n
@@ -412,15 +488,24 @@ class Store:
             self.echo(f"warning: {exc}; installing '{spec}' as given")
             return spec
         entry = catalog.lookup(entries, spec)
-        if entry is None or canonicalize_name(entry.package.split(";")[0]) == spec:
+        if entry is None:
             return spec
-        self.echo(f"'{spec}' is {entry.package} (from the catalog)")
-        return entry.package
+        package = catalog.requirement(entry)  # never an option, a URL or a path
+        if canonicalize_name(package.split(";")[0]) == spec:
+            return spec
+        self.echo(f"'{spec}' is {package} (from the catalog)")
+        return package
 
     def install(self, specs: Sequence[str], *, what: str = "install") -> Result:
-        """Install ``specs`` (whatever the installer accepts) into Conduit's environment."""
+        """Install ``specs`` (whatever the installer accepts) into Conduit's environment.
+
+        Only the sources named here (a directory, an sdist, a URL) may run their build
+        code; everything else, the dependencies of the named ones included, comes as
+        wheels (:func:`_named_builds`)."""
         for spec in specs:
+            _refuse_option(spec)
             _refuse_webassembly(spec)
+        builds = _named_builds(specs, self.tool.name)
         specs = [self._expand(s) for s in specs]
         requested: dict[str, str] = {}
         for spec in specs:
@@ -435,7 +520,9 @@ class Store:
             with self._transaction(what) as before:
                 own = conduit_closure(before)
                 self.echo(f"{what}: {' '.join(specs)} (with {self.tool.name})")
-                self.tool.install(specs, constraints=constraints_text(before, own), what=what)
+                self.tool.install(
+                    specs, constraints=constraints_text(before, own), build=builds, what=what
+                )
                 after = snapshot()
                 self._apply_checks(before, after, own, requested, result, what)
         self.approve(result, result.plugins)
@@ -596,7 +683,12 @@ class Store:
             for n in sorted(frozen)
             if snap.dists[n].url is None
         )
-        pins = self.tool.resolve(reqs, constraints=constraints, refresh=True, what="update")
+        # a distribution installed from a directory or a URL the user named: its
+        # metadata may have to be built again (the rest: wheels only)
+        named = [d.display for d in roots if d.url is not None]
+        pins = self.tool.resolve(
+            reqs, constraints=constraints, refresh=True, build=named, what="update"
+        )
         changes = []
         for n, pin in sorted(pins.items()):
             cur = snap.dists.get(n)
@@ -703,6 +795,16 @@ class Store:
                     or n not in before.dists
                     or (before.dists[n].version, before.dists[n].url) != (p.version, p.url)
                 ]
+                for p in todo:
+                    if p.url is not None and not urlparse(p.url).path.endswith(".whl"):
+                        # a directory, an sdist or a VCS URL: installing it runs its build
+                        # code, and nobody named it on this command line
+                        raise StoreError(
+                            f"{p.name} {p.version} is locked from a source that would have "
+                            f"to be built ({p.url}); 'sync' builds nothing",
+                            hint=f"install it yourself if you trust it: conduit plugins "
+                            f"install '{p.name} @ {p.url}'",
+                        )
                 hashed = [p for p in todo if p.hashes]
                 lines = []
                 for p in hashed:

@@ -13,6 +13,17 @@ resolve (+ hashes)      ``uv pip compile [--generate-hashes]`` ``pip install --d
                                                                --ignore-installed --report``
 ======================  =====================================  ===========================
 
+Wheels only, by default: installing a source distribution runs its build code (a
+``setup.py``, a build backend) with the user's rights, outside any sandbox. So every
+install and resolve passes ``--only-binary :all:`` (both tools accept it; uv refuses
+every build with it, direct URL and path requirements included), and the distributions
+allowed to build are named one by one (``build=``): uv gets ``--no-binary NAME`` for
+each, which lifts the rule for that name only. pip applies ``--only-binary`` to what
+it finds on an index or a ``--find-links`` page only: it still builds a local path or a
+direct URL requirement, named or found in a dependency's metadata (which PyPI does not
+accept). The callers refuse the ones they can see (conduit.store.envs, the catalog, the
+lock file); uv is the safer tool, and the default when it is installed.
+
 The child dies with Conduit (``PR_SET_PDEATHSIG`` on Linux), so a killed ``conduit``
 never leaves an installer running behind its back.
 """
@@ -36,7 +47,14 @@ from packaging.utils import canonicalize_name
 from conduit.errors import HashMismatchError, StoreError
 from conduit.store._env import archive_sha256
 
-__all__ = ["Pin", "Sources", "Tool", "choose_tool"]
+__all__ = ["BUILD_REFUSED", "Pin", "Sources", "Tool", "choose_tool"]
+
+#: what uv says when ``--only-binary :all:`` stopped a build (lowercase)
+BUILD_REFUSED = (
+    "building source distributions is disabled",
+    "wheels are required for",
+    "building from source is disabled",
+)
 
 
 @dataclass(frozen=True)
@@ -163,6 +181,17 @@ class Tool:
             self._fail(what, proc.returncode, (proc.stderr or "") + (proc.stdout or ""))
         return proc.stdout or ""
 
+    def _binary_args(self, build: Sequence[str] | None) -> list[str]:
+        """Wheels only, except for the distributions named in ``build`` (``None``: any
+        distribution may be built)."""
+        if build is None:
+            return []
+        args = ["--only-binary", ":all:"]
+        if self.name == "uv":  # pip builds local paths and direct URLs in any case
+            for name in build:
+                args += ["--no-binary", name]
+        return args
+
     def _fail(self, what: str, code: int, output: str) -> None:
         lines = [line.strip() for line in output.splitlines() if line.strip()]
         hashy = [ln for ln in lines if "hash" in ln.lower() and "--hash" not in ln]
@@ -178,9 +207,13 @@ class Tool:
         detail = " ".join(ln.lstrip("\u00d7\u2570\u2500\u25b6 ") for ln in picked)
         detail = (detail[:400] + " ...") if len(detail) > 400 else detail
         detail = detail or f"exit status {code}"
+        refused = any(m in detail.lower() for m in BUILD_REFUSED)
         raise StoreError(
             f"{what}: {self.name} failed: {detail}",
-            hint="run again with --verbose to see the installer's output",
+            hint="Conduit installs wheels only: a source distribution is built only when "
+            "you name it (a directory or an sdist file on the command line)"
+            if refused
+            else "run again with --verbose to see the installer's output",
         )
 
     # -- operations ---------------------------------------------------------------------
@@ -195,12 +228,19 @@ class Tool:
         require_hashes: bool = False,
         reinstall: bool = False,
         target: str | None = None,
+        build: Sequence[str] | None = (),
         what: str = "install",
     ) -> None:
         """Install ``specs`` (and/or a requirements file's text) into the environment,
-        or into the directory ``target`` (``--target``) instead."""
+        or into the directory ``target`` (``--target``) instead.
+
+        Wheels only, but for the distributions named in ``build`` (``None``: no rule).
+        Every spec must be a requirement or a path, never an option."""
+        _refuse_options(specs, what)
+        if requirements is not None:
+            _refuse_options(requirements.splitlines(), what)
         with contextlib.ExitStack() as stack:
-            argv = self._base("install") + self.sources.args()
+            argv = self._base("install") + self.sources.args() + self._binary_args(build)
             if constraints is not None:
                 argv += ["-c", stack.enter_context(_tempfile(constraints, ".txt"))]
             if requirements is not None:
@@ -218,6 +258,7 @@ class Tool:
     def uninstall(self, names: Sequence[str], *, what: str = "uninstall") -> None:
         if not names:
             return
+        _refuse_options(names, what)
         argv = self._base("uninstall")
         if self.name == "pip":
             argv.append("-y")
@@ -231,15 +272,19 @@ class Tool:
         deps: bool = True,
         hashes: bool = False,
         refresh: bool = False,
+        build: Sequence[str] | None = (),
         what: str = "resolve",
     ) -> dict[str, Pin]:
         """Resolve ``requirements`` with the installer (nothing is installed).
 
         ``refresh`` asks the index again instead of trusting cached pages (uv keeps them
         as long as HTTP caching allows): for questions like "is there a newer version".
+        ``build`` as for :meth:`install` (finding a source distribution's dependencies
+        means building its metadata, which runs its build code).
         """
         if not requirements:
             return {}
+        _refuse_options(requirements, what)
         with contextlib.ExitStack() as stack:
             req_file = stack.enter_context(_tempfile("\n".join(requirements) + "\n", ".in"))
             extra: list[str] = []
@@ -247,6 +292,7 @@ class Tool:
                 extra += ["-c", stack.enter_context(_tempfile(constraints, ".txt"))]
             if not deps:
                 extra.append("--no-deps")
+            extra += self._binary_args(build)
             if self.name == "uv":
                 assert self.uv is not None
                 argv = [self.uv, "pip", "compile", "--python", self.python]
@@ -262,6 +308,18 @@ class Tool:
             self._run([*argv, *self.sources.args(), *extra, "-r", req_file], what)
             with open(report, encoding="utf-8") as f:
                 return _parse_report(json.load(f))
+
+
+def _refuse_options(specs: Sequence[str], what: str) -> None:
+    """A spec is a requirement or a path: one that starts with ``-`` (or spans lines, in
+    a requirements file) would be read as an installer option."""
+    for spec in specs:
+        if spec.lstrip().startswith("-") or "\n" in spec or "\r" in spec:
+            raise StoreError(
+                f"{what}: refusing {spec!r}: it would be read as an installer option",
+                hint="name a requirement ('name>=1.0'), or a path ('./-dir' for a name "
+                "that starts with '-')",
+            )
 
 
 def _parse_compiled(text: str) -> dict[str, Pin]:

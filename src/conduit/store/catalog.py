@@ -20,7 +20,7 @@ import msgspec
 from conduit.errors import StoreError
 from conduit.fs import atomic_write
 
-__all__ = ["CatalogEntry", "load", "lookup", "search"]
+__all__ = ["CatalogEntry", "load", "lookup", "requirement", "search"]
 
 
 class CatalogEntry(msgspec.Struct, frozen=True, kw_only=True):
@@ -98,6 +98,28 @@ def load(url: str, cache_dir: str, max_age: float, *, refresh: bool = False) -> 
 
 def lookup(entries: list[CatalogEntry], name: str) -> CatalogEntry | None:
     return next((e for e in entries if e.name == name), None)
+
+
+def requirement(entry: CatalogEntry) -> str:
+    """``entry``'s package as a requirement for the installer: a name from the package
+    index with optional extras, version range and marker. Anything else (an option such
+    as ``--index-url=...``, a URL or a path, more than one line) is refused: a catalog
+    only says which package a short name means, never where or how to install it."""
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    text = entry.package.strip()
+    try:
+        req = Requirement(text)
+        valid = req.url is None and not any(c in text for c in "\r\n")
+    except InvalidRequirement:
+        valid = False
+    if not valid:
+        raise StoreError(
+            f"the catalog entry {entry.name!r} names the package {entry.package!r}, which is "
+            "not a requirement from the package index; refusing it",
+            hint="fix the catalog ([store] catalog), or install the package by its own name",
+        )
+    return text
 
 
 def search(entries: list[CatalogEntry], term: str) -> list[CatalogEntry]:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tomllib
 
 import msgspec
@@ -110,14 +111,61 @@ def read(path: str) -> LockFile | None:
             hint="upgrade Conduit, or regenerate the file with 'conduit plugins lock'",
         )
     for i, pkg in enumerate(lock.package):
-        bad = [h for h in pkg.hashes if not h.startswith("sha256:") or len(h) != 71]
-        if bad:
-            raise ConfigError(
-                path,
-                f"package[{i}] ({pkg.name}).hashes: '{bad[0]}' is not 'sha256:' + 64 hex digits",
-                hint=hint,
-            )
+        wrong = _problem(pkg)
+        if wrong is not None:
+            field, what = wrong
+            where = f"package[{i}] ({pkg.name})" if field != "name" else f"package[{i}]"
+            raise ConfigError(path, f"{where}.{field}: {what}", hint=hint)
     return lock
+
+
+_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?")
+_VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9.+!_-]*")  # PEP 440 characters, no space
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"]+")
+_HASH = re.compile(r"sha256:[0-9a-fA-F]{64}")
+
+
+def _problem(pkg: LockedPackage) -> tuple[str, str] | None:
+    """What is wrong with one entry: every value is checked before it goes near an
+    installer, so that none can become an option or another line of a requirements
+    file (a name, version or URL is written into one by 'sync')."""
+    from packaging.requirements import InvalidRequirement, Requirement
+    from packaging.utils import canonicalize_name
+    from packaging.version import InvalidVersion, Version
+
+    if not _NAME.fullmatch(pkg.name):
+        return "name", f"{pkg.name!r} is not a distribution name"
+    try:
+        Version(pkg.version)
+        valid = _VERSION.fullmatch(pkg.version) is not None
+    except InvalidVersion:
+        valid = False
+    if not valid:
+        return "version", f"{pkg.version!r} is not a version"
+    if pkg.url is not None:
+        try:
+            Requirement(f"{pkg.name} @ {pkg.url}")
+            valid = _URL.fullmatch(pkg.url) is not None
+        except InvalidRequirement:
+            valid = False
+        if not valid:
+            return "url", f"{pkg.url!r} is not a URL"
+    if pkg.requested is not None:
+        try:
+            req = Requirement(pkg.requested)
+            valid = (
+                not any(c in pkg.requested for c in "\r\n")
+                and req.url is None
+                and canonicalize_name(req.name) == canonicalize_name(pkg.name)
+            )
+        except InvalidRequirement:
+            valid = False
+        if not valid:
+            return "requested", f"{pkg.requested!r} is not a requirement of this package"
+    bad = [h for h in pkg.hashes if not _HASH.fullmatch(h)]
+    if bad:
+        return "hashes", f"{bad[0]!r} is not 'sha256:' + 64 hex digits"
+    return None
 
 
 def _s(value: str) -> str:

@@ -148,6 +148,7 @@ def info_cmd(name: str, as_json: bool, no_load: bool) -> None:
         f"  isolation:    {rec['isolation']}",
         f"  capabilities: {', '.join(marked) or 'none'}"
         + ("  (! unscoped: all of that kind)" if any(m.endswith("!") for m in marked) else ""),
+        *_dependency_lines(index, rec),
         f"  activation:   {', '.join(rec['activation']) or 'its own commands'}",
         f"  requires first: {', '.join(rec['after']) or 'nothing'}",
         f"  provides:     {', '.join(rec['provides']['services']) or 'nothing'}",
@@ -174,6 +175,31 @@ def info_cmd(name: str, as_json: bool, no_load: bool) -> None:
     elif isinstance(load, str):
         lines.append(f"  load:         FAILED: {load}")
     click.echo("\n".join(map(inert, lines)))
+
+
+def _dependency_lines(index: Index, rec: PluginRec) -> list[str]:
+    """``dependencies:`` and what the user allowed for them
+    (docs/permissions.md#dependencies)."""
+    from conduit.security.grants import (
+        builds_allowed,
+        dependencies_to_consent,
+        dependency_list,
+        inert,
+    )
+
+    deps = dependency_list(rec)
+    if not deps:
+        return ["  dependencies: none"]
+    if rec["source"] == "builtin":
+        state = "built in"
+    elif dependencies_to_consent(index, rec):
+        state = "not consented yet: asked on first use"
+    else:
+        state = "consented"
+    builds = (
+        "may build from source" if builds_allowed(index["config"], rec["name"]) else "wheels only"
+    )
+    return [f"  dependencies: {', '.join(map(inert, deps))}  ({state}; {builds})"]
 
 
 def _entry_text(rec: PluginRec) -> str:

@@ -12,11 +12,14 @@ from conduit.errors import UsageError, grant_command
 from conduit.security.capabilities import Capability, CapabilityError, missing, parse
 from conduit.security.grants import (
     add_grants,
+    consent_dependencies,
+    dependency_list,
     describe,
     granted,
     missing_for,
     remove_grants,
     requested,
+    withdraw_dependencies,
 )
 from conduit.security.report import enforcement
 from conduit.text import inert
@@ -130,14 +133,38 @@ def permissions_cmd(name: str, as_json: bool) -> None:
 @click.argument("name")
 @click.argument("capabilities", nargs=-1, metavar="[CAPABILITY]...")
 @click.option("--requested", "all_requested", is_flag=True, help="Grant everything it requests.")
-def grant_cmd(name: str, capabilities: tuple[str, ...], all_requested: bool) -> None:
-    """Grant capabilities to a plugin (saved in the config's [grants] table)."""
+@click.option(
+    "--dependencies",
+    "dependencies",
+    is_flag=True,
+    help="Consent to installing its inline dependencies (as they are listed now).",
+)
+@click.option(
+    "--allow-build",
+    is_flag=True,
+    help="Also let its dependencies build from source and be URLs or paths "
+    "(their build code runs with your rights).",
+)
+def grant_cmd(
+    name: str,
+    capabilities: tuple[str, ...],
+    all_requested: bool,
+    dependencies: bool,
+    allow_build: bool,
+) -> None:
+    """Grant capabilities to a plugin, or consent to installing its dependencies.
+
+    Both are saved in the config ([grants], [dependencies])."""
     index = current_index()
     rec = _third_party(index, name)
     asked = requested(rec)
     caps = _parse_args(capabilities)
     if all_requested:
         caps += [c for c in asked if c not in caps]
+    if dependencies or allow_build:
+        _consent(rec, allow_build)
+        if not caps:
+            return
     if not caps:
         raise UsageError(
             "name the capabilities to grant",
@@ -168,15 +195,51 @@ def grant_cmd(name: str, capabilities: tuple[str, ...], all_requested: bool) -> 
         click.echo(f"Nothing to grant: '{name}' already has all of it.")
 
 
+def _consent(rec: PluginRec, allow_build: bool) -> None:
+    """``grant NAME --dependencies [--allow-build]``: record the consent to install the
+    plugin's inline dependencies, as the grant prompt does on a yes."""
+    name = rec["name"]
+    deps = dependency_list(rec)
+    if not deps:
+        raise UsageError(
+            f"plugin '{name}' declares no dependencies",
+            hint=f"'conduit plugins info {name}' shows what it declares",
+        )
+    consent_dependencies(_config_file(), name, deps, allow_build=allow_build)
+    click.echo(f"Consented to install the dependencies of '{name}': {', '.join(map(inert, deps))}.")
+    if allow_build:
+        click.echo(
+            f"warning: '{name}' may now build its dependencies from source and install URL "
+            "or path requirements: their build code runs with your rights, outside any "
+            "sandbox",
+            err=True,
+        )
+
+
 @click.command("revoke")
 @click.argument("name")
 @click.argument("capabilities", nargs=-1, metavar="[CAPABILITY]...")
 @click.option("--all", "revoke_all", is_flag=True, help="Revoke every grant of the plugin.")
-def revoke_cmd(name: str, capabilities: tuple[str, ...], revoke_all: bool) -> None:
-    """Revoke capabilities granted to a plugin."""
+@click.option(
+    "--dependencies",
+    "dependencies",
+    is_flag=True,
+    help="Withdraw the consent to install its dependencies (and to build them).",
+)
+def revoke_cmd(
+    name: str, capabilities: tuple[str, ...], revoke_all: bool, dependencies: bool
+) -> None:
+    """Revoke capabilities granted to a plugin, or the consent to its dependencies."""
     index = current_index()
     if not any(b["name"] == name for b in index["broken"]):
         find(index, name)  # grants of a broken plugin may be revoked too
+    if dependencies:
+        if withdraw_dependencies(_config_file(), name):
+            click.echo(f"Withdrew the consent to install the dependencies of '{name}'.")
+        else:
+            click.echo(f"Nothing to withdraw: '{name}' has no consent for its dependencies.")
+        if not capabilities and not revoke_all:
+            return
     if not capabilities and not revoke_all:
         raise UsageError(
             "name the capabilities to revoke, or use --all",

@@ -305,7 +305,11 @@ class Kernel:
 
     def _activate(self, name: str, reason: str) -> Context:
         rec = self.record(name)
-        if rec["capabilities"] and rec["source"] != "builtin":
+        grants = self.index["config"].get("grants")
+        if rec["source"] != "builtin" and (
+            rec["capabilities"] or (isinstance(grants, dict) and name in grants)
+        ):
+            # checks its requests, and binds unbound grants to it on first use
             from conduit.security.grants import ensure_granted
 
             ensure_granted(self.index, rec, self.paths.config_file, self.approve)

@@ -11,12 +11,16 @@ from conduit.builtins.plugins._common import current_index, find
 from conduit.errors import UsageError, grant_command
 from conduit.security.capabilities import Capability, CapabilityError, missing, parse
 from conduit.security.grants import (
+    SANDBOX_PLATFORM,
     add_grants,
+    advisory,
     describe,
+    describe_identity,
     granted,
     missing_for,
     remove_grants,
     requested,
+    withheld_note,
 )
 from conduit.security.report import enforcement
 
@@ -60,6 +64,9 @@ def _report(index: Index, rec: PluginRec) -> dict[str, Any]:
     host, enforced, gaps = enforcement(rec, have)
     forced = index["config"].get("isolation", {})
     assert isinstance(forced, dict)
+    bound = index["config"].get("granted-to", {})
+    assert isinstance(bound, dict)
+    held = rec.get("withheld")
 
     return {
         "name": name,
@@ -83,6 +90,11 @@ def _report(index: Index, rec: PluginRec) -> dict[str, Any]:
         "grant_command": grant_command(name, [str(c) for c in lacking]) if lacking else None,
         "enforced": enforced,
         "not_enforced": gaps,
+        "advisory": advisory(rec),
+        "identity": rec.get("identity"),
+        "granted_to": held["granted_to"] if held else bound.get(name),
+        "withheld": list(held["grants"]) if held else [],
+        "withheld_note": withheld_note(rec),
     }
 
 
@@ -122,7 +134,34 @@ def permissions_cmd(name: str, as_json: bool) -> None:
         lines += [f"    {text}" for text in report["not_enforced"]]
     if any(r["unscoped"] for r in report["requested"]):
         lines.append("  ! unscoped: all of that kind")
+    lines += _trust_lines(name, report)
     click.echo("\n".join(lines))
+
+
+def _trust_lines(name: str, report: dict[str, Any]) -> list[str]:
+    """Whom the grants are bound to, and, in-process, that the limits are advisory."""
+    lines = []
+    if report["withheld"]:
+        lines.append(f"  ! grants not applied: {', '.join(report['withheld'])}")
+        lines.append(f"    {report['withheld_note']}")
+    elif report["granted"] and report["source"] != "builtin":
+        to = report["granted_to"]
+        lines.append(
+            f"  grants bound to: {describe_identity(to)}"
+            if to
+            else "  grants bound to: nobody yet (bound to this plugin when it next runs)"
+        )
+    if report["advisory"]:
+        lines.append(
+            "  ! advisory: it runs inside Conduit's own process, where code that means to "
+            "gets around the guard (ctypes, _posixsubprocess)"
+        )
+        if SANDBOX_PLATFORM:
+            lines.append(
+                "    to enforce its grants, run it in the process sandbox: "
+                f'[isolation] {name} = "process" in {_config_file()}'
+            )
+    return lines
 
 
 @click.command("grant")
@@ -160,7 +199,11 @@ def grant_cmd(name: str, capabilities: tuple[str, ...], all_requested: bool) -> 
             plain = describe(cap).removesuffix(" (unscoped!)")
             click.echo(f"warning: {cap} is unscoped: {plain}", err=True)
         new.append(str(cap))
-    added = add_grants(_config_file(), name, new) if new else []
+    held = rec.get("withheld")
+    if held:
+        # the grants given to the other plugin are replaced, never inherited
+        click.echo(f"note: {withheld_note(rec)}; replacing {', '.join(held['grants'])}", err=True)
+    added = add_grants(_config_file(), name, new, identity=rec["identity"], replace=bool(held))
     if added:
         click.echo(f"Granted to '{name}': {', '.join(added)}.")
     else:
@@ -182,7 +225,9 @@ def revoke_cmd(name: str, capabilities: tuple[str, ...], revoke_all: bool) -> No
             hint=f"'conduit plugins permissions {name}' shows its grants",
         )
     texts = [str(c) for c in _parse_args(capabilities)]
-    current = [str(c) for c in granted(index, name)]
+    rec = index["plugins"].get(name)
+    held = rec.get("withheld") if rec is not None else None
+    current = list(held["grants"]) if held else [str(c) for c in granted(index, name)]
     unknown = [t for t in texts if t not in current]
     if unknown:
         raise UsageError(
@@ -194,8 +239,7 @@ def revoke_cmd(name: str, capabilities: tuple[str, ...], revoke_all: bool) -> No
         click.echo(f"Nothing to revoke: '{name}' has no grants.")
         return
     click.echo(f"Revoked from '{name}': {', '.join(removed)}.")
-    rec = index["plugins"].get(name)
-    if rec is not None and rec["capabilities"]:
+    if rec is not None and rec["capabilities"] and not held:
         still = [parse(t) for t in current if t not in removed]
         lacking = missing(requested(rec), still)
         if lacking:

@@ -263,8 +263,19 @@ def _bind_on_first_use(index: Index, rec: PluginRec, config_file: str) -> None:
     bound = config.setdefault("granted-to", {})
     if rec["source"] == "builtin" or name in bound or name not in config.get("grants", {}):
         return
+    from conduit.config import update_config
+
+    def change(doc: Any) -> None:
+        import tomlkit
+
+        if name not in doc.get("grants", {}) or name in doc.get("granted-to", {}):
+            return  # changed on disk since this index was built: leave it to the next run
+        if "granted-to" not in doc:
+            doc["granted-to"] = tomlkit.table()
+        doc["granted-to"][name] = rec["identity"]
+
     try:
-        add_grants(config_file, name, [], identity=rec["identity"])
+        update_config(config_file, change)
     except (OSError, ConfigError):  # a read-only config: they stay unbound for now
         return
     bound[name] = rec["identity"]

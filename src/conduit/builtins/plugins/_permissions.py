@@ -112,6 +112,7 @@ def permissions_cmd(name: str, as_json: bool) -> None:
     lines = [f"{name}{version} ({report['source']})"]
     policy = " (forced by the [isolation] policy)" if report["isolation_forced_by_policy"] else ""
     lines.append(f"  host: {report['host']}{policy}")
+    lines += _advisory_lines(name, report)
     if not report["requested"]:
         lines.append("  requested: nothing")
     else:
@@ -123,6 +124,7 @@ def permissions_cmd(name: str, as_json: bool) -> None:
             lines.append(f"  {mark} {r['capability']:<{width}}  {state:<7}  {r['meaning']}")
     if report["granted_not_requested"]:
         lines.append("  granted but not requested: " + ", ".join(report["granted_not_requested"]))
+    lines += _binding_lines(report)
     if report["missing"]:
         lines.append(f"  missing: {', '.join(report['missing'])}")
         lines.append(f"  grant them with: {report['grant_command']}")
@@ -134,34 +136,36 @@ def permissions_cmd(name: str, as_json: bool) -> None:
         lines += [f"    {text}" for text in report["not_enforced"]]
     if any(r["unscoped"] for r in report["requested"]):
         lines.append("  ! unscoped: all of that kind")
-    lines += _trust_lines(name, report)
     click.echo("\n".join(lines))
 
 
-def _trust_lines(name: str, report: dict[str, Any]) -> list[str]:
-    """Whom the grants are bound to, and, in-process, that the limits are advisory."""
-    lines = []
-    if report["withheld"]:
-        lines.append(f"  ! grants not applied: {', '.join(report['withheld'])}")
-        lines.append(f"    {report['withheld_note']}")
-    elif report["granted"] and report["source"] != "builtin":
-        to = report["granted_to"]
-        lines.append(
-            f"  grants bound to: {describe_identity(to)}"
-            if to
-            else "  grants bound to: nobody yet (bound to this plugin when it next runs)"
-        )
-    if report["advisory"]:
-        lines.append(
-            "  ! advisory: it runs inside Conduit's own process, where code that means to "
-            "gets around the guard (ctypes, _posixsubprocess)"
-        )
-        if SANDBOX_PLATFORM:
-            lines.append(
-                "    to enforce its grants, run it in the process sandbox: "
-                f'[isolation] {name} = "process" in {_config_file()}'
-            )
+def _advisory_lines(name: str, report: dict[str, Any]) -> list[str]:
+    """For an in-process plugin: its limits are advisory, and how to enforce them."""
+    if not report["advisory"]:
+        return []
+    lines = [
+        "  ! advisory: it runs inside Conduit's own process, where code that means to gets",
+        "    around the guard (ctypes, _posixsubprocess)",
+    ]
+    if SANDBOX_PLATFORM:
+        lines[-1] += "; to enforce its grants, run it in the"
+        lines.append(f'    process sandbox: [isolation] {name} = "process" in {_config_file()}')
     return lines
+
+
+def _binding_lines(report: dict[str, Any]) -> list[str]:
+    """Whom the grants under this name were given to."""
+    if report["withheld"]:
+        return [
+            f"  ! grants not applied: {', '.join(report['withheld'])}",
+            f"    {report['withheld_note']}",
+        ]
+    if not report["granted"] or report["source"] == "builtin":
+        return []
+    to = report["granted_to"]
+    if not to:
+        return ["  grants bound to: nobody yet (bound to this plugin when it next runs)"]
+    return [f"  grants bound to: {describe_identity(to)}"]
 
 
 @click.command("grant")

@@ -118,17 +118,22 @@ def test_prompt_yes_grants_and_runs(plugin_dir, conduit_home, tty_env):
     write(plugin_dir, "alpha.py", plugin(caps=["env:read:HOME", "network:http"]))
     code, _, text = pty_run([*CONDUIT, "hello"], "y", tty_env)
     config = conduit_home / "config.toml"
-    assert text.splitlines()[:5] == [
+    assert text.splitlines()[:7] == [
         "┌ conduit: plugin 'alpha' 1.0 requests:",
         "├   env:read:HOME  read the environment variable HOME",
         "├   network:http   connect to ANY host (unscoped!)",
+        "├ It runs inside Conduit's own process, where these limits are advisory: code that "
+        "means to can get around them (ctypes, _posixsubprocess).",
+        "├ Answer p to grant and run it in the process sandbox instead, where the operating "
+        'system enforces them ([isolation] alpha = "process").',
         f"├ Granting saves this in {config}; 'conduit plugins revoke alpha CAPABILITY...' "
         "takes it back.",
         "└ Grant? [y/N] y",
     ]
-    assert text.splitlines()[5:] == ["alpha hello"]
+    assert text.splitlines()[7:] == ["alpha hello"]
     assert code == 0
     assert 'alpha = ["env:read:HOME", "network:http"]' in config.read_text()
+    assert f'alpha = "file:{plugin_dir / "alpha.py"}"' in config.read_text()  # bound to it
     # remembered: no prompt the next time
     code, _, text = pty_run([*CONDUIT, "hello"], None, tty_env)
     assert (code, text) == (0, "alpha hello\n")

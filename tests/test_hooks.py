@@ -37,7 +37,8 @@ def test_kernel_hooks_frame_a_command(plugin_dir, run):
     assert r.code == 0
     lines = r.out.splitlines()
     assert lines[0] == (
-        "config ['dependencies', 'grants', 'isolation', 'pins', 'plugin', 'plugins', 'process', 'store', 'wasm']"
+        "config ['dependencies', 'granted-to', 'grants', 'isolation', 'pins', 'plugin', "
+        "'plugins', 'process', 'security', 'store', 'wasm']"
     )
     assert lines[1] == "before build ['--help']"
     assert lines[-1] == "after build 0"

@@ -28,6 +28,10 @@ Layout::
     [isolation]                    # force plugins into a stricter host
     some-plugin = "process"
 
+    [security]                     # where third-party plugins run by default
+    sandbox-third-party = false    # true: in-process plugins run in the process sandbox
+    trusted = ["my-tool"]          # ... except these (built-ins always stay in-process)
+
     [grants]                       # capabilities the user granted, per plugin
     git-tools = ["filesystem:read:~/src", "process:execute:git"]
 
@@ -36,6 +40,8 @@ Layout::
 
     [dependencies.consented]       # the lists the user agreed to install, per plugin
     my-tool = ["httpx", "rich>=13"]
+    [granted-to]                   # which plugin each grant was given to (Conduit writes it)
+    git-tools = "entry-point:git-tools"
 
     [store]                        # `conduit plugins install` and friends
     installer = "auto"             # "uv", "pip", or "auto" (uv when found, else pip)
@@ -63,13 +69,21 @@ from conduit.errors import ConfigError
 from conduit.fs import atomic_write, locked
 
 __all__ = [
+    "IDENTITY_SOURCES",
     "DependencySettings",
     "PluginSettings",
+    "SecuritySettings",
     "Settings",
     "StoreSettings",
+    "check_identity",
     "read_settings",
     "update_config",
 ]
+
+#: the kinds of plugin identity a grant can be bound to (``[granted-to]``), as
+#: ``KIND:ORIGIN``: a distribution's normalised name, a file's or an executable's
+#: absolute path, a WebAssembly module's ``sha256:HEX``
+IDENTITY_SOURCES = ("entry-point", "file", "wasm", "executable")
 
 
 class PluginSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
@@ -140,6 +154,19 @@ class WasmSettings(
     http_timeout: Annotated[float, msgspec.Meta(gt=0)] = 30.0
 
 
+class SecuritySettings(
+    msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True, rename="kebab"
+):
+    """``[security]``: where third-party plugins run unless their manifest or
+    ``[isolation]`` says otherwise (docs/permissions.md#trust-model)."""
+
+    #: run every third-party in-process plugin in the process sandbox, on platforms
+    #: that have one (Linux); built-ins and the ``trusted`` plugins stay in-process
+    sandbox_third_party: bool = False
+    #: plugins the user trusts to stay in-process under ``sandbox-third-party``
+    trusted: list[str] = []
+
+
 class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     """The whole config file, validated."""
 
@@ -151,6 +178,9 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=
     isolation: dict[str, Literal["process", "wasm"]] = {}
     #: plugin -> the capabilities the user granted it (conduit.security.capabilities)
     grants: dict[str, list[str]] = {}
+    #: plugin -> the identity its grants were given to (conduit.security.grants)
+    granted_to: dict[str, str] = msgspec.field(default_factory=dict, name="granted-to")
+    security: SecuritySettings = SecuritySettings()
     store: StoreSettings = StoreSettings()
     #: consent to install plugins' inline dependencies, and who may build them
     dependencies: DependencySettings = DependencySettings()
@@ -191,6 +221,7 @@ def read_settings(path: str) -> Settings:
     _check_grants(path, settings)
     _check_process(path, settings)
     _check_dependencies(path, settings)
+    _check_identities(path, settings)
     return settings
 
 
@@ -247,6 +278,34 @@ def _check_dependencies(path: str, settings: Settings) -> None:
                 ) from None
 
 
+def check_identity(value: str) -> str | None:
+    """Why ``value`` is not a plugin identity (``[granted-to]``), or None when it is one."""
+    kind, sep, origin = value.partition(":")
+    if not sep or kind not in IDENTITY_SOURCES or not origin:
+        return f"write KIND:ORIGIN with KIND one of {', '.join(IDENTITY_SOURCES)}"
+    if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in value):
+        return "it contains a control character"
+    if kind in ("file", "executable") and not os.path.isabs(origin):
+        return f"a {kind} identity is an absolute path"
+    if kind == "wasm":
+        algo, _, digest = origin.partition(":")
+        if algo != "sha256" or len(digest) != 64 or digest.strip("0123456789abcdef"):
+            return "a wasm identity is sha256:HEX (the module's hash)"
+    return None
+
+
+def _check_identities(path: str, settings: Settings) -> None:
+    for plugin, value in settings.granted_to.items():
+        problem = check_identity(value)
+        if problem is not None:
+            raise ConfigError(
+                path,
+                f"granted-to.{plugin}: {value!r} is not a plugin identity: {problem}",
+                hint="Conduit writes this table when you grant; delete the entry and the "
+                "grants are bound again on their next use (docs/permissions.md#identity)",
+            )
+
+
 def update_config(path: str, change: Callable[[Any], None]) -> None:
     """Apply ``change`` to the parsed config document and write it back atomically.
 
@@ -271,6 +330,7 @@ def update_config(path: str, change: Callable[[Any], None]) -> None:
             settings = msgspec.convert(tomllib.loads(text), Settings)
             _check_grants(path, settings)
             _check_dependencies(path, settings)
+            _check_identities(path, settings)
         except msgspec.ValidationError as exc:  # pragma: no cover - a bug in `change`
             raise ConfigError(path, f"refusing to write an invalid config: {exc}") from None
         os.makedirs(os.path.dirname(path), exist_ok=True)

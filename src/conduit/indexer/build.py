@@ -10,13 +10,14 @@ records, resolves dependencies and writes the index (:func:`rebuild`) in the for
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 import msgspec
 
 from conduit import __version__
 from conduit import index as reader
-from conduit.config import read_settings
+from conduit.config import SecuritySettings, Settings, read_settings
 from conduit.errors import ManifestError
 from conduit.fs import atomic_write, locked
 from conduit.index import INDEX_FORMAT, empty_events, encode, read, records_path
@@ -25,6 +26,7 @@ from conduit.indexer.resolve import Node, Resolution, resolve
 from conduit.journal import interrupted_operation
 from conduit.manifest import read_manifest_file
 from conduit.sdk import API_VERSION
+from conduit.security.grants import SANDBOX_PLATFORM
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -33,7 +35,7 @@ if TYPE_CHECKING:
     from conduit.paths import Paths
     from conduit.timing import Profile
 
-__all__ = ["build", "load", "rebuild"]
+__all__ = ["build", "identity", "load", "rebuild"]
 
 
 def _load_manifest(item: Found) -> None:
@@ -63,7 +65,96 @@ def _check_api(item: Found) -> None:
 _STRICTNESS = {"in-process": 0, "process": 1, "wasm": 2}
 
 
-def _record(item: Found, disabled: set[str], forced: dict[str, str]) -> PluginRec:
+def _normalise(dist: str) -> str:
+    """A distribution name as PEP 503 compares them (``Git_Tools`` is ``git-tools``)."""
+    import re
+
+    return re.sub(r"[-_.]+", "-", dist).lower()
+
+
+def _module_hash(path: str) -> str:
+    """``sha256:HEX`` of a WebAssembly module (an unreadable one: of its path, a value no
+    module has; it cannot be loaded anyway)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+    except OSError:
+        digest = hashlib.sha256(b"unreadable:" + os.fsencode(path))
+    return f"sha256:{digest.hexdigest()}"
+
+
+def identity(item: Found) -> str:
+    """What binds a grant to the plugin ``item`` (docs/permissions.md#identity): the
+    distribution of an entry point (its upgrades keep grants), the path of a single file
+    or an executable (editing it in place keeps them), the hash of a WebAssembly module
+    (another module, even at the same path, is asked again)."""
+    if item.source == "builtin":
+        return "builtin"
+    if item.source == "entry-point":
+        return f"entry-point:{_inert(_normalise(item.dist or item.name))}"
+    if item.source == "wasm":
+        return f"wasm:{_module_hash(item.entry or item.origin)}"
+    return f"{item.source}:{_inert(os.path.abspath(item.origin))}"
+
+
+def _inert(text: str) -> str:
+    """``text`` with control characters and bidi overrides written as ``\\xNN`` /
+    ``\\uNNNN``: an identity is printed at the prompt and stored in the config."""
+    return "".join(
+        c
+        if c.isprintable() and not ("\u202a" <= c <= "\u202e" or "\u2066" <= c <= "\u2069")
+        else (f"\\x{ord(c):02x}" if ord(c) < 256 else f"\\u{ord(c):04x}")
+        for c in text
+    )
+
+
+def _isolation(item: Found, forced: dict[str, str], security: SecuritySettings) -> str:
+    """The host kind: the manifest's, or the process sandbox for a third-party in-process
+    plugin under ``[security] sandbox-third-party``, or stricter by ``[isolation]``."""
+    m = item.manifest
+    assert m is not None
+    kind = m.isolation
+    if (
+        security.sandbox_third_party
+        and SANDBOX_PLATFORM
+        and kind == "in-process"
+        and item.source in ("entry-point", "file")
+        and item.name not in security.trusted
+    ):
+        kind = "process"
+    # The user's policy may make isolation stricter, never weaker.
+    return max(kind, forced.get(item.name, kind), key=_STRICTNESS.__getitem__)
+
+
+def _bind_grants(settings: Settings, plugins: dict[str, PluginRec]) -> dict[str, list[str]]:
+    """The ``[grants]`` that apply: those given to the identity of the plugin that now
+    holds the name (``[granted-to]``), and unbound ones (an older config, or written by
+    hand) when only one plugin claims the name; bound on first use by
+    :func:`conduit.security.grants.ensure_granted`. Others are kept out of the index's
+    grants, so no host applies them, and noted in the record as ``withheld``."""
+    applied: dict[str, list[str]] = {}
+    for name, caps in settings.grants.items():
+        rec = plugins.get(name)
+        bound = settings.granted_to.get(name)
+        if (
+            rec is None
+            or rec["source"] == "builtin"
+            or bound == rec["identity"]
+            or (bound is None and not rec["shadowed"])
+        ):
+            applied[name] = list(caps)
+        else:
+            rec["withheld"] = {"granted_to": bound, "grants": list(caps)}
+    return applied
+
+
+def _record(
+    item: Found, disabled: set[str], forced: dict[str, str], security: SecuritySettings
+) -> PluginRec:
     m = item.manifest
     assert m is not None
     data = msgspec.to_builtins(m)
@@ -86,16 +177,16 @@ def _record(item: Found, disabled: set[str], forced: dict[str, str]) -> PluginRe
         "provides": data["provides"],
         "requires": data["requires"],
         "capabilities": list(m.capabilities),
-        # The user's policy may make isolation stricter, never weaker.
-        "isolation": max(
-            m.isolation, forced.get(item.name, m.isolation), key=_STRICTNESS.__getitem__
-        ),
+        "isolation": _isolation(item, forced, security),
         "dependencies": list(m.dependencies),
         "protocol": item.protocol,
         "enabled": item.name not in disabled or item.name == "plugins",
         "blocked": None,
         "blocked_hint": None,
         "after": [],
+        "identity": identity(item),
+        "shadowed": [],
+        "withheld": None,
     }
 
 
@@ -138,9 +229,16 @@ def build(paths: Paths, fp: tuple[object, ...]) -> Index:
                     "disabled": item.name in disabled,
                 }
             )
+            plugins[item.name]["shadowed"].append(identity(item))
             continue
         winners[item.name] = item
-        plugins[item.name] = _record(item, disabled, dict(settings.isolation))
+        plugins[item.name] = _record(item, disabled, dict(settings.isolation), settings.security)
+    grants = _bind_grants(settings, plugins)
+    if settings.security.sandbox_third_party and not SANDBOX_PLATFORM:
+        warnings.append(
+            "config [security] sandbox-third-party: this platform has no process sandbox "
+            "(Linux only); third-party plugins run in-process"
+        )
 
     for key, plugin in sorted(settings.pins.items()):
         if plugin not in plugins:
@@ -187,7 +285,7 @@ def build(paths: Paths, fp: tuple[object, ...]) -> Index:
         "services": dict(sorted(resolution.providers.items())),
         "ambiguous": ambiguous,
         "boot_order": resolution.boot_order,
-        "config": msgspec.to_builtins(settings),
+        "config": {**msgspec.to_builtins(settings), "grants": grants},
         "help": "",
         "usable": [n for n, r in plugins.items() if r["enabled"] and not r["blocked"]],
         "builtins": [n for n, r in plugins.items() if r["source"] == "builtin"],

@@ -27,6 +27,13 @@ class RequiresRec(TypedDict):
     services: list[str]
 
 
+class WithheldRec(TypedDict):
+    """Grants in the config under a plugin's name that are not applied to it."""
+
+    granted_to: str | None  # the identity they were given to; None: unbound, name contested
+    grants: list[str]
+
+
 class PluginRec(TypedDict):
     name: str
     version: str | None
@@ -48,6 +55,11 @@ class PluginRec(TypedDict):
     blocked: str | None  # why resolution refuses to activate it, or None
     blocked_hint: str | None
     after: list[str]  # plugins to activate first (its resolved requirements)
+    # What binds grants to it (conduit.security.grants): "builtin", "entry-point:DIST",
+    # "file:PATH", "wasm:sha256:HEX" or "executable:PATH"
+    identity: str
+    shadowed: list[str]  # identities of other plugins claiming its name (they lost)
+    withheld: WithheldRec | None  # grants under its name given to another identity
 
 
 class BrokenRec(TypedDict):

@@ -338,8 +338,14 @@ class Kernel:
 
     def _activate(self, name: str, reason: str) -> Context:
         rec = self.record(name)
-        if (rec["capabilities"] or rec.get("dependencies")) and rec["source"] != "builtin":
-            # capabilities, and consent to install its inline dependencies
+        grants = self.index["config"].get("grants")
+        if rec["source"] != "builtin" and (
+            rec["capabilities"]
+            or rec.get("dependencies")
+            or (isinstance(grants, dict) and name in grants)
+        ):
+            # checks its requests and consent to install its inline dependencies, and
+            # binds unbound grants to it on first use
             from conduit.security.grants import ensure_granted
 
             ensure_granted(self.index, rec, self.paths.config_file, self.approve)

@@ -6,6 +6,16 @@ the index), parsed with :func:`conduit.security.capabilities.parse`; what it req
 ``rec["capabilities"]`` of its index record. A plugin is activated only when every
 requested capability is covered by a grant (:func:`ensure_granted`, called by the kernel).
 
+Grants are bound to a plugin's identity, not to its bare name (docs/permissions.md#identity):
+the index builder gives each record an ``identity`` (``entry-point:DIST``, ``file:PATH``,
+``wasm:sha256:HEX``, ``executable:PATH``), the config's ``[granted-to]`` table records
+the identity each plugin's grants were given to (written with them: at the prompt, by
+``plugins grant``, after ``plugins install``), and the builder leaves out of
+``index["config"]["grants"]`` the grants given to another identity (the record's
+``withheld``), so that no host applies them to a newcomer claiming the name. Unbound
+grants (an older config, a hand-written entry) apply while a single plugin claims the
+name and are bound to it on first use (:func:`ensure_granted`).
+
 Built-in plugins are trusted: they declare no capabilities and are never checked.
 
 A plugin's inline ``dependencies`` are asked for the same way: installing them runs an
@@ -30,18 +40,22 @@ if TYPE_CHECKING:
     from conduit.indexer.records import Index, PluginRec
 
 __all__ = [
+    "SANDBOX_PLATFORM",
     "Approver",
     "add_grants",
+    "advisory",
     "builds_allowed",
     "consent_dependencies",
     "dependencies_to_consent",
     "dependency_list",
     "describe",
+    "describe_identity",
     "ensure_granted",
     "granted",
     "has_consent",
     "inert",
     "interactive",
+    "isolate",
     "missing_for",
     "offer",
     "refuse_direct_references",
@@ -49,7 +63,11 @@ __all__ = [
     "requested",
     "terminal_approver",
     "withdraw_dependencies",
+    "withheld_note",
 ]
+
+#: where the process host has an operating-system sandbox (docs/permissions-process.md)
+SANDBOX_PLATFORM = sys.platform == "linux"
 
 #: asked when a plugin lacks grants: ``(record, missing) -> True`` to grant them now
 Approver = Callable[["PluginRec", list[Capability]], bool]
@@ -90,6 +108,68 @@ def describe(cap: Capability) -> str:
     return scoped.format(cap.scope)
 
 
+_IDENTITY_WORDS = {
+    "entry-point": "distribution",
+    "file": "file",
+    "wasm": "WebAssembly module",
+    "executable": "executable",
+}
+
+
+def describe_identity(identity: str | None) -> str:
+    """A plugin identity in words: ``file /path/x.py``, ``distribution git-tools``..."""
+    if identity is None:
+        return "no plugin in particular (never bound)"
+    kind, _, origin = identity.partition(":")
+    if kind == "builtin":
+        return "built-in"
+    if kind == "wasm":  # sha256:HEX: the start is enough to tell two modules apart
+        origin = origin[: len("sha256:") + 16] + "..."
+    return f"{_IDENTITY_WORDS.get(kind, kind)} {origin}"
+
+
+def withheld_note(rec: PluginRec) -> str | None:
+    """Why grants under ``rec``'s name do not apply to it, or None when they do."""
+    held = rec.get("withheld")
+    if not held:
+        return None
+    name, this = rec["name"], describe_identity(rec["identity"])
+    if held["granted_to"] is None:
+        return (
+            f"several plugins claim the name '{name}' and its grants were never bound to one "
+            f"of them: they apply to none until you grant them to this one ({this})"
+        )
+    return (
+        f"the grants of '{name}' were given to another plugin, "
+        f"{describe_identity(held['granted_to'])}; this one is {this}, and granting gives "
+        "them to it instead"
+    )
+
+
+def advisory(rec: PluginRec) -> bool:
+    """Whether ``rec``'s limits are advisory: a third-party plugin in Conduit's own
+    process, where only the in-process guard watches it."""
+    return rec["isolation"] == "in-process" and rec["source"] in ("entry-point", "file")
+
+
+def isolate(config_file: str, rec: PluginRec) -> None:
+    """Run ``rec`` in the process sandbox from now on: ``[isolation] NAME = "process"``
+    in the config, and in its record for this run."""
+    from conduit.config import update_config
+
+    name = rec["name"]
+
+    def change(doc: Any) -> None:
+        import tomlkit
+
+        if "isolation" not in doc:
+            doc["isolation"] = tomlkit.table()
+        doc["isolation"][name] = "process"
+
+    update_config(config_file, change)
+    rec["isolation"] = "process"
+
+
 def interactive() -> bool:
     """Whether a person can answer a prompt: stdin and stderr are terminals and ``CI``
     is not set."""
@@ -123,6 +203,7 @@ def _prompt(rec: PluginRec, caps: list[Capability], config_file: str, notes: lis
     width = max((len(text) for text, _ in shown), default=0)
     lines = [f"┌ conduit: plugin '{name}'{version} requests:"]
     lines += [f"├   {text:<{width}}  {meaning}" for text, meaning in shown]
+    lines += [inert(line) for line in _trust_lines(rec)]
     lines += notes
     lines.append(
         f"├ Granting saves this in {inert(config_file)}; "
@@ -134,7 +215,35 @@ def _prompt(rec: PluginRec, caps: list[Capability], config_file: str, notes: lis
     answer = sys.stdin.readline()
     if not answer.endswith("\n"):  # end of input: nobody answered
         sys.stderr.write("\n")
-    return answer.strip().lower() in ("y", "yes")
+    return _accept(answer, rec, config_file)
+
+
+def _trust_lines(rec: PluginRec) -> list[str]:
+    """The prompt's lines on whom the grants go to and how far they are enforced."""
+    lines = []
+    note = withheld_note(rec)
+    if note is not None:
+        lines.append(f"├ ! Not the plugin you granted before: {note}.")
+    if advisory(rec):
+        lines.append(
+            "├ It runs inside Conduit's own process, where these limits are advisory: code "
+            "that means to can get around them (ctypes, _posixsubprocess)."
+        )
+        if SANDBOX_PLATFORM:
+            lines.append(
+                f"├ Answer p to grant and run it in the process sandbox instead, where the "
+                f'operating system enforces them ([isolation] {rec["name"]} = "process").'
+            )
+    return lines
+
+
+def _accept(answer: str, rec: PluginRec, config_file: str) -> bool:
+    """Whether ``answer`` grants; ``p`` also moves the plugin into the process sandbox."""
+    word = answer.strip().lower()
+    if word == "p" and SANDBOX_PLATFORM and advisory(rec):
+        isolate(config_file, rec)
+        return True
+    return word in ("y", "yes")
 
 
 def ensure_granted(
@@ -145,8 +254,10 @@ def ensure_granted(
     approval is written to the config and to the in-memory index."""
     lacking = missing_for(index, rec)
     deps = dependencies_to_consent(index, rec)
-    if not lacking and not deps:
-        return
+    if not lacking:
+        _bind_on_first_use(index, rec, config_file)
+        if not deps:
+            return
     if deps:  # a URL or a path would be refused after a "yes": refuse it before asking
         refuse_direct_references(rec["name"], deps, builds_allowed(index["config"], rec["name"]))
     notes = _dependency_notes(index, rec, deps) if deps else None
@@ -156,16 +267,50 @@ def ensure_granted(
         if deps:
             missed = [str(c) for c in lacking]
             raise NotConsented(rec["name"], missed, [inert(d) for d in deps], declined=declined)
-        raise NotGranted(rec["name"], [str(c) for c in lacking], declined=declined)
+        refusal = NotGranted(rec["name"], [str(c) for c in lacking], declined=declined)
+        refusal.hint = withheld_note(rec)
+        raise refusal
     texts = [str(c) for c in lacking]
     config: dict[str, Any] = index["config"]
     if texts:
-        add_grants(config_file, rec["name"], texts)
+        # Grants given to another plugin of this name are replaced, never inherited.
+        replace = bool(rec.get("withheld"))
+        add_grants(config_file, rec["name"], texts, identity=rec["identity"], replace=replace)
         # This run goes on with the new grants; the next run reads them from the config.
         table = config.setdefault("grants", {})
-        table[rec["name"]] = [*table.get(rec["name"], []), *texts]
+        table[rec["name"]] = texts if replace else [*table.get(rec["name"], []), *texts]
+        config.setdefault("granted-to", {})[rec["name"]] = rec["identity"]
+        rec["withheld"] = None
     if deps:
         _record_consent(config, config_file, rec["name"], deps)
+
+
+def _bind_on_first_use(index: Index, rec: PluginRec, config_file: str) -> None:
+    """Bind unbound grants (an older config, a hand-written entry) to ``rec``, the one
+    plugin that claims the name (the index builder withholds them when several do)."""
+    from conduit.errors import ConfigError
+
+    name = rec["name"]
+    config: dict[str, Any] = index["config"]
+    bound = config.setdefault("granted-to", {})
+    if rec["source"] == "builtin" or name in bound or name not in config.get("grants", {}):
+        return
+    from conduit.config import update_config
+
+    def change(doc: Any) -> None:
+        import tomlkit
+
+        if name not in doc.get("grants", {}) or name in doc.get("granted-to", {}):
+            return  # changed on disk since this index was built: leave it to the next run
+        if "granted-to" not in doc:
+            doc["granted-to"] = tomlkit.table()
+        doc["granted-to"][name] = rec["identity"]
+
+    try:
+        update_config(config_file, change)
+    except (OSError, ConfigError):  # a read-only config: they stay unbound for now
+        return
+    bound[name] = rec["identity"]
 
 
 def _never(_rec: PluginRec, _caps: list[Capability]) -> bool:
@@ -189,6 +334,8 @@ def offer(index: Index, names: list[str], config_file: str, *, ask: bool) -> lis
             ensure_granted(index, rec, config_file, None if ask else _never)
         except NotGranted as exc:
             notes.append(f"plugin '{name}' asks for: {', '.join(lacking)}")
+            if exc.hint:
+                notes.append(f"  note: {exc.hint}")
             also = ["--dependencies"] if isinstance(exc, NotConsented) else []
             notes.append(f"  grant with: {grant_command(name, [*also, *lacking])}")
             continue
@@ -199,8 +346,17 @@ def offer(index: Index, names: list[str], config_file: str, *, ask: bool) -> lis
     return notes
 
 
-def add_grants(config_file: str, name: str, caps: list[str]) -> list[str]:
-    """Append ``caps`` to ``[grants] NAME`` (atomically, under the config's lock).
+def add_grants(
+    config_file: str,
+    name: str,
+    caps: list[str],
+    *,
+    identity: str | None = None,
+    replace: bool = False,
+) -> list[str]:
+    """Append ``caps`` to ``[grants] NAME`` (atomically, under the config's lock); with
+    ``identity``, record in ``[granted-to] NAME`` whom they are given to, and with
+    ``replace``, drop the grants listed before (given to another plugin of that name).
 
     Returns the ones that were added (those already listed verbatim are skipped).
     """
@@ -213,14 +369,20 @@ def add_grants(config_file: str, name: str, caps: list[str]) -> list[str]:
 
         if "grants" not in doc:
             doc["grants"] = tomlkit.table()
-        current = [str(x) for x in doc["grants"].get(name, [])]
+        before = doc["grants"].get(name)
+        current = [] if replace or before is None else [str(x) for x in before]
         for cap in caps:
             if cap not in current:
                 current.append(cap)
                 added.append(cap)
-        array = tomlkit.array()
-        array.extend(current)
-        doc["grants"][name] = array
+        if current or before is not None:
+            array = tomlkit.array()
+            array.extend(current)
+            doc["grants"][name] = array
+        if identity is not None:
+            if "granted-to" not in doc:
+                doc["granted-to"] = tomlkit.table()
+            doc["granted-to"][name] = identity
 
     update_config(config_file, change)
     return added
@@ -248,6 +410,9 @@ def remove_grants(config_file: str, name: str, caps: list[str] | None) -> list[s
             table[name] = array
         else:
             del table[name]
+            bound = doc.get("granted-to")
+            if bound is not None and name in bound:
+                del bound[name]
 
     update_config(config_file, change)
     return removed

@@ -11,15 +11,19 @@ from conduit.builtins.plugins._common import current_index, find
 from conduit.errors import UsageError, grant_command
 from conduit.security.capabilities import Capability, CapabilityError, missing, parse
 from conduit.security.grants import (
+    SANDBOX_PLATFORM,
     add_grants,
+    advisory,
     consent_dependencies,
     dependency_list,
     describe,
+    describe_identity,
     granted,
     missing_for,
     remove_grants,
     requested,
     withdraw_dependencies,
+    withheld_note,
 )
 from conduit.security.report import enforcement
 from conduit.text import inert
@@ -64,6 +68,9 @@ def _report(index: Index, rec: PluginRec) -> dict[str, Any]:
     host, enforced, gaps = enforcement(rec, have)
     forced = index["config"].get("isolation", {})
     assert isinstance(forced, dict)
+    bound = index["config"].get("granted-to", {})
+    assert isinstance(bound, dict)
+    held = rec.get("withheld")
 
     return {
         "name": name,
@@ -87,6 +94,11 @@ def _report(index: Index, rec: PluginRec) -> dict[str, Any]:
         "grant_command": grant_command(name, [str(c) for c in lacking]) if lacking else None,
         "enforced": enforced,
         "not_enforced": gaps,
+        "advisory": advisory(rec),
+        "identity": rec.get("identity"),
+        "granted_to": held["granted_to"] if held else bound.get(name),
+        "withheld": list(held["grants"]) if held else [],
+        "withheld_note": withheld_note(rec),
     }
 
 
@@ -104,6 +116,7 @@ def permissions_cmd(name: str, as_json: bool) -> None:
     lines = [f"{name}{version} ({report['source']})"]
     policy = " (forced by the [isolation] policy)" if report["isolation_forced_by_policy"] else ""
     lines.append(f"  host: {report['host']}{policy}")
+    lines += _advisory_lines(name, report)
     if not report["requested"]:
         lines.append("  requested: nothing")
     else:
@@ -115,6 +128,7 @@ def permissions_cmd(name: str, as_json: bool) -> None:
             lines.append(f"  {mark} {r['capability']:<{width}}  {state:<7}  {r['meaning']}")
     if report["granted_not_requested"]:
         lines.append("  granted but not requested: " + ", ".join(report["granted_not_requested"]))
+    lines += _binding_lines(report)
     if report["missing"]:
         lines.append(f"  missing: {', '.join(report['missing'])}")
         lines.append(f"  grant them with: {report['grant_command']}")
@@ -127,6 +141,35 @@ def permissions_cmd(name: str, as_json: bool) -> None:
     if any(r["unscoped"] for r in report["requested"]):
         lines.append("  ! unscoped: all of that kind")
     click.echo("\n".join(map(inert, lines)))  # a plugin's text shows escaped
+
+
+def _advisory_lines(name: str, report: dict[str, Any]) -> list[str]:
+    """For an in-process plugin: its limits are advisory, and how to enforce them."""
+    if not report["advisory"]:
+        return []
+    lines = [
+        "  ! advisory: it runs inside Conduit's own process, where code that means to gets",
+        "    around the guard (ctypes, _posixsubprocess)",
+    ]
+    if SANDBOX_PLATFORM:
+        lines[-1] += "; to enforce its grants, run it in the"
+        lines.append(f'    process sandbox: [isolation] {name} = "process" in {_config_file()}')
+    return lines
+
+
+def _binding_lines(report: dict[str, Any]) -> list[str]:
+    """Whom the grants under this name were given to."""
+    if report["withheld"]:
+        return [
+            f"  ! grants not applied: {', '.join(report['withheld'])}",
+            f"    {report['withheld_note']}",
+        ]
+    if not report["granted"] or report["source"] == "builtin":
+        return []
+    to = report["granted_to"]
+    if not to:
+        return ["  grants bound to: nobody yet (bound to this plugin when it next runs)"]
+    return [f"  grants bound to: {describe_identity(to)}"]
 
 
 @click.command("grant")
@@ -188,7 +231,11 @@ def grant_cmd(
             plain = describe(cap).removesuffix(" (unscoped!)")
             click.echo(f"warning: {cap} is unscoped: {plain}", err=True)
         new.append(str(cap))
-    added = add_grants(_config_file(), name, new) if new else []
+    held = rec.get("withheld")
+    if held:
+        # the grants given to the other plugin are replaced, never inherited
+        click.echo(f"note: {withheld_note(rec)}; replacing {', '.join(held['grants'])}", err=True)
+    added = add_grants(_config_file(), name, new, identity=rec["identity"], replace=bool(held))
     if added:
         click.echo(f"Granted to '{name}': {', '.join(added)}.")
     else:
@@ -246,7 +293,9 @@ def revoke_cmd(
             hint=f"'conduit plugins permissions {name}' shows its grants",
         )
     texts = [str(c) for c in _parse_args(capabilities)]
-    current = [str(c) for c in granted(index, name)]
+    rec = index["plugins"].get(name)
+    held = rec.get("withheld") if rec is not None else None
+    current = list(held["grants"]) if held else [str(c) for c in granted(index, name)]
     unknown = [t for t in texts if t not in current]
     if unknown:
         raise UsageError(
@@ -258,8 +307,7 @@ def revoke_cmd(
         click.echo(f"Nothing to revoke: '{name}' has no grants.")
         return
     click.echo(f"Revoked from '{name}': {', '.join(removed)}.")
-    rec = index["plugins"].get(name)
-    if rec is not None and rec["capabilities"]:
+    if rec is not None and rec["capabilities"] and not held:
         still = [parse(t) for t in current if t not in removed]
         lacking = missing(requested(rec), still)
         if lacking:

@@ -576,28 +576,40 @@ def test_fuel_limit(plugin_dir, conduit_home, other, capsys):
     fails_then_carries_on(capsys, "spin", "plugin 'spin': ran out of fuel (100000 units)")
 
 
-def test_the_epoch_ticker_runs_only_while_a_command_runs(tmp_path):
-    # docs/wasm.md: one ticker thread, only while a WebAssembly command runs
-    import _thread
-    import time
+def test_the_epoch_ticker_runs_only_while_a_command_runs(tmp_path, monkeypatch):
+    # docs/wasm.md: one ticker thread, only while a WebAssembly command runs. The threads
+    # the runtime starts are watched themselves, not the process's thread count, which
+    # other tests' threads (a server winding down) may change at any moment.
+    import threading
 
+    from conduit.hosts.wasm import runtime as runtime_module
     from conduit.hosts.wasm.runtime import WasmSettings, runtime
 
-    def threads(expected: int) -> int:
-        """The number of threads once it is ``expected`` (they start and stop async)."""
-        deadline = time.monotonic() + 5
-        while _thread._count() != expected and time.monotonic() < deadline:
-            time.sleep(0.01)
-        return int(_thread._count())
+    started: list[threading.Event] = []  # one "finished" event per thread started
+    real_start = runtime_module._thread.start_new_thread
 
+    def watched_start(target, args):  # type: ignore[no-untyped-def]
+        finished = threading.Event()
+        started.append(finished)
+
+        def run(*a):  # type: ignore[no-untyped-def]
+            try:
+                target(*a)
+            finally:
+                finished.set()
+
+        return real_start(run, args)
+
+    monkeypatch.setattr(runtime_module._thread, "start_new_thread", watched_start)
     rt = runtime(WasmSettings(), str(tmp_path))
-    before = _thread._count()
+    assert started == []
     with rt:
-        assert threads(before + 1) == before + 1
+        assert len(started) == 1 and not started[0].is_set()
         with rt:  # a nested command shares it
-            time.sleep(0.05)
-            assert _thread._count() == before + 1
-    assert threads(before) == before
+            assert len(started) == 1 and not started[0].is_set()
+        assert not started[0].is_set()
+    assert started[0].wait(30), "the ticker thread did not stop after the command"
+    assert len(started) == 1
 
 
 def test_each_command_gets_a_fresh_instance(plugin_dir, capsys):

@@ -19,7 +19,9 @@ signal handler writes (``signal.set_wakeup_fd`` writes the signal number, 2, and
 is MessagePack ending in the integer 2): the frame is complete the moment the signal
 arrives, as fast as a compiled host could answer. Then the Python-level handler writes
 the answer. It needs ``[process] codec = "msgpack"``; the pid of the host goes to
-``$HOST_READY`` when it waits, and ``$HOST_READY.bye`` is created when it is shut down.
+``$HOST_READY`` when it waits. (The kernel's own SIGINT, sent after ``$/cancel`` when
+the answer was not read yet, may come before the Python-level handler has turned the
+wakeup descriptor off: a stray byte then follows, and the kernel stops the host.)
 
 The service ``NAME.svc`` has ``pid()``, ``env()`` (the number of variables and
 ``$PROBE``) and ``crash()``. With ``hook=True`` it implements ``after_command``, which
@@ -183,8 +185,6 @@ while True:
         send({"jsonrpc": "2.0", "id": rid, "result": {"status": "ok", "pid": os.getpid()}})
     elif method == "shutdown":
         send({"jsonrpc": "2.0", "id": rid, "result": None})
-        if os.environ.get("HOST_READY"):  # shut down, not killed
-            open(os.environ["HOST_READY"] + ".bye", "w").close()
         sys.exit(0)
     elif rid is not None:
         send({"jsonrpc": "2.0", "id": rid, "error": {"code": -32601, "message": "unknown method"}})

@@ -154,11 +154,11 @@ def test_one_write_larger_than_the_frame_limit_is_split(plugin_dir, run, conduit
 def test_terminal_ctrl_c_never_loses_what_the_host_answered(plugin_dir, conduit_home, tmp_path):
     """A terminal's Ctrl-C reaches the kernel and the host together. A host that answers
     at once (its last output, then its -32800) may have written both before the kernel
-    handles the signal: the kernel must still show that output, and not wait out
-    cancel-grace for an answer it has already read. 50 times, each in a fresh conduit."""
-    configure(conduit_home, '[process]\ncodec = "msgpack"')
+    handles the signal: the kernel must still show that output, and not wait for an
+    answer it has already read (cancel-grace is 10 minutes here: waiting for such an
+    answer would hang the run). 50 times, each in a fresh conduit."""
+    configure(conduit_home, '[process]\ncodec = "msgpack"\ncancel-grace = 600')
     write_host(plugin_dir, "quick")
-    failures = []
     for attempt in range(50):
         ready = tmp_path / f"ready{attempt}"
         os.environ["HOST_READY"] = str(ready)
@@ -170,13 +170,13 @@ def test_terminal_ctrl_c_never_loses_what_the_host_answered(plugin_dir, conduit_
             host = int(wait_for_file(ready, timeout=30))
             os.killpg(proc.pid, signal.SIGINT)
             out, err = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+            pytest.fail(f"run {attempt}: conduit waited for an answer it had read; {out=} {err=}")
         finally:
             proc.kill()
-        assert wait_gone(host)
-        # its answer was read: it was shut down, not killed after cancel-grace
-        bye = Path(f"{ready}.bye").exists()
-        if (proc.returncode, out, bye) != (130, "first line\nlast line\n", True):
-            failures.append((attempt, proc.returncode, out, bye, err))
+        assert (proc.returncode, out) == (130, "first line\nlast line\n"), (attempt, err)
         assert err.endswith("Aborted.\n"), err
         assert "Traceback" not in err
-    assert not failures, f"{len(failures)} of 50 runs lost output: {failures[:3]}"
+        assert wait_gone(host)

@@ -469,12 +469,12 @@ class Endpoint:
         waiting = self._waiting
         held = self._held
         outer = held.channel
+        waiting.add(rid)  # before it is written: a Ctrl-C in the write leaves it to cancel
         try:
             try:
                 channel.send({"jsonrpc": "2.0", "id": rid, "method": method, "params": params})
             except ChannelClosed as exc:
                 raise NotSent(str(exc)) from exc
-            waiting.add(rid)
             held.channel = channel  # from here a Ctrl-C waits for what is read (_Held)
             while True:
                 message = self._early.pop(rid, None) if self._early else None
@@ -561,15 +561,15 @@ class Endpoint:
             results.extend([None] * len(ids))
             deadline = None if timeout is None else monotonic() + timeout
             channel.write_deadline = deadline
-            try:
-                channel.send_frames(frames)
-            except ChannelClosed as exc:
-                if first_window:  # nothing of the batch went out
-                    raise NotSent(str(exc)) from exc
-                raise
             self._waiting.update(ids)
-            self._held.channel = channel  # a Ctrl-C waits for what is read (_Held)
             try:
+                try:
+                    channel.send_frames(frames)
+                except ChannelClosed as exc:
+                    if first_window:  # nothing of the batch went out
+                        raise NotSent(str(exc)) from exc
+                    raise
+                self._held.channel = channel  # a Ctrl-C waits for what is read (_Held)
                 while ids:
                     message = None
                     if self._early:

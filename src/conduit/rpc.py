@@ -525,14 +525,16 @@ class Endpoint:
         outer_deadline = channel.write_deadline
         held = self._held
         outer = held.channel
+        results = None
         try:
-            return self._request_windows(method, params, timeout)
+            results = self._request_windows(method, params, timeout)
         finally:
             held.channel = outer
             channel.write_deadline = outer_deadline
             if held.pending:  # a Ctrl-C kept back while the last answers were read
-                self.interrupted = None
+                self.interrupted = None if results is not None else self._next_id
                 held.release()
+        return results
 
     def _request_windows(
         self, method: str, params: Sequence[dict[str, Any]], timeout: float | None

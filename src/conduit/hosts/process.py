@@ -260,7 +260,7 @@ class ProcessHost:
             return proc.wait()
 
     def _failed_start(self, cause: str) -> None:
-        """The child just started failed (``cause``): hold the next start back."""
+        """The child being started failed (``cause``): hold the next start back."""
         self._starting = False
         self._failures += 1
         self._retry_at = time.monotonic() + min(0.1 * 2 ** (self._failures - 1), 5.0)

@@ -2,7 +2,8 @@
 
 Ctrl-C is tested on a real ``conduit`` process: SIGINT goes to the kernel only (as if the
 terminal had delivered it there), so what reaches the command in the host is what the
-kernel forwards (``$/cancel`` and SIGINT), and nothing else.
+kernel forwards (``$/cancel`` and SIGINT), and nothing else; and, as a terminal does, to
+the whole process group, against a host that answers before the kernel has done anything.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from _protocol_host import write_host
 from test_process_faults import configure, gone, process_plugin, wait_for_file
 
 from _factory import write
@@ -146,3 +148,35 @@ def test_one_write_larger_than_the_frame_limit_is_split(plugin_dir, run, conduit
     expected = expected_path.read_text()
     assert len(expected) > 3 * 1024 * 1024
     assert r.out == expected
+
+
+@pytest.mark.timeout(400)
+def test_terminal_ctrl_c_never_loses_what_the_host_answered(plugin_dir, conduit_home, tmp_path):
+    """A terminal's Ctrl-C reaches the kernel and the host together. A host that answers
+    at once (its last output, then its -32800) may have written both before the kernel
+    handles the signal: the kernel must still show that output, and not wait for an
+    answer it has already read (cancel-grace is 10 minutes here: waiting for such an
+    answer would hang the run). 50 times, each in a fresh conduit."""
+    configure(conduit_home, '[process]\ncodec = "msgpack"\ncancel-grace = 600')
+    write_host(plugin_dir, "quick")
+    for attempt in range(50):
+        ready = tmp_path / f"ready{attempt}"
+        os.environ["HOST_READY"] = str(ready)
+        try:
+            proc = start_conduit("quick", "ctrlc")
+        finally:
+            del os.environ["HOST_READY"]
+        try:
+            host = int(wait_for_file(ready, timeout=30))
+            os.killpg(proc.pid, signal.SIGINT)
+            out, err = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+            pytest.fail(f"run {attempt}: conduit waited for an answer it had read; {out=} {err=}")
+        finally:
+            proc.kill()
+        assert (proc.returncode, out) == (130, "first line\nlast line\n"), (attempt, err)
+        assert err.endswith("Aborted.\n"), err
+        assert "Traceback" not in err
+        assert wait_gone(host)

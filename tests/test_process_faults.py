@@ -9,6 +9,7 @@ very host it had before the fault) and through the CLI (exit code and the one-li
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import signal
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from _protocol_host import write_host
 from conduit import rpc
 from conduit.errors import ConduitError
 from conduit.hosts.process import ProcessHost
@@ -622,38 +624,88 @@ def test_protocol_version_mismatch_is_refused(companions, kernels, run, capsys):
 FLAKY = """
 if args == ("crash",):
     os._exit(9)
+if args == ("hang",):
+    time.sleep(60)
+if args == ("garble",):
+    os.write(rpc_socket(), b"\\xff\\xff\\xff\\xff")
+    time.sleep(60)
 click.echo(os.getpid())
 """
 
 
-def test_restart_with_back_off_in_a_long_lived_kernel(companions, kernels, capsys):
+@pytest.mark.parametrize(
+    ("fault", "problem"),
+    [
+        ("crash", r"its host crashed \(exited with status 9\) during 'command.run'"),
+        ("hang", r"did not answer 'command.run' within 1 s; its host was stopped"),
+        ("garble", r"its host broke the protocol \(frame of .*\); it was stopped"),
+    ],
+    ids=["crash", "timeout", "protocol"],
+)
+def test_restart_after_a_fault_is_at_once(
+    companions, kernels, capsys, conduit_home, fault, problem
+):
+    """docs/protocol.md, Lifecycle: after a fault of a host that had started, the next
+    call starts a new one at once; only a failed start holds the next one back."""
+    configure(conduit_home, "[process]\ncommand-timeout = 1")
     write(companions, "flaky.py", process_plugin("flaky", FLAKY))
     kernel = kernels()
     pid = iso_pid(kernel, capsys)
     assert kernel.run("flaky", ["flaky"]) == 0
     first = int(capsys.readouterr().out)
-    with pytest.raises(ConduitError, match=r"its host crashed \(exited with status 9\)"):
-        kernel.run("flaky", ["flaky", "crash"])
-    host = host_of(kernel, "flaky")
-    # at once: held back, or (on a slow machine) already restarted
-    try:
-        kernel.run("flaky", ["flaky"])
-    except ConduitError as exc:
-        assert exc.exit_code == 3
-        assert re.fullmatch(
-            r"plugin 'flaky': its host crashed; restarting is held back for \d+\.\d s", exc.message
-        ), exc.message
-    else:
-        assert int(capsys.readouterr().out) != first
-    # past the back-off: a new host runs the command
-    time.sleep(max(0.0, host._retry_at - time.monotonic()) + 0.01)
-    assert kernel.run("flaky", ["flaky"]) == 0
+    with pytest.raises(ConduitError, match=problem):
+        kernel.run("flaky", ["flaky", fault])
+    assert kernel.run("flaky", ["flaky"]) == 0  # at once: nothing holds it back
     second = int(capsys.readouterr().out)
     assert second != first
     assert gone(first)
     # registrations made at the first activation still route to the new host
     assert kernel.states["flaky"] == "active"
     bystanders_work(kernel, capsys, pid)
+
+
+def held_back(kernel: Kernel, name: str) -> str:
+    """Activate ``name``, whose host fails to start, until a start is held back; return
+    that error's message. (The first failure holds the next start back 0.1 s, doubling:
+    on a slow machine a retry may come too late for the first hold, not for all.)"""
+    for _ in range(6):
+        with pytest.raises(ConduitError) as info:
+            kernel.activate(name)
+        if "held back" in info.value.message:
+            return info.value.message
+    raise AssertionError("no start was held back")
+
+
+BOOT_FAILURES = {
+    "crash": ("os._exit(9)", "it crashed: exited with status 9"),
+    "signal": ("os.kill(os.getpid(), signal.SIGKILL)", "it was killed by signal SIGKILL"),
+    "timeout": ("time.sleep(60)", "it did not answer 'initialize' within 1 s"),
+    "protocol": (
+        'os.write(rpc_socket(), b"\\x00\\x00\\x00\\x02[]")',
+        r"it broke the protocol: not a JSON-RPC 2\.0 message",
+    ),
+    "stray-output": (
+        'os.write(rpc_socket(), b"starting up...\\n")',
+        "it wrote non-protocol output to its channel",
+    ),
+}
+
+
+@pytest.mark.parametrize("failure", list(BOOT_FAILURES))
+def test_held_back_start_says_why_the_last_start_failed(
+    companions, kernels, capsys, conduit_home, failure
+):
+    boot, cause = BOOT_FAILURES[failure]
+    configure(conduit_home, "[process]\ntimeout = 1")
+    write(companions, "fragile.py", process_plugin("fragile", "pass", boot=boot))
+    kernel = kernels()
+    message = held_back(kernel, "fragile")
+    assert re.fullmatch(
+        rf"plugin 'fragile': its host failed to start \({cause}\); "
+        r"restarting is held back for \d\.\d s",
+        message,
+    ), message
+    bystanders_work(kernel, capsys, None)
 
 
 def fails_to_start_then_holds_back(kernel: Kernel, name: str, back_off: float) -> None:
@@ -766,3 +818,114 @@ def test_shutdown_of_a_kernel_with_a_hung_host_is_bounded(
     os.kill(stuck, signal.SIGSTOP)
     kernel.shutdown()
     assert gone(stuck)
+
+
+# -- executables: stray output, restarts for other plugins, one fault one line -------------
+def test_stray_output_on_an_executables_stdout_is_named(companions, kernels, run, capsys):
+    """A print to the stdout of an executable host lands on its channel: the kernel says
+    so, with the first bytes escaped, rather than report a frame of 1.2 GB."""
+    write_host(companions, "stray")
+    message = re.escape(
+        "plugin 'stray': its host broke the protocol (the plugin wrote non-protocol "
+        "output to its channel: 'Hello from main: the answer is 42\\n'); it was stopped"
+    )
+    kernel_fault(kernels, capsys, "stray", ("print",), 3, message)
+    err = cli_error(run, ("stray", "print"), 3, message)
+    assert "hint: a protocol host writes nothing but frames to its channel" in err
+
+
+STAT_USER = """
+import click
+from conduit.errors import ConduitError
+from conduit.sdk import Plugin
+
+
+class P(Plugin):
+    def boot(self, ctx):
+        @click.command("pystat")
+        def pystat():
+            stat = ctx.service("gostat.svc")
+            first = stat.env()
+            try:
+                stat.crash()
+            except ConduitError as exc:
+                click.echo(exc.message)
+            click.echo(first)
+            click.echo(stat.env())
+
+        ctx.register_command(pystat)
+"""
+
+
+@pytest.mark.parametrize("granted", [[], ["process:execute"]], ids=["no-grants", "execute"])
+def test_restart_after_a_crash_is_the_kernels_not_the_callers(
+    companions, run, conduit_home, monkeypatch, granted
+):
+    """An in-process plugin (under the guard) calls a service of an executable, which
+    crashes; the next call restarts the executable as the kernel: not checked against the
+    caller's grants, and with the kernel's environment (not the caller's granted view)."""
+    write_host(companions, "gostat")
+    manifest = 'name = "pystat"\napi = ">=1.0,<2"\n[[commands]]\nname = "pystat"'
+    write(companions, "pystat.py", manifest_block(manifest) + STAT_USER)
+    configure(conduit_home, f"pystat = {json.dumps(granted)}")  # in [grants]
+    monkeypatch.setenv("PROBE", "kernel's own")
+    r = run("pystat")
+    assert r.code == 0, r.err
+    crashed, first, second = r.out.splitlines()
+    assert (
+        crashed == "plugin 'gostat': its host crashed (exited with status 9) during 'service.call'"
+    )
+    assert first == second  # the same environment at the first start and at the restart
+    assert first.endswith(', "kernel\'s own"]')  # [how many variables, $PROBE]
+
+
+def test_one_fault_one_line_when_the_plugin_implements_after_command(
+    companions, run, tmp_path, monkeypatch
+):
+    """The command crashes the executable's host; its after_command hook is then called in
+    a new host (a restart after a fault is not held back), not reported as a second
+    failure."""
+    write_host(companions, "gohook", hook=True)
+    log = tmp_path / "hooks.log"
+    monkeypatch.setenv("HOOK_LOG", str(log))
+    r = run("gohook", "crash")
+    assert r.code == 3
+    assert r.err.splitlines() == [
+        "error: plugin 'gohook': its host crashed (exited with status 9) during 'command.run'",
+        "hint: run the command again; if it keeps crashing, disable the plugin",
+    ]
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    assert calls == [{"command": "gohook", "argv": ["crash"], "exit_code": 3}]
+
+
+AFTER_HOOK = """
+def after(command, exit_code):
+    pass
+"""
+
+
+def test_hooks_of_a_host_that_just_failed_to_start_are_skipped(
+    companions, kernels, capsys, tmp_path
+):
+    """A host that died while idle fails to start again for the next command: that is
+    the command's error, and its plugin's after_command hook adds no warning (its host is
+    held back: one fault, one line)."""
+    flag = tmp_path / "broken"
+    boot = f'if os.path.exists({str(flag)!r}):\n    os._exit(9)\nctx.register_hook("after_command", after)'
+    write(
+        companions,
+        "fragile.py",
+        process_plugin("fragile", 'click.echo("up")', boot=boot, module=AFTER_HOOK),
+    )
+    kernel = kernels()
+    assert kernel.run("fragile", ["fragile"]) == 0
+    host = host_of(kernel, "fragile")
+    assert host.proc is not None
+    flag.touch()
+    host.proc.kill()  # while idle: the next call starts a new host, which fails to boot
+    host.proc.wait()
+    with pytest.raises(
+        ConduitError, match=r"its host crashed \(exited with status 9\) during 'initialize'"
+    ):
+        kernel.run("fragile", ["fragile"])
+    assert kernel.warnings == []

@@ -6,11 +6,15 @@ The kernel side is :mod:`conduit.rpc` (``Channel`` and ``Endpoint``), as in
 * ``python``: the Python host (``conduit.hosts._child``) with a single-file plugin,
   reached over an inherited socketpair (``CONDUIT_RPC_FD``);
 * ``js``: the JavaScript example ``examples/js-plugin/conduit-hello-js --conduit-rpc``,
-  reached over its stdin and stdout.
+  reached over its stdin and stdout;
+* any executable listed in ``CONDUIT_CONFORMANCE_HOSTS`` (paths separated by
+  ``os.pathsep``), reached the same way: another implementation is checked without
+  editing this file.
 
-Both get the same small frame limit (``CONDUIT_RPC_MAX_FRAME``) so that an oversized frame
-is cheap to send. Every wait has a timeout. The protocol is documented in
-docs/protocol.md.
+What an implementation must provide for the suite (its commands, a service, a hook) is
+listed in docs/protocol.md, "Conformance suite". All get the same small frame limit
+(``CONDUIT_RPC_MAX_FRAME``) so that an oversized frame is cheap to send. Every wait has a
+timeout.
 """
 
 from __future__ import annotations
@@ -148,11 +152,24 @@ class Impl:
     id: str
     plugin: str  # the plugin name (and its top-level command)
     service: str  # a service with the method upper(text)
+    #: an executable host: how to run it (then ``--conduit-manifest`` or ``--conduit-rpc``);
+    #: empty for the Python host
+    argv: tuple[str, ...] = ()
 
+
+def _executable_impl(path: str) -> Impl:
+    """An implementation given by its executable: its name and service from its manifest."""
+    data = json.loads(_manifest_output((path,)))
+    name = data.get("name") or os.path.basename(path).removeprefix("conduit-").split(".")[0]
+    return Impl(os.path.basename(path), name, data["provides"]["services"][0], (path,))
+
+
+#: CONDUIT_CONFORMANCE_HOSTS: executables outside this repository to check as well
+EXTERNAL = [p for p in os.environ.get("CONDUIT_CONFORMANCE_HOSTS", "").split(os.pathsep) if p]
 
 IMPLS = {
     "python": Impl("python", "conf-py", "conf.upper"),
-    "js": Impl("js", "hello-js", "js.upper"),
+    "js": Impl("js", "hello-js", "js.upper", (str(NODE), str(JS_PLUGIN))),
 }
 
 
@@ -172,16 +189,16 @@ def _record(manifest: Manifest, source: str, origin: str, protocol: str) -> dict
 
 
 def _js_manifest() -> dict[str, Any]:
-    data = json.loads(_js_manifest_output())
+    assert NODE is not None, "node is missing: CI should have installed it"
+    data = json.loads(_manifest_output(IMPLS["js"].argv))
     assert isinstance(data, dict)
     return data
 
 
 @functools.cache
-def _js_manifest_output() -> bytes:
-    assert NODE is not None, "node is missing: CI should have installed it"
+def _manifest_output(argv: tuple[str, ...]) -> bytes:
     proc = subprocess.run(
-        [NODE, str(JS_PLUGIN), "--conduit-manifest"],
+        [*argv, "--conduit-manifest"],
         capture_output=True,
         timeout=TIMEOUT * 2,
         stdin=subprocess.DEVNULL,
@@ -291,11 +308,12 @@ def _python_record(tmp_path: Path) -> dict[str, Any]:
     return _record(manifest, "file", str(path), "python")
 
 
-def _js_record() -> dict[str, Any]:
-    data = _js_manifest()
+def _executable_record(impl: Impl) -> dict[str, Any]:
+    data = json.loads(_manifest_output(impl.argv))
     data.pop("protocol")
-    manifest = parse_manifest(data, str(JS_PLUGIN), expected_name="hello-js")
-    return _record(manifest, "executable", str(JS_PLUGIN), "jsonrpc")
+    origin = impl.argv[-1]
+    manifest = parse_manifest(data, origin, expected_name=impl.plugin)
+    return _record(manifest, "executable", origin, "jsonrpc")
 
 
 def _start_python(env: dict[str, str], log: Any) -> tuple[Any, ...]:
@@ -310,10 +328,9 @@ def _start_python(env: dict[str, str], log: Any) -> tuple[Any, ...]:
     return proc, rpc.Channel(parent.fileno(), parent.fileno()), parent
 
 
-def _start_js(env: dict[str, str], log: Any) -> tuple[Any, ...]:
-    assert NODE is not None
+def _start_executable(argv: tuple[str, ...], env: dict[str, str], log: Any) -> tuple[Any, ...]:
     proc = subprocess.Popen(
-        [NODE, str(JS_PLUGIN), "--conduit-rpc"],
+        [*argv, "--conduit-rpc"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=log,
@@ -326,18 +343,19 @@ def _start_js(env: dict[str, str], log: Any) -> tuple[Any, ...]:
 PARAMS = [
     pytest.param("python", id="python"),
     pytest.param("js", id="js", marks=NO_NODE),
+    *(pytest.param(path, id=os.path.basename(path)) for path in EXTERNAL),
 ]
 
 
 @pytest.fixture(params=PARAMS)
 def impl(request: pytest.FixtureRequest) -> Impl:
-    return IMPLS[request.param]
+    return IMPLS.get(request.param) or _executable_impl(request.param)
 
 
 @pytest.fixture
 def record(impl: Impl, tmp_path: Path) -> dict[str, Any]:
     """The plugin's record, made from its manifest as the indexer would."""
-    return _python_record(tmp_path) if impl.id == "python" else _js_record()
+    return _python_record(tmp_path) if not impl.argv else _executable_record(impl)
 
 
 @pytest.fixture
@@ -347,8 +365,10 @@ def host(impl: Impl, record: dict[str, Any], tmp_path: Path) -> Iterator[Host]:
     env["CONDUIT_RPC_MAX_FRAME"] = str(HOST_MAX_FRAME)
     log_path = tmp_path / "host-stderr.log"
     with open(log_path, "wb") as log:
-        start = _start_python if impl.id == "python" else _start_js
-        proc, channel, sock = start(env, log)
+        if impl.argv:
+            proc, channel, sock = _start_executable(impl.argv, env, log)
+        else:
+            proc, channel, sock = _start_python(env, log)
     h = Host(impl, proc, rpc.Endpoint(channel), record, log_path, sock=sock)
     h.endpoint.notifications["$/output"] = h.outputs.append
 
@@ -619,6 +639,7 @@ def test_hook_call(host: Host) -> None:
     assert host.request("hook.call", params) == []  # it returns None: left out
     line = f"[{plugin}] '{plugin} greet' finished with exit code 0"
     # The Python host forwards what the hook prints; the JS host writes to its own log.
+    # Either is fine.
     assert _eventually(lambda: line in host.text("stderr") or line in host.log())
     assert host.request("hook.call", {**params, "hook": "no_such_hook"}) == []
 
@@ -672,7 +693,7 @@ def test_process_host_drives_the_host(
     from conduit.hosts.process import ProcessHost, ProcessSettings
     from conduit.timing import Profile
 
-    command = None if impl.id == "python" else [str(NODE), str(JS_PLUGIN), "--conduit-rpc"]
+    command = [*impl.argv, "--conduit-rpc"] if impl.argv else None
     # msgpack is offered: the Python host takes it, the JS host stays with JSON.
     settings = ProcessSettings({"timeout": TIMEOUT, "codec": "msgpack"})
     kernel: Any = _Kernel(str(tmp_path))
@@ -724,3 +745,63 @@ def test_js_manifest_is_valid() -> None:
 def test_js_plugin_is_executable() -> None:
     assert os.access(JS_PLUGIN, os.X_OK)
     assert JS_PLUGIN.read_text(encoding="utf-8").startswith("#!/usr/bin/env node\n")
+
+
+# -- what docs/protocol.md tells authors to run ----------------------------------------------
+
+
+@NO_NODE
+@pytest.mark.timeout(120)
+def test_another_implementation_is_checked_from_the_environment() -> None:
+    """docs/protocol.md, "Conformance suite": CONDUIT_CONFORMANCE_HOSTS adds executables
+    to the suite (here the JS example once more, by its path)."""
+    env = {**os.environ, "CONDUIT_CONFORMANCE_HOSTS": str(JS_PLUGIN)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k",
+         "conduit-hello-js and (initialize_handshake or shutdown_ends)"],
+        capture_output=True, text=True, env=env, timeout=100, check=False, cwd=ROOT,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "2 passed" in proc.stdout, proc.stdout
+
+
+def test_rpc_trace_shows_every_frame_of_a_run(
+    plugin_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    """docs/protocol.md, "Debugging": CONDUIT_RPC_TRACE=FILE, one line per frame both
+    ways, named by plugin; the Python host's own side is not traced twice."""
+    from _protocol_host import write_host
+    from conduit.cli import main
+
+    from _factory import simple_plugin
+
+    write_host(plugin_dir, "exe")
+    (plugin_dir / "py.py").write_text(
+        simple_plugin("py", ("py",), output="hi", extra_toml='isolation = "process"')
+    )
+    trace = tmp_path / "rpc.trace"
+    monkeypatch.setenv("CONDUIT_RPC_TRACE", str(trace))
+    assert main(["exe", "echo", "hello"]) == 0
+    assert main(["py"]) == 0
+    assert capsys.readouterr().out == "hello\nhi\n"
+    rows = []
+    for line in trace.read_text().splitlines():
+        _, name, arrow, text = line.split(" ", 3)
+        message = json.loads(text)
+        rows.append((name, arrow, message.get("method") or ("error" in message and "error")))
+    assert rows == [
+        ("exe", "-->", "initialize"),
+        ("exe", "<--", False),
+        ("exe", "-->", "command.run"),
+        ("exe", "<--", "$/output"),
+        ("exe", "<--", False),
+        ("exe", "-->", "shutdown"),
+        ("exe", "<--", False),
+        ("py", "-->", "initialize"),
+        ("py", "<--", False),
+        ("py", "-->", "command.run"),
+        ("py", "<--", "$/output"),
+        ("py", "<--", False),
+        ("py", "-->", "shutdown"),
+        ("py", "<--", False),
+    ]

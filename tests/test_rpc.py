@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import select
+import signal
 import socket
 import subprocess
 import sys
@@ -1037,3 +1038,267 @@ def test_request_to_a_peer_that_reads_nothing_times_out_while_writing(pair):
     finally:
         os.close(r)
         os.close(w)
+
+
+# -- Ctrl-C in the kernel ----------------------------------------------------------------
+@pytest.fixture
+def ctrl_c_held() -> Iterator[None]:
+    """The kernel's SIGINT handler (rpc.hold_interrupts), as a process host installs it."""
+    saved = signal.signal(signal.SIGINT, signal.default_int_handler)
+    rpc.hold_interrupts()
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, saved)
+
+
+def kernel_side(ch: rpc.Channel, **notifications: Any) -> rpc.Endpoint:
+    return rpc.Endpoint(
+        ch, notifications=notifications, cancel_on_interrupt=False, hold_interrupts=True
+    )
+
+
+def notes_then_answer(n: int) -> bytes:
+    notes = [jframe({"jsonrpc": "2.0", "method": "note", "params": {"n": i}}) for i in range(n)]
+    return b"".join(notes) + jframe({"jsonrpc": "2.0", "id": 1, "result": "done"})
+
+
+def test_ctrl_c_while_what_was_read_is_handled_loses_none_of_it(pair, ctrl_c_held):
+    """A Ctrl-C that comes while the kernel handles what it read (here: as the first of
+    three notifications is handled) waits until all of it is handled; the answer was
+    read too, so nothing is left to cancel."""
+    a, b = pair
+    seen: list[int] = []
+
+    def note(params: dict[str, Any]) -> None:
+        seen.append(params["n"])
+        if params["n"] == 0:
+            signal.raise_signal(signal.SIGINT)
+
+    client = kernel_side(channel(a), note=note)
+    b.sendall(notes_then_answer(3))
+    with pytest.raises(KeyboardInterrupt):
+        client.request("run", {}, TIMEOUT)
+    assert seen == [0, 1, 2]
+    assert client.interrupted is None
+    assert os.get_blocking(a.fileno())  # as it was
+
+
+def test_ctrl_c_kept_back_is_raised_before_waiting_for_more(pair, ctrl_c_held):
+    a, b = pair
+    seen: list[int] = []
+
+    def note(params: dict[str, Any]) -> None:
+        seen.append(params["n"])
+        signal.raise_signal(signal.SIGINT)
+
+    client = kernel_side(channel(a), note=note)
+    b.sendall(jframe({"jsonrpc": "2.0", "method": "note", "params": {"n": 0}}))
+    with pytest.raises(KeyboardInterrupt):
+        client.request("run", {}, None)  # no timeout: it would wait forever
+    assert seen == [0]
+    assert client.interrupted == 1  # no answer yet: the caller cancels request 1
+    assert os.get_blocking(a.fileno())
+    # what comes next is read as usual
+    b.sendall(jframe({"jsonrpc": "2.0", "id": 1, "result": "late"}))
+    assert client.channel.recv(TIMEOUT)["result"] == "late"
+
+
+def test_second_ctrl_c_is_not_kept_back(pair, ctrl_c_held):
+    a, b = pair
+    seen: list[int] = []
+
+    def note(params: dict[str, Any]) -> None:
+        seen.append(params["n"])
+        signal.raise_signal(signal.SIGINT)
+        signal.raise_signal(signal.SIGINT)
+
+    client = kernel_side(channel(a), note=note)
+    b.sendall(notes_then_answer(2))
+    with pytest.raises(KeyboardInterrupt):
+        client.request("run", {}, TIMEOUT)
+    assert seen == [0]
+    assert client.interrupted == 1
+    assert os.get_blocking(a.fileno())
+
+
+def test_ctrl_c_in_a_handler_of_the_peers_request_is_not_kept_back(pair, ctrl_c_held):
+    """A handler (a kernel service a slow plugin provides) is interrupted as usual."""
+    a, b = pair
+    done: list[str] = []
+
+    def slow(params: dict[str, Any]) -> None:
+        signal.raise_signal(signal.SIGINT)
+        done.append("after the interrupt")
+
+    client = kernel_side(channel(a))
+    client.handlers["kernel/service"] = slow
+    b.sendall(jframe({"jsonrpc": "2.0", "id": 5, "method": "kernel/service", "params": {}}))
+    with pytest.raises(KeyboardInterrupt):
+        client.request("run", {}, TIMEOUT)
+    assert done == []
+    assert client.interrupted == 1
+
+
+@pytest.mark.parametrize("wait", ["read", "socket-timeout", "select"])
+def test_ctrl_c_while_waiting_for_an_answer_is_raised_at_once(pair, ctrl_c_held, wait):
+    """Nothing read yet: a Ctrl-C ends the wait (a blocking read, a read with the socket's
+    timeout, a select() on a pipe) instead of being kept back for ever."""
+    a, _ = pair
+    r, w = os.pipe()
+    try:
+        if wait == "select":
+            ch = rpc.Channel(r, a.fileno())
+        else:
+            ch = rpc.Channel(a.fileno(), a.fileno(), sock=a if wait == "socket-timeout" else None)
+        client = kernel_side(ch)
+        main = threading.main_thread().ident
+        assert main is not None
+        timer = threading.Timer(0.2, signal.pthread_kill, (main, signal.SIGINT))
+        timer.start()
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                client.request("run", {}, None if wait == "read" else 60.0)
+        finally:
+            timer.cancel()
+        assert client.interrupted == 1
+        assert os.get_blocking(ch.rfd)
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+def test_request_many_keeps_back_ctrl_c_until_the_answers_are_read(pair, ctrl_c_held):
+    a, b = pair
+    seen: list[int] = []
+
+    def note(params: dict[str, Any]) -> None:
+        seen.append(params["n"])
+        signal.raise_signal(signal.SIGINT)
+
+    client = kernel_side(channel(a), note=note)
+    b.sendall(
+        jframe({"jsonrpc": "2.0", "method": "note", "params": {"n": 0}})
+        + jframe({"jsonrpc": "2.0", "id": 1, "result": "one"})
+        + jframe({"jsonrpc": "2.0", "id": 2, "result": "two"})
+    )
+    with pytest.raises(KeyboardInterrupt):
+        client.request_many("m", [{}, {}], TIMEOUT)
+    assert seen == [0]
+    assert client.interrupted is None
+    assert os.get_blocking(a.fileno())
+
+
+# -- the frame trace (CONDUIT_RPC_TRACE) -----------------------------------------------------
+def trace_lines(path: Path) -> list[tuple[str, str, Any]]:
+    """(channel name, arrow, message or text) of each line of a trace file."""
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        seconds, name, arrow, text = line.split(" ", 3)
+        float(seconds)
+        try:
+            rows.append((name, arrow, json.loads(text)))
+        except ValueError:
+            rows.append((name, arrow, text))
+    return rows
+
+
+@pytest.mark.parametrize("codec", ["json", "msgpack"])
+def test_trace_writes_each_frame_both_ways(pair, tmp_path, monkeypatch, codec):
+    a, b = pair
+    server = rpc.Endpoint(channel(b), {"echo": lambda params: params})  # made untraced
+    trace = tmp_path / "rpc.trace"
+    monkeypatch.setenv("CONDUIT_RPC_TRACE", str(trace))
+    client = rpc.Endpoint(rpc.Channel(a.fileno(), a.fileno(), name="demo"))
+    client.channel.codec = server.channel.codec = rpc.codec(codec)
+    thread = threading.Thread(target=server.serve, daemon=True)
+    thread.start()
+    assert client.request("echo", {"x": "é\x1b"}, TIMEOUT) == {"x": "é\x1b"}
+    client.notify("$/cancel", {"id": 1})
+    assert client.request_many("echo", [{"n": 1}, {"n": 2}], TIMEOUT) == [{"n": 1}, {"n": 2}]
+    a.shutdown(socket.SHUT_WR)
+    thread.join(TIMEOUT)
+    assert trace_lines(trace) == [
+        ("demo", "-->", {"jsonrpc": "2.0", "id": 1, "method": "echo", "params": {"x": "é\x1b"}}),
+        ("demo", "<--", {"jsonrpc": "2.0", "id": 1, "result": {"x": "é\x1b"}}),
+        ("demo", "-->", {"jsonrpc": "2.0", "method": "$/cancel", "params": {"id": 1}}),
+        ("demo", "-->", {"jsonrpc": "2.0", "id": 2, "method": "echo", "params": {"n": 1}}),
+        ("demo", "-->", {"jsonrpc": "2.0", "id": 3, "method": "echo", "params": {"n": 2}}),
+        ("demo", "<--", {"jsonrpc": "2.0", "id": 2, "result": {"n": 1}}),
+        ("demo", "<--", {"jsonrpc": "2.0", "id": 3, "result": {"n": 2}}),
+    ]
+    assert "\x1b" not in trace.read_text()  # escaped: safe to show on a terminal
+
+
+def test_trace_shows_what_does_not_decode_and_stray_output(pair, tmp_path, monkeypatch):
+    a, b = pair
+    trace = tmp_path / "rpc.trace"
+    monkeypatch.setenv("CONDUIT_RPC_TRACE", str(trace))
+    ch = channel(a)
+    b.sendall(frame(b"{not json"))
+    with pytest.raises(rpc.ProtocolError):
+        ch.recv(TIMEOUT)
+    b.sendall(b"Hello, world\n")
+    with pytest.raises(rpc.StrayOutput):
+        ch.recv(TIMEOUT)
+    b.close()
+    with pytest.raises(rpc.ChannelClosed):
+        ch.recv(TIMEOUT)
+    assert [text for _, _, text in trace_lines(trace)] == [
+        "(undecodable json, 9 bytes) '{not json'",
+        "(the plugin wrote non-protocol output to its channel: 'Hello, world\\n') "
+        "'Hello, world\\n'",
+        "(connection closed)",
+    ]
+
+
+def test_trace_is_decided_when_a_channel_is_made(pair, tmp_path, monkeypatch):
+    """Without the variable a channel is a plain Channel: nothing to check per frame."""
+    a, b = pair
+    ch = channel(a)
+    assert type(ch) is rpc.Channel
+    trace = tmp_path / "rpc.trace"
+    monkeypatch.setenv("CONDUIT_RPC_TRACE", str(trace))
+    ch.send({"jsonrpc": "2.0", "method": "m", "params": {}})
+    assert not trace.exists()
+    assert type(channel(b)) is not rpc.Channel  # made with it: traced
+
+
+def test_unwritable_trace_file_does_not_stop_the_connection(pair, tmp_path, monkeypatch):
+    a, b = pair
+    monkeypatch.setenv("CONDUIT_RPC_TRACE", str(tmp_path / "missing" / "rpc.trace"))
+    ch = channel(a)
+    assert type(ch) is rpc.Channel
+    ch.send({"jsonrpc": "2.0", "method": "m", "params": {}})
+    assert channel(b).recv(TIMEOUT)["method"] == "m"
+
+
+# -- stray output --------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("data", "shown"),
+    [
+        (b"Hello from main\nmore", "'Hello from main\\n'"),
+        (b"\x1b[32mgreen\x1b[0m and a very long line without an end " * 2, "'\\x1b[32mgreen"),
+        ("Привет, мир\n".encode(), "'Привет, мир\\n'"),
+        (b'{"jsonrpc": "2.0"}', '\'{"jsonrpc": "2.0"}\''),
+    ],
+    ids=["line", "escapes-and-long", "utf-8", "json-without-a-header"],
+)
+def test_text_where_a_frame_header_belongs_is_stray_output(pair, data, shown):
+    a, b = pair
+    b.sendall(data)
+    with pytest.raises(rpc.StrayOutput) as info:
+        channel(a).recv(TIMEOUT)
+    message = str(info.value)
+    assert message.startswith(f"the plugin wrote non-protocol output to its channel: {shown}")
+    assert message.isprintable()
+    assert len(message) < 120
+
+
+def test_binary_oversized_header_is_still_a_frame_too_big(pair):
+    a, b = pair
+    b.sendall(b"\x80\x00\x00\x00")
+    with pytest.raises(rpc.ProtocolError) as info:
+        channel(a).recv(TIMEOUT)
+    assert not isinstance(info.value, rpc.StrayOutput)
+    assert str(info.value) == "frame of 2147483648 bytes exceeds the limit of 16777216"

@@ -15,6 +15,14 @@ The hot path is one ``write`` and (usually) one ``read`` per message: a reply is
 with the request's timeout set once on the socket (``SO_RCVTIMEO``) rather than with a
 ``select`` before every read, and replies to requests that arrived together are written
 together (:meth:`Endpoint.request_many` sends several requests in one write).
+
+Ctrl-C in the kernel never loses a message that was read: while a kernel-side endpoint
+(``hold_interrupts=True``) waits for an answer, the SIGINT handler that
+:func:`hold_interrupts` installs keeps the interrupt back once something has been read,
+until what was read is handled (see :class:`_Held`).
+
+``CONDUIT_RPC_TRACE=FILE`` appends every frame a channel writes or reads to ``FILE``
+(:class:`_TracedChannel`); it is looked up once per channel, when the channel is made.
 """
 
 from __future__ import annotations
@@ -43,8 +51,10 @@ __all__ = [
     "NotSent",
     "ProtocolError",
     "RemoteError",
+    "StrayOutput",
     "Timeout",
     "codec",
+    "hold_interrupts",
 ]
 
 PROTOCOL_VERSION = 1
@@ -68,10 +78,17 @@ _READ_SIZE = 16 * 1024
 # which may itself be waiting to write replies nobody reads yet.
 _WINDOW_BYTES = 48 * 1024
 _WINDOW_CALLS = 512
+# How much of a peer's stray output an error shows.
+_SHOWN = 40
 
 
 class ProtocolError(Exception):
     """The peer broke the protocol: oversized frame, undecodable bytes, not JSON-RPC."""
+
+
+class StrayOutput(ProtocolError):
+    """The peer wrote something that is not a frame: text where a frame header belongs
+    (a ``print`` to the stdout of an executable host, whose stdout is the channel)."""
 
 
 class ChannelClosed(ProtocolError):
@@ -181,7 +198,15 @@ class Channel:
     ``select()`` before each read.
     """
 
-    def __init__(self, rfd: int, wfd: int, *, max_frame: int = MAX_FRAME, sock: Any = None) -> None:
+    def __init__(
+        self,
+        rfd: int,
+        wfd: int,
+        *,
+        max_frame: int = MAX_FRAME,
+        sock: Any = None,
+        name: str = "",
+    ) -> None:
         self.rfd = rfd
         self.wfd = wfd
         self.max_frame = max_frame
@@ -196,6 +221,14 @@ class Channel:
         #: endpoint sets it to the deadline of the request it waits for. It only matters
         #: when ``wfd`` is non-blocking: a blocking descriptor waits in ``write`` itself.
         self.write_deadline: float | None = None
+        #: whether this side waits in ``select()`` (a Ctrl-C there is raised at once: the
+        #: wait reads nothing; see :class:`_Held`)
+        self._in_select = False
+        #: what the frame trace calls this channel (the plugin, in the kernel)
+        self.name = name
+        trace = os.environ.get("CONDUIT_RPC_TRACE")
+        if trace:  # the one check: a channel made without it never looks again
+            _TracedChannel.attach(self, trace)
 
     # -- writing -------------------------------------------------------------------------
     def frame(self, message: dict[str, Any]) -> bytes:
@@ -254,7 +287,12 @@ class Channel:
         left = None if deadline is None else deadline - monotonic()
         if left is not None and left <= 0:
             raise Timeout()
-        if not select.select([], [self.wfd], [], left)[1]:
+        self._in_select = True
+        try:
+            ready = select.select([], [self.wfd], [], left)[1]
+        finally:
+            self._in_select = False
+        if not ready:
             raise Timeout()
 
     # -- reading -------------------------------------------------------------------------
@@ -288,6 +326,8 @@ class Channel:
         if self._out:
             self.flush()  # never wait for the peer with held-back replies it may wait for
         while True:
+            if _HELD.pending:  # a Ctrl-C kept back while messages were handled: now
+                _HELD.release()
             if deadline is not None:
                 left = deadline - monotonic()
                 if left <= 0:
@@ -297,14 +337,21 @@ class Channel:
                 else:
                     import select
 
-                    if not select.select([self.rfd], [], [], left)[0]:
+                    self._in_select = True
+                    try:
+                        ready = select.select([self.rfd], [], [], left)[0]
+                    finally:
+                        self._in_select = False
+                    if not ready:
                         raise Timeout()
             elif self._rcvtimeo is not None:
                 self._set_rcvtimeo(None)
             try:
                 chunk = os.read(self.rfd, need if need > _READ_SIZE else _READ_SIZE)
             except BlockingIOError:
-                continue  # SO_RCVTIMEO ran out: the deadline above decides
+                # SO_RCVTIMEO ran out (the deadline above decides), or a Ctrl-C made the
+                # descriptor non-blocking (raised above)
+                continue
             except ConnectionResetError as exc:
                 raise ChannelClosed("connection reset") from exc
             if not chunk:
@@ -325,9 +372,7 @@ class Channel:
             if len(chunk) >= 4:
                 size = int.from_bytes(chunk[:4], "big")
                 if size > self.max_frame:
-                    raise ProtocolError(
-                        f"frame of {size} bytes exceeds the limit of {self.max_frame}"
-                    )
+                    raise self._too_big(size, chunk)
                 if len(chunk) == 4 + size:
                     return self._decode(chunk[4:])
             buf += chunk
@@ -335,13 +380,23 @@ class Channel:
             buf += self._read(deadline, 4 - len(buf))
         size = int.from_bytes(buf[:4], "big")
         if size > self.max_frame:
-            raise ProtocolError(f"frame of {size} bytes exceeds the limit of {self.max_frame}")
+            raise self._too_big(size, bytes(buf[:_SHOWN]))
         end = 4 + size
         while len(buf) < end:
             buf += self._read(deadline, end - len(buf))
         data = bytes(buf[4:end])
         del buf[:end]
         return self._decode(data)
+
+    def _too_big(self, size: int, head: bytes) -> ProtocolError:
+        """The error for a frame header announcing ``size`` bytes, over the limit: when
+        the header reads as text, the peer wrote something else than frames."""
+        if _is_text(head[:4]):
+            line = head[: head.find(b"\n", 0, _SHOWN) + 1 or len(head)]  # its first line
+            return StrayOutput(
+                f"the plugin wrote non-protocol output to its channel: {_escape(line)}"
+            )
+        return ProtocolError(f"frame of {size} bytes exceeds the limit of {self.max_frame}")
 
     def _decode(self, data: bytes) -> dict[str, Any]:
         try:
@@ -367,6 +422,7 @@ class Endpoint:
         notifications: dict[str, Callable[[dict[str, Any]], None]] | None = None,
         *,
         cancel_on_interrupt: bool = True,
+        hold_interrupts: bool = False,
     ) -> None:
         self.channel = channel
         self.handlers = handlers or {}
@@ -386,6 +442,14 @@ class Endpoint:
         self.closing = False
         #: called once after the next reply is sent (the handshake switches codecs there)
         self.after_reply: Callable[[], None] | None = None
+        #: keep a Ctrl-C back until what was read is handled (the kernel side; it takes
+        #: effect once :func:`hold_interrupts` has installed the handler): the process-wide
+        #: state the handler reads, or one of its own that no handler reads
+        self._held = _HELD if hold_interrupts else _Held()
+        #: after a KeyboardInterrupt came out of :meth:`request` or
+        #: :meth:`request_many`: the id of the request it left without an answer (the
+        #: outermost, when requests were nested), or None if the answer had been read
+        self.interrupted: int | None = None
 
     @property
     def last_id(self) -> int:
@@ -403,12 +467,15 @@ class Endpoint:
         # the request, and replies to the peer's calls while waiting, are written by then
         outer_deadline, channel.write_deadline = channel.write_deadline, deadline
         waiting = self._waiting
+        held = self._held
+        outer = held.channel
+        waiting.add(rid)  # before it is written: a Ctrl-C in the write leaves it to cancel
         try:
             try:
                 channel.send({"jsonrpc": "2.0", "id": rid, "method": method, "params": params})
             except ChannelClosed as exc:
                 raise NotSent(str(exc)) from exc
-            waiting.add(rid)
+            held.channel = channel  # from here a Ctrl-C waits for what is read (_Held)
             while True:
                 message = self._early.pop(rid, None) if self._early else None
                 if message is None:
@@ -420,13 +487,23 @@ class Endpoint:
                     if answered != rid:
                         self._keep(answered, message)
                         continue
+                waiting.discard(rid)  # answered
                 channel.flush()
-                return _result(message)
+                break
+        except KeyboardInterrupt:
+            self.interrupted = rid if rid in waiting else None
+            raise
         finally:
+            held.channel = outer
             channel.write_deadline = outer_deadline
+            if held.pending:  # a Ctrl-C kept back while the answer was read: raise it now
+                self.interrupted = rid if rid in waiting else None
+                waiting.discard(rid)
+                held.release()
             waiting.discard(rid)
             if self._early:  # an answer kept for it after it gave up (a timeout inside)
                 self._early.pop(rid, None)
+        return _result(message)
 
     def _keep(self, answered: Any, message: dict[str, Any]) -> None:
         """An answer to a request other than the innermost one waiting: keep it for the
@@ -446,10 +523,18 @@ class Endpoint:
         """
         channel = self.channel
         outer_deadline = channel.write_deadline
+        held = self._held
+        outer = held.channel
+        results = None
         try:
-            return self._request_windows(method, params, timeout)
+            results = self._request_windows(method, params, timeout)
         finally:
+            held.channel = outer
             channel.write_deadline = outer_deadline
+            if held.pending:  # a Ctrl-C kept back while the last answers were read
+                self.interrupted = None if results is not None else self._next_id
+                held.release()
+        return results
 
     def _request_windows(
         self, method: str, params: Sequence[dict[str, Any]], timeout: float | None
@@ -478,14 +563,15 @@ class Endpoint:
             results.extend([None] * len(ids))
             deadline = None if timeout is None else monotonic() + timeout
             channel.write_deadline = deadline
-            try:
-                channel.send_frames(frames)
-            except ChannelClosed as exc:
-                if first_window:  # nothing of the batch went out
-                    raise NotSent(str(exc)) from exc
-                raise
             self._waiting.update(ids)
             try:
+                try:
+                    channel.send_frames(frames)
+                except ChannelClosed as exc:
+                    if first_window:  # nothing of the batch went out
+                        raise NotSent(str(exc)) from exc
+                    raise
+                self._held.channel = channel  # a Ctrl-C waits for what is read (_Held)
                 while ids:
                     message = None
                     if self._early:
@@ -508,7 +594,14 @@ class Endpoint:
                         results[index] = _result(message)
                     except RemoteError as exc:
                         error = error or exc
+            except KeyboardInterrupt:
+                # the host answers in order: once the last one is answered, all are
+                self.interrupted = max(ids) if ids else None
+                raise
             finally:
+                if self._held.pending:  # kept back while the window's answers were read
+                    self.interrupted = max(ids) if ids else None
+                    self._held.release()
                 self._waiting.difference_update(ids)
                 for rid in ids:
                     self._early.pop(rid, None)
@@ -535,7 +628,13 @@ class Endpoint:
             self._error(rid, METHOD_NOT_FOUND, f"unknown method {method!r}")
             return
         self.busy += 1
+        # The handler runs with Ctrl-C as usual (a slow service provider can be
+        # interrupted); one kept back while its request was read is raised first.
+        held = self._held
+        outer, held.channel = held.channel, None
         try:
+            if held.pending:
+                held.release()
             result = handler(params)
         except RemoteError as exc:
             self._error(rid, exc.code, exc.message, exc.data)
@@ -555,6 +654,7 @@ class Endpoint:
             return
         finally:
             self.busy -= 1
+            held.channel = outer
         channel = self.channel
         try:
             # Held back while more requests are already here: their replies go together.
@@ -600,3 +700,174 @@ def _result(message: dict[str, Any]) -> Any:
     if "result" not in message:
         raise ProtocolError("response without result or error")
     return message["result"]
+
+
+# -- Ctrl-C in the kernel --------------------------------------------------------------------
+class _Held:
+    """Where the kernel's SIGINT handler looks (:func:`hold_interrupts`).
+
+    Python raises ``KeyboardInterrupt`` at whatever bytecode runs when the signal is
+    handled: right after ``os.read`` returned bytes, before they are stored, or between
+    decoding a message and acting on it, and whatever was read is lost (a host that
+    answers a Ctrl-C at once has its last output and its answer dropped, and the kernel
+    then waits for an answer that already came). So while an endpoint of the kernel waits
+    for an answer (``channel`` is set), the handler does not raise: it notes the
+    interrupt (``pending``) and makes the channel's read descriptor non-blocking, so that
+    a read it interrupted ends (``EAGAIN``) instead of waiting on. The endpoint raises the
+    interrupt itself (:meth:`release`) once what it read is handled: before it would wait
+    for more, before it runs a handler for one of the peer's requests (those run with
+    Ctrl-C as usual), or when the answer is in. What stays immediate: a Ctrl-C in
+    ``select()`` (nothing is read there), outside of a wait, and a second Ctrl-C.
+
+    The cost on the path of every call: an attribute set and restored per request, and
+    one test of ``pending`` per read.
+    """
+
+    __slots__ = ("channel", "fd", "pending", "was_blocking")
+
+    def __init__(self) -> None:
+        #: the channel an endpoint waits on, or None
+        self.channel: Channel | None = None
+        self.pending = False
+        #: the descriptor made non-blocking, and whether it was blocking before
+        self.fd = -1
+        self.was_blocking = True
+
+    def hold(self, channel: Channel) -> None:
+        self.pending = True
+        self.fd = channel.rfd
+        try:
+            self.was_blocking = os.get_blocking(self.fd)
+            os.set_blocking(self.fd, False)
+        except OSError:  # closed meanwhile: nothing waits on it
+            self.fd = -1
+
+    def release(self) -> None:
+        """Raise the interrupt that was kept back, with the descriptor as it was."""
+        self.pending = False
+        fd, self.fd = self.fd, -1
+        if fd >= 0 and self.was_blocking:
+            try:  # noqa: SIM105 -- rpc imports nothing it can do without (module docstring)
+                os.set_blocking(fd, True)
+            except OSError:
+                pass
+        raise KeyboardInterrupt
+
+
+#: the state the handler reads; endpoints made with ``hold_interrupts=True`` update it
+_HELD = _Held()
+
+
+def _on_sigint(signum: int, frame: object) -> None:
+    held = _HELD
+    channel = held.channel
+    if channel is None or channel._in_select or held.pending:
+        if held.pending:  # the second Ctrl-C: at once
+            held.release()
+        raise KeyboardInterrupt
+    held.hold(channel)
+
+
+def hold_interrupts() -> None:
+    """Install the kernel's SIGINT handler (:class:`_Held`): Python's default behaviour,
+    except while an endpoint made with ``hold_interrupts=True`` waits for an answer.
+
+    Only where SIGINT still has Python's default handler (another one was set on purpose)
+    and in the main thread (the only one that can set it).
+    """
+    import signal
+
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        try:  # noqa: SIM105
+            signal.signal(signal.SIGINT, _on_sigint)
+        except ValueError:  # not the main thread
+            pass
+
+
+# -- errors -----------------------------------------------------------------------------------
+def _is_text(head: bytes) -> bool:
+    """Whether a frame header reads as text (printable characters, tabs, line breaks or
+    terminal escapes; UTF-8, possibly cut in the middle of a character)."""
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.start == 0 or exc.reason != "unexpected end of data":
+            return False
+        text = head[: exc.start].decode("utf-8")
+    return all(c.isprintable() or c in "\t\n\r\x1b" for c in text)
+
+
+def _escape(data: bytes) -> str:
+    """The start of ``data`` as quoted text, safe to show on a terminal: UTF-8 decoded,
+    anything unprintable (control characters, terminal escapes, bytes that do not
+    decode) escaped."""
+    shown = repr(bytes(data[:_SHOWN]).decode("utf-8", "backslashreplace"))
+    return shown + "..." if len(data) > _SHOWN else shown
+
+
+# -- the frame trace ----------------------------------------------------------------------------
+class _TracedChannel(Channel):
+    """A :class:`Channel` that also appends each frame it writes or reads to the trace
+    file (``CONDUIT_RPC_TRACE``): a channel made while the variable is set becomes one.
+
+    One line per frame: seconds since the trace started, the channel's name, ``-->`` for
+    a frame this side wrote and ``<--`` for one it read, and the message as JSON (MessagePack
+    frames too); a frame that does not decode is shown escaped, and so is stray output.
+    """
+
+    #: the trace files open in this process, by path, and when each was opened
+    _files: dict[str, tuple[int, float]] = {}  # noqa: RUF012 -- shared on purpose
+    _trace_fd = -1
+    _trace_start = 0.0
+
+    @classmethod
+    def attach(cls, channel: Channel, path: str) -> None:
+        if path not in cls._files:
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            except OSError:
+                return  # no trace rather than no connection
+            cls._files[path] = (fd, monotonic())
+        channel.__class__ = cls
+        assert isinstance(channel, _TracedChannel)
+        channel._trace_fd, channel._trace_start = cls._files[path]
+
+    def _trace(self, arrow: str, text: str) -> None:
+        line = f"{monotonic() - self._trace_start:.6f} {self.name or '-'} {arrow} {text}\n"
+        try:  # noqa: SIM105
+            os.write(self._trace_fd, line.encode("utf-8", "backslashreplace"))
+        except OSError:
+            pass
+
+    def _show(self, payload: bytes) -> str:
+        import json
+
+        try:
+            message = self.codec.decode(payload)
+            return json.dumps(message, ensure_ascii=False, separators=(",", ":"), default=repr)
+        except Exception:
+            return f"(undecodable {self.codec.name}, {len(payload)} bytes) {_escape(payload)}"
+
+    def _write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while len(view) >= 4:
+            end = 4 + int.from_bytes(view[:4], "big")
+            self._trace("-->", self._show(bytes(view[4:end])))
+            view = view[end:]
+        super()._write(data)
+
+    def _decode(self, data: bytes) -> dict[str, Any]:
+        self._trace("<--", self._show(data))
+        return super()._decode(data)
+
+    def _too_big(self, size: int, head: bytes) -> ProtocolError:
+        exc = super()._too_big(size, head)
+        self._trace("<--", f"({exc}) {_escape(head)}")
+        return exc
+
+    def recv_until(self, deadline: float | None) -> dict[str, Any]:
+        try:
+            return super().recv_until(deadline)
+        except ChannelClosed as exc:
+            self._trace("<--", f"({exc})")
+            raise

@@ -24,8 +24,12 @@ process limit               the plugin's OSError (EAGAIN) or RuntimeError (no th
                             and a hint naming ``max-processes``
 ==========================  ============================================================
 
-After a crash the next call in the same kernel starts a new child, unless the last
-start failed less than a back-off delay ago (0.1 s, doubling up to 5 s).
+After any of these the next call in the same kernel starts a new child at once. Only a
+child that failed to *start* (it died, hung or broke the protocol before it answered
+``initialize``) holds the next start back, for 0.1 s, doubling while starts keep failing
+(up to 5 s); a successful start resets it. A restart runs as the kernel (not as the plugin
+whose call triggered it: the in-process guard does not charge it to that plugin), with
+the kernel's environment.
 """
 
 from __future__ import annotations
@@ -121,8 +125,13 @@ class ProcessHost:
         self.endpoint: rpc.Endpoint | None = None
         self._sock: socket.socket | None = None
         self._pipe: int | None = None  # the write end of the pipe to the child
+        #: starts that failed in a row, the time before which no new start is tried, and
+        #: what went wrong with the last one
         self._failures = 0
         self._retry_at = 0.0
+        self._start_failure = ""
+        #: between a child's spawn and its answer to ``initialize``
+        self._starting = False
         self.plugins: set[str] = set()
         self._sandbox: sandbox.Plan | None = None
         #: the records of the plugins activated here, to start them again after a crash
@@ -140,7 +149,8 @@ class ProcessHost:
         if now < self._retry_at:
             raise HostError(
                 name,
-                f"its host crashed; restarting is held back for {self._retry_at - now:.1f} s",
+                f"its host failed to start ({self._start_failure}); "
+                f"restarting is held back for {self._retry_at - now:.1f} s",
                 hint="try again in a moment; 'conduit plugins doctor' shows broken plugins",
             )
         env = dict(os.environ)
@@ -199,6 +209,7 @@ class ProcessHost:
                 self.proc.stdout.fileno(),
                 self.proc.stdin.fileno(),
                 max_frame=self.settings.max_frame,
+                name=name,
             )
         else:
             from conduit.security import sandbox
@@ -217,6 +228,7 @@ class ProcessHost:
             # before importing plugin code, and a proxy for its HTTP (docs/permissions.md).
             plan = self._sandbox = sandbox.prepare(index, paths, name, extra_read=deps)
             env = plan.child_env(env)
+            env.pop("CONDUIT_RPC_TRACE", None)  # the kernel's trace shows both directions
             # The child writes to a socket, which the kernel reads with a timeout set on it
             # (SO_RCVTIMEO, no select per read), and reads from a pipe: a pipe costs a few
             # microseconds less per message than a socket here (docs/performance.md).
@@ -239,14 +251,21 @@ class ProcessHost:
             # writes wait for room only until the call's deadline (rpc.Channel._write)
             os.set_blocking(self._pipe, False)
             channel = rpc.Channel(
-                parent.fileno(), self._pipe, max_frame=self.settings.max_frame, sock=parent
+                parent.fileno(),
+                self._pipe,
+                max_frame=self.settings.max_frame,
+                sock=parent,
+                name=name,
             )
+        # A Ctrl-C never drops what was read from the child (its last output, its answer).
+        rpc.hold_interrupts()
         self.endpoint = rpc.Endpoint(
             channel,
             handlers={"kernel/service": self._kernel_service, "kernel/hook": self._kernel_hook},
             notifications={"$/output": self._output},
             # Ctrl-C while serving the child's call is the user's, not the child's.
             cancel_on_interrupt=False,
+            hold_interrupts=True,
         )
         return self.endpoint
 
@@ -272,9 +291,12 @@ class ProcessHost:
             proc.kill()
             return proc.wait()
 
-    def _crashed(self) -> None:
+    def _failed_start(self, cause: str) -> None:
+        """The child being started failed (``cause``): hold the next start back."""
+        self._starting = False
         self._failures += 1
         self._retry_at = time.monotonic() + min(0.1 * 2 ** (self._failures - 1), 5.0)
+        self._start_failure = cause
 
     # -- calls ---------------------------------------------------------------------------
     def call(self, name: str, method: str, params: dict[str, Any], timeout: float | None) -> Any:
@@ -325,12 +347,20 @@ class ProcessHost:
 
     def _restart(self, name: str) -> rpc.Endpoint:
         """Start a new child for the plugins activated here (their registrations in the
-        kernel stay: the proxies reach whichever child is current)."""
-        self._stop(kill=True)  # reap the dead one
-        profile = self.kernel.profile
-        endpoint = self._start(name, profile)
-        records = [self._records[n] for n in sorted(self._records)]
-        self._handshake(name, endpoint, records, profile)
+        kernel stay: the proxies reach whichever child is current).
+
+        Whoever's call finds the child gone (a guarded in-process plugin calling one of
+        its services, say), the restart is the kernel's: with the kernel's environment,
+        and not checked against the caller's grants.
+        """
+        from conduit.security.guard import TRUSTED
+
+        with TRUSTED:
+            self._stop(kill=True)  # reap the dead one
+            profile = self.kernel.profile
+            endpoint = self._start(name, profile)
+            records = [self._records[n] for n in sorted(self._records)]
+            self._handshake(name, endpoint, records, profile)
         return endpoint
 
     def _handshake(
@@ -348,10 +378,12 @@ class ProcessHost:
             "codecs": codecs,
             "plugins": [self._activation_params(record) for record in records],
         }
+        self._starting = True  # until it has answered
         try:
             with profile.span(f"host:initialize:{name}"):
                 result = self._request(name, endpoint, "initialize", params, self.settings.timeout)
         except BaseException:
+            self._starting = False
             self._stop(kill=False)  # it refused (or failed to boot the plugin)
             raise
         try:
@@ -365,13 +397,16 @@ class ProcessHost:
                 endpoint.channel.codec = fast
         except (AttributeError, KeyError, TypeError, ValueError):
             raise self._malformed(name, "initialize") from None
+        self._starting = False
         self._failures = 0
         return dict(result)
 
-    def _give_up(self, name: str, problem: str, hint: str) -> HostError:
-        """Stop the child (if it is still there), count a crash; the error to raise."""
+    def _give_up(self, name: str, problem: str, hint: str, cause: str) -> HostError:
+        """Stop the child (if it is still there); if it was starting, hold the next start
+        back (``cause`` says why it failed). The error to raise."""
         self._stop(kill=True)
-        self._crashed()
+        if self._starting:
+            self._failed_start(cause)
         return HostError(name, problem, hint=hint)
 
     def _malformed(self, name: str, method: str) -> HostError:
@@ -380,6 +415,7 @@ class ProcessHost:
             name,
             f"its host broke the protocol (malformed answer to '{method}'); it was stopped",
             _FAULTY,
+            f"it broke the protocol: malformed answer to '{method}'",
         )
 
     def _request(
@@ -409,24 +445,40 @@ class ProcessHost:
                 name,
                 f"did not answer '{method}' within {timeout:g} s; its host was stopped",
                 "raise 'timeout' (or 'command-timeout') in the config's [process] table",
+                f"it did not answer '{method}' within {timeout:g} s",
             )
         if isinstance(exc, rpc.ChannelClosed):
             status = self._stop(kill=False)  # it is gone: collect its exit status
             if status == -signal.SIGXFSZ and self.settings.max_file_mb:
+                limit = f"the file size limit of {self.settings.max_file_mb} MB"
                 return self._give_up(
                     name,
-                    f"its host was stopped during '{method}': it wrote past the file size "
-                    f"limit of {self.settings.max_file_mb} MB ([process] max-file-mb)",
+                    f"its host was stopped during '{method}': it wrote past {limit} "
+                    "([process] max-file-mb)",
                     _RAISE_FILE_LIMIT,
+                    f"it wrote past {limit}",
                 )
+            how = describe_exit(status)
             return self._give_up(
                 name,
-                f"its host crashed ({describe_exit(status)}) during '{method}'",
+                f"its host crashed ({how}) during '{method}'",
                 "run the command again; if it keeps crashing, disable the plugin",
+                f"it was {how}" if status is not None and status < 0 else f"it crashed: {how}",
+            )
+        if isinstance(exc, rpc.StrayOutput):
+            return self._give_up(
+                name,
+                f"its host broke the protocol ({exc}); it was stopped",
+                "a protocol host writes nothing but frames to its channel (an executable's "
+                "stdout): send logs to stderr (docs/protocol.md, 'Transports')",
+                "it wrote non-protocol output to its channel",
             )
         if isinstance(exc, rpc.ProtocolError):
             return self._give_up(
-                name, f"its host broke the protocol ({exc}); it was stopped", _FAULTY
+                name,
+                f"its host broke the protocol ({exc}); it was stopped",
+                _FAULTY,
+                f"it broke the protocol: {exc}",
             )
         if isinstance(exc, rpc.RemoteError):
             return self._remote_error(name, exc)
@@ -450,19 +502,22 @@ class ProcessHost:
         return HostError(name, f"its host refused the request: {exc.message} (code {exc.code})")
 
     def _cancel(self, name: str, endpoint: rpc.Endpoint) -> None:
-        """Ctrl-C: ask the child to stop the running request; kill it if it will not."""
+        """Ctrl-C: ask the child to stop the request the interrupt left without an
+        answer; kill the child if it will not. Nothing to do when the answer was read
+        before the interrupt was raised (rpc._Held): the child is idle."""
         proc = self.proc
-        if proc is None:
+        rid = endpoint.interrupted
+        if proc is None or rid is None:
             return
         try:
-            endpoint.notify("$/cancel", {"id": endpoint.last_id})
+            endpoint.notify("$/cancel", {"id": rid})
             proc.send_signal(signal.SIGINT)
             deadline = time.monotonic() + self.settings.cancel_grace
             while time.monotonic() < deadline:
                 message = endpoint.channel.recv(max(0.0, deadline - time.monotonic()))
                 if "method" in message:
                     endpoint.handle(message)
-                elif message.get("id") == endpoint.last_id:
+                elif message.get("id") == rid:
                     return
         except (rpc.ProtocolError, rpc.Timeout, OSError):
             pass
@@ -555,6 +610,10 @@ class ProcessHost:
 
     def _hook_proxy(self, name: str, hook: str, args: list[str], index: int) -> Any:
         def call(kwargs: dict[str, Any]) -> Any:
+            if self.endpoint is None and time.monotonic() < self._retry_at:
+                # Its host failed to start a moment ago, and that was reported (a hook such
+                # as after_command runs right after the failure): one fault, one line.
+                return None
             results = self.call(
                 name,
                 "hook.call",

@@ -484,15 +484,35 @@ def test_ctrl_c_stops_a_running_module(plugin_dir, conduit_home, timeout):
     )
     configure(conduit_home, f"[wasm]\ntimeout = {timeout}\n")
     with subprocess.Popen(
-        [sys.executable, "-m", "conduit", "spin"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        with_sigint([sys.executable, "-m", "conduit", "spin"]),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     ) as proc:
         try:
+            # the module's own line: it runs, and Conduit's handler and ticker are in place
             assert proc.stdout is not None and proc.stdout.readline() == b"running\n"
             proc.send_signal(signal.SIGINT)
-            assert proc.wait(timeout=30) == 130
+            assert proc.wait(timeout=60) == 130
             assert proc.stderr is not None and b"Traceback" not in proc.stderr.read()
         finally:
             proc.kill()
+
+
+#: A shell runs a background job (``pytest ... &``) with SIGINT ignored, and an ignored
+#: signal stays ignored across exec: the child Python would then install no handler and
+#: the test's SIGINT would never arrive (each case hung until its wait ran out).
+_SIGINT_AS_A_TERMINAL_GIVES_IT = (
+    "import os, signal, sys; "
+    "signal.signal(signal.SIGINT, signal.SIG_DFL); "
+    "signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT}); "
+    "os.execv(sys.argv[1], sys.argv[1:])"
+)
+
+
+def with_sigint(argv: list[str]) -> list[str]:
+    """``argv`` run with SIGINT at its default, as a terminal's foreground job has it,
+    whatever the test run inherited."""
+    return [sys.executable, "-c", _SIGINT_AS_A_TERMINAL_GIVES_IT, *argv]
 
 
 def test_allocation_bomb_hits_the_memory_limit(plugin_dir, conduit_home, other, capsys):

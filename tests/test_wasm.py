@@ -312,6 +312,182 @@ def test_a_grant_naming_a_file_is_refused(plugin_dir, conduit_home, tree, run):
     )
 
 
+# -- paths: what a C module's absolute and relative paths name -------------------------------
+
+#: a C module built with wasi-libc (tests/fixtures/wasm/probe.c): its commands
+PROBE = Path(__file__).resolve().parent / "fixtures" / "wasm" / "probe.wasm"
+PROBE_COMMANDS = ("cpaths", "cstay", "cbigarray", "crecurse", "cmallocbomb", "cexit")
+#: a top-level directory that exists nowhere, and in the workspace
+OUTSIDE = "/conduit-test-outside/secret.txt"
+#: what the probe prints for a path it cannot open: a path under no preopen is ENOENT
+#: from wasi-libc (ENOTCAPABLE from versions before 2023), EPERM from wasmtime
+REFUSED = ("No such file or directory", "Capabilities insufficient", "Operation not permitted")
+
+
+def install_probe(plugin_dir: Path) -> None:
+    (plugin_dir / "probe.wasm").write_bytes(PROBE.read_bytes())
+    toml = 'api = ">=1.0"\ndescription = "The C probe"\n'
+    for cmd in PROBE_COMMANDS:
+        toml += f'\n[[commands]]\nname = "{cmd}"\nhelp = "Run {cmd}."\n'
+    (plugin_dir / "probe.toml").write_text(toml)
+
+
+@pytest.fixture
+def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """``tmp/ws``, the directory Conduit runs in, beside ``tmp/secret.txt``."""
+    ws = tmp_path / "ws"
+    for sub in ("sub", "out", "var", OUTSIDE.split("/")[1]):
+        (ws / sub).mkdir(parents=True)
+    (ws / "notes.txt").write_text("ws notes")
+    (ws / "sub" / "s.txt").write_text("sub file")
+    (ws / OUTSIDE.lstrip("/")).write_text("the workspace's copy")
+    (tmp_path / "secret.txt").write_text("top secret")
+    monkeypatch.chdir(ws)
+    return ws
+
+
+def probe(run, conduit_home: Path, grants: list[str], *args: str, command: str = "cpaths"):  # type: ignore[no-untyped-def]
+    """Run the probe's ``command`` with ``grants``: {ARG: what it read or the error}."""
+    listed = ", ".join(f'"{g}"' for g in grants)
+    configure(conduit_home, f"[grants]\nprobe = [{listed}]\n")
+    result = run(command, *args)
+    assert result.code == 0, result.err
+    lines = dict(line.split(": ", 1) for line in result.out.splitlines())
+    assert list(lines) == list(args), result.out
+    return lines
+
+
+def test_paths_in_a_granted_workspace(plugin_dir, conduit_home, workspace, run):
+    install_probe(plugin_dir)
+    secret = str(workspace.parent / "secret.txt")
+    seen = probe(
+        run,
+        conduit_home,
+        ["filesystem:read:${workspace}"],
+        "notes.txt",
+        "./sub/s.txt",
+        f"{workspace}/notes.txt",
+        OUTSIDE,  # names /conduit-test-outside/..., not the workspace's copy
+        secret,
+        "../secret.txt",
+        "+new.txt",
+    )
+    assert seen["notes.txt"] == seen[f"{workspace}/notes.txt"] == "ws notes"
+    assert seen["./sub/s.txt"] == "sub file"
+    for path in (OUTSIDE, secret, "../secret.txt", "+new.txt"):
+        assert seen[path] in REFUSED, (path, seen[path])
+    assert not (workspace / "new.txt").exists()
+
+
+def test_an_absolute_path_is_never_written_in_the_workspace(
+    plugin_dir, conduit_home, workspace, run
+):
+    install_probe(plugin_dir)
+    target = "/var/conduit-test-probe.txt"
+    seen = probe(run, conduit_home, ["filesystem:write:${workspace}"], f"+{target}", "+new.txt")
+    assert seen[f"+{target}"] in REFUSED
+    assert seen["+new.txt"] == "written"
+    assert not (workspace / target.lstrip("/")).exists()
+    assert not Path(target).exists()
+    assert (workspace / "new.txt").read_text() == "written"
+
+
+@pytest.mark.parametrize("shape", ["unscoped", "parent", "subdirectory"])
+def test_relative_paths_name_the_workspace_whatever_the_grant(
+    plugin_dir, conduit_home, workspace, run, shape
+):
+    install_probe(plugin_dir)
+    grant = {
+        "unscoped": "filesystem:read",
+        "parent": f"filesystem:read:{workspace.parent}",
+        "subdirectory": "filesystem:read:${workspace}/sub",
+    }[shape]
+    seen = probe(run, conduit_home, [grant], "sub/s.txt", "notes.txt", OUTSIDE)
+    assert seen["sub/s.txt"] == "sub file"
+    if shape == "subdirectory":  # the rest of the workspace is not granted
+        assert seen["notes.txt"] in REFUSED
+    else:
+        assert seen["notes.txt"] == "ws notes"
+    assert seen[OUTSIDE] in REFUSED
+
+
+def test_a_relative_path_into_a_writable_subdirectory_is_written(
+    plugin_dir, conduit_home, workspace, run
+):
+    install_probe(plugin_dir)
+    grants = ["filesystem:read:${workspace}", "filesystem:write:${workspace}/out"]
+    seen = probe(run, conduit_home, grants, "+out/new.txt", "+new.txt")
+    assert seen["+out/new.txt"] == "written"
+    assert (workspace / "out" / "new.txt").read_text() == "written"
+    assert seen["+new.txt"] in REFUSED
+    assert not (workspace / "new.txt").exists()
+
+
+def test_a_module_that_ignores_pwd_still_reaches_only_what_it_names(
+    plugin_dir, conduit_home, workspace, run
+):
+    # without chdir(getenv("PWD")), wasi-libc resolves relative paths against "/":
+    # they fail, and never land in the workspace or anywhere else
+    install_probe(plugin_dir)
+    seen = probe(
+        run,
+        conduit_home,
+        ["filesystem:read:${workspace}"],
+        "notes.txt",
+        f"{workspace}/notes.txt",
+        OUTSIDE,
+        command="cstay",
+    )
+    assert seen["notes.txt"] in REFUSED
+    assert seen[f"{workspace}/notes.txt"] == "ws notes"
+    assert seen[OUTSIDE] in REFUSED
+
+
+#: prints the names of the preopened directories (fd 3, 4, ... until fd_prestat_get
+#: fails), one a line, then the environment
+PREOPENS = module(
+    """
+   (local $fd i32)
+   (local.set $fd (i32.const 3))
+   (block $done (loop $next
+     (br_if $done (call $fd_prestat_get (local.get $fd) (i32.const 16)))
+     (drop (call $fd_prestat_dir_name (local.get $fd) (i32.const 1000) (i32.load (i32.const 20))))
+     (call $print (i32.const 1000) (i32.load (i32.const 20)))
+     (call $print (i32.const 24) (i32.const 1))
+     (local.set $fd (i32.add (local.get $fd) (i32.const 1)))
+     (br $next)))
+   (drop (call $environ_sizes_get (i32.const 16) (i32.const 20)))
+   (drop (call $environ_get (i32.const 200) (i32.const 1000)))
+   (call $print (i32.const 1000) (i32.load (i32.const 20)))""",
+    data={24: "\n"},
+    imports="""
+ (import "wasi_snapshot_preview1" "fd_prestat_get" (func $fd_prestat_get (param i32 i32) (result i32)))
+ (import "wasi_snapshot_preview1" "fd_prestat_dir_name" (func $fd_prestat_dir_name (param i32 i32 i32) (result i32)))
+ (import "wasi_snapshot_preview1" "environ_sizes_get" (func $environ_sizes_get (param i32 i32) (result i32)))
+ (import "wasi_snapshot_preview1" "environ_get" (func $environ_get (param i32 i32) (result i32)))""",
+)
+
+
+def test_directories_are_preopened_under_their_own_paths(plugin_dir, conduit_home, workspace, run):
+    install(plugin_dir, "preopens", PREOPENS)
+    configure(
+        conduit_home,
+        '[grants]\npreopens = ["filesystem:read:${workspace}", "filesystem:write:${workspace}/out"]\n',
+    )
+    # no "." (it would take every absolute path outside the grants), and the workspace
+    assert run("preopens").out == f"{workspace}\n{workspace}/out\nPWD={workspace}\0"
+    # only a subdirectory: the workspace is an empty stand-in, to change to
+    configure(conduit_home, '[grants]\npreopens = ["filesystem:read:${workspace}/sub"]\n')
+    assert run("preopens").out == f"{workspace}\n{workspace}/sub\nPWD={workspace}\0"
+    assert not os.listdir(conduit_home / "cache" / "wasm" / "empty")
+    # nothing in or around the workspace: no PWD to change to
+    configure(
+        conduit_home, f'[grants]\npreopens = ["filesystem:read:{workspace.parent / "elsewhere"}"]\n'
+    )
+    (workspace.parent / "elsewhere").mkdir()
+    assert run("preopens").out == f"{workspace.parent / 'elsewhere'}\n"
+
+
 class _Handler(http.server.BaseHTTPRequestHandler):
     seen: ClassVar[list[str]] = []
 

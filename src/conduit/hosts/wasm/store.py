@@ -51,11 +51,8 @@ def new_store(rt: Runtime, box: Sandbox, argv: list[str]) -> Any:
         wasi.inherit_stderr()
     else:
         wasi.stderr_custom = writer(sys.stderr)
-    for directory, writable in box.preopens:
-        wasi.preopen_dir(directory, directory, writable)
-        if directory == box.workspace:
-            # wasi-libc resolves relative paths against a preopen named ".".
-            wasi.preopen_dir(directory, ".", writable)
+    for directory, name, writable in box.preopens:  # see the sandbox module: paths
+        wasi.preopen_dir(directory, name, writable)
     store.set_wasi(wasi)
     return store
 

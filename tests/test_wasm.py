@@ -488,6 +488,11 @@ def test_directories_are_preopened_under_their_own_paths(plugin_dir, conduit_hom
     assert run("preopens").out == f"{workspace.parent / 'elsewhere'}\n"
 
 
+#: every byte value: not UTF-8 text
+BINARY = bytes(range(256))
+TEXT = "héllo ✓ \x00"
+
+
 class _Handler(http.server.BaseHTTPRequestHandler):
     seen: ClassVar[list[str]] = []
 
@@ -499,7 +504,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
-        body = b"pong from " + self.path.encode()
+        bodies = {"/binary": BINARY, "/text": TEXT.encode()}
+        body = bodies.get(self.path, b"pong from " + self.path.encode())
+        self._reply(body)
+
+    def do_POST(self) -> None:  # echoes the request's body
+        self._reply(self.rfile.read(int(self.headers["Content-Length"])))
+
+    def _reply(self, body: bytes) -> None:
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -539,6 +551,93 @@ def test_http_to_a_granted_host_works(plugin_dir, conduit_home, server, run):
     assert result.code == 0, result.err
     assert '"status": 200' in result.out
     assert '"body": "pong from /ping"' in result.out
+
+
+def test_http_bodies_that_are_not_text_arrive_as_base64(plugin_dir, conduit_home, server, run):
+    import base64
+    import json
+
+    configure(conduit_home, f'[grants]\nfetch = ["network:http:127.0.0.1:{server}"]\n')
+    request = {"url": f"http://127.0.0.1:{server}/binary"}
+    install(plugin_dir, "fetch", call_module("http", json.dumps(request)))
+    doc = json.loads(run("fetch").out)
+    assert "body" not in doc
+    assert base64.b64decode(doc["body_base64"]) == BINARY
+    # and a request's body goes out as the bytes given (the server echoes it)
+    request = {
+        "method": "POST",
+        "url": f"http://127.0.0.1:{server}/echo",
+        "body_base64": base64.b64encode(BINARY).decode(),
+    }
+    install(plugin_dir, "fetch", call_module("http", json.dumps(request)))
+    doc = json.loads(run("fetch").out)
+    assert base64.b64decode(doc["body_base64"]) == BINARY
+    # text stays text
+    install(
+        plugin_dir, "fetch", call_module("http", f'{{"url": "http://127.0.0.1:{server}/text"}}')
+    )
+    assert json.loads(run("fetch").out)["body"] == TEXT
+
+
+def test_exec_output_that_is_not_text_arrives_as_base64(plugin_dir, conduit_home, run):
+    import base64
+    import json
+
+    request = {"program": "printf", "args": ["\\377A"], "stdin_base64": "/w=="}
+    install(plugin_dir, "runner", call_module("exec", json.dumps(request)))
+    configure(conduit_home, '[grants]\nrunner = ["process:execute:printf"]\n')
+    doc = json.loads(run("runner").out)
+    assert (doc["code"], base64.b64decode(doc["stdout_base64"]), doc["stderr"]) == (0, b"\xffA", "")
+    assert "stdout" not in doc
+
+
+def test_a_failed_request_says_how_long_its_error_is(plugin_dir, conduit_home, run):
+    import socket
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    request = f'{{"url": "http://127.0.0.1:{port}/"}}'
+    body = f"""
+   (local $n i32)
+   (if (i32.ne (call $http (i32.const 100) (i32.const {len(request)})) (i32.const -2))
+     (then (call $exit (i32.const 9))))
+   (local.set $n (call $result_len))
+   (drop (call $result (i32.const 4096) (local.get $n)))
+   (call $print (i32.const 4096) (local.get $n))"""
+    imports = CONDUIT_IMPORTS + (
+        ' (import "conduit" "result_len" (func $result_len (result i32)))\n'
+    )
+    install(plugin_dir, "fetch", module(body, data={100: request}, imports=imports))
+    configure(conduit_home, f'[grants]\nfetch = ["network:http:127.0.0.1:{port}"]\n')
+    result = run("fetch")
+    assert (result.code, result.out) == (
+        0,
+        "ConnectionRefusedError: [Errno 111] Connection refused",
+    )
+
+
+@pytest.mark.parametrize("status", [0, 125, 126, 200, 255])
+def test_the_exit_status_is_the_exit_code(plugin_dir, run, status):
+    install(plugin_dir, "quit", module(f"(call $exit (i32.const {status}))"))
+    result = run("quit")
+    assert (result.code, result.err) == (status, "")
+
+
+def test_an_exit_status_outside_0_to_255_is_an_error(plugin_dir, other, capsys):
+    install(plugin_dir, "quit", module("(call $exit (i32.const -1))"))
+    fails_then_carries_on(
+        capsys,
+        "quit",
+        "plugin 'quit': exited with status -1, which is not an exit code (0-255)",
+        hint="a bug in the plugin; report it to its author",
+    )
+
+
+def test_a_c_modules_exit_status_is_the_exit_code(plugin_dir, run):
+    install_probe(plugin_dir)
+    assert run("cexit", "200").code == 200
+    assert run("cexit", "3").code == 3
 
 
 def test_redirects_are_not_followed(plugin_dir, conduit_home, server, run):

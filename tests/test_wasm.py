@@ -83,13 +83,19 @@ def fresh_kernel() -> Kernel:
 
 
 def fails_then_carries_on(
-    capsys: pytest.CaptureFixture[str], command: str, message: str, *, hint: str | None = None
+    capsys: pytest.CaptureFixture[str],
+    command: str,
+    message: str,
+    *,
+    hint: str | None = None,
+    plugin: str | None = None,
 ) -> None:
-    """``command`` fails with ``message`` (exit 3); the same kernel then runs ``other``."""
+    """``command`` (of ``plugin``, by default the plugin of that name) fails with
+    ``message`` (exit 3); the same kernel then runs ``other``."""
     kernel = fresh_kernel()
     try:
         with pytest.raises(ConduitError) as info:
-            kernel.run(command, [command])
+            kernel.run(plugin or command, [command])
         assert info.value.message == message
         assert info.value.exit_code == 3
         if hint is not None:
@@ -813,6 +819,99 @@ def test_infinite_recursion_is_a_stack_overflow(plugin_dir, other, capsys):
     )
     install(plugin_dir, "deep", wat)
     fails_then_carries_on(capsys, "deep", "plugin 'deep': stack overflow (infinite recursion?)")
+
+
+#: what a module whose stack in linear memory ran below address 0 is told
+SHADOW_STACK_OVERFLOW = (
+    "stack overflow: its stack in linear memory ran below address 0 "
+    "(large local arrays or deep recursion?)"
+)
+SHADOW_STACK_HINT = (
+    "a module's own stack is sized when it is linked (clang: -Wl,-z,stack-size=BYTES); "
+    "the wasm stack is 512 KB ([wasm] max-stack-kb)"
+)
+
+
+def test_a_stack_in_memory_that_runs_below_zero_is_a_stack_overflow(plugin_dir, other, capsys):
+    # as C keeps its stack: a global stack pointer, 4 KB of locals per call, recursion
+    wat = module("(call $down)").replace(
+        ' (func (export "_start")',
+        """ (global $sp (mut i32) (i32.const 65536))
+ (func $down
+   (global.set $sp (i32.sub (global.get $sp) (i32.const 4096)))
+   (i32.store (global.get $sp) (i32.const 1))
+   (call $down))
+ (func (export "_start")""",
+    )
+    install(plugin_dir, "deep", wat)
+    fails_then_carries_on(
+        capsys, "deep", f"plugin 'deep': {SHADOW_STACK_OVERFLOW}", hint=SHADOW_STACK_HINT
+    )
+    # the same below-zero pointer handed to a WASI function (a buffer on that stack)
+    install(
+        plugin_dir,
+        "deep",
+        module(
+            "(drop (call $fd_write (i32.const 1) (i32.const -4096) (i32.const 1) (i32.const 8)))"
+        ),
+    )
+    fails_then_carries_on(
+        capsys, "deep", f"plugin 'deep': {SHADOW_STACK_OVERFLOW}", hint=SHADOW_STACK_HINT
+    )
+
+
+def test_an_access_past_the_end_of_memory_is_a_plain_trap(plugin_dir, other, capsys):
+    install(plugin_dir, "past", module("(i32.store (i32.const 200000) (i32.const 1))"))
+    fails_then_carries_on(
+        capsys,
+        "past",
+        "plugin 'past': trapped: wasm trap: out of bounds memory access",
+        hint="a bug in the plugin; report it to its author",
+    )
+
+
+@pytest.mark.parametrize("command", ["cbigarray", "crecurse"])
+def test_a_c_stack_overflow_is_named(plugin_dir, other, capsys, command):
+    install_probe(plugin_dir)
+    fails_then_carries_on(
+        capsys,
+        command,
+        f"plugin 'probe': {SHADOW_STACK_OVERFLOW}",
+        hint=SHADOW_STACK_HINT,
+        plugin="probe",
+    )
+
+
+def test_an_allocation_bomb_in_large_steps_hits_the_memory_limit(
+    plugin_dir, conduit_home, other, capsys
+):
+    # 17 pages at a time, as malloc(1 MB) grows memory: it stops more than 64 KB short
+    body = """
+   (loop $grow
+     (br_if $grow (i32.ne (memory.grow (i32.const 17)) (i32.const -1))))
+   unreachable"""
+    install(plugin_dir, "bomb", module(body))
+    configure(conduit_home, "[wasm]\nmemory-mb = 16\n")
+    fails_then_carries_on(
+        capsys,
+        "bomb",
+        "plugin 'bomb': out of memory: it reached the limit of 16 MB and then trapped "
+        "(wasm trap: wasm `unreachable` instruction executed)",
+        hint="raise [wasm] memory-mb in the config",
+    )
+
+
+def test_a_c_allocation_bomb_hits_the_memory_limit(plugin_dir, conduit_home, other, capsys):
+    install_probe(plugin_dir)
+    configure(conduit_home, "[wasm]\nmemory-mb = 16\n")
+    fails_then_carries_on(
+        capsys,
+        "cmallocbomb",
+        "plugin 'probe': out of memory: it reached the limit of 16 MB and then trapped "
+        "(wasm trap: wasm `unreachable` instruction executed)",
+        hint="raise [wasm] memory-mb in the config",
+        plugin="probe",
+    )
 
 
 def test_any_other_trap_is_named(plugin_dir, other, capsys):

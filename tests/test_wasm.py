@@ -83,13 +83,19 @@ def fresh_kernel() -> Kernel:
 
 
 def fails_then_carries_on(
-    capsys: pytest.CaptureFixture[str], command: str, message: str, *, hint: str | None = None
+    capsys: pytest.CaptureFixture[str],
+    command: str,
+    message: str,
+    *,
+    hint: str | None = None,
+    plugin: str | None = None,
 ) -> None:
-    """``command`` fails with ``message`` (exit 3); the same kernel then runs ``other``."""
+    """``command`` (of ``plugin``, by default the plugin of that name) fails with
+    ``message`` (exit 3); the same kernel then runs ``other``."""
     kernel = fresh_kernel()
     try:
         with pytest.raises(ConduitError) as info:
-            kernel.run(command, [command])
+            kernel.run(plugin or command, [command])
         assert info.value.message == message
         assert info.value.exit_code == 3
         if hint is not None:
@@ -312,6 +318,187 @@ def test_a_grant_naming_a_file_is_refused(plugin_dir, conduit_home, tree, run):
     )
 
 
+# -- paths: what a C module's absolute and relative paths name -------------------------------
+
+#: a C module built with wasi-libc (tests/fixtures/wasm/probe.c): its commands
+PROBE = Path(__file__).resolve().parent / "fixtures" / "wasm" / "probe.wasm"
+PROBE_COMMANDS = ("cpaths", "cstay", "cbigarray", "crecurse", "cmallocbomb", "cexit")
+#: a top-level directory that exists nowhere, and in the workspace
+OUTSIDE = "/conduit-test-outside/secret.txt"
+#: what the probe prints for a path it cannot open: a path under no preopen is ENOENT
+#: from wasi-libc (ENOTCAPABLE from versions before 2023), EPERM from wasmtime
+REFUSED = ("No such file or directory", "Capabilities insufficient", "Operation not permitted")
+
+
+def install_probe(plugin_dir: Path) -> None:
+    (plugin_dir / "probe.wasm").write_bytes(PROBE.read_bytes())
+    toml = 'api = ">=1.0"\ndescription = "The C probe"\n'
+    for cmd in PROBE_COMMANDS:
+        toml += f'\n[[commands]]\nname = "{cmd}"\nhelp = "Run {cmd}."\n'
+    (plugin_dir / "probe.toml").write_text(toml)
+
+
+@pytest.fixture
+def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """``tmp/ws``, the directory Conduit runs in, beside ``tmp/secret.txt``."""
+    ws = tmp_path / "ws"
+    for sub in ("sub", "out", "var", OUTSIDE.split("/")[1]):
+        (ws / sub).mkdir(parents=True)
+    (ws / "notes.txt").write_text("ws notes")
+    (ws / "sub" / "s.txt").write_text("sub file")
+    (ws / OUTSIDE.lstrip("/")).write_text("the workspace's copy")
+    (tmp_path / "secret.txt").write_text("top secret")
+    monkeypatch.chdir(ws)
+    return ws
+
+
+def probe(run, conduit_home: Path, grants: list[str], *args: str, command: str = "cpaths"):  # type: ignore[no-untyped-def]
+    """Run the probe's ``command`` with ``grants``: {ARG: what it read or the error}."""
+    listed = ", ".join(f'"{g}"' for g in grants)
+    configure(conduit_home, f"[grants]\nprobe = [{listed}]\n")
+    result = run(command, *args)
+    assert result.code == 0, result.err
+    lines = dict(line.split(": ", 1) for line in result.out.splitlines())
+    assert list(lines) == list(args), result.out
+    return lines
+
+
+def test_paths_in_a_granted_workspace(plugin_dir, conduit_home, workspace, run):
+    install_probe(plugin_dir)
+    secret = str(workspace.parent / "secret.txt")
+    seen = probe(
+        run,
+        conduit_home,
+        ["filesystem:read:${workspace}"],
+        "notes.txt",
+        "./sub/s.txt",
+        f"{workspace}/notes.txt",
+        OUTSIDE,  # names /conduit-test-outside/..., not the workspace's copy
+        secret,
+        "../secret.txt",
+        "+new.txt",
+    )
+    assert seen["notes.txt"] == seen[f"{workspace}/notes.txt"] == "ws notes"
+    assert seen["./sub/s.txt"] == "sub file"
+    for path in (OUTSIDE, secret, "../secret.txt", "+new.txt"):
+        assert seen[path] in REFUSED, (path, seen[path])
+    assert not (workspace / "new.txt").exists()
+
+
+def test_an_absolute_path_is_never_written_in_the_workspace(
+    plugin_dir, conduit_home, workspace, run
+):
+    install_probe(plugin_dir)
+    target = "/var/conduit-test-probe.txt"
+    seen = probe(run, conduit_home, ["filesystem:write:${workspace}"], f"+{target}", "+new.txt")
+    assert seen[f"+{target}"] in REFUSED
+    assert seen["+new.txt"] == "written"
+    assert not (workspace / target.lstrip("/")).exists()
+    assert not Path(target).exists()
+    assert (workspace / "new.txt").read_text() == "written"
+
+
+@pytest.mark.parametrize("shape", ["unscoped", "parent", "subdirectory"])
+def test_relative_paths_name_the_workspace_whatever_the_grant(
+    plugin_dir, conduit_home, workspace, run, shape
+):
+    install_probe(plugin_dir)
+    grant = {
+        "unscoped": "filesystem:read",
+        "parent": f"filesystem:read:{workspace.parent}",
+        "subdirectory": "filesystem:read:${workspace}/sub",
+    }[shape]
+    seen = probe(run, conduit_home, [grant], "sub/s.txt", "notes.txt", OUTSIDE)
+    assert seen["sub/s.txt"] == "sub file"
+    if shape == "subdirectory":  # the rest of the workspace is not granted
+        assert seen["notes.txt"] in REFUSED
+    else:
+        assert seen["notes.txt"] == "ws notes"
+    assert seen[OUTSIDE] in REFUSED
+
+
+def test_a_relative_path_into_a_writable_subdirectory_is_written(
+    plugin_dir, conduit_home, workspace, run
+):
+    install_probe(plugin_dir)
+    grants = ["filesystem:read:${workspace}", "filesystem:write:${workspace}/out"]
+    seen = probe(run, conduit_home, grants, "+out/new.txt", "+new.txt")
+    assert seen["+out/new.txt"] == "written"
+    assert (workspace / "out" / "new.txt").read_text() == "written"
+    assert seen["+new.txt"] in REFUSED
+    assert not (workspace / "new.txt").exists()
+
+
+def test_a_module_that_ignores_pwd_still_reaches_only_what_it_names(
+    plugin_dir, conduit_home, workspace, run
+):
+    # without chdir(getenv("PWD")), wasi-libc resolves relative paths against "/":
+    # they fail, and never land in the workspace or anywhere else
+    install_probe(plugin_dir)
+    seen = probe(
+        run,
+        conduit_home,
+        ["filesystem:read:${workspace}"],
+        "notes.txt",
+        f"{workspace}/notes.txt",
+        OUTSIDE,
+        command="cstay",
+    )
+    assert seen["notes.txt"] in REFUSED
+    assert seen[f"{workspace}/notes.txt"] == "ws notes"
+    assert seen[OUTSIDE] in REFUSED
+
+
+#: prints the names of the preopened directories (fd 3, 4, ... until fd_prestat_get
+#: fails), one a line, then the environment
+PREOPENS = module(
+    """
+   (local $fd i32)
+   (local.set $fd (i32.const 3))
+   (block $done (loop $next
+     (br_if $done (call $fd_prestat_get (local.get $fd) (i32.const 16)))
+     (drop (call $fd_prestat_dir_name (local.get $fd) (i32.const 1000) (i32.load (i32.const 20))))
+     (call $print (i32.const 1000) (i32.load (i32.const 20)))
+     (call $print (i32.const 24) (i32.const 1))
+     (local.set $fd (i32.add (local.get $fd) (i32.const 1)))
+     (br $next)))
+   (drop (call $environ_sizes_get (i32.const 16) (i32.const 20)))
+   (drop (call $environ_get (i32.const 200) (i32.const 1000)))
+   (call $print (i32.const 1000) (i32.load (i32.const 20)))""",
+    data={24: "\n"},
+    imports="""
+ (import "wasi_snapshot_preview1" "fd_prestat_get" (func $fd_prestat_get (param i32 i32) (result i32)))
+ (import "wasi_snapshot_preview1" "fd_prestat_dir_name" (func $fd_prestat_dir_name (param i32 i32 i32) (result i32)))
+ (import "wasi_snapshot_preview1" "environ_sizes_get" (func $environ_sizes_get (param i32 i32) (result i32)))
+ (import "wasi_snapshot_preview1" "environ_get" (func $environ_get (param i32 i32) (result i32)))""",
+)
+
+
+def test_directories_are_preopened_under_their_own_paths(plugin_dir, conduit_home, workspace, run):
+    install(plugin_dir, "preopens", PREOPENS)
+    configure(
+        conduit_home,
+        '[grants]\npreopens = ["filesystem:read:${workspace}", "filesystem:write:${workspace}/out"]\n',
+    )
+    # no "." (it would take every absolute path outside the grants), and the workspace
+    assert run("preopens").out == f"{workspace}\n{workspace}/out\nPWD={workspace}\0"
+    # only a subdirectory: the workspace is an empty stand-in, to change to
+    configure(conduit_home, '[grants]\npreopens = ["filesystem:read:${workspace}/sub"]\n')
+    assert run("preopens").out == f"{workspace}\n{workspace}/sub\nPWD={workspace}\0"
+    assert not os.listdir(conduit_home / "cache" / "wasm" / "empty")
+    # nothing in or around the workspace: no PWD to change to
+    configure(
+        conduit_home, f'[grants]\npreopens = ["filesystem:read:{workspace.parent / "elsewhere"}"]\n'
+    )
+    (workspace.parent / "elsewhere").mkdir()
+    assert run("preopens").out == f"{workspace.parent / 'elsewhere'}\n"
+
+
+#: every byte value: not UTF-8 text
+BINARY = bytes(range(256))
+TEXT = "héllo ✓ \x00"
+
+
 class _Handler(http.server.BaseHTTPRequestHandler):
     seen: ClassVar[list[str]] = []
 
@@ -323,7 +510,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
-        body = b"pong from " + self.path.encode()
+        bodies = {"/binary": BINARY, "/text": TEXT.encode()}
+        body = bodies.get(self.path, b"pong from " + self.path.encode())
+        self._reply(body)
+
+    def do_POST(self) -> None:  # echoes the request's body
+        self._reply(self.rfile.read(int(self.headers["Content-Length"])))
+
+    def _reply(self, body: bytes) -> None:
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -363,6 +557,93 @@ def test_http_to_a_granted_host_works(plugin_dir, conduit_home, server, run):
     assert result.code == 0, result.err
     assert '"status": 200' in result.out
     assert '"body": "pong from /ping"' in result.out
+
+
+def test_http_bodies_that_are_not_text_arrive_as_base64(plugin_dir, conduit_home, server, run):
+    import base64
+    import json
+
+    configure(conduit_home, f'[grants]\nfetch = ["network:http:127.0.0.1:{server}"]\n')
+    request = {"url": f"http://127.0.0.1:{server}/binary"}
+    install(plugin_dir, "fetch", call_module("http", json.dumps(request)))
+    doc = json.loads(run("fetch").out)
+    assert "body" not in doc
+    assert base64.b64decode(doc["body_base64"]) == BINARY
+    # and a request's body goes out as the bytes given (the server echoes it)
+    request = {
+        "method": "POST",
+        "url": f"http://127.0.0.1:{server}/echo",
+        "body_base64": base64.b64encode(BINARY).decode(),
+    }
+    install(plugin_dir, "fetch", call_module("http", json.dumps(request)))
+    doc = json.loads(run("fetch").out)
+    assert base64.b64decode(doc["body_base64"]) == BINARY
+    # text stays text
+    install(
+        plugin_dir, "fetch", call_module("http", f'{{"url": "http://127.0.0.1:{server}/text"}}')
+    )
+    assert json.loads(run("fetch").out)["body"] == TEXT
+
+
+def test_exec_output_that_is_not_text_arrives_as_base64(plugin_dir, conduit_home, run):
+    import base64
+    import json
+
+    request = {"program": "printf", "args": ["\\377A"], "stdin_base64": "/w=="}
+    install(plugin_dir, "runner", call_module("exec", json.dumps(request)))
+    configure(conduit_home, '[grants]\nrunner = ["process:execute:printf"]\n')
+    doc = json.loads(run("runner").out)
+    assert (doc["code"], base64.b64decode(doc["stdout_base64"]), doc["stderr"]) == (0, b"\xffA", "")
+    assert "stdout" not in doc
+
+
+def test_a_failed_request_says_how_long_its_error_is(plugin_dir, conduit_home, run):
+    import socket
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    request = f'{{"url": "http://127.0.0.1:{port}/"}}'
+    body = f"""
+   (local $n i32)
+   (if (i32.ne (call $http (i32.const 100) (i32.const {len(request)})) (i32.const -2))
+     (then (call $exit (i32.const 9))))
+   (local.set $n (call $result_len))
+   (drop (call $result (i32.const 4096) (local.get $n)))
+   (call $print (i32.const 4096) (local.get $n))"""
+    imports = CONDUIT_IMPORTS + (
+        ' (import "conduit" "result_len" (func $result_len (result i32)))\n'
+    )
+    install(plugin_dir, "fetch", module(body, data={100: request}, imports=imports))
+    configure(conduit_home, f'[grants]\nfetch = ["network:http:127.0.0.1:{port}"]\n')
+    result = run("fetch")
+    assert (result.code, result.out) == (
+        0,
+        "ConnectionRefusedError: [Errno 111] Connection refused",
+    )
+
+
+@pytest.mark.parametrize("status", [0, 125, 126, 200, 255])
+def test_the_exit_status_is_the_exit_code(plugin_dir, run, status):
+    install(plugin_dir, "quit", module(f"(call $exit (i32.const {status}))"))
+    result = run("quit")
+    assert (result.code, result.err) == (status, "")
+
+
+def test_an_exit_status_outside_0_to_255_is_an_error(plugin_dir, other, capsys):
+    install(plugin_dir, "quit", module("(call $exit (i32.const -1))"))
+    fails_then_carries_on(
+        capsys,
+        "quit",
+        "plugin 'quit': exited with status -1, which is not an exit code (0-255)",
+        hint="a bug in the plugin; report it to its author",
+    )
+
+
+def test_a_c_modules_exit_status_is_the_exit_code(plugin_dir, run):
+    install_probe(plugin_dir)
+    assert run("cexit", "200").code == 200
+    assert run("cexit", "3").code == 3
 
 
 def test_redirects_are_not_followed(plugin_dir, conduit_home, server, run):
@@ -484,15 +765,35 @@ def test_ctrl_c_stops_a_running_module(plugin_dir, conduit_home, timeout):
     )
     configure(conduit_home, f"[wasm]\ntimeout = {timeout}\n")
     with subprocess.Popen(
-        [sys.executable, "-m", "conduit", "spin"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        with_sigint([sys.executable, "-m", "conduit", "spin"]),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     ) as proc:
         try:
+            # the module's own line: it runs, and Conduit's handler and ticker are in place
             assert proc.stdout is not None and proc.stdout.readline() == b"running\n"
             proc.send_signal(signal.SIGINT)
-            assert proc.wait(timeout=30) == 130
+            assert proc.wait(timeout=60) == 130
             assert proc.stderr is not None and b"Traceback" not in proc.stderr.read()
         finally:
             proc.kill()
+
+
+#: A shell runs a background job (``pytest ... &``) with SIGINT ignored, and an ignored
+#: signal stays ignored across exec: the child Python would then install no handler and
+#: the test's SIGINT would never arrive (each case hung until its wait ran out).
+_SIGINT_AS_A_TERMINAL_GIVES_IT = (
+    "import os, signal, sys; "
+    "signal.signal(signal.SIGINT, signal.SIG_DFL); "
+    "signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT}); "
+    "os.execv(sys.argv[1], sys.argv[1:])"
+)
+
+
+def with_sigint(argv: list[str]) -> list[str]:
+    """``argv`` run with SIGINT at its default, as a terminal's foreground job has it,
+    whatever the test run inherited."""
+    return [sys.executable, "-c", _SIGINT_AS_A_TERMINAL_GIVES_IT, *argv]
 
 
 def test_allocation_bomb_hits_the_memory_limit(plugin_dir, conduit_home, other, capsys):
@@ -518,6 +819,99 @@ def test_infinite_recursion_is_a_stack_overflow(plugin_dir, other, capsys):
     )
     install(plugin_dir, "deep", wat)
     fails_then_carries_on(capsys, "deep", "plugin 'deep': stack overflow (infinite recursion?)")
+
+
+#: what a module whose stack in linear memory ran below address 0 is told
+SHADOW_STACK_OVERFLOW = (
+    "stack overflow: its stack in linear memory ran below address 0 "
+    "(large local arrays or deep recursion?)"
+)
+SHADOW_STACK_HINT = (
+    "a module's own stack is sized when it is linked (clang: -Wl,-z,stack-size=BYTES); "
+    "the wasm stack is 512 KB ([wasm] max-stack-kb)"
+)
+
+
+def test_a_stack_in_memory_that_runs_below_zero_is_a_stack_overflow(plugin_dir, other, capsys):
+    # as C keeps its stack: a global stack pointer, 4 KB of locals per call, recursion
+    wat = module("(call $down)").replace(
+        ' (func (export "_start")',
+        """ (global $sp (mut i32) (i32.const 65536))
+ (func $down
+   (global.set $sp (i32.sub (global.get $sp) (i32.const 4096)))
+   (i32.store (global.get $sp) (i32.const 1))
+   (call $down))
+ (func (export "_start")""",
+    )
+    install(plugin_dir, "deep", wat)
+    fails_then_carries_on(
+        capsys, "deep", f"plugin 'deep': {SHADOW_STACK_OVERFLOW}", hint=SHADOW_STACK_HINT
+    )
+    # the same below-zero pointer handed to a WASI function (a buffer on that stack)
+    install(
+        plugin_dir,
+        "deep",
+        module(
+            "(drop (call $fd_write (i32.const 1) (i32.const -4096) (i32.const 1) (i32.const 8)))"
+        ),
+    )
+    fails_then_carries_on(
+        capsys, "deep", f"plugin 'deep': {SHADOW_STACK_OVERFLOW}", hint=SHADOW_STACK_HINT
+    )
+
+
+def test_an_access_past_the_end_of_memory_is_a_plain_trap(plugin_dir, other, capsys):
+    install(plugin_dir, "past", module("(i32.store (i32.const 200000) (i32.const 1))"))
+    fails_then_carries_on(
+        capsys,
+        "past",
+        "plugin 'past': trapped: wasm trap: out of bounds memory access",
+        hint="a bug in the plugin; report it to its author",
+    )
+
+
+@pytest.mark.parametrize("command", ["cbigarray", "crecurse"])
+def test_a_c_stack_overflow_is_named(plugin_dir, other, capsys, command):
+    install_probe(plugin_dir)
+    fails_then_carries_on(
+        capsys,
+        command,
+        f"plugin 'probe': {SHADOW_STACK_OVERFLOW}",
+        hint=SHADOW_STACK_HINT,
+        plugin="probe",
+    )
+
+
+def test_an_allocation_bomb_in_large_steps_hits_the_memory_limit(
+    plugin_dir, conduit_home, other, capsys
+):
+    # 17 pages at a time, as malloc(1 MB) grows memory: it stops more than 64 KB short
+    body = """
+   (loop $grow
+     (br_if $grow (i32.ne (memory.grow (i32.const 17)) (i32.const -1))))
+   unreachable"""
+    install(plugin_dir, "bomb", module(body))
+    configure(conduit_home, "[wasm]\nmemory-mb = 16\n")
+    fails_then_carries_on(
+        capsys,
+        "bomb",
+        "plugin 'bomb': out of memory: it reached the limit of 16 MB and then trapped "
+        "(wasm trap: wasm `unreachable` instruction executed)",
+        hint="raise [wasm] memory-mb in the config",
+    )
+
+
+def test_a_c_allocation_bomb_hits_the_memory_limit(plugin_dir, conduit_home, other, capsys):
+    install_probe(plugin_dir)
+    configure(conduit_home, "[wasm]\nmemory-mb = 16\n")
+    fails_then_carries_on(
+        capsys,
+        "cmallocbomb",
+        "plugin 'probe': out of memory: it reached the limit of 16 MB and then trapped "
+        "(wasm trap: wasm `unreachable` instruction executed)",
+        hint="raise [wasm] memory-mb in the config",
+        plugin="probe",
+    )
 
 
 def test_any_other_trap_is_named(plugin_dir, other, capsys):

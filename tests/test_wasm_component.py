@@ -76,6 +76,43 @@ def test_hash_a_granted_file(pyhash, tmp_path, run, monkeypatch):
     assert result.out == f"{hashlib.md5(hello).hexdigest()}  {tmp_path / 'data.txt'}\n"
 
 
+def test_paths_name_the_files_they_name(pyhash, tmp_path, run, monkeypatch):
+    # docs/wasm.md, "Paths": relative paths against the workspace whatever the grant's
+    # shape, absolute paths to the file they name or to nothing. The sandbox alone: the
+    # manifest asks for nothing, so that any grant lets it start.
+    toml = pyhash / "plugins" / "pyhash.toml"
+    toml.write_text(toml.read_text().replace('capabilities = ["filesystem:read:${workspace}"]', ""))
+    ws = tmp_path / "ws"
+    (ws / "sub").mkdir(parents=True)
+    (ws / "notes.txt").write_bytes(b"notes")
+    (ws / "sub" / "s.txt").write_bytes(b"sub")
+    (ws / "conduit-test-outside").mkdir()
+    (ws / "conduit-test-outside" / "secret.txt").write_bytes(b"the workspace's copy")
+    monkeypatch.chdir(ws)
+
+    def pyhash_with(grant: str, path: str) -> str:
+        configure(pyhash, f'[grants]\npyhash = ["{grant}"]\n')
+        result = run("pyhash", path)
+        if result.code == 0:
+            return result.out
+        assert result.code == 1, result.err
+        assert "(is it under a granted directory?)" in result.err
+        return "refused"
+
+    def sha(data: bytes, path: str) -> str:
+        return f"{hashlib.sha256(data).hexdigest()}  {path}\n"
+
+    outside = "/conduit-test-outside/secret.txt"
+    assert pyhash_with("filesystem:read:${workspace}", outside) == "refused"
+    assert pyhash_with("filesystem:read:${workspace}", f"{ws}/notes.txt") == sha(
+        b"notes", f"{ws}/notes.txt"
+    )
+    assert pyhash_with("filesystem:read", "notes.txt") == sha(b"notes", "notes.txt")
+    assert pyhash_with(f"filesystem:read:{tmp_path}", "notes.txt") == sha(b"notes", "notes.txt")
+    assert pyhash_with("filesystem:read:${workspace}/sub", "sub/s.txt") == sha(b"sub", "sub/s.txt")
+    assert pyhash_with("filesystem:read:${workspace}/sub", "notes.txt") == "refused"
+
+
 def test_without_a_grant_files_are_out_of_reach(pyhash, tmp_path, run, monkeypatch):
     # The sandbox alone, whatever the manifest asks for: nothing granted, no files.
     toml = pyhash / "plugins" / "pyhash.toml"

@@ -27,6 +27,26 @@ if TYPE_CHECKING:
 __all__ = ["build_cmd", "build_plugin", "wit_dir"]
 
 WORLD = "plugin"
+#: the module componentize-py builds: the plugin's ``app`` with its commands run in the
+#: workspace. wasi-libc starts every guest in ``/``, and Conduit tells it the workspace
+#: in ``PWD`` (docs/wasm.md, "Paths").
+ENTRY = "_conduit_entry"
+ENTRY_SOURCE = """\
+import os
+
+import app
+
+
+class Command(app.Command):
+    def run(self, args):
+        workspace = os.environ.get("PWD")
+        if workspace:
+            try:
+                os.chdir(workspace)
+            except OSError:
+                pass
+        return super().run(args)
+"""
 
 
 def wit_dir() -> str:
@@ -79,6 +99,10 @@ def build_plugin(source: str, output: str) -> tuple[str, str]:
     if os.path.isfile(app):
         with tempfile.TemporaryDirectory(prefix="conduit-build-") as tmp:
             built = os.path.join(tmp, f"{name}.wasm")
+            entry = os.path.join(tmp, "entry")  # -p bundles the whole directory
+            os.mkdir(entry)
+            with open(os.path.join(entry, f"{ENTRY}.py"), "w", encoding="utf-8") as f:
+                f.write(ENTRY_SOURCE)
             command = [
                 _componentize_py(),
                 "-d",
@@ -88,7 +112,9 @@ def build_plugin(source: str, output: str) -> tuple[str, str]:
                 "componentize",
                 "-p",
                 os.path.abspath(source),
-                "app",
+                "-p",
+                entry,
+                ENTRY,
                 "-o",
                 built,
             ]

@@ -75,6 +75,7 @@ class WasmHost:
             list(grants.get(name, [])) if isinstance(grants, dict) else [],
             os.getcwd(),
             ctx.data_dir,
+            os.path.join(self.kernel.paths.cache_dir, "wasm", "empty"),
         )
         rt = self._runtime(name)
         with rt:

@@ -4,7 +4,12 @@
 stderr, and the exit code from ``proc_exit``. Conduit's services are core-module imports
 from ``"conduit"`` (:data:`CORE_IMPORTS`, docs/wasm.md): every parameter and result an
 i32, buffers in the module's exported ``memory``, a host call's result fetched with
-``conduit.result``.
+``conduit.result`` (its length, also of an error text, from ``conduit.result_len``).
+Byte strings in the JSON of ``http`` and ``exec`` are strings when they are UTF-8 text
+and base64 under ``NAME_base64`` when they are not, both ways.
+
+``proc_exit`` is Conduit's own: wasmtime's refuses statuses from 126 up (with a trap
+message); here 0-255 is the exit code and anything else a clear error.
 """
 
 from __future__ import annotations
@@ -31,13 +36,45 @@ CORE_IMPORTS = {
     "http": (2, 1),  # (request_json_ptr, len) -> len | -2 failed
     "exec": (2, 1),  # (request_json_ptr, len) -> len | -2 failed
     "result": (2, 1),  # (ptr, capacity) -> bytes copied from the last result
+    "result_len": (0, 1),  # () -> the length of the last result
 }
+#: where ``proc_exit`` comes from
+WASI_MODULE = "wasi_snapshot_preview1"
+
+
+class GuestExit(Exception):
+    """The module called ``proc_exit(status)``."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
 
 
 def _json(doc: object) -> bytes:
     import json
 
     return json.dumps(doc).encode()
+
+
+def _put_bytes(doc: dict[str, object], name: str, data: bytes) -> None:
+    """``doc[name]``: ``data`` as a string if it is UTF-8 text, else base64 under
+    ``NAME_base64``; never a lossy decoding."""
+    try:
+        doc[name] = data.decode("utf-8")
+    except UnicodeDecodeError:
+        import base64
+
+        doc[f"{name}_base64"] = base64.b64encode(data).decode("ascii")
+
+
+def _get_bytes(req: dict[str, Any], name: str) -> bytes:
+    """The bytes a request gives as ``NAME_base64`` or as the string ``NAME``."""
+    encoded = req.get(f"{name}_base64")
+    if encoded is not None:
+        import base64
+
+        return base64.b64decode(str(encoded), validate=True)
+    return str(req.get(name, "")).encode()
 
 
 def _define_core_imports(linker: Any, box: Sandbox, rt: Runtime) -> None:
@@ -84,7 +121,7 @@ def _define_core_imports(linker: Any, box: Sandbox, rt: Runtime) -> None:
                 str(req.get("method", "GET")),
                 str(req["url"]),
                 [(str(k), str(v)) for k, v in dict(req.get("headers", {})).items()],
-                str(req.get("body", "")).encode(),
+                _get_bytes(req, "body"),
                 rt.settings.http_timeout,
             )
         except Denied:
@@ -92,7 +129,8 @@ def _define_core_imports(linker: Any, box: Sandbox, rt: Runtime) -> None:
         except Exception as exc:  # bad request, refused connection: the plugin's to handle
             set_result(f"{type(exc).__name__}: {exc}".encode())
             return -2
-        doc = {"status": status, "headers": headers, "body": body.decode("utf-8", "replace")}
+        doc: dict[str, object] = {"status": status, "headers": headers}
+        _put_bytes(doc, "body", body)
         return set_result(_json(doc))
 
     def exec_(caller: Any, ptr: int, length: int) -> int:
@@ -103,7 +141,7 @@ def _define_core_imports(linker: Any, box: Sandbox, rt: Runtime) -> None:
             code, out, err = box.exec(
                 str(req["program"]),
                 [str(a) for a in req.get("args", [])],
-                str(req.get("stdin", "")).encode(),
+                _get_bytes(req, "stdin"),
                 rt.settings.timeout or None,
             )
         except Denied:
@@ -111,11 +149,9 @@ def _define_core_imports(linker: Any, box: Sandbox, rt: Runtime) -> None:
         except Exception as exc:
             set_result(f"{type(exc).__name__}: {exc}".encode())
             return -2
-        doc = {
-            "code": code,
-            "stdout": out.decode("utf-8", "replace"),
-            "stderr": err.decode("utf-8", "replace"),
-        }
+        doc: dict[str, object] = {"code": code}
+        _put_bytes(doc, "stdout", out)
+        _put_bytes(doc, "stderr", err)
         return set_result(_json(doc))
 
     def result(caller: Any, ptr: int, capacity: int) -> int:
@@ -123,10 +159,27 @@ def _define_core_imports(linker: Any, box: Sandbox, rt: Runtime) -> None:
         span(caller, ptr, len(data)).write(caller, data, ptr)
         return len(data)
 
-    funcs = {"log": log, "env": env, "http": http, "exec": exec_, "result": result}
+    def result_len(caller: Any) -> int:
+        return len(box.result)
+
+    funcs = {
+        "log": log,
+        "env": env,
+        "http": http,
+        "exec": exec_,
+        "result": result,
+        "result_len": result_len,
+    }
     for fname, (nparams, nresults) in CORE_IMPORTS.items():
         ty = wasmtime.FuncType([i32] * nparams, [i32] * nresults)
         linker.define_func(CORE_MODULE, fname, ty, funcs[fname], access_caller=True)
+
+    def proc_exit(status: int) -> None:
+        raise GuestExit(status)  # unwinds the module; caught in _run_module_in
+
+    linker.allow_shadowing = True
+    linker.define_func(WASI_MODULE, "proc_exit", wasmtime.FuncType([i32], []), proc_exit)
+    linker.allow_shadowing = False
 
 
 def run_module(rt: Runtime, box: Sandbox, module: Any, argv: list[str]) -> int:
@@ -158,10 +211,10 @@ def _run_module_in(store: Any, rt: Runtime, box: Sandbox, module: Any, argv: lis
         )
     try:
         start(store)
-    except wasmtime.ExitTrap as exc:
+    except (GuestExit, wasmtime.ExitTrap) as exc:
         if box.denied is not None:
             raise explain(rt, box, exc, None) from None
-        return int(exc.code)
+        return _exit_code(box, exc.status if isinstance(exc, GuestExit) else int(exc.code))
     except GuestFault as exc:
         raise HostError(
             box.plugin, f"bad call to a conduit import: {exc}", hint="a bug in the plugin"
@@ -173,3 +226,14 @@ def _run_module_in(store: Any, rt: Runtime, box: Sandbox, module: Any, argv: lis
     finally:
         sys.stdout.flush()
     return 0
+
+
+def _exit_code(box: Sandbox, status: int) -> int:
+    """Conduit's exit code for ``proc_exit(status)`` (``status`` as the i32 it is)."""
+    if 0 <= status <= 255:
+        return status
+    raise HostError(
+        box.plugin,
+        f"exited with status {status}, which is not an exit code (0-255)",
+        hint="a bug in the plugin; report it to its author",
+    )

@@ -5,6 +5,18 @@ functions that reach outside (environment, HTTP, programs).
 ``env:read`` grants the only environment variables; ``network:http`` and
 ``process:execute`` are reachable only through Conduit's host functions, which check the
 grants here. A refused call is a :class:`Denied`; the first one is the command's error.
+
+Paths. wasi-libc (C, Rust, CPython) resolves every path, absolute or relative, by the
+longest match of its absolute form over the names of the preopened directories, and
+starts every program in ``/``: to the host, ``notes.txt`` and ``/notes.txt`` are the same
+request. So each granted directory is preopened under its own absolute path (and its
+real path, if a symbolic link leads there), nothing under ``.``, and the guest is told
+the workspace in ``PWD``: a guest that changes to it first (Python plugins built by
+``conduit plugins build`` do; C: ``chdir(getenv("PWD"))``) resolves relative paths
+against the workspace, and an absolute path names the file it names or nothing. When
+only directories inside the workspace are granted, the workspace itself is preopened
+as an empty read-only directory, so that the guest can change to it and reach them by
+relative paths while the rest of the workspace stays out of reach.
 """
 
 from __future__ import annotations
@@ -42,14 +54,25 @@ class Sandbox:
         self.grants = grants
         self.workspace = workspace
         self.env: dict[str, str] = {}
-        self.preopens: list[tuple[str, bool]] = []  # (directory, writable)
+        #: (host directory, the guest's name for it, writable), in the guest's fd order
+        self.preopens: list[tuple[str, str, bool]] = []
         #: the last result of a core-module host call, fetched with conduit.result
         self.result = b""
         #: the first refused call, reported as the command's error
         self.denied: Denied | None = None
 
     @classmethod
-    def build(cls, plugin: str, grants: list[str], workspace: str, plugin_data: str) -> Sandbox:
+    def build(
+        cls,
+        plugin: str,
+        grants: list[str],
+        workspace: str,
+        plugin_data: str,
+        empty_dir: str | None = None,
+    ) -> Sandbox:
+        """The sandbox of ``grants``; ``empty_dir`` (created if missing) stands in for
+        the workspace when only directories inside it are granted (see the module's
+        docstring)."""
         box = cls(plugin, [], workspace)
         if not grants:  # nothing granted: no need to import the grammar of grants
             return box
@@ -74,8 +97,25 @@ class Sandbox:
             if not os.path.isdir(path):
                 continue  # nothing to see there yet; a missing directory grants nothing
             dirs[path] = dirs.get(path, False) or cap.kind == "filesystem:write"
-        box.preopens = sorted(dirs.items())
+        box._preopen(dirs, empty_dir)
         return box
+
+    def _preopen(self, dirs: dict[str, bool], empty_dir: str | None) -> None:
+        """Preopen ``dirs`` (path -> writable) under their absolute paths; tell the guest
+        the workspace (``PWD``) if it can change to it."""
+        names: dict[str, tuple[str, bool]] = {}  # the guest's name -> (host path, writable)
+        for path, writable in dirs.items():
+            for name in (path, os.path.realpath(path)):
+                names[name] = (path, writable or names.get(name, ("", False))[1])
+        workspace = os.path.realpath(self.workspace)
+        if not any(_within(workspace, name) for name in names):
+            inside = any(_within(name, workspace) for name in names)
+            if not (inside and empty_dir is not None and _empty(empty_dir)):
+                self.preopens = [(p, n, w) for n, (p, w) in sorted(names.items())]
+                return  # relative paths reach nothing
+            names[workspace] = (empty_dir, False)
+        self.env["PWD"] = workspace
+        self.preopens = [(p, n, w) for n, (p, w) in sorted(names.items())]
 
     def _granted(self, kind: str) -> list[Capability]:
         return [c for c in self.grants if c.kind == kind]
@@ -89,6 +129,8 @@ class Sandbox:
         return exc
 
     def check_env(self, name: str) -> None:
+        if name == "PWD" and name in self.env:  # Conduit's own: the workspace
+            return
         if not any(c.allows_env(name) for c in self._granted("env:read")):
             raise self._refuse(f"env:read:{name}", f"reading the environment variable {name}")
 
@@ -164,3 +206,17 @@ class Sandbox:
 
         sys.stderr.write(inert(f"{self.plugin}: {level}: {message}") + "\n")
         sys.stderr.flush()
+
+
+def _within(path: str, directory: str) -> bool:
+    """Whether ``path`` is ``directory`` or under it (both absolute and normalized)."""
+    return path == directory or path.startswith(directory.rstrip(os.sep) + os.sep)
+
+
+def _empty(directory: str) -> bool:
+    """Whether ``directory`` is an empty directory, creating it if it is missing."""
+    try:
+        os.makedirs(directory, exist_ok=True)
+        return not os.listdir(directory)
+    except OSError:
+        return False

@@ -21,6 +21,10 @@ if TYPE_CHECKING:
 __all__ = ["explain", "link_error", "new_store", "writer"]
 
 MIB = 1024 * 1024
+#: a trap with less than this (or a 16th of the limit) left below the memory limit is
+#: "out of memory": an allocator grows memory in steps (1 MB mallocs: 17 pages), and
+#: traps or aborts when a step no longer fits
+OOM_MARGIN = 2 * MIB
 
 
 def new_store(rt: Runtime, box: Sandbox, argv: list[str]) -> Any:
@@ -51,11 +55,8 @@ def new_store(rt: Runtime, box: Sandbox, argv: list[str]) -> Any:
         wasi.inherit_stderr()
     else:
         wasi.stderr_custom = writer(sys.stderr)
-    for directory, writable in box.preopens:
-        wasi.preopen_dir(directory, directory, writable)
-        if directory == box.workspace:
-            # wasi-libc resolves relative paths against a preopen named ".".
-            wasi.preopen_dir(directory, ".", writable)
+    for directory, name, writable in box.preopens:  # see the sandbox module: paths
+        wasi.preopen_dir(directory, name, writable)
     store.set_wasi(wasi)
     return store
 
@@ -95,8 +96,17 @@ def explain(rt: Runtime, box: Sandbox, exc: BaseException, memory_used: int | No
             f"ran out of fuel ({settings.fuel} units)",
             hint="raise [wasm] fuel in the config (0 = not metered)",
         )
+    if _below_zero(exc):
+        return HostError(
+            box.plugin,
+            "stack overflow: its stack in linear memory ran below address 0 "
+            "(large local arrays or deep recursion?)",
+            hint="a module's own stack is sized when it is linked (clang: "
+            f"-Wl,-z,stack-size=BYTES); the wasm stack is {settings.max_stack_kb} KB "
+            "([wasm] max-stack-kb)",
+        )
     limit = settings.memory_mb * MIB
-    if memory_used is not None and memory_used + 64 * 1024 > limit:
+    if memory_used is not None and limit - memory_used < max(OOM_MARGIN, limit // 16):
         return HostError(
             box.plugin,
             f"out of memory: it reached the limit of {settings.memory_mb} MB "
@@ -108,6 +118,28 @@ def explain(rt: Runtime, box: Sandbox, exc: BaseException, memory_used: int | No
         f"trapped: {_trap_words(exc)}",
         hint="a bug in the plugin; report it to its author",
     )
+
+
+def _below_zero(exc: BaseException) -> bool:
+    """Whether the trap is an access at a "negative" address, beyond the memory: what a
+    stack in linear memory (C, Rust) does when it grows down past address 0 and wraps.
+    wasmtime names the address of a faulting load or store ("memory fault at wasm
+    address 0x... in linear memory of size 0x...") and of a pointer passed to a WASI
+    function ("Pointer out of bounds: Region { start: N, ... }")."""
+    import re
+
+    text = getattr(exc, "message", None) or str(exc)
+    found = re.search(
+        r"memory fault at wasm address (0x[0-9a-f]+) in linear memory of size (0x[0-9a-f]+)", text
+    )
+    if found:
+        address, size = int(found[1], 16), int(found[2], 16)
+    else:
+        found = re.search(r"Pointer out of bounds: Region \{ start: (\d+)", text)
+        if not found:
+            return False
+        address, size = int(found[1]), 0
+    return address >= max(2**31, size)
 
 
 def _trap_words(exc: BaseException) -> str:

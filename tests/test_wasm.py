@@ -563,9 +563,12 @@ def test_http_bodies_that_are_not_text_arrive_as_base64(plugin_dir, conduit_home
     import base64
     import json
 
-    configure(conduit_home, f'[grants]\nfetch = ["network:http:127.0.0.1:{server}"]\n')
+    # Each module below is another module (grants bind to a module's hash: a fresh config
+    # for each, whose grants bind to it on first use).
+    grants = f'[grants]\nfetch = ["network:http:127.0.0.1:{server}"]\n'
     request = {"url": f"http://127.0.0.1:{server}/binary"}
     install(plugin_dir, "fetch", call_module("http", json.dumps(request)))
+    configure(conduit_home, grants)
     doc = json.loads(run("fetch").out)
     assert "body" not in doc
     assert base64.b64decode(doc["body_base64"]) == BINARY
@@ -576,12 +579,14 @@ def test_http_bodies_that_are_not_text_arrive_as_base64(plugin_dir, conduit_home
         "body_base64": base64.b64encode(BINARY).decode(),
     }
     install(plugin_dir, "fetch", call_module("http", json.dumps(request)))
+    configure(conduit_home, grants)
     doc = json.loads(run("fetch").out)
     assert base64.b64decode(doc["body_base64"]) == BINARY
     # text stays text
     install(
         plugin_dir, "fetch", call_module("http", f'{{"url": "http://127.0.0.1:{server}/text"}}')
     )
+    configure(conduit_home, grants)
     assert json.loads(run("fetch").out)["body"] == TEXT
 
 

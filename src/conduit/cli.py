@@ -398,6 +398,14 @@ def _run(opts: _Options, args: list[str], profile: Profile) -> int:
                 )
         for text in index["warnings"]:
             _warn(text)
+        # A store operation killed midway: one stat when there is none (the index may not
+        # have been rebuilt since the kill, so the warning is not in it).
+        if os.path.exists(paths.store_file("journal", ".json")):
+            from conduit.journal import interrupted_operation
+
+            interrupted = interrupted_operation(paths)
+            if interrupted:
+                _warn(interrupted)
     if not completing:
         for name, (error, _) in index["blocked"].items():
             if name not in view.disabled:

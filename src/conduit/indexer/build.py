@@ -23,7 +23,7 @@ from conduit.fs import atomic_write, locked
 from conduit.index import INDEX_FORMAT, empty_events, encode, read, records_path
 from conduit.indexer.discover import PRECEDENCE, Found, discover
 from conduit.indexer.resolve import Node, Resolution, resolve
-from conduit.journal import interrupted_operation
+from conduit.journal import lock_drift
 from conduit.manifest import read_manifest_file
 from conduit.sdk import API_VERSION
 from conduit.security.grants import SANDBOX_PLATFORM
@@ -248,9 +248,18 @@ def build(paths: Paths, fp: tuple[object, ...]) -> Index:
                 "which is not installed"
             )
 
-    interrupted = interrupted_operation(paths)
-    if interrupted:
-        warnings.append(interrupted)
+    # An interrupted store operation is warned of by the CLI on every run (the index may
+    # not be rebuilt after the kill); drift from the lock file is known only here.
+    drift = lock_drift(
+        paths,
+        {
+            _normalise(item.dist): item.dist_version or ""
+            for item in found
+            if item.source == "entry-point" and item.dist
+        },
+    )
+    if drift:
+        warnings.append(drift)
 
     resolution = _resolve(plugins, settings.pins)
     routes: dict[str, list[str]] = {}

@@ -33,7 +33,7 @@ from packaging.version import InvalidVersion, Version
 
 from conduit.errors import ConfigError, StoreError, UsageError
 from conduit.fs import atomic_write, locked
-from conduit.journal import journal_file, read_journal, write_journal
+from conduit.journal import bind_lock, journal_file, read_journal, write_journal
 from conduit.store import lockfile
 from conduit.store._env import (
     Dist,
@@ -292,8 +292,21 @@ class Store:
                 ) from exc
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.journal)
+            # the index rebuilt meanwhile skipped the drift check (the journal was live)
+            self._invalidate_index()
             raise
-        os.unlink(self.journal)
+        os.unlink(self.journal)  # the commit point
+        # the lock file drift is measured against; the index rebuilt meanwhile compared
+        # with none (the journal was live)
+        if bind_lock(self.paths, self.lock_path):
+            self._invalidate_index()
+
+    def _invalidate_index(self) -> None:
+        """Make the next run rebuild the index (and with it the drift check)."""
+        from conduit.index import index_path
+
+        with contextlib.suppress(OSError):
+            os.unlink(index_path(self.paths))
 
     def recover(self) -> str | None:
         """Undo an operation that was interrupted (the caller holds the store lock)."""
@@ -758,6 +771,8 @@ class Store:
         with self._locked():
             self._note_recovery(result)
             self._write_lock(snapshot(), {}, result)
+            bind_lock(self.paths, self.lock_path)
+            self._invalidate_index()  # a drift warning in it is answered now
         return result
 
     def sync(self, *, reinstall: bool = False) -> Result:

@@ -24,8 +24,12 @@ direct URL requirement, named or found in a dependency's metadata (which PyPI do
 accept). The callers refuse the ones they can see (conduit.store.envs, the catalog, the
 lock file); uv is the safer tool, and the default when it is installed.
 
-The child dies with Conduit (``PR_SET_PDEATHSIG`` on Linux), so a killed ``conduit``
-never leaves an installer running behind its back.
+The installer and everything it starts (pip's and uv's build backends) die with Conduit
+on Linux, so a killed ``conduit`` never leaves one changing the environment behind its
+back (:func:`_spawn`): the child is a small ``sh`` supervisor that leads a process group
+of its own and gets SIGTERM from the kernel when Conduit dies (``PR_SET_PDEATHSIG``); it
+starts the installer in that group, and on SIGTERM kills the whole group with SIGKILL.
+A parent-death signal alone would reach only the installer, not its build children.
 """
 
 from __future__ import annotations
@@ -35,11 +39,13 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
@@ -86,12 +92,68 @@ class Pin:
     url: str | None = None
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    with contextlib.suppress(Exception):
+#: the supervisor: the installer in the background, in this shell's process group (a
+#: non-interactive shell has no job control); on SIGTERM (Conduit died) the whole group
+#: is killed, the shell included. Started before the trap is set, it would not run at all.
+_SUPERVISOR = 'trap "kill -KILL 0" TERM; "$@" & wait "$!"'
+
+
+def _parent_death_hook() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that asks the kernel for SIGTERM when Conduit dies, or None where
+    there is no ``prctl``. libc is looked up here, not in the forked child.
+
+    The signal is sent when the *thread* that forked the child exits: :func:`_spawn`
+    waits for the child in the thread that started it, so that thread outlives it."""
+    if sys.platform != "linux" or not os.path.exists("/bin/sh"):
+        return None
+    try:
         import ctypes
 
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def hook() -> None:  # pragma: no cover - runs in the child between fork and exec
+        prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # Conduit died before the signal was armed
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return hook
+
+
+def _spawn(
+    argv: list[str], *, stdout: Any, stderr: Any, env: dict[str, str]
+) -> tuple[int, str, str]:
+    """Run ``argv`` to the end: ``(returncode, stdout, stderr)`` (the captured ones).
+
+    On Linux under the supervisor (see the module docstring), in a new session, so that
+    its process group holds the installer and its build children and nothing else: when
+    this call is interrupted (Ctrl-C, any exception) the group is killed before the error
+    goes on, and when Conduit is killed the supervisor kills it."""
+    hook = _parent_death_hook()
+    if hook is not None:
+        argv = ["/bin/sh", "-c", _SUPERVISOR, "conduit-installer", *argv]
+    proc = subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=stdout,
+        stderr=stderr,
+        env=env,
+        text=True,
+        start_new_session=hook is not None,
+        preexec_fn=hook,
+    )
+    try:
+        out, err = proc.communicate()
+    except BaseException:
+        if hook is not None:
+            with contextlib.suppress(OSError):
+                os.killpg(proc.pid, signal.SIGKILL)  # not reaped yet: still its group
+        proc.kill()
+        proc.wait()
+        raise
+    return proc.returncode, out or "", err or ""
 
 
 @contextlib.contextmanager
@@ -165,21 +227,19 @@ class Tool:
         if not self.verbose:
             argv = [*argv[:3], "--quiet", *argv[3:]] if self.name == "uv" else [*argv, "-q"]
         try:
-            proc = subprocess.run(
+            code, out, err = _spawn(
                 argv,
-                stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE if capture_stdout or not self.verbose else sys.stderr,
                 stderr=None if self.verbose else subprocess.PIPE,
                 env=env,
-                text=True,
-                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
-                check=False,
             )
         except OSError as exc:
             raise StoreError(f"cannot run {self.name}: {exc}") from None
-        if proc.returncode != 0:
-            self._fail(what, proc.returncode, (proc.stderr or "") + (proc.stdout or ""))
-        return proc.stdout or ""
+        if code == 127 and not os.path.exists(argv[0]):  # the supervisor did not find it
+            raise StoreError(f"cannot run {self.name}: {argv[0]} not found")
+        if code != 0:
+            self._fail(what, code, err + out)
+        return out
 
     def _binary_args(self, build: Sequence[str] | None) -> list[str]:
         """Wheels only, except for the distributions named in ``build`` (``None``: any

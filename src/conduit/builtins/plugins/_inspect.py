@@ -297,8 +297,19 @@ def doctor_cmd() -> None:
                 "prefer command:, env:, file: or event: activation"
             )
         )
+    from conduit.journal import DRIFT, interrupted_operation
+    from conduit.paths import resolve
+
+    interrupted = interrupted_operation(resolve())
+    if interrupted:
+        problems += 1
+        click.echo(f"error: {inert(interrupted)}")
     for text in index["warnings"]:
-        click.echo(f"warning: {inert(text)}")
+        if text.startswith(DRIFT):  # plugins missing or changed behind the store's back
+            problems += 1
+            click.echo(f"error: {inert(text)}")
+        else:
+            click.echo(f"warning: {inert(text)}")
     for rec in plugins.values():
         if not rec["enabled"]:
             click.echo(f"note: plugin '{rec['name']}' is disabled")

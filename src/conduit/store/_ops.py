@@ -206,6 +206,38 @@ def _sha256_of_file_url(url: str) -> str | None:
     return f"sha256:{h.hexdigest()}"
 
 
+def _drop_half_installed(before: dict[str, dict[str, str | None]]) -> None:
+    """Remove the ``.dist-info`` directories in this environment that have no ``RECORD``
+    and are not a version the transaction started with (``before``).
+
+    pip and uv write ``RECORD`` last: one without it is an install that was killed (with
+    Conduit, or by Ctrl-C) while it wrote the distribution. Neither installer can remove
+    or replace such a distribution ("no RECORD file was found"), so the restore that
+    follows would fail. The files it had written stay, unlisted, until the restore or a
+    later install of the same distribution overwrites them; without its ``.dist-info``
+    it is no longer installed (nor a plugin)."""
+    import shutil
+
+    from conduit.index import site_dirs
+
+    prefix = os.path.realpath(sys.prefix) + os.sep
+    for site in site_dirs():
+        if not os.path.realpath(site).startswith(prefix):
+            continue  # only Conduit's environment, never the user's site-packages
+        try:
+            names = os.listdir(site)
+        except OSError:
+            continue
+        for name in names:
+            info = os.path.join(site, name)
+            if not name.endswith(".dist-info") or os.path.exists(os.path.join(info, "RECORD")):
+                continue
+            dist, _, version = name[: -len(".dist-info")].partition("-")
+            old = before.get(canonicalize_name(dist))
+            if old is None or old["version"] != version:
+                shutil.rmtree(info, ignore_errors=True)
+
+
 class Store:
     """The plugin store of the running interpreter's environment (``sys.prefix``)."""
 
@@ -331,6 +363,7 @@ class Store:
 
     def _restore(self, entry: dict[str, Any], *, validate: bool = True) -> None:
         before: dict[str, dict[str, str | None]] = entry["before"]
+        _drop_half_installed(before)
         now = snapshot()
         remove = [d.display for n, d in now.dists.items() if n not in before]
         reinstall = []

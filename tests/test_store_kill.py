@@ -5,9 +5,11 @@ real source directory in a real venv."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -125,3 +127,53 @@ def test_twenty_kills_leave_no_installer_a_consistent_state_and_a_warning_until_
         r = venv.conduit("hello-run")
         assert (r.stdout, r.stderr) == ("hello 1.0.0\n", ""), outcomes  # no warning left
     assert outcomes["interrupted"] > 0, outcomes
+
+
+def test_recovery_drops_a_distribution_the_killed_installer_left_without_record(
+    make_venv,  # noqa: F811
+    index: PackageIndex,  # noqa: F811
+    conduit_home: Path,
+) -> None:
+    """What a kill during the installer's write leaves: a ``.dist-info`` without ``RECORD``
+    (pip and uv write it last), which neither installer can uninstall."""
+    venv: Venv = make_venv(seed=True, with_uv=False)
+    assert venv.conduit("plugins", "install", "cstore-hello==1.0.0").returncode == 0
+    lock = conduit_home / "conduit.lock"
+    lock_before = lock.read_bytes()
+    code = "import json; from conduit.store._env import snapshot; print(json.dumps(snapshot().to_json()))"
+    before = json.loads(subprocess.check_output([venv.python, "-c", code], text=True))
+    journal_code = (
+        "import json, sys; from conduit.journal import journal_file, write_journal; "
+        "from conduit.paths import resolve; write_journal(journal_file(resolve()), "
+        "json.loads(sys.argv[1]))"
+    )
+    entry = {
+        "op": "install",
+        "pid": dead_pid(),
+        "prefix": str(venv.root),
+        "before": before,
+        "lock_path": str(lock),
+        "lock_before": lock_before.decode(),
+    }
+    subprocess.run([venv.python, "-c", journal_code, json.dumps(entry)], check=True, env=venv.env)
+    half = venv.site / "cstore_slow-1.0.0.dist-info"
+    half.mkdir()
+    (half / "METADATA").write_text("Metadata-Version: 2.1\nName: cstore-slow\nVersion: 1.0.0\n")
+    (venv.site / "cstore_slow").mkdir()
+    lock.write_text("half-written\n")
+
+    r = venv.conduit("--help")
+    assert r.stderr.splitlines() == [INTERRUPTED]
+    r = venv.conduit("plugins", "lock")
+    assert r.returncode == 0, r.stderr
+    assert "restored the plugins and lock file from before an interrupted 'install'" in r.stdout
+    assert not half.exists()
+    assert venv.dists() == {"cstore-hello": "1.0.0"}
+    assert lock.read_bytes() == lock_before
+    r = venv.conduit("hello-run")
+    assert (r.stdout, r.stderr) == ("hello 1.0.0\n", "")
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited (the killed Conduit's)."""
+    return int(subprocess.check_output(["sh", "-c", "echo $$"], text=True))

@@ -153,15 +153,15 @@ def lock_drift(paths: Paths, plugin_dists: dict[str, str]) -> str | None:
     installed versions. Compares the lock file of this environment (:func:`bound_lock`)
     with them and with the installed versions of the other locked distributions (their
     dependencies). None when there is no lock for this environment, or while a store
-    operation is under way (it writes the lock file for the environment it leaves).
+    operation is under way (it writes the lock file for the environment it leaves) or
+    interrupted (its own warning says what to do, and the recovery restores the lock).
     Called at index rebuild only: the warning is stored in the index.
     """
     lock_path = bound_lock(paths)
     if lock_path is None:
         return None
-    state = _journal_state(paths)
-    if state is not None and state[1]:
-        return None
+    if os.path.exists(journal_file(paths)):
+        return None  # under way, or interrupted (that warning, and the recovery, come first)
     import tomllib
 
     try:

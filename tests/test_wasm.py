@@ -1344,4 +1344,5 @@ def test_the_wasm_hosts_settings_are_the_configs():
     validated = config.WasmSettings()
     assert WasmSettings.from_table({}) == tuple(getattr(validated, f) for f in WasmSettings._fields)
     table = {"timeout": 0.5, "memory-mb": 64, "fuel": 7, "max-stack-kb": 32, "http-timeout": 2.0}
-    assert WasmSettings.from_table(table) == (0.5, 64, 7, 32, 2.0)
+    assert WasmSettings.from_table(table) == (0.5, 64, 7, 32, 2.0, 512)
+    assert WasmSettings.from_table({"cache-mb": 3}).cache_mb == 3

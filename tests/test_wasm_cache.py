@@ -171,3 +171,22 @@ def test_building_the_same_source_twice_gives_the_same_module(tmp_path, conduit_
     assert built[0] == built[1]
     assert "already precompiled" in proc.stdout  # so the artifact is reused
     assert sorted(p.name for p in source.iterdir()) == ["app.py", "conduit-plugin.toml"]
+
+
+def test_the_build_key_follows_the_source_not_its_bytecode(tmp_path):
+    from conduit.builtins.plugins._wasm import _build_key
+
+    tool = shutil.which("componentize-py", path=os.path.dirname(sys.executable))
+    if tool is None:
+        pytest.skip("componentize-py is not installed (it is in the [test] extra)")
+    source = tmp_path / "pyhash"
+    shutil.copytree(EXAMPLE, source)
+    key = _build_key(str(source), tool)
+    (source / "__pycache__").mkdir()
+    (source / "__pycache__" / "app.cpython-312.pyc").write_bytes(b"whatever")
+    assert _build_key(str(source), tool) == key
+    (source / "app.py").write_text((source / "app.py").read_text() + "\n# changed\n")
+    assert _build_key(str(source), tool) != key
+    (source / "app.py").write_text((EXAMPLE / "app.py").read_text())
+    (source / "helper.py").write_text("")
+    assert _build_key(str(source), tool) != key

@@ -24,9 +24,9 @@ from _factory import hello_server
 
 pytest.importorskip("wasmtime")
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "wasm" / "cwc"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "wasm" / "cwc"
 HEADER = Path(conduit.__file__).resolve().parent / "include" / "conduit.h"
-DOCS = Path(__file__).resolve().parent.parent / "docs" / "wasm.md"
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "wasm.md"
 
 
 def _sysroot() -> str:

@@ -208,6 +208,7 @@ def build_plugin(source: str, output: str) -> tuple[str, str]:
     if os.path.isfile(app):
         _build_component(source, app, name, target)
     elif os.path.isfile(prebuilt):
+        _check_module_commands(prebuilt, manifest_path, bool(manifest.commands))
         shutil.copyfile(prebuilt, target)
     else:
         raise ConduitError(
@@ -218,6 +219,22 @@ def build_plugin(source: str, output: str) -> tuple[str, str]:
     with open(manifest_path, "rb") as src, open(toml, "wb") as dst:
         dst.write(src.read())
     return target, toml
+
+
+def _check_module_commands(prebuilt: str, manifest_path: str, listed: bool) -> None:
+    """A core module cannot be asked for its commands (a component can: ``describe``),
+    so its manifest must list them; installing it without any would install nothing."""
+    from conduit.hosts.wasm.runtime import is_component
+
+    with open(prebuilt, "rb") as f:
+        if listed or is_component(f.read(8)):
+            return
+    raise ConduitError(
+        f"{manifest_path}: lists no [[commands]], and {prebuilt} is a WASI module, which "
+        "cannot be asked for its commands",
+        hint="add one [[commands]] table per command to the manifest, e.g. [[commands]] "
+        'name = "NAME" help = "What it does." (docs/wasm.md)',
+    )
 
 
 def _settings() -> tuple[WasmSettings, str]:

@@ -145,7 +145,7 @@ def test_compiling_is_quiet_when_stderr_is_not_a_terminal(plugin_dir, conduit_ho
     assert artifacts(conduit_home)  # it did compile
 
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "wasm" / "pyhash"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "wasm" / "pyhash"
 
 
 @pytest.mark.slow

@@ -321,7 +321,7 @@ def test_a_grant_naming_a_file_is_refused(plugin_dir, conduit_home, tree, run):
 # -- paths: what a C module's absolute and relative paths name -------------------------------
 
 #: a C module built with wasi-libc (tests/fixtures/wasm/probe.c): its commands
-PROBE = Path(__file__).resolve().parent / "fixtures" / "wasm" / "probe.wasm"
+PROBE = Path(__file__).resolve().parents[1] / "fixtures" / "wasm" / "probe.wasm"
 PROBE_COMMANDS = ("cpaths", "cstay", "cbigarray", "crecurse", "cmallocbomb", "cexit")
 #: a top-level directory that exists nowhere, and in the workspace
 OUTSIDE = "/conduit-test-outside/secret.txt"

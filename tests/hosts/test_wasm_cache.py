@@ -154,7 +154,7 @@ def test_building_the_same_source_twice_gives_the_same_module(tmp_path, conduit_
     if shutil.which("componentize-py", path=os.path.dirname(sys.executable)) is None:
         pytest.skip("componentize-py is not installed (it is in the [test] extra)")
     source = tmp_path / "pyhash"
-    shutil.copytree(EXAMPLE, source)
+    shutil.copytree(EXAMPLE, source, ignore=shutil.ignore_patterns("__pycache__"))
     built = []
     for n in range(2):
         out = tmp_path / f"out{n}"
@@ -180,7 +180,7 @@ def test_the_build_key_follows_the_source_not_its_bytecode(tmp_path):
     if tool is None:
         pytest.skip("componentize-py is not installed (it is in the [test] extra)")
     source = tmp_path / "pyhash"
-    shutil.copytree(EXAMPLE, source)
+    shutil.copytree(EXAMPLE, source, ignore=shutil.ignore_patterns("__pycache__"))
     key = _build_key(str(source), tool)
     (source / "__pycache__").mkdir()
     (source / "__pycache__" / "app.cpython-312.pyc").write_bytes(b"whatever")

@@ -466,7 +466,7 @@ class Store:
         from_index = [
             snap.dists[n].pin() for n in names if snap.dists[n].url is None and not kept(n)
         ]
-        pins = self.tool.resolve(from_index, deps=False, hashes=True, what="lock")
+        pins = self.tool.resolve(from_index, deps=False, hashes=True, refresh=fresh, what="lock")
         packages = []
         missing = []
         for n in names:

@@ -87,7 +87,13 @@ class Sources:
             for url in ([src.index_url] if src.index_url else []) + list(src.extra_index_urls):
                 if url != self.index_url and url not in extra:
                     extra.append(url)
-            links += [link for link in src.find_links if link not in links]
+            # a local directory recorded on another machine may not exist here (uv
+            # fails on a missing one): only the ones that exist are passed on
+            links += [
+                link
+                for link in src.find_links
+                if link not in links and ("://" in link or os.path.isdir(link))
+            ]
         return Sources(self.index_url, tuple(extra), tuple(links))
 
     def local_wheels(self, name: str, version: str) -> list[str]:

@@ -186,3 +186,18 @@ def test_a_plugin_the_index_no_longer_serves_does_not_wedge_the_others(
     assert venv.dists() == {"cstore-tmpl": "0.2.0", "cstore-world": "1.0.0"}
     r = venv.conduit("plugins", "uninstall", "cstore-tmpl")
     assert r.returncode == 0, r.stderr
+
+
+def test_a_recorded_source_that_could_be_an_installer_option_is_refused(tmp_path: Path) -> None:
+    from conduit.errors import ConfigError
+    from conduit.store import lockfile
+
+    path = tmp_path / "conduit.lock"
+    good = 'lock-version = 1\n[[package]]\nname = "x"\nversion = "1.0"\n'
+    path.write_text(good + 'find-links = ["/srv/wheels"]\nindex = "https://i.example/simple"\n')
+    pkg = lockfile.read(str(path)).package[0]  # type: ignore[union-attr]
+    assert (pkg.find_links, pkg.index) == (["/srv/wheels"], "https://i.example/simple")
+    assert lockfile.read(str(path)) is not None
+    path.write_text(good + 'find-links = ["--index-url=http://evil.example"]\n')
+    with pytest.raises(ConfigError, match=r"package\[0\] \(x\)\.find-links: "):
+        lockfile.read(str(path))

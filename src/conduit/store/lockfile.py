@@ -30,6 +30,7 @@ import json
 import os
 import re
 import tomllib
+from collections.abc import Callable
 
 import msgspec
 
@@ -141,25 +142,16 @@ def _problem(pkg: LockedPackage) -> tuple[str, str] | None:
     file (a name, version or URL is written into one by 'sync')."""
     from packaging.requirements import InvalidRequirement, Requirement
     from packaging.utils import canonicalize_name
-    from packaging.version import InvalidVersion, Version
+    from packaging.version import Version
 
     if not _NAME.fullmatch(pkg.name):
         return "name", f"{pkg.name!r} is not a distribution name"
-    try:
-        Version(pkg.version)
-        valid = _VERSION.fullmatch(pkg.version) is not None
-    except InvalidVersion:
-        valid = False
-    if not valid:
+    if not _valid(Version, pkg.version, _VERSION):
         return "version", f"{pkg.version!r} is not a version"
-    if pkg.url is not None:
-        try:
-            Requirement(f"{pkg.name} @ {pkg.url}")
-            valid = _URL.fullmatch(pkg.url) is not None
-        except InvalidRequirement:
-            valid = False
-        if not valid:
-            return "url", f"{pkg.url!r} is not a URL"
+    if pkg.url is not None and not _valid(
+        lambda url: Requirement(f"{pkg.name} @ {url}"), pkg.url, _URL
+    ):
+        return "url", f"{pkg.url!r} is not a URL"
     if pkg.requested is not None:
         try:
             req = Requirement(pkg.requested)
@@ -184,6 +176,16 @@ def _problem(pkg: LockedPackage) -> tuple[str, str] | None:
     if bad:
         return "hashes", f"{bad[0]!r} is not 'sha256:' + 64 hex digits"
     return None
+
+
+def _valid(parse: Callable[[str], object], text: str, pattern: re.Pattern[str]) -> bool:
+    """Whether ``text`` parses (packaging raises a ValueError subclass otherwise) and is
+    made of ``pattern``'s characters only."""
+    try:
+        parse(text)
+    except ValueError:
+        return False
+    return pattern.fullmatch(text) is not None
 
 
 def _s(value: str) -> str:

@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from test_store import Venv, conduit_wheel, lock_of, make_venv  # noqa: F401 (fixtures)
 
 from _factory import PackageIndex, make_wheel, sha256

@@ -653,7 +653,7 @@ def test_update_refuses_a_version_that_needs_another_conduit(
 
 def _plugin_files(dist: str, plugin: str) -> dict[str, object]:
     """The files and entry point of a plugin distribution, for ``source_tree`` and
-    ``make_sdist`` (tests/test_dependency_consent.py): a build backend that writes its
+    ``make_sdist`` (tests/store/test_dependency_consent.py): a build backend that writes its
     ``marker`` when it runs."""
     pkg = dist.replace("-", "_")
     files = {

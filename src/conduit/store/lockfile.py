@@ -15,6 +15,8 @@ shows exactly what changed. See docs/lockfile.md for the reference.
     requested = "conduit-knowledge>=1.2"   # what was asked for (plugin distributions only)
     plugins = ["knowledge"]                # the plugins it provides
     hashes = ["sha256:..."]
+    index = "https://pypi.example.org/simple"  # where it came from: the sources in
+    find-links = ["/srv/wheels"]                 # effect when it was installed
 
     [[package]]
     name = "markdown-it-py"                # a dependency of a plugin
@@ -47,7 +49,9 @@ HEADER = (
 )
 
 
-class LockedPackage(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+class LockedPackage(
+    msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True, rename="kebab"
+):
     """One distribution: a plugin distribution (``plugins`` not empty) or a dependency."""
 
     name: str
@@ -57,6 +61,11 @@ class LockedPackage(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_
     plugins: list[str] = []
     #: set when it was installed from a URL or a local path instead of an index
     url: str | None = None
+    #: the sources in effect when it was installed (none: the installer's default index),
+    #: used again by every later operation that needs it from an index
+    index: str | None = None
+    extra_indexes: list[str] = []
+    find_links: list[str] = []
 
 
 class LockFile(
@@ -123,6 +132,7 @@ def read(path: str) -> LockFile | None:
 _NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?")
 _VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9.+!_-]*")  # PEP 440 characters, no space
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"]+")
+_SOURCE = re.compile(r"(?:[A-Za-z][A-Za-z0-9+.-]*://|/)[^\s'\"]*")
 _HASH = re.compile(r"sha256:[0-9a-fA-F]{64}")
 
 
@@ -154,6 +164,14 @@ def _problem(pkg: LockedPackage) -> tuple[str, str] | None:
             valid = False
         if not valid:
             return "requested", f"{pkg.requested!r} is not a requirement of this package"
+    for field, values in (
+        ("index", [pkg.index] if pkg.index is not None else []),
+        ("extra-indexes", pkg.extra_indexes),
+        ("find-links", pkg.find_links),
+    ):
+        for value in values:
+            if not _SOURCE.fullmatch(value):
+                return field, f"{value!r} is not a URL or an absolute path"
     bad = [h for h in pkg.hashes if not _HASH.fullmatch(h)]
     if bad:
         return "hashes", f"{bad[0]!r} is not 'sha256:' + 64 hex digits"
@@ -187,6 +205,11 @@ def dumps(lock: LockFile) -> str:
             out.append(f"plugins = [{', '.join(_s(p) for p in sorted(pkg.plugins))}]\n")
         if pkg.url is not None:
             out.append(f"url = {_s(pkg.url)}\n")
+        if pkg.index is not None:
+            out.append(f"index = {_s(pkg.index)}\n")
+        for key, values in (("extra-indexes", pkg.extra_indexes), ("find-links", pkg.find_links)):
+            if values:
+                out.append(f"{key} = [{', '.join(_s(v) for v in values)}]\n")
         hashes = sorted(set(pkg.hashes))
         if len(hashes) <= 1:
             out.append(f"hashes = [{', '.join(_s(h) for h in hashes)}]\n")

@@ -3,7 +3,7 @@
     python scripts/gen_sdk_reference.py          # rewrite the file
     python scripts/gen_sdk_reference.py --check  # exit 1 if it is out of date
 
-tests/test_author_docs.py fails when the checked-in file differs from what this renders,
+tests/authoring/test_author_docs.py fails when the checked-in file differs from what this renders,
 so the reference cannot drift from the code.
 """
 

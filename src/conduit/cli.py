@@ -2,7 +2,7 @@
 
 This is the start-up path. It imports only what the interpreter has already loaded
 (``os``, ``sys``, ``time``, ``marshal``) plus Conduit's own stdlib-only modules;
-``tests/test_imports.py`` enforces that. Click, msgspec and the plugin's code are
+``tests/cli/test_imports.py`` enforces that. Click, msgspec and the plugin's code are
 imported only once a command is routed to a plugin, and only that plugin is activated.
 
 This is also the only place that prints for the kernel. Text that comes from plugins

@@ -54,6 +54,7 @@ Layout::
     timeout = 10                   # wall-clock seconds per command, 0 = none
     memory-mb = 256                # linear memory per command
     fuel = 0                       # metered instructions per command, 0 = not metered
+    cache-mb = 512                 # compiled-artifact cache cap, least recently used pruned
 """
 
 from __future__ import annotations
@@ -152,6 +153,8 @@ class WasmSettings(
     fuel: Annotated[int, msgspec.Meta(ge=0)] = 0  # 0 = not metered
     max_stack_kb: Annotated[int, msgspec.Meta(ge=16)] = 512
     http_timeout: Annotated[float, msgspec.Meta(gt=0)] = 30.0
+    #: the compiled-artifact cache's size cap; the least recently used go first
+    cache_mb: Annotated[int, msgspec.Meta(ge=1)] = 512
 
 
 class SecuritySettings(

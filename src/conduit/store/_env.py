@@ -31,6 +31,7 @@ __all__ = [
     "constraints_text",
     "plugin_closure",
     "snapshot",
+    "stub_wheel",
 ]
 
 CONDUIT_DIST = "conduit-devtool"
@@ -190,3 +191,43 @@ def constraints_text(snap: Snapshot, own: set[str]) -> str:
         d = snap.dists[name]
         lines.append(f"{d.name}=={d.version}")
     return "\n".join(lines) + "\n"
+
+
+def stub_wheel(directory: str, dist: Dist, *, requires: bool) -> str:
+    """Write a wheel that stands for the installed ``dist`` in a resolution: its name and
+    version, its requirements when ``requires`` (else none: they are installed too), no
+    code. A resolver given ``NAME @ file://stub`` takes the installed version as the only
+    candidate and never asks an index for it. Returns the file's path."""
+    import base64
+    import hashlib
+    import os
+    import re
+    import zipfile
+
+    from packaging.version import InvalidVersion, Version
+
+    stem = re.sub(r"[-_.]+", "_", dist.name)
+    try:
+        version = str(Version(dist.version))
+    except InvalidVersion:
+        version = dist.version
+    info = f"{stem}-{version}.dist-info"
+    meta = f"Metadata-Version: 2.1\nName: {dist.display}\nVersion: {version}\n"
+    if requires:
+        meta += "".join(f"Requires-Dist: {r}\n" for r in dist.requires)
+    files = {
+        f"{info}/METADATA": meta,
+        f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: conduit\nRoot-Is-Purelib: true\n"
+        "Tag: py3-none-any\n",
+    }
+    record = []
+    for name, text in files.items():
+        data = text.encode("utf-8")
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        record.append(f"{name},sha256={digest},{len(data)}\n")
+    files[f"{info}/RECORD"] = "".join(record) + f"{info}/RECORD,,\n"
+    path = os.path.join(directory, f"{stem}-{version}-py3-none-any.whl")
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, text in files.items():
+            zf.writestr(name, text)
+    return path

@@ -21,12 +21,14 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import pathlib
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlparse
 
+import msgspec
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
@@ -44,7 +46,7 @@ from conduit.store._env import (
     plugin_closure,
     snapshot,
 )
-from conduit.store._tools import Sources, Tool, choose_tool
+from conduit.store._tools import Pin, Sources, Tool, choose_tool
 from conduit.store.lockfile import LockedPackage, LockFile
 
 __all__ = ["Change", "Store"]
@@ -238,6 +240,14 @@ def _drop_half_installed(before: dict[str, dict[str, str | None]]) -> None:
                 shutil.rmtree(info, ignore_errors=True)
 
 
+def _recorded(pkg: LockedPackage) -> Sources:
+    return Sources(pkg.index, tuple(pkg.extra_indexes), tuple(pkg.find_links))
+
+
+def _file_sha256(path: str) -> str | None:
+    return _sha256_of_file_url(pathlib.Path(path).as_uri())
+
+
 class Store:
     """The plugin store of the running interpreter's environment (``sys.prefix``)."""
 
@@ -258,10 +268,20 @@ class Store:
         self.paths = resolve()
         self.settings = read_settings(self.paths.config_file).store
         self.lock_path = lockfile.find(self.paths.config_dir, lock_path, os.getcwd())
-        self.sources = Sources(
+        links = [
+            link if "://" in link else os.path.abspath(link)
+            for link in (*find_links, *self.settings.find_links)
+        ]
+        #: the sources given now (flags, config): recorded for what this run installs
+        self.given = Sources(
             index_url or self.settings.index_url,
             tuple(self.settings.extra_index_url),
-            tuple(find_links) + tuple(self.settings.find_links),
+            tuple(dict.fromkeys(links)),
+        )
+        #: and those recorded in the lock: what the installer is told
+        previous = self._previous_lock()
+        self.sources = self.given.with_recorded(
+            [_recorded(p) for p in previous.package] if previous else []
         )
         self._installer = installer or self.settings.installer
         self.verbose = verbose
@@ -472,29 +492,55 @@ class Store:
         except ConfigError:
             return None  # regenerating it is exactly what 'lock' is for
 
-    def _build_lock(self, snap: Snapshot, requested: dict[str, str]) -> LockFile:
+    def _build_lock(
+        self, snap: Snapshot, requested: dict[str, str], notes: list[str], *, fresh: bool = False
+    ) -> LockFile:
+        """The lock for ``snap``. A package the previous lock has at the same version
+        (and URL) keeps its entry: no index is asked again (``fresh``: every one is, as
+        'plugins lock' does). A new one gets its hashes from the index, or from the
+        file in a local find-links directory; one that has none is locked without
+        hashes and named in ``notes``: it never blocks the operation."""
         own = conduit_closure(snap)
         names = sorted(plugin_closure(snap, own))
         previous = self._previous_lock()
         old = previous.by_name() if previous else {}
-        from_index = [snap.dists[n].pin() for n in names if snap.dists[n].url is None]
-        pins = self.tool.resolve(from_index, deps=False, hashes=True, what="lock")
+
+        def kept(n: str) -> bool:
+            o, d = old.get(n), snap.dists[n]
+            return not fresh and o is not None and (o.version, o.url) == (d.version, d.url)
+
+        from_index = [
+            snap.dists[n].pin() for n in names if snap.dists[n].url is None and not kept(n)
+        ]
+        pins = self.tool.resolve(from_index, deps=False, hashes=True, refresh=fresh, what="lock")
         packages = []
+        missing = []
         for n in names:
             d = snap.dists[n]
+            req = requested.get(n) or (old[n].requested if n in old else None)
+            if kept(n):
+                packages.append(
+                    msgspec.structs.replace(
+                        old[n], requested=req if d.plugins else None, plugins=list(d.plugins)
+                    )
+                )
+                continue
             if d.url is not None:
                 hashes = [h for h in [d.url_hash or _sha256_of_file_url(d.url)] if h]
             else:
                 pin = pins.get(n)
-                if pin is None or pin.version != d.version or not pin.hashes:
-                    raise StoreError(
-                        f"cannot lock {d.display} {d.version}: the package index does not "
-                        "offer it" + (" with hashes" if pin and pin.version == d.version else ""),
-                        hint="install plugins from the configured index ([store] index-url), "
-                        "or from a wheel file",
+                if pin is None or pin.version != d.version:
+                    missing.append(d)
+                    continue
+                hashes = list(pin.hashes) or [
+                    h for h in map(_file_sha256, self.sources.local_wheels(n, d.version)) if h
+                ]
+                if not hashes:
+                    notes.append(
+                        f"warning: {d.display} {d.version} is locked without hashes: its "
+                        "source offers none ('plugins sync' installs it unchecked)"
                     )
-                hashes = list(pin.hashes)
-            req = requested.get(n) or (old[n].requested if n in old else None)
+            src = self.given.with_recorded([_recorded(old[n])] if n in old else [])
             packages.append(
                 LockedPackage(
                     name=n,
@@ -503,12 +549,25 @@ class Store:
                     requested=req if d.plugins else None,
                     plugins=list(d.plugins),
                     url=d.url,
+                    index=src.index_url if d.url is None else None,
+                    extra_indexes=list(src.extra_index_urls) if d.url is None else [],
+                    find_links=list(src.find_links) if d.url is None else [],
                 )
+            )
+        if missing:
+            what = ", ".join(f"{d.display} {d.version}" for d in missing)
+            raise StoreError(
+                f"cannot lock {what}: no configured source offers "
+                + ("it" if len(missing) == 1 else "them"),
+                hint="install plugins from the configured index ([store] index-url), "
+                "from a wheel file, or pass the --index-url/--find-links it came from",
             )
         return LockFile(package=packages)
 
-    def _write_lock(self, snap: Snapshot, requested: dict[str, str], result: Result) -> None:
-        lock = self._build_lock(snap, requested)
+    def _write_lock(
+        self, snap: Snapshot, requested: dict[str, str], result: Result, *, fresh: bool = False
+    ) -> None:
+        lock = self._build_lock(snap, requested, result.notes, fresh=fresh)
         result.lock = self.lock_path
         result.lock_changed = lockfile.write(self.lock_path, lock)
 
@@ -702,39 +761,75 @@ class Store:
             return {}
         return {p.name: p.requested for p in previous.package if p.requested}
 
+    def _installed(self, snap: Snapshot, own: set[str], stay: set[str]) -> list[tuple[Dist, bool]]:
+        """What a resolution takes as installed, never from an index: Conduit's own
+        closure (its requirements are installed too), and the distributions in ``stay``
+        (with their requirements, which stay checked)."""
+        out = [(snap.dists[n], False) for n in sorted(own)]
+        return out + [(snap.dists[n], True) for n in sorted(stay - own)]
+
+    def _tolerant(
+        self, names: list[str], attempt: Callable[[list[str]], dict[str, Pin]]
+    ) -> tuple[dict[str, Pin], dict[str, str]]:
+        """``attempt(names)``; when that fails, each name alone, then the ones that
+        resolve together: one plugin the index cannot serve never blocks the others.
+        Returns the pins and ``{name: why}`` for the ones that failed."""
+        try:
+            return attempt(names), {}
+        except StoreError as exc:
+            if len(names) == 1:
+                return {}, {names[0]: exc.message}
+            failed: dict[str, str] = {}
+            for n in names:
+                try:
+                    attempt([n])
+                except StoreError as one:
+                    failed[n] = one.message
+            good = [n for n in names if n not in failed]
+            if not failed:
+                raise  # they resolve alone but not together: that is the answer
+            return (attempt(good) if good else {}), failed
+
     def plan_update(self, names: Sequence[str]) -> tuple[list[Change], list[str]]:
-        """What ``update`` would change: ``(changes, notes)``; resolves, installs nothing."""
+        """What ``update`` would change: ``(changes, notes)``; resolves, installs nothing.
+
+        Only the selected plugins (the named ones, else every plugin installed from an
+        index) and their dependencies are resolved; Conduit's own distributions and
+        everything else installed stay as they are, taken as installed
+        (:meth:`_installed`): the index is never asked for them. When no plugin is
+        named, one that cannot be resolved is named in a note and the others update."""
         snap = snapshot()
         own = conduit_closure(snap)
-        roots = self._roots(snap, own)
-        selected = {self._dist_of(snap, own, n).name for n in names} or {d.name for d in roots}
+        roots = {d.name: d for d in self._roots(snap, own)}
+        chosen = sorted({self._dist_of(snap, own, n).name for n in names})
         requested = self._requested()
         notes = []
-        reqs = []
-        for d in roots:
-            if d.url is not None:
-                if d.name in selected:
-                    notes.append(
-                        f"{d.display} was installed from {d.url}; install it again to change it"
-                    )
-                reqs.append(d.pin())
-            elif d.name in selected:
-                reqs.append(requested.get(d.name) or d.display)
-            else:
-                reqs.append(d.pin())
-        # everything outside the selected plugins' own dependencies stays where it is
-        frozen = plugin_closure(snap, own) - closure(snap, sorted(selected), own)
-        constraints = constraints_text(snap, own) + "".join(
-            f"{snap.dists[n].display}=={snap.dists[n].version}\n"
-            for n in sorted(frozen)
-            if snap.dists[n].url is None
-        )
-        # a distribution installed from a directory or a URL the user named: its
-        # metadata may have to be built again (the rest: wheels only)
-        named = [d.display for d in roots if d.url is not None]
-        pins = self.tool.resolve(
-            reqs, constraints=constraints, refresh=True, build=named, what="update"
-        )
+        for n in chosen:
+            if roots[n].url is not None:
+                notes.append(
+                    f"{roots[n].display} was installed from {roots[n].url}; "
+                    "install it again to change it"
+                )
+        candidates = [n for n in (chosen or sorted(roots)) if roots[n].url is None]
+
+        def attempt(selected: list[str]) -> dict[str, Pin]:
+            reqs = [requested.get(n) or roots[n].display for n in selected]
+            stay = plugin_closure(snap, own) - closure(snap, selected, own)
+            return self.tool.resolve(
+                reqs,
+                refresh=True,
+                installed=self._installed(snap, own, stay),
+                what="update",
+            )
+
+        if not candidates:
+            return [], notes
+        if chosen:
+            pins, failed = attempt(candidates), dict[str, str]()
+        else:
+            pins, failed = self._tolerant(candidates, attempt)
+        for n, why in sorted(failed.items()):
+            notes.append(f"warning: {roots[n].display} was not updated: {why}")
         changes = []
         for n, pin in sorted(pins.items()):
             cur = snap.dists.get(n)
@@ -769,17 +864,34 @@ class Store:
         return result
 
     def outdated(self) -> list[dict[str, Any]]:
-        """Plugin distributions with a newer version that this environment can take."""
+        """Plugin distributions with a newer version that this environment can take
+        (plugins installed from a path or a URL are left out). One that cannot be
+        resolved gets a row with ``available`` None and the ``error``."""
         snap = snapshot()
         own = conduit_closure(snap)
-        roots = [d for d in self._roots(snap, own) if d.url is None]
+        roots = {d.name: d for d in self._roots(snap, own) if d.url is None}
         requested = self._requested()
-        reqs = [requested.get(d.name) or d.display for d in roots]
-        constraints = constraints_text(snap, own)
-        pins = self.tool.resolve(reqs, constraints=constraints, refresh=True, what="outdated")
+        stay = {d.name for d in self._roots(snap, own) if d.url is not None}
+
+        def attempt(selected: list[str]) -> dict[str, Pin]:
+            reqs = [requested.get(n) or roots[n].display for n in selected]
+            installed = self._installed(snap, own, stay)
+            return self.tool.resolve(reqs, refresh=True, installed=installed, what="outdated")
+
+        pins, failed = self._tolerant(sorted(roots), attempt) if roots else ({}, {})
         rows = []
-        for d in roots:
+        for d in roots.values():
             pin = pins.get(d.name)
+            row = {
+                "name": d.display,
+                "plugins": list(d.plugins),
+                "installed": d.version,
+                "available": None,
+                "requested": requested.get(d.name),
+            }
+            if d.name in failed:
+                rows.append({**row, "error": failed[d.name]})
+                continue
             if pin is None:
                 continue
             try:
@@ -787,15 +899,7 @@ class Store:
             except InvalidVersion:
                 newer = pin.version != d.version
             if newer:
-                rows.append(
-                    {
-                        "name": d.display,
-                        "plugins": list(d.plugins),
-                        "installed": d.version,
-                        "available": pin.version,
-                        "requested": requested.get(d.name),
-                    }
-                )
+                rows.append({**row, "available": pin.version})
         return rows
 
     def lock(self) -> Result:
@@ -803,7 +907,7 @@ class Store:
         result = Result()
         with self._locked():
             self._note_recovery(result)
-            self._write_lock(snapshot(), {}, result)
+            self._write_lock(snapshot(), {}, result, fresh=True)
             bind_lock(self.paths, self.lock_path)
             self._invalidate_index()  # a drift warning in it is answered now
         return result
@@ -822,18 +926,12 @@ class Store:
             with self._transaction("sync") as before:
                 own = conduit_closure(before)
                 wanted = lock.by_name()
-                for name, pkg in sorted(wanted.items()):
+                for name in sorted(wanted):
                     if canonicalize_name(name) in own:
                         raise ConfigError(
                             self.lock_path,
                             f"package {name} is one of Conduit's own requirements; the lock "
                             "file holds only plugins and their other dependencies",
-                            hint="regenerate it with 'conduit plugins lock'",
-                        )
-                    if not pkg.hashes and pkg.url is None:
-                        raise ConfigError(
-                            self.lock_path,
-                            f"package {name} {pkg.version} has no hashes",
                             hint="regenerate it with 'conduit plugins lock'",
                         )
                 todo = [
@@ -870,12 +968,22 @@ class Store:
                         reinstall=reinstall,
                         what=f"sync {self.lock_path}",
                     )
-                for p in todo:
-                    if not p.hashes and p.url:
-                        result.notes.append(
-                            f"warning: {p.name} is installed from {p.url} without a hash check"
-                        )
-                        self.tool.install([f"{p.name} @ {p.url}"], no_deps=True, what="sync")
+                unchecked = [p for p in todo if not p.hashes]
+                for p in unchecked:
+                    result.notes.append(
+                        f"warning: {p.name} {p.version} is installed from "
+                        f"{p.url or 'the package index'} without a hash check (the lock "
+                        "has none for it)"
+                    )
+                if unchecked:
+                    self.tool.install(
+                        [
+                            f"{p.name} @ {p.url}" if p.url else f"{p.name}=={p.version}"
+                            for p in unchecked
+                        ],
+                        no_deps=True,
+                        what="sync (unhashed)",
+                    )
                 plugin_dists = plugin_closure(before, own)
                 extra = [
                     d.display

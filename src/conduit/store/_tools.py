@@ -37,6 +37,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pathlib
 import re
 import shutil
 import signal
@@ -51,7 +52,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from conduit.errors import HashMismatchError, StoreError
-from conduit.store._env import archive_sha256
+from conduit.store._env import Dist, archive_sha256, stub_wheel
 
 __all__ = ["BUILD_REFUSED", "Pin", "Sources", "Tool", "choose_tool"]
 
@@ -80,6 +81,52 @@ class Sources:
         for link in self.find_links:
             out += ["--find-links", link]
         return out
+
+    def with_recorded(self, recorded: Sequence[Sources]) -> Sources:
+        """These sources, and those ``recorded`` in the lock for installed packages after
+        them: a recorded index becomes an extra index (the one given now, or the
+        installer's default, stays the first), so that a package installed from it can
+        still be found without passing it again."""
+        extra = list(self.extra_index_urls)
+        links = list(self.find_links)
+        for src in recorded:
+            for url in ([src.index_url] if src.index_url else []) + list(src.extra_index_urls):
+                if url != self.index_url and url not in extra:
+                    extra.append(url)
+            # a local directory recorded on another machine may not exist here (uv
+            # fails on a missing one): only the ones that exist are passed on
+            links += [
+                link
+                for link in src.find_links
+                if link not in links and ("://" in link or os.path.isdir(link))
+            ]
+        return Sources(self.index_url, tuple(extra), tuple(links))
+
+    def local_wheels(self, name: str, version: str) -> list[str]:
+        """The wheels of ``name`` ``version`` in the local find-links directories (uv
+        gives no hashes for those: Conduit computes them)."""
+        from packaging.utils import InvalidWheelFilename, parse_wheel_filename
+        from packaging.version import InvalidVersion, Version
+
+        try:
+            wanted = Version(version)
+        except InvalidVersion:
+            return []
+        found = []
+        for link in self.find_links:
+            directory = link[len("file://") :] if link.startswith("file://") else link
+            if "://" in directory or not os.path.isdir(directory):
+                continue
+            for entry in sorted(os.listdir(directory)):
+                if not entry.endswith(".whl"):
+                    continue
+                try:
+                    dist, ver, _, _ = parse_wheel_filename(entry)
+                except InvalidWheelFilename:
+                    continue
+                if dist == canonicalize_name(name) and ver == wanted:
+                    found.append(os.path.join(directory, entry))
+        return found
 
 
 @dataclass(frozen=True)
@@ -333,9 +380,17 @@ class Tool:
         hashes: bool = False,
         refresh: bool = False,
         build: Sequence[str] | None = (),
+        installed: Sequence[tuple[Dist, bool]] = (),
         what: str = "resolve",
     ) -> dict[str, Pin]:
         """Resolve ``requirements`` with the installer (nothing is installed).
+
+        ``installed``: distributions that are satisfied by what is installed, never looked
+        up on an index (Conduit and its requirements, plugins installed from a path):
+        each is offered to the resolver as its only candidate, a code-less wheel of its
+        installed name and version (with its requirements when the flag is set), so
+        that a requirement on it is checked against the installed version. They are
+        not in the answer.
 
         ``refresh`` asks the index again instead of trusting cached pages (uv keeps them
         as long as HTTP caching allows): for questions like "is there a newer version".
@@ -346,7 +401,13 @@ class Tool:
             return {}
         _refuse_options(requirements, what)
         with contextlib.ExitStack() as stack:
-            req_file = stack.enter_context(_tempfile("\n".join(requirements) + "\n", ".in"))
+            lines = list(requirements)
+            if installed:
+                stubs = stack.enter_context(tempfile.TemporaryDirectory(prefix="conduit-"))
+                for dist, with_requires in installed:
+                    path = stub_wheel(stubs, dist, requires=with_requires)
+                    lines.append(f"{dist.display} @ {pathlib.Path(path).as_uri()}")
+            req_file = stack.enter_context(_tempfile("\n".join(lines) + "\n", ".in"))
             extra: list[str] = []
             if constraints is not None:
                 extra += ["-c", stack.enter_context(_tempfile(constraints, ".txt"))]
@@ -362,12 +423,17 @@ class Tool:
                 if refresh:
                     argv.append("--refresh")
                 out = self._run([*argv, req_file], what, capture_stdout=True)
-                return _parse_compiled(out)
-            report = stack.enter_context(_tempfile("", ".json"))
-            argv = [*self._base("install"), "--dry-run", "--ignore-installed", "--report", report]
-            self._run([*argv, *self.sources.args(), *extra, "-r", req_file], what)
-            with open(report, encoding="utf-8") as f:
-                return _parse_report(json.load(f))
+                pins = _parse_compiled(out)
+            else:
+                report = stack.enter_context(_tempfile("", ".json"))
+                argv = [*self._base("install"), "--dry-run", "--ignore-installed"]
+                argv += ["--report", report, *self.sources.args(), *extra, "-r", req_file]
+                self._run(argv, what)
+                with open(report, encoding="utf-8") as f:
+                    pins = _parse_report(json.load(f))
+        for dist, _ in installed:
+            pins.pop(dist.name, None)
+        return pins
 
 
 def _refuse_options(specs: Sequence[str], what: str) -> None:

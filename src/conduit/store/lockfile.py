@@ -15,6 +15,8 @@ shows exactly what changed. See docs/lockfile.md for the reference.
     requested = "conduit-knowledge>=1.2"   # what was asked for (plugin distributions only)
     plugins = ["knowledge"]                # the plugins it provides
     hashes = ["sha256:..."]
+    index = "https://pypi.example.org/simple"  # where it came from: the sources in
+    find-links = ["/srv/wheels"]                 # effect when it was installed
 
     [[package]]
     name = "markdown-it-py"                # a dependency of a plugin
@@ -28,6 +30,7 @@ import json
 import os
 import re
 import tomllib
+from collections.abc import Callable
 
 import msgspec
 
@@ -46,7 +49,9 @@ HEADER = (
 )
 
 
-class LockedPackage(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+class LockedPackage(
+    msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True, rename="kebab"
+):
     """One distribution: a plugin distribution (``plugins`` not empty) or a dependency."""
 
     name: str
@@ -56,6 +61,11 @@ class LockedPackage(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_
     plugins: list[str] = []
     #: set when it was installed from a URL or a local path instead of an index
     url: str | None = None
+    #: the sources in effect when it was installed (none: the installer's default index),
+    #: used again by every later operation that needs it from an index
+    index: str | None = None
+    extra_indexes: list[str] = []
+    find_links: list[str] = []
 
 
 class LockFile(
@@ -122,6 +132,7 @@ def read(path: str) -> LockFile | None:
 _NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?")
 _VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9.+!_-]*")  # PEP 440 characters, no space
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"]+")
+_SOURCE = re.compile(r"(?:[A-Za-z][A-Za-z0-9+.-]*://|/)[^\s'\"]*")
 _HASH = re.compile(r"sha256:[0-9a-fA-F]{64}")
 
 
@@ -131,25 +142,16 @@ def _problem(pkg: LockedPackage) -> tuple[str, str] | None:
     file (a name, version or URL is written into one by 'sync')."""
     from packaging.requirements import InvalidRequirement, Requirement
     from packaging.utils import canonicalize_name
-    from packaging.version import InvalidVersion, Version
+    from packaging.version import Version
 
     if not _NAME.fullmatch(pkg.name):
         return "name", f"{pkg.name!r} is not a distribution name"
-    try:
-        Version(pkg.version)
-        valid = _VERSION.fullmatch(pkg.version) is not None
-    except InvalidVersion:
-        valid = False
-    if not valid:
+    if not _valid(Version, pkg.version, _VERSION):
         return "version", f"{pkg.version!r} is not a version"
-    if pkg.url is not None:
-        try:
-            Requirement(f"{pkg.name} @ {pkg.url}")
-            valid = _URL.fullmatch(pkg.url) is not None
-        except InvalidRequirement:
-            valid = False
-        if not valid:
-            return "url", f"{pkg.url!r} is not a URL"
+    if pkg.url is not None and not _valid(
+        lambda url: Requirement(f"{pkg.name} @ {url}"), pkg.url, _URL
+    ):
+        return "url", f"{pkg.url!r} is not a URL"
     if pkg.requested is not None:
         try:
             req = Requirement(pkg.requested)
@@ -162,10 +164,28 @@ def _problem(pkg: LockedPackage) -> tuple[str, str] | None:
             valid = False
         if not valid:
             return "requested", f"{pkg.requested!r} is not a requirement of this package"
+    for field, values in (
+        ("index", [pkg.index] if pkg.index is not None else []),
+        ("extra-indexes", pkg.extra_indexes),
+        ("find-links", pkg.find_links),
+    ):
+        for value in values:
+            if not _SOURCE.fullmatch(value):
+                return field, f"{value!r} is not a URL or an absolute path"
     bad = [h for h in pkg.hashes if not _HASH.fullmatch(h)]
     if bad:
         return "hashes", f"{bad[0]!r} is not 'sha256:' + 64 hex digits"
     return None
+
+
+def _valid(parse: Callable[[str], object], text: str, pattern: re.Pattern[str]) -> bool:
+    """Whether ``text`` parses (packaging raises a ValueError subclass otherwise) and is
+    made of ``pattern``'s characters only."""
+    try:
+        parse(text)
+    except ValueError:
+        return False
+    return pattern.fullmatch(text) is not None
 
 
 def _s(value: str) -> str:
@@ -185,6 +205,11 @@ def dumps(lock: LockFile) -> str:
             out.append(f"plugins = [{', '.join(_s(p) for p in sorted(pkg.plugins))}]\n")
         if pkg.url is not None:
             out.append(f"url = {_s(pkg.url)}\n")
+        if pkg.index is not None:
+            out.append(f"index = {_s(pkg.index)}\n")
+        for key, values in (("extra-indexes", pkg.extra_indexes), ("find-links", pkg.find_links)):
+            if values:
+                out.append(f"{key} = [{', '.join(_s(v) for v in values)}]\n")
         hashes = sorted(set(pkg.hashes))
         if len(hashes) <= 1:
             out.append(f"hashes = [{', '.join(_s(h) for h in hashes)}]\n")

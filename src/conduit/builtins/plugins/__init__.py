@@ -2,7 +2,7 @@
 
 The face holds the plugin and its group only; every subcommand lives in a module of
 its own, imported when it runs (``LAZY_COMMANDS``): ``_inspect`` (list, info, enable,
-disable, doctor, graph), ``_permissions``, ``_store``, ``_author`` and ``_wasm``, with
+disable, doctor, graph), ``_permissions``, ``_store``, ``_author``, ``_wasm`` and ``_cache``, with
 what they share in ``_common``. The commands reach the kernel through its
 ``conduit.admin`` service (:mod:`conduit.kernel.admin`), asked for through this
 plugin's context (``_common.admin()``).
@@ -39,6 +39,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "sync": "conduit.builtins.plugins._store:sync_cmd",
     "search": "conduit.builtins.plugins._store:search_cmd",
     "build": "conduit.builtins.plugins._wasm:build_cmd",
+    "cache": "conduit.builtins.plugins._cache:cache_cmd",
 }
 
 

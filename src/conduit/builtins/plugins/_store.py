@@ -124,6 +124,9 @@ def outdated_cmd(**opts: Any) -> None:
     if opts["as_json"]:
         click.echo(json.dumps(rows, indent=2))
         return
+    failed = [r for r in rows if r.get("error")]
+    for r in failed:
+        click.echo(f"warning: cannot check {r['name']} for a newer version: {r['error']}", err=True)
     if not rows:
         click.echo("All plugins are up to date.")
         return
@@ -131,7 +134,7 @@ def outdated_cmd(**opts: Any) -> None:
 
     cells = [["DISTRIBUTION", "PLUGINS", "INSTALLED", "AVAILABLE"]]
     for r in rows:
-        cells.append([r["name"], ",".join(r["plugins"]), r["installed"], r["available"]])
+        cells.append([r["name"], ",".join(r["plugins"]), r["installed"], r["available"] or "?"])
     click.echo(table(cells))
 
 

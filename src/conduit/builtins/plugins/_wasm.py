@@ -9,6 +9,7 @@ its compiled artifact in the cache, so that the first run does not compile.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -69,6 +70,114 @@ def _componentize_py() -> str:
     return found
 
 
+def _source_files(root: str) -> list[str]:
+    """The files under ``root`` that go into a build, relative, sorted; bytecode caches
+    (``__pycache__``, ``*.pyc``) are left out: the interpreter writes them, not the author."""
+    found = []
+    for top, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+        found += [
+            os.path.relpath(os.path.join(top, f), root) for f in files if not f.endswith(".pyc")
+        ]
+    return sorted(found)
+
+
+def _build_key(source: str, componentize_py: str) -> str:
+    """What a componentize-py build depends on, hashed: its version, the WIT world, the
+    entry module, every source file (path and bytes) and the names (so versions) of what
+    is installed in the site-packages it also bundles from."""
+    import hashlib
+    import site
+
+    h = hashlib.sha256(b"conduit-build-1\0")
+    version = subprocess.run(
+        [componentize_py, "--version"], capture_output=True, text=True, check=False
+    ).stdout
+    h.update(f"{version}\0{WORLD}\0{ENTRY}\0{ENTRY_SOURCE}\0".encode())
+    for label, root in (("wit", wit_dir()), ("src", source)):
+        for rel in _source_files(root):
+            with open(os.path.join(root, rel), "rb") as f:
+                data = f.read()
+            h.update(f"{label}\0{rel}\0{len(data)}\0".encode() + data)
+    sites = list(site.getsitepackages())
+    venv = os.environ.get("VIRTUAL_ENV")
+    if venv:
+        sites.append(venv)
+    for root in sites:
+        with contextlib.suppress(OSError):
+            h.update(f"site\0{root}\0{sorted(os.listdir(root))}\0".encode())
+    return h.hexdigest()[:32]
+
+
+def _build_component(source: str, app: str, name: str, target: str) -> None:
+    """componentize-py ``source`` into ``target``, or take the module built from the same
+    inputs before (``CACHE/wasm/build-KEY.wasm``).
+
+    componentize-py's output differs from build to build (0.25: its pre-initialisation
+    snapshots an interpreter whose string hashes are seeded at random), and a different
+    module is compiled again; so the same source gives the module built the first time.
+    It builds from a copy, at a fixed path, without bytecode caches: pre-initialisation
+    writes ``__pycache__`` into the directories it is given, which would change the next
+    build's input."""
+    from conduit.fs import atomic_write
+    from conduit.hosts.wasm.runtime import prune
+    from conduit.paths import resolve
+
+    tool = _componentize_py()
+    cache = os.path.join(resolve().cache_dir, "wasm")
+    cached = os.path.join(cache, f"build-{_build_key(source, tool)}.wasm")
+    if os.path.isfile(cached):
+        shutil.copyfile(cached, target)
+        os.utime(cached)  # recency, for pruning
+        size = os.path.getsize(target) / 1e6
+        click.echo(f"built {target} ({size:.1f} MB): unchanged, the module built before")
+        return
+    with tempfile.TemporaryDirectory(prefix="conduit-build-") as tmp:
+        built = os.path.join(tmp, f"{name}.wasm")
+        copy = os.path.join(tmp, "src")
+        for rel in _source_files(source):
+            os.makedirs(os.path.dirname(os.path.join(copy, rel)), exist_ok=True)
+            shutil.copy2(os.path.join(source, rel), os.path.join(copy, rel))
+        entry = os.path.join(tmp, "entry")  # -p bundles the whole directory
+        os.mkdir(entry)
+        with open(os.path.join(entry, f"{ENTRY}.py"), "w", encoding="utf-8") as f:
+            f.write(ENTRY_SOURCE)
+        command = [
+            tool,
+            "-d",
+            wit_dir(),
+            "-w",
+            WORLD,
+            "componentize",
+            "-p",
+            copy,
+            "-p",
+            entry,
+            ENTRY,
+            "-o",
+            built,
+        ]
+        started = time.perf_counter()
+        proc = subprocess.run(command, capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            sys.stderr.write(proc.stdout + proc.stderr)
+            raise ConduitError(
+                f"componentize-py could not build {app} (exit {proc.returncode})",
+                hint="its own error is printed above",
+            )
+        with open(built, "rb") as f:
+            data = f.read()
+        try:
+            atomic_write(cached, data)
+            settings, _ = _settings()
+            prune(cache, settings.cache_mb << 20, keep=cached)
+        except OSError:
+            pass  # an unwritable cache only costs the next build
+        shutil.move(built, target)
+        size = len(data) / 1e6
+        click.echo(f"built {target} ({size:.1f} MB) in {time.perf_counter() - started:.1f} s")
+
+
 def build_plugin(source: str, output: str) -> tuple[str, str]:
     """Build the plugin in ``source`` into ``output``; return the paths of NAME.wasm and
     NAME.toml."""
@@ -97,39 +206,9 @@ def build_plugin(source: str, output: str) -> tuple[str, str]:
     app = os.path.join(source, "app.py")
     prebuilt = os.path.join(source, "plugin.wasm")
     if os.path.isfile(app):
-        with tempfile.TemporaryDirectory(prefix="conduit-build-") as tmp:
-            built = os.path.join(tmp, f"{name}.wasm")
-            entry = os.path.join(tmp, "entry")  # -p bundles the whole directory
-            os.mkdir(entry)
-            with open(os.path.join(entry, f"{ENTRY}.py"), "w", encoding="utf-8") as f:
-                f.write(ENTRY_SOURCE)
-            command = [
-                _componentize_py(),
-                "-d",
-                wit_dir(),
-                "-w",
-                WORLD,
-                "componentize",
-                "-p",
-                os.path.abspath(source),
-                "-p",
-                entry,
-                ENTRY,
-                "-o",
-                built,
-            ]
-            started = time.perf_counter()
-            proc = subprocess.run(command, capture_output=True, text=True, check=False)
-            if proc.returncode != 0:
-                sys.stderr.write(proc.stdout + proc.stderr)
-                raise ConduitError(
-                    f"componentize-py could not build {app} (exit {proc.returncode})",
-                    hint="its own error is printed above",
-                )
-            shutil.move(built, target)
-            size = os.path.getsize(target) / 1e6
-            click.echo(f"built {target} ({size:.1f} MB) in {time.perf_counter() - started:.1f} s")
+        _build_component(source, app, name, target)
     elif os.path.isfile(prebuilt):
+        _check_module_commands(prebuilt, manifest_path, bool(manifest.commands))
         shutil.copyfile(prebuilt, target)
     else:
         raise ConduitError(
@@ -140,6 +219,22 @@ def build_plugin(source: str, output: str) -> tuple[str, str]:
     with open(manifest_path, "rb") as src, open(toml, "wb") as dst:
         dst.write(src.read())
     return target, toml
+
+
+def _check_module_commands(prebuilt: str, manifest_path: str, listed: bool) -> None:
+    """A core module cannot be asked for its commands (a component can: ``describe``),
+    so its manifest must list them; installing it without any would install nothing."""
+    from conduit.hosts.wasm.runtime import is_component
+
+    with open(prebuilt, "rb") as f:
+        if listed or is_component(f.read(8)):
+            return
+    raise ConduitError(
+        f"{manifest_path}: lists no [[commands]], and {prebuilt} is a WASI module, which "
+        "cannot be asked for its commands",
+        hint="add one [[commands]] table per command to the manifest, e.g. [[commands]] "
+        'name = "NAME" help = "What it does." (docs/wasm.md)',
+    )
 
 
 def _settings() -> tuple[WasmSettings, str]:

@@ -43,7 +43,7 @@ purpose: a lazy ``__getattr__`` would put the package's namespace in a reference
 that :func:`gc.freeze` (in ``import_wasmtime``) keeps to the end, and with it the
 submodules; the interpreter would then clear ``runtime`` (its engines) at exit after
 wasmtime's own modules, and an engine's finalizer would fail with a traceback (after
-Ctrl-C: ``tests/test_wasm.py::test_ctrl_c_stops_a_running_module``).
+Ctrl-C: ``tests/hosts/test_wasm.py::test_ctrl_c_stops_a_running_module``).
 """
 
 from __future__ import annotations

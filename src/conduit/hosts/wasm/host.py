@@ -24,6 +24,25 @@ if TYPE_CHECKING:
 __all__ = ["WasmHost"]
 
 
+def _compiling_note(name: str) -> None:
+    """One line on stderr before a module is compiled for this machine (seconds for a
+    component), on a terminal only: a progress note, like pip's or uv's. The host prints
+    it because the wait happens inside activation, before the CLI gets control back; the
+    plugin's name is escaped."""
+    import sys
+
+    stream = sys.stderr
+    try:
+        if not stream.isatty():
+            return
+    except (AttributeError, ValueError):
+        return
+    from conduit.text import inert
+
+    stream.write(f"conduit: compiling plugin '{inert(name)}' for this machine (once)...\n")
+    stream.flush()
+
+
 class WasmHost:
     """Runs WebAssembly plugins; one compiled artifact per plugin, a fresh instance per
     command."""
@@ -53,7 +72,7 @@ class WasmHost:
         rt = self._runtime(name)
         with profile.span("wasm:load"):
             try:
-                self._loaded[name] = rt.load(path)
+                self._loaded[name] = rt.load(path, lambda: _compiling_note(name))
             except OSError as exc:
                 raise PluginLoadError(name, f"cannot read {path}: {exc.strerror}") from None
             except Exception as exc:  # wasmtime.WasmtimeError: invalid module

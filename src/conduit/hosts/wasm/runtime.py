@@ -8,7 +8,9 @@ held off (see docs/performance.md).
 
 Compiled artifacts are cached under ``CACHE/wasm/``, keyed by wasmtime's version, the
 engine configuration and the module's hash; an artifact whose header does not match, or
-that wasmtime refuses, is compiled again and replaced.
+that wasmtime refuses, is compiled again and replaced. The cache is bounded (``[wasm]
+cache-mb``): a load that hits touches the artifact (one ``utime``), and storing a new one
+removes the least recently used artifacts until the directory fits (:func:`prune`).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ __all__ = [
     "import_wasmtime",
     "is_component",
     "make_engine",
+    "prune",
     "runtime",
 ]
 
@@ -53,6 +56,7 @@ class WasmSettings(NamedTuple):
     fuel: int = 0  # instructions-ish per command; 0 = not metered (no fuel in the engine)
     max_stack_kb: int = 512  # wasm stack; deeper recursion traps as a stack overflow
     http_timeout: float = 30.0
+    cache_mb: int = 512  # the artifact cache's size cap; least recently used pruned first
 
     @classmethod
     def from_table(cls, table: object) -> WasmSettings:
@@ -159,9 +163,10 @@ class ArtifactCache:
     refusal by wasmtime is handled the same way: compile, replace.
     """
 
-    def __init__(self, directory: str, description: str) -> None:
+    def __init__(self, directory: str, description: str, cap_bytes: int = 512 << 20) -> None:
         self.directory = directory
         self.description = description
+        self.cap_bytes = cap_bytes
         #: what the last load did: "hit", "compiled" or "rebuilt: REASON" (tests, --profile)
         self.last = ""
 
@@ -169,9 +174,18 @@ class ArtifactCache:
         key = _sha256_hex(f"{self.description}\n{digest}".encode())[:32]
         return os.path.join(self.directory, f"{key}.cwasm")
 
-    def load(self, engine: Any, digest: str, component: bool, read: Callable[[], bytes]) -> Any:
-        """The compiled form of the module with hash ``digest``, from the cache or
-        compiled from ``read()`` (and stored)."""
+    def load(
+        self,
+        engine: Any,
+        digest: str,
+        component: bool,
+        read: Callable[[], bytes],
+        compiling: Callable[[], None] | None = None,
+    ) -> Any:
+        """The compiled form of the module with hash ``digest``, from the cache (touched:
+        its mtime is its recency) or compiled from ``read()`` (and stored, pruning the
+        least recently used others past the cap); ``compiling()`` is called before a
+        compile."""
         import wasmtime
 
         kind: Any
@@ -199,11 +213,25 @@ class ArtifactCache:
                     reason = f"rebuilt: wasmtime refused the artifact ({first_line(exc)})"
                 else:
                     self.last = "hit"
+                    try:  # noqa: SIM105 -- contextlib: an import on the cold command path
+                        os.utime(path)  # recency for pruning: one syscall per load
+                    except OSError:
+                        pass
                     return loaded
+        if compiling is not None:
+            compiling()
         compiled = kind(engine, read())
         self.last = reason
         self.store(path, meta, bytes(compiled.serialize()))
+        prune(self.directory, self.cap_bytes, keep=path)
         return compiled
+
+    def memo_path(self, path: str) -> str:
+        """The ``src-*`` file remembering the hash of the module at ``path`` as it is now."""
+        st = os.stat(path)
+        stamp = f"{os.path.realpath(path)}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}"
+        stamp += f"\0{st.st_ino}"  # a file replaced by rename is another inode
+        return os.path.join(self.directory, "src-" + _sha256_hex(stamp.encode())[:32])
 
     def identify(self, path: str) -> tuple[str, bool, bytes | None]:
         """``(sha256, is_component, data or None)`` of the module at ``path``.
@@ -212,11 +240,7 @@ class ArtifactCache:
         is remembered per (path, inode, size, mtime, ctime) in a small ``src-*`` file; then the
         module is not even read.
         """
-        st = os.stat(path)
-        stamp = f"{os.path.realpath(path)}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}"
-        stamp += f"\0{st.st_ino}"  # a file replaced by rename is another inode
-        name = "src-" + _sha256_hex(stamp.encode())[:32]
-        memo = os.path.join(self.directory, name)
+        memo = self.memo_path(path)
         try:
             with open(memo, "rb") as f:  # bytes: a text file would import encodings.ascii
                 digest, kind = f.read().decode().split()
@@ -251,6 +275,52 @@ class ArtifactCache:
             pass  # an unwritable cache only costs the next run a compile
 
 
+def prune(directory: str, cap_bytes: int, keep: str = "") -> list[tuple[str, int]]:
+    """Remove the least recently used artifacts (``KEY.cwasm`` by mtime, with its
+    ``KEY.meta``, and the modules ``plugins build`` keeps, ``build-KEY.wasm``) until the
+    files in ``directory`` take at most ``cap_bytes``; never ``keep`` (what was just
+    written). Returns ``(path, bytes)`` of what went."""
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return []
+    total = 0
+    artifacts: list[tuple[int, str, int]] = []
+    sizes: dict[str, int] = {}
+    for entry in entries:
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except OSError:
+            continue
+        if not entry.is_file(follow_symlinks=False):
+            continue
+        total += st.st_size
+        sizes[entry.path] = st.st_size
+        if entry.name.endswith(".cwasm") or entry.name.startswith("build-"):
+            artifacts.append((st.st_mtime_ns, entry.path, st.st_size))
+    removed: list[tuple[str, int]] = []
+    if total <= cap_bytes:
+        return removed
+    artifacts.sort()
+    for _, path, size in artifacts:
+        if total <= cap_bytes:
+            break
+        if path == keep:
+            continue
+        meta = path[: -len(".cwasm")] + ".meta"
+        pair = [(meta, sizes.get(meta, 0))] if path.endswith(".cwasm") else []
+        for victim, nbytes in (*pair, (path, size)):
+            try:
+                os.unlink(victim)  # the meta first: a reader never sees a meta alone
+            except FileNotFoundError:
+                pass
+            except OSError:
+                continue
+            total -= nbytes
+            removed.append((victim, nbytes))
+    return removed
+
+
 def first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
@@ -262,7 +332,11 @@ class Runtime:
     def __init__(self, settings: WasmSettings, cache_dir: str) -> None:
         self.settings = settings
         self.engine = make_engine(settings)
-        self.cache = ArtifactCache(os.path.join(cache_dir, "wasm"), engine_description(settings))
+        self.cache = ArtifactCache(
+            os.path.join(cache_dir, "wasm"),
+            engine_description(settings),
+            settings.cache_mb << 20,
+        )
         self._lock = _thread.allocate_lock()
         self._running = 0
         #: held while the ticker runs; released to stop it
@@ -271,8 +345,9 @@ class Runtime:
         #: set by the ticker on Ctrl-C: the next interrupt trap is the user's, not a timeout
         self.interrupted = False
 
-    def load(self, path: str) -> tuple[Any, bool]:
-        """Compile or fetch the artifact of the ``.wasm`` file at ``path``."""
+    def load(self, path: str, compiling: Callable[[], None] | None = None) -> tuple[Any, bool]:
+        """Compile or fetch the artifact of the ``.wasm`` file at ``path`` (calling
+        ``compiling()`` first if it must be compiled)."""
         digest, component, data = self.cache.identify(path)
 
         def read() -> bytes:
@@ -281,7 +356,7 @@ class Runtime:
             with open(path, "rb") as f:
                 return f.read()
 
-        return self.cache.load(self.engine, digest, component, read), component
+        return self.cache.load(self.engine, digest, component, read, compiling), component
 
     @property
     def deadline_ticks(self) -> int:

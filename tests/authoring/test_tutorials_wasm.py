@@ -19,7 +19,7 @@ import pytest
 pytest.importorskip("wasmtime")
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
-TUTORIAL = Path(__file__).resolve().parent.parent / "docs" / "tutorials" / "4-webassembly.md"
+TUTORIAL = Path(__file__).resolve().parents[2] / "docs" / "tutorials" / "4-webassembly.md"
 #: where the tutorial's author ran it
 AUTHOR_SRC = "/home/ada/src"
 

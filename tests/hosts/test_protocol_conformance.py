@@ -42,7 +42,7 @@ from conduit.manifest import Manifest, parse_inline_manifest, parse_manifest
 
 from _factory import manifest_block
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 JS_PLUGIN = ROOT / "examples" / "js-plugin" / "conduit-hello-js"
 NODE = shutil.which("node")
 # Without Node.js the JS half is skipped locally; CI installs it, so there it fails instead.

@@ -321,7 +321,7 @@ def test_a_grant_naming_a_file_is_refused(plugin_dir, conduit_home, tree, run):
 # -- paths: what a C module's absolute and relative paths name -------------------------------
 
 #: a C module built with wasi-libc (tests/fixtures/wasm/probe.c): its commands
-PROBE = Path(__file__).resolve().parent / "fixtures" / "wasm" / "probe.wasm"
+PROBE = Path(__file__).resolve().parents[1] / "fixtures" / "wasm" / "probe.wasm"
 PROBE_COMMANDS = ("cpaths", "cstay", "cbigarray", "crecurse", "cmallocbomb", "cexit")
 #: a top-level directory that exists nowhere, and in the workspace
 OUTSIDE = "/conduit-test-outside/secret.txt"
@@ -1344,4 +1344,5 @@ def test_the_wasm_hosts_settings_are_the_configs():
     validated = config.WasmSettings()
     assert WasmSettings.from_table({}) == tuple(getattr(validated, f) for f in WasmSettings._fields)
     table = {"timeout": 0.5, "memory-mb": 64, "fuel": 7, "max-stack-kb": 32, "http-timeout": 2.0}
-    assert WasmSettings.from_table(table) == (0.5, 64, 7, 32, 2.0)
+    assert WasmSettings.from_table(table) == (0.5, 64, 7, 32, 2.0, 512)
+    assert WasmSettings.from_table({"cache-mb": 3}).cache_mb == 3

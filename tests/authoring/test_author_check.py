@@ -10,7 +10,7 @@ import pytest
 
 from conduit.sdk import API_VERSION
 
-FIXTURES = Path(__file__).parent / "fixtures" / "check"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "check"
 #: budgets generous enough that only the defect under test fails on a busy machine
 RELAXED = ("--import-budget-ms", "5000", "--memory-budget-mb", "500", "--runs", "1")
 

@@ -479,11 +479,12 @@ def test_lock_fails_and_names_a_version_the_index_does_not_offer(
     venv = make_venv()
     assert venv.conduit("plugins", "install", "cstore-world").returncode == 0
     lock_before = (conduit_home / "conduit.lock").read_bytes()
-    empty = PackageIndex(tmp_path / "empty-index")
-    try:
-        r = venv.conduit("plugins", "lock", "--index-url", empty.url)
-    finally:
-        empty.close()
+    # withdrawn from the index it came from (which the lock remembers)
+    for f in (index.root / "files").glob("cstore_world-*"):
+        f.unlink()
+    shutil.rmtree(index.root / "simple")
+    index.add()
+    r = venv.conduit("plugins", "lock")
     assert r.returncode == 1
     assert r.stderr.startswith("error: ")
     assert "cstore-world" in r.stderr.splitlines()[0]
@@ -652,7 +653,7 @@ def test_update_refuses_a_version_that_needs_another_conduit(
 
 def _plugin_files(dist: str, plugin: str) -> dict[str, object]:
     """The files and entry point of a plugin distribution, for ``source_tree`` and
-    ``make_sdist`` (tests/test_dependency_consent.py): a build backend that writes its
+    ``make_sdist`` (tests/store/test_dependency_consent.py): a build backend that writes its
     ``marker`` when it runs."""
     pkg = dist.replace("-", "_")
     files = {

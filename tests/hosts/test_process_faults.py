@@ -115,7 +115,7 @@ FAULTY = ("victim", "parent", "hang", "liar", "stuck", "segv", "boom", "quitter"
 @pytest.fixture(autouse=True)
 def grants(conduit_home: Path, tmp_path: Path) -> None:
     """The faulty plugins write pid files under tmp_path and start programs: their
-    sandbox (tests/test_permissions_process.py) needs grants for that."""
+    sandbox (tests/security/test_permissions_process.py) needs grants for that."""
     lines = [f'{n} = ["filesystem:write:{tmp_path}", "process:execute"]' for n in FAULTY]
     (conduit_home / "config.toml").write_text("[grants]\n" + "\n".join(lines) + "\n")
 

@@ -12,7 +12,7 @@ import pytest
 import conduit.sdk
 from conduit.sdk import PluginDeprecationWarning, deprecated
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _generator():  # type: ignore[no-untyped-def]

@@ -16,9 +16,9 @@ import time
 from pathlib import Path
 
 import pytest
+from test_process_faults import configure, gone, process_plugin, wait_for_file
 
 from _protocol_host import write_host
-from test_process_faults import configure, gone, process_plugin, wait_for_file
 
 from _factory import write
 

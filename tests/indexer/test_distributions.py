@@ -18,7 +18,7 @@ from _factory import imported_by
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 UV = shutil.which("uv", path=os.path.dirname(sys.executable)) or shutil.which("uv")
 
 

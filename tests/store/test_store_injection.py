@@ -1,6 +1,6 @@
 """Nothing from a catalog or a lock file becomes an installer option, and a lock file's
 hashes are checked: the red team's attempts, against real uv and pip in fresh venvs
-(the store's fixtures from tests/test_store.py), with an "evil" index on 127.0.0.1 that
+(the store's fixtures from tests/store/test_store.py), with an "evil" index on 127.0.0.1 that
 records whether anybody asked it anything."""
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from test_store import conduit_wheel, index, lock_of, make_venv, wheels  # noqa: F401
 
 from conduit.errors import ConfigError, StoreError
 from conduit.store import catalog, lockfile
-from test_store import conduit_wheel, index, lock_of, make_venv, wheels  # noqa: F401
 
 from _factory import PackageIndex, hello_server, make_wheel, sha256
 

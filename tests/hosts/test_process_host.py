@@ -73,7 +73,7 @@ def test_command_runs_in_a_child_process(plugin_dir, run):
 
 def test_cwd_env_and_exit_code_cross_over(plugin_dir, run, tmp_path, monkeypatch):
     write(plugin_dir, "iso.py", manifest_block(TOML) + PLUGIN)
-    # the sandbox passes granted variables only (tests/test_permissions_process.py)
+    # the sandbox passes granted variables only (tests/security/test_permissions_process.py)
     (plugin_dir.parent / "config.toml").write_text('[grants]\niso = ["env:read:ISO_VAR"]\n')
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("ISO_VAR", "forty-two")

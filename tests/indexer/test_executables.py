@@ -66,7 +66,7 @@ def test_only_executable_files_are_plugins(run, plugin_dir, mode, listed):
     assert ("Run conduit-notes." in run("--help").out) == listed
 
 
-JS_PLUGIN = Path(__file__).resolve().parent.parent / "examples" / "js-plugin" / "conduit-hello-js"
+JS_PLUGIN = Path(__file__).resolve().parents[2] / "examples" / "js-plugin" / "conduit-hello-js"
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from test_store import conduit_wheel, index, make_venv, wheels  # noqa: F401 (fixtures)
 
 from _factory import UV, PackageIndex

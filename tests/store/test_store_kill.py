@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from test_dependency_consent import source_tree
 from test_store import (  # noqa: F401 (fixtures)
     Venv,

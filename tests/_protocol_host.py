@@ -10,6 +10,7 @@ with one command ``NAME``; what the command does depends on its first argument:
 ``crash``      exits with status 9 (while the kernel waits for ``command.run``)
 ``print``      writes a line of text to its stdout, the channel, as a stray ``print`` would
 ``env``        prints how many environment variables it has and the value of ``$PROBE``
+``aslimit``    prints its soft ``RLIMIT_AS`` (-1: none)
 ``ctrlc``      prints ``first line``, then waits for SIGINT and answers it at once, before
                ``$/cancel`` can arrive: the last output, then the command's ``-32800``
 =============  ==============================================================================
@@ -123,6 +124,10 @@ def run(rid, args):
         sys.stdout.flush()
     elif word == "env":
         output(f"{len(os.environ)} {os.environ.get('PROBE')}\n")
+    elif word == "aslimit":
+        import resource
+
+        output(f"{resource.getrlimit(resource.RLIMIT_AS)[0]}\n")
     elif word == "ctrlc":
         output("first line\n")
         last = frame({"jsonrpc": "2.0", "method": "$/output",

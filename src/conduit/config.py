@@ -23,6 +23,7 @@ Layout::
     memory-mb = 2048               # address space (RLIMIT_AS) of each host, 0 = unlimited
     max-processes = 512            # processes and threads of a Python host, 0 = unlimited
     max-file-mb = 4096             # largest file a host may write (RLIMIT_FSIZE), 0 = unlimited
+    executable-memory-mb = 0       # address space of a conduit-NAME executable, 0 = unlimited
     codec = "json"                 # or "msgpack"
 
     [isolation]                    # force plugins into a stricter host
@@ -107,6 +108,9 @@ class ProcessSettings(
     max_processes: Annotated[int, msgspec.Meta(ge=0)] = 512
     #: RLIMIT_FSIZE of each host in MiB: the largest file it may write; 0 = no limit
     max_file_mb: Annotated[int, msgspec.Meta(ge=0)] = 4096
+    #: RLIMIT_AS of each executable speaking the protocol, in MiB; 0 (the default) = none:
+    #: runtimes such as the JVM and Node.js reserve far more address space than they use
+    executable_memory_mb: Annotated[int, msgspec.Meta(ge=0)] = 0
     codec: Literal["json", "msgpack"] = "json"
     max_frame_mb: int = 16
     cancel_grace: float = 2.0  # seconds a cancelled request may take before a kill

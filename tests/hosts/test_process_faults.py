@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import re
+import resource
 import signal
 import sys
 import textwrap
@@ -832,6 +833,20 @@ def test_stray_output_on_an_executables_stdout_is_named(companions, kernels, run
     kernel_fault(kernels, capsys, "stray", ("print",), 3, message)
     err = cli_error(run, ("stray", "print"), 3, message)
     assert "hint: a protocol host writes nothing but frames to its channel" in err
+
+
+def test_an_executable_host_has_no_address_space_limit_unless_one_is_set(
+    companions, run, conduit_home
+):
+    """A JVM or Node.js does not start under memory-mb's 2 GiB (they reserve far more
+    address space than they use): an executable gets a limit only from
+    executable-memory-mb."""
+    write_host(companions, "aslim")
+    r = run("aslim", "aslimit")
+    assert (r.code, r.out) == (0, f"{resource.RLIM_INFINITY}\n"), r.err
+    configure(conduit_home, "[process]\nexecutable-memory-mb = 3000")
+    r = run("aslim", "aslimit")
+    assert (r.code, r.out) == (0, f"{3000 << 20}\n"), r.err
 
 
 STAT_USER = """

@@ -87,6 +87,9 @@ class ProcessSettings:
         self.memory_mb = int(table.get("memory-mb", 2048))  # RLIMIT_AS; 0 = no limit
         self.max_processes = int(table.get("max-processes", 512))  # 0 = no limit
         self.max_file_mb = int(table.get("max-file-mb", 4096))  # RLIMIT_FSIZE; 0 = no limit
+        # an executable's own RLIMIT_AS (0 = none): a JVM or Node.js reserves far more
+        # address space than it uses, and does not start under memory-mb's default
+        self.executable_memory_mb = int(table.get("executable-memory-mb", 0))
         self.codec = str(table.get("codec", "json"))
         self.max_frame = int(table.get("max-frame-mb", 16)) * 1024 * 1024
         self.cancel_grace = float(table.get("cancel-grace", 2.0))
@@ -178,7 +181,7 @@ class ProcessHost:
             limits = [
                 (which, mb << 20)
                 for which, mb in (
-                    (resource.RLIMIT_AS, settings.memory_mb),
+                    (resource.RLIMIT_AS, settings.executable_memory_mb),
                     (resource.RLIMIT_FSIZE, settings.max_file_mb),
                 )
                 if mb

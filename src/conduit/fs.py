@@ -24,8 +24,14 @@ def atomic_write(path: str, data: bytes, mode: int = 0o644) -> None:
     """Write ``data`` to ``path`` so that readers see the old or the new file, never half.
 
     The bytes go to a temporary file in the same directory, are flushed to disk, and the
-    file is renamed over the target.
+    file is renamed over the target. A symbolic link (a config file kept with the user's
+    dotfiles) is followed: the file it points to is replaced and the link stays. A file
+    that exists keeps its permissions (a config holding an index password stays 0600);
+    ``mode`` is for a new file.
     """
+    path = os.path.realpath(path)
+    with contextlib.suppress(FileNotFoundError):
+        mode = os.stat(path).st_mode & 0o7777
     directory = os.path.dirname(path) or "."
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)

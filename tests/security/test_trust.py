@@ -137,6 +137,29 @@ def test_sandbox_third_party_runs_them_in_a_process_host_but_not_builtins_or_tru
     assert isinstance(kernel.host_for(plugins["third"]), ProcessHost)
 
 
+@needs_sandbox
+def test_a_newcomer_claiming_a_trusted_name_is_not_trusted(run, plugin_dir, conduit_home):
+    """[security] trusted and [dependencies] allow-build name a plugin the user knows: a
+    new file that takes the name (it sorts first) gets neither."""
+    write(plugin_dir, "notes.py", where_plugin("notes"))
+    (conduit_home / "config.toml").write_text(
+        '[security]\nsandbox-third-party = true\ntrusted = ["notes"]\n'
+        '[dependencies]\nallow-build = ["notes"]\n'
+    )
+    assert run("notes").out.split()[1] == f"pid={os.getpid()}"  # trusted: in-process
+    write(plugin_dir, "aaa-evil.py", where_plugin("notes"))  # wins the name
+    r = run("notes")
+    assert r.code == 0, r.err
+    host, pid = (part.split("=")[1] for part in r.out.split())
+    assert host == "process" and int(pid) != os.getpid()
+    paths = resolve()
+    config = load(paths, Profile(False))["config"]
+    assert config["security"]["trusted"] == []
+    assert config["dependencies"]["allow-build"] == []
+    (plugin_dir / "aaa-evil.py").unlink()  # the one the user trusts is alone again
+    assert run("notes").out.split()[1] == f"pid={os.getpid()}"
+
+
 def test_security_settings_are_validated(run, conduit_home: Path):
     path = conduit_home / "config.toml"
     path.write_text('[security]\nsandbox-third-party = "yes"\n')

@@ -11,7 +11,7 @@ records, resolves dependencies and writes the index (:func:`rebuild`) in the for
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -152,6 +152,46 @@ def _bind_grants(settings: Settings, plugins: dict[str, PluginRec]) -> dict[str,
     return applied
 
 
+def _contested(settings: Settings, plugins: dict[str, PluginRec]) -> set[str]:
+    """Names whose trust settings (``[security] trusted``, ``[dependencies] allow-build``)
+    must not apply: another plugin also claims the name, or its grants were given to
+    another plugin (``[granted-to]``). Those settings name a plugin the user knows, as
+    grants do (docs/permissions.md#identity); a newcomer that takes the name gets none
+    of them: a third-party one runs in the process sandbox when
+    ``sandbox-third-party`` is on."""
+    names = set()
+    for name, rec in plugins.items():
+        bound = settings.granted_to.get(name)
+        if rec["source"] != "builtin" and (
+            rec["shadowed"] or (bound is not None and bound != rec["identity"])
+        ):
+            names.add(name)
+            if (
+                name in settings.security.trusted
+                and rec["isolation"] == "in-process"
+                and (settings.security.sandbox_third_party and SANDBOX_PLATFORM)
+            ):
+                rec["isolation"] = "process"
+    return names
+
+
+def _effective_config(
+    settings: Settings, grants: dict[str, list[str]], untrusted: set[str]
+) -> dict[str, Any]:
+    """The config as the index holds it: the grants that apply, and the trust settings
+    without the names that :func:`_contested` found."""
+    config: dict[str, Any] = {**msgspec.to_builtins(settings), "grants": grants}
+    security = config.get("security")
+    if isinstance(security, dict) and untrusted:
+        security["trusted"] = [n for n in security.get("trusted", []) if n not in untrusted]
+    dependencies = config.get("dependencies")
+    if isinstance(dependencies, dict) and untrusted:
+        dependencies["allow-build"] = [
+            n for n in dependencies.get("allow-build", []) if n not in untrusted
+        ]
+    return config
+
+
 def _record(
     item: Found, disabled: set[str], forced: dict[str, str], security: SecuritySettings
 ) -> PluginRec:
@@ -234,6 +274,7 @@ def build(paths: Paths, fp: tuple[object, ...]) -> Index:
         winners[item.name] = item
         plugins[item.name] = _record(item, disabled, dict(settings.isolation), settings.security)
     grants = _bind_grants(settings, plugins)
+    untrusted = _contested(settings, plugins)
     if settings.security.sandbox_third_party and not SANDBOX_PLATFORM:
         warnings.append(
             "config [security] sandbox-third-party: this platform has no process sandbox "
@@ -294,7 +335,7 @@ def build(paths: Paths, fp: tuple[object, ...]) -> Index:
         "services": dict(sorted(resolution.providers.items())),
         "ambiguous": ambiguous,
         "boot_order": resolution.boot_order,
-        "config": {**msgspec.to_builtins(settings), "grants": grants},
+        "config": _effective_config(settings, grants, untrusted),
         "help": "",
         "usable": [n for n, r in plugins.items() if r["enabled"] and not r["blocked"]],
         "builtins": [n for n, r in plugins.items() if r["source"] == "builtin"],

@@ -147,6 +147,9 @@ def nobody_connected(listener: socket.socket) -> bool:
         "64:ff9b:1::a00:1",  # local-use NAT64 to 10.0.0.1
         "2002:7f00:1::1",  # 6to4 of 127.0.0.1
         "2002:c0a8:101::1",  # 6to4 of 192.168.1.1
+        "::ffff:0:127.0.0.1",  # IPv4-translated (RFC 2765)
+        "::ffff:0:a00:1",  # IPv4-translated 10.0.0.1
+        "fec0::1",  # site-local (deprecated, still routed inside some networks)
     ],
 )
 def test_internal_addresses(address):
@@ -154,7 +157,8 @@ def test_internal_addresses(address):
 
 
 @pytest.mark.parametrize(
-    "address", ["93.184.215.14", "140.82.112.3", "2606:4700::1111", "64:ff9b::808:808"]
+    "address",
+    ["93.184.215.14", "140.82.112.3", "2606:4700::1111", "64:ff9b::808:808", "::ffff:0:808:808"],
 )
 def test_global_addresses(address):
     assert not internal(address)

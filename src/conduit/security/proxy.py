@@ -199,6 +199,8 @@ def internal(address: str) -> bool:
     ip = ipaddress.ip_address(address)
     if ip.is_multicast or not ip.is_global:
         return True
+    if isinstance(ip, ipaddress.IPv6Address) and ip.is_site_local:  # deprecated fec0::/10
+        return True
     if isinstance(ip, ipaddress.IPv6Address):
         embedded = ip.ipv4_mapped or ip.sixtofour
         if embedded is None and any(ip in ipaddress.ip_network(n) for n in _EMBEDDING):
@@ -207,9 +209,9 @@ def internal(address: str) -> bool:
     return False
 
 
-#: IPv6 prefixes whose last 32 bits are an IPv4 address: IPv4-compatible, NAT64 (RFC
-#: 6052 and the local-use prefix of RFC 8215)
-_EMBEDDING = ("::/96", "64:ff9b::/96", "64:ff9b:1::/48")
+#: IPv6 prefixes whose last 32 bits are an IPv4 address: IPv4-compatible, IPv4-translated
+#: (RFC 2765, ``::ffff:0:a.b.c.d``), NAT64 (RFC 6052 and the local-use prefix of RFC 8215)
+_EMBEDDING = ("::/96", "::ffff:0:0:0/96", "64:ff9b::/96", "64:ff9b:1::/48")
 
 
 def _loopback(address: str) -> bool:

@@ -128,3 +128,15 @@ def test_an_unreachable_catalog_falls_back_to_a_stale_cached_copy(tmp_path: Path
     assert [e.name for e in catalog.load(url, cache, 0)] == ["hi"]
     with pytest.raises(StoreError, match="cannot fetch the plugin catalog"):
         catalog.load(url, str(tmp_path), 0)  # no cached copy there
+
+
+def test_a_version_1_lock_is_read_and_written_back_as_version_2(tmp_path):
+    # Version 2 records each package's sources; a Conduit that writes 1 refuses a 2 as
+    # "not supported ... upgrade Conduit" rather than failing on an unknown field.
+    from conduit.store import lockfile
+
+    path = tmp_path / "conduit.lock"
+    path.write_text('lock-version = 1\n\n[[package]]\nname = "x"\nversion = "1.0"\n')
+    lock = lockfile.read(str(path))
+    assert lock is not None and [p.name for p in lock.package] == ["x"]
+    assert "lock-version = 2\n" in lockfile.dumps(lock)

@@ -37,10 +37,23 @@ import msgspec
 from conduit.errors import ConfigError
 from conduit.fs import atomic_write
 
-__all__ = ["LOCK_FILENAME", "LOCK_VERSION", "LockFile", "LockedPackage", "dumps", "find", "read"]
+__all__ = [
+    "LOCK_FILENAME",
+    "LOCK_VERSION",
+    "READABLE_VERSIONS",
+    "LockFile",
+    "LockedPackage",
+    "dumps",
+    "find",
+    "read",
+]
 
 LOCK_FILENAME = "conduit.lock"
-LOCK_VERSION = 1
+#: 2 added each package's sources (index, extra-indexes, find-links): a Conduit that
+#: writes 1 refuses the file ("upgrade Conduit") instead of failing on an unknown field
+LOCK_VERSION = 2
+#: the formats this Conduit reads (a version 1 file is written back as 2)
+READABLE_VERSIONS = (1, 2)
 
 HEADER = (
     "# conduit.lock: the plugin distributions of a Conduit environment, with exact versions\n"
@@ -113,7 +126,7 @@ def read(path: str) -> LockFile | None:
         problem, _, where = str(exc).partition(" - at `$")
         where = where.rstrip("`").lstrip(".")
         raise ConfigError(path, f"{where + ': ' if where else ''}{problem}", hint=hint) from None
-    if lock.lock_version != LOCK_VERSION:
+    if lock.lock_version not in READABLE_VERSIONS:
         raise ConfigError(
             path,
             f"lock-version {lock.lock_version} is not supported (this Conduit writes "
@@ -195,7 +208,7 @@ def _s(value: str) -> str:
 
 def dumps(lock: LockFile) -> str:
     """The one textual form of ``lock`` (same input, same bytes)."""
-    out = [HEADER, f"lock-version = {lock.lock_version}\n"]
+    out = [HEADER, f"lock-version = {LOCK_VERSION}\n"]
     for pkg in sorted(lock.package, key=lambda p: p.name):
         out.append("\n[[package]]\n")
         out.append(f"name = {_s(pkg.name)}\nversion = {_s(pkg.version)}\n")

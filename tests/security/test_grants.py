@@ -118,7 +118,7 @@ def test_prompt_yes_grants_and_runs(plugin_dir, conduit_home, tty_env):
     write(plugin_dir, "alpha.py", plugin(caps=["env:read:HOME", "network:http"]))
     code, _, text = pty_run([*CONDUIT, "hello"], "y", tty_env)
     config = conduit_home / "config.toml"
-    assert text.splitlines()[:7] == [
+    assert text.splitlines()[:8] == [
         "┌ conduit: plugin 'alpha' 1.0 requests:",
         "├   env:read:HOME  read the environment variable HOME",
         "├   network:http   connect to ANY host (unscoped!)",
@@ -128,9 +128,10 @@ def test_prompt_yes_grants_and_runs(plugin_dir, conduit_home, tty_env):
         'system enforces them ([isolation] alpha = "process").',
         f"├ Granting saves this in {config}; 'conduit plugins revoke alpha CAPABILITY...' "
         "takes it back.",
+        "├ ! In all 2 capabilities; unscoped (all of that kind): network:http.",
         "└ Grant? [y/N] y",
     ]
-    assert text.splitlines()[7:] == ["alpha hello"]
+    assert text.splitlines()[8:] == ["alpha hello"]
     assert code == 0
     assert 'alpha = ["env:read:HOME", "network:http"]' in config.read_text()
     assert f'alpha = "file:{plugin_dir / "alpha.py"}"' in config.read_text()  # bound to it

@@ -127,6 +127,40 @@ def test_the_prompt_shows_every_capability_it_asks_for(attack, plugin_dir, tty_e
     assert ESC not in text and "\u202e" not in text
 
 
+LONG_LIST_SCRIPT = """
+import sys
+from conduit.indexer.build import load
+from conduit.paths import resolve
+from conduit.security.capabilities import Capability
+from conduit.security.grants import terminal_approver
+from conduit.timing import Profile
+
+paths = resolve()
+rec = load(paths, Profile(False))["plugins"]["spy"]
+caps = [Capability("filesystem:read")]
+caps += [Capability("env:read", f"VAR_{i}") for i in range(40)]
+print("granted" if terminal_approver(paths.config_file)(rec, caps) else "refused")
+"""
+
+
+def test_a_long_list_cannot_scroll_an_unscoped_request_out_of_sight(plugin_dir, tty_env):
+    # An unscoped capability first, then 40 harmless ones: on a 24-line terminal the
+    # first line has scrolled away by the time the question is asked. The line right
+    # above the question names it.
+    write(plugin_dir, "spy.py", simple_plugin("spy"))
+    code, _, text = pty_run([sys.executable, "-c", LONG_LIST_SCRIPT], "n", tty_env)
+    assert code == 0, text
+    term = pyte.Screen(80, 24)
+    term.set_mode(pyte.modes.LNM)
+    pyte.Stream(term).feed(text)
+    visible = [line.rstrip() for line in term.display]
+    assert "┌ conduit: plugin 'spy' requests:" not in visible  # scrolled away
+    question = next(i for i, line in enumerate(visible) if line.startswith("└ Grant?"))
+    summary = visible[question - 1]
+    assert summary.startswith("├ ! In all 41 capabilities; unscoped (all of that kind):")
+    assert "filesystem:read" in " ".join(visible[question - 2 : question])
+
+
 # -- refused in identifiers -------------------------------------------------------------------
 
 BASE = {"name": "spy", "api": ">=1.0,<2"}

@@ -209,6 +209,12 @@ def _prompt(rec: PluginRec, caps: list[Capability], config_file: str, notes: lis
         f"├ Granting saves this in {inert(config_file)}; "
         f"'conduit plugins revoke {name} CAPABILITY...' takes it back."
     )
+    # Right above the question, where no list however long scrolls it out of sight.
+    unscoped = [inert(str(c)) for c in caps if c.scope is None]
+    if unscoped or len(caps) > 8:
+        count = f"{len(caps)} capabilities" if len(caps) != 1 else "1 capability"
+        wide = f"; unscoped (all of that kind): {', '.join(unscoped)}" if unscoped else ""
+        lines.append(f"├ ! In all {count}{wide}.")
     lines.append("└ Grant? [y/N] ")
     sys.stderr.write("\n".join(lines))
     sys.stderr.flush()

@@ -402,7 +402,8 @@ def test_the_grant_prompt_shows_the_dependencies_and_records_the_consent(
     assert (
         "┌ conduit: plugin 'dep' requests:\n"
         "├   dependencies: installs these Python packages (wheels only, into a private "
-        "directory: no build code runs):\n"
+        "directory; with pip, not uv, a URL requirement that a dependency itself declares "
+        "can still run build code):\n"
         "├     ccons-dep==1.0\n"
         "├     ccons-other\n"
         "├   ('conduit plugins revoke dep --dependencies' withdraws this consent)\n"

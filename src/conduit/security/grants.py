@@ -490,7 +490,12 @@ def _dependency_notes(index: Index, rec: PluginRec, deps: list[str]) -> list[str
     if builds_allowed(index["config"], rec["name"]):
         how = "may be built from source: build code runs with your rights, outside any sandbox"
     else:
-        how = "wheels only, into a private directory: no build code runs"
+        # pip honours --only-binary for index and find-links files only: it still builds
+        # a direct URL that a dependency's own metadata names (uv refuses one); say so.
+        how = (
+            "wheels only, into a private directory; with pip, not uv, a URL requirement "
+            "that a dependency itself declares can still run build code"
+        )
     return [
         f"├   dependencies: installs these Python packages ({how}):",
         *(f"├     {inert(d)}" for d in deps),

@@ -18,12 +18,14 @@ What counts as unsafe: C0 controls (tab and newline included), DEL, C1 controls,
 surrogates, the bidi embeddings, overrides, isolates and marks (U+202A-U+202E,
 U+2066-U+2069, U+200E, U+200F, U+061C), and the invisible format characters that could
 hide or reorder text (U+200B, U+2028, U+2029, U+2060-U+2064, U+206A-U+206F, U+FEFF,
-U+FFF9-U+FFFB). The zero-width joiner and non-joiner stay: emoji and several scripts
-need them.
+U+FFF9-U+FFFB, U+00AD, U+180E), and the characters
+Python counts as printable that show nothing (U+034F and the Hangul fillers U+115F,
+U+1160, U+3164, U+FFA0), which make two names look alike. The zero-width joiner and
+non-joiner stay: emoji and several scripts need them.
 
 On the start-up path (warnings and errors are printed through it): standard library
-only, nothing imported. The common case costs one ``str.isprintable()`` call, which is
-false for every character above (and for some harmless ones, which the slow path keeps).
+only, nothing imported. The common case costs ``str.isprintable()`` and ``str.isascii()``;
+non-ASCII text is also checked against the few printable blanks.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ __all__ = ["inert", "unsafe_char"]
 # unsafe too (tested by range in _unsafe, not listed here).
 _FORMAT = frozenset(
     [
-        *(0x061C, 0x200B, 0x200E, 0x200F, 0x2028, 0x2029, 0xFEFF),
+        *(0x00AD, 0x061C, 0x180E, 0x200B, 0x200E, 0x200F, 0x2028, 0x2029, 0xFEFF),
         *range(0x202A, 0x202F),  # LRE RLE PDF LRO RLO
         *range(0x2060, 0x2065),  # word joiner, invisible operators
         *range(0x2066, 0x206A),  # LRI RLI FSI PDI
@@ -42,11 +44,25 @@ _FORMAT = frozenset(
         *range(0xFFF9, 0xFFFC),  # interlinear annotation
     ]
 )
+# Printable to Python (``str.isprintable()`` is true) yet invisible: the combining
+# grapheme joiner and the Hangul fillers, which make two names look alike.
+_BLANK = frozenset([0x034F, 0x115F, 0x1160, 0x3164, 0xFFA0])
 _SHORT = {0x09: "\\t", 0x0A: "\\n", 0x0D: "\\r"}
 
 
 def _unsafe(code: int) -> bool:
-    return code < 0x20 or 0x7F <= code < 0xA0 or 0xD800 <= code < 0xE000 or code in _FORMAT
+    return (
+        code < 0x20
+        or 0x7F <= code < 0xA0
+        or 0xD800 <= code < 0xE000
+        or code in _FORMAT
+        or code in _BLANK
+    )
+
+
+def _plain(text: str) -> bool:
+    """The fast path: nothing in ``text`` needs a look of its own."""
+    return text.isprintable() and (text.isascii() or _BLANK.isdisjoint(map(ord, text)))
 
 
 def _escape(code: int) -> str:
@@ -62,7 +78,7 @@ def _escape(code: int) -> str:
 def unsafe_char(text: str) -> str | None:
     """The first character of ``text`` that must not reach a terminal, escaped
     (``\\x1b``), or None when there is none."""
-    if text.isprintable():
+    if _plain(text):
         return None
     for ch in text:
         if _unsafe(ord(ch)):
@@ -73,7 +89,7 @@ def unsafe_char(text: str) -> str | None:
 def inert(text: str, *, keep_newlines: bool = False) -> str:
     """``text`` with every unsafe character escaped visibly (``ESC`` becomes ``\\x1b``);
     with ``keep_newlines``, line breaks stay (for multi-line text such as a traceback)."""
-    if text.isprintable():
+    if _plain(text):
         return text
     out = []
     for ch in text:

@@ -212,7 +212,18 @@ def test_free_text_and_ordinary_non_ascii_are_accepted():
 
 @pytest.mark.parametrize(
     "text",
-    [ERASE_ABOVE, BIDI, "env:read:HOME\x00", "filesystem:read:/a\u202a", "network:http\x85"],
+    [
+        ERASE_ABOVE,
+        BIDI,
+        "env:read:HOME\x00",
+        "filesystem:read:/a\u202a",
+        "network:http\x85",
+        # invisible, so that two scopes look alike
+        "filesystem:read:/home/me\u00ad/.ssh",
+        "filesystem:read:/srv\u180e",
+        "process:execute:gi\u034ft",
+        "env:read:HOME\u3164",
+    ],
 )
 def test_capability_grammar_refuses_control_characters(text):
     with pytest.raises(CapabilityError) as info:

@@ -166,7 +166,7 @@ def parse(text: str) -> Capability:
         raise CapabilityError(
             f"{text!r} is not a capability", hint="capabilities are strings such as 'env:read:HOME'"
         )
-    if not text.isprintable():  # (the check is imported only for such text)
+    if not (text.isprintable() and text.isascii()):  # (the check is imported only then)
         from conduit.text import inert, unsafe_char
 
         bad = unsafe_char(text)

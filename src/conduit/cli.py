@@ -53,8 +53,9 @@ class _Options:
 
 def _inert(text: str) -> str:
     """``text`` with control, bidi and invisible format characters escaped visibly
-    (:func:`conduit.text.inert`); the module is imported only when there is one."""
-    if text.isprintable():
+    (:func:`conduit.text.inert`); the module is imported only for text that is not plain
+    printable ASCII."""
+    if text.isascii() and text.isprintable():
         return text
     from conduit.text import inert
 

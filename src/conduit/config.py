@@ -290,8 +290,11 @@ def check_identity(value: str) -> str | None:
     kind, sep, origin = value.partition(":")
     if not sep or kind not in IDENTITY_SOURCES or not origin:
         return f"write KIND:ORIGIN with KIND one of {', '.join(IDENTITY_SOURCES)}"
-    if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in value):
-        return "it contains a control character"
+    from conduit.text import unsafe_char
+
+    bad = unsafe_char(value)
+    if bad is not None:
+        return f"it contains the control character {bad}"
     if kind in ("file", "executable") and not os.path.isabs(origin):
         return f"a {kind} identity is an absolute path"
     if kind == "wasm":

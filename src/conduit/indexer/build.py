@@ -92,24 +92,15 @@ def identity(item: Found) -> str:
     distribution of an entry point (its upgrades keep grants), the path of a single file
     or an executable (editing it in place keeps them), the hash of a WebAssembly module
     (another module, even at the same path, is asked again)."""
+    from conduit.text import inert  # an identity is printed at the prompt, kept in the config
+
     if item.source == "builtin":
         return "builtin"
     if item.source == "entry-point":
-        return f"entry-point:{_inert(_normalise(item.dist or item.name))}"
+        return f"entry-point:{inert(_normalise(item.dist or item.name))}"
     if item.source == "wasm":
         return f"wasm:{_module_hash(item.entry or item.origin)}"
-    return f"{item.source}:{_inert(os.path.abspath(item.origin))}"
-
-
-def _inert(text: str) -> str:
-    """``text`` with control characters and bidi overrides written as ``\\xNN`` /
-    ``\\uNNNN``: an identity is printed at the prompt and stored in the config."""
-    return "".join(
-        c
-        if c.isprintable() and not ("\u202a" <= c <= "\u202e" or "\u2066" <= c <= "\u2069")
-        else (f"\\x{ord(c):02x}" if ord(c) < 256 else f"\\u{ord(c):04x}")
-        for c in text
-    )
+    return f"{item.source}:{inert(os.path.abspath(item.origin))}"
 
 
 def _isolation(item: Found, forced: dict[str, str], security: SecuritySettings) -> str:

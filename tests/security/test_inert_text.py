@@ -546,3 +546,21 @@ def test_inert_escapes_controls_and_keeps_ordinary_text():
         assert inert(raw) == shown
         assert unsafe_char(raw) == inert(next(c for c in raw if inert(c) != c))
     assert inert("one\ntwo\x1b", keep_newlines=True) == "one\ntwo\\x1b"
+
+
+def test_the_clis_fast_path_leaves_no_invisible_character_through():
+    # Printable to Python but invisible (a Hangul filler): the CLI's own check must send
+    # it to conduit.text.inert like a control character.
+    from conduit.cli import _inert
+
+    assert _inert("café") == "café"
+    assert _inert("ab\u3164c") == "ab\\u3164c"
+
+
+def test_an_identity_with_a_bidi_override_is_refused_in_the_config():
+    from conduit.config import check_identity
+
+    assert check_identity("file:/home/me/notes.py") is None
+    assert check_identity("file:/home/me/\u202eyp.seton") == (
+        "it contains the control character \\u202e"
+    )

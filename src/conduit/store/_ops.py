@@ -288,7 +288,7 @@ class Store:
         self.echo = echo or (lambda _text: None)
         self.ask = ask  # offer the capabilities of new plugins at the grant prompt
         self._tool: Tool | None = None
-        self.guard = self.paths.store_file("env")
+        self.guard = self.paths.store_file("env")  # journal.store_lock_file() probes it
         self.journal = journal_file(self.paths)
 
     @property

@@ -209,3 +209,35 @@ def test_a_directory_install_is_locked_relatively_and_syncs_from_a_copy(
     assert rest and rest[0].startswith("hint: if the change is intended, install it again")
     assert "Traceback" not in r.stderr
     assert other.dists() == {}
+
+
+@pytest.mark.parametrize("installer", ["uv", "pip"])
+def test_resolved_set_names_versions_urls_and_hashes_without_installing(
+    tmp_path: Path,
+    wheels: dict[str, Path],  # noqa: F811
+    installer: str,
+) -> None:
+    import sys
+
+    from conduit.store._tools import Sources, Tool, resolved_set
+
+    idx = PackageIndex(tmp_path / "index")
+    try:
+        idx.add(wheels["hello-2"], wheels["dep"], wheels["world-1"])
+        sources = Sources(idx.url)
+        tool = (
+            Tool("uv", sys.executable, sources, uv=UV)
+            if installer == "uv"
+            else Tool("pip", sys.executable, sources)
+        )
+        pins = resolved_set(tool, ["cstore-hello"])
+    finally:
+        idx.close()
+    files = idx.url.removesuffix("/simple") + "/files/"
+    assert [(p.name, p.version, p.url) for p in pins] == [
+        ("cstore-dep", "1.0.0", None),
+        ("cstore-hello", "2.0.0", None),
+    ]
+    for pin, key in zip(pins, ("dep", "hello-2"), strict=True):
+        assert pin.files == ((files + wheels[key].name, sha256(wheels[key]), False),)
+        assert pin.hashes == (sha256(wheels[key]),)

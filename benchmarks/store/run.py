@@ -13,7 +13,8 @@ round), each lane running install, update --dry-run and uninstall of that plugin
 Caches are warm (a private uv and pip cache, filled by an untimed first round). Conduit's
 figure includes what it adds around the installer: reading the environment, the
 constraints file, validating the new plugin in a fresh interpreter (an index rebuild) and
-writing conduit.lock (one more ``uv pip compile``/``pip --dry-run`` for the hashes).
+writing pylock.conduit.toml (one more ``uv pip compile --format pylock.toml`` for the
+file URLs and hashes with uv; none with pip, whose ``--report`` of the install has them).
 
     .venv/bin/python benchmarks/store/run.py [--rounds 9] [--cpu 1]
 

@@ -205,7 +205,9 @@ def lock_drift(paths: Paths, plugin_dists: dict[str, str]) -> str | None:
     try:
         with open(lock_path, "rb") as f:
             data = tomllib.load(f)
-        locked = {_canonical(str(p["name"])): str(p["version"]) for p in data.get("package", [])}
+        # "packages": PEP 751 (pylock.conduit.toml); "package": the older conduit.lock
+        entries = data.get("packages", data.get("package", []))
+        locked = {_canonical(str(p["name"])): str(p["version"]) for p in entries}
     except FileNotFoundError:
         return None  # removed on purpose: nothing to compare with
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
@@ -231,9 +233,11 @@ def lock_drift(paths: Paths, plugin_dists: dict[str, str]) -> str | None:
         return None
     if len(differences) > 5:
         differences[4:] = [f"and {len(differences) - 4} more"]
-    default = os.path.join(paths.config_dir, "conduit.lock")
+    defaults = [os.path.join(paths.config_dir, n) for n in ("pylock.conduit.toml", "conduit.lock")]
     option = (
-        "" if os.path.abspath(lock_path) == os.path.abspath(default) else f" --lock {lock_path}"
+        ""
+        if os.path.abspath(lock_path) in [os.path.abspath(d) for d in defaults]
+        else f" --lock {lock_path}"
     )
     return (
         f"{DRIFT}{lock_path} ({'; '.join(differences)}): run "

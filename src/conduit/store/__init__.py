@@ -4,7 +4,7 @@ It wraps uv (preferred) or pip and never resolves anything itself. Modules:
 
 - :mod:`conduit.store._env`: what is installed (distribution metadata only);
 - :mod:`conduit.store._tools`: the installers;
-- :mod:`conduit.store.lockfile`: ``conduit.lock``;
+- :mod:`conduit.store.lockfile`: the lock file ``pylock.conduit.toml`` (PEP 751);
 - :mod:`conduit.store.catalog`: the searchable plugin catalog;
 - :mod:`conduit.store.envs`: private cached environments for single-file plugins'
   inline dependencies;

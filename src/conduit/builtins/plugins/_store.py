@@ -141,7 +141,7 @@ def outdated_cmd(**opts: Any) -> None:
 @click.command("lock")
 @_store_options
 def lock_cmd(**opts: Any) -> None:
-    """Write conduit.lock for the plugins installed now."""
+    """Write pylock.conduit.toml for the plugins installed now."""
     result = _store(opts).lock()
     if opts["as_json"]:
         click.echo(json.dumps(result.to_json(), indent=2))

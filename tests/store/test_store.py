@@ -568,8 +568,9 @@ def test_progress_on_a_terminal_quiet_otherwise(make_venv, index: PackageIndex) 
     argv = [str(venv.root / "bin" / "conduit"), "plugins", "install", "cstore-hello==1.0.0"]
     code, out, terminal = pty_run(argv, None, venv.env, timeout=300, pipe_stdout=True)
     assert code == 0, terminal
-    assert "install: cstore-hello==1.0.0 (with uv)" in terminal
-    assert "validating the new plugins ..." in terminal
+    assert "conduit: installing cstore-hello==1.0.0 (with uv) ..." in terminal
+    assert "conduit: checking the new plugins ..." in terminal
+    assert "conduit: verifying hello ..." in terminal
     assert out.startswith("+ cstore-hello 1.0.0\n")
 
 

@@ -200,12 +200,36 @@ def test_output_on_a_terminal_and_piped(
     assert "conduit: uninstalling (with uv) ...\n" in r.stderr
     assert "Uninstalled 1 package" in r.stderr
 
-    # a failed installer run: its last lines above the error; no hint to see what was shown
-    r = venv.conduit("plugins", "install", "cverify-nowhere")
-    assert r.returncode == 1
-    assert r.stderr.startswith("uv's last lines:\n  "), r.stderr
-    assert "error: install: uv failed: " in r.stderr
-    assert "--verbose" not in r.stderr
-    r = venv.conduit("plugins", "install", "-v", "cverify-nowhere")
-    assert r.returncode == 1
-    assert "last lines" not in r.stderr and "--verbose" not in r.stderr
+    # a failed installer run: what it said is in the error, not repeated; no hint to see
+    # what was shown
+    for verbose in ([], ["-v"]):
+        r = venv.conduit("plugins", "install", *verbose, "cverify-nowhere")
+        assert r.returncode == 1
+        assert "error: install: uv failed: " in r.stderr and "cverify-nowhere" in r.stderr
+        assert "last lines" not in r.stderr and "--verbose" not in r.stderr
+
+
+def test_a_failed_installer_runs_last_lines_come_with_the_error() -> None:
+    """When the error line cannot say it all (no line of the installer's starts with
+    "error"), its last lines are shown above the error, escaped; with --verbose, where its
+    whole output was on the screen, neither they nor a hint to see them."""
+    import io
+    import sys
+
+    from conduit.builtins.plugins._progress import Console
+    from conduit.errors import StoreError
+    from conduit.store._tools import Tool
+
+    output = "".join(f"step {n}\n" for n in range(12)) + "Traceback: boom\x1b[2J\n"
+    stream = io.StringIO()
+    with pytest.raises(StoreError) as caught, Console(live=False, stream=stream):
+        Tool("pip", sys.executable)._fail("install", 2, output)
+    assert caught.value.hint == "run again with --verbose to see all of pip's output"
+    assert stream.getvalue() == "pip's last lines:\n" + "".join(
+        f"  {line}\n" for line in [*(f"step {n}" for n in range(3, 12)), "Traceback: boom\\x1b[2J"]
+    )
+    stream = io.StringIO()
+    with pytest.raises(StoreError) as caught, Console(live=False, stream=stream):
+        Tool("pip", sys.executable, verbose=True)._fail("install", 2, output)
+    assert caught.value.hint is None
+    assert stream.getvalue() == ""

@@ -29,7 +29,11 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import IO
+from typing import IO, Any
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from conduit.indexer.records import Index
 
 __all__ = ["Failure", "verify"]
 
@@ -101,7 +105,11 @@ def _start(name: str) -> _Child:
             stdout=output,
             stderr=subprocess.STDOUT,
             pass_fds=(report.fileno(),),
-            env=dict(os.environ, CONDUIT_VERIFY_FD=str(report.fileno())),
+            env=dict(
+                os.environ,
+                CONDUIT_VERIFY_FD=str(report.fileno()),
+                CONDUIT_VERIFY_PARENT=str(os.getpid()),
+            ),
             start_new_session=True,  # its process host and their children: one group
         )
     except BaseException:
@@ -166,6 +174,7 @@ def _collect(child: _Child) -> Failure | None:
 
 def main() -> None:
     """The child: boot ``sys.argv[1]`` in its host, report on ``CONDUIT_VERIFY_FD``."""
+    _die_with(int(os.environ.pop("CONDUIT_VERIFY_PARENT")))
     report = os.fdopen(int(os.environ.pop("CONDUIT_VERIFY_FD")), "w", encoding="utf-8")
     os.dup2(2, 1)  # what the plugin prints goes to the captured pipe, never the report
     name = sys.argv[1]
@@ -175,12 +184,17 @@ def main() -> None:
     except BaseException as exc:  # every failure is the report
         import traceback
 
-        from conduit.errors import CapabilityDenied, ConduitError, SandboxDenied
+        from conduit.errors import CapabilityDenied, ConduitError, PluginError, SandboxDenied
 
         if not isinstance(exc, (CapabilityDenied, SandboxDenied)):
-            message = exc.message if isinstance(exc, ConduitError) else None
+            if isinstance(exc, PluginError):  # names its plugin already
+                message = exc.message
+            elif isinstance(exc, ConduitError):  # the plugin's own, from its boot()
+                message = f"plugin '{name}': failed to boot: {exc.message}"
+            else:
+                message = f"plugin '{name}': failed to load: {type(exc).__name__}: {exc}"
             result = {
-                "error": message or f"plugin '{name}': failed to load: {type(exc).__name__}: {exc}",
+                "error": message,
                 "hint": exc.hint if isinstance(exc, ConduitError) else None,
                 "trace": "".join(traceback.format_exception(exc)),
             }
@@ -193,14 +207,35 @@ def main() -> None:
     os._exit(0)  # no atexit work of the plugin's after its report
 
 
+def _die_with(parent: int) -> None:
+    """Be killed when the installing ``conduit`` dies (Linux: ``PR_SET_PDEATHSIG``), so a
+    plugin whose boot hangs does not outlive a killed install; a process host started
+    here sees its pipe close and exits too."""
+    if sys.platform == "linux":
+        import contextlib
+        import ctypes
+
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # it died before the signal was armed
+        os._exit(1)
+
+
+def _rebuild(*args: Any, **kwargs: Any) -> Index:
+    """The index builder, imported only if the index the store wrote is not current."""
+    from conduit.indexer.build import rebuild
+
+    return rebuild(*args, **kwargs)
+
+
 def _boot(name: str) -> None:
-    from conduit.indexer.build import load
+    from conduit.index import load
     from conduit.kernel.core import Kernel
     from conduit.paths import resolve
     from conduit.timing import Profile
 
     paths = resolve()
-    index = load(paths, Profile(False))
+    index = load(paths, Profile(False), rebuild=_rebuild)
     kernel = Kernel(index, paths, check_grants=False)
     try:
         kernel.activate(name, "verify")

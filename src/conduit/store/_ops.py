@@ -5,8 +5,9 @@ environment, so two ``conduit plugins install`` serialise) and inside a journal:
 
 1. the set of installed distributions before the change, and the lock file's bytes, are
    written to ``<state>/store/journal-<env>.json`` (atomically);
-2. the installer runs, the new plugins are validated in a fresh interpreter, and the new
-   lock file is written (atomically);
+2. the installer runs, the new plugins are validated (an index rebuild) and booted once
+   in their own hosts (the verifier the command passes: conduit.kernel.verify), and the
+   new lock file is written (atomically);
 3. the journal is removed: that is the commit point.
 
 A failure in step 2 restores the environment and the lock file from the journal. A

@@ -328,8 +328,9 @@ class Tool:
             if self.verbose or len(lines) <= _TAIL  # all of its output is on the screen
             else f"run again with --verbose to see all of {self.name}'s output",
         )
-        if not self.verbose and lines:  # shown above the error by the command line
-            error.__dict__["installer_output"] = (self.name, lines[-_TAIL:])
+        tail = lines[-_TAIL:]
+        if not self.verbose and not set(tail) <= set(picked):  # more than the error says
+            error.__dict__["installer_output"] = (self.name, tail)  # shown above the error
         raise error
 
     # -- operations ---------------------------------------------------------------------

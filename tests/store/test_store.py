@@ -694,7 +694,8 @@ def test_install_builds_only_the_sources_named_on_the_command_line(
     )
     r = venv.conduit("plugins", "install", str(needy))
     assert r.returncode == 1, r.stdout
-    assert r.stderr.startswith(f"error: install: {installer} failed: "), r.stderr
+    # (pip's warnings before its error lines come above the error: "pip's last lines:")
+    assert f"\nerror: install: {installer} failed: " in "\n" + r.stderr, r.stderr
     assert "Traceback" not in r.stderr
     assert not evil.exists()
     assert venv.dists() == {}

@@ -577,8 +577,9 @@ def test_progress_on_a_terminal_quiet_otherwise(make_venv, index: PackageIndex) 
     argv = [str(venv.root / "bin" / "conduit"), "plugins", "install", "cstore-hello==1.0.0"]
     code, out, terminal = pty_run(argv, None, venv.env, timeout=300, pipe_stdout=True)
     assert code == 0, terminal
-    assert "install: cstore-hello==1.0.0 (with uv)" in terminal
-    assert "validating the new plugins ..." in terminal
+    assert "conduit: installing cstore-hello==1.0.0 (with uv) ..." in terminal
+    assert "conduit: checking the new plugins ..." in terminal
+    assert "conduit: verifying hello ..." in terminal
     assert out.startswith("+ cstore-hello 1.0.0\n")
 
 
@@ -702,7 +703,8 @@ def test_install_builds_only_the_sources_named_on_the_command_line(
     )
     r = venv.conduit("plugins", "install", str(needy))
     assert r.returncode == 1, r.stdout
-    assert r.stderr.startswith(f"error: install: {installer} failed: "), r.stderr
+    # (pip's warnings before its error lines come above the error: "pip's last lines:")
+    assert f"\nerror: install: {installer} failed: " in "\n" + r.stderr, r.stderr
     assert "Traceback" not in r.stderr
     assert not evil.exists()
     assert venv.dists() == {}

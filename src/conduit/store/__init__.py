@@ -25,12 +25,13 @@ from __future__ import annotations
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from conduit.errors import HashMismatchError, StoreError
-    from conduit.store._ops import Change, Result, Store
+    from conduit.store._ops import Change, Progress, Result, Store
 
-__all__ = ["Change", "HashMismatchError", "Result", "Store", "StoreError"]
+__all__ = ["Change", "HashMismatchError", "Progress", "Result", "Store", "StoreError"]
 
 _WHERE = {
     "Change": "conduit.store._ops",
+    "Progress": "conduit.store._ops",
     "Result": "conduit.store._ops",
     "Store": "conduit.store._ops",
     "HashMismatchError": "conduit.errors",

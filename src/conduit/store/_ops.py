@@ -5,8 +5,9 @@ environment, so two ``conduit plugins install`` serialise) and inside a journal:
 
 1. the set of installed distributions before the change, and the lock file's bytes, are
    written to ``<state>/store/journal-<env>.json`` (atomically);
-2. the installer runs, the new plugins are validated in a fresh interpreter, and the new
-   lock file is written (atomically);
+2. the installer runs, the new plugins are validated (an index rebuild) and booted once
+   in their own hosts (the verifier the command passes: conduit.kernel.verify), and the
+   new lock file is written (atomically);
 3. the journal is removed: that is the commit point.
 
 A failure in step 2 restores the environment and the lock file from the journal. A
@@ -49,7 +50,10 @@ from conduit.store._env import (
 from conduit.store._tools import Pin, Sources, Tool, choose_tool
 from conduit.store.lockfile import LockedPackage, LockFile
 
-__all__ = ["Change", "Store"]
+__all__ = ["Change", "Progress", "Store"]
+
+#: a plugin's failure to load, from the install verification: (message, hint, traceback)
+Failure = tuple[str, "str | None", str]
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,20 @@ class Change:
         if self.new is None:
             return f"- {self.name} {self.old}"
         return f"~ {self.name} {self.old} -> {self.new}"
+
+
+class Progress:
+    """Where an operation reports what it is doing; this one shows nothing. The command
+    line's terminal renderer (``builtins/plugins/_progress.py``) overrides these."""
+
+    def step(self, text: str) -> None:
+        """A step of Conduit's own starts ("installing ...", "verifying ...")."""
+
+    def plan(self, changes: list[Change]) -> None:
+        """The changes, as soon as they are known (before the grant prompt)."""
+
+    def done(self) -> None:
+        """The steps are over (the grant prompt or the result comes next)."""
 
 
 @dataclass
@@ -299,6 +317,8 @@ class Store:
         verbose: bool = False,
         echo: Callable[[str], None] | None = None,
         ask: bool = False,
+        verify: Callable[[list[str]], list[Failure]] | None = None,
+        progress: Progress | None = None,
     ) -> None:
         from conduit.config import read_settings
         from conduit.paths import resolve
@@ -325,6 +345,10 @@ class Store:
         self.verbose = verbose
         self.echo = echo or (lambda _text: None)
         self.ask = ask  # offer the capabilities of new plugins at the grant prompt
+        #: boots new or changed plugins once in their hosts before the commit (None:
+        #: --no-verify); the composition root passes conduit.kernel.verify's
+        self.verify = verify
+        self.progress = progress or Progress()
         self._tool: Tool | None = None
         #: what the installer reported installing in this run, with its files (pip)
         self._reported: dict[str, Pin] = {}
@@ -440,7 +464,7 @@ class Store:
                 if url:
                     builds.append(name)
         if remove or reinstall:
-            self.echo("restoring the previous state ...")
+            self.progress.step("restoring the previous state")
         if remove:
             self.tool.uninstall(remove, what="restore (uninstall)")
         if reinstall:
@@ -532,6 +556,27 @@ class Store:
                     }
                 )
         return found
+
+    def _verify(self, plugins: list[dict[str, Any]]) -> None:
+        """Boot ``plugins`` (from :meth:`_check_plugins`) once in their hosts; the first
+        failure is a StoreError with the plugin's own one-line error, which undoes the
+        transaction."""
+        names = [p["name"] for p in plugins]
+        if self.verify is None or not names:
+            return
+        self.progress.step(f"verifying {', '.join(names)}")
+        failures = self.verify(names)
+        if not failures:
+            return
+        message, _hint, trace = failures[0]  # its hint is for a run, not an install
+        others = f" ({len(failures) - 1} more failed too)" if len(failures) > 1 else ""
+        error = StoreError(
+            f"{message}{others}",
+            hint="nothing was changed (the previous state is restored); --no-verify skips "
+            "this check",
+        )
+        error.__dict__["remote_traceback"] = trace  # printed by 'conduit --debug'
+        raise error
 
     # -- the lock file ------------------------------------------------------------------
 
@@ -723,7 +768,7 @@ class Store:
             self._note_recovery(result)
             with self._transaction(what) as before:
                 own = conduit_closure(before)
-                self.echo(f"{what}: {' '.join(specs)} (with {self.tool.name})")
+                self.progress.step(f"installing {' '.join(specs)} (with {self.tool.name})")
                 self._reported = self.tool.install(
                     specs,
                     constraints=constraints_text(before, own),
@@ -772,8 +817,11 @@ class Store:
                 f"({', '.join(c.name for c in result.changes)})",
                 hint="a plugin distribution declares an entry point in the 'conduit.plugins' group",
             )
-        self.echo("validating the new plugins ...")
+        self.progress.plan(result.changes)
+        self.progress.step("checking the new plugins")
         result.plugins = self._check_plugins(changed, what)
+        self._verify(result.plugins)
+        self.progress.step("writing the lock file")
         self._write_lock(after, requested, result)
 
     def approve(self, result: Result, plugins: list[dict[str, Any]]) -> None:
@@ -782,6 +830,7 @@ class Store:
         are written on yes), else listed in ``result.notes`` with the command that grants
         them. Runs after the change is committed and the store's lock released: a "no"
         leaves the plugin installed but not activated, as on its first use."""
+        self.progress.done()
         if not any(p.get("capabilities") for p in plugins):
             return
         from conduit.indexer.build import load
@@ -839,16 +888,21 @@ class Store:
                         hint="uninstall those too (in the same command), or keep it",
                     )
                 remove = sorted(closure(before, sorted(targets), own) - keep)
-                self.echo(f"uninstall: {' '.join(remove)} (with {self.tool.name})")
+                self.progress.plan(
+                    [Change(before.dists[n].display, before.dists[n].version, None) for n in remove]
+                )
+                self.progress.step(f"uninstalling (with {self.tool.name})")
                 self.tool.uninstall([before.dists[n].display for n in remove])
                 after = snapshot()
                 result.changes = _changes(before, after)
+                self.progress.step("checking the remaining plugins")
                 index = self._validate_index()
                 for pname, rec in sorted(index["plugins"].items()):
                     if rec["blocked"] and rec["enabled"]:
                         result.notes.append(
                             f"warning: plugin '{pname}' is now unavailable: {rec['blocked']}"
                         )
+                self.progress.step("writing the lock file")
                 self._write_lock(after, {}, result)
         return result
 
@@ -951,15 +1005,17 @@ class Store:
             return result
         with self._locked():
             self._note_recovery(result)
+            self.progress.step(f"resolving (with {self.tool.name})")
             changes, notes = self.plan_update(names)
             result.notes += notes
             if not changes:
                 result.notes.append("everything is up to date")
                 return result
+            self.progress.plan(changes)
             pins = [f"{c.name}=={c.new}" for c in changes]
             with self._transaction("update") as before:
                 own = conduit_closure(before)
-                self.echo(f"update: {' '.join(pins)} (with {self.tool.name})")
+                self.progress.step(f"installing {' '.join(pins)} (with {self.tool.name})")
                 self._reported = self.tool.install(
                     pins, constraints=constraints_text(before, own), report=True, what="update"
                 )
@@ -1069,8 +1125,9 @@ class Store:
                     head = f"{p.name} @ {p.url}" if p.url else f"{p.name}=={p.version}"
                     lines.append(" ".join([head, *(f"--hash={h}" for h in p.hashes)]))
                 if lines:
-                    self.echo(
-                        f"sync: installing {len(lines)} locked distributions (hashes checked)"
+                    self.progress.step(
+                        f"installing {len(lines)} locked distributions (hashes checked, "
+                        f"with {self.tool.name})"
                     )
                     self.tool.install(
                         [],
@@ -1111,10 +1168,11 @@ class Store:
                     if n not in wanted and n not in own and (d.plugins or n in plugin_dists)
                 ]
                 if extra:
-                    self.echo(f"sync: removing {' '.join(extra)}")
+                    self.progress.step(f"removing {' '.join(extra)} (with {self.tool.name})")
                     self.tool.uninstall(extra, what="sync")
                 after = snapshot()
                 result.changes = _changes(before, after)
+                self.progress.plan(result.changes)
                 wrong = [
                     n
                     for n, p in wanted.items()
@@ -1123,7 +1181,10 @@ class Store:
                 if wrong:
                     raise StoreError(f"sync did not install {', '.join(sorted(wrong))}")
                 changed = [after.dists[n] for n in wanted if after.dists[n].plugins]
+                self.progress.step("checking the plugins")
                 result.plugins = self._check_plugins(changed, "sync")
+                fresh = {canonicalize_name(c.name) for c in result.changes if c.new}
+                self._verify([p for p in result.plugins if canonicalize_name(p["dist"]) in fresh])
         new = [
             p for p in result.plugins if any(c.name == p["dist"] and c.new for c in result.changes)
         ]

@@ -135,6 +135,10 @@ class Sources:
         return found
 
 
+#: how many of a failed installer run's last lines are shown (without --verbose)
+_TAIL = 10
+
+
 @dataclass(frozen=True)
 class Pin:
     """One resolved distribution: exact version, and the hashes of its files if asked."""
@@ -266,7 +270,7 @@ class Tool:
     name: str  # "uv" or "pip"
     python: str
     sources: Sources = field(default_factory=Sources)
-    verbose: bool = False  # show the installer's own progress (on a TTY)
+    verbose: bool = False  # show the installer's own output (-v)
     uv: str | None = None
 
     # -- running ------------------------------------------------------------------------
@@ -324,13 +328,19 @@ class Tool:
         detail = (detail[:400] + " ...") if len(detail) > 400 else detail
         detail = detail or f"exit status {code}"
         refused = any(m in detail.lower() for m in BUILD_REFUSED)
-        raise StoreError(
+        error = StoreError(
             f"{what}: {self.name} failed: {detail}",
             hint="Conduit installs wheels only: a source distribution is built only when "
             "you name it (a directory or an sdist file on the command line)"
             if refused
-            else "run again with --verbose to see the installer's output",
+            else None
+            if self.verbose or len(lines) <= _TAIL  # all of its output is on the screen
+            else f"run again with --verbose to see all of {self.name}'s output",
         )
+        tail = lines[-_TAIL:]
+        if not self.verbose and not set(tail) <= set(picked):  # more than the error says
+            error.__dict__["installer_output"] = (self.name, tail)  # shown above the error
+        raise error
 
     # -- operations ---------------------------------------------------------------------
 

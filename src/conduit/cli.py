@@ -431,14 +431,34 @@ def _run(opts: _Options, args: list[str], profile: Profile) -> int:
     from conduit.kernel.core import Kernel
 
     kernel = Kernel(index, paths, disabled=view.disabled, profile=profile)
+    code, failure = 1, ""
     try:
-        return kernel.run(plugin, [word, *args[1:]], PROG)
+        code = kernel.run(plugin, [word, *args[1:]], PROG)
+        return code
+    except BaseException as exc:
+        code = 130 if isinstance(exc, KeyboardInterrupt) else getattr(exc, "exit_code", 1)
+        failure = getattr(exc, "message", "") or f"{type(exc).__name__}: {exc}"
+        raise
     finally:
         try:
             kernel.shutdown()
         finally:
             for warning in kernel.warnings:
                 _warn(warning.message + (f" ({warning.hint})" if warning.hint else ""))
+            journal = index["config"].get("journal")
+            if not isinstance(journal, dict) or journal.get("enabled", True):
+                from conduit.runlog import record  # the run journal (never on --help)
+
+                record(
+                    paths,
+                    journal,
+                    command=word,
+                    plugin=plugin,
+                    code=code,
+                    error=failure,
+                    started_ns=profile.origin,
+                    activations=kernel.activations,
+                )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -56,6 +56,10 @@ Layout::
     memory-mb = 256                # linear memory per command
     fuel = 0                       # metered instructions per command, 0 = not metered
     cache-mb = 512                 # compiled-artifact cache cap, least recently used pruned
+
+    [journal]                      # the run journal (conduit.runlog; plugins list/stats)
+    enabled = true                 # false: record nothing
+    max-kb = 1024                  # its size on disk, both generations together
 """
 
 from __future__ import annotations
@@ -73,6 +77,7 @@ from conduit.fs import atomic_write, locked
 __all__ = [
     "IDENTITY_SOURCES",
     "DependencySettings",
+    "JournalSettings",
     "PluginSettings",
     "SecuritySettings",
     "Settings",
@@ -161,6 +166,18 @@ class WasmSettings(
     cache_mb: Annotated[int, msgspec.Meta(ge=1)] = 512
 
 
+class JournalSettings(
+    msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True, rename="kebab"
+):
+    """``[journal]``: the run journal (conduit.runlog), read by ``plugins list``,
+    ``info``, ``doctor`` and ``stats``."""
+
+    enabled: bool = True
+    #: the journal's size on disk in KiB, both generations together (the older half is
+    #: dropped when the newer one fills)
+    max_kb: Annotated[int, msgspec.Meta(ge=16)] = 1024
+
+
 class SecuritySettings(
     msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True, rename="kebab"
 ):
@@ -192,6 +209,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=
     #: consent to install plugins' inline dependencies, and who may build them
     dependencies: DependencySettings = DependencySettings()
     wasm: WasmSettings = WasmSettings()
+    journal: JournalSettings = JournalSettings()
 
 
 def _parse(path: str, raw: bytes) -> dict[str, Any]:

@@ -67,7 +67,7 @@ __all__ = [
     "deprecated",
 ]
 
-API_VERSION = "1.4.0"
+API_VERSION = "1.5.0"
 """The version of the plugin API this Conduit provides (semver)."""
 
 
@@ -165,7 +165,17 @@ class Plugin:
 
     The entry point (or a single-file plugin's ``entry``) may name the subclass, which
     the kernel instantiates without arguments, or an instance.
+
+    Optional since API 1.5: a method ``metrics(self) -> dict[str, int | float]``, the
+    plugin's own numbers (cache hits, items synced). The kernel asks for them once per
+    command, before :meth:`shutdown` (in-process and process plugins), and keeps them in
+    the run journal, where ``conduit plugins stats`` shows the latest values. Names are
+    identifiers (``[A-Za-z_][A-Za-z0-9_]*``, at most 64 characters), values finite
+    numbers; anything else, and a ``metrics()`` that raises, is left out. The base class
+    has none (``metrics = None``), so that nothing is asked of plugins without one.
     """
+
+    metrics: Callable[[], dict[str, int | float]] | None = None
 
     def boot(self, ctx: PluginContext) -> None:
         """Register this plugin's commands, services and hooks with ``ctx``.

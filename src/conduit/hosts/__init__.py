@@ -22,7 +22,27 @@ if TYPE_CHECKING:
 
     from conduit.errors import PluginError
 
-__all__ = ["command_key", "registered_twice"]
+__all__ = ["clean_metrics", "command_key", "registered_twice"]
+
+#: at most this many numbers of one plugin's ``metrics()`` are kept
+MAX_METRICS = 64
+
+
+def clean_metrics(values: object) -> dict[str, float] | None:
+    """A plugin's ``metrics()`` result as the journal keeps it: names that are plain
+    identifiers (at most 64 ASCII characters), finite int or float values (not bool);
+    anything else is dropped. None when nothing is left."""
+    if not isinstance(values, dict):
+        return None
+    out: dict[str, float] = {}
+    for key, value in values.items():
+        if len(out) >= MAX_METRICS:
+            break
+        ok_name = isinstance(key, str) and key.isascii() and key.isidentifier() and len(key) <= 64
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if ok_name and number and value == value and abs(value) != float("inf"):
+            out[key] = value
+    return out or None
 
 
 def command_key(plugin: str, command: click.Command, name: str | None = None) -> str:

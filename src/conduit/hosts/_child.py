@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = ["main"]
 
-INTERFACES = ["command.run", "hook.call", "service.call", "health", "shutdown"]
+INTERFACES = ["command.run", "hook.call", "service.call", "health", "metrics", "shutdown"]
 # Output is streamed to the kernel in notifications of at most this many characters.
 _OUTPUT_CHUNK = 256 * 1024
 
@@ -284,14 +284,18 @@ class Child:
         record: PluginRec = params["record"]
         name = record["name"]
         ctx = ChildContext(self, record, params.get("data_dir", ""), params.get("config", {}))
+        profile = Profile(False)  # records spans all the same: the timings below
         try:
-            self.host.activate(record, ctx, Profile(False))
+            self.host.activate(record, ctx, profile)
         except BaseException as exc:
             raise _plugin_error(exc) from None
         self.contexts[name] = ctx
         self.records[name] = record
+        timing = {s[0].partition(":")[0] + "_ms": (s[2] - s[1]) / 1e6 for s in profile.spans}
         return {
             "name": name,
+            "timing": timing,
+            "metrics": self.host.offers_metrics(name),
             "commands": sorted(ctx.registered),
             "services": sorted(ctx.services),
             "hooks": [{"name": h, "args": _arg_names(fn)} for h, fn in ctx.hooks],
@@ -381,6 +385,13 @@ class Child:
             "plugins": sorted(self.contexts),
             "rss_kb": rss_kb,
         }
+
+    def metrics(self, params: dict[str, Any]) -> dict[str, float] | None:
+        name = params["plugin"]
+        try:
+            return self.host.metrics(self.records[name], self.contexts[name])
+        except Exception as exc:
+            raise _plugin_error(exc) from None
 
     def shutdown(self, params: dict[str, Any]) -> None:
         for name in list(self.contexts):
@@ -482,6 +493,7 @@ def main() -> None:
             "hook.call": child.hook_call,
             "service.call": child.service_call,
             "health": child.health,
+            "metrics": child.metrics,
             "shutdown": child.shutdown,
         }
     )

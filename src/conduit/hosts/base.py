@@ -73,3 +73,7 @@ class Host(Protocol):
 
     def deactivate(self, record: PluginRec, ctx: HostContext) -> None:
         """Call the plugin's ``shutdown`` and forget it."""
+
+    # Optional: ``metrics(record, ctx) -> dict[str, float] | None``, the plugin's own
+    # ``metrics()`` (conduit.hosts.clean_metrics), asked for before ``deactivate`` by the
+    # kernel for the run journal; a host without it reports none.

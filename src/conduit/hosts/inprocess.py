@@ -174,6 +174,19 @@ class InProcessHost:
                 ) from exc
         self._instances[name] = plugin
 
+    def offers_metrics(self, name: str) -> bool:
+        """Whether the active plugin ``name`` has a ``metrics()`` method."""
+        return callable(getattr(self._instances.get(name), "metrics", None))
+
+    def metrics(self, record: PluginRec, ctx: HostContext) -> dict[str, float] | None:
+        """The plugin's optional ``metrics()``, checked (None when it has none)."""
+        collect = getattr(self._instances.get(record["name"]), "metrics", None)
+        if not callable(collect):
+            return None
+        from conduit.hosts import clean_metrics
+
+        return clean_metrics(collect())
+
     def deactivate(self, record: PluginRec, ctx: HostContext) -> None:
         name = record["name"]
         plugin = self._instances.pop(name, None)

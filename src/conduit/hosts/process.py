@@ -139,6 +139,8 @@ class ProcessHost:
         self._sandbox: sandbox.Plan | None = None
         #: the records of the plugins activated here, to start them again after a crash
         self._records: dict[str, PluginRec] = {}
+        #: plugins whose child said they have a metrics() method
+        self._metrics: set[str] = set()
 
     # -- lifecycle -----------------------------------------------------------------------
     @property
@@ -586,6 +588,7 @@ class ProcessHost:
             method = "plugin.activate"
         try:
             self._register_proxies(name, info, ctx)
+            _child_timing(profile, name, info.get("timing"))
         except (AttributeError, KeyError, TypeError, ValueError):
             raise self._malformed(name, method) from None
         except BaseException:
@@ -594,6 +597,8 @@ class ProcessHost:
             raise
         self.plugins.add(name)
         self._records[name] = record
+        if info.get("metrics") is True:
+            self._metrics.add(name)
 
     def _register_proxies(self, name: str, info: dict[str, Any], ctx: HostContext) -> None:
         for service in info.get("services", []):
@@ -658,7 +663,17 @@ class ProcessHost:
     def health(self, name: str) -> dict[str, Any]:
         return dict(self.call(name, "health", {}, self.settings.timeout))
 
+    def metrics(self, record: PluginRec, ctx: HostContext) -> dict[str, float] | None:
+        """The plugin's ``metrics()``, asked for only when its child said it has one."""
+        name = record["name"]
+        if name not in self._metrics or not self.alive:
+            return None
+        from conduit.hosts import clean_metrics
+
+        return clean_metrics(self.call(name, "metrics", {"plugin": name}, self.settings.timeout))
+
     def deactivate(self, record: PluginRec, ctx: HostContext) -> None:
+        self._metrics.discard(record["name"])
         self.plugins.discard(record["name"])
         self._records.pop(record["name"], None)
         if self.plugins:
@@ -675,6 +690,20 @@ class ProcessHost:
             self._stop(kill=True)
             return
         self._stop(kill=False)
+
+
+def _child_timing(profile: Profile, name: str, timing: object) -> None:
+    """The child's import and boot times of ``name`` as the spans ``import:NAME`` and
+    ``boot:NAME``, ending now (the answer comes right after the boot), for ``--profile``
+    and the run journal."""
+    if not isinstance(timing, dict):
+        return
+    end = time.perf_counter_ns()
+    boot = int(float(timing.get("boot_ms", 0)) * 1e6)
+    imp = int(float(timing.get("import_ms", 0)) * 1e6)
+    depth = profile.depth + 1
+    profile.spans.append((f"import:{name}", end - boot - imp, end - boot, depth))
+    profile.spans.append((f"boot:{name}", end - boot, end, depth))
 
 
 def _child_argv(cache_dir: str) -> list[str]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -201,6 +202,16 @@ class Context:
             self._undo.pop()()
 
 
+def _timings(entry: dict[str, Any], name: str, spans: list[Any], total_ns: int) -> None:
+    """Import and boot times of one activation from the spans its host recorded
+    (``import:NAME``, ``boot:NAME``; the process host reports its child's), in ms."""
+    entry["load_ms"] = round(total_ns / 1e6, 3)
+    for span in spans:
+        kind, _, who = span[0].partition(":")
+        if who == name and kind in ("import", "boot"):
+            entry[f"{kind}_ms"] = round((span[2] - span[1]) / 1e6, 3)
+
+
 class Kernel:
     """Activates plugins from an index in their hosts and runs their commands."""
 
@@ -228,6 +239,9 @@ class Kernel:
         self.reasons: dict[str, str] = {}
         #: problems that did not stop the command (a side plugin failed, a hook raised)
         self.warnings: list[ConduitError] = []
+        #: each activation attempt, for the run journal (conduit.runlog): name, why,
+        #: import/boot/run times in ms, ok, error, the plugin's metrics()
+        self.activations: list[dict[str, Any]] = []
         self._bus: HookBus | None = None
         self._activating: list[str] = []
         self._usable: frozenset[str] | None = None
@@ -375,14 +389,22 @@ class Kernel:
             self._activating.remove(name)
         host = self.host_for(rec)
         ctx = Context(self, rec)
+        entry: dict[str, Any] = {"name": name, "why": reason, "ok": True}
+        self.activations.append(entry)
+        spans = self.profile.spans
+        first, start = len(spans), time.perf_counter_ns()
         try:
             with self._guard_for(rec, host):
                 host.activate(rec, ctx, self.profile)
-        except BaseException:
+        except BaseException as exc:
             ctx.unregister_all()
             self._guards.pop(name, None)
             self.states[name] = FAILED
+            entry["ok"] = False
+            entry["error"] = getattr(exc, "message", "") or f"{type(exc).__name__}: {exc}"
             raise
+        finally:
+            _timings(entry, name, spans[first:], time.perf_counter_ns() - start)
         self.contexts[name] = ctx
         self.states[name] = ACTIVE
         self.reasons[name] = reason
@@ -450,11 +472,29 @@ class Kernel:
         rec = self.index["plugins"][name]
         try:
             with self._guards.pop(name, _NOGUARD):
-                self.host_for(rec).deactivate(rec, ctx)
+                host = self.host_for(rec)
+                self._collect_metrics(name, rec, ctx, host)
+                host.deactivate(rec, ctx)
         finally:
             ctx.unregister_all()
             self.states[name] = INACTIVE
             self._order.remove(name)
+
+    def _collect_metrics(self, name: str, rec: PluginRec, ctx: Context, host: Host) -> None:
+        """The plugin's optional ``metrics()`` into its journal entry (hosts that cannot
+        ask have no ``metrics`` method); a failing or malformed one is left out."""
+        collect = getattr(host, "metrics", None)
+        if collect is None:
+            return
+        try:
+            values = collect(rec, ctx)
+        except Exception:  # a plugin's bug in a diagnostic: the command's result stands
+            return
+        if not values:
+            return
+        entry = next((a for a in reversed(self.activations) if a["name"] == name), None)
+        if entry is not None:
+            entry["metrics"] = values
 
     def shutdown(self) -> None:
         """Deactivate every active plugin, the last activated first."""
@@ -495,13 +535,19 @@ class Kernel:
         rec = self.index["plugins"][plugin]
         self.hook("config_loaded", config=self.index["config"])
         self.hook("before_command", command=argv[0], argv=argv[1:])
+        entry: dict[str, Any] = next(
+            (a for a in reversed(self.activations) if a["name"] == plugin), {}
+        )
+        start = time.perf_counter_ns()
         try:
             with self.profile.span(f"run:{plugin}"), self._guards.get(plugin, _NOGUARD):
                 code = self.host_for(rec).run_command(rec, ctx, argv, prog)
         except ConduitError as exc:
+            entry["run_ms"] = round((time.perf_counter_ns() - start) / 1e6, 3)
             self.hook("on_command_error", command=argv[0], argv=argv[1:], error=exc.message)
             self.hook("after_command", command=argv[0], argv=argv[1:], exit_code=exc.exit_code)
             raise
+        entry["run_ms"] = round((time.perf_counter_ns() - start) / 1e6, 3)
         self.hook("after_command", command=argv[0], argv=argv[1:], exit_code=code)
         return code
 

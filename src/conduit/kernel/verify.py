@@ -1,5 +1,6 @@
-"""Install verification: a new or upgraded plugin is imported and booted once, in its own
-host kind, before the store's transaction commits it.
+"""Loading plugins for real in child interpreters: install verification (a new or
+upgraded plugin is imported and booted once, in its own host kind, before the store's
+transaction commits it) and ``plugins doctor --deep`` (every enabled plugin, now).
 
 :func:`verify` starts one fresh interpreter (``sys.executable``, never the installing
 process) per plugin, several at once, each running :func:`main`: a :class:`Kernel` over
@@ -35,7 +36,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from conduit.indexer.records import Index
 
-__all__ = ["Failure", "verify"]
+__all__ = ["Failure", "check", "verify"]
 
 #: how long one plugin may take to import and boot (seconds)
 TIMEOUT = 60.0
@@ -70,24 +71,49 @@ class _Child:
 def verify(names: Sequence[str], *, jobs: int | None = None) -> list[Failure]:
     """Boot each plugin of ``names`` once in a child interpreter; the failures, in the
     order of ``names``. Up to ``jobs`` (default: the CPUs, at least 2) run at once."""
+    reports = _run(names, jobs)
+    return [r for r in (_failure(n, *reports[n]) for n in dict.fromkeys(names)) if r]
+
+
+def check(names: Sequence[str], *, jobs: int | None = None) -> dict[str, dict[str, Any]]:
+    """``plugins doctor --deep``: each plugin of ``names`` loaded as :func:`verify` does;
+    by name, ``{"ok", "error", "needs_grants", "activations"}`` (``needs_grants``: the
+    message of an operation its grants do not cover, which is not a failure;
+    ``activations``: the kernel's records of the child, for the run journal)."""
+    reports = _run(names, jobs)
+    out: dict[str, dict[str, Any]] = {}
+    for name, (report, returncode, output) in reports.items():
+        failure = _failure(name, report, returncode, output)
+        out[name] = {
+            "ok": failure is None,
+            "error": failure.message if failure else "",
+            "needs_grants": (report or {}).get("needs_grants"),
+            "activations": (report or {}).get("activations") or [],
+        }
+    return out
+
+
+def _run(
+    names: Sequence[str], jobs: int | None
+) -> dict[str, tuple[dict[str, Any] | None, int, str]]:
+    """By name: the child's report (None when it wrote none), its exit status and what it
+    printed."""
     limit = max(1, jobs or max(2, os.cpu_count() or 1))
     todo = list(dict.fromkeys(names))
     running: list[_Child] = []
-    failures: dict[str, Failure] = {}
+    reports = {}
     try:
         while todo or running:
             while todo and len(running) < limit:
                 running.append(_start(todo.pop(0)))
             child = _wait_one(running)
             running.remove(child)
-            failure = _collect(child)
-            if failure is not None:
-                failures[child.name] = failure
+            reports[child.name] = _collect(child)
     finally:
         for child in running:  # interrupted: none outlives the call
             _kill(child.proc)
             child.close()
-    return [failures[n] for n in dict.fromkeys(names) if n in failures]
+    return reports
 
 
 def _start(name: str) -> _Child:
@@ -139,8 +165,8 @@ def _kill(proc: subprocess.Popen[bytes]) -> None:
     proc.wait()
 
 
-def _collect(child: _Child) -> Failure | None:
-    name, proc = child.name, child.proc
+def _collect(child: _Child) -> tuple[dict[str, Any] | None, int, str]:
+    proc = child.proc
     proc.wait()
     try:
         child.report.seek(0)
@@ -153,16 +179,22 @@ def _collect(child: _Child) -> Failure | None:
         report = json.loads(raw)
     except ValueError:
         report = None
-    if isinstance(report, dict) and "error" not in report and proc.returncode == 0:
+    return (report if isinstance(report, dict) else None), proc.returncode, output
+
+
+def _failure(
+    name: str, report: dict[str, Any] | None, returncode: int, output: str
+) -> Failure | None:
+    if report is not None and "error" not in report and returncode == 0:
         return None
-    if isinstance(report, dict) and isinstance(report.get("error"), str):
+    if report is not None and isinstance(report.get("error"), str):
         return Failure(name, report["error"], report.get("hint"), report.get("trace", ""))
-    if proc.returncode == -signal.SIGKILL:
+    if returncode == -signal.SIGKILL:
         why = f"did not finish booting within {TIMEOUT:g} s"
-    elif proc.returncode < 0:
-        why = f"its interpreter was killed by {signal.Signals(-proc.returncode).name} while booting"
+    elif returncode < 0:
+        why = f"its interpreter was killed by {signal.Signals(-returncode).name} while booting"
     else:
-        why = f"its interpreter exited with status {proc.returncode} while booting"
+        why = f"its interpreter exited with status {returncode} while booting"
     last = [line.strip() for line in output.splitlines() if line.strip()][-1:]
     return Failure(
         name,
@@ -178,15 +210,18 @@ def main() -> None:
     report = os.fdopen(int(os.environ.pop("CONDUIT_VERIFY_FD")), "w", encoding="utf-8")
     os.dup2(2, 1)  # what the plugin prints goes to the captured pipe, never the report
     name = sys.argv[1]
-    result: dict[str, str | None] = {}
+    result: dict[str, Any] = {}
+    activations: list[dict[str, Any]] = []
     try:
-        _boot(name)
+        _boot(name, activations)
     except BaseException as exc:  # every failure is the report
         import traceback
 
         from conduit.errors import CapabilityDenied, ConduitError, PluginError, SandboxDenied
 
-        if not isinstance(exc, (CapabilityDenied, SandboxDenied)):
+        if isinstance(exc, (CapabilityDenied, SandboxDenied)):
+            result["needs_grants"] = exc.message
+        else:
             if isinstance(exc, PluginError):  # names its plugin already
                 message = exc.message
             elif isinstance(exc, ConduitError):  # the plugin's own, from its boot()
@@ -201,7 +236,8 @@ def main() -> None:
             remote = getattr(exc, "remote_traceback", "")
             if remote:
                 result["trace"] = f"{result['trace']}traceback in the plugin's host:\n{remote}"
-    report.write(json.dumps(result))
+    result["activations"] = activations
+    report.write(json.dumps(result, default=str))
     report.close()
     sys.stdout.flush()
     os._exit(0)  # no atexit work of the plugin's after its report
@@ -228,7 +264,7 @@ def _rebuild(*args: Any, **kwargs: Any) -> Index:
     return rebuild(*args, **kwargs)
 
 
-def _boot(name: str) -> None:
+def _boot(name: str, activations: list[dict[str, Any]]) -> None:
     from conduit.index import load
     from conduit.kernel.core import Kernel
     from conduit.paths import resolve
@@ -241,3 +277,4 @@ def _boot(name: str) -> None:
         kernel.activate(name, "verify")
     finally:
         kernel.shutdown()
+        activations += kernel.activations

@@ -2,8 +2,8 @@
 
 The face holds the plugin and its group only; every subcommand lives in a module of
 its own, imported when it runs (``LAZY_COMMANDS``): ``_inspect`` (list, info, enable,
-disable, doctor, graph), ``_permissions``, ``_store``, ``_author``, ``_wasm`` and ``_cache``, with
-what they share in ``_common``. The commands reach the kernel through its
+disable, doctor, graph), ``_stats``, ``_permissions``, ``_store``, ``_author``, ``_wasm``
+and ``_cache``, with what they share in ``_common``. The commands reach the kernel through its
 ``conduit.admin`` service (:mod:`conduit.kernel.admin`), asked for through this
 plugin's context (``_common.admin()``).
 """
@@ -25,6 +25,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "disable": "conduit.builtins.plugins._inspect:disable_cmd",
     "doctor": "conduit.builtins.plugins._inspect:doctor_cmd",
     "graph": "conduit.builtins.plugins._inspect:graph_cmd",
+    "stats": "conduit.builtins.plugins._stats:stats_cmd",
     "permissions": "conduit.builtins.plugins._permissions:permissions_cmd",
     "grant": "conduit.builtins.plugins._permissions:grant_cmd",
     "revoke": "conduit.builtins.plugins._permissions:revoke_cmd",

@@ -8,7 +8,7 @@ from here, not from the package face.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from conduit.indexer.records import Index, PluginRec
     from conduit.kernel.admin import Admin
 
-__all__ = ["admin", "current_index", "find", "state", "table"]
+__all__ = ["admin", "current_index", "failures", "find", "journal", "state", "table"]
 
 
 def admin() -> Admin:
@@ -65,14 +65,38 @@ def current_index() -> Index:
     return admin().index
 
 
+def journal() -> list[dict[str, Any]]:
+    """The run journal's records (:mod:`conduit.runlog`), read once per command."""
+    root = click.get_current_context().find_root()
+    records = root.meta.get("conduit.runlog")
+    if records is None:
+        from conduit.paths import resolve
+        from conduit.runlog import read
+
+        records = root.meta["conduit.runlog"] = read(resolve())
+    assert isinstance(records, list)
+    return records
+
+
+def failures() -> dict[str, list[tuple[float, str]]]:
+    """Plugins whose last activation failed, with their failures since the last success
+    (``(time, error)``, oldest first), from the run journal."""
+    from conduit.runlog import failing
+
+    return failing(journal())
+
+
 def state(rec: PluginRec) -> str:
-    """``enabled``, ``disabled``, ``disabled (env)`` (for this run only) or ``blocked``."""
+    """``enabled``, ``disabled``, ``disabled (env)`` (for this run only), ``blocked``, or
+    ``failing`` (its last activation failed, says the run journal)."""
     if not rec["enabled"]:
         return "disabled"
     if rec["name"] in admin().disabled:
         return "disabled (env)"
     if rec["blocked"]:
         return "blocked"
+    if rec["name"] in failures():
+        return "failing"
     return "enabled"
 
 

@@ -15,7 +15,14 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from conduit.builtins.plugins._common import admin, current_index, find, state, table
+from conduit.builtins.plugins._common import (
+    admin,
+    current_index,
+    failures,
+    find,
+    state,
+    table,
+)
 from conduit.errors import UsageError
 from conduit.text import inert
 
@@ -130,9 +137,12 @@ def info_cmd(name: str, as_json: bool, no_load: bool) -> None:
     info: dict[str, Any] = dict(rec)
     info["state"] = state(rec)
     already = name == "plugins"  # this very plugin is loaded: timing it again is meaningless
-    if not no_load and not already and info["state"] == "enabled":
+    if not no_load and not already and info["state"] in ("enabled", "failing"):
         info["load"] = admin().measure_load(name)
     info["activates_on"] = _activation_report(index, rec)
+    info["failures"] = [
+        {"time": _when(t), "error": error} for t, error in failures().get(name, [])[-5:]
+    ]
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return
@@ -162,8 +172,14 @@ def info_cmd(name: str, as_json: bool, no_load: bool) -> None:
         lines.append(f"  why inactive: blocked: {rec['blocked']}")
         if rec["blocked_hint"]:
             lines.append(f"                hint: {rec['blocked_hint']}")
-    elif info["state"] != "enabled":
+    elif info["state"] not in ("enabled", "failing"):
         lines.append(f"  why inactive: {info['state']}")
+    if info["failures"]:
+        last = info["failures"][-1]
+        lines.append(f"  failing since: {info['failures'][0]['time']}")
+        lines.append(f"  last error:   {last['error']}")
+        lines.append("  recent failures:")
+        lines += [f"    {f['time']}  {f['error']}" for f in info["failures"]]
     lines.append("  activated by:")
     lines += [f"    {line}" for line in info["activates_on"]]
     load = info.get("load")
@@ -175,6 +191,13 @@ def info_cmd(name: str, as_json: bool, no_load: bool) -> None:
     elif isinstance(load, str):
         lines.append(f"  load:         FAILED: {load}")
     click.echo("\n".join(map(inert, lines)))
+
+
+def _when(t: float) -> str:
+    """A journal time as local ``YYYY-MM-DD HH:MM:SS``."""
+    import time
+
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
 
 
 def _dependency_lines(index: Index, rec: PluginRec) -> list[str]:
@@ -256,13 +279,19 @@ def disable_cmd(name: str) -> None:
 
 
 @click.command("doctor")
-def doctor_cmd() -> None:
+@click.option(
+    "--deep",
+    is_flag=True,
+    help="Also load every enabled plugin, each in its own host kind in a child process.",
+)
+def doctor_cmd(deep: bool) -> None:
     """Re-read every manifest and report broken plugins and conflicts."""
     service = admin()
     index = service.rebuild()
     problems = 0
     plugins = index["plugins"]
     click.echo(f"Checked {len(plugins) + len(index['broken'])} plugins.")
+    problems += _failing_report(index, service.disabled, deep)
     for b in index["broken"]:
         problems += 1
         click.echo(inert(f"error: plugin '{b['name']}' ({b['source']}): {b['error']}"))
@@ -320,6 +349,67 @@ def doctor_cmd() -> None:
     if problems:
         raise click.exceptions.Exit(1)
     click.echo("No broken plugins.")
+
+
+def _failing_report(index: Index, disabled: frozenset[str], deep: bool) -> int:
+    """Report the plugins whose last activation failed (the run journal), or with
+    ``deep`` those that fail to load now; the number of problems."""
+    usable = [n for n in index["usable"] if n not in disabled]
+    failing = failures()
+    if not deep:
+        for name in usable:
+            if name in failing:
+                when, error = failing[name][-1]
+                _failing_lines(
+                    name, f"failed to load on its last activation ({_when(when)})", error
+                )
+        return sum(1 for n in usable if n in failing)
+    import time
+
+    from conduit.kernel.verify import check
+    from conduit.paths import resolve
+    from conduit.runlog import record
+
+    problems, activations, start = 0, [], time.perf_counter_ns()
+    click.echo(f"Loading {len(usable)} enabled plugins, each in a child process...")
+    results = check(usable)
+    for name in usable:
+        result = results[name]
+        if not result["ok"]:
+            problems += 1
+            _failing_lines(name, "fails to load", result["error"])
+        elif result["needs_grants"]:
+            click.echo(inert(f"note: plugin '{name}' lacks a grant: {result['needs_grants']}"))
+        # what loaded, or not, is the plugins' latest state
+        activations += [
+            a for a in result["activations"] if isinstance(a, dict) and a.get("name") == name
+        ]
+    settings = index["config"].get("journal")
+    if not isinstance(settings, dict) or settings.get("enabled", True):
+        record(
+            resolve(),
+            settings,
+            command="plugins doctor --deep",
+            plugin="plugins",
+            code=1 if problems else 0,
+            error="",
+            started_ns=start,
+            activations=activations,
+        )
+    if not problems:
+        click.echo(f"All {len(usable)} enabled plugins load.")
+    return problems
+
+
+def _failing_lines(name: str, what: str, error: str) -> None:
+    error = error.removeprefix(f"plugin '{name}': ")
+    click.echo(inert(f"error: plugin '{name}' {what}: {error}"))
+    click.echo(
+        inert(
+            f"  hint: 'conduit plugins info {name}' shows its recent failures; fix or update "
+            f"it, or turn it off with 'conduit plugins disable {name}'"
+        )
+    )
 
 
 @click.command("graph")

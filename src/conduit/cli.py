@@ -235,6 +235,29 @@ def _warn(text: str) -> None:
     sys.stderr.write(f"{PROG}: warning: {_inert(text)}\n")
 
 
+#: the state of ``conduit plugins bisect`` in the state directory, while one is active:
+#: ``key: value`` lines; ``disabled:`` names the plugins this step switches off for
+#: every run, ``note:`` says where the bisect stands (builtins/plugins/_bisect.py)
+BISECT_FILE = "plugins-bisect"
+
+
+def read_bisect(path: str) -> tuple[frozenset[str], str]:
+    """The plugins an active bisect disables for this run, and its note."""
+    off: frozenset[str] = frozenset()
+    note = ""
+    try:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key == "disabled":
+                    off = frozenset(value.split())
+                elif key == "note":
+                    note = value.strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        return off, f"its state file {path} cannot be read: {exc}"
+    return off, note
+
+
 def _runtime_disabled(index: Index, no_plugins: bool) -> frozenset[str]:
     names = {n.strip() for n in os.environ.get("CONDUIT_DISABLE_PLUGINS", "").split(",")}
     names.discard("")
@@ -388,7 +411,18 @@ def _run(opts: _Options, args: list[str], profile: Profile) -> int:
         # Rendered once per rebuild for the usual case: nothing disabled for one run.
         render_help=lambda idx: render_help(View(idx, frozenset())),
     )
-    view = View(index, _runtime_disabled(index, opts.no_plugins))
+    disabled = _runtime_disabled(index, opts.no_plugins)
+    # A plugin bisect in progress switches a subset off for every run (one stat otherwise).
+    bisect_file = os.path.join(paths.state_dir, BISECT_FILE)
+    if os.path.exists(bisect_file):
+        bisected, note = read_bisect(bisect_file)
+        disabled = disabled.union(bisected.difference(index["builtins"]))
+        if not completing:
+            _warn(
+                f"a plugin bisect is active ({note or 'see its status'}): end it with "
+                f"'{PROG} plugins bisect reset'"
+            )
+    view = View(index, disabled)
     if not completing:
         for broken in index["broken"]:
             off = broken["disabled"] or broken["name"] in view.disabled

@@ -658,6 +658,20 @@ class ProcessHost:
     def health(self, name: str) -> dict[str, Any]:
         return dict(self.call(name, "health", {}, self.settings.timeout))
 
+    def plugin_health(self, record: PluginRec, timeout: float | None) -> tuple[str, str]:
+        """The plugin's ``health()``, run in its host (``health`` with ``plugin``); a host
+        that fails or does not answer within ``timeout`` makes it ``failing``."""
+        from conduit.hosts.inprocess import health_result
+
+        name = record["name"]
+        try:
+            answer = self.call(name, "health", {"plugin": name}, timeout)
+        except ConduitError as exc:
+            return "failing", exc.message
+        if not isinstance(answer, dict):
+            return "failing", f"its host answered 'health' with {type(answer).__name__}"
+        return health_result((answer.get("status"), str(answer.get("message", ""))))
+
     def deactivate(self, record: PluginRec, ctx: HostContext) -> None:
         self.plugins.discard(record["name"])
         self._records.pop(record["name"], None)

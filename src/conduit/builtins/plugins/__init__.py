@@ -41,6 +41,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "build": "conduit.builtins.plugins._wasm:build_cmd",
     "cache": "conduit.builtins.plugins._cache:cache_cmd",
     "bisect": "conduit.builtins.plugins._bisect:bisect_cmd",
+    "health": "conduit.builtins.plugins._health:health_cmd",
 }
 
 

@@ -180,9 +180,8 @@ def _describe(state: dict[str, Any]) -> None:
     click.echo(inert(f"  disabled: {', '.join(off) or '(none)'}"))
     click.echo(inert(f"  suspects: {', '.join(state['suspects'])}"))
     click.echo(
-        "Check for the problem now, then run "
-        f"'{PROG} good' if it is gone, '{PROG} bad' if it is still there "
-        f"(or '{PROG} skip'; '{PROG} reset' to stop)."
+        f"Now check for the problem, then run '{PROG} good' (gone) or 'bad' (still "
+        "there); 'skip' if you cannot tell, 'reset' to stop."
     )
 
 

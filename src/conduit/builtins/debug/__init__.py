@@ -26,6 +26,7 @@ def debug_group() -> None:
     "-o",
     "--output",
     type=click.Path(dir_okay=False, writable=True),
+    metavar="FILE",
     help="Write the report to FILE instead of standard output.",
 )
 @click.pass_obj

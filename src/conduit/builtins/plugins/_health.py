@@ -23,6 +23,7 @@ __all__ = ["health_cmd"]
 @click.option(
     "--timeout",
     type=click.FloatRange(min=0.1),
+    metavar="SECONDS",
     default=10.0,
     show_default=True,
     help="Seconds each plugin's health() may take.",

@@ -40,7 +40,7 @@ _OPTION_WORDS = ("--version", "--debug", "--no-plugins", "--profile", "--profile
 
 
 class _Options:
-    __slots__ = ("debug", "help", "no_plugins", "profile", "profile_out", "version")
+    __slots__ = ("command", "debug", "help", "no_plugins", "profile", "profile_out", "version")
 
     def __init__(self) -> None:
         self.debug = False
@@ -49,6 +49,8 @@ class _Options:
         self.no_plugins = False
         self.profile = _env_flag("CONDUIT_PROFILE")
         self.profile_out: str | None = None
+        #: the command word handed to the kernel, once routed (for an OpenTelemetry trace)
+        self.command = ""
 
 
 def _inert(text: str) -> str:
@@ -465,6 +467,7 @@ def _run(opts: _Options, args: list[str], profile: Profile) -> int:
     from conduit.kernel.core import Kernel
 
     kernel = Kernel(index, paths, disabled=view.disabled, profile=profile)
+    opts.command = word
     try:
         return kernel.run(plugin, [word, *args[1:]], PROG)
     finally:
@@ -502,7 +505,26 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(profile.report() + "\n")
         if opts.profile_out:
             profile.write_chrome_trace(opts.profile_out)
+    if opts.command and (
+        "OTEL_EXPORTER_OTLP_ENDPOINT" in os.environ
+        or "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT" in os.environ
+    ):
+        _export_trace(profile, opts.command, code)
     return code
+
+
+def _export_trace(profile: Profile, command: str, code: int) -> None:
+    """The run as an OpenTelemetry trace (conduit/otel.py); a failure is one warning."""
+    from conduit.otel import export, wanted
+
+    if not wanted(os.environ):
+        return
+    try:
+        problem = export(profile, command, code)
+    except Exception as exc:  # the exporter's own failure must not fail the command
+        problem = f"could not export the OpenTelemetry trace: {type(exc).__name__}: {exc}"
+    if problem:
+        _warn(problem)
 
 
 if __name__ == "__main__":  # pragma: no cover

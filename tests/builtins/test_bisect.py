@@ -170,3 +170,21 @@ def test_run_without_a_culprit(run, plugin_dir: Path, conduit_home: Path, tmp_pa
     assert missing.code == 2
     assert "error: cannot run 'no-such-program-xyz'" in missing.err
     assert "Traceback" not in missing.err
+
+
+def test_a_damaged_state_file_is_one_line_and_reset_clears_it(
+    run, plugin_dir: Path, conduit_home: Path
+) -> None:
+    make_plugins(plugin_dir, 2, culprit=None)
+    (conduit_home / "state").mkdir(exist_ok=True)
+    (conduit_home / "state" / "plugins-bisect").write_text("phase: halve\nsplit: x\n")
+    listed = run("plugins", "list")
+    assert listed.code == 0
+    assert "a plugin bisect is active" in listed.err
+    status = run("plugins", "bisect", "status")
+    assert status.code == 1
+    assert status.err.startswith("error: the bisect state ")
+    assert "hint: end the bisect with 'conduit plugins bisect reset'" in status.err
+    assert "Traceback" not in status.err
+    assert run("plugins", "bisect", "reset").code == 0
+    assert "bisect" not in run("plugins", "list").err

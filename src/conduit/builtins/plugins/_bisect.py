@@ -185,8 +185,8 @@ def _describe(state: dict[str, Any]) -> None:
     )
 
 
-def _conclude(path: str, state: dict[str, Any], result: tuple[str, str], apply: bool) -> None:
-    _remove(path)
+def _conclude(state: dict[str, Any], result: tuple[str, str], apply: bool) -> None:
+    """Say what the bisect found (its state file is gone already)."""
     kind, name = result
     steps = f"{state['steps']} step{'s' if state['steps'] != 1 else ''}"
     if state["skipped"]:
@@ -234,8 +234,10 @@ def _step(verdict: str, apply: bool) -> None:
         result = _answer(state, verdict)
         if result is None:
             _save(path, state)
+        else:
+            _remove(path)
     if result is not None:
-        _conclude(path, state, result, apply)
+        _conclude(state, result, apply)
     else:
         _describe(state)
 
@@ -386,6 +388,8 @@ def run_cmd(apply: bool, command: tuple[str, ...]) -> None:
             result = _answer(current, verdict)
             if result is None:
                 _save(path, current)
+            else:
+                _remove(path)
         if result is not None:
-            _conclude(path, current, result, apply)
+            _conclude(current, result, apply)
             return

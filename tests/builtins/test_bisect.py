@@ -183,7 +183,7 @@ def test_a_damaged_state_file_is_one_line_and_reset_clears_it(
     assert "a plugin bisect is active" in listed.err
     status = run("plugins", "bisect", "status")
     assert status.code == 1
-    assert status.err.startswith("error: the bisect state ")
+    assert "\nerror: the bisect state " in status.err and "is damaged\n" in status.err
     assert "hint: end the bisect with 'conduit plugins bisect reset'" in status.err
     assert "Traceback" not in status.err
     assert run("plugins", "bisect", "reset").code == 0

@@ -40,7 +40,7 @@ _OPTION_WORDS = ("--version", "--debug", "--no-plugins", "--profile", "--profile
 
 
 class _Options:
-    __slots__ = ("debug", "help", "no_plugins", "profile", "profile_out", "version")
+    __slots__ = ("command", "debug", "help", "no_plugins", "profile", "profile_out", "version")
 
     def __init__(self) -> None:
         self.debug = False
@@ -49,6 +49,8 @@ class _Options:
         self.no_plugins = False
         self.profile = _env_flag("CONDUIT_PROFILE")
         self.profile_out: str | None = None
+        #: the command word handed to the kernel, once routed (for an OpenTelemetry trace)
+        self.command = ""
 
 
 def _inert(text: str) -> str:
@@ -235,6 +237,29 @@ def _warn(text: str) -> None:
     sys.stderr.write(f"{PROG}: warning: {_inert(text)}\n")
 
 
+#: the state of ``conduit plugins bisect`` in the state directory, while one is active:
+#: ``key: value`` lines; ``disabled:`` names the plugins this step switches off for
+#: every run, ``note:`` says where the bisect stands (builtins/plugins/_bisect.py)
+BISECT_FILE = "plugins-bisect"
+
+
+def read_bisect(path: str) -> tuple[frozenset[str], str]:
+    """The plugins an active bisect disables for this run, and its note."""
+    off: frozenset[str] = frozenset()
+    note = ""
+    try:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key == "disabled":
+                    off = frozenset(value.split())
+                elif key == "note":
+                    note = value.strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        return off, f"its state file {path} cannot be read: {exc}"
+    return off, note
+
+
 def _runtime_disabled(index: Index, no_plugins: bool) -> frozenset[str]:
     names = {n.strip() for n in os.environ.get("CONDUIT_DISABLE_PLUGINS", "").split(",")}
     names.discard("")
@@ -388,7 +413,18 @@ def _run(opts: _Options, args: list[str], profile: Profile) -> int:
         # Rendered once per rebuild for the usual case: nothing disabled for one run.
         render_help=lambda idx: render_help(View(idx, frozenset())),
     )
-    view = View(index, _runtime_disabled(index, opts.no_plugins))
+    disabled = _runtime_disabled(index, opts.no_plugins)
+    # A plugin bisect in progress switches a subset off for every run (one stat otherwise).
+    bisect_file = os.path.join(paths.state_dir, BISECT_FILE)
+    if os.path.exists(bisect_file):
+        bisected, note = read_bisect(bisect_file)
+        disabled = disabled.union(bisected.difference(index["builtins"]))
+        if not completing:
+            _warn(
+                f"a plugin bisect is active ({note or 'see its status'}): end it with "
+                f"'{PROG} plugins bisect reset'"
+            )
+    view = View(index, disabled)
     if not completing:
         for broken in index["broken"]:
             off = broken["disabled"] or broken["name"] in view.disabled
@@ -432,6 +468,7 @@ def _run(opts: _Options, args: list[str], profile: Profile) -> int:
 
     kernel = Kernel(index, paths, disabled=view.disabled, profile=profile)
     code, failure = 1, ""
+    opts.command = word
     try:
         code = kernel.run(plugin, [word, *args[1:]], PROG)
         return code
@@ -488,7 +525,26 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(profile.report() + "\n")
         if opts.profile_out:
             profile.write_chrome_trace(opts.profile_out)
+    if opts.command and (
+        "OTEL_EXPORTER_OTLP_ENDPOINT" in os.environ
+        or "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT" in os.environ
+    ):
+        _export_trace(profile, opts.command, code)
     return code
+
+
+def _export_trace(profile: Profile, command: str, code: int) -> None:
+    """The run as an OpenTelemetry trace (conduit/otel.py); a failure is one warning."""
+    from conduit.otel import export, wanted
+
+    if not wanted(os.environ):
+        return
+    try:
+        problem = export(profile, command, code)
+    except Exception as exc:  # the exporter's own failure must not fail the command
+        problem = f"could not export the OpenTelemetry trace: {type(exc).__name__}: {exc}"
+    if problem:
+        _warn(problem)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -161,7 +161,8 @@ if not TYPE_CHECKING:
 
 
 class Plugin:
-    """Base class for plugins. Override :meth:`boot`; :meth:`shutdown` is optional.
+    """Base class for plugins. Override :meth:`boot`; :meth:`shutdown` and
+    :meth:`health` are optional.
 
     The entry point (or a single-file plugin's ``entry``) may name the subclass, which
     the kernel instantiates without arguments, or an instance.
@@ -192,6 +193,17 @@ class Plugin:
         Called when the plugin is deactivated, which the command line does after every
         command. Registrations are removed by the kernel. The default does nothing.
         """
+
+    def health(self) -> str | tuple[str, str] | None:
+        """Optional: say whether this plugin can do its work (``conduit plugins health``).
+
+        Return ``"ok"``, ``"warning"`` or ``"failing"``, or a pair such as
+        ``("warning", "token expires in 3 days")``. Keep it quick: it is called after
+        :meth:`boot`, and one that raises or does not answer within the timeout is
+        reported as failing with the error's first line. The default returns ``None``:
+        no health check, reported as ok. Since plugin API 1.5.
+        """
+        return None
 
 
 class PluginDeprecationWarning(DeprecationWarning):

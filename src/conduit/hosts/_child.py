@@ -368,6 +368,10 @@ class Child:
             raise _plugin_error(exc) from None
 
     def health(self, params: dict[str, Any]) -> dict[str, Any]:
+        plugin = params.get("plugin")
+        if plugin in self.records:  # the plugin's own health(); the kernel side times it
+            status, message = self.host.plugin_health(self.records[plugin], None)
+            return {"status": status, "message": message, "pid": os.getpid()}
         # The current resident size, from /proc: getrusage's high-water mark is carried
         # over fork and exec, so it would report the kernel's peak, not this host's.
         rss_kb = None

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from conduit.indexer.records import PluginRec
     from conduit.timing import Profile
 
-__all__ = ["InProcessHost", "file_module_name", "load_entry"]
+__all__ = ["HEALTH_STATES", "InProcessHost", "file_module_name", "health_result", "load_entry"]
 
 _DEBUG_HINT = "run with --debug for the traceback; 'conduit plugins disable {name}' turns it off"
 
@@ -201,6 +201,36 @@ class InProcessHost:
                     name, f"failed to shut down: {type(exc).__name__}: {exc}"
                 ) from exc
 
+    def plugin_health(self, record: PluginRec, timeout: float | None) -> tuple[str, str]:
+        """The plugin's ``health()`` as ``(status, message)``; a plugin without one is ok.
+
+        It runs in a thread of its own so that one that hangs is reported after
+        ``timeout`` seconds (the thread is left behind, a daemon: the command ends soon
+        after); one that raises, or returns something else than the SDK allows, is
+        ``failing`` with a one-line message.
+        """
+        plugin = self._instances.get(record["name"])
+        check = getattr(plugin, "health", None)
+        if not callable(check):
+            return "ok", "no health check"
+        import threading
+
+        answer: list[tuple[str, str]] = []
+
+        def call() -> None:
+            try:
+                answer.append(health_result(check()))
+            except BaseException as exc:  # a plugin's own failure, whatever it is
+                answer.append(("failing", f"health() raised {type(exc).__name__}: {exc}"))
+
+        thread = threading.Thread(target=call, name=f"health:{record['name']}", daemon=True)
+        thread.start()
+        thread.join(timeout)
+        if not answer:
+            return "failing", f"health() did not answer within {timeout or 0:g} s"
+        status, message = answer[0]
+        return status, message.strip().splitlines()[0] if message.strip() else ""
+
     # -- running -----------------------------------------------------------------------
     def _command(self, record: PluginRec, ctx: HostContext, word: str) -> click.Command:
         import click
@@ -249,3 +279,27 @@ class InProcessHost:
             raise CommandFailed(record["name"], word, exc) from exc
         # Click's standalone mode always ends in SystemExit; this is for safety only.
         return 0  # type: ignore[unreachable]
+
+
+HEALTH_STATES = ("ok", "warning", "failing")
+
+
+def health_result(value: Any) -> tuple[str, str]:
+    """What a plugin's ``health()`` returned, as ``(status, message)`` (conduit.sdk)."""
+    if value is None:
+        return "ok", "no health check"
+    if isinstance(value, str) and value in HEALTH_STATES:
+        return value, ""
+    if (
+        isinstance(value, (tuple, list))
+        and len(value) == 2
+        and value[0] in HEALTH_STATES
+        and isinstance(value[1], str)
+    ):
+        return value[0], value[1]
+    shown = repr(value)
+    shown = shown if len(shown) <= 60 else shown[:57] + "..."
+    return "failing", (
+        f"health() returned {shown}: expected 'ok', 'warning' or 'failing', or a pair "
+        "(status, message)"
+    )

@@ -672,6 +672,20 @@ class ProcessHost:
 
         return clean_metrics(self.call(name, "metrics", {"plugin": name}, self.settings.timeout))
 
+    def plugin_health(self, record: PluginRec, timeout: float | None) -> tuple[str, str]:
+        """The plugin's ``health()``, run in its host (``health`` with ``plugin``); a host
+        that fails or does not answer within ``timeout`` makes it ``failing``."""
+        from conduit.hosts.inprocess import health_result
+
+        name = record["name"]
+        try:
+            answer = self.call(name, "health", {"plugin": name}, timeout)
+        except ConduitError as exc:
+            return "failing", exc.message
+        if not isinstance(answer, dict):
+            return "failing", f"its host answered 'health' with {type(answer).__name__}"
+        return health_result((answer.get("status"), str(answer.get("message", ""))))
+
     def deactivate(self, record: PluginRec, ctx: HostContext) -> None:
         self._metrics.discard(record["name"])
         self.plugins.discard(record["name"])

@@ -41,6 +41,8 @@ LAZY_COMMANDS: dict[str, str] = {
     "search": "conduit.builtins.plugins._store:search_cmd",
     "build": "conduit.builtins.plugins._wasm:build_cmd",
     "cache": "conduit.builtins.plugins._cache:cache_cmd",
+    "bisect": "conduit.builtins.plugins._bisect:bisect_cmd",
+    "health": "conduit.builtins.plugins._health:health_cmd",
 }
 
 

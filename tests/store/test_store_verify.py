@@ -83,7 +83,7 @@ def test_a_release_that_fails_to_load_is_rolled_back_with_its_error(
 ) -> None:
     venv: Venv = make_venv()
     assert venv.conduit("plugins", "install", "cverify-vx").returncode == 0
-    lock = (conduit_home / "conduit.lock").read_bytes()
+    lock = (conduit_home / "pylock.conduit.toml").read_bytes()
     vindex.add(vwheels[kind])
 
     r = venv.conduit("plugins", "update")
@@ -97,7 +97,7 @@ def test_a_release_that_fails_to_load_is_rolled_back_with_its_error(
     assert r.stdout == ""  # piped: the result only, and there is none
     # the environment and the lock as they were; the old release still runs
     assert dists(venv) == {"cverify-vx": "1.0.0"}
-    assert (conduit_home / "conduit.lock").read_bytes() == lock
+    assert (conduit_home / "pylock.conduit.toml").read_bytes() == lock
     assert venv.conduit("vx-run").stdout == "vx 1.0.0\n"
 
     # --debug adds the plugin's traceback from the child that booted it

@@ -9,16 +9,21 @@ repository per worker thread.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
 
 import click
 
 from conduit.sdk import ConduitError, Plugin, PluginContext
 
+# Not typing's: importing typing would be most of this plugin's import time.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
+    from typing import Any
 
-__all__ = ["RepoStatus", "ReposPlugin", "find_repositories", "status"]
+    #: one repository's state, as ``status()`` returns it
+    RepoStatus = dict[str, Any]
+
+__all__ = ["ReposPlugin", "find_repositories", "status"]
 
 #: how deep below a root repositories are looked for
 MAX_DEPTH = 4
@@ -157,7 +162,6 @@ def repos_group() -> None:
 
 
 # -- status ---------------------------------------------------------------------------------
-RepoStatus = dict[str, Any]
 
 
 def status(repo: str) -> RepoStatus:

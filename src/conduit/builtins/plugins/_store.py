@@ -166,7 +166,7 @@ def sync_cmd(reinstall: bool, **opts: Any) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--refresh", is_flag=True, help="Fetch the catalog even if the cache is fresh.")
 def search_cmd(term: str, as_json: bool, refresh: bool) -> None:
-    """Search the plugin catalogs (Conduit's own, and [store] catalog); all without TERM."""
+    """Search the plugin catalogs (every entry without TERM)."""
     from conduit.builtins.plugins._common import current_index, table
     from conduit.config import read_settings
     from conduit.paths import resolve

@@ -58,7 +58,7 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE UNIQUE INDEX notes_uid ON notes(uid);
     CREATE VIRTUAL TABLE notes_fts USING fts5(
         body, tags, content='notes', content_rowid='id',
-        tokenize='unicode61 remove_diacritics 2'
+        tokenize='porter unicode61 remove_diacritics 2'
     );
     CREATE TRIGGER notes_fts_insert AFTER INSERT ON notes BEGIN
         INSERT INTO notes_fts(rowid, body, tags) VALUES (new.id, new.body, new.tags);
@@ -139,15 +139,18 @@ class Store:
             self.db.execute("PRAGMA synchronous = NORMAL")  # WAL: durable at checkpoints
             self._migrate()
         except sqlite3.OperationalError as exc:
-            if "locked" in str(exc) or "busy" in str(exc):
-                raise ConduitError(
-                    f"know: the notes database {self.path} stayed locked for "
-                    f"{BUSY_TIMEOUT_S:g} s by another process",
-                    hint="wait for the other 'conduit know' command to finish, then retry",
-                ) from None
+            if _is_locked(exc):
+                raise self._locked() from None
             raise self._damaged(exc) from None
         except sqlite3.DatabaseError as exc:  # "file is not a database", "malformed"
             raise self._damaged(exc) from None
+
+    def _locked(self) -> ConduitError:
+        return ConduitError(
+            f"know: the notes database {self.path} stayed locked by another process for "
+            f"{BUSY_TIMEOUT_S:g} s",
+            hint="wait for the other 'conduit know' command to finish, then retry",
+        )
 
     def _version(self) -> int:
         return int(self.db.execute("PRAGMA user_version").fetchone()[0])
@@ -177,13 +180,19 @@ class Store:
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """``BEGIN IMMEDIATE`` ... ``COMMIT``, or ``ROLLBACK`` if anything raised: the
         write lock is taken up front, so two writers never deadlock on an upgrade."""
-        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if _is_locked(exc):
+                raise self._locked() from None
+            raise
         try:
             yield self.db
+            self.db.execute("COMMIT")
         except BaseException:
-            self.db.execute("ROLLBACK")
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
             raise
-        self.db.execute("COMMIT")
 
     # -- notes -----------------------------------------------------------------------------
     def add(
@@ -273,7 +282,7 @@ class Store:
         cond, args = self._filters(tags, repo)
         columns = ", ".join(f"notes.{c.strip()}" for c in _COLUMNS.split(","))
         sql = (
-            f"SELECT {columns}, snippet(notes_fts, -1, '{MARK_START}', '{MARK_END}', '…', 12)"
+            f"SELECT {columns}, snippet(notes_fts, 0, '{MARK_START}', '{MARK_END}', '…', 12)"
             " AS snippet, bm25(notes_fts, 1.0, 2.0) AS rank"
             " FROM notes_fts JOIN notes ON notes.id = notes_fts.rowid"
             f" WHERE notes_fts MATCH ?{cond} ORDER BY rank, notes.id DESC LIMIT ?"
@@ -297,6 +306,10 @@ class Store:
                 ) from None
             return [_row(r) | {"snippet": r["snippet"], "rank": r["rank"]} for r in rows]
         raise AssertionError("unreachable: the literal query raised or returned")
+
+
+def _is_locked(exc: sqlite3.OperationalError) -> bool:
+    return "locked" in str(exc) or "busy" in str(exc)
 
 
 def literal_query(query: str) -> str:

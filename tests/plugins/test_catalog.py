@@ -4,6 +4,7 @@ entry without a term, marks installed plugins, and merges a configured catalog."
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from conduit.testing import Conduit
@@ -16,7 +17,7 @@ def test_search_works_out_of_the_box_and_lists_everything_without_a_term(
     assert r.exit_code == 0, r.stderr
     names = [line.split()[0] for line in r.stdout.splitlines()[1:]]
     assert names == ["env", "github", "know", "repos"]
-    assert "repos (installed)  conduit-devtool" in r.stdout  # installed entries marked
+    assert re.search(r"^repos \(installed\) +conduit-devtool ", r.stdout, re.M)  # marked
     r = kit.run("plugins", "search", "dotenv", "--json")
     [entry] = json.loads(r.stdout)
     assert entry["name"] == "env" and entry["installed"] is True
@@ -47,5 +48,22 @@ def test_a_configured_catalog_adds_entries_but_cannot_take_a_first_party_name(
     assert got["repos"]["package"] == "conduit-devtool"
     assert got["weather"]["catalog"] == other.as_uri()
     assert got["weather"]["installed"] is True
-    assert got["github"]["installed"] is False
+    assert all(got[n]["installed"] for n in ("repos", "know", "github", "env"))
     assert "evil-repos" not in r.stdout
+
+
+def test_the_default_catalog_matches_the_first_party_manifests() -> None:
+    """Each shipped catalog entry names a first-party plugin and shows what its manifest
+    declares, so that `plugins search` never understates what a plugin asks for."""
+    import tomllib
+
+    import conduit.store
+    import conduit_plugins
+
+    catalog = json.loads((Path(conduit.store.__file__).parent / "default-catalog.json").read_text())
+    plugins = Path(conduit_plugins.__file__).parent
+    shipped = sorted(p.name for p in plugins.iterdir() if (p / "conduit-plugin.toml").is_file())
+    assert sorted(e["name"] for e in catalog) == shipped
+    for entry in catalog:
+        manifest = tomllib.loads((plugins / entry["name"] / "conduit-plugin.toml").read_text())
+        assert entry["capabilities"] == manifest.get("capabilities", []), entry["name"]

@@ -133,8 +133,12 @@ def make_wheel(
     api: str = ">=1.0,<2",
     requires: tuple[str, ...] = (),
     capabilities: tuple[str, ...] = (),
+    code: str = "",
+    manifest: str = "",
 ) -> Path:
-    """Write a real wheel (PEP 427): a plugin package with one command, or a plain library."""
+    """Write a real wheel (PEP 427): a plugin package with one command, or a plain library.
+    ``code`` goes at the end of the plugin's module, ``manifest`` at the end of its
+    manifest's top-level table (``isolation = "process"``)."""
     pkg = dist.replace("-", "_")
     files: dict[str, str] = {}
     if plugin is None:
@@ -144,13 +148,14 @@ def make_wheel(
         files[f"{pkg}/__init__.py"] = ""
         files[f"{pkg}/conduit-plugin.toml"] = (
             f'api = "{api}"\ndescription = "{plugin} {version}"\ncapabilities = [{caps}]\n'
+            f"{manifest}"
             f'[[commands]]\nname = "{plugin}-run"\nhelp = "Run {plugin}."\n'
         )
         files[f"{pkg}/plugin.py"] = (
             "import click\nfrom conduit.sdk import Plugin as Base\n"
             f"@click.command('{plugin}-run')\ndef run():\n    click.echo('{plugin} {version}')\n"
             "class Plugin(Base):\n    def boot(self, ctx):\n        ctx.register_command(run)\n"
-        )
+        ) + code
     info = f"{pkg}-{version}.dist-info"
     meta = f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n"
     meta += "".join(f"Requires-Dist: {r}\n" for r in requires)

@@ -1,19 +1,20 @@
 #!/usr/bin/env python3
-"""Benchmark: installing one small plugin with ``conduit plugins install``, uv and pip.
+"""Benchmark: installing, updating and removing one small plugin: Conduit against uv and pip.
 
 Builds a venv with Conduit (and pip), serves one small plugin wheel from a PEP 503 index
-on 127.0.0.1, and times, in interleaved rounds (shuffled order each round):
+on 127.0.0.1, and times, in interleaved rounds (the four lanes in shuffled order each
+round), each lane running install, update --dry-run and uninstall of that plugin:
 
-- ``uv pip install --python PY cstore-hello``          (baseline: the installer alone)
-- ``conduit plugins install cstore-hello --installer uv``
-- ``PY -m pip install cstore-hello``                    (baseline)
-- ``conduit plugins install cstore-hello --installer pip``
+- uv alone: ``uv pip install``, ``uv pip install --dry-run --upgrade``, ``uv pip uninstall``
+- ``conduit plugins install | update --dry-run | uninstall --installer uv``
+- pip alone: ``pip install``, ``pip install --dry-run --upgrade``, ``pip uninstall``
+- ``conduit plugins install | update --dry-run | uninstall --installer pip``
 
-Each install starts from the same state (the plugin is uninstalled, untimed, before it)
-with warm caches (a private uv and pip cache, filled by an untimed first round). Conduit's
+Caches are warm (a private uv and pip cache, filled by an untimed first round). Conduit's
 figure includes what it adds around the installer: reading the environment, the
 constraints file, validating the new plugin in a fresh interpreter (an index rebuild) and
-writing conduit.lock (one more ``uv pip compile``/``pip --dry-run`` for the hashes).
+writing pylock.conduit.toml (one more ``uv pip compile --format pylock.toml`` for the
+file URLs and hashes with uv; none with pip, whose ``--report`` of the install has them).
 
     .venv/bin/python benchmarks/store/run.py [--rounds 9] [--cpu 1]
 
@@ -90,58 +91,94 @@ def main() -> None:
         env.pop("VIRTUAL_ENV", None)
         env.pop("PYTHONDONTWRITEBYTECODE", None)  # users have .pyc files; round 0 writes them
         pin = ["taskset", "-c", args.cpu]
-        conduit = str(venv / "bin" / "conduit")
-        rows = {
-            "uv pip install (baseline)": (
-                [
-                    *pin,
-                    UV,
-                    "pip",
+        conduit = [*pin, str(venv / "bin" / "conduit")]
+        uv = [*pin, UV, "pip"]
+        pip = [*pin, py, "-m", "pip"]
+        quiet_pip = ["-q", "--disable-pip-version-check"]
+        # One lane per installer and tool; each round runs a lane's three operations in
+        # order (install, update --dry-run, uninstall), every one timed; the lanes run in
+        # shuffled order each round.
+        lanes: dict[str, list[tuple[str, list[str]]]] = {
+            "uv": [
+                (
                     "install",
-                    "-q",
-                    "--python",
-                    py,
-                    "--index-url",
-                    index.url,
-                    "cstore-hello",
-                ],
-                [UV, "pip", "uninstall", "-q", "--python", py, "cstore-hello"],
-            ),
-            "conduit plugins install (uv)": (
-                [*pin, conduit, "plugins", "install", "cstore-hello", "--installer", "uv"],
-                [conduit, "plugins", "uninstall", "hello", "--installer", "uv"],
-            ),
-            "pip install (baseline)": (
-                [
-                    *pin,
-                    py,
-                    "-m",
-                    "pip",
+                    [
+                        *uv,
+                        "install",
+                        "-q",
+                        "--python",
+                        py,
+                        "--index-url",
+                        index.url,
+                        "cstore-hello",
+                    ],
+                ),
+                (
+                    "update --dry-run",
+                    [
+                        *uv,
+                        "install",
+                        "-q",
+                        "--dry-run",
+                        "--upgrade",
+                        "--python",
+                        py,
+                        "--index-url",
+                        index.url,
+                        "cstore-hello",
+                    ],
+                ),
+                ("uninstall", [*uv, "uninstall", "-q", "--python", py, "cstore-hello"]),
+            ],
+            "conduit (uv)": [
+                ("install", [*conduit, "plugins", "install", "cstore-hello", "--installer", "uv"]),
+                (
+                    "update --dry-run",
+                    [*conduit, "plugins", "update", "--dry-run", "--installer", "uv"],
+                ),
+                ("uninstall", [*conduit, "plugins", "uninstall", "hello", "--installer", "uv"]),
+            ],
+            "pip": [
+                (
                     "install",
-                    "-q",
-                    "--disable-pip-version-check",
-                    "--index-url",
-                    index.url,
-                    "cstore-hello",
-                ],
-                [py, "-m", "pip", "uninstall", "-y", "-q", "cstore-hello"],
-            ),
-            "conduit plugins install (pip)": (
-                [*pin, conduit, "plugins", "install", "cstore-hello", "--installer", "pip"],
-                [conduit, "plugins", "uninstall", "hello", "--installer", "pip"],
-            ),
+                    [*pip, "install", *quiet_pip, "--index-url", index.url, "cstore-hello"],
+                ),
+                (
+                    "update --dry-run",
+                    [
+                        *pip,
+                        "install",
+                        *quiet_pip,
+                        "--dry-run",
+                        "--upgrade",
+                        "--index-url",
+                        index.url,
+                        "cstore-hello",
+                    ],
+                ),
+                ("uninstall", [*pip, "uninstall", "-y", "-q", "cstore-hello"]),
+            ],
+            "conduit (pip)": [
+                ("install", [*conduit, "plugins", "install", "cstore-hello", "--installer", "pip"]),
+                (
+                    "update --dry-run",
+                    [*conduit, "plugins", "update", "--dry-run", "--installer", "pip"],
+                ),
+                ("uninstall", [*conduit, "plugins", "uninstall", "hello", "--installer", "pip"]),
+            ],
         }
-        times: dict[str, list[float]] = {k: [] for k in rows}
+        times: dict[tuple[str, str], list[float]] = {
+            (lane, op): [] for lane, ops in lanes.items() for op, _ in ops
+        }
         load_start = os.getloadavg()
         for r in range(args.rounds + 1):
-            order = list(rows)
+            order = list(lanes)
             random.shuffle(order)
-            for name in order:
-                install, uninstall = rows[name]
-                took = sh(install, env)
-                sh(uninstall, env)
-                if r > 0:  # round 0 fills the caches
-                    times[name].append(took)
+            for lane in order:
+                for op, argv in lanes[lane]:
+                    took = sh(argv, env)
+                    if r > 0:  # round 0 fills the caches and writes the .pyc files
+                        times[lane, op].append(took)
             print(f"round {r}/{args.rounds}", file=sys.stderr)
         index.close()
         load_end = os.getloadavg()
@@ -152,14 +189,14 @@ def main() -> None:
             f"everything timed under `taskset -c {args.cpu}`, {args.rounds} interleaved rounds, "
             f"load average {load_start[0]:.2f} at start, {load_end[0]:.2f} at end\n"
         )
-        print("| command | median (ms) | min-max (ms) | ratio to its installer alone |")
-        print("|---|---:|---:|---:|")
-        for name, v in times.items():
-            base = (
-                med["uv pip install (baseline)"] if "uv" in name else med["pip install (baseline)"]
-            )
-            spread = f"{min(v) * 1000:.0f}-{max(v) * 1000:.0f}"
-            print(f"| {name} | {med[name]:.0f} | {spread} | {med[name] / base:.2f} |")
+        print("| operation | installer alone (ms) | conduit (ms) | min-max conduit (ms) | ratio |")
+        print("|---|---:|---:|---:|---:|")
+        for tool in ("uv", "pip"):
+            for op, _ in lanes[tool]:
+                base, mine = med[tool, op], med[f"conduit ({tool})", op]
+                v = times[f"conduit ({tool})", op]
+                spread = f"{min(v) * 1000:.0f}-{max(v) * 1000:.0f}"
+                print(f"| {op} ({tool}) | {base:.0f} | {mine:.0f} | {spread} | {mine / base:.2f} |")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

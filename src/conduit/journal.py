@@ -35,6 +35,7 @@ __all__ = [
     "journal_file",
     "lock_drift",
     "read_journal",
+    "store_lock_file",
     "write_journal",
 ]
 
@@ -77,8 +78,44 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def store_lock_file(paths: Paths) -> str:
+    """The file a store operation holds locked from start to end (``conduit.fs.locked``
+    of ``paths.store_file("env")``, filelock's ``flock`` on POSIX)."""
+    return paths.store_file("env") + ".lock"
+
+
+def _lock_held(path: str) -> bool | None:
+    """Whether a process holds ``path`` locked now; None where this cannot be told."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: fall back to the journal's pid
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        except OSError:
+            return None
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
 def _journal_state(paths: Paths) -> tuple[str, bool] | None:
-    """``(op, running)`` of the journal, or None when there is none."""
+    """``(op, running)`` of the journal, or None when there is none.
+
+    Running means that a process holds the store lock now: a lock dies with its holder,
+    so a killed operation is told from a running one even when the kernel has given the
+    killed Conduit's pid to another process since (the pid is the fallback where locks
+    cannot be probed)."""
     try:
         entry = read_journal(journal_file(paths))
         if entry is None:
@@ -86,7 +123,8 @@ def _journal_state(paths: Paths) -> tuple[str, bool] | None:
         pid, op = int(entry["pid"]), str(entry["op"])
     except (OSError, ValueError, KeyError, TypeError):
         pid, op = 0, "plugin operation"
-    return op, _alive(pid)
+    held = _lock_held(store_lock_file(paths))
+    return op, _alive(pid) if held is None else held
 
 
 def interrupted_operation(paths: Paths) -> str | None:
@@ -167,7 +205,9 @@ def lock_drift(paths: Paths, plugin_dists: dict[str, str]) -> str | None:
     try:
         with open(lock_path, "rb") as f:
             data = tomllib.load(f)
-        locked = {_canonical(str(p["name"])): str(p["version"]) for p in data.get("package", [])}
+        # "packages": PEP 751 (pylock.conduit.toml); "package": the older conduit.lock
+        entries = data.get("packages", data.get("package", []))
+        locked = {_canonical(str(p["name"])): str(p["version"]) for p in entries}
     except FileNotFoundError:
         return None  # removed on purpose: nothing to compare with
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
@@ -193,9 +233,11 @@ def lock_drift(paths: Paths, plugin_dists: dict[str, str]) -> str | None:
         return None
     if len(differences) > 5:
         differences[4:] = [f"and {len(differences) - 4} more"]
-    default = os.path.join(paths.config_dir, "conduit.lock")
+    defaults = [os.path.join(paths.config_dir, n) for n in ("pylock.conduit.toml", "conduit.lock")]
     option = (
-        "" if os.path.abspath(lock_path) == os.path.abspath(default) else f" --lock {lock_path}"
+        ""
+        if os.path.abspath(lock_path) in [os.path.abspath(d) for d in defaults]
+        else f" --lock {lock_path}"
     )
     return (
         f"{DRIFT}{lock_path} ({'; '.join(differences)}): run "

@@ -156,7 +156,7 @@ def test_template_end_to_end(venv: Path, tmp_path: Path, conduit_home: Path, tem
         assert r.returncode == 0, r.stdout + r.stderr
         assert "+ conduit-greeter 0.1.0\n" in r.stdout
         assert "asks for" not in r.stdout  # the templates ask for no capabilities
-        assert "conduit-greeter" in (conduit_home / "conduit.lock").read_text()
+        assert "conduit-greeter" in (conduit_home / "pylock.conduit.toml").read_text()
     try:
         r = _run([conduit, "greeter", "Ada", "--shout"], tmp_path)
         assert (r.returncode, r.stdout, r.stderr) == (0, "HELLO, ADA!\n", "")

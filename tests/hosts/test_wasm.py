@@ -1291,7 +1291,7 @@ def test_install_points_webassembly_plugins_to_build(tmp_path, conduit_home, run
     result = run("plugins", "install", str(module_file))
     assert result.code == 2
     assert f"error: {module_file} is a WebAssembly module, not a Python distribution" in result.err
-    assert not (conduit_home / "conduit.lock").exists()  # nothing ran
+    assert not (conduit_home / "pylock.conduit.toml").exists()  # nothing ran
 
 
 def test_build_lists_the_capabilities_to_grant(tmp_path, conduit_home, run):

@@ -50,8 +50,30 @@ def test_a_journal_reads_back_as_written(conduit_home: Path) -> None:
 
 
 def test_an_operation_still_running_is_not_reported(conduit_home: Path) -> None:
+    """Running: a process holds the store lock (as ``Store._locked`` does)."""
+    paths = resolve()
+    write_journal(journal(conduit_home), {"op": "install", "pid": dead_pid()})
+    code = (
+        "import sys; from conduit.fs import locked; from conduit.paths import resolve\n"
+        "with locked(resolve().store_file('env')):\n"
+        "    print('held', flush=True); sys.stdin.read()\n"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        assert interrupted_operation(paths) is None
+    finally:
+        holder.communicate("")
+    assert interrupted_operation(paths) == WARNING.format(op="install")
+
+
+def test_a_killed_operation_whose_pid_was_reused_is_reported(conduit_home: Path) -> None:
+    """The pid of the killed Conduit now names a live process (this one): the store lock,
+    which died with the killed process, tells."""
     write_journal(journal(conduit_home), {"op": "install", "pid": os.getpid()})
-    assert interrupted_operation(resolve()) is None
+    assert interrupted_operation(resolve()) == WARNING.format(op="install")
 
 
 def test_a_killed_operation_is_reported_by_name(conduit_home: Path, run) -> None:  # type: ignore[no-untyped-def]

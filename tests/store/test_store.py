@@ -147,10 +147,18 @@ def make_venv(tmp_path: Path, conduit_wheel: Path):  # type: ignore[no-untyped-d
 
 
 def lock_of(home: Path) -> dict[str, dict[str, object]]:
-    import tomllib
+    """The lock file's packages as Conduit reads them (hashes, url, index, find-links,
+    requested, plugins), by name."""
+    import msgspec
 
-    data = tomllib.loads((home / "conduit.lock").read_text())
-    return {p["name"]: p for p in data["package"]}
+    from conduit.store import lockfile
+
+    lock = lockfile.read(str(home / "pylock.conduit.toml"))
+    assert lock is not None
+    return {
+        p.name: {k: v for k, v in msgspec.to_builtins(p).items() if v not in (None, [])}
+        for p in lock.package
+    }
 
 
 # -- tests ----------------------------------------------------------------------------------
@@ -205,7 +213,7 @@ def test_install_upgrade_uninstall_with_uv(
     r = venv.conduit("plugins", "uninstall", "hello")
     assert r.returncode == 0, r.stderr
     assert venv.dists() == {}
-    assert "[[package]]" not in (conduit_home / "conduit.lock").read_text()
+    assert "[[packages]]" not in (conduit_home / "pylock.conduit.toml").read_text()
     assert venv.conduit("hello-run").returncode == 2
 
 
@@ -215,7 +223,7 @@ def test_a_version_refused_for_its_api_range_restores_the_previous_one(
     venv = make_venv()
     assert venv.conduit("plugins", "install", "cstore-hello==2.0.0").returncode == 0
     assert venv.conduit("plugins", "grant", "hello", "network:http").returncode == 0
-    lock_before = (conduit_home / "conduit.lock").read_bytes()
+    lock_before = (conduit_home / "pylock.conduit.toml").read_bytes()
 
     r = venv.conduit("plugins", "install", "cstore-hello==3.0.0")
     assert r.returncode == 1
@@ -225,7 +233,7 @@ def test_a_version_refused_for_its_api_range_restores_the_previous_one(
     assert "Traceback" not in r.stderr
     assert venv.dists() == {"cstore-hello": "2.0.0", "cstore-dep": "1.0.0"}
     assert venv.conduit("hello-run").stdout == "hello 2.0.0\n"
-    assert (conduit_home / "conduit.lock").read_bytes() == lock_before
+    assert (conduit_home / "pylock.conduit.toml").read_bytes() == lock_before
     assert not list((conduit_home / "state" / "store").glob("journal-*"))
 
 
@@ -317,20 +325,21 @@ def test_sync_reproduces_a_lock_in_a_fresh_venv_and_refuses_a_bad_hash(
     project = tmp_path / "project"
     project.mkdir()
     (project / ".git").mkdir()
-    shutil.copy(conduit_home / "conduit.lock", project / "conduit.lock")
-    good = (project / "conduit.lock").read_text()
+    shutil.copy(conduit_home / "pylock.conduit.toml", project / "pylock.conduit.toml")
+    good = (project / "pylock.conduit.toml").read_text()
 
     fresh = make_venv()
     # a tampered hash: refused, nothing installed
-    dep_hash = lock_of(conduit_home)["cstore-dep"]["hashes"][0]
-    (project / "conduit.lock").write_text(good.replace(str(dep_hash), "sha256:" + "0" * 64))
+    dep_hash = str(lock_of(conduit_home)["cstore-dep"]["hashes"][0]).partition(":")[2]  # type: ignore[index]
+    assert dep_hash in good
+    (project / "pylock.conduit.toml").write_text(good.replace(dep_hash, "0" * 64))
     r = fresh.conduit("plugins", "sync", cwd=project)
     assert r.returncode == 1
     assert "hash mismatch" in r.stderr.splitlines()[0]
     assert fresh.dists() == {}
 
     # the committed lock, found in the current project: the same environment
-    (project / "conduit.lock").write_text(good)
+    (project / "pylock.conduit.toml").write_text(good)
     r = fresh.conduit("plugins", "sync", cwd=project)
     assert r.returncode == 0, r.stderr
     assert (
@@ -346,15 +355,15 @@ def test_sync_reproduces_a_lock_in_a_fresh_venv_and_refuses_a_bad_hash(
     assert fresh.conduit("hello-run").stdout == "hello 2.0.0\n"
 
     # sync removes what the lock does not have; the lock file itself is not touched
-    (project / "conduit.lock").write_text(
-        good.split('\n[[package]]\nname = "cstore-world"')[0] + "\n"
+    (project / "pylock.conduit.toml").write_text(
+        good.split('\n[[packages]]\nname = "cstore-world"')[0] + "\n"
     )
-    trimmed = (project / "conduit.lock").read_bytes()
+    trimmed = (project / "pylock.conduit.toml").read_bytes()
     r = fresh.conduit("plugins", "sync", cwd=project)
     assert r.returncode == 0, r.stderr
     assert "- cstore-world 1.0.0" in r.stdout
     assert fresh.dists() == {"cstore-hello": "2.0.0", "cstore-dep": "1.0.0"}
-    assert (project / "conduit.lock").read_bytes() == trimmed
+    assert (project / "pylock.conduit.toml").read_bytes() == trimmed
 
 
 def test_two_concurrent_installs_are_serialised(
@@ -376,7 +385,7 @@ def test_sigkill_mid_install_keeps_the_previous_state_and_lock(
 ) -> None:
     venv = make_venv()
     assert venv.conduit("plugins", "install", "cstore-hello==1.0.0").returncode == 0
-    lock_before = (conduit_home / "conduit.lock").read_bytes()
+    lock_before = (conduit_home / "pylock.conduit.toml").read_bytes()
 
     # Once the installer has changed the environment, Conduit rebuilds its plugin index
     # (under the index's file lock) before it writes the lock file: holding that file lock
@@ -398,7 +407,7 @@ def test_sigkill_mid_install_keeps_the_previous_state_and_lock(
     assert proc.returncode == -signal.SIGKILL
     time.sleep(0.2)  # the installer child died with its parent; let the dust settle
 
-    assert (conduit_home / "conduit.lock").read_bytes() == lock_before
+    assert (conduit_home / "pylock.conduit.toml").read_bytes() == lock_before
     assert list((conduit_home / "state" / "store").glob("journal-*"))
     r = venv.conduit("--help")
     assert r.returncode == 0
@@ -413,7 +422,7 @@ def test_sigkill_mid_install_keeps_the_previous_state_and_lock(
     assert venv.dists() == {"cstore-hello": "1.0.0"}
     r = venv.conduit("hello-run")
     assert (r.stdout, r.stderr) == ("hello 1.0.0\n", "")  # the warning is gone too
-    assert (conduit_home / "conduit.lock").read_bytes() == lock_before
+    assert (conduit_home / "pylock.conduit.toml").read_bytes() == lock_before
     assert not list((conduit_home / "state" / "store").glob("journal-*"))
 
 
@@ -478,7 +487,7 @@ def test_lock_fails_and_names_a_version_the_index_does_not_offer(
 ) -> None:
     venv = make_venv()
     assert venv.conduit("plugins", "install", "cstore-world").returncode == 0
-    lock_before = (conduit_home / "conduit.lock").read_bytes()
+    lock_before = (conduit_home / "pylock.conduit.toml").read_bytes()
     # withdrawn from the index it came from (which the lock remembers)
     for f in (index.root / "files").glob("cstore_world-*"):
         f.unlink()
@@ -488,7 +497,7 @@ def test_lock_fails_and_names_a_version_the_index_does_not_offer(
     assert r.returncode == 1
     assert r.stderr.startswith("error: ")
     assert "cstore-world" in r.stderr.splitlines()[0]
-    assert (conduit_home / "conduit.lock").read_bytes() == lock_before
+    assert (conduit_home / "pylock.conduit.toml").read_bytes() == lock_before
 
 
 DEP_PLUGIN = """\
@@ -568,8 +577,9 @@ def test_progress_on_a_terminal_quiet_otherwise(make_venv, index: PackageIndex) 
     argv = [str(venv.root / "bin" / "conduit"), "plugins", "install", "cstore-hello==1.0.0"]
     code, out, terminal = pty_run(argv, None, venv.env, timeout=300, pipe_stdout=True)
     assert code == 0, terminal
-    assert "install: cstore-hello==1.0.0 (with uv)" in terminal
-    assert "validating the new plugins ..." in terminal
+    assert "conduit: installing cstore-hello==1.0.0 (with uv) ..." in terminal
+    assert "conduit: checking the new plugins ..." in terminal
+    assert "conduit: verifying hello ..." in terminal
     assert out.startswith("+ cstore-hello 1.0.0\n")
 
 
@@ -632,7 +642,7 @@ def test_update_refuses_a_version_that_needs_another_conduit(
     venv = make_venv()
     assert venv.conduit("plugins", "install", "cstore-hello").returncode == 0
     assert venv.dists()["cstore-hello"] == "2.0.0"
-    lock_before = (conduit_home / "conduit.lock").read_bytes()
+    lock_before = (conduit_home / "pylock.conduit.toml").read_bytes()
     index.add(wheels["hello-3"])
     r = venv.conduit("plugins", "outdated")
     assert "cstore-hello  hello    2.0.0      3.0.0" in r.stdout.splitlines(), r.stdout
@@ -645,7 +655,7 @@ def test_update_refuses_a_version_that_needs_another_conduit(
     ), first
     assert "nothing was changed (the previous state is restored)" in r.stderr
     assert venv.dists()["cstore-hello"] == "2.0.0"
-    assert (conduit_home / "conduit.lock").read_bytes() == lock_before
+    assert (conduit_home / "pylock.conduit.toml").read_bytes() == lock_before
 
 
 # -- builds: only for the sources named on the command line -----------------------------------
@@ -693,7 +703,8 @@ def test_install_builds_only_the_sources_named_on_the_command_line(
     )
     r = venv.conduit("plugins", "install", str(needy))
     assert r.returncode == 1, r.stdout
-    assert r.stderr.startswith(f"error: install: {installer} failed: "), r.stderr
+    # (pip's warnings before its error lines come above the error: "pip's last lines:")
+    assert f"\nerror: install: {installer} failed: " in "\n" + r.stderr, r.stderr
     assert "Traceback" not in r.stderr
     assert not evil.exists()
     assert venv.dists() == {}

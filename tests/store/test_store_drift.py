@@ -1,4 +1,4 @@
-"""Drift: the installed plugin distributions no longer match ``conduit.lock`` because
+"""Drift: the installed plugin distributions no longer match ``pylock.conduit.toml`` because
 something else changed the environment (an upgrade of Conduit by ``uv tool``/``pipx``
 that reinstalls it with its own requirements only, a ``pip uninstall`` by hand). Real
 venvs, real uv and pip, the local index of tests/test_store.py."""
@@ -43,7 +43,7 @@ def test_an_upgrade_that_drops_the_plugins_is_warned_on_every_run_and_repaired_b
     assert venv.conduit("plugins", "grant", "hello", "network:http").returncode == 0
     r = venv.conduit("hello-run")
     assert (r.stdout, r.stderr) == ("hello 2.0.0\n", "")
-    lock = conduit_home / "conduit.lock"
+    lock = conduit_home / "pylock.conduit.toml"
 
     subprocess.run(
         [UV, "pip", "sync", "--quiet", "--python", venv.python, str(frozen)],
@@ -83,7 +83,7 @@ def test_pip_uninstall_and_an_install_behind_the_stores_back_are_named(
     venv = make_venv(seed=True)
     r = venv.conduit("plugins", "install", "cstore-hello==2.0.0")
     assert r.returncode == 0, r.stderr
-    lock = conduit_home / "conduit.lock"
+    lock = conduit_home / "pylock.conduit.toml"
     lock_bytes = lock.read_bytes()
 
     # a real `pip uninstall` of the plugin, and a plugin installed with pip directly
@@ -121,10 +121,10 @@ def test_no_drift_warning_for_an_environment_the_store_never_changed(
     conduit_home: Path,
 ) -> None:
     """Plugins installed with Conduit by `uv tool install conduit-devtool --with PLUGIN`:
-    the store has no lock file for this environment, whatever conduit.lock is around."""
+    the store has no lock file for this environment, whatever pylock.conduit.toml is around."""
     first = make_venv()
     assert first.conduit("plugins", "install", "cstore-hello==1.0.0").returncode == 0
-    second = make_venv()  # another environment, same config dir and conduit.lock
+    second = make_venv()  # another environment, same config dir and pylock.conduit.toml
     assert UV is not None
     subprocess.run(
         [UV, "pip", "install", "--quiet", "--python", second.python, str(wheels["world-1"])],

@@ -47,34 +47,34 @@ def _entry(**fields: object) -> str:
 @pytest.mark.parametrize(
     ("fields", "where"),
     [
-        ({"name": "--index-url=http://127.0.0.1:9/simple"}, "package[0].name: "),
-        ({"name": "-r/etc/passwd"}, "package[0].name: "),
-        ({"name": "cstore-world\n--find-links=/tmp"}, "package[0].name: "),
-        ({"version": "-r/etc/passwd"}, "package[0] (cstore-world).version: "),
+        ({"name": "--index-url=http://127.0.0.1:9/simple"}, "packages[0].name: "),
+        ({"name": "-r/etc/passwd"}, "packages[0].name: "),
+        ({"name": "cstore-world\n--find-links=/tmp"}, "packages[0].name: "),
+        ({"version": "-r/etc/passwd"}, "packages[0] (cstore-world).version: "),
         (
             {"version": "1.0.0 --hash=" + GOOD + "\n--extra-index-url http://x/simple\n#"},
-            "package[0] (cstore-world).version: ",
+            "packages[0] (cstore-world).version: ",
         ),
-        ({"version": " 1.0.0"}, "package[0] (cstore-world).version: "),
-        ({"url": "--index-url=http://127.0.0.1:9/simple"}, "package[0] (cstore-world).url: "),
-        ({"url": "-e/tmp/x"}, "package[0] (cstore-world).url: "),
+        ({"version": " 1.0.0"}, "packages[0] (cstore-world).version: "),
+        ({"url": "--index-url=http://127.0.0.1:9/simple"}, "packages[0] (cstore-world).url: "),
+        ({"url": "-e/tmp/x"}, "packages[0] (cstore-world).url: "),
         (
             {"url": "file:///tmp/x.whl\n--find-links=/tmp"},
-            "package[0] (cstore-world).url: ",
+            "packages[0] (cstore-world).url: ",
         ),
-        ({"url": "file:///tmp/x.whl --pre"}, "package[0] (cstore-world).url: "),
+        ({"url": "file:///tmp/x.whl --pre"}, "packages[0] (cstore-world).url: "),
         (
             {"requested": "--index-url=http://127.0.0.1:9/simple"},
-            "package[0] (cstore-world).requested: ",
+            "packages[0] (cstore-world).requested: ",
         ),
-        ({"requested": "cstore-world\n-i http://x"}, "package[0] (cstore-world).requested: "),
-        ({"requested": "other>=1"}, "package[0] (cstore-world).requested: "),
+        ({"requested": "cstore-world\n-i http://x"}, "packages[0] (cstore-world).requested: "),
+        ({"requested": "other>=1"}, "packages[0] (cstore-world).requested: "),
         (
             {"requested": "cstore-world @ https://x/y.tar.gz"},
-            "package[0] (cstore-world).requested: ",
+            "packages[0] (cstore-world).requested: ",
         ),
-        ({"hashes": ["sha256:" + "g" * 64]}, "package[0] (cstore-world).hashes: "),
-        ({"hashes": ["sha256:" + "a" * 60 + " -e "]}, "package[0] (cstore-world).hashes: "),
+        ({"hashes": ["sha256:" + "g" * 64]}, "packages[0] (cstore-world).hashes: "),
+        ({"hashes": ["sha256:" + "a" * 60 + " -e "]}, "packages[0] (cstore-world).hashes: "),
     ],
 )
 def test_a_lock_entry_that_could_become_an_option_is_refused(
@@ -193,7 +193,7 @@ def test_a_lock_entry_never_reaches_the_installer_as_an_option(
         r = venv.conduit("plugins", "sync")
         assert r.returncode == 4, r.stderr
         assert r.stderr.startswith(
-            f"error: {conduit_home / 'conduit.lock'}: package[0] (cstore-world).version: "
+            f"error: {conduit_home / 'conduit.lock'}: packages[0] (cstore-world).version: "
         )
         assert seen == []
     assert venv.dists() == {}
@@ -215,13 +215,14 @@ def test_a_tampered_lock_hash_is_refused(
     other = make_wheel(tmp_path / "local", "cstore-local", "1.0.0", plugin="local")
     r = first.conduit("plugins", "install", "cstore-world", str(other))
     assert r.returncode == 0, r.stderr
-    good = (conduit_home / "conduit.lock").read_text()
+    good = (conduit_home / "pylock.conduit.toml").read_text()
     locked = lock_of(conduit_home)
     assert locked["cstore-local"]["url"] == other.as_uri()
     for dist in ("cstore-world", "cstore-local"):
-        digest = str(locked[dist]["hashes"][0])  # type: ignore[index]
+        digest = str(locked[dist]["hashes"][0]).partition(":")[2]  # type: ignore[index]
         flipped = digest[:-1] + ("0" if digest[-1] != "0" else "1")
-        (conduit_home / "conduit.lock").write_text(good.replace(digest, flipped))
+        assert digest in good
+        (conduit_home / "pylock.conduit.toml").write_text(good.replace(digest, flipped))
         fresh = _venv(make_venv, installer)
         r = fresh.conduit("plugins", "sync")
         assert r.returncode == 1, (dist, r.stdout)

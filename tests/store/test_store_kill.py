@@ -72,7 +72,7 @@ def test_twenty_kills_leave_no_installer_a_consistent_state_and_a_warning_until_
 ) -> None:
     venv: Venv = make_venv(seed=True, with_uv=False)  # pip: builds in child processes
     assert venv.conduit("plugins", "install", "cstore-hello==1.0.0").returncode == 0
-    lock = conduit_home / "conduit.lock"
+    lock = conduit_home / "pylock.conduit.toml"
     lock_before = lock.read_bytes()
     base = {"cstore-hello": "1.0.0"}
 
@@ -137,7 +137,7 @@ def test_recovery_drops_a_distribution_the_killed_installer_left_without_record(
     (pip and uv write it last), which neither installer can uninstall."""
     venv: Venv = make_venv(seed=True, with_uv=False)
     assert venv.conduit("plugins", "install", "cstore-hello==1.0.0").returncode == 0
-    lock = conduit_home / "conduit.lock"
+    lock = conduit_home / "pylock.conduit.toml"
     lock_before = lock.read_bytes()
     code = "import json; from conduit.store._env import snapshot; print(json.dumps(snapshot().to_json()))"
     before = json.loads(subprocess.check_output([venv.python, "-c", code], text=True))

@@ -198,5 +198,5 @@ def test_a_recorded_source_that_could_be_an_installer_option_is_refused(tmp_path
     assert (pkg.find_links, pkg.index) == (["/srv/wheels"], "https://i.example/simple")
     assert lockfile.read(str(path)) is not None
     path.write_text(good + 'find-links = ["--index-url=http://evil.example"]\n')
-    with pytest.raises(ConfigError, match=r"package\[0\] \(x\)\.find-links: "):
+    with pytest.raises(ConfigError, match=r"packages\[0\] \(x\)\.find-links: "):
         lockfile.read(str(path))

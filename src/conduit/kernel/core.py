@@ -213,6 +213,7 @@ class Kernel:
         disabled: Iterable[str] = (),
         profile: Profile | None = None,
         approve: Approver | None = None,
+        check_grants: bool = True,
     ) -> None:
         self.index = index
         self.paths = paths
@@ -232,6 +233,9 @@ class Kernel:
         self._usable: frozenset[str] | None = None
         #: asked when a plugin lacks grants (default: a prompt if there is a terminal)
         self.approve = approve
+        #: False only for install verification (kernel/verify.py): no grant check, no
+        #: prompt, nothing bound or written; plugins run with the grants they hold
+        self.check_grants = check_grants
         #: the in-process guard's attribution of each guarded plugin (security.guard)
         self._guards: dict[str, Running] = {}
         #: entered around the kernel's own work once the guard is installed
@@ -340,10 +344,14 @@ class Kernel:
     def _activate(self, name: str, reason: str) -> Context:
         rec = self.record(name)
         grants = self.index["config"].get("grants")
-        if rec["source"] != "builtin" and (
-            rec["capabilities"]
-            or rec.get("dependencies")
-            or (isinstance(grants, dict) and name in grants)
+        if (
+            self.check_grants
+            and rec["source"] != "builtin"
+            and (
+                rec["capabilities"]
+                or rec.get("dependencies")
+                or (isinstance(grants, dict) and name in grants)
+            )
         ):
             # checks its requests and consent to install its inline dependencies, and
             # binds unbound grants to it on first use

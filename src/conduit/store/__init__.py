@@ -4,7 +4,7 @@ It wraps uv (preferred) or pip and never resolves anything itself. Modules:
 
 - :mod:`conduit.store._env`: what is installed (distribution metadata only);
 - :mod:`conduit.store._tools`: the installers;
-- :mod:`conduit.store.lockfile`: ``conduit.lock``;
+- :mod:`conduit.store.lockfile`: the lock file ``pylock.conduit.toml`` (PEP 751);
 - :mod:`conduit.store.catalog`: the searchable plugin catalog;
 - :mod:`conduit.store.envs`: private cached environments for single-file plugins'
   inline dependencies;
@@ -25,12 +25,13 @@ from __future__ import annotations
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from conduit.errors import HashMismatchError, StoreError
-    from conduit.store._ops import Change, Result, Store
+    from conduit.store._ops import Change, Progress, Result, Store
 
-__all__ = ["Change", "HashMismatchError", "Result", "Store", "StoreError"]
+__all__ = ["Change", "HashMismatchError", "Progress", "Result", "Store", "StoreError"]
 
 _WHERE = {
     "Change": "conduit.store._ops",
+    "Progress": "conduit.store._ops",
     "Result": "conduit.store._ops",
     "Store": "conduit.store._ops",
     "HashMismatchError": "conduit.errors",

@@ -5,8 +5,9 @@ environment, so two ``conduit plugins install`` serialise) and inside a journal:
 
 1. the set of installed distributions before the change, and the lock file's bytes, are
    written to ``<state>/store/journal-<env>.json`` (atomically);
-2. the installer runs, the new plugins are validated in a fresh interpreter, and the new
-   lock file is written (atomically);
+2. the installer runs, the new plugins are validated (an index rebuild) and booted once
+   in their own hosts (the verifier the command passes: conduit.kernel.verify), and the
+   new lock file is written (atomically);
 3. the journal is removed: that is the commit point.
 
 A failure in step 2 restores the environment and the lock file from the journal. A
@@ -49,7 +50,10 @@ from conduit.store._env import (
 from conduit.store._tools import Pin, Sources, Tool, choose_tool
 from conduit.store.lockfile import LockedPackage, LockFile
 
-__all__ = ["Change", "Store"]
+__all__ = ["Change", "Progress", "Store"]
+
+#: a plugin's failure to load, from the install verification: (message, hint, traceback)
+Failure = tuple[str, "str | None", str]
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,20 @@ class Change:
         if self.new is None:
             return f"- {self.name} {self.old}"
         return f"~ {self.name} {self.old} -> {self.new}"
+
+
+class Progress:
+    """Where an operation reports what it is doing; this one shows nothing. The command
+    line's terminal renderer (``builtins/plugins/_progress.py``) overrides these."""
+
+    def step(self, text: str) -> None:
+        """A step of Conduit's own starts ("installing ...", "verifying ...")."""
+
+    def plan(self, changes: list[Change]) -> None:
+        """The changes, as soon as they are known (before the grant prompt)."""
+
+    def done(self) -> None:
+        """The steps are over (the grant prompt or the result comes next)."""
 
 
 @dataclass
@@ -240,6 +258,44 @@ def _drop_half_installed(before: dict[str, dict[str, str | None]]) -> None:
                 shutil.rmtree(info, ignore_errors=True)
 
 
+def _local_dir(url: str | None) -> str | None:
+    """The directory a ``file://`` URL names, if it is one (a directory install)."""
+    if url is None or urlparse(url).scheme != "file":
+        return None
+    path = unquote(urlparse(url).path)
+    return path if os.path.isdir(path) else None
+
+
+def _locked_url(pkg: LockedPackage, base: str) -> str | None:
+    """Where ``pkg`` is installed from here: a directory's path is relative to the lock
+    file's directory ``base``."""
+    if pkg.directory is None:
+        return pkg.url
+    return pathlib.Path(os.path.normpath(os.path.join(base, pkg.directory))).as_uri()
+
+
+def _check_directory(pkg: LockedPackage, base: str, lock_path: str) -> None:
+    """Refuse a locked directory that is missing or whose sources differ from the lock."""
+    from conduit.errors import HashMismatchError
+
+    assert pkg.directory is not None
+    folder = os.path.normpath(os.path.join(base, pkg.directory))
+    if not os.path.isdir(folder):
+        raise StoreError(
+            f"{lock_path}: {pkg.name} {pkg.version} is locked from the directory "
+            f"{pkg.directory} (relative to the lock file), and {folder} is not a directory",
+            hint="sync from a checkout that has it next to the lock file where it was locked",
+        )
+    found = lockfile.content_hash(folder)
+    if found != pkg.content_hash:
+        raise HashMismatchError(
+            f"{lock_path}: {pkg.name} {pkg.version}: the sources in {folder} differ from the "
+            f"locked ones (content hash {found}, locked {pkg.content_hash})",
+            hint=f"if the change is intended, install it again ('conduit plugins install "
+            f"{folder}') to re-lock it; else restore the directory",
+        )
+
+
 def _recorded(pkg: LockedPackage) -> Sources:
     return Sources(pkg.index, tuple(pkg.extra_indexes), tuple(pkg.find_links))
 
@@ -261,6 +317,8 @@ class Store:
         verbose: bool = False,
         echo: Callable[[str], None] | None = None,
         ask: bool = False,
+        verify: Callable[[list[str]], list[Failure]] | None = None,
+        progress: Progress | None = None,
     ) -> None:
         from conduit.config import read_settings
         from conduit.paths import resolve
@@ -287,8 +345,14 @@ class Store:
         self.verbose = verbose
         self.echo = echo or (lambda _text: None)
         self.ask = ask  # offer the capabilities of new plugins at the grant prompt
+        #: boots new or changed plugins once in their hosts before the commit (None:
+        #: --no-verify); the composition root passes conduit.kernel.verify's
+        self.verify = verify
+        self.progress = progress or Progress()
         self._tool: Tool | None = None
-        self.guard = self.paths.store_file("env")
+        #: what the installer reported installing in this run, with its files (pip)
+        self._reported: dict[str, Pin] = {}
+        self.guard = self.paths.store_file("env")  # journal.store_lock_file() probes it
         self.journal = journal_file(self.paths)
 
     @property
@@ -312,9 +376,9 @@ class Store:
                 hint=f"if no other conduit is running, remove {self.guard}.lock",
             ) from None
 
-    def _lock_bytes(self) -> str | None:
+    def _lock_bytes(self, path: str | None = None) -> str | None:
         try:
-            with open(self.lock_path, encoding="utf-8") as f:
+            with open(path or self.lock_path, encoding="utf-8") as f:
                 return f.read()
         except FileNotFoundError:
             return None
@@ -331,6 +395,10 @@ class Store:
             "lock_path": self.lock_path,
             "lock_before": self._lock_bytes(),
         }
+        target = lockfile.migrated_path(self.lock_path)
+        if target != self.lock_path:  # an older conduit.lock: the write migrates it
+            entry["lock_target"] = target
+            entry["lock_target_before"] = self._lock_bytes(target)
         write_journal(self.journal, entry)
         try:
             yield before
@@ -396,7 +464,7 @@ class Store:
                 if url:
                     builds.append(name)
         if remove or reinstall:
-            self.echo("restoring the previous state ...")
+            self.progress.step("restoring the previous state")
         if remove:
             self.tool.uninstall(remove, what="restore (uninstall)")
         if reinstall:
@@ -411,13 +479,18 @@ class Store:
         )
         if wrong:
             raise StoreError(f"could not restore {', '.join(wrong)}")
-        lock_path, lock_before = entry.get("lock_path"), entry.get("lock_before")
-        if lock_path:
-            if lock_before is None:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(lock_path)
-            else:
-                atomic_write(lock_path, lock_before.encode("utf-8"))
+        # a migration's new file (see _write_lock), then the lock file read
+        for key, before_key in (
+            ("lock_target", "lock_target_before"),
+            ("lock_path", "lock_before"),
+        ):
+            lock_path, lock_before = entry.get(key), entry.get(before_key)
+            if lock_path:
+                if lock_before is None:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(lock_path)
+                else:
+                    atomic_write(lock_path, lock_before.encode("utf-8"))
         if validate and (remove or reinstall):
             self._validate_index()  # leave a fresh index for the restored environment
 
@@ -484,6 +557,27 @@ class Store:
                 )
         return found
 
+    def _verify(self, plugins: list[dict[str, Any]]) -> None:
+        """Boot ``plugins`` (from :meth:`_check_plugins`) once in their hosts; the first
+        failure is a StoreError with the plugin's own one-line error, which undoes the
+        transaction."""
+        names = [p["name"] for p in plugins]
+        if self.verify is None or not names:
+            return
+        self.progress.step(f"verifying {', '.join(names)}")
+        failures = self.verify(names)
+        if not failures:
+            return
+        message, _hint, trace = failures[0]  # its hint is for a run, not an install
+        others = f" ({len(failures) - 1} more failed too)" if len(failures) > 1 else ""
+        error = StoreError(
+            f"{message}{others}",
+            hint="nothing was changed (the previous state is restored); --no-verify skips "
+            "this check",
+        )
+        error.__dict__["remote_traceback"] = trace  # printed by 'conduit --debug'
+        raise error
+
     # -- the lock file ------------------------------------------------------------------
 
     def _previous_lock(self) -> LockFile | None:
@@ -496,23 +590,42 @@ class Store:
         self, snap: Snapshot, requested: dict[str, str], notes: list[str], *, fresh: bool = False
     ) -> LockFile:
         """The lock for ``snap``. A package the previous lock has at the same version
-        (and URL) keeps its entry: no index is asked again (``fresh``: every one is, as
-        'plugins lock' does). A new one gets its hashes from the index, or from the
-        file in a local find-links directory; one that has none is locked without
-        hashes and named in ``notes``: it never blocks the operation."""
+        (and URL) with its files keeps its entry: no index is asked again (``fresh``:
+        every one is, as 'plugins lock' does). A new one gets its files (URL and sha256)
+        from what the installer reported for this run (pip), else from one resolution
+        (uv's PEP 751 output, pip's report), else from the files in a local find-links
+        directory; one that has none is locked without hashes and named in ``notes``: it
+        never blocks the operation. A directory install is locked by its path relative
+        to the lock file and the hash of its sources (:func:`lockfile.content_hash`)."""
         own = conduit_closure(snap)
         names = sorted(plugin_closure(snap, own))
         previous = self._previous_lock()
         old = previous.by_name() if previous else {}
+        base = os.path.dirname(os.path.abspath(lockfile.migrated_path(self.lock_path)))
 
         def kept(n: str) -> bool:
             o, d = old.get(n), snap.dists[n]
-            return not fresh and o is not None and (o.version, o.url) == (d.version, d.url)
+            return (
+                not fresh
+                and o is not None
+                and o.directory is None
+                and _local_dir(o.url) is None
+                and (o.files or o.url is not None)  # an older lock's entry gets its files
+                and (o.version, o.url) == (d.version, d.url)
+            )
 
+        reported = {
+            n: p
+            for n, p in self._reported.items()
+            if not fresh and p.files and n in snap.dists and snap.dists[n].version == p.version
+        }
         from_index = [
-            snap.dists[n].pin() for n in names if snap.dists[n].url is None and not kept(n)
+            snap.dists[n].pin()
+            for n in names
+            if snap.dists[n].url is None and not kept(n) and n not in reported
         ]
         pins = self.tool.resolve(from_index, deps=False, hashes=True, refresh=fresh, what="lock")
+        pins.update(reported)
         packages = []
         missing = []
         for n in names:
@@ -525,16 +638,31 @@ class Store:
                     )
                 )
                 continue
-            if d.url is not None:
+            files: list[lockfile.LockedFile] = []
+            directory = content = None
+            hashes: list[str] = []
+            folder = _local_dir(d.url)
+            if folder is not None:
+                directory = pathlib.Path(os.path.relpath(folder, base)).as_posix()
+                content = lockfile.content_hash(folder)
+            elif d.url is not None:
                 hashes = [h for h in [d.url_hash or _sha256_of_file_url(d.url)] if h]
             else:
                 pin = pins.get(n)
                 if pin is None or pin.version != d.version:
+                    if not fresh and n in old and old[n].version == d.version:
+                        packages.append(old[n])  # no source offers it now: kept as it was
+                        continue
                     missing.append(d)
                     continue
-                hashes = list(pin.hashes) or [
-                    h for h in map(_file_sha256, self.sources.local_wheels(n, d.version)) if h
-                ]
+                files = [lockfile.LockedFile(url=u, hash=h, sdist=sd) for u, h, sd in pin.files]
+                if not files:
+                    files = [
+                        lockfile.LockedFile(url=pathlib.Path(w).as_uri(), hash=h)
+                        for w in self.sources.local_wheels(n, d.version)
+                        if (h := _file_sha256(w))
+                    ]
+                hashes = sorted({f.hash for f in files} | set(pin.hashes))
                 if not hashes:
                     notes.append(
                         f"warning: {d.display} {d.version} is locked without hashes: its "
@@ -548,10 +676,13 @@ class Store:
                     hashes=sorted(hashes),
                     requested=req if d.plugins else None,
                     plugins=list(d.plugins),
-                    url=d.url,
+                    url=d.url if directory is None else None,
                     index=src.index_url if d.url is None else None,
                     extra_indexes=list(src.extra_index_urls) if d.url is None else [],
                     find_links=list(src.find_links) if d.url is None else [],
+                    files=files,
+                    directory=directory,
+                    content_hash=content,
                 )
             )
         if missing:
@@ -567,9 +698,22 @@ class Store:
     def _write_lock(
         self, snap: Snapshot, requested: dict[str, str], result: Result, *, fresh: bool = False
     ) -> None:
+        """Write the lock for ``snap``. An older ``conduit.lock`` is migrated: the
+        ``pylock.conduit.toml`` next to it is written (atomically), then it is removed
+        (the journal restores both if the operation fails after this)."""
         lock = self._build_lock(snap, requested, result.notes, fresh=fresh)
-        result.lock = self.lock_path
-        result.lock_changed = lockfile.write(self.lock_path, lock)
+        target = lockfile.migrated_path(self.lock_path)
+        result.lock = target
+        result.lock_changed = lockfile.write(target, lock)
+        if target != self.lock_path:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.lock_path)
+            result.notes.append(
+                f"migrated {self.lock_path} to {target} (PEP 751 format): commit the new "
+                "file and remove the old one from version control"
+            )
+            result.lock_changed = True
+            self.lock_path = target
 
     # -- operations ---------------------------------------------------------------------
 
@@ -624,9 +768,13 @@ class Store:
             self._note_recovery(result)
             with self._transaction(what) as before:
                 own = conduit_closure(before)
-                self.echo(f"{what}: {' '.join(specs)} (with {self.tool.name})")
-                self.tool.install(
-                    specs, constraints=constraints_text(before, own), build=builds, what=what
+                self.progress.step(f"installing {' '.join(specs)} (with {self.tool.name})")
+                self._reported = self.tool.install(
+                    specs,
+                    constraints=constraints_text(before, own),
+                    build=builds,
+                    report=True,
+                    what=what,
                 )
                 after = snapshot()
                 self._apply_checks(before, after, own, requested, result, what)
@@ -669,8 +817,11 @@ class Store:
                 f"({', '.join(c.name for c in result.changes)})",
                 hint="a plugin distribution declares an entry point in the 'conduit.plugins' group",
             )
-        self.echo("validating the new plugins ...")
+        self.progress.plan(result.changes)
+        self.progress.step("checking the new plugins")
         result.plugins = self._check_plugins(changed, what)
+        self._verify(result.plugins)
+        self.progress.step("writing the lock file")
         self._write_lock(after, requested, result)
 
     def approve(self, result: Result, plugins: list[dict[str, Any]]) -> None:
@@ -679,6 +830,7 @@ class Store:
         are written on yes), else listed in ``result.notes`` with the command that grants
         them. Runs after the change is committed and the store's lock released: a "no"
         leaves the plugin installed but not activated, as on its first use."""
+        self.progress.done()
         if not any(p.get("capabilities") for p in plugins):
             return
         from conduit.indexer.build import load
@@ -736,16 +888,21 @@ class Store:
                         hint="uninstall those too (in the same command), or keep it",
                     )
                 remove = sorted(closure(before, sorted(targets), own) - keep)
-                self.echo(f"uninstall: {' '.join(remove)} (with {self.tool.name})")
+                self.progress.plan(
+                    [Change(before.dists[n].display, before.dists[n].version, None) for n in remove]
+                )
+                self.progress.step(f"uninstalling (with {self.tool.name})")
                 self.tool.uninstall([before.dists[n].display for n in remove])
                 after = snapshot()
                 result.changes = _changes(before, after)
+                self.progress.step("checking the remaining plugins")
                 index = self._validate_index()
                 for pname, rec in sorted(index["plugins"].items()):
                     if rec["blocked"] and rec["enabled"]:
                         result.notes.append(
                             f"warning: plugin '{pname}' is now unavailable: {rec['blocked']}"
                         )
+                self.progress.step("writing the lock file")
                 self._write_lock(after, {}, result)
         return result
 
@@ -848,16 +1005,20 @@ class Store:
             return result
         with self._locked():
             self._note_recovery(result)
+            self.progress.step(f"resolving (with {self.tool.name})")
             changes, notes = self.plan_update(names)
             result.notes += notes
             if not changes:
                 result.notes.append("everything is up to date")
                 return result
+            self.progress.plan(changes)
             pins = [f"{c.name}=={c.new}" for c in changes]
             with self._transaction("update") as before:
                 own = conduit_closure(before)
-                self.echo(f"update: {' '.join(pins)} (with {self.tool.name})")
-                self.tool.install(pins, constraints=constraints_text(before, own), what="update")
+                self.progress.step(f"installing {' '.join(pins)} (with {self.tool.name})")
+                self._reported = self.tool.install(
+                    pins, constraints=constraints_text(before, own), report=True, what="update"
+                )
                 after = snapshot()
                 self._apply_checks(before, after, own, {}, result, "update")
         self.approve(result, result.plugins)
@@ -934,14 +1095,21 @@ class Store:
                             "file holds only plugins and their other dependencies",
                             hint="regenerate it with 'conduit plugins lock'",
                         )
+                base = os.path.dirname(os.path.abspath(self.lock_path))
+                where = {n: _locked_url(p, base) for n, p in wanted.items()}
                 todo = [
                     p
                     for n, p in sorted(wanted.items())
                     if reinstall
                     or n not in before.dists
-                    or (before.dists[n].version, before.dists[n].url) != (p.version, p.url)
+                    or (before.dists[n].version, before.dists[n].url) != (p.version, where[n])
                 ]
+                folders = [p for p in todo if p.directory is not None]
+                for p in folders:
+                    _check_directory(p, base, self.lock_path)
                 for p in todo:
+                    if p.directory is not None:
+                        continue  # its sources are the ones locked: built as when installed
                     if p.url is not None and not urlparse(p.url).path.endswith(".whl"):
                         # a directory, an sdist or a VCS URL: installing it runs its build
                         # code, and nobody named it on this command line
@@ -957,8 +1125,9 @@ class Store:
                     head = f"{p.name} @ {p.url}" if p.url else f"{p.name}=={p.version}"
                     lines.append(" ".join([head, *(f"--hash={h}" for h in p.hashes)]))
                 if lines:
-                    self.echo(
-                        f"sync: installing {len(lines)} locked distributions (hashes checked)"
+                    self.progress.step(
+                        f"installing {len(lines)} locked distributions (hashes checked, "
+                        f"with {self.tool.name})"
                     )
                     self.tool.install(
                         [],
@@ -968,7 +1137,15 @@ class Store:
                         reinstall=reinstall,
                         what=f"sync {self.lock_path}",
                     )
-                unchecked = [p for p in todo if not p.hashes]
+                if folders:
+                    self.echo(f"sync: building {len(folders)} locked directories")
+                    self.tool.install(
+                        [f"{p.name} @ {where[p.name]}" for p in folders],
+                        no_deps=True,
+                        build=[p.name for p in folders],
+                        what=f"sync {self.lock_path}",
+                    )
+                unchecked = [p for p in todo if not p.hashes and p.directory is None]
                 for p in unchecked:
                     result.notes.append(
                         f"warning: {p.name} {p.version} is installed from "
@@ -991,10 +1168,11 @@ class Store:
                     if n not in wanted and n not in own and (d.plugins or n in plugin_dists)
                 ]
                 if extra:
-                    self.echo(f"sync: removing {' '.join(extra)}")
+                    self.progress.step(f"removing {' '.join(extra)} (with {self.tool.name})")
                     self.tool.uninstall(extra, what="sync")
                 after = snapshot()
                 result.changes = _changes(before, after)
+                self.progress.plan(result.changes)
                 wrong = [
                     n
                     for n, p in wanted.items()
@@ -1003,7 +1181,10 @@ class Store:
                 if wrong:
                     raise StoreError(f"sync did not install {', '.join(sorted(wrong))}")
                 changed = [after.dists[n] for n in wanted if after.dists[n].plugins]
+                self.progress.step("checking the plugins")
                 result.plugins = self._check_plugins(changed, "sync")
+                fresh = {canonicalize_name(c.name) for c in result.changes if c.new}
+                self._verify([p for p in result.plugins if canonicalize_name(p["dist"]) in fresh])
         new = [
             p for p in result.plugins if any(c.name == p["dist"] and c.new for c in result.changes)
         ]

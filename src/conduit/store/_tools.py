@@ -9,9 +9,15 @@ operation               uv                                     pip
 ======================  =====================================  ===========================
 install                 ``uv pip install --python PY``         ``PY -m pip install``
 uninstall               ``uv pip uninstall --python PY``       ``PY -m pip uninstall -y``
-resolve (+ hashes)      ``uv pip compile [--generate-hashes]`` ``pip install --dry-run
+resolve                 ``uv pip compile``                     ``pip install --dry-run
                                                                --ignore-installed --report``
+resolve + files         ``uv pip compile --format pylock.toml`` the same ``--report``
 ======================  =====================================  ===========================
+
+The files (URL and sha256) of what was resolved are what the lock file records: uv's
+PEP 751 output names every file of each version with its hash; pip's report names the
+one file it picked. pip's report also comes with a real install (``install(report=True)``),
+so with pip the lock needs no second installer run for what was just installed.
 
 Wheels only, by default: installing a source distribution runs its build code (a
 ``setup.py``, a build backend) with the user's rights, outside any sandbox. So every
@@ -54,7 +60,7 @@ from packaging.utils import canonicalize_name
 from conduit.errors import HashMismatchError, StoreError
 from conduit.store._env import Dist, archive_sha256, stub_wheel
 
-__all__ = ["BUILD_REFUSED", "Pin", "Sources", "Tool", "choose_tool"]
+__all__ = ["BUILD_REFUSED", "Pin", "Sources", "Tool", "choose_tool", "resolved_set"]
 
 #: what uv says when ``--only-binary :all:`` stopped a build (lowercase)
 BUILD_REFUSED = (
@@ -129,6 +135,10 @@ class Sources:
         return found
 
 
+#: how many of a failed installer run's last lines are shown (without --verbose)
+_TAIL = 10
+
+
 @dataclass(frozen=True)
 class Pin:
     """One resolved distribution: exact version, and the hashes of its files if asked."""
@@ -136,7 +146,10 @@ class Pin:
     name: str  # canonical
     version: str
     hashes: tuple[str, ...] = ()  # "sha256:..."
-    url: str | None = None
+    url: str | None = None  # a direct URL (or a local file or directory), not an index
+    #: the files of this version the index or find-links offer: ``(url, "sha256:...",
+    #: is_sdist)``; asked for with ``hashes=True``
+    files: tuple[tuple[str, str, bool], ...] = ()
 
 
 #: the supervisor: the installer in the background, in this shell's process group (a
@@ -257,7 +270,7 @@ class Tool:
     name: str  # "uv" or "pip"
     python: str
     sources: Sources = field(default_factory=Sources)
-    verbose: bool = False  # show the installer's own progress (on a TTY)
+    verbose: bool = False  # show the installer's own output (-v)
     uv: str | None = None
 
     # -- running ------------------------------------------------------------------------
@@ -315,13 +328,19 @@ class Tool:
         detail = (detail[:400] + " ...") if len(detail) > 400 else detail
         detail = detail or f"exit status {code}"
         refused = any(m in detail.lower() for m in BUILD_REFUSED)
-        raise StoreError(
+        error = StoreError(
             f"{what}: {self.name} failed: {detail}",
             hint="Conduit installs wheels only: a source distribution is built only when "
             "you name it (a directory or an sdist file on the command line)"
             if refused
-            else "run again with --verbose to see the installer's output",
+            else None
+            if self.verbose or len(lines) <= _TAIL  # all of its output is on the screen
+            else f"run again with --verbose to see all of {self.name}'s output",
         )
+        tail = lines[-_TAIL:]
+        if not self.verbose and not set(tail) <= set(picked):  # more than the error says
+            error.__dict__["installer_output"] = (self.name, tail)  # shown above the error
+        raise error
 
     # -- operations ---------------------------------------------------------------------
 
@@ -336,13 +355,16 @@ class Tool:
         reinstall: bool = False,
         target: str | None = None,
         build: Sequence[str] | None = (),
+        report: bool = False,
         what: str = "install",
-    ) -> None:
+    ) -> dict[str, Pin]:
         """Install ``specs`` (and/or a requirements file's text) into the environment,
         or into the directory ``target`` (``--target``) instead.
 
         Wheels only, but for the distributions named in ``build`` (``None``: no rule).
-        Every spec must be a requirement or a path, never an option."""
+        Every spec must be a requirement or a path, never an option. ``report``: with
+        pip, what was installed with its file's URL and hash (pip's ``--report``, from
+        the same run); uv has no such report, and the answer is empty."""
         _refuse_options(specs, what)
         if requirements is not None:
             _refuse_options(requirements.splitlines(), what)
@@ -360,7 +382,18 @@ class Tool:
                 argv.append("--reinstall" if self.name == "uv" else "--force-reinstall")
             if target is not None:
                 argv += ["--target", target]
+            path = None
+            if report and self.name == "pip":
+                path = stack.enter_context(_tempfile("", ".json"))
+                argv += ["--report", path]
             self._run([*argv, *specs], what)
+            if path is None:
+                return {}
+            try:
+                with open(path, encoding="utf-8") as f:
+                    return _parse_report(json.load(f))
+            except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                return {}  # no report: the lock asks again
 
     def uninstall(self, names: Sequence[str], *, what: str = "uninstall") -> None:
         if not names:
@@ -419,11 +452,11 @@ class Tool:
                 argv = [self.uv, "pip", "compile", "--python", self.python]
                 argv += ["--no-header", "--no-annotate", *self.sources.args(), *extra]
                 if hashes:
-                    argv.append("--generate-hashes")
+                    argv += ["--format", "pylock.toml"]
                 if refresh:
                     argv.append("--refresh")
                 out = self._run([*argv, req_file], what, capture_stdout=True)
-                pins = _parse_compiled(out)
+                pins = _parse_pylock(out, what) if hashes else _parse_compiled(out)
             else:
                 report = stack.enter_context(_tempfile("", ".json"))
                 argv = [*self._base("install"), "--dry-run", "--ignore-installed"]
@@ -486,5 +519,61 @@ def _parse_report(report: dict[str, object]) -> dict[str, Pin]:
         info = item.get("download_info", {})
         sha = archive_sha256(info.get("archive_info", {}))
         url = info.get("url") if item.get("is_direct") else None
-        pins[name] = Pin(name, meta["version"], (f"sha256:{sha}",) if sha else (), url)
+        files: tuple[tuple[str, str, bool], ...] = ()
+        if sha and not item.get("is_direct") and info.get("url"):
+            where = str(info["url"])
+            files = ((where, f"sha256:{sha}", not where.split("#")[0].endswith(".whl")),)
+        pins[name] = Pin(name, meta["version"], (f"sha256:{sha}",) if sha else (), url, files)
     return pins
+
+
+def _parse_pylock(text: str, what: str) -> dict[str, Pin]:
+    """Read ``uv pip compile --format pylock.toml`` output (PEP 751)."""
+    import tomllib
+
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise StoreError(f"{what}: cannot read uv's lock output: {exc}") from None
+    pins: dict[str, Pin] = {}
+    for pkg in data.get("packages", []):
+        name = canonicalize_name(str(pkg["name"]))
+        files = []
+        for f, sdist in [*((w, False) for w in pkg.get("wheels", [])), (pkg.get("sdist"), True)]:
+            sha = (f or {}).get("hashes", {}).get("sha256")
+            where = (f or {}).get("url") or (f or {}).get("path")
+            if sha and where:
+                files.append((str(where), f"sha256:{sha}", sdist))
+        url = None
+        for kind in ("archive", "directory"):
+            if kind in pkg:
+                where = pkg[kind].get("url") or pkg[kind].get("path")
+                url = where if "://" in str(where) else pathlib.Path(str(where)).resolve().as_uri()
+        hashes = tuple(sorted({h for _, h, _ in files}))
+        pins[name] = Pin(name, str(pkg.get("version", "")), hashes, url, tuple(sorted(files)))
+    return pins
+
+
+def resolved_set(
+    tool: Tool,
+    requirements: Sequence[str],
+    *,
+    constraints: str | None = None,
+    installed: Sequence[tuple[Dist, bool]] = (),
+    build: Sequence[str] | None = (),
+) -> list[Pin]:
+    """What installing ``requirements`` would install, resolved by the installer and
+    installing nothing: each distribution's name, exact version, direct URL or path (if
+    not from an index) and files with their sha256, sorted by name. One installer run
+    (uv: ``pip compile --format pylock.toml``; pip: ``install --dry-run --report``);
+    ``installed`` as for :meth:`Tool.resolve` (satisfied by what is installed, not in the
+    answer). For showing the change plan before an install."""
+    pins = tool.resolve(
+        requirements,
+        constraints=constraints,
+        hashes=True,
+        build=build,
+        installed=installed,
+        what="resolve",
+    )
+    return [pins[n] for n in sorted(pins)]

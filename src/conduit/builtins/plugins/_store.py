@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import click
 import msgspec
 
+from conduit.builtins.plugins._progress import Console, plan_lines
 from conduit.store import Result, Store
 
 __all__ = [
@@ -50,10 +51,32 @@ def _store_options(func: F) -> F:
     return func
 
 
-def _store(opts: dict[str, Any]) -> Store:
+def _no_verify(func: F) -> F:
+    return click.option(
+        "--no-verify",
+        is_flag=True,
+        help="Do not boot new or changed plugins in their hosts before committing.",
+    )(func)
+
+
+def _console(opts: dict[str, Any]) -> Console:
+    """The plan and the steps on a terminal (stderr); nothing but the result when piped
+    or with --json; the installer's output only with --verbose."""
+    return Console(
+        live=sys.stderr.isatty() and not opts.get("as_json"), verbose=bool(opts.get("verbose"))
+    )
+
+
+def _verify(names: list[str]) -> list[tuple[str, str | None, str]]:
+    from conduit.kernel.verify import verify
+
+    return [(f.message, f.hint, f.trace) for f in verify(names)]
+
+
+def _store(opts: dict[str, Any], console: Console | None = None) -> Store:
     tty = sys.stderr.isatty()
-    verbose = bool(opts.get("verbose")) or (tty and not opts.get("as_json"))
-    echo = (lambda text: click.echo(text, err=True)) if tty or opts.get("verbose") else None
+    verbose = bool(opts.get("verbose"))
+    echo = (lambda text: click.echo(text, err=True)) if tty or verbose else None
     return Store(
         lock_path=opts.get("lock_path"),
         index_url=opts.get("index_url"),
@@ -62,15 +85,19 @@ def _store(opts: dict[str, Any]) -> Store:
         verbose=verbose,
         echo=echo,
         ask=not opts.get("as_json"),  # the grant prompt comes only on a terminal
+        verify=None if opts.get("no_verify") else _verify,
+        progress=console,
     )
 
 
-def _report(result: Result, as_json: bool, done: str) -> None:
+def _report(result: Result, as_json: bool, done: str, console: Console | None = None) -> None:
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2))
         return
-    for change in result.changes:
-        click.echo(change.text())
+    # the plan, unless the terminal this goes to has shown it already
+    if not (console is not None and console.shown_plan and sys.stdout.isatty()):
+        for line in plan_lines(result.changes):
+            click.echo(line)
     if not result.changes:
         click.echo("Nothing to change.")
     for note in result.notes:
@@ -83,10 +110,12 @@ def _report(result: Result, as_json: bool, done: str) -> None:
 @click.command("install")
 @click.argument("specs", nargs=-1, required=True, metavar="SPEC...")
 @_store_options
+@_no_verify
 def install_cmd(specs: tuple[str, ...], **opts: Any) -> None:
     """Install plugin distributions (names, ranges, paths, wheels, URLs)."""
-    result = _store(opts).install(list(specs))
-    _report(result, opts["as_json"], "Installed")
+    with _console(opts) as console:
+        result = _store(opts, console).install(list(specs))
+    _report(result, opts["as_json"], "Installed", console)
 
 
 @click.command("uninstall")
@@ -94,26 +123,29 @@ def install_cmd(specs: tuple[str, ...], **opts: Any) -> None:
 @_store_options
 def uninstall_cmd(names: tuple[str, ...], **opts: Any) -> None:
     """Uninstall plugin distributions and the dependencies only they needed."""
-    result = _store(opts).uninstall(list(names))
-    _report(result, opts["as_json"], "Uninstalled")
+    with _console(opts) as console:
+        result = _store(opts, console).uninstall(list(names))
+    _report(result, opts["as_json"], "Uninstalled", console)
 
 
 @click.command("update")
 @click.argument("names", nargs=-1, metavar="[NAME]...")
 @click.option("--dry-run", is_flag=True, help="Show what would change; change nothing.")
 @_store_options
+@_no_verify
 def update_cmd(names: tuple[str, ...], dry_run: bool, **opts: Any) -> None:
     """Update plugins (all, or the named ones) to the newest compatible versions."""
-    result = _store(opts).update(list(names), dry_run=dry_run)
+    with _console(opts) as console:
+        result = _store(opts, None if dry_run else console).update(list(names), dry_run=dry_run)
     if dry_run and not opts["as_json"]:
-        for change in result.changes:
-            click.echo(f"would {change.text()}")
+        for line in plan_lines(result.changes):
+            click.echo(f"would {line}")
         for note in result.notes:
             click.echo(note)
         if not result.changes:
             click.echo("Everything is up to date.")
         return
-    _report(result, opts["as_json"], "Updated")
+    _report(result, opts["as_json"], "Updated", console)
 
 
 @click.command("outdated")
@@ -141,7 +173,7 @@ def outdated_cmd(**opts: Any) -> None:
 @click.command("lock")
 @_store_options
 def lock_cmd(**opts: Any) -> None:
-    """Write conduit.lock for the plugins installed now."""
+    """Write pylock.conduit.toml for the plugins installed now."""
     result = _store(opts).lock()
     if opts["as_json"]:
         click.echo(json.dumps(result.to_json(), indent=2))
@@ -155,10 +187,12 @@ def lock_cmd(**opts: Any) -> None:
 @click.command("sync")
 @click.option("--reinstall", is_flag=True, help="Download and hash-check every locked file.")
 @_store_options
+@_no_verify
 def sync_cmd(reinstall: bool, **opts: Any) -> None:
     """Make the installed plugins match the lock file exactly (hashes checked)."""
-    result = _store(opts).sync(reinstall=reinstall)
-    _report(result, opts["as_json"], "In sync")
+    with _console(opts) as console:
+        result = _store(opts, console).sync(reinstall=reinstall)
+    _report(result, opts["as_json"], "In sync", console)
 
 
 @click.command("search")

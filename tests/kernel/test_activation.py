@@ -38,14 +38,14 @@ def kernel() -> Kernel:
 
 @pytest.fixture
 def target(plugin_dir: Path) -> None:
-    write(plugin_dir, "target.py", simple_plugin("target", ("build", "repos status")))
+    write(plugin_dir, "target.py", simple_plugin("target", ("build", "stack status")))
 
 
 CASES = [
     # (activation, environment, files in the workspace, command, fires)
     (["command:build"], {}, [], ["build"], "command:build"),
-    (["command:build"], {}, [], ["repos", "status"], None),
-    (["command:repos status"], {}, [], ["repos", "status"], "command:repos status"),
+    (["command:build"], {}, [], ["stack", "status"], None),
+    (["command:stack status"], {}, [], ["stack", "status"], "command:stack status"),
     (["startup"], {}, [], ["build"], "startup"),
     (["env:CI"], {"CI": "1"}, [], ["build"], "env:CI"),
     (["env:CI"], {"CI": ""}, [], ["build"], None),

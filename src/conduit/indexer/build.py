@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from conduit.paths import Paths
     from conduit.timing import Profile
 
-__all__ = ["build", "identity", "load", "rebuild"]
+__all__ = ["build", "first_party", "identity", "load", "rebuild"]
 
 
 def _load_manifest(item: Found) -> None:
@@ -101,6 +101,20 @@ def identity(item: Found) -> str:
     if item.source == "wasm":
         return f"wasm:{_module_hash(item.entry or item.origin)}"
     return f"{item.source}:{inert(os.path.abspath(item.origin))}"
+
+
+def first_party(item: Found) -> bool:
+    """Whether ``item`` is one of Conduit's first-party plugins: an entry point of
+    Conduit's own distribution (``conduit-devtool``) whose manifest lies in the
+    ``conduit_plugins`` package installed beside ``conduit`` itself. Its declared
+    capabilities are granted by default (docs/permissions.md#first-party-plugins)."""
+    if item.source != "entry-point" or _normalise(item.dist or "") != "conduit-devtool":
+        return False
+    import conduit
+
+    here = os.path.dirname(os.path.dirname(os.path.realpath(conduit.__file__)))
+    home = os.path.join(here, "conduit_plugins") + os.sep
+    return os.path.realpath(item.origin).startswith(home)
 
 
 def _isolation(item: Found, forced: dict[str, str], security: SecuritySettings) -> str:
@@ -218,6 +232,7 @@ def _record(
         "identity": identity(item),
         "shadowed": [],
         "withheld": None,
+        "first_party": first_party(item),
     }
 
 

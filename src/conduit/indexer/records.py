@@ -60,6 +60,9 @@ class PluginRec(TypedDict):
     identity: str
     shadowed: list[str]  # identities of other plugins claiming its name (they lost)
     withheld: WithheldRec | None  # grants under its name given to another identity
+    # Conduit's own plugin (conduit_plugins, distribution conduit-devtool): what it
+    # declares is granted by default, and still enforced by its host
+    first_party: bool
 
 
 class BrokenRec(TypedDict):

@@ -345,7 +345,8 @@ class Kernel:
         guard.install()
         grants: list[Capability] = []
         table = self.index["config"].get("grants")
-        if isinstance(table, dict) and name in table:  # most plugins hold no grant at all
+        # most plugins hold no grant at all; a first-party one holds what it declares
+        if (isinstance(table, dict) and name in table) or rec.get("first_party"):
             from conduit.security.grants import granted
 
             grants = granted(self.index, name)

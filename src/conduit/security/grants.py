@@ -51,6 +51,7 @@ __all__ = [
     "describe",
     "describe_identity",
     "ensure_granted",
+    "first_party",
     "granted",
     "has_consent",
     "inert",
@@ -82,10 +83,23 @@ _MEANING = {
 
 
 def granted(index: Index, name: str) -> list[Capability]:
-    """The capabilities the user granted plugin ``name`` (validated when the index was built)."""
+    """The capabilities plugin ``name`` holds: what the user granted it (validated when the
+    index was built) and, for a first-party plugin, what it declares (granted by default,
+    as for built-ins, and enforced by its host like any grant)."""
     table = index["config"].get("grants") or {}
     assert isinstance(table, dict)
-    return [parse(text) for text in table.get(name, [])]
+    caps = [parse(text) for text in table.get(name, [])]
+    rec = index["plugins"].get(name)
+    if rec is not None and first_party(rec):
+        caps += [c for c in requested(rec) if c not in caps]
+    return caps
+
+
+def first_party(rec: PluginRec) -> bool:
+    """Whether ``rec`` is one of Conduit's first-party plugins (``conduit_plugins``,
+    shipped in Conduit's own distribution): discovered like a third-party entry point,
+    but its declared capabilities are granted by default."""
+    return bool(rec.get("first_party"))
 
 
 def requested(rec: PluginRec) -> list[Capability]:

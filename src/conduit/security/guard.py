@@ -346,7 +346,8 @@ def _fspath(path: Any, dir_fd: Any = None) -> str | None:
     if isinstance(path, int):
         return None
     path = str(os.fsdecode(os.fspath(path)))
-    if isinstance(dir_fd, int) and not os.path.isabs(path):
+    # -1 is how audit events such as os.rename spell "no directory descriptor"
+    if isinstance(dir_fd, int) and dir_fd >= 0 and not os.path.isabs(path):
         try:  # Linux: the directory a descriptor refers to
             base = os.readlink(f"/proc/self/fd/{dir_fd}")
         except OSError:

@@ -20,7 +20,10 @@ import msgspec
 from conduit.errors import StoreError
 from conduit.fs import atomic_write
 
-__all__ = ["CatalogEntry", "load", "lookup", "requirement", "search"]
+__all__ = ["DEFAULT_CATALOG", "CatalogEntry", "default", "load", "lookup", "requirement", "search"]
+
+#: the catalog shipped with Conduit: its first-party plugins (package data)
+DEFAULT_CATALOG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "default-catalog.json")
 
 
 class CatalogEntry(msgspec.Struct, frozen=True, kw_only=True):
@@ -96,6 +99,13 @@ def load(url: str, cache_dir: str, max_age: float, *, refresh: bool = False) -> 
     return entries
 
 
+def default() -> list[CatalogEntry]:
+    """The catalog shipped with Conduit (:data:`DEFAULT_CATALOG`): read from the
+    installation, never fetched."""
+    with open(DEFAULT_CATALOG, "rb") as f:
+        return _decode(DEFAULT_CATALOG, f.read())
+
+
 def lookup(entries: list[CatalogEntry], name: str) -> CatalogEntry | None:
     return next((e for e in entries if e.name == name), None)
 
@@ -124,7 +134,7 @@ def requirement(entry: CatalogEntry) -> str:
 
 def search(entries: list[CatalogEntry], term: str) -> list[CatalogEntry]:
     """Entries whose name, summary or package contains ``term`` (case-insensitive),
-    exact name matches first."""
+    exact name matches first; every entry, by name, for an empty ``term``."""
     t = term.lower()
     hits = [
         e

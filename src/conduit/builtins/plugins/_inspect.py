@@ -72,6 +72,7 @@ def _rows(index: Index) -> list[dict[str, Any]]:
                 "name": rec["name"],
                 "version": rec["version"],
                 "source": rec["source"],
+                "first_party": bool(rec.get("first_party")),
                 "state": state(rec),
                 "isolation": rec["isolation"],
                 "capabilities": rec["capabilities"],
@@ -151,7 +152,9 @@ def info_cmd(name: str, as_json: bool, no_load: bool) -> None:
         f"{rec['name']} {rec['version'] or ''}".rstrip(),
         f"  description:  {rec['description'] or '-'}",
         f"  state:        {info['state']}",
-        f"  source:       {rec['source']}" + (f" ({rec['dist']})" if rec["dist"] else ""),
+        f"  source:       {rec['source']}"
+        + (f" ({rec['dist']})" if rec["dist"] else "")
+        + (", first-party: what it declares is granted by default" if _first(rec) else ""),
         f"  origin:       {rec['origin']}",
         f"  entry:        {_entry_text(rec)}",
         f"  api:          {rec['api']}",
@@ -198,6 +201,12 @@ def _when(t: float) -> str:
     import time
 
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+
+
+def _first(rec: PluginRec) -> bool:
+    from conduit.security.grants import first_party
+
+    return first_party(rec)
 
 
 def _dependency_lines(index: Index, rec: PluginRec) -> list[str]:

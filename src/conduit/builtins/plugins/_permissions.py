@@ -18,6 +18,7 @@ from conduit.security.grants import (
     dependency_list,
     describe,
     describe_identity,
+    first_party,
     granted,
     missing_for,
     remove_grants,
@@ -76,6 +77,7 @@ def _report(index: Index, rec: PluginRec) -> dict[str, Any]:
         "name": name,
         "version": rec["version"],
         "source": rec["source"],
+        "first_party": first_party(rec),
         "isolation": rec["isolation"],
         "isolation_forced_by_policy": name in forced,
         "host": host,
@@ -113,7 +115,8 @@ def permissions_cmd(name: str, as_json: bool) -> None:
         click.echo(json.dumps(report, indent=2))
         return
     version = f" {report['version']}" if report["version"] else ""
-    lines = [f"{name}{version} ({report['source']})"]
+    first = ", first-party" if report["first_party"] else ""
+    lines = [f"{name}{version} ({report['source']}{first})"]
     policy = " (forced by the [isolation] policy)" if report["isolation_forced_by_policy"] else ""
     lines.append(f"  host: {report['host']}{policy}")
     lines += _advisory_lines(name, report)
@@ -124,6 +127,8 @@ def permissions_cmd(name: str, as_json: bool) -> None:
         width = max(len(r["capability"]) for r in report["requested"])
         for r in report["requested"]:
             state = "granted" if r["granted"] else "MISSING"
+            if report["first_party"] and r["granted"]:
+                state = "default"  # a first-party plugin's declared capabilities
             mark = "!" if r["unscoped"] else " "
             lines.append(f"  {mark} {r['capability']:<{width}}  {state:<7}  {r['meaning']}")
     if report["granted_not_requested"]:
@@ -164,7 +169,7 @@ def _binding_lines(report: dict[str, Any]) -> list[str]:
             f"  ! grants not applied: {', '.join(report['withheld'])}",
             f"    {report['withheld_note']}",
         ]
-    if not report["granted"] or report["source"] == "builtin":
+    if not report["granted"] or report["source"] == "builtin" or report["first_party"]:
         return []
     to = report["granted_to"]
     if not to:

@@ -196,36 +196,45 @@ def sync_cmd(reinstall: bool, **opts: Any) -> None:
 
 
 @click.command("search")
-@click.argument("term")
+@click.argument("term", required=False, default="")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--refresh", is_flag=True, help="Fetch the catalog even if the cache is fresh.")
 def search_cmd(term: str, as_json: bool, refresh: bool) -> None:
-    """Search the plugin catalog ([store] catalog in the config)."""
+    """Search the plugin catalogs (every entry without TERM)."""
+    from conduit.builtins.plugins._common import current_index, table
     from conduit.config import read_settings
-    from conduit.errors import ConduitError
     from conduit.paths import resolve
     from conduit.store import catalog
+    from conduit.text import inert
 
     paths = resolve()
     settings = read_settings(paths.config_file).store
-    if not settings.catalog:
-        raise ConduitError(
-            "no plugin catalog is configured",
-            hint=f'set [store] catalog = "URL" in {paths.config_file}',
-        )
-    entries = catalog.load(
-        settings.catalog, paths.cache_dir, settings.catalog_max_age, refresh=refresh
-    )
+    # The shipped catalog's names come first and win: another catalog cannot make a
+    # first-party name stand for its own package.
+    entries = catalog.default()
+    sources = dict.fromkeys((e.name for e in entries), "conduit")
+    if settings.catalog:
+        for e in catalog.load(
+            settings.catalog, paths.cache_dir, settings.catalog_max_age, refresh=refresh
+        ):
+            if e.name not in sources:
+                entries.append(e)
+                sources[e.name] = settings.catalog
+    installed = set(current_index()["plugins"])
     hits = catalog.search(entries, term)
     if as_json:
-        click.echo(json.dumps([msgspec.to_builtins(e) for e in hits], indent=2))
+        found = [
+            {**msgspec.to_builtins(e), "installed": e.name in installed, "catalog": sources[e.name]}
+            for e in hits
+        ]
+        click.echo(json.dumps(found, indent=2))
         return
     if not hits:
-        click.echo(f"No plugin in the catalog matches '{term}'.")
+        click.echo(inert(f"No plugin in the catalog matches '{term}'."))
         return
-    from conduit.builtins.plugins._common import table
-
     cells = [["NAME", "PACKAGE", "CAPABILITIES", "SUMMARY"]]
     for e in hits:
-        cells.append([e.name, e.package, ",".join(e.capabilities) or "-", e.summary])
-    click.echo(table(cells))
+        name = f"{e.name} (installed)" if e.name in installed else e.name
+        cells.append([name, e.package, ",".join(e.capabilities) or "-", e.summary])
+    # another catalog's text is not Conduit's: escaped like a plugin's
+    click.echo(inert(table(cells), keep_newlines=True))

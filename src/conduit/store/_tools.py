@@ -320,6 +320,8 @@ class Tool:
             hint="Conduit installs wheels only: a source distribution is built only when "
             "you name it (a directory or an sdist file on the command line)"
             if refused
+            else None
+            if self.verbose  # its output is on the screen already
             else "run again with --verbose to see the installer's output",
         )
 

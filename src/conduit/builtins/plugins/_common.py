@@ -103,8 +103,8 @@ def table(rows: list[list[str]], *, states: int | None = None) -> str:
     for n, row in enumerate(rows):
         cells = []
         for i, (cell, w) in enumerate(zip(row, widths, strict=True)):
-            padded = cell.ljust(w) if i < len(row) - 1 else cell
             role = "header" if n == 0 else (cell.split(" ")[0] if i == states else "")
-            cells.append(paint(padded, role, on) if role else padded)
+            pad = " " * (w - len(cell)) if i < len(row) - 1 else ""
+            cells.append(paint(cell, role, on) + pad)
         lines.append("  ".join(cells).rstrip())
     return "\n".join(lines)

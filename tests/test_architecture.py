@@ -88,7 +88,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("store",),
     ("config", "security", "indexer"),
     ("index", "manifest", "sdk"),
-    ("rpc", "errors", "paths", "timing", "fs", "journal", "runlog", "text", "otel", ""),
+    ("rpc", "errors", "paths", "timing", "fs", "journal", "runlog", "text", "otel", "style", ""),
 )
 
 # (importer, imported) -> why this upward runtime import is allowed. Keep it short and

@@ -34,17 +34,44 @@ GLOBAL_OPTIONS = (
     ("--no-plugins", "Safe mode: run with every third-party plugin disabled."),
     ("--profile", "Print the time of each start-up phase to stderr."),
     ("--profile-out FILE", "Write the start-up trace as Chrome trace-event JSON."),
+    ("--color WHEN", "Colour: auto (on a terminal), always or never."),
     ("-h, --help", "Show this message and exit."),
+    ("--all", "With --help: every command with its help, however many there are."),
 )
-_OPTION_WORDS = ("--version", "--debug", "--no-plugins", "--profile", "--profile-out", "--help")
+_OPTION_WORDS = (
+    "--version",
+    "--debug",
+    "--no-plugins",
+    "--profile",
+    "--profile-out",
+    "--color",
+    "--help",
+    "--all",
+)
+#: beyond this many commands, ``conduit --help`` lists one line per plugin (``--all``:
+#: everything). 40 rows plus the options fill about two screens of a 24-line terminal;
+#: past that a listing is scrolled, not read.
+HELP_COMMANDS_MAX = 40
 
 
 class _Options:
-    __slots__ = ("command", "debug", "help", "no_plugins", "profile", "profile_out", "version")
+    __slots__ = (
+        "all",
+        "color",
+        "command",
+        "debug",
+        "help",
+        "no_plugins",
+        "profile",
+        "profile_out",
+        "version",
+    )
 
     def __init__(self) -> None:
         self.debug = False
         self.help = False
+        self.all = False
+        self.color: str | None = None
         self.version = False
         self.no_plugins = False
         self.profile = _env_flag("CONDUIT_PROFILE")
@@ -88,6 +115,8 @@ def _parse_globals(args: list[str]) -> tuple[_Options, list[str]]:
             opts.no_plugins = True
         elif arg == "--profile":
             opts.profile = True
+        elif arg == "--all":
+            opts.all = True
         elif arg == "--profile-out" or arg.startswith("--profile-out="):
             if "=" in arg:
                 opts.profile_out = arg.partition("=")[2]
@@ -98,6 +127,16 @@ def _parse_globals(args: list[str]) -> tuple[_Options, list[str]]:
                 from conduit.errors import UsageError
 
                 raise UsageError("--profile-out needs a file name", hint="--profile-out trace.json")
+        elif arg == "--color" or arg.startswith("--color="):
+            if "=" in arg:
+                opts.color = arg.partition("=")[2]
+            elif i + 1 < len(args):
+                i += 1
+                opts.color = args[i]
+            if opts.color not in ("auto", "always", "never"):
+                from conduit.errors import UsageError
+
+                raise UsageError("--color needs one of auto, always, never", hint="--color never")
         else:
             from conduit.errors import UsageError, did_you_mean
 
@@ -176,8 +215,9 @@ def _rows(rows: list[tuple[str, str]], indent: int = 2) -> list[str]:
     return lines
 
 
-def render_help(view: View) -> str:
-    """``conduit --help``, from the index alone, commands grouped by plugin."""
+def render_help(view: View, full: bool = False) -> str:
+    """``conduit --help``, from the index alone, commands grouped by plugin; beyond
+    :data:`HELP_COMMANDS_MAX` commands one line per plugin, unless ``full``."""
     out = [
         f"Usage: {PROG} [OPTIONS] COMMAND [ARGS]...",
         "",
@@ -187,6 +227,7 @@ def render_help(view: View) -> str:
         *_rows(list(GLOBAL_OPTIONS)),
     ]
     plugins = view.index["plugins"]
+    groups = []
     for name, rec in plugins.items():
         if not view.usable(name):
             continue
@@ -194,10 +235,21 @@ def render_help(view: View) -> str:
         for word, text in _top_commands(rec).items():
             shown = word if view.owner(word) == name else f"{name}:{word}"
             rows.append((shown, text))
-        if not rows:
-            continue
-        title = _inert(f"{name}: {rec['description']}" if rec["description"] else name)
-        out += ["", f"Commands from {title}", *_rows(rows)]
+        if rows:
+            groups.append((name, rec, rows))
+    total = sum(len(rows) for _, _, rows in groups)
+    if full or total <= HELP_COMMANDS_MAX:
+        for name, rec, rows in groups:
+            title = _inert(f"{name}: {rec['description']}" if rec["description"] else name)
+            out += ["", f"Commands from {title}", *_rows(rows)]
+    else:
+        out += [
+            "",
+            f"Commands by plugin ({total} commands from {len(groups)} plugins; "
+            f"'{PROG} --help --all' lists each with its help, '{PROG} COMMAND --help' "
+            "shows one):",
+            *_rows([(_inert(name), ", ".join(r[0] for r in rows)) for name, _, rows in groups]),
+        ]
     blocked = [n for n in view.index["blocked"] if n not in view.disabled]
     off = [n for n in plugins if not view.usable(n) and n not in blocked]
     broken = view.index["broken"]
@@ -234,7 +286,10 @@ def render_group_help(view: View, plugin: str, word: str) -> str | None:
 
 
 def _warn(text: str) -> None:
-    sys.stderr.write(f"{PROG}: warning: {_inert(text)}\n")
+    from conduit.style import enabled, paint
+
+    label = paint("warning:", "warning", enabled(sys.stderr))
+    sys.stderr.write(f"{PROG}: {label} {_inert(text)}\n")
 
 
 #: the state of ``conduit plugins bisect`` in the state directory, while one is active:
@@ -384,9 +439,25 @@ def _print_error(exc: ConduitError, debug: bool) -> None:
         if remote:
             remote = inert(remote, keep_newlines=True)
             sys.stderr.write(f"traceback in the plugin's host process:\n{remote}")
-    sys.stderr.write(f"error: {_inert(exc.message)}\n")
-    if exc.hint:
-        sys.stderr.write(f"hint: {_inert(exc.hint)}\n")
+    from conduit.style import enabled, paint
+
+    on = enabled(sys.stderr)
+    sys.stderr.write(f"{paint('error:', 'error', on)} {_inert(exc.message)}\n")
+    hint = _hint_for(exc.hint, debug)
+    if hint:
+        sys.stderr.write(f"{paint('hint:', 'hint', on)} {_inert(hint)}\n")
+    usage = getattr(exc, "usage", None)
+    if usage:
+        sys.stderr.write(f"{paint('usage:', 'usage', on)} {_inert(usage)}\n")
+
+
+def _hint_for(hint: str | None, debug: bool) -> str | None:
+    """The hint as shown: under ``--debug`` the traceback is on the screen already, so
+    the parts of a hint that say to run with ``--debug`` are dropped."""
+    if not hint or not debug or "--debug" not in hint:
+        return hint
+    parts = [p for p in hint.split("; ") if "--debug" not in p]
+    return "; ".join(parts) or None
 
 
 def _rebuild(*args: Any, **kwargs: Any) -> Index:
@@ -425,14 +496,13 @@ def _run(opts: _Options, args: list[str], profile: Profile) -> int:
                 f"'{PROG} plugins bisect reset'"
             )
     view = View(index, disabled)
+    # ... no "see 'conduit plugins doctor'" when that is the command running.
+    see_doctor = "" if args[:2] == ["plugins", "doctor"] else f" (see '{PROG} plugins doctor')"
     if not completing:
         for broken in index["broken"]:
             off = broken["disabled"] or broken["name"] in view.disabled
             if not off and not (opts.no_plugins and broken["source"] != "builtin"):
-                _warn(
-                    f"skipped plugin '{broken['name']}': {broken['error']} "
-                    f"(see '{PROG} plugins doctor')"
-                )
+                _warn(f"skipped plugin '{broken['name']}': {broken['error']}{see_doctor}")
         for text in index["warnings"]:
             _warn(text)
         # A store operation killed midway: one stat when there is none (the index may not
@@ -446,15 +516,19 @@ def _run(opts: _Options, args: list[str], profile: Profile) -> int:
     if not completing:
         for name, (error, _) in index["blocked"].items():
             if name not in view.disabled:
-                _warn(f"plugin '{name}' is unavailable: {error} (see '{PROG} plugins doctor')")
+                _warn(f"plugin '{name}' is unavailable: {error}{see_doctor}")
     if completing:
         sys.stdout.write(_complete(view, args[1:]) + "\n")
         return 0
     if not args:
         with profile.span("help"):
-            text = index["help"] if not view.disabled else ""
-            sys.stdout.write(text or render_help(view))
+            text = index["help"] if not view.disabled and not opts.all else ""
+            sys.stdout.write(text or render_help(view, full=opts.all))
         return 0
+    if opts.all:
+        from conduit.errors import UsageError
+
+        raise UsageError("--all goes with --help", hint=f"{PROG} --help --all")
     if opts.help:
         args = [*args, "--help"]
     with profile.span("route"):
@@ -507,6 +581,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         opts, rest = _parse_globals(args)
         debug = opts.debug
+        if opts.color is not None or "conduit.style" in sys.modules:
+            import conduit.style  # (a library caller's earlier run may have set it)
+
+            conduit.style.MODE = opts.color or "auto"
         profile.enabled = opts.profile or bool(opts.profile_out)
         with profile.span("kernel"):
             code = _run(opts, rest, profile)

@@ -90,9 +90,14 @@ class ConduitError(Exception):
 
 
 class UsageError(ConduitError):
-    """The command line is wrong: unknown command, bad global option."""
+    """The command line is wrong: unknown command, bad global option, bad arguments of a
+    command (then ``usage`` is the command's usage line)."""
 
     exit_code = EXIT_USAGE
+
+    def __init__(self, message: str, *, hint: str | None = None, usage: str | None = None):
+        super().__init__(message, hint=hint)
+        self.usage = usage
 
 
 class ConfigError(ConduitError):

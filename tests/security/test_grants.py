@@ -111,6 +111,7 @@ CONDUIT = [sys.executable, "-m", "conduit"]
 def tty_env(conduit_home: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "CI"}
     env["CONDUIT_HOME"] = str(conduit_home)
+    env["NO_COLOR"] = "1"  # plain text on the terminal (colour: tests/cli/test_surface.py)
     return env
 
 

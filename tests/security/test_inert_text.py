@@ -48,6 +48,7 @@ def no_prompt_in_this_process(monkeypatch: pytest.MonkeyPatch) -> None:
 def tty_env(conduit_home: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "CI"}
     env["CONDUIT_HOME"] = str(conduit_home)
+    env["NO_COLOR"] = "1"  # plain text on the terminal (colour: tests/cli/test_surface.py)
     return env
 
 

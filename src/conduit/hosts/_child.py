@@ -214,6 +214,7 @@ def _plugin_error(exc: BaseException) -> rpc.RemoteError:
                 "kind": type(exc).__name__,
                 "hint": limit[1] if limit else exc.hint,
                 "detail": getattr(exc, "detail", None),
+                "usage": getattr(exc, "usage", None),
                 "traceback": "".join(traceback.format_exception(exc.__cause__ or exc)),
             },
         )

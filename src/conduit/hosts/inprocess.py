@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-from conduit.errors import CommandFailed, ConduitError, PluginLoadError
+from conduit.errors import CommandFailed, ConduitError, PluginLoadError, UsageError
 
 # Not `from typing import TYPE_CHECKING`: the child process imports this module and
 # typing would add ~5 ms to every plugin host's start.
@@ -261,10 +261,37 @@ class InProcessHost:
         return root
 
     def run_command(self, record: PluginRec, ctx: HostContext, argv: list[str], prog: str) -> int:
+        """Run the Click command ``argv[0]``. Click's own endings become Conduit's, the
+        same in every host: a usage error is a :class:`~conduit.errors.UsageError` (with
+        its usage line), Ctrl-C a ``KeyboardInterrupt`` (``Aborted.``, exit 130, printed
+        by the CLI), ``-h`` is a help option of every command."""
+        import click
+
         word = argv[0]
         command = self._command(record, ctx, word)
+        extra: dict[str, Any] = {"obj": ctx}
+        if "help_option_names" not in command.context_settings:
+            extra["help_option_names"] = ["-h", "--help"]
+        if "color" not in command.context_settings:
+            from conduit.style import click_color
+
+            extra["color"] = click_color()
         try:
-            command.main(args=argv[1:], prog_name=f"{prog} {word}", standalone_mode=True, obj=ctx)
+            with command.make_context(f"{prog} {word}", list(argv[1:]), **extra) as cctx:
+                command.invoke(cctx)
+        except click.exceptions.Exit as exc:
+            return exc.exit_code
+        except click.UsageError as exc:
+            raise _usage_error(exc) from None
+        except click.Abort as exc:
+            if isinstance(exc.__cause__ or exc.__context__, KeyboardInterrupt):
+                raise KeyboardInterrupt from None  # Ctrl-C at a prompt
+            sys.stderr.write("Aborted.\n")  # a prompt answered no, or its input ended
+            return 1
+        except click.ClickException as exc:
+            error = ConduitError(exc.format_message())
+            error.exit_code = exc.exit_code
+            raise error from None
         except SystemExit as exc:
             code = exc.code
             if code is None:
@@ -277,8 +304,7 @@ class InProcessHost:
             raise
         except Exception as exc:
             raise CommandFailed(record["name"], word, exc) from exc
-        # Click's standalone mode always ends in SystemExit; this is for safety only.
-        return 0  # type: ignore[unreachable]
+        return 0
 
 
 HEALTH_STATES = ("ok", "warning", "failing")
@@ -303,3 +329,18 @@ def health_result(value: Any) -> tuple[str, str]:
         f"health() returned {shown}: expected 'ok', 'warning' or 'failing', or a pair "
         "(status, message)"
     )
+
+
+def _usage_error(exc: click.UsageError) -> UsageError:
+    """Click's usage error as Conduit's: the message, a hint to the command's help and its
+    usage line (printed as ``error:``, ``hint:``, ``usage:`` by the CLI)."""
+    cctx = exc.ctx
+    usage = hint = None
+    if cctx is not None:
+        pieces = cctx.command.collect_usage_pieces(cctx)
+        usage = " ".join([cctx.command_path, *pieces])
+        if cctx.help_option_names and cctx.command.add_help_option:
+            hint = f"see '{cctx.command_path} {cctx.help_option_names[-1]}'"
+    error = UsageError(exc.format_message(), hint=hint, usage=usage)
+    error.exit_code = exc.exit_code
+    return error

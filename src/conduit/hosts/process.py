@@ -48,6 +48,7 @@ from conduit.errors import (
     ConduitError,
     HostError,
     RemotePluginError,
+    UsageError,
 )
 
 if TYPE_CHECKING:
@@ -495,6 +496,13 @@ class ProcessHost:
         data = exc.data if isinstance(exc.data, dict) else {}
         if exc.code == rpc.PLUGIN_ERROR:
             kind = data.get("kind")
+            if kind == "UsageError":  # bad arguments: the same usage error as in-process
+                hint, usage = data.get("hint"), data.get("usage")
+                return UsageError(
+                    exc.message,
+                    hint=hint if isinstance(hint, str) and hint else None,
+                    usage=usage if isinstance(usage, str) else None,
+                )
             code = EXIT_PLUGIN_LOAD if kind in ("PluginLoadError", "HostError") else EXIT_FAILURE
             return RemotePluginError(
                 exc.message

@@ -122,7 +122,10 @@ def new_cmd(name: str, template: str, parent: str) -> None:
     click.echo(f"  cd {os.path.relpath(target)}")
     click.echo("  python -m pytest            # its tests pass as generated")
     if template == "single-file":
-        click.echo(f"  cp {name}.py {_plugin_dir_hint()}/   # install it")
+        # The hint says to copy the file there: make sure it can be done as written.
+        plugin_dir = _plugin_dir_hint()
+        os.makedirs(plugin_dir, exist_ok=True)
+        click.echo(f"  cp {name}.py {plugin_dir}/   # install it")
     elif template == "wasm":
         click.echo("  conduit plugins build .     # build, install and precompile it")
     else:

@@ -8,6 +8,7 @@ from here, not from the package face.
 from __future__ import annotations
 
 import os
+import sys
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -114,10 +115,20 @@ def find(index: Index, name: str) -> PluginRec:
     )
 
 
-def table(rows: list[list[str]]) -> str:
-    """``rows`` (the first one the header) as left-aligned columns two spaces apart."""
+def table(rows: list[list[str]], *, states: int | None = None) -> str:
+    """``rows`` (the first one the header) as left-aligned columns two spaces apart; on a
+    terminal (conduit.style) the header in bold and column ``states`` (plugin states) in
+    their colours."""
+    from conduit.style import enabled, paint
+
+    on = enabled(sys.stdout)
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join(
-        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-        for row in rows
-    )
+    lines = []
+    for n, row in enumerate(rows):
+        cells = []
+        for i, (cell, w) in enumerate(zip(row, widths, strict=True)):
+            role = "header" if n == 0 else (cell.split(" ")[0] if i == states else "")
+            pad = " " * (w - len(cell)) if i < len(row) - 1 else ""
+            cells.append(paint(cell, role, on) + pad)
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)

@@ -117,7 +117,7 @@ def list_cmd(as_json: bool) -> None:
                 inert(",".join(map(_mark_unscoped, r["capabilities"])) or "-"),
             ]
         )
-    click.echo(table(cells))
+    click.echo(table(cells, states=3))
     if any(_mark_unscoped(c) != c for r in rows for c in r["capabilities"]):
         click.echo("! unscoped: all of that kind (see 'conduit plugins permissions NAME')")
 

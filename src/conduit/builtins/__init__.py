@@ -15,4 +15,5 @@ BUILTINS: dict[str, str] = {
     "plugins": "conduit.builtins.plugins:PluginsPlugin",
     "completion": "conduit.builtins.completion:CompletionPlugin",
     "devtools": "conduit.builtins.devtools:DevtoolsPlugin",
+    "config": "conduit.builtins.config:ConfigPlugin",
 }

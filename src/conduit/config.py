@@ -271,9 +271,12 @@ def validate(path: str, data: dict[str, Any], text: str | None = None, hint: str
         _check_dependencies(path, settings)
         _check_identities(path, settings)
     except ConfigError as exc:
-        if hint:
-            exc.hint = hint
-        raise
+        message = exc.message.removeprefix(f"{path}: ")
+        dotted = message.partition(": ")[0]  # "grants.alpha[1]: ..." names where
+        line = _line_of(text, re.findall(r"[^.\[]+|\[\d+\]", dotted)) if text else None
+        raise ConfigError(
+            f"{path}:{line}" if line else path, message, hint=hint or exc.hint
+        ) from None
     return settings
 
 
@@ -352,10 +355,22 @@ def _explain(data: dict[str, Any], message: str) -> tuple[list[str], str]:
     if unknown:
         keys.append(unknown.group(1))
         return keys, unknown_key(keys, len(keys) - 1)
-    problem = problem.replace("`", "'")
+    problem = re.sub(r"`(\w+)`", lambda m: _WORDS.get(m.group(1), f"'{m.group(1)}'"), problem)
     problem = problem[:1].lower() + problem[1:]
     dotted = ".".join(keys).replace(".[", "[")
     return keys, f"{dotted}: {problem}" if dotted else problem
+
+
+#: msgspec's type names in words
+_WORDS = {
+    "int": "an integer",
+    "float": "a number",
+    "str": "a string",
+    "bool": "true or false",
+    "array": "a list",
+    "object": "a table",
+    "null": "nothing",
+}
 
 
 def _converts(value: Any, tp: Any) -> bool:

@@ -243,7 +243,9 @@ def edit_cmd() -> None:
             except ConfigError as exc:
                 problem = exc
                 click.echo(f"error: {exc.message}", err=True)
-                if sys.stdin.isatty() and click.confirm("Edit it again?", default=True):
+                if sys.stdin.isatty() and click.confirm(
+                    "Edit it again?", default=False, prompt_suffix=" "
+                ):
                     continue
             if after != before:
                 with locked(path):

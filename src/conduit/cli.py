@@ -12,6 +12,7 @@ that a control character in it is shown escaped instead of reaching the terminal
 
 from __future__ import annotations
 
+import marshal
 import os
 import sys
 
@@ -139,6 +140,13 @@ class View:
         return [w for w in self.index["routes"] if self.owner(w) is not None]
 
 
+def _commands(index: Index) -> dict[str, dict[str, str]]:
+    """Each plugin's top-level command words with their help lines (a small table of the
+    index, kept encoded so that reading the index for `--help` does not decode it)."""
+    table: dict[str, dict[str, str]] = marshal.loads(index["commands"])
+    return table
+
+
 def _rows(rows: list[tuple[str, str]], indent: int = 2) -> list[str]:
     # No truncation to the terminal width: the help is rendered once, when the index is
     # rebuilt, and a terminal wraps long lines anyway.
@@ -167,11 +175,12 @@ def render_help(view: View) -> str:
         *_rows(list(GLOBAL_OPTIONS)),
     ]
     plugins = view.index["plugins"]
+    top = _commands(view.index)
     for name, rec in plugins.items():
         if not view.usable(name):
             continue
         rows = []
-        for word, text in view.index["commands"][name].items():
+        for word, text in top[name].items():
             shown = word if view.owner(word) == name else f"{name}:{word}"
             rows.append((shown, _inert(text)))
         if not rows:
@@ -248,7 +257,7 @@ def _resolve(view: View, word: str) -> tuple[str, str]:
         if not any(c["name"].split(" ")[0] == cmd for c in rec["commands"]):
             raise UsageError(
                 f"plugin '{plugin}' has no command '{cmd}'",
-                hint=f"its commands: {', '.join(view.index['commands'][plugin]) or 'none'}",
+                hint=f"its commands: {', '.join(_commands(view.index)[plugin]) or 'none'}",
             )
         return plugin, cmd
     if not claimants:
@@ -305,10 +314,26 @@ def _usage_options(usage: str) -> dict[str, list[str] | None]:
     return out
 
 
+def _prefixed(table: str, prefix: str) -> str:
+    """The lines of ``table`` (sorted) that start with ``prefix``: one block of it, found
+    with ``str.find`` rather than by splitting every line."""
+    if not prefix:
+        return table
+    text = "\n" + table
+    start = text.find("\n" + prefix)
+    if start < 0:
+        return ""
+    end = start
+    while True:
+        end = text.find("\n", end + 1)
+        if end < 0 or not text.startswith(prefix, end + 1):
+            return text[start + 1 : end if end >= 0 else None]
+
+
 def _complete(view: View, words: list[str]) -> str:
     """Candidates for the last word, one per line as ``value<TAB>description``.
 
-    Answered from the index's small tables (``commands``, ``routes``); only the plugin
+    Answered from the index's small tables (``complete``, ``routes``); only the plugin
     of the command being completed has its record decoded."""
     current = words[-1] if words else ""
     before = words[:-1]
@@ -323,8 +348,12 @@ def _complete(view: View, words: list[str]) -> str:
                     if o.startswith(current):
                         lines.append(f"{o}\t{text}")
             return "\n".join(lines)
+        if not view.disabled:  # the usual run: answers rendered with the index
+            return _prefixed(
+                view.index["complete"]["scoped" if ":" in current else "words"], current
+            )
         scoped = ":" in current
-        for name, top in view.index["commands"].items():
+        for name, top in _commands(view.index).items():
             if not view.usable(name):
                 continue
             for word, text in top.items():
@@ -335,7 +364,7 @@ def _complete(view: View, words: list[str]) -> str:
         return "\n".join(sorted(set(lines)))
     first = before[0]
     plugin, word = first.partition(":")[::2] if ":" in first else (view.owner(first), first)
-    if not plugin or not view.usable(plugin) or plugin not in view.index["commands"]:
+    if not plugin or not view.usable(plugin):
         return ""
     commands = {c["name"]: c for c in view.index["plugins"][plugin]["commands"]}
     path, rest = word, before[1:]
@@ -363,8 +392,8 @@ def _complete(view: View, words: list[str]) -> str:
             if not w.startswith("-") and not (i and options.get(rest[i - 1]) is not None)
         ]
         if not given or sub in _PLUGIN_ARGUMENTS:
-            names = {*view.index["commands"], *(b["name"] for b in view.index["broken"])}
-            lines = sorted(n for n in names if n.startswith(current) and n not in given)
+            names = view.index["complete"]["names"].split("\n")
+            lines = [n for n in names if n.startswith(current) and n not in given]
     return "\n".join(lines)
 
 
@@ -435,7 +464,9 @@ def _run(opts: _Options, args: list[str], profile: Profile) -> int:
         # Rendered once per rebuild for the usual case: nothing disabled for one run.
         render_help=lambda idx: render_help(View(idx, frozenset())),
     )
-    view = View(index, _runtime_disabled(index, opts.no_plugins))
+    # `conduit --no-plugins <TAB>` completes as that run would see its plugins
+    no_plugins = opts.no_plugins or (completing and "--no-plugins" in args[1:-1])
+    view = View(index, _runtime_disabled(index, no_plugins))
     if index["config_error"] is not None:
         _broken_config(index["config_error"], opts, args)
     if not completing:

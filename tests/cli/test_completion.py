@@ -54,7 +54,7 @@ def greet(plugin_dir: Path) -> Path:
 
 
 def values(out: str) -> list[str]:
-    return [line.split("\t")[0] for line in out.splitlines()]
+    return [line.split("\t")[0] for line in out.splitlines() if line]
 
 
 def test_plugin_names_where_a_plugin_is_expected(run, greet) -> None:  # type: ignore[no-untyped-def]
@@ -93,6 +93,15 @@ def test_command_options_and_their_values(run, greet) -> None:  # type: ignore[n
     assert run("__complete", "hello", "--out", "").out == "\n"  # a file: the shell's own
     assert values(run("__complete", "--debug", "config", "v").out) == ["validate"]
     assert values(run("__complete", "greet:").out) == ["greet:hello"]
+
+
+def test_plugins_disabled_for_one_run_are_not_offered(run, greet, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    assert values(run("__complete", "hel").out) == ["hello"]
+    assert values(run("__complete", "--no-plugins", "hel").out) == []
+    monkeypatch.setenv("CONDUIT_DISABLE_PLUGINS", "greet")
+    assert values(run("__complete", "hel").out) == []
+    assert values(run("__complete", "greet:").out) == []
+    assert values(run("__complete", "plugins:").out)[:2] == ["plugins:plugins"]
 
 
 def test_scripts_call_the_installed_conduit_by_absolute_path(run) -> None:  # type: ignore[no-untyped-def]

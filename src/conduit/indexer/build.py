@@ -10,6 +10,7 @@ records, resolves dependencies and writes the index (:func:`rebuild`) in the for
 
 from __future__ import annotations
 
+import marshal
 import os
 from typing import TYPE_CHECKING, Any
 
@@ -316,6 +317,8 @@ def build(paths: Paths, fp: tuple[object, ...]) -> Index:
                 p,
             )
         )
+    top = {n: _top_commands(r) for n, r in plugins.items()}
+    broken_names = [(b["name"], b["source"]) for b in broken]
     ambiguous: dict[str, list[str]] = {}
     for rec in plugins.values():
         for svc in rec["provides"]["services"]:
@@ -337,7 +340,8 @@ def build(paths: Paths, fp: tuple[object, ...]) -> Index:
         "config": _effective_config(settings, grants, untrusted),
         "help": "",
         "usable": [n for n, r in plugins.items() if r["enabled"] and not r["blocked"]],
-        "commands": {n: _top_commands(r) for n, r in plugins.items()},
+        "commands": marshal.dumps(top),
+        "complete": _completions(top, routes, [n for n, _ in broken_names]),
         "config_error": config_error,
         "builtins": [n for n, r in plugins.items() if r["source"] == "builtin"],
         "blocked": {
@@ -347,6 +351,30 @@ def build(paths: Paths, fp: tuple[object, ...]) -> Index:
         },
     }
     return index
+
+
+def _completions(
+    top: dict[str, dict[str, str]], routes: dict[str, list[str]], broken: list[str]
+) -> dict[str, str]:
+    """Completion answers rendered once, for the usual run (nothing disabled for it
+    alone): ``words`` (each command word with its help, by the plugin that runs it),
+    ``scoped`` (``plugin:word`` of every usable plugin) and ``names`` (every plugin's
+    name); lines sorted, filtered by a prefix at completion time."""
+    from conduit.text import inert
+
+    words, scoped = [], []
+    for word, claimants in routes.items():
+        words.append(
+            f"{word}\t{inert(top[claimants[0]][word])}" if word in top[claimants[0]] else ""
+        )
+        for name in claimants:
+            if word in top[name]:
+                scoped.append(f"{name}:{word}\t{inert(top[name][word])}")
+    return {
+        "words": "\n".join(sorted(w for w in words if w)),
+        "scoped": "\n".join(sorted(scoped)),
+        "names": "\n".join(sorted({*top, *broken})),
+    }
 
 
 def _top_commands(rec: PluginRec) -> dict[str, str]:

@@ -65,8 +65,8 @@ def _format(value: Any) -> str:
     if isinstance(value, str):
         return value
     if isinstance(value, dict):
-        return tomlkit.dumps(value).rstrip("\n")
-    return tomlkit.item(value).as_string()
+        return str(tomlkit.dumps(value)).rstrip("\n")
+    return str(tomlkit.item(value).as_string())
 
 
 @click.group("config")

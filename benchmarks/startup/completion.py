@@ -23,7 +23,7 @@ import tempfile
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from instructions import count
 
-PLUGIN = '''# /// conduit
+PLUGIN = """# /// conduit
 # name = "synth-{i:04d}"
 # description = "Synthetic plugin {i}"
 # api = ">=1.0,<2"
@@ -37,7 +37,7 @@ from conduit.sdk import Plugin
 
 class P(Plugin):
     pass
-'''
+"""
 
 CASES = {
     "--help": ["--help"],

@@ -292,7 +292,7 @@ def _winner(view: View, word: str, claimants: list[str]) -> tuple[str, str]:
     return claimants[0], word
 
 
-#: commands whose argument is a plugin's name (those that take several: ``MANY``)
+#: `plugins` subcommands whose argument is a plugin name (several: `_PLUGIN_ARGUMENTS`)
 _PLUGIN_ARGUMENT = frozenset(
     ("info", "enable", "disable", "permissions", "grant", "revoke", "uninstall", "update")
 )

@@ -1,6 +1,7 @@
 """``conduit completion SHELL``: completion scripts that ask the index, not the plugins.
 
-The scripts call ``conduit __complete WORDS...``, which the kernel answers from the
+The scripts call ``conduit __complete WORDS...`` (the installed ``conduit``, by absolute
+path: see :func:`program`), which the kernel answers from the
 cached plugin index without importing Click or any plugin, so completion stays as fast
 as ``conduit --help`` whatever the number of plugins.
 """

@@ -12,6 +12,7 @@ that a control character in it is shown escaped instead of reaching the terminal
 
 from __future__ import annotations
 
+import marshal
 import os
 import sys
 
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from conduit.errors import ConduitError, PluginLoadError
-    from conduit.indexer.records import Index, PluginRec
+    from conduit.indexer.records import Index
 
 __all__ = ["main"]
 
@@ -180,22 +181,11 @@ class View:
         return [w for w in self.index["routes"] if self.owner(w) is not None]
 
 
-def _top_commands(rec: PluginRec) -> dict[str, str]:
-    """Top-level command words of a plugin with their help lines."""
-    out: dict[str, str] = {}
-    for cmd in rec["commands"]:
-        if cmd["hidden"]:
-            continue
-        word, _, rest = cmd["name"].partition(" ")
-        if not rest:
-            out[word] = _inert(cmd["help"])
-        elif word not in out:
-            out[word] = ""
-    for word, text in out.items():
-        if not text:
-            n = sum(1 for c in rec["commands"] if c["name"].startswith(word + " "))
-            out[word] = f"({n} subcommand{'s' if n != 1 else ''})"
-    return out
+def _commands(index: Index) -> dict[str, dict[str, str]]:
+    """Each plugin's top-level command words with their help lines (a small table of the
+    index, kept encoded so that reading the index for `--help` does not decode it)."""
+    table: dict[str, dict[str, str]] = marshal.loads(index["commands"])
+    return table
 
 
 def _rows(rows: list[tuple[str, str]], indent: int = 2) -> list[str]:
@@ -227,14 +217,15 @@ def render_help(view: View, full: bool = False) -> str:
         *_rows(list(GLOBAL_OPTIONS)),
     ]
     plugins = view.index["plugins"]
+    top = _commands(view.index)
     groups = []
     for name, rec in plugins.items():
         if not view.usable(name):
             continue
         rows = []
-        for word, text in _top_commands(rec).items():
+        for word, text in top[name].items():
             shown = word if view.owner(word) == name else f"{name}:{word}"
-            rows.append((shown, text))
+            rows.append((shown, _inert(text)))
         if rows:
             groups.append((name, rec, rows))
     total = sum(len(rows) for _, _, rows in groups)
@@ -346,7 +337,7 @@ def _resolve(view: View, word: str) -> tuple[str, str]:
         if not any(c["name"].split(" ")[0] == cmd for c in rec["commands"]):
             raise UsageError(
                 f"plugin '{plugin}' has no command '{cmd}'",
-                hint=f"its commands: {', '.join(_top_commands(rec)) or 'none'}",
+                hint=f"its commands: {', '.join(_commands(view.index)[plugin]) or 'none'}",
             )
         return plugin, cmd
     if not claimants:
@@ -381,10 +372,53 @@ def _winner(view: View, word: str, claimants: list[str]) -> tuple[str, str]:
     return claimants[0], word
 
 
+#: `plugins` subcommands whose argument is a plugin name (several: `_PLUGIN_ARGUMENTS`)
+_PLUGIN_ARGUMENT = frozenset(
+    ("info", "enable", "disable", "permissions", "grant", "revoke", "uninstall", "update")
+)
+_PLUGIN_ARGUMENTS = frozenset(("uninstall", "update"))
+
+
+def _usage_options(usage: str) -> dict[str, list[str] | None]:
+    """The options a manifest's ``usage`` line names: ``[--json]`` -> ``{"--json": None}``
+    (a flag), ``[--format text|dot]`` -> its choices, ``[--dir DIR]`` -> ``[]`` (a value)."""
+    out: dict[str, list[str] | None] = {}
+    words = usage.replace("[", " ").replace("]", " ").replace("...", " ").split()
+    for i, word in enumerate(words):
+        if word.startswith("-") and len(word) > 1:
+            value = words[i + 1] if i + 1 < len(words) else ""
+            if value and not value.startswith("-") and (value.isupper() or "|" in value):
+                out[word] = [v for v in value.split("|") if not v.isupper()]
+            else:
+                out[word] = None
+    return out
+
+
+def _prefixed(table: str, prefix: str) -> str:
+    """The lines of ``table`` (sorted) that start with ``prefix``: one block of it, found
+    with ``str.find`` rather than by splitting every line."""
+    if not prefix:
+        return table
+    text = "\n" + table
+    start = text.find("\n" + prefix)
+    if start < 0:
+        return ""
+    end = start
+    while True:
+        end = text.find("\n", end + 1)
+        if end < 0 or not text.startswith(prefix, end + 1):
+            return text[start + 1 : end if end >= 0 else None]
+
+
 def _complete(view: View, words: list[str]) -> str:
-    """Candidates for the last word, one per line as ``value<TAB>description``."""
+    """Candidates for the last word, one per line as ``value<TAB>description``.
+
+    Answered from the index's small tables (``complete``, ``routes``); only the plugin
+    of the command being completed has its record decoded."""
     current = words[-1] if words else ""
     before = words[:-1]
+    while before and before[0].startswith("-"):  # global options before the command
+        before = before[2:] if before[0] == "--profile-out" else before[1:]
     lines: list[str] = []
     if not before:
         if current.startswith("-"):
@@ -394,25 +428,52 @@ def _complete(view: View, words: list[str]) -> str:
                     if o.startswith(current):
                         lines.append(f"{o}\t{text}")
             return "\n".join(lines)
-        for name, rec in view.index["plugins"].items():
+        if not view.disabled:  # the usual run: answers rendered with the index
+            return _prefixed(
+                view.index["complete"]["scoped" if ":" in current else "words"], current
+            )
+        scoped = ":" in current
+        for name, top in _commands(view.index).items():
             if not view.usable(name):
                 continue
-            for word, text in _top_commands(rec).items():
-                cands = [f"{name}:{word}"] if ":" in current else []
+            for word, text in top.items():
+                cands = [f"{name}:{word}"] if scoped else []
                 if view.owner(word) == name:
                     cands.append(word)
-                lines += [f"{c}\t{text}" for c in cands if c.startswith(current)]
+                lines += [f"{c}\t{_inert(text)}" for c in cands if c.startswith(current)]
         return "\n".join(sorted(set(lines)))
-    if len(before) == 1:
-        word = before[0]
-        plugin = word.partition(":")[0] if ":" in word else view.owner(word)
-        word = word.partition(":")[2] or word
-        if plugin and view.usable(plugin):
-            for c in view.index["plugins"][plugin]["commands"]:
-                head, _, rest = c["name"].partition(" ")
-                visible = head == word and rest and " " not in rest and not c["hidden"]
-                if visible and rest.startswith(current):
-                    lines.append(f"{rest}\t{_inert(c['help'])}")
+    first = before[0]
+    plugin, word = first.partition(":")[::2] if ":" in first else (view.owner(first), first)
+    if not plugin or not view.usable(plugin):
+        return ""
+    commands = {c["name"]: c for c in view.index["plugins"][plugin]["commands"]}
+    path, rest = word, before[1:]
+    while rest and f"{path} {rest[0]}" in commands:
+        path, rest = f"{path} {rest[0]}", rest[1:]
+    if not rest and not current.startswith("-"):
+        for name, c in commands.items():
+            sub = name[len(path) + 1 :]
+            visible = name.startswith(path + " ") and " " not in sub and not c["hidden"]
+            if visible and sub.startswith(current):
+                lines.append(f"{sub}\t{_inert(c['help'])}")
+        if lines:
+            return "\n".join(lines)
+    cmd = commands.get(path)
+    options = _usage_options(cmd["usage"] if cmd else "")
+    if rest and options.get(rest[-1]) is not None:  # the value of an option
+        return "\n".join(v for v in options[rest[-1]] or () if v.startswith(current))
+    if current.startswith("-"):
+        return "\n".join(o for o in (*options, "--help") if o.startswith(current))
+    head, _, sub = path.partition(" ")
+    if head == "plugins" and plugin in view.index["builtins"] and sub in _PLUGIN_ARGUMENT:
+        given = [
+            w
+            for i, w in enumerate(rest)
+            if not w.startswith("-") and not (i and options.get(rest[i - 1]) is not None)
+        ]
+        if not given or sub in _PLUGIN_ARGUMENTS:
+            names = view.index["complete"]["names"].split("\n")
+            lines = [n for n in names if n.startswith(current) and n not in given]
     return "\n".join(lines)
 
 
@@ -467,6 +528,21 @@ def _rebuild(*args: Any, **kwargs: Any) -> Index:
     return rebuild(*args, **kwargs)
 
 
+def _broken_config(error: tuple[str, str, str | None], opts: _Options, args: list[str]) -> None:
+    """A config that does not validate stops every command but those that help to fix it
+    (help, completion, ``config``, ``plugins doctor``): they warn in one line and go on."""
+    where, message, hint = error
+    if args[:1] == ["__complete"] or args[:2] == ["config", "validate"]:
+        return  # quiet while completing; `config validate` reports it as its result
+    helping = opts.help or not args or "--help" in args or "-h" in args
+    if helping or args[:1] == ["config"] or args[:2] == ["plugins", "doctor"]:
+        _warn(f"{where}: {message} (fix it with '{PROG} config edit')")
+        return
+    from conduit.errors import ConfigError
+
+    raise ConfigError(where, message, hint=hint)
+
+
 def _run(opts: _Options, args: list[str], profile: Profile) -> int:
     if opts.version:
         sys.stdout.write(f"{PROG} {__version__}\n")
@@ -484,7 +560,9 @@ def _run(opts: _Options, args: list[str], profile: Profile) -> int:
         # Rendered once per rebuild for the usual case: nothing disabled for one run.
         render_help=lambda idx: render_help(View(idx, frozenset())),
     )
-    disabled = _runtime_disabled(index, opts.no_plugins)
+    # `conduit --no-plugins <TAB>` completes as that run would see its plugins
+    no_plugins = opts.no_plugins or (completing and "--no-plugins" in args[1:-1])
+    disabled = _runtime_disabled(index, no_plugins)
     # A plugin bisect in progress switches a subset off for every run (one stat otherwise).
     bisect_file = os.path.join(paths.state_dir, BISECT_FILE)
     if os.path.exists(bisect_file):
@@ -498,6 +576,8 @@ def _run(opts: _Options, args: list[str], profile: Profile) -> int:
     view = View(index, disabled)
     # ... no "see 'conduit plugins doctor'" when that is the command running.
     see_doctor = "" if args[:2] == ["plugins", "doctor"] else f" (see '{PROG} plugins doctor')"
+    if index["config_error"] is not None:
+        _broken_config(index["config_error"], opts, args)
     if not completing:
         for broken in index["broken"]:
             off = broken["disabled"] or broken["name"] in view.disabled

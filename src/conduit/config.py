@@ -65,6 +65,7 @@ Layout::
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
@@ -75,6 +76,7 @@ from conduit.errors import ConfigError
 from conduit.fs import atomic_write, locked
 
 __all__ = [
+    "FIX_HINT",
     "IDENTITY_SOURCES",
     "DependencySettings",
     "JournalSettings",
@@ -82,9 +84,14 @@ __all__ = [
     "SecuritySettings",
     "Settings",
     "StoreSettings",
+    "check",
     "check_identity",
+    "read_data",
     "read_settings",
+    "schema_at",
+    "unknown_key",
     "update_config",
+    "validate",
 ]
 
 #: the kinds of plugin identity a grant can be bound to (``[granted-to]``), as
@@ -212,14 +219,26 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=
     journal: JournalSettings = JournalSettings()
 
 
+#: the hint of every error in the config file: an installed Conduit has no docs folder
+FIX_HINT = "fix it with 'conduit config edit'; 'conduit config validate' checks it"
+
+
 def _parse(path: str, raw: bytes) -> dict[str, Any]:
     try:
         return tomllib.loads(raw.decode("utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
+        raise ConfigError(path, f"not UTF-8 text ({exc.reason})", hint=FIX_HINT) from None
+    except tomllib.TOMLDecodeError as exc:
+        problem = str(exc)
+        where = path
+        at = re.search(r"\(at line (\d+), (column \d+)\)$", problem)
+        if at:  # "... (at line 3, column 9)" becomes "path:3: ... (column 9)"
+            where = f"{path}:{at.group(1)}"
+            problem = f"{problem[: at.start()]}({at.group(2)})"
         raise ConfigError(
-            path,
-            f"invalid TOML: {exc}",
-            hint="fix the file by hand; Conduit will not overwrite it while it is broken",
+            where,
+            f"invalid TOML: {problem[:1].lower()}{problem[1:]}",
+            hint=f"{FIX_HINT} (Conduit never overwrites a config it cannot read)",
         ) from None
 
 
@@ -232,22 +251,174 @@ def read_settings(path: str) -> Settings:
         return Settings()
     except OSError as exc:
         raise ConfigError(path, f"cannot read: {exc.strerror}") from None
-    data = _parse(path, raw)
+    return check(path, raw)
+
+
+def check(path: str, raw: bytes) -> Settings:
+    """``raw``, the text of the config file at ``path``, parsed and validated."""
+    return validate(path, _parse(path, raw), raw.decode("utf-8"))
+
+
+def read_data(path: str) -> dict[str, Any]:
+    """The config file as plain data, valid or not (a missing file: empty)."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise ConfigError(path, f"cannot read: {exc.strerror}") from None
+    return _parse(path, raw)
+
+
+def validate(path: str, data: dict[str, Any], text: str | None = None, hint: str = "") -> Settings:
+    """``data`` (the parsed config) as :class:`Settings`, or a :class:`ConfigError` in plain
+    words: ``unknown key 'disabeld' in [plugins] (did you mean 'disabled'?)``, with the
+    line of ``text`` (the file's text) it is on when it can be found."""
     try:
         settings = msgspec.convert(data, Settings)
     except msgspec.ValidationError as exc:
-        problem, _, where = str(exc).partition(" - at `$")
-        where = where.rstrip("`").lstrip(".")
+        keys, problem = _explain(data, str(exc))
+        line = _line_of(text, keys) if text is not None else None
         raise ConfigError(
-            path,
-            f"{where + ': ' if where else ''}{problem}",
-            hint="see docs/user-guide.md#configuration for the allowed settings",
+            f"{path}:{line}" if line else path, problem, hint=hint or FIX_HINT
         ) from None
-    _check_grants(path, settings)
-    _check_process(path, settings)
-    _check_dependencies(path, settings)
-    _check_identities(path, settings)
+    try:
+        _check_grants(path, settings)
+        _check_process(path, settings)
+        _check_dependencies(path, settings)
+        _check_identities(path, settings)
+    except ConfigError as exc:
+        message = exc.message.removeprefix(f"{path}: ")
+        dotted = message.partition(": ")[0]  # "grants.alpha[1]: ..." names where
+        line = _line_of(text, re.findall(r"[^.\[]+|\[\d+\]", dotted)) if text else None
+        raise ConfigError(
+            f"{path}:{line}" if line else path, message, hint=hint or exc.hint
+        ) from None
     return settings
+
+
+def _strip(tp: Any) -> Any:
+    """The type under ``Annotated[...]`` and ``X | None``."""
+    import types
+    import typing
+
+    while True:
+        if typing.get_origin(tp) is Annotated:
+            tp = typing.get_args(tp)[0]
+        elif isinstance(tp, types.UnionType):
+            tp = next(a for a in typing.get_args(tp) if a is not type(None))
+        else:
+            return tp
+
+
+def schema_at(keys: list[str]) -> tuple[Any, list[str] | None]:
+    """The schema type at the dotted ``keys`` and the keys allowed below it (None for a
+    table with free-form keys or a value). Raises ``KeyError(i)`` when ``keys[i]`` is not
+    a key of its table."""
+    import typing
+
+    tp: Any = Settings
+    for i, key in enumerate(keys):
+        tp = _strip(tp)
+        if isinstance(tp, type) and issubclass(tp, msgspec.Struct):
+            found = {f.encode_name: f.type for f in msgspec.structs.fields(tp)}
+            if key not in found:
+                raise KeyError(i)
+            tp = found[key]
+        elif typing.get_origin(tp) is dict:
+            tp = typing.get_args(tp)[1]
+        elif tp is Any:
+            return Any, None
+        else:
+            raise KeyError(i)
+    tp = _strip(tp)
+    if isinstance(tp, type) and issubclass(tp, msgspec.Struct):
+        return tp, [f.encode_name for f in msgspec.structs.fields(tp)]
+    return tp, None
+
+
+def unknown_key(keys: list[str], i: int) -> str:
+    """``unknown key 'disabeld' in [plugins] (did you mean 'disabled'?)``."""
+    from conduit.errors import did_you_mean
+
+    _, allowed = schema_at(keys[:i])
+    where = f" in [{'.'.join(keys[:i])}]" if i else ""
+    guess = did_you_mean(keys[i], allowed or [])
+    return f"unknown key '{keys[i]}'{where}" + (f" (did you mean '{guess}'?)" if guess else "")
+
+
+def _explain(data: dict[str, Any], message: str) -> tuple[list[str], str]:
+    """The dotted keys and plain words of msgspec's ``message`` about ``data``."""
+    problem, _, at = message.partition(" - at `$")
+    keys: list[str] = []
+    node: Any = data
+    for part in re.findall(r"\.([^.\[]+)|\[([^\]]*)\]", at.rstrip("`")):
+        name, index = part
+        if name:
+            keys.append(name)
+            node = node.get(name) if isinstance(node, dict) else None
+        elif index == "..." and isinstance(node, dict):
+            # msgspec does not name the dict key; find the entry that does not convert
+            tp, _ = schema_at([*keys, "*"])
+            bad = next((k for k, v in node.items() if not _converts(v, tp)), None)
+            if bad is None:
+                break
+            keys.append(bad)
+            node = node[bad]
+        elif index.isdigit() and isinstance(node, list):
+            keys.append(f"[{index}]")
+            node = node[int(index)] if int(index) < len(node) else None
+    unknown = re.match(r"Object contains unknown field `(.*)`$", problem)
+    if unknown:
+        keys.append(unknown.group(1))
+        return keys, unknown_key(keys, len(keys) - 1)
+    problem = re.sub(r"`(\w+)`", lambda m: _WORDS.get(m.group(1), f"'{m.group(1)}'"), problem)
+    problem = problem[:1].lower() + problem[1:]
+    dotted = ".".join(keys).replace(".[", "[")
+    return keys, f"{dotted}: {problem}" if dotted else problem
+
+
+#: msgspec's type names in words
+_WORDS = {
+    "int": "an integer",
+    "float": "a number",
+    "str": "a string",
+    "bool": "true or false",
+    "array": "a list",
+    "object": "a table",
+    "null": "nothing",
+}
+
+
+def _converts(value: Any, tp: Any) -> bool:
+    try:
+        msgspec.convert(value, tp)
+    except msgspec.ValidationError:
+        return False
+    return True
+
+
+def _line_of(text: str, keys: list[str]) -> int | None:
+    """The line of ``text`` that sets the dotted ``keys`` (or opens their table), if a
+    plain reading of TOML finds it."""
+    want = [k for k in keys if not k.startswith("[")]
+
+    def split(dotted: str) -> list[str]:
+        return [p.strip().strip("\"'") for p in dotted.split(".")]
+
+    table: list[str] = []
+    for number, line in enumerate(text.splitlines(), 1):
+        stripped = line.strip()
+        if stripped.startswith("["):
+            table = split(stripped.strip("[]").partition("]")[0].partition("#")[0])
+            if table == want:
+                return number
+        elif "=" in stripped and not stripped.startswith("#"):
+            key = split(stripped.partition("=")[0])
+            if table + key == want:
+                return number
+    return None
 
 
 #: the least ``[process] max-processes`` may be (0 aside): the host's own thread, the
@@ -354,12 +525,6 @@ def update_config(path: str, change: Callable[[Any], None]) -> None:
         doc = tomlkit.parse(raw.decode("utf-8"))
         change(doc)
         text = tomlkit.dumps(doc)
-        try:
-            settings = msgspec.convert(tomllib.loads(text), Settings)
-            _check_grants(path, settings)
-            _check_dependencies(path, settings)
-            _check_identities(path, settings)
-        except msgspec.ValidationError as exc:  # pragma: no cover - a bug in `change`
-            raise ConfigError(path, f"refusing to write an invalid config: {exc}") from None
+        validate(path, tomllib.loads(text), hint="nothing was written")
         os.makedirs(os.path.dirname(path), exist_ok=True)
         atomic_write(path, text.encode("utf-8"))

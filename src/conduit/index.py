@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 __all__ = ["INDEX_FORMAT", "fingerprint", "index_path", "load", "site_dirs"]
 
-INDEX_FORMAT = 6
+INDEX_FORMAT = 7
 MAGIC = b"CONDUIT-INDEX\n"
 
 

@@ -312,27 +312,31 @@ def test_enable_disable_keeps_comments(run, plugin_dir, conduit_home):
 def test_corrupt_config_is_reported_not_overwritten(run, conduit_home):
     config = conduit_home / "config.toml"
     config.write_text("[plugins\ndisabled = [")
-    r = run("--help")
+    r = run("plugins", "list")
     assert r.code == EXIT_CONFIG
-    assert r.err.startswith(f"error: {config}: invalid TOML")
+    assert r.err.startswith(f"error: {config}:1: invalid TOML")
     assert run("plugins", "disable", "devtools").code == EXIT_CONFIG
     assert config.read_text() == "[plugins\ndisabled = ["
 
 
 def test_config_unknown_setting(run, conduit_home):
-    (conduit_home / "config.toml").write_text("[plugins]\ndisabeld = []\n")
-    r = run("--help")
+    config = conduit_home / "config.toml"
+    config.write_text("# mine\n[plugins]\ndisabeld = []\n")
+    r = run("plugins", "list")
     assert r.code == EXIT_CONFIG
-    assert "unknown field `disabeld`" in r.err
+    assert r.err == (
+        f"error: {config}:3: unknown key 'disabeld' in [plugins] (did you mean 'disabled'?)\n"
+        "hint: fix it with 'conduit config edit'; 'conduit config validate' checks it\n"
+    )
 
 
 def test_config_malformed_grant_names_plugin_and_index(run, conduit_home):
     config = conduit_home / "config.toml"
     config.write_text('[grants]\nalpha = ["env:read:HOME", "network:http:bad host"]\n')
-    r = run("--help")
+    r = run("plugins", "list")
     assert r.code == EXIT_CONFIG
     assert r.err.splitlines()[0] == (
-        f"error: {config}: grants.alpha[1]: 'network:http:bad host' is not a valid host scope"
+        f"error: {config}:2: grants.alpha[1]: 'network:http:bad host' is not a valid host scope"
     )
     assert "HOST:PORT" in r.err
 

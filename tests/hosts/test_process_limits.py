@@ -470,9 +470,9 @@ def test_the_limits_are_on_by_default():
 @pytest.mark.parametrize(
     ("line", "message"),
     [
-        ("max-processes = -1", "process.max-processes: Expected `int` >= 0"),
-        ("max-file-mb = -5", "process.max-file-mb: Expected `int` >= 0"),
-        ("memory-mb = -1", "process.memory-mb: Expected `int` >= 0"),
+        ("max-processes = -1", "process.max-processes: expected an integer >= 0"),
+        ("max-file-mb = -5", "process.max-file-mb: expected an integer >= 0"),
+        ("memory-mb = -1", "process.memory-mb: expected an integer >= 0"),
         ("max-processes = 3", "process.max-processes: 3 is too few for a plugin host to work"),
     ],
 )
@@ -481,4 +481,4 @@ def test_bad_limits_are_refused(conduit_home, line, message):
     path.write_text(f"[process]\n{line}\n")
     with pytest.raises(ConfigError) as info:
         read_settings(str(path))
-    assert info.value.message == f"{path}: {message}"
+    assert info.value.message == f"{path}:2: {message}"

@@ -216,13 +216,13 @@ def test_without_wasmtime_the_error_says_how_to_install_it(plugin_dir, run, monk
 
 def test_bad_wasm_settings_are_a_config_error(conduit_home, run):
     configure(conduit_home, "[wasm]\nmemroy-mb = 5\n")
-    result = run("--help")
+    result = run("plugins", "list")
     assert result.code == 4
-    assert "unknown field `memroy-mb`" in result.err
+    assert "unknown key 'memroy-mb' in [wasm] (did you mean 'memory-mb'?)" in result.err
     configure(conduit_home, "[wasm]\nmemory-mb = -1\n")  # -1 would mean "no limit" to wasmtime
-    result = run("--help")
+    result = run("plugins", "list")
     assert result.code == 4
-    assert "wasm.memory-mb: Expected `int` >= 1" in result.err
+    assert "wasm.memory-mb: expected an integer >= 1" in result.err
 
 
 # -- the sandbox matrix ------------------------------------------------------------------------

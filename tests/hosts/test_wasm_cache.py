@@ -86,9 +86,9 @@ def test_the_cache_stays_under_its_cap_and_drops_the_least_recently_used(
 
 def test_the_cache_cap_is_validated(conduit_home, run):
     (conduit_home / "config.toml").write_text("[wasm]\ncache-mb = 0\n")
-    result = run("--help")
+    result = run("plugins", "list")
     assert result.code == 4
-    assert "wasm.cache-mb: Expected `int` >= 1" in result.err
+    assert "wasm.cache-mb: expected an integer >= 1" in result.err
 
 
 def test_cache_prune_removes_what_no_installed_plugin_uses(plugin_dir, conduit_home, run):

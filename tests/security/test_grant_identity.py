@@ -227,7 +227,7 @@ def test_a_bad_identity_in_the_config_is_one_clear_line(run, plugin_dir, conduit
     assert r.code == EXIT_CONFIG
     path = conduit_home / "config.toml"
     assert r.err.splitlines()[0] == (
-        f"error: {path}: granted-to.alpha: 'somewhere' is not a plugin identity: write "
+        f"error: {path}:2: granted-to.alpha: 'somewhere' is not a plugin identity: write "
         "KIND:ORIGIN with KIND one of entry-point, file, wasm, executable"
     )
 

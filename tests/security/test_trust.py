@@ -166,5 +166,5 @@ def test_security_settings_are_validated(run, conduit_home: Path):
     r = run("plugins", "list")
     assert r.code == EXIT_CONFIG
     assert r.err.splitlines()[0] == (
-        f"error: {path}: security.sandbox-third-party: Expected `bool`, got `str`"
+        f"error: {path}:2: security.sandbox-third-party: expected true or false, got a string"
     )

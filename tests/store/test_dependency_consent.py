@@ -505,7 +505,7 @@ def test_a_bad_consent_record_is_a_config_error(
     r = conduit(env, "plugins", "list")
     assert r.returncode == 4
     assert r.stderr.startswith(
-        f"error: {conduit_home / 'config.toml'}: dependencies.consented.x[0]: "
+        f"error: {conduit_home / 'config.toml'}:2: dependencies.consented.x[0]: "
         "'--index-url=http://evil' is not a valid requirement"
     )
     config(conduit_home, "[dependencies]\nallow-build = true\n")

@@ -16,4 +16,5 @@ BUILTINS: dict[str, str] = {
     "completion": "conduit.builtins.completion:CompletionPlugin",
     "devtools": "conduit.builtins.devtools:DevtoolsPlugin",
     "debug": "conduit.builtins.debug:DebugPlugin",
+    "config": "conduit.builtins.config:ConfigPlugin",
 }

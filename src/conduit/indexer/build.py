@@ -10,6 +10,7 @@ records, resolves dependencies and writes the index (:func:`rebuild`) in the for
 
 from __future__ import annotations
 
+import marshal
 import os
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +19,7 @@ import msgspec
 from conduit import __version__
 from conduit import index as reader
 from conduit.config import SecuritySettings, Settings, read_settings
-from conduit.errors import ManifestError
+from conduit.errors import ConfigError, ManifestError
 from conduit.fs import atomic_write, locked
 from conduit.index import INDEX_FORMAT, empty_events, encode, read, records_path
 from conduit.indexer.discover import PRECEDENCE, Found, discover
@@ -238,7 +239,15 @@ def _record(
 
 def build(paths: Paths, fp: tuple[object, ...]) -> Index:
     """Discover every plugin and return a fresh index (does not write it)."""
-    settings = read_settings(paths.config_file)
+    config_error: tuple[str, str, str | None] | None = None
+    try:
+        settings = read_settings(paths.config_file)
+    except ConfigError as exc:
+        # Built with the defaults so that `--help`, `config` and `plugins doctor` still
+        # work; the CLI refuses every other command with this error (index["config_error"]).
+        settings = Settings()
+        message = exc.message.removeprefix(f"{exc.path}: ")
+        config_error = (exc.path, message, exc.hint)
     warnings: list[str] = []
     found = discover(paths.plugin_dir, warnings)
     for item in found:
@@ -323,6 +332,8 @@ def build(paths: Paths, fp: tuple[object, ...]) -> Index:
                 p,
             )
         )
+    top = {n: _top_commands(r) for n, r in plugins.items()}
+    broken_names = [(b["name"], b["source"]) for b in broken]
     ambiguous: dict[str, list[str]] = {}
     for rec in plugins.values():
         for svc in rec["provides"]["services"]:
@@ -344,6 +355,9 @@ def build(paths: Paths, fp: tuple[object, ...]) -> Index:
         "config": _effective_config(settings, grants, untrusted),
         "help": "",
         "usable": [n for n, r in plugins.items() if r["enabled"] and not r["blocked"]],
+        "commands": marshal.dumps(top),
+        "complete": _completions(top, routes, [n for n, _ in broken_names]),
+        "config_error": config_error,
         "builtins": [n for n, r in plugins.items() if r["source"] == "builtin"],
         "blocked": {
             n: (r["blocked"], r["blocked_hint"])
@@ -352,6 +366,49 @@ def build(paths: Paths, fp: tuple[object, ...]) -> Index:
         },
     }
     return index
+
+
+def _completions(
+    top: dict[str, dict[str, str]], routes: dict[str, list[str]], broken: list[str]
+) -> dict[str, str]:
+    """Completion answers rendered once, for the usual run (nothing disabled for it
+    alone): ``words`` (each command word with its help, by the plugin that runs it),
+    ``scoped`` (``plugin:word`` of every usable plugin) and ``names`` (every plugin's
+    name); lines sorted, filtered by a prefix at completion time."""
+    from conduit.text import inert
+
+    words, scoped = [], []
+    for word, claimants in routes.items():
+        words.append(
+            f"{word}\t{inert(top[claimants[0]][word])}" if word in top[claimants[0]] else ""
+        )
+        for name in claimants:
+            if word in top[name]:
+                scoped.append(f"{name}:{word}\t{inert(top[name][word])}")
+    return {
+        "words": "\n".join(sorted(w for w in words if w)),
+        "scoped": "\n".join(sorted(scoped)),
+        "names": "\n".join(sorted({*top, *broken})),
+    }
+
+
+def _top_commands(rec: PluginRec) -> dict[str, str]:
+    """A plugin's top-level command words with their help lines (a group's: how many
+    subcommands it has), for `--help` and completion without decoding its record."""
+    out: dict[str, str] = {}
+    for cmd in rec["commands"]:
+        if cmd["hidden"]:
+            continue
+        word, _, rest = cmd["name"].partition(" ")
+        if not rest:
+            out[word] = cmd["help"]
+        elif word not in out:
+            out[word] = ""
+    for word, text in out.items():
+        if not text:
+            n = sum(1 for c in rec["commands"] if c["name"].startswith(word + " "))
+            out[word] = f"({n} subcommand{'s' if n != 1 else ''})"
+    return out
 
 
 def _resolve(plugins: dict[str, PluginRec], pins: dict[str, str]) -> Resolution:

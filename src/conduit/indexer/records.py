@@ -104,3 +104,10 @@ class Index(TypedDict):
     usable: list[str]  # enabled and not blocked
     builtins: list[str]
     blocked: dict[str, tuple[str, str | None]]  # enabled but blocked: (error, hint)
+    # marshal of plugin -> its top-level words -> help lines (decoded only when used)
+    commands: bytes
+    # completion answers for a run that disables nothing: "words", "scoped", "names"
+    complete: dict[str, str]
+    # the config file's error (path or path:line, message, hint): the index was built
+    # with the defaults and the CLI runs only `--help`, `config` and `plugins doctor`
+    config_error: tuple[str, str, str | None] | None

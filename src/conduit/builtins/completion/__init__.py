@@ -1,6 +1,7 @@
 """``conduit completion SHELL``: completion scripts that ask the index, not the plugins.
 
-The scripts call ``conduit __complete WORDS...``, which the kernel answers from the
+The scripts call ``conduit __complete WORDS...`` (the installed ``conduit``, by absolute
+path: see :func:`program`), which the kernel answers from the
 cached plugin index without importing Click or any plugin, so completion stays as fast
 as ``conduit --help`` whatever the number of plugins.
 """
@@ -11,19 +12,30 @@ import click
 
 from conduit.sdk import Plugin, PluginContext
 
-__all__ = ["SCRIPTS", "CompletionPlugin"]
+__all__ = ["SCRIPTS", "CompletionPlugin", "program"]
 
 _BASH = r"""# conduit completion for bash. Load with: eval "$(conduit completion bash)"
 _conduit_complete() {
-    local IFS=$'\n' line
-    local -a words=("${COMP_WORDS[@]:1:COMP_CWORD}")
+    local IFS=$'\n' line value cur prefix=""
+    local -a words
+    if [[ -n ${COMP_LINE+set} ]]; then
+        # The words from the line itself: COMP_WORDS splits 'greet:hello' at the ':'
+        # (it is in COMP_WORDBREAKS), which would make it three words.
+        IFS=$' \t' read -r -a words <<< "${COMP_LINE:0:COMP_POINT}"
+        [[ ${COMP_LINE:0:COMP_POINT} == *[[:space:]] ]] && words+=("")
+        words=("${words[@]:1}")
+    else
+        words=("${COMP_WORDS[@]:1:COMP_CWORD}")
+    fi
+    (( ${#words[@]} )) || words=("")
+    cur=${words[${#words[@]}-1]}
+    # bash replaces only what follows the last ':' of the word: offer that part.
+    [[ $cur == *:* && $COMP_WORDBREAKS == *:* ]] && prefix=${cur%"${cur##*:}"}
     COMPREPLY=()
     while IFS= read -r line; do
-        [[ -n "$line" ]] && COMPREPLY+=("${line%%$'\t'*}")
-    done < <(conduit __complete "${words[@]}" 2>/dev/null)
-    if [[ ${#COMPREPLY[@]} -eq 0 ]]; then
-        COMPREPLY=($(compgen -f -- "${COMP_WORDS[COMP_CWORD]}"))
-    fi
+        value=${line%%$'\t'*}
+        [[ -n "$value" ]] && COMPREPLY+=("${value#"$prefix"}")
+    done < <(@CONDUIT@ __complete "${words[@]}" 2>/dev/null)
 }
 complete -o default -F _conduit_complete conduit
 """
@@ -33,10 +45,14 @@ _ZSH = r"""#compdef conduit
 _conduit() {
     local -a items
     local line value
-    for line in "${(@f)$(conduit __complete "${(@)words[2,CURRENT]}" 2>/dev/null)}"; do
+    for line in "${(@f)$(@CONDUIT@ __complete "${(@)words[2,CURRENT]}" 2>/dev/null)}"; do
         [[ -z "$line" ]] && continue
         value=${line%%$'\t'*}
-        items+=("${value//:/\\:}:${line#*$'\t'}")
+        if [[ $line == *$'\t'?* ]]; then
+            items+=("${value//:/\\:}:${line#*$'\t'}")
+        else
+            items+=("${value//:/\\:}")
+        fi
     done
     if (( ${#items} )); then
         _describe 'conduit' items
@@ -50,7 +66,7 @@ compdef _conduit conduit
 _FISH = r"""# conduit completion for fish. Load with: conduit completion fish | source
 function __conduit_complete
     set -l words (commandline -opc)[2..-1] (commandline -ct)
-    conduit __complete $words 2>/dev/null
+    @CONDUIT@ __complete $words 2>/dev/null
 end
 complete -c conduit -f -a '(__conduit_complete)'
 """
@@ -68,7 +84,24 @@ def completion_cmd(shell: str) -> None:
     zsh:   eval "$(conduit completion zsh)"     (in ~/.zshrc)
     fish:  conduit completion fish | source    (in config.fish)
     """
-    click.echo(SCRIPTS[shell], nl=False)
+    click.echo(SCRIPTS[shell].replace("@CONDUIT@", program()), nl=False)
+
+
+def program() -> str:
+    """The installed ``conduit``, by absolute path and quoted for the shell, for the
+    scripts to call: a bare ``conduit`` finds nothing when its venv is not activated."""
+    import os
+    import shlex
+    import sys
+
+    argv0 = sys.argv[0] if sys.argv else ""
+    named = os.path.basename(argv0).startswith("conduit") and not argv0.endswith(".py")
+    if named and os.path.isfile(argv0) and os.access(argv0, os.X_OK):
+        return shlex.quote(os.path.abspath(argv0))
+    script = os.path.join(os.path.dirname(sys.executable), "conduit")
+    if os.path.isfile(script) and os.access(script, os.X_OK):
+        return shlex.quote(script)
+    return f"{shlex.quote(sys.executable)} -m conduit"
 
 
 class CompletionPlugin(Plugin):

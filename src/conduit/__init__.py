@@ -5,5 +5,7 @@ Plugin authors import :mod:`conduit.sdk`, never this module's internals.
 """
 
 __version__ = "0.1.0"
+#: the distribution Conduit is installed as (`conduit` and `conduit-cli` are taken on PyPI)
+DISTRIBUTION = "conduit-devtool"
 
-__all__ = ["__version__"]
+__all__ = ["DISTRIBUTION", "__version__"]

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from conduit import __version__
+from conduit import DISTRIBUTION, __version__
 from conduit import index as reader
 from conduit.config import SecuritySettings, Settings, read_settings
 from conduit.errors import ConfigError, ManifestError
@@ -109,7 +109,7 @@ def first_party(item: Found) -> bool:
     Conduit's own distribution (``conduit-devtool``) whose manifest lies in the
     ``conduit_plugins`` package installed beside ``conduit`` itself. Its declared
     capabilities are granted by default (docs/permissions.md#first-party-plugins)."""
-    if item.source != "entry-point" or _normalise(item.dist or "") != "conduit-devtool":
+    if item.source != "entry-point" or _normalise(item.dist or "") != DISTRIBUTION:
         return False
     import conduit
 
@@ -305,13 +305,15 @@ def build(paths: Paths, fp: tuple[object, ...]) -> Index:
             )
 
     # An interrupted store operation is warned of by the CLI on every run (the index may
-    # not be rebuilt after the kill); drift from the lock file is known only here.
+    # not be rebuilt after the kill); drift from the lock file is known only here. Conduit's
+    # own distribution provides the first-party plugins but is never a plugin
+    # distribution of the lock.
     drift = lock_drift(
         paths,
         {
             _normalise(item.dist): item.dist_version or ""
             for item in found
-            if item.source == "entry-point" and item.dist
+            if item.source == "entry-point" and item.dist and _normalise(item.dist) != DISTRIBUTION
         },
     )
     if drift:

@@ -18,6 +18,7 @@ from packaging.markers import default_environment
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
+from conduit import DISTRIBUTION
 from conduit.errors import ConduitError
 from conduit.indexer.discover import ENTRY_POINT_GROUP
 
@@ -34,7 +35,7 @@ __all__ = [
     "stub_wheel",
 ]
 
-CONDUIT_DIST = "conduit-devtool"
+CONDUIT_DIST = DISTRIBUTION
 
 
 @dataclass(frozen=True)

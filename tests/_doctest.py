@@ -1,0 +1,227 @@
+"""Run the console examples of the documentation against the real ``conduit``.
+
+A console example is a fenced block whose lines start with ``$ `` (at least one of them
+``$ conduit``), each followed by the output it prints. The syntax, for doc writers, is in
+docs/architecture.md ("Console examples are tests"). In short:
+
+- each ``$ `` line runs in bash, in a world made for the document: a temporary home
+  (``HOME``, with Conduit's files in ``~/.config/conduit`` as for a user; no
+  ``CONDUIT_HOME``), a working directory, this checkout's ``conduit`` first on ``PATH``;
+  stdin is empty unless the line redirects it; stdout and stderr are compared together;
+- the blocks of one document share that world and run in order;
+- ``<!-- doctest: skip (REASON) -->`` just before a block skips it (the reason is
+  required and counted);
+- ``<!-- doctest-setup: SHELL -->`` just before a block runs SHELL (bash, may span lines)
+  in the world first, unseen by readers; ``$FIXTURES`` holds the files the document's
+  setup function in tests/docs/test_docs.py wrote for it (plugins to copy in);
+- in expected output, a line ``...`` matches any number of lines, ``<...>`` any text
+  within a line; the world's home directory is printed as the one the document uses
+  (``/home/me`` or ``/home/ada``);
+- a command whose expected output has a line starting with ``error:`` must exit
+  non-zero, any other command zero.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+FENCE = re.compile(r"^(\s*)(```+|~~~+)")
+COMMENT = re.compile(r"<!--\s*(doctest(?:-setup)?)\s*:(.*?)-->", re.S)
+SKIP = re.compile(r"^skip\s*\((.+)\)$", re.S)
+
+
+@dataclass
+class Block:
+    doc: str
+    line: int  # 1-based line of the opening fence
+    text: str  # the dedented body
+    skip: str | None = None
+    setup: str = ""
+
+    def commands(self) -> list[tuple[str, list[str]]]:
+        """The ``$`` lines with their expected output lines."""
+        out: list[tuple[str, list[str]]] = []
+        for raw in self.text.splitlines():
+            if raw.startswith("$ "):
+                out.append((raw[2:], []))
+            elif out:
+                out[-1][1].append(raw.rstrip())
+        for _, expected in out:
+            while expected and not expected[-1]:
+                expected.pop()
+        return out
+
+
+def documents() -> list[Path]:
+    docs = sorted((REPO / "docs").rglob("*.md"))
+    return [REPO / "README.md", *docs]
+
+
+def blocks(path: Path) -> list[Block]:
+    """Every console block of ``path``, with its skip/setup comments."""
+    text = path.read_text(encoding="utf-8")
+    lines = text.split("\n")
+    found: list[Block] = []
+    i = 0
+    while i < len(lines):
+        m = FENCE.match(lines[i])
+        if not m:
+            i += 1
+            continue
+        fence, start = m.group(2), i
+        i += 1
+        body = []
+        while i < len(lines) and not lines[i].strip().startswith(fence):
+            body.append(lines[i])
+            i += 1
+        i += 1
+        dedented = textwrap.dedent("\n".join(body))
+        if not any(line.startswith("$ conduit") for line in dedented.splitlines()):
+            continue
+        block = Block(str(path.relative_to(REPO)), start + 1, dedented)
+        # The comments just above the fence (blank lines allowed between).
+        before = "\n".join(lines[:start]).rstrip()
+        while before.endswith("-->"):
+            open_at = before.rfind("<!--")
+            cm = COMMENT.fullmatch(before[open_at:])
+            if not cm:
+                break
+            kind, arg = cm.group(1), cm.group(2).strip()
+            if kind == "doctest":
+                sm = SKIP.match(arg)
+                if not sm:
+                    raise ValueError(f"{block.doc}:{block.line}: bad doctest comment {arg!r}")
+                block.skip = " ".join(sm.group(1).split())
+            else:
+                block.setup = arg + "\n" + block.setup
+            before = before[:open_at].rstrip()
+        found.append(block)
+    return found
+
+
+def pattern(expected: list[str]) -> re.Pattern[str]:
+    parts = []
+    for line in expected:
+        if line.strip() == "...":
+            parts.append(r"(?:[^\n]*\n)*?")
+        else:
+            esc = r"[^\n]*?".join(re.escape(p) for p in line.split("<...>"))
+            parts.append(esc + r"[ \t]*\n")
+    return re.compile("".join(parts))
+
+
+@dataclass
+class World:
+    """A temporary machine for one document."""
+
+    root: Path
+    doc_home: str
+    env: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.home = self.root / "home"
+        self.cwd = self.home
+        self.config = self.home / ".config" / "conduit"
+        self.plugins = self.config / "plugins"
+        self.fixtures = self.root / "fixtures"
+        self.home.mkdir(parents=True)
+        self.fixtures.mkdir()
+        bindir = Path(sys.executable).parent
+        keep = ("LANG", "LC_ALL", "TMPDIR", "SYSTEMROOT")
+        self.env = {k: v for k, v in os.environ.items() if k in keep}
+        self.env.update(
+            HOME=str(self.home),
+            PATH=f"{bindir}{os.pathsep}/usr/local/bin{os.pathsep}/usr/bin{os.pathsep}/bin",
+            PYTHONUNBUFFERED="1",
+            PYTHONDONTWRITEBYTECODE="1",
+            COLUMNS="100",
+            TERM="dumb",
+            GIT_AUTHOR_NAME="Ada",
+            GIT_AUTHOR_EMAIL="ada@example.org",
+            GIT_COMMITTER_NAME="Ada",
+            GIT_COMMITTER_EMAIL="ada@example.org",
+            GIT_CONFIG_NOSYSTEM="1",
+            FIXTURES=str(self.fixtures),
+        )
+        (self.home / ".gitconfig").write_text(
+            "[init]\n\tdefaultBranch = main\n[advice]\n\tdetachedHead = false\n"
+        )
+
+    def shell(self, script: str, timeout: float = 120) -> tuple[int, str]:
+        """Run ``script`` in bash in this world; return the exit code and the output."""
+        state = self.root / ".cwd"
+        wrapped = f"cd {shq(str(self.cwd))} || exit 99\n{script}\n__rc=$?\npwd > {shq(str(state))}\nexit $__rc\n"
+        proc = subprocess.run(
+            ["bash", "-c", wrapped],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=self.env,
+            timeout=timeout,
+        )
+        if state.exists():
+            self.cwd = Path(state.read_text().strip())
+            state.unlink()
+        out = proc.stdout
+        for real in {str(self.home), os.path.realpath(self.home)}:
+            out = out.replace(real, self.doc_home)
+        return proc.returncode, out
+
+    def write_plugin(self, filename: str, source: str, *, installed: bool = True) -> Path:
+        """Write a single-file plugin: into the plugin directory, or (``installed=False``)
+        into ``$FIXTURES`` for a setup comment to copy in when the document does."""
+        folder = self.plugins if installed else self.fixtures
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / filename
+        path.write_text(textwrap.dedent(source).lstrip(), encoding="utf-8")
+        return path
+
+
+def shq(text: str) -> str:
+    return "'" + text.replace("'", "'\\''") + "'"
+
+
+def run_block(world: World, block: Block) -> list[str]:
+    """Run one block; return the mismatches (empty when it matches)."""
+    problems = []
+    where = f"{block.doc}:{block.line}"
+    if block.setup:
+        code, out = world.shell(block.setup)
+        if code != 0:
+            return [f"{where}: setup failed ({code}):\n{out}"]
+    for command, expected in block.commands():
+        code, out = world.shell(command)
+        lines = [line.rstrip() for line in out.splitlines()]
+        while lines and not lines[-1]:
+            lines.pop()
+        actual = "".join(line + "\n" for line in lines)
+        if not pattern(expected).fullmatch(actual):
+            problems.append(
+                f"{where}: $ {command}\n--- expected\n"
+                + "\n".join(expected)
+                + f"\n--- actual (exit {code})\n"
+                + actual
+            )
+            continue
+        wants_error = any(line.startswith("error:") for line in expected)
+        if "echo $?" not in command and (code != 0) != wants_error:
+            problems.append(f"{where}: $ {command}\nexit code {code}, output:\n{actual}")
+    return problems
+
+
+def doc_home(path: Path) -> str:
+    m = re.search(r"/home/(me|ada)\b", path.read_text(encoding="utf-8"))
+    return m.group(0) if m else "/home/me"
+
+
+def copy_tree(src: Path, dst: Path) -> None:
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))

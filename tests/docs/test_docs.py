@@ -1,0 +1,154 @@
+"""Docs as tests: every console example in README.md and docs/ runs against the real CLI.
+
+The syntax is in tests/_doctest.py and docs/architecture.md. Each document
+runs in a world of its own; SETUP below prepares the plugins and files a document's
+examples assume (what the prose around them describes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from _doctest import REPO, World, blocks, doc_home, documents, run_block
+
+HELLO = """
+    # /// conduit
+    # name = "hello"
+    # api = ">=1.0,<2"
+    # description = "Say hello"
+    #
+    # [[commands]]
+    # name = "hello"
+    # help = "Greet someone."
+    # usage = "[NAME]"
+    # ///
+    import click
+    from conduit.sdk import Plugin
+
+
+    @click.command()
+    @click.argument("name", default="world")
+    def hello(name):
+        \"\"\"Greet someone.\"\"\"
+        click.echo(f"Hello, {name}!")
+
+
+    class Hello(Plugin):
+        def boot(self, ctx):
+            ctx.register_command(hello)
+"""
+
+GREETER = """
+    # /// conduit
+    # name = "greeter"
+    # version = "0.3.0"
+    # api = ">=1.0,<2"
+    # description = "Greetings"
+    #
+    # [[commands]]
+    # name = "hello"
+    # help = "Say good day."
+    # ///
+    import click
+    from conduit.sdk import Plugin
+
+
+    @click.command()
+    def hello():
+        click.echo("Good day.")
+
+
+    class Greeter(Plugin):
+        def boot(self, ctx):
+            ctx.register_command(hello)
+"""
+
+
+FETCHER = """
+    # /// conduit
+    # name = "fetcher"
+    # api = ">=1.0,<2"
+    # description = "Fetch things"
+    # capabilities = ["network:http:api.github.com"]
+    #
+    # [[commands]]
+    # name = "fetch"
+    # help = "Fetch."
+    # ///
+    import click
+    from conduit.sdk import Plugin
+
+
+    @click.command()
+    def fetch():
+        click.echo("fetched")
+
+
+    class Fetcher(Plugin):
+        def boot(self, ctx):
+            ctx.register_command(fetch)
+"""
+
+
+def user_guide(world: World) -> None:
+    world.write_plugin("hello.py", HELLO)
+    world.write_plugin("greeter.py", GREETER, installed=False)
+    world.write_plugin("fetcher.py", FETCHER, installed=False)
+
+
+def plugin_guide(world: World) -> None:
+    world.write_plugin("hello.py", HELLO)
+
+
+def manifest(world: World) -> None:
+    world.write_plugin(
+        "broken.py",
+        '# /// conduit\n# name = "broken"\n# api = ">=1.0,<2"\n# descripton = "x"\n# ///\n',
+    )
+
+
+SETUP: dict[str, Callable[[World], None]] = {
+    "docs/user-guide.md": user_guide,
+    "docs/plugin-guide.md": plugin_guide,
+    "docs/manifest.md": manifest,
+}
+
+# Blocks that cannot run here, per document: each is marked in the document with
+# `<!-- doctest: skip (REASON) -->`; a new skip must be counted here too.
+SKIPS: dict[str, int] = {
+    "docs/permissions-process.md": 2,
+    "docs/permissions.md": 7,
+    "docs/plugin-guide.md": 10,
+    "docs/tutorials/1-single-file.md": 4,
+    "docs/tutorials/2-package.md": 3,
+    "docs/tutorials/3-process.md": 2,
+    "docs/tutorials/4-webassembly.md": 2,
+    "docs/user-guide.md": 33,
+    "docs/wasm.md": 6,
+}
+
+DOCS = [p for p in documents() if any(b.skip is None for b in blocks(p))]
+
+
+@pytest.mark.parametrize("path", DOCS, ids=[str(p.relative_to(REPO)) for p in DOCS])
+def test_console_examples(path: Path, tmp_path: Path) -> None:
+    rel = str(path.relative_to(REPO))
+    world = World(tmp_path, doc_home(path))
+    SETUP.get(rel, lambda w: None)(world)
+    problems = []
+    for block in blocks(path):
+        if block.skip is None:
+            problems += run_block(world, block)
+    assert not problems, "\n\n".join(problems)
+
+
+def test_every_skip_is_counted() -> None:
+    counted = {}
+    for path in documents():
+        skipped = [b for b in blocks(path) if b.skip is not None]
+        if skipped:
+            counted[str(path.relative_to(REPO))] = len(skipped)
+    assert counted == SKIPS

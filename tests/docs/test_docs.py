@@ -118,6 +118,62 @@ def tutorial_3(world: World) -> None:
     (world.fixtures / "conduit-uptime").write_text(script, encoding="utf-8")
 
 
+def fetcher(capabilities: list[str], dependencies: list[str] | None = None) -> str:
+    """The fetcher of the permission documents, version 1.2.0, with command ``fetch``."""
+    deps = f"# dependencies = {dependencies!r}\n" if dependencies else ""
+    return (
+        '# /// conduit\n# name = "fetcher"\n# version = "1.2.0"\n# api = ">=1.0,<2"\n'
+        f'# description = "Fetch things"\n# capabilities = {capabilities!r}\n{deps}#\n'
+        '# [[commands]]\n# name = "fetch"\n# help = "Fetch."\n# ///\n'
+        "import click\nfrom conduit.sdk import Plugin\n\n\n"
+        "@click.command()\ndef fetch():\n    click.echo('fetched')\n\n\n"
+        "class Fetcher(Plugin):\n    def boot(self, ctx):\n        ctx.register_command(fetch)\n"
+    ).replace("'", '"')
+
+
+PROBE = """
+    # /// conduit
+    # name = "probe"
+    # api = ">=1.0,<2"
+    # description = "Try things"
+    #
+    # [[commands]]
+    # name = "probe"
+    # help = "Try things."
+    # ///
+    import click
+    from conduit.sdk import Plugin
+
+
+    @click.group()
+    def probe():
+        \"\"\"Try things.\"\"\"
+
+
+    @probe.command()
+    @click.argument("path")
+    def read(path):
+        with open(path) as f:
+            click.echo(f.read())
+
+
+    class Probe(Plugin):
+        def boot(self, ctx):
+            ctx.register_command(probe)
+"""
+
+
+def permissions(world: World) -> None:
+    world.plugins.mkdir(parents=True)
+    for name, source in [
+        ("fetcher-data.py", fetcher(["filesystem:read:/srv/data", "network:http"])),
+        ("fetcher.py", fetcher(["env:read:HOME", "network:http"])),
+        ("fetcher-deps.py", fetcher(["network:http:api.github.com"], ["httpx>=0.27", "rich>=13"])),
+    ]:
+        (world.fixtures / name).write_text(source, encoding="utf-8")
+    world.write_plugin("probe.py", PROBE, installed=False)
+
+
 def user_guide(world: World) -> None:
     world.write_plugin("hello.py", HELLO)
     world.write_plugin("greeter.py", GREETER, installed=False)
@@ -137,6 +193,7 @@ def manifest(world: World) -> None:
 
 SETUP: dict[str, Callable[[World], None]] = {
     "docs/tutorials/1-single-file.md": tutorial_1,
+    "docs/permissions.md": permissions,
     "docs/tutorials/2-package.md": tutorial_2,
     "docs/tutorials/3-process.md": tutorial_3,
     "docs/user-guide.md": user_guide,
@@ -148,7 +205,7 @@ SETUP: dict[str, Callable[[World], None]] = {
 # `<!-- doctest: skip (REASON) -->`; a new skip must be counted here too.
 SKIPS: dict[str, int] = {
     "docs/permissions-process.md": 2,
-    "docs/permissions.md": 7,
+    "docs/permissions.md": 2,
     "docs/plugin-guide.md": 11,
     "docs/protocol.md": 2,
     "docs/tutorials/2-package.md": 1,

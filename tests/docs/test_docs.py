@@ -174,6 +174,44 @@ def permissions(world: World) -> None:
     world.write_plugin("probe.py", PROBE, installed=False)
 
 
+def permissions_process(world: World) -> None:
+    world.write_plugin(
+        "fetcher.py",
+        """
+        # /// conduit
+        # name = "fetcher"
+        # api = ">=1.0,<2"
+        # description = "Fetch things"
+        # isolation = "process"
+        # capabilities = ["network:http:api.github.com"]
+        #
+        # [[commands]]
+        # name = "fetcher"
+        # help = "Fetch things."
+        # ///
+        import urllib.request
+
+        import click
+        from conduit.sdk import Plugin
+
+
+        @click.group()
+        def fetcher():
+            \"\"\"Fetch things.\"\"\"
+
+
+        @fetcher.command()
+        def sync():
+            urllib.request.urlopen("http://example.com/", timeout=10)
+
+
+        class Fetcher(Plugin):
+            def boot(self, ctx):
+                ctx.register_command(fetcher)
+        """,
+    )
+
+
 def user_guide(world: World) -> None:
     world.write_plugin("hello.py", HELLO)
     world.write_plugin("greeter.py", GREETER, installed=False)
@@ -194,6 +232,7 @@ def manifest(world: World) -> None:
 SETUP: dict[str, Callable[[World], None]] = {
     "docs/tutorials/1-single-file.md": tutorial_1,
     "docs/permissions.md": permissions,
+    "docs/permissions-process.md": permissions_process,
     "docs/tutorials/2-package.md": tutorial_2,
     "docs/tutorials/3-process.md": tutorial_3,
     "docs/user-guide.md": user_guide,
@@ -204,7 +243,7 @@ SETUP: dict[str, Callable[[World], None]] = {
 # Blocks that cannot run here, per document: each is marked in the document with
 # `<!-- doctest: skip (REASON) -->`; a new skip must be counted here too.
 SKIPS: dict[str, int] = {
-    "docs/permissions-process.md": 2,
+    "docs/permissions-process.md": 1,
     "docs/permissions.md": 2,
     "docs/plugin-guide.md": 11,
     "docs/protocol.md": 2,

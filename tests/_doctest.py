@@ -17,7 +17,8 @@ docs/architecture.md ("Console examples are tests"). In short:
   command ``splice FILE NEW`` replaces FILE from NEW's first line to its end with NEW;
 - in expected output, a line ``...`` matches any number of lines, ``<...>`` any text
   within a line; a measurement (a number followed by ``ms``, ``s``, ``MB`` or ``KB``, as in
-  ``8.5 ms``) matches any number with the same unit; the world's home directory is printed as the one the document uses
+  ``8.5 ms``) matches any number with the same unit, a time to the minute
+  (``2026-12-07 11:57``) any such time; the world's home directory is printed as the one the document uses
   (``/home/me`` or ``/home/ada``);
 - a command whose expected output has a line starting with ``error:`` must exit
   non-zero, any other command zero.
@@ -120,10 +121,16 @@ def blocks(path: Path) -> list[Block]:
 # A measurement: a number followed by a unit of time or size (``8.5 ms``, ``2.16s``,
 # ``+0.1 MB``); in expected output it matches any number with that unit.
 MEASURE = re.compile(r"\d+(?:\.\d+)?(?=\s?(?:ms|s|MB|KB|kB)\b)")
+# A local time to the minute (``2026-12-07 11:57``) matches any such time.
+MINUTE = re.compile(r"\b\d{4}-\d\d-\d\d \d\d:\d\d\b")
+
+
+def _measures(text: str) -> str:
+    return r"\d+(?:\.\d+)?".join(re.escape(p) for p in MEASURE.split(text))
 
 
 def _literal(text: str) -> str:
-    return r"\d+(?:\.\d+)?".join(re.escape(p) for p in MEASURE.split(text))
+    return r"\d{4}-\d\d-\d\d \d\d:\d\d".join(_measures(p) for p in MINUTE.split(text))
 
 
 def pattern(expected: list[str]) -> re.Pattern[str]:

@@ -1,7 +1,7 @@
 """Run the console examples of the documentation against the real ``conduit``.
 
-A console example is a fenced block whose lines start with ``$ `` (at least one of them
-``$ conduit``), each followed by the output it prints. The syntax, for doc writers, is in
+A console example is a fenced block with lines that start with ``$ ``, each followed by
+the output it prints. The syntax, for doc writers, is in
 docs/architecture.md ("Console examples are tests"). In short:
 
 - each ``$ `` line runs in bash, in a world made for the document: a temporary home
@@ -13,9 +13,12 @@ docs/architecture.md ("Console examples are tests"). In short:
   required and counted);
 - ``<!-- doctest-setup: SHELL -->`` just before a block runs SHELL (bash, may span lines)
   in the world first, unseen by readers; ``$FIXTURES`` holds the files the document's
-  setup function in tests/docs/test_docs.py wrote for it (plugins to copy in);
+  setup function in tests/docs/test_docs.py wrote for it (plugins to copy in); the
+  command ``splice FILE NEW`` replaces FILE from NEW's first line to its end with NEW;
 - in expected output, a line ``...`` matches any number of lines, ``<...>`` any text
-  within a line; the world's home directory is printed as the one the document uses
+  within a line; a measurement (a number followed by ``ms``, ``s``, ``MB`` or ``KB``, as in
+  ``8.5 ms``) matches any number with the same unit, a time to the minute
+  (``2026-12-07 11:57``) any such time; the world's home directory is printed as the one the document uses
   (``/home/me`` or ``/home/ada``);
 - a command whose expected output has a line starting with ``error:`` must exit
   non-zero, any other command zero.
@@ -60,6 +63,14 @@ class Block:
         return out
 
 
+def code_blocks(path: Path, language: str) -> list[str]:
+    """The bodies of the fenced blocks of ``language`` in ``path``, in order (for a
+    document's setup function to write the files its prose shows)."""
+    text = path.read_text(encoding="utf-8")
+    found = re.findall(rf"^```{re.escape(language)}\n(.*?)^```", text, re.S | re.M)
+    return [str(body) for body in found]
+
+
 def documents() -> list[Path]:
     docs = sorted((REPO / "docs").rglob("*.md"))
     return [REPO / "README.md", *docs]
@@ -84,7 +95,7 @@ def blocks(path: Path) -> list[Block]:
             i += 1
         i += 1
         dedented = textwrap.dedent("\n".join(body))
-        if not any(line.startswith("$ conduit") for line in dedented.splitlines()):
+        if not any(line.startswith("$ ") for line in dedented.splitlines()):
             continue
         block = Block(str(path.relative_to(REPO)), start + 1, dedented)
         # The comments just above the fence (blank lines allowed between).
@@ -107,15 +118,43 @@ def blocks(path: Path) -> list[Block]:
     return found
 
 
+# A measurement: a number followed by a unit of time or size (``8.5 ms``, ``2.16s``,
+# ``+0.1 MB``); in expected output it matches any number with that unit.
+MEASURE = re.compile(r"\d+(?:\.\d+)?(?=\s?(?:ms|s|MB|KB|kB)\b)")
+# A local time to the minute (``2026-12-07 11:57``) matches any such time.
+MINUTE = re.compile(r"\b\d{4}-\d\d-\d\d \d\d:\d\d\b")
+
+
+def _measures(text: str) -> str:
+    return r"\d+(?:\.\d+)?".join(re.escape(p) for p in MEASURE.split(text))
+
+
+def _literal(text: str) -> str:
+    return r"\d{4}-\d\d-\d\d \d\d:\d\d".join(_measures(p) for p in MINUTE.split(text))
+
+
 def pattern(expected: list[str]) -> re.Pattern[str]:
     parts = []
     for line in expected:
         if line.strip() == "...":
             parts.append(r"(?:[^\n]*\n)*?")
         else:
-            esc = r"[^\n]*?".join(re.escape(p) for p in line.split("<...>"))
+            esc = r"[^\n]*?".join(_literal(p) for p in line.split("<...>"))
             parts.append(esc + r"[ \t]*\n")
     return re.compile("".join(parts))
+
+
+# `splice FILE NEW`: replace FILE from the first line of NEW to its end with NEW (an
+# edit such as "replace the command and register it"), for setup comments.
+SPLICE = """
+import sys
+from pathlib import Path
+
+path, new = Path(sys.argv[1]), Path(sys.argv[2]).read_text(encoding="utf-8")
+text = path.read_text(encoding="utf-8")
+at = text.index(new.splitlines()[0])
+path.write_text(text[:at] + new, encoding="utf-8")
+"""
 
 
 @dataclass
@@ -135,23 +174,25 @@ class World:
         self.home.mkdir(parents=True)
         self.fixtures.mkdir()
         bindir = Path(sys.executable).parent
+        tools = self.root / "bin"
+        tools.mkdir()
+        splice = tools / "splice"
+        splice.write_text(f"#!{sys.executable}\n{SPLICE}", encoding="utf-8")
+        splice.chmod(0o755)
         keep = ("LANG", "LC_ALL", "TMPDIR", "SYSTEMROOT")
         self.env = {k: v for k, v in os.environ.items() if k in keep}
         self.env.update(
             HOME=str(self.home),
-            PATH=f"{bindir}{os.pathsep}/usr/local/bin{os.pathsep}/usr/bin{os.pathsep}/bin",
+            PATH=f"{bindir}{os.pathsep}{tools}{os.pathsep}/usr/local/bin{os.pathsep}/usr/bin{os.pathsep}/bin",
             PYTHONUNBUFFERED="1",
             PYTHONDONTWRITEBYTECODE="1",
-            COLUMNS="100",
+            COLUMNS="80",
             TERM="dumb",
-            GIT_AUTHOR_NAME="Ada",
-            GIT_AUTHOR_EMAIL="ada@example.org",
-            GIT_COMMITTER_NAME="Ada",
-            GIT_COMMITTER_EMAIL="ada@example.org",
             GIT_CONFIG_NOSYSTEM="1",
             FIXTURES=str(self.fixtures),
         )
         (self.home / ".gitconfig").write_text(
+            "[user]\n\tname = Ada\n\temail = ada@example.org\n"
             "[init]\n\tdefaultBranch = main\n[advice]\n\tdetachedHead = false\n"
         )
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from _doctest import REPO, World, blocks, doc_home, documents, run_block
+from _doctest import REPO, World, blocks, code_blocks, doc_home, documents, run_block
 
 HELLO = """
     # /// conduit
@@ -93,6 +93,125 @@ FETCHER = """
 """
 
 
+def tutorial_1(world: World) -> None:
+    # Step 4's new command, as the document shows it, for `splice` to put in weather.py.
+    command = code_blocks(REPO / "docs/tutorials/1-single-file.md", "python")[1]
+    (world.fixtures / "weather-command.py").write_text(command, encoding="utf-8")
+
+
+def tutorial_2(world: World) -> None:
+    # The files the document shows, in its order: the two modules, the fixed manifest
+    # and the tests.
+    init, counting, test = code_blocks(REPO / "docs/tutorials/2-package.md", "python")
+    (manifest,) = code_blocks(REPO / "docs/tutorials/2-package.md", "toml")
+    for name, text in [
+        ("__init__.py", init),
+        ("counting.py", counting),
+        ("conduit-plugin.toml", manifest),
+        ("test_gitstat.py", test),
+    ]:
+        (world.fixtures / name).write_text(text, encoding="utf-8")
+
+
+def tutorial_3(world: World) -> None:
+    (script,) = code_blocks(REPO / "docs/tutorials/3-process.md", "sh")
+    (world.fixtures / "conduit-uptime").write_text(script, encoding="utf-8")
+
+
+def fetcher(capabilities: list[str], dependencies: list[str] | None = None) -> str:
+    """The fetcher of the permission documents, version 1.2.0, with command ``fetch``."""
+    deps = f"# dependencies = {dependencies!r}\n" if dependencies else ""
+    return (
+        '# /// conduit\n# name = "fetcher"\n# version = "1.2.0"\n# api = ">=1.0,<2"\n'
+        f'# description = "Fetch things"\n# capabilities = {capabilities!r}\n{deps}#\n'
+        '# [[commands]]\n# name = "fetch"\n# help = "Fetch."\n# ///\n'
+        "import click\nfrom conduit.sdk import Plugin\n\n\n"
+        "@click.command()\ndef fetch():\n    click.echo('fetched')\n\n\n"
+        "class Fetcher(Plugin):\n    def boot(self, ctx):\n        ctx.register_command(fetch)\n"
+    ).replace("'", '"')
+
+
+PROBE = """
+    # /// conduit
+    # name = "probe"
+    # api = ">=1.0,<2"
+    # description = "Try things"
+    #
+    # [[commands]]
+    # name = "probe"
+    # help = "Try things."
+    # ///
+    import click
+    from conduit.sdk import Plugin
+
+
+    @click.group()
+    def probe():
+        \"\"\"Try things.\"\"\"
+
+
+    @probe.command()
+    @click.argument("path")
+    def read(path):
+        with open(path) as f:
+            click.echo(f.read())
+
+
+    class Probe(Plugin):
+        def boot(self, ctx):
+            ctx.register_command(probe)
+"""
+
+
+def permissions(world: World) -> None:
+    world.plugins.mkdir(parents=True)
+    for name, source in [
+        ("fetcher-data.py", fetcher(["filesystem:read:/srv/data", "network:http"])),
+        ("fetcher.py", fetcher(["env:read:HOME", "network:http"])),
+        ("fetcher-deps.py", fetcher(["network:http:api.github.com"], ["httpx>=0.27", "rich>=13"])),
+    ]:
+        (world.fixtures / name).write_text(source, encoding="utf-8")
+    world.write_plugin("probe.py", PROBE, installed=False)
+
+
+def permissions_process(world: World) -> None:
+    world.write_plugin(
+        "fetcher.py",
+        """
+        # /// conduit
+        # name = "fetcher"
+        # api = ">=1.0,<2"
+        # description = "Fetch things"
+        # isolation = "process"
+        # capabilities = ["network:http:api.github.com"]
+        #
+        # [[commands]]
+        # name = "fetcher"
+        # help = "Fetch things."
+        # ///
+        import urllib.request
+
+        import click
+        from conduit.sdk import Plugin
+
+
+        @click.group()
+        def fetcher():
+            \"\"\"Fetch things.\"\"\"
+
+
+        @fetcher.command()
+        def sync():
+            urllib.request.urlopen("http://example.com/", timeout=10)
+
+
+        class Fetcher(Plugin):
+            def boot(self, ctx):
+                ctx.register_command(fetcher)
+        """,
+    )
+
+
 def user_guide(world: World) -> None:
     world.write_plugin("hello.py", HELLO)
     world.write_plugin("greeter.py", GREETER, installed=False)
@@ -111,6 +230,11 @@ def manifest(world: World) -> None:
 
 
 SETUP: dict[str, Callable[[World], None]] = {
+    "docs/tutorials/1-single-file.md": tutorial_1,
+    "docs/permissions.md": permissions,
+    "docs/permissions-process.md": permissions_process,
+    "docs/tutorials/2-package.md": tutorial_2,
+    "docs/tutorials/3-process.md": tutorial_3,
     "docs/user-guide.md": user_guide,
     "docs/plugin-guide.md": plugin_guide,
     "docs/manifest.md": manifest,
@@ -119,15 +243,14 @@ SETUP: dict[str, Callable[[World], None]] = {
 # Blocks that cannot run here, per document: each is marked in the document with
 # `<!-- doctest: skip (REASON) -->`; a new skip must be counted here too.
 SKIPS: dict[str, int] = {
-    "docs/permissions-process.md": 2,
-    "docs/permissions.md": 7,
-    "docs/plugin-guide.md": 10,
-    "docs/tutorials/1-single-file.md": 4,
-    "docs/tutorials/2-package.md": 3,
-    "docs/tutorials/3-process.md": 2,
-    "docs/tutorials/4-webassembly.md": 2,
-    "docs/user-guide.md": 33,
-    "docs/wasm.md": 6,
+    "docs/permissions-process.md": 1,
+    "docs/permissions.md": 2,
+    "docs/plugin-guide.md": 11,
+    "docs/protocol.md": 2,
+    "docs/tutorials/2-package.md": 1,
+    "docs/tutorials/4-webassembly.md": 3,
+    "docs/user-guide.md": 34,
+    "docs/wasm.md": 8,
 }
 
 DOCS = [p for p in documents() if any(b.skip is None for b in blocks(p))]

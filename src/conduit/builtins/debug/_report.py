@@ -29,6 +29,7 @@ from conduit.text import inert
 
 if TYPE_CHECKING:
     from conduit.kernel.admin import Admin
+    from conduit.paths import Paths
 
 __all__ = ["REDACTED", "build", "redact", "write"]
 
@@ -218,7 +219,7 @@ def build(admin: Admin) -> str:
         ("config (secrets redacted)", config_lines),
         ("granted environment variables (values never shown)", env_lines or ["none"]),
         ("plugins doctor", _doctor()),
-        ("recent failures", ["(this version of Conduit keeps no run journal)"]),
+        ("recent failures (run journal)", _recent_failures(paths)),
     ]
     out = [
         "Conduit debug report: secrets are redacted, but read it before you share it.",
@@ -235,3 +236,26 @@ def write(path: str, text: str) -> None:
     from conduit.fs import atomic_write
 
     atomic_write(path, text.encode("utf-8"), mode=0o600)
+
+
+def _recent_failures(paths: Paths) -> list[str]:
+    """The last failed runs in the run journal (``conduit.runlog``), newest last: when,
+    the command word, its plugin, the exit code and the one-line error."""
+    from conduit.runlog import read
+
+    failed = [r for r in read(paths) if r.get("code") not in (0, None)][-10:]
+    if not failed:
+        return ["none recorded"]
+    lines = []
+    for r in failed:
+        t = r.get("t")
+        when = (
+            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+            if isinstance(t, (int, float))
+            else "?"
+        )
+        lines.append(
+            f"{when}  conduit {r.get('cmd', '?')} (plugin {r.get('plugin', '?')}) exit "
+            f"{r.get('code')}: {r.get('error') or '-'}"
+        )
+    return lines

@@ -65,7 +65,14 @@ def fingerprint(paths: Paths) -> tuple[object, ...]:
         parts.append((entry, _stat(entry)))
     parts.append(("config", _stat(paths.config_file)))
     plugin_dir = paths.plugin_dir
-    parts.append(("plugins", _stat(plugin_dir)))
+    found = _stat(plugin_dir)
+    if found is None:  # created on the first run, so that `cp x.py` into it just works
+        try:  # noqa: SIM105 (contextlib is not imported on the start-up path)
+            os.makedirs(plugin_dir, exist_ok=True)
+        except OSError:
+            pass  # a read-only home: nothing to discover there, nothing to create
+        found = _stat(plugin_dir)
+    parts.append(("plugins", found))
     # `conduit-NAME` executables on PATH: a new one appears in its directory's mtime.
     # Only absolute entries are searched (indexer.discover.executable_dirs); a relative
     # one would make every change of directory look like a new index.

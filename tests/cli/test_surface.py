@@ -295,10 +295,30 @@ def test_doctor_does_not_tell_you_to_run_doctor(run, plugin_dir):
     assert "plugins doctor" not in r.err
 
 
-def test_no_verbose_hint_after_the_installer_output_was_shown():
+def test_no_verbose_hint_after_the_installer_output_was_shown(tmp_path: Path) -> None:
+    """--verbose is suggested only when output was held back: not with --verbose, not
+    when the installer's last lines (shown above the error) were all it said."""
+    chatty = tmp_path / "chatty"
+    chatty.write_text("#!/bin/sh\nfor i in $(seq 30); do echo line $i; done\nexit 1\n")
+    chatty.chmod(0o755)
     with pytest.raises(Exception) as quiet:
-        Tool("pip", "/bin/false").install(["nothing-here"])
-    assert quiet.value.hint == "run again with --verbose to see the installer's output"  # type: ignore[attr-defined]
+        Tool("pip", str(chatty)).install(["nothing-here"])
+    assert quiet.value.hint == "run again with --verbose to see all of pip's output"  # type: ignore[attr-defined]
     with pytest.raises(Exception) as verbose:
-        Tool("pip", "/bin/false", verbose=True).install(["nothing-here"])
+        Tool("pip", str(chatty), verbose=True).install(["nothing-here"])
     assert verbose.value.hint is None  # type: ignore[attr-defined]
+    with pytest.raises(Exception) as short:
+        Tool("pip", "/bin/false").install(["nothing-here"])
+    assert short.value.hint is None  # type: ignore[attr-defined]
+
+
+def test_the_plugin_directory_exists_after_the_first_run(conduit_home: Path, run) -> None:  # type: ignore[no-untyped-def]
+    """A newcomer's first step after installing may be `cp weather.py` into the plugin
+    directory: any first run creates it (and the config directory above it)."""
+    plugins = conduit_home / "plugins"
+    assert not plugins.exists()
+    assert run("--help").code == 0
+    assert plugins.is_dir()
+    (plugins / "weather.py").write_text(simple_plugin("weather", ("weather",), output="sunny"))
+    result = run("weather")
+    assert (result.code, result.out) == (0, "sunny\n")

@@ -188,3 +188,11 @@ def test_edit_on_a_terminal_offers_to_edit_again(conduit_home: Path, tmp_path: P
     assert f"{config}: valid" in screen
     assert config.read_text() == '[plugins]\ndisabled = ["x"]\n'
     assert (tmp_path / "count").read_text() == "2"
+
+
+def test_get_escapes_control_characters_like_show(run, conduit_home: Path) -> None:  # type: ignore[no-untyped-def]
+    (conduit_home / "config.toml").write_text(
+        '[store]\nindex-url = "https://x\\u001b]0;t\\u0007/"\n'
+    )
+    r = run("config", "get", "store.index-url")
+    assert (r.code, r.out) == (0, "https://x\\x1b]0;t\\x07/\n")

@@ -372,3 +372,26 @@ def test_importing_the_plugin_loads_no_database_code() -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert proc.stdout.strip() == "['conduit_plugins', 'conduit_plugins.know']"
+
+
+def test_markdown_export_shows_control_characters_inert(
+    kit: Conduit, repo: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """A note imported from someone else's export cannot send escape sequences to the
+    terminal through the Markdown export (the other views escape them too)."""
+    ok(kit.run("know", "add", "first"))
+    data = json.loads(ok(kit.run("know", "export", "--format", "json")))
+    note = data["notes"][0]
+    note |= {
+        "uid": "0" * 32 if len(note["uid"]) == 32 else note["uid"] + "x",
+        "body": "title\x1b]0;owned\x07\n\x1b[2Jgone \u202eevil",
+        "tags": ["t\x1b[31m"],
+        "directory": "/d\x9b1m",
+    }
+    (tmp_path / "evil.json").write_text(json.dumps(data))
+    monkeypatch.chdir(tmp_path)
+    ok(kit.run("know", "import", "evil.json"))
+    out = ok(kit.run("know", "export"))
+    assert not any(c in out for c in "\x1b\x07\x9b\u202e"), repr(out)
+    assert "title\\x1b]0;owned\\x07\n\\x1b[2Jgone \\u202eevil" in out
+    assert "- tags: t\\x1b[31m" in out

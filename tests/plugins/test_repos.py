@@ -232,3 +232,26 @@ def test_prune_skips_a_repository_without_a_default_branch(
     r = kit.run("repos", "prune")
     assert r.exit_code == 0, r.stderr
     assert r.stdout == "odd: skipped: no default branch (origin/HEAD, main or master) found\n"
+
+
+def test_text_output_shows_control_characters_in_names_inert(
+    kit: Conduit, git: Git, git_env: Path, origin: Path, ws: Path
+) -> None:
+    """A directory name with an escape sequence and a branch name with a C1 control
+    (both allowed by git) never reach the terminal raw, in status or in prune."""
+    evil = clone(git, origin, ws / "evil\x1b]0;owned\x07\x1b[31m")
+    git(evil, "branch", "merged\u009b31m")
+
+    r = kit.run("repos", "status")
+    assert r.exit_code == 0, r.stderr
+    assert "\x1b" not in r.stdout and "\x07" not in r.stdout
+    assert "evil\\x1b]0;owned\\x07\\x1b[31m" in r.stdout
+    git(evil, "checkout", "-q", "merged\u009b31m")
+    r = kit.run("repos", "status")
+    assert "\u009b" not in r.stdout and "merged\\x9b31m" in r.stdout
+    git(evil, "checkout", "-q", "main")
+
+    r = kit.run("repos", "prune")
+    assert r.exit_code == 0, r.stderr
+    assert "\x1b" not in r.stdout and "\u009b" not in r.stdout
+    assert "would delete merged\\x9b31m" in r.stdout

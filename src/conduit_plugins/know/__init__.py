@@ -277,14 +277,16 @@ def make_group(ctx: PluginContext) -> click.Group:
             return
         click.echo("# Notes\n")
         for note in notes:
-            click.echo(f"## #{note['id']} · {note['created']}\n")
+            # Escaped like every other view (an imported note may hold an escape
+            # sequence); JSON is the format that round-trips every character.
+            click.echo(_safe(f"## #{note['id']} · {note['created']}\n"))
             if note["tags"]:
-                click.echo("- tags: " + ", ".join(note["tags"]))
+                click.echo(_safe("- tags: " + ", ".join(note["tags"])))
             if note.get("repo"):
                 at = " @ ".join(x for x in (note.get("branch"), note.get("commit")) if x)
-                click.echo(f"- repository: {note['repo']}" + (f" ({at})" if at else ""))
-            click.echo(f"- directory: {note.get('directory') or '-'}\n")
-            click.echo(note["body"].rstrip("\n") + "\n")
+                click.echo(_safe(f"- repository: {note['repo']}" + (f" ({at})" if at else "")))
+            click.echo(_safe(f"- directory: {note.get('directory') or '-'}\n"))
+            click.echo(_safe(note["body"].rstrip("\n") + "\n"))
 
     @know.command("import")
     @click.argument("file", metavar="FILE")

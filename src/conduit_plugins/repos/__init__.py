@@ -228,7 +228,23 @@ def _sync_text(s: RepoStatus) -> str:
     return ", ".join(parts) or "up to date"
 
 
+def _safe(text: str) -> str:
+    """``text`` for a terminal: control and invisible format characters (an escape
+    sequence in a directory name, a C1 control in a branch name) shown as ``\\x1b``."""
+    if text.isprintable():
+        return text
+    import unicodedata
+
+    return "".join(
+        ch
+        if unicodedata.category(ch) not in ("Cc", "Cf", "Zl", "Zp")
+        else (f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}")
+        for ch in text
+    )
+
+
 def _table(rows: list[list[str]]) -> str:
+    rows = [[_safe(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join(
         "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
@@ -393,14 +409,14 @@ def prune_cmd(yes: bool, as_json: bool) -> None:
         total = 0
         for r in results:
             if "error" in r:
-                click.echo(f"{r['name']}: error: {r['error']}")
+                click.echo(_safe(f"{r['name']}: error: {r['error']}"))
             elif "skipped" in r:
-                click.echo(f"{r['name']}: skipped: {r['skipped']}")
+                click.echo(_safe(f"{r['name']}: skipped: {r['skipped']}"))
             elif r["branches"]:
                 total += len(r["branches"])
-                click.echo(f"{r['name']}: {verb} {', '.join(r['branches'])}")
+                click.echo(_safe(f"{r['name']}: {verb} {', '.join(r['branches'])}"))
             else:
-                click.echo(f"{r['name']}: nothing merged into {r['default']}")
+                click.echo(_safe(f"{r['name']}: nothing merged into {r['default']}"))
         if total and not yes:
             click.echo(f"dry run: run 'conduit repos prune --yes' to delete {total}", err=True)
     if any("error" in r for r in results):

@@ -59,11 +59,14 @@ def _value(text: str) -> Any:
 
 
 def _format(value: Any) -> str:
-    """A value as ``get`` prints it: a string as is, anything else as TOML."""
+    """A value as ``get`` prints it: a string as is (control characters escaped, as
+    ``show`` does), anything else as TOML."""
     import tomlkit
 
     if isinstance(value, str):
-        return value
+        from conduit.text import inert
+
+        return inert(value)
     if isinstance(value, dict):
         return str(tomlkit.dumps(value)).rstrip("\n")
     return str(tomlkit.item(value).as_string())

@@ -629,6 +629,8 @@ def _run(opts: _Options, args: list[str], profile: Profile) -> int:
     except BaseException as exc:
         code = 130 if isinstance(exc, KeyboardInterrupt) else getattr(exc, "exit_code", 1)
         failure = getattr(exc, "message", "") or f"{type(exc).__name__}: {exc}"
+        if code == 2:  # a usage error quotes the arguments, which the journal never keeps
+            failure = "usage error"
         raise
     finally:
         try:

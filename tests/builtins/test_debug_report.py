@@ -122,3 +122,19 @@ def test_report_works_in_safe_mode_and_with_a_broken_config(run, conduit_home: P
     result = run("--no-plugins", "debug", "report")
     assert result.code == 0, result.err
     assert '"disabled": []' in result.out
+
+
+def test_a_variable_named_like_a_secret_is_scrubbed_granted_or_not(
+    run, conduit_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """First-party plugins hold GITHUB_TOKEN without a [grants] entry: its value is still
+    a secret wherever it shows up (here, quoted under a key that does not look secret)."""
+    value = "ghp-Planted-0a1b2c3d"
+    monkeypatch.setenv("GITHUB_TOKEN", value)
+    (conduit_home / "config.toml").write_text(
+        f'[plugin.greeter]\nnote = "pasted {value} here"\n', encoding="utf-8"
+    )
+    result = run("--no-plugins", "debug", "report")
+    assert result.code == 0, result.err
+    assert value not in result.out
+    assert '"note": "pasted <redacted> here"' in result.out

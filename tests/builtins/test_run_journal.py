@@ -67,6 +67,14 @@ def test_a_command_run_is_recorded_with_its_plugin_and_times(plugin_dir, run):
     assert act["metrics"] == {"hits": 3, "ratio": 0.5}
 
 
+def test_a_usage_error_is_recorded_without_the_arguments_it_quotes(plugin_dir, run):
+    write(plugin_dir, "counter.py", METRICS)
+    assert run("tick", "--pass=hunter2-Planted").code == 2
+    [entry] = read(resolve())
+    assert (entry["cmd"], entry["code"], entry["error"]) == ("tick", 2, "usage error")
+    assert "hunter2-Planted" not in json.dumps(entry)
+
+
 def test_a_failing_plugin_is_failing_until_it_loads_again(plugin_dir, run):
     _flaky(plugin_dir, works=False)
     assert run("boom").code == 3

@@ -175,7 +175,9 @@ def make_group(ctx: PluginContext) -> click.Group:
         if not notes:
             click.echo("no notes match", err=True)
             return
-        color = sys.stdout.isatty()
+        # Conduit's colour policy, as Click carries it (--color, NO_COLOR, FORCE_COLOR)
+        color = click.get_current_context().color
+        color = sys.stdout.isatty() and not os.environ.get("NO_COLOR") if color is None else color
         start, end = ("\x1b[1;33m", "\x1b[0m") if color else ("[", "]")
         for note in notes:
             # Escaped piece by piece: the marks around the matches are control characters.

@@ -194,6 +194,9 @@ def build(admin: Admin) -> str:
     grants = config.get("grants", {}) if isinstance(config.get("grants"), dict) else {}
     env_values, env_lines = _env_secrets(grants)
     found |= env_values
+    # a variable named like a secret is one, granted or not (first-party plugins hold
+    # their declared grants, GITHUB_TOKEN among them, without a [grants] entry)
+    found |= {v for k, v in os.environ.items() if _SECRET_KEY.search(k) and len(v) >= 4}
     sections: list[tuple[str, list[str]]] = [
         (
             "versions",
@@ -227,8 +230,8 @@ def build(admin: Admin) -> str:
     ]
     for title, lines in sections:
         out += ["", f"== {title}", *lines]
-    text = "\n".join(inert(line) for line in out) + "\n"
-    return _scrub(text, found)
+    # scrubbed before escaping: a secret holding a character inert() escapes still matches
+    return "\n".join(inert(_scrub(line, found)) for line in out) + "\n"
 
 
 def write(path: str, text: str) -> None:

@@ -7,9 +7,13 @@ import os
 import shutil
 import subprocess
 import sys
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
+
+from conduit.builtins import BUILTINS
+from conduit.indexer.discover import ENTRY_POINT_GROUP
 
 from _factory import manifest_block, write
 
@@ -59,18 +63,16 @@ def values(out: str) -> list[str]:
 
 def test_plugin_names_where_a_plugin_is_expected(run, greet) -> None:  # type: ignore[no-untyped-def]
     for sub in ("info", "enable", "disable", "grant", "revoke", "uninstall", "permissions"):
-        assert values(run("__complete", "plugins", sub, "").out) == [
-            "completion",
-            "config",
-            "devtools",
-            "greet",
-            "plugins",
-        ], sub
-    assert values(run("__complete", "plugins", "info", "gr").out) == ["greet"]
-    assert values(run("__complete", "plugins:plugins", "enable", "g").out) == ["greet"]
+        # the built-ins, the installed first-party plugins and the test's own
+        expected = sorted(
+            [*BUILTINS, *(e.name for e in entry_points(group=ENTRY_POINT_GROUP)), "greet"]
+        )
+        assert values(run("__complete", "plugins", sub, "").out) == expected, sub
+    assert values(run("__complete", "plugins", "info", "gre").out) == ["greet"]
+    assert values(run("__complete", "plugins:plugins", "enable", "gre").out) == ["greet"]
     # one name only where the command takes one; several for uninstall
     assert run("__complete", "plugins", "info", "greet", "").out == "\n"
-    assert values(run("__complete", "plugins", "uninstall", "greet", "d").out) == ["devtools"]
+    assert values(run("__complete", "plugins", "uninstall", "greet", "dev").out) == ["devtools"]
     # not where a new name is expected
     assert run("__complete", "plugins", "new", "").out == "\n"
 

@@ -7,6 +7,7 @@ examples assume (what the prose around them describes).
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
@@ -118,6 +119,34 @@ def tutorial_3(world: World) -> None:
     (world.fixtures / "conduit-uptime").write_text(script, encoding="utf-8")
 
 
+CATALOG = """[
+  {"name": "hi", "summary": "Say hello", "package": "conduit-hello==2.0.0",
+   "capabilities": ["network:http"]}
+]
+"""
+
+
+# The project of the user guide's `todo` and `loc` examples, and its dotenv files.
+APP = """import sys
+
+
+def main():
+    \"\"\"Run.\"\"\"
+    config = {}  # TODO (ada) read the config file
+    # FIXME real exit codes
+    return 0 if config is not None else 1
+
+
+sys.exit(main())
+"""
+
+DOTENV = """# Database
+DATABASE_URL="postgres://prod.internal/app"  # the real one
+export API_KEY='sk-live-123'
+DEBUG=1
+"""
+
+
 def fetcher(capabilities: list[str], dependencies: list[str] | None = None) -> str:
     """The fetcher of the permission documents, version 1.2.0, with command ``fetch``."""
     deps = f"# dependencies = {dependencies!r}\n" if dependencies else ""
@@ -212,10 +241,61 @@ def permissions_process(world: World) -> None:
     )
 
 
+def failing(name: str, command: str, module: str, description: str) -> str:
+    """A plugin whose import fails on line 13 (``import MODULE``)."""
+    return (
+        f'# /// conduit\n# name = "{name}"\n# api = ">=1.0,<2"\n# description = "{description}"\n'
+        f'#\n# [[commands]]\n# name = "{command}"\n# help = "Try."\n# ///\n'
+        f"import click\nfrom conduit.sdk import Plugin\n\nimport {module}  # noqa: F401\n\n\n"
+        "class Failing(Plugin):\n    def boot(self, ctx):\n        pass\n"
+    )
+
+
+def process_plugin(name: str, body: str, capabilities: str = "[]") -> str:
+    """A process plugin with one command ``NAME`` running ``body`` (indented 4)."""
+    return (
+        f'# /// conduit\n# name = "{name}"\n# api = ">=1.0,<2"\n# description = "{name}"\n'
+        f'# isolation = "process"\n# capabilities = {capabilities}\n'
+        f'#\n# [[commands]]\n# name = "{name}"\n# help = "{name}."\n# ///\n'
+        "import click\nfrom conduit.sdk import Plugin\n\n\n"
+        f"@click.command()\n@click.argument('args', nargs=-1)\ndef {name}(args):\n{body}\n\n\n"
+        f"class P(Plugin):\n    def boot(self, ctx):\n        ctx.register_command({name})\n"
+    )
+
+
+PROCESS_PROBE = (
+    '# /// conduit\n# name = "probe"\n# api = ">=1.0,<2"\n# description = "Try things"\n'
+    '# isolation = "process"\n#\n# [[commands]]\n# name = "probe"\n# help = "Try things."\n'
+    "# ///\n" + textwrap.dedent(PROBE).split("# ///\n", 1)[1]
+)
+
+
 def user_guide(world: World) -> None:
     world.write_plugin("hello.py", HELLO)
     world.write_plugin("greeter.py", GREETER, installed=False)
     world.write_plugin("fetcher.py", FETCHER, installed=False)
+    for name, source in [
+        ("flaky.py", failing("flaky", "flaky", "missing_module", "Sometimes works")),
+        ("broken.py", failing("broken", "boom", "nosuchmodule_xyz", "Broken")),
+        (
+            "crashy.py",
+            process_plugin(
+                "crashy", "    import os, signal\n    os.kill(os.getpid(), signal.SIGSEGV)"
+            ),
+        ),
+        ("slow.py", process_plugin("slow", "    import time\n    time.sleep(60)")),
+        ("probe.py", PROCESS_PROBE),
+        ("catalog.json", CATALOG),
+        ("app/src/app.py", APP),
+        ("app/README.md", "# App\n\nSays nothing.\n"),
+        ("env/.env", DOTENV),
+        (
+            "env/.env.example",
+            "DATABASE_URL=postgres://localhost/app\nAPI_KEY=\nREDIS_URL=redis://localhost\n",
+        ),
+    ]:
+        (world.fixtures / name).parent.mkdir(parents=True, exist_ok=True)
+        (world.fixtures / name).write_text(source, encoding="utf-8")
 
 
 def plugin_guide(world: World) -> None:
@@ -249,7 +329,7 @@ SKIPS: dict[str, int] = {
     "docs/protocol.md": 2,
     "docs/tutorials/2-package.md": 1,
     "docs/tutorials/4-webassembly.md": 3,
-    "docs/user-guide.md": 34,
+    "docs/user-guide.md": 19,
     "docs/wasm.md": 8,
 }
 

@@ -140,6 +140,28 @@ def main():
 sys.exit(main())
 """
 
+# The repositories of the user guide's `repos` examples, in ~/src, their remotes in
+# ~/origins; fixed dates make the commit ids the document shows.
+REPOS = """set -e
+export GIT_AUTHOR_DATE=2026-12-01T12:00:00Z GIT_COMMITTER_DATE=2026-12-01T12:00:00Z
+commit() { echo "$1" >> README.md && git add README.md && git commit -qm "$1"; }
+origin() {  # origin NAME: a bare remote with one commit, cloned into ~/src/NAME
+  git init -q ~/origins/$1.work && (cd ~/origins/$1.work && commit start)
+  git clone -q --bare ~/origins/$1.work ~/origins/$1.git
+  git -C ~/origins/$1.work remote add origin ~/origins/$1.git
+  git clone -q ~/origins/$1.git ~/src/$1
+}
+mkdir -p ~/src ~/origins
+git init -q ~/src/api && cd ~/src/api && commit start
+git branch done-feature && git branch old-fix && git checkout -qb wip
+origin docs && (cd ~/origins/docs.work && commit theirs && git push -q origin main)
+cd ~/src/docs && commit ours && git fetch -q
+origin lib && (cd ~/origins/lib.work && commit more && git push -q origin main)
+git init -q ~/src/tools && cd ~/src/tools && commit start && git checkout -q --detach
+origin web && cd ~/src/web && echo draft > notes.txt && git add notes.txt && git stash -q
+echo change >> README.md && echo new > todo.txt
+"""
+
 DOTENV = """# Database
 DATABASE_URL="postgres://prod.internal/app"  # the real one
 export API_KEY='sk-live-123'
@@ -289,6 +311,7 @@ def user_guide(world: World) -> None:
         ("app/src/app.py", APP),
         ("app/README.md", "# App\n\nSays nothing.\n"),
         ("env/.env", DOTENV),
+        ("repos.sh", REPOS),
         (
             "env/.env.example",
             "DATABASE_URL=postgres://localhost/app\nAPI_KEY=\nREDIS_URL=redis://localhost\n",

@@ -29,6 +29,7 @@ from conduit.text import inert
 
 if TYPE_CHECKING:
     from conduit.kernel.admin import Admin
+    from conduit.paths import Paths
 
 __all__ = ["REDACTED", "build", "redact", "write"]
 
@@ -181,6 +182,19 @@ def _doctor() -> list[str]:
     return [*lines, f"(exit status {proc.returncode})"]
 
 
+def _failures(paths: Paths) -> list[str]:
+    """The plugins failing in the run journal, each with its failures since its last
+    successful activation (the newest five)."""
+    from conduit.runlog import failing, read
+
+    lines = []
+    for name, failures in sorted(failing(read(paths)).items()):
+        lines.append(f"{name}:")
+        for t, error in failures[-5:]:
+            lines.append(f"  {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(t))}  {error}")
+    return lines or ["none in the run journal"]
+
+
 def build(admin: Admin) -> str:
     """The whole report, redacted."""
     from conduit import __version__
@@ -218,7 +232,7 @@ def build(admin: Admin) -> str:
         ("config (secrets redacted)", config_lines),
         ("granted environment variables (values never shown)", env_lines or ["none"]),
         ("plugins doctor", _doctor()),
-        ("recent failures", ["(this version of Conduit keeps no run journal)"]),
+        ("recent failures", _failures(paths)),
     ]
     out = [
         "Conduit debug report: secrets are redacted, but read it before you share it.",

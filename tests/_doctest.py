@@ -18,7 +18,7 @@ docs/architecture.md ("Console examples are tests"). In short:
 - in expected output, a line ``...`` matches any number of lines, ``<...>`` any text
   within a line; a measurement (a number followed by ``ms``, ``s``, ``MB`` or ``KB``, as in
   ``8.5 ms``) matches any number with the same unit, a time to the minute
-  or second (``2026-12-07 11:57``, ``2026-12-07 11:57:09``) any such time; the world's home directory is printed as the one the document uses
+  or second, with or without its date (``2026-12-07 11:57``, ``23:15:16``), any such time; the world's home directory is printed as the one the document uses
   (``/home/me`` or ``/home/ada``);
 - a command whose expected output has a line starting with ``error:`` must exit
   non-zero, any other command zero, unless the next line is ``$ echo $?`` (which then
@@ -127,9 +127,9 @@ def blocks(path: Path) -> list[Block]:
 # A measurement: a number followed by a unit of time or size (``8.5 ms``, ``2.16s``,
 # ``+0.1 MB``); in expected output it matches any number with that unit.
 MEASURE = re.compile(r"\d+(?:\.\d+)?(?=\s?(?:ms|s|MB|KB|kB)\b)")
-# A local time to the minute or second (``2026-12-07 11:57``, ``... 11:57:09``) matches
-# any such time.
-MINUTE = re.compile(r"\b\d{4}-\d\d-\d\d \d\d:\d\d(?::\d\d)?\b")
+# A local time to the minute or second, with or without its date (``2026-12-07 11:57``,
+# ``11:57:09``), matches any such time.
+MINUTE = re.compile(r"\b(\d{4}-\d\d-\d\d )?\d\d:\d\d(?::\d\d)?\b")
 
 
 def _measures(text: str) -> str:
@@ -137,7 +137,12 @@ def _measures(text: str) -> str:
 
 
 def _literal(text: str) -> str:
-    return r"\d{4}-\d\d-\d\d \d\d:\d\d(?::\d\d)?".join(_measures(p) for p in MINUTE.split(text))
+    out, at = [], 0
+    for m in MINUTE.finditer(text):
+        out.append(_measures(text[at : m.start()]))
+        out.append((r"\d{4}-\d\d-\d\d " if m.group(1) else "") + r"\d\d:\d\d(?::\d\d)?")
+        at = m.end()
+    return "".join(out) + _measures(text[at:])
 
 
 # With `<!-- doctest: numbers -->`: a decimal number (``0.033``, with the spaces that

@@ -7,6 +7,7 @@ examples assume (what the prose around them describes).
 
 from __future__ import annotations
 
+import re
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
@@ -365,6 +366,74 @@ def user_guide(world: World) -> None:
 
 def plugin_guide(world: World) -> None:
     world.write_plugin("hello.py", HELLO)
+    # The guide's single-file plugins, by name, for setup comments to copy in.
+    for source in code_blocks(REPO / "docs/plugin-guide.md", "python"):
+        m = re.match(r'# /// conduit\n# name = "([a-z-]+)"', source)
+        if m:
+            (world.fixtures / f"{m.group(1)}.py").write_text(source, encoding="utf-8")
+    # `plugins manifest --check`: a command changed since its manifest was written.
+    world.write_plugin(
+        "weather.py",
+        """
+        # /// conduit
+        # name = "weather"
+        # api = ">=1.0,<2"
+        # description = "Today's weather"
+        #
+        # [[commands]]
+        # name = "weather"
+        # help = "Greet someone."
+        # usage = "[NAME] [--shout]"
+        # ///
+        import click
+        from conduit.sdk import Plugin
+
+
+        @click.command()
+        @click.argument("city")
+        @click.option("--unit", type=click.Choice(["c", "f"]), default="c")
+        def weather(city, unit):
+            \"\"\"Show today's weather in CITY.\"\"\"
+
+
+        class Weather(Plugin):
+            def boot(self, ctx):
+                ctx.register_command(weather)
+        """,
+        installed=False,
+    )
+    # `plugins check`: an import over the budget.
+    world.write_plugin(
+        "slow.py",
+        """
+        # /// conduit
+        # name = "slow"
+        # api = ">=1.0,<2"
+        # description = "Slow to import"
+        #
+        # [[commands]]
+        # name = "slow"
+        # help = "Be slow."
+        # ///
+        import time
+
+        import click
+        from conduit.sdk import Plugin
+
+        time.sleep(0.2)  # a heavy import
+
+
+        @click.command()
+        def slow():
+            \"\"\"Be slow.\"\"\"
+
+
+        class Slow(Plugin):
+            def boot(self, ctx):
+                ctx.register_command(slow)
+        """,
+        installed=False,
+    )
 
 
 def manifest(world: World) -> None:
@@ -390,7 +459,7 @@ SETUP: dict[str, Callable[[World], None]] = {
 SKIPS: dict[str, int] = {
     "docs/permissions-process.md": 1,
     "docs/permissions.md": 2,
-    "docs/plugin-guide.md": 11,
+    "docs/plugin-guide.md": 1,
     "docs/protocol.md": 2,
     "docs/tutorials/2-package.md": 1,
     "docs/tutorials/4-webassembly.md": 3,

@@ -5,8 +5,8 @@ user (or a command's exit status, with ``run``) says whether the problem shows w
 subset of the suspects is switched off. Nothing in the config changes: the state lives
 in one file in the state directory (``cli.BISECT_FILE``), written atomically under a
 lock, and the command line reads its ``disabled:`` line on every run and switches those
-plugins off for that run, with a warning that a bisect is active. Built-ins are never
-suspects.
+plugins off for that run, with a warning that a bisect is active. Built-ins and the
+first-party plugins Conduit ships (``src/conduit_plugins``) are never suspects.
 
 The search assumes one culprit, and that the problem shows with every plugin enabled
 (``start`` means "it shows now"; ``run`` checks it first, as ``git bisect run`` needs a
@@ -34,6 +34,7 @@ from conduit.builtins.plugins._common import admin
 from conduit.builtins.plugins._inspect import disable_cmd
 from conduit.cli import BISECT_FILE
 from conduit.errors import ConduitError, UsageError
+from conduit.security.grants import first_party
 from conduit.text import inert
 
 __all__ = ["bisect_cmd"]
@@ -257,6 +258,7 @@ def _start(assume_bad: bool) -> dict[str, Any]:
             name
             for name, rec in index["plugins"].items()
             if rec["source"] != "builtin"
+            and not first_party(rec)
             and rec["enabled"]
             and not rec["blocked"]
             and name not in admin().disabled
@@ -298,7 +300,7 @@ def start_cmd() -> None:
     state = _start(assume_bad=True)
     click.echo(
         f"Bisecting {len(state['candidates'])} third-party plugins "
-        f"(at most {_bound(state)} steps; built-ins stay enabled)."
+        f"(at most {_bound(state)} steps; built-ins and first-party plugins stay enabled)."
     )
     _describe(state)
 

@@ -18,10 +18,13 @@ docs/architecture.md ("Console examples are tests"). In short:
 - in expected output, a line ``...`` matches any number of lines, ``<...>`` any text
   within a line; a measurement (a number followed by ``ms``, ``s``, ``MB`` or ``KB``, as in
   ``8.5 ms``) matches any number with the same unit, a time to the minute
-  (``2026-12-07 11:57``) any such time; the world's home directory is printed as the one the document uses
+  or second, with or without its date (``2026-12-07 11:57``, ``23:15:16``), any such time; the world's home directory is printed as the one the document uses
   (``/home/me`` or ``/home/ada``);
 - a command whose expected output has a line starting with ``error:`` must exit
-  non-zero, any other command zero.
+  non-zero, any other command zero, unless the next line is ``$ echo $?`` (which then
+  shows and checks it: ``$?`` is the previous command's exit code);
+- ``<!-- doctest: numbers -->`` just before a block makes any decimal number (``0.033``,
+  with the spaces that align it) match any decimal number: for tables of timings.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ class Block:
     text: str  # the dedented body
     skip: str | None = None
     setup: str = ""
+    numbers: bool = False  # `<!-- doctest: numbers -->`: any decimal number matches
 
     def commands(self) -> list[tuple[str, list[str]]]:
         """The ``$`` lines with their expected output lines."""
@@ -106,7 +110,9 @@ def blocks(path: Path) -> list[Block]:
             if not cm:
                 break
             kind, arg = cm.group(1), cm.group(2).strip()
-            if kind == "doctest":
+            if kind == "doctest" and arg == "numbers":
+                block.numbers = True
+            elif kind == "doctest":
                 sm = SKIP.match(arg)
                 if not sm:
                     raise ValueError(f"{block.doc}:{block.line}: bad doctest comment {arg!r}")
@@ -121,8 +127,9 @@ def blocks(path: Path) -> list[Block]:
 # A measurement: a number followed by a unit of time or size (``8.5 ms``, ``2.16s``,
 # ``+0.1 MB``); in expected output it matches any number with that unit.
 MEASURE = re.compile(r"\d+(?:\.\d+)?(?=\s?(?:ms|s|MB|KB|kB)\b)")
-# A local time to the minute (``2026-12-07 11:57``) matches any such time.
-MINUTE = re.compile(r"\b\d{4}-\d\d-\d\d \d\d:\d\d\b")
+# A local time to the minute or second, with or without its date (``2026-12-07 11:57``,
+# ``11:57:09``), matches any such time.
+MINUTE = re.compile(r"\b(\d{4}-\d\d-\d\d )?\d\d:\d\d(?::\d\d)?\b")
 
 
 def _measures(text: str) -> str:
@@ -130,16 +137,32 @@ def _measures(text: str) -> str:
 
 
 def _literal(text: str) -> str:
-    return r"\d{4}-\d\d-\d\d \d\d:\d\d".join(_measures(p) for p in MINUTE.split(text))
+    out, at = [], 0
+    for m in MINUTE.finditer(text):
+        out.append(_measures(text[at : m.start()]))
+        out.append((r"\d{4}-\d\d-\d\d " if m.group(1) else "") + r"\d\d:\d\d(?::\d\d)?")
+        at = m.end()
+    return "".join(out) + _measures(text[at:])
 
 
-def pattern(expected: list[str]) -> re.Pattern[str]:
+# With `<!-- doctest: numbers -->`: a decimal number (``0.033``, with the spaces that
+# align it in a column, before and after) matches any decimal number, for tables of timings.
+DECIMAL = re.compile(r" *\d+\.\d+ *")
+
+
+def _numbers(text: str, numbers: bool) -> str:
+    if not numbers:
+        return _literal(text)
+    return r" *\d+\.\d+ *".join(_literal(p) for p in DECIMAL.split(text))
+
+
+def pattern(expected: list[str], numbers: bool = False) -> re.Pattern[str]:
     parts = []
     for line in expected:
         if line.strip() == "...":
             parts.append(r"(?:[^\n]*\n)*?")
         else:
-            esc = r"[^\n]*?".join(_literal(p) for p in line.split("<...>"))
+            esc = r"[^\n]*?".join(_numbers(p, numbers) for p in line.split("<...>"))
             parts.append(esc + r"[ \t]*\n")
     return re.compile("".join(parts))
 
@@ -164,6 +187,7 @@ class World:
     root: Path
     doc_home: str
     env: dict[str, str] = field(default_factory=dict)
+    status: int = 0  # the exit code of the last command, as `$?` of the next one
 
     def __post_init__(self) -> None:
         self.home = self.root / "home"
@@ -199,7 +223,7 @@ class World:
     def shell(self, script: str, timeout: float = 120) -> tuple[int, str]:
         """Run ``script`` in bash in this world; return the exit code and the output."""
         state = self.root / ".cwd"
-        wrapped = f"cd {shq(str(self.cwd))} || exit 99\n{script}\n__rc=$?\npwd > {shq(str(state))}\nexit $__rc\n"
+        wrapped = f"cd {shq(str(self.cwd))} || exit 99\n(exit {self.status})\n{script}\n__rc=$?\npwd > {shq(str(state))}\nexit $__rc\n"
         proc = subprocess.run(
             ["bash", "-c", wrapped],
             stdin=subprocess.DEVNULL,
@@ -209,6 +233,7 @@ class World:
             env=self.env,
             timeout=timeout,
         )
+        self.status = proc.returncode
         if state.exists():
             self.cwd = Path(state.read_text().strip())
             state.unlink()
@@ -239,13 +264,14 @@ def run_block(world: World, block: Block) -> list[str]:
         code, out = world.shell(block.setup)
         if code != 0:
             return [f"{where}: setup failed ({code}):\n{out}"]
-    for command, expected in block.commands():
+    commands = block.commands()
+    for i, (command, expected) in enumerate(commands):
         code, out = world.shell(command)
         lines = [line.rstrip() for line in out.splitlines()]
         while lines and not lines[-1]:
             lines.pop()
         actual = "".join(line + "\n" for line in lines)
-        if not pattern(expected).fullmatch(actual):
+        if not pattern(expected, block.numbers).fullmatch(actual):
             problems.append(
                 f"{where}: $ {command}\n--- expected\n"
                 + "\n".join(expected)
@@ -254,7 +280,9 @@ def run_block(world: World, block: Block) -> list[str]:
             )
             continue
         wants_error = any(line.startswith("error:") for line in expected)
-        if "echo $?" not in command and (code != 0) != wants_error:
+        # A command followed by `$ echo $?` has its exit code checked by that line.
+        checked_next = i + 1 < len(commands) and commands[i + 1][0].strip() == "echo $?"
+        if "echo $?" not in command and not checked_next and (code != 0) != wants_error:
             problems.append(f"{where}: $ {command}\nexit code {code}, output:\n{actual}")
     return problems
 

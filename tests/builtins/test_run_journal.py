@@ -86,6 +86,9 @@ def test_a_failing_plugin_is_failing_until_it_loads_again(plugin_dir, run):
     assert "failing since:" in info.out
     assert "No module named 'no_such_module_x'" in info.out
     assert "recent failures:" in info.out
+    report = run("debug", "report").out
+    assert "== recent failures\nflaky:\n  " in report
+    assert report.count("No module named 'no_such_module_x'") >= 1
     doctor = run("plugins", "doctor")
     assert doctor.code == 1
     assert "error: plugin 'flaky' failed to load on its last activation" in doctor.out

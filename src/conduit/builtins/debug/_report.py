@@ -182,6 +182,19 @@ def _doctor() -> list[str]:
     return [*lines, f"(exit status {proc.returncode})"]
 
 
+def _failures(paths: Paths) -> list[str]:
+    """The plugins failing in the run journal, each with its failures since its last
+    successful activation (the newest five)."""
+    from conduit.runlog import failing, read
+
+    lines = []
+    for name, failures in sorted(failing(read(paths)).items()):
+        lines.append(f"{name}:")
+        for t, error in failures[-5:]:
+            lines.append(f"  {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(t))}  {error}")
+    return lines or ["none in the run journal"]
+
+
 def build(admin: Admin) -> str:
     """The whole report, redacted."""
     from conduit import __version__
@@ -222,7 +235,7 @@ def build(admin: Admin) -> str:
         ("config (secrets redacted)", config_lines),
         ("granted environment variables (values never shown)", env_lines or ["none"]),
         ("plugins doctor", _doctor()),
-        ("recent failures (run journal)", _recent_failures(paths)),
+        ("recent failures", _failures(paths)),
     ]
     out = [
         "Conduit debug report: secrets are redacted, but read it before you share it.",
@@ -239,26 +252,3 @@ def write(path: str, text: str) -> None:
     from conduit.fs import atomic_write
 
     atomic_write(path, text.encode("utf-8"), mode=0o600)
-
-
-def _recent_failures(paths: Paths) -> list[str]:
-    """The last failed runs in the run journal (``conduit.runlog``), newest last: when,
-    the command word, its plugin, the exit code and the one-line error."""
-    from conduit.runlog import read
-
-    failed = [r for r in read(paths) if r.get("code") not in (0, None)][-10:]
-    if not failed:
-        return ["none recorded"]
-    lines = []
-    for r in failed:
-        t = r.get("t")
-        when = (
-            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
-            if isinstance(t, (int, float))
-            else "?"
-        )
-        lines.append(
-            f"{when}  conduit {r.get('cmd', '?')} (plugin {r.get('plugin', '?')}) exit "
-            f"{r.get('code')}: {r.get('error') or '-'}"
-        )
-    return lines

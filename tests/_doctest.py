@@ -23,6 +23,10 @@ docs/architecture.md ("Console examples are tests"). In short:
 - a command whose expected output has a line starting with ``error:`` must exit
   non-zero, any other command zero, unless the next line is ``$ echo $?`` (which then
   shows and checks it: ``$?`` is the previous command's exit code);
+- ``<!-- doctest: store -->`` just before a block runs it, with the document's other
+  store blocks in order, in a world of its own that has a package index on 127.0.0.1
+  (``[store] index-url`` in its config) and a venv with Conduit (``~/.venv``, first on
+  ``PATH``) for the store to install into (tests/docs/test_docs_store.py, slow);
 - ``<!-- doctest: numbers -->`` just before a block makes any decimal number (``0.033``,
   with the spaces that align it) match any decimal number: for tables of timings.
 """
@@ -52,6 +56,7 @@ class Block:
     skip: str | None = None
     setup: str = ""
     numbers: bool = False  # `<!-- doctest: numbers -->`: any decimal number matches
+    store: bool = False  # `<!-- doctest: store -->`: runs in the store's world (a package index)
 
     def commands(self) -> list[tuple[str, list[str]]]:
         """The ``$`` lines with their expected output lines."""
@@ -112,6 +117,8 @@ def blocks(path: Path) -> list[Block]:
             kind, arg = cm.group(1), cm.group(2).strip()
             if kind == "doctest" and arg == "numbers":
                 block.numbers = True
+            elif kind == "doctest" and arg == "store":
+                block.store = True
             elif kind == "doctest":
                 sm = SKIP.match(arg)
                 if not sm:

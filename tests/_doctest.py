@@ -27,6 +27,9 @@ docs/architecture.md ("Console examples are tests"). In short:
   store blocks in order, in a world of its own that has a package index on 127.0.0.1
   (``[store] index-url`` in its config) and a venv with Conduit (``~/.venv``, first on
   ``PATH``) for the store to install into (tests/docs/test_docs_store.py, slow);
+- ``<!-- doctest: terminal ANSWER -->`` just before a block runs its commands at a
+  terminal (a pty: stdin, stdout and stderr), typing ANSWER at the first ``[y/N]``
+  prompt; the status lines Conduit rewrites in place are left out of the output;
 - ``<!-- doctest: numbers -->`` just before a block makes any decimal number (``0.033``,
   with the spaces that align it) match any decimal number: for tables of timings.
 """
@@ -57,6 +60,7 @@ class Block:
     setup: str = ""
     numbers: bool = False  # `<!-- doctest: numbers -->`: any decimal number matches
     store: bool = False  # `<!-- doctest: store -->`: runs in the store's world (a package index)
+    answer: str | None = None  # `<!-- doctest: terminal ANSWER -->`: run at a terminal
 
     def commands(self) -> list[tuple[str, list[str]]]:
         """The ``$`` lines with their expected output lines."""
@@ -119,6 +123,8 @@ def blocks(path: Path) -> list[Block]:
                 block.numbers = True
             elif kind == "doctest" and arg == "store":
                 block.store = True
+            elif kind == "doctest" and arg.startswith("terminal "):
+                block.answer = arg.split(None, 1)[1]
             elif kind == "doctest":
                 sm = SKIP.match(arg)
                 if not sm:
@@ -227,19 +233,32 @@ class World:
             "[init]\n\tdefaultBranch = main\n[advice]\n\tdetachedHead = false\n"
         )
 
-    def shell(self, script: str, timeout: float = 120) -> tuple[int, str]:
-        """Run ``script`` in bash in this world; return the exit code and the output."""
+    def shell(
+        self, script: str, timeout: float = 120, answer: str | None = None
+    ) -> tuple[int, str]:
+        """Run ``script`` in bash in this world; return the exit code and the output.
+        With ``answer``, stdin, stdout and stderr are a terminal, where ``answer`` is
+        typed at the first ``[y/N]`` prompt; what the terminal shows is the output, with
+        the status lines Conduit rewrites and erases left out."""
         state = self.root / ".cwd"
         wrapped = f"cd {shq(str(self.cwd))} || exit 99\n(exit {self.status})\n{script}\n__rc=$?\npwd > {shq(str(state))}\nexit $__rc\n"
-        proc = subprocess.run(
-            ["bash", "-c", wrapped],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env=self.env,
-            timeout=timeout,
-        )
+        if answer is not None:
+            from _factory import pty_run
+
+            code, _, shown = pty_run(["bash", "-c", wrapped], answer, self.env, timeout=timeout)
+            # A status line is rewritten after "\r" and erased with "\x1b[K".
+            shown = re.sub(r"[^\n]*\r\x1b\[K", "", shown).replace("\r", "")
+            proc = subprocess.CompletedProcess(["bash"], code, shown)
+        else:
+            proc = subprocess.run(
+                ["bash", "-c", wrapped],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                env=self.env,
+                timeout=timeout,
+            )
         self.status = proc.returncode
         if state.exists():
             self.cwd = Path(state.read_text().strip())
@@ -273,7 +292,7 @@ def run_block(world: World, block: Block) -> list[str]:
             return [f"{where}: setup failed ({code}):\n{out}"]
     commands = block.commands()
     for i, (command, expected) in enumerate(commands):
-        code, out = world.shell(command)
+        code, out = world.shell(command, answer=block.answer)
         lines = [line.rstrip() for line in out.splitlines()]
         while lines and not lines[-1]:
             lines.pop()

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from _doctest import REPO, World, blocks, doc_home, documents, run_block
+
 from _factory import UV, PackageIndex, build_conduit_wheel, conduit_venv, make_wheel
 
 pytestmark = pytest.mark.slow

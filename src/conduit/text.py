@@ -18,7 +18,9 @@ What counts as unsafe: C0 controls (tab and newline included), DEL, C1 controls,
 surrogates, the bidi embeddings, overrides, isolates and marks (U+202A-U+202E,
 U+2066-U+2069, U+200E, U+200F, U+061C), and the invisible format characters that could
 hide or reorder text (U+200B, U+2028, U+2029, U+2060-U+2064, U+206A-U+206F, U+FEFF,
-U+FFF9-U+FFFB, U+00AD, U+180E), and the characters
+U+FFF9-U+FFFB, U+00AD, U+180E, U+1D173-U+1D17A, and the tag characters U+E0000-U+E007F,
+which spell invisible ASCII: a name or a help line could carry hidden text; :func:`inert`
+and :func:`unsafe_char` keep them inside a subdivision flag), and the characters
 Python counts as printable that show nothing (U+034F and the Hangul fillers U+115F,
 U+1160, U+3164, U+FFA0), which make two names look alike. The zero-width joiner and
 non-joiner stay: emoji and several scripts need them.
@@ -57,6 +59,8 @@ def _unsafe(code: int) -> bool:
         or 0xD800 <= code < 0xE000
         or code in _FORMAT
         or code in _BLANK
+        or 0xE0000 <= code < 0xE0080  # tags: invisible ASCII look-alikes
+        or 0x1D173 <= code < 0x1D17B  # musical symbol format controls
     )
 
 
@@ -77,25 +81,52 @@ def _escape(code: int) -> str:
 
 def unsafe_char(text: str) -> str | None:
     """The first character of ``text`` that must not reach a terminal, escaped
-    (``\\x1b``), or None when there is none."""
+    (``\\x1b``), or None when there is none (tag characters pass only inside a
+    subdivision flag, as :func:`inert` leaves them)."""
     if _plain(text):
         return None
-    for ch in text:
-        if _unsafe(ord(ch)):
-            return _escape(ord(ch))
+    i, n = 0, len(text)
+    while i < n:
+        code = ord(text[i])
+        if code == 0x1F3F4 and (end := _flag_end(text, i + 1)):
+            i = end
+            continue
+        if _unsafe(code):
+            return _escape(code)
+        i += 1
     return None
 
 
 def inert(text: str, *, keep_newlines: bool = False) -> str:
     """``text`` with every unsafe character escaped visibly (``ESC`` becomes ``\\x1b``);
-    with ``keep_newlines``, line breaks stay (for multi-line text such as a traceback)."""
+    with ``keep_newlines``, line breaks stay (for multi-line text such as a traceback).
+    Tag characters stay only inside an emoji tag sequence (a subdivision flag: U+1F3F4,
+    tags, U+E007F)."""
     if _plain(text):
         return text
     out = []
-    for ch in text:
+    i, n = 0, len(text)
+    while i < n:
+        ch = text[i]
         code = ord(ch)
+        if code == 0x1F3F4 and (end := _flag_end(text, i + 1)):
+            out.append(text[i:end])
+            i = end
+            continue
         if _unsafe(code) and not (keep_newlines and code == 0x0A):
             out.append(_escape(code))
         else:
             out.append(ch)
+        i += 1
     return "".join(out)
+
+
+def _flag_end(text: str, start: int) -> int:
+    """The end of the tag characters of a subdivision flag starting at ``start`` (after
+    its U+1F3F4), or 0 when they do not form one."""
+    j = start
+    while j < len(text) and 0xE0020 <= ord(text[j]) <= 0xE007E:
+        j += 1
+    if j > start and j < len(text) and ord(text[j]) == 0xE007F:
+        return j + 1
+    return 0

@@ -224,6 +224,10 @@ def test_free_text_and_ordinary_non_ascii_are_accepted():
         "filesystem:read:/srv\u180e",
         "process:execute:gi\u034ft",
         "env:read:HOME\u3164",
+        # tag characters: invisible ASCII ("ASCII smuggling"), and the language tag
+        "filesystem:read:/srv" + "".join(chr(0xE0000 + ord(c)) for c in "/etc"),
+        "env:read:HOME\U000e0001",
+        "process:execute:git\U0001d173",
     ],
 )
 def test_capability_grammar_refuses_control_characters(text):
@@ -559,6 +563,19 @@ def test_the_clis_fast_path_leaves_no_invisible_character_through():
 
     assert _inert("café") == "café"
     assert _inert("ab\u3164c") == "ab\\u3164c"
+    assert _inert("ok\U000e0041") == "ok\\U000e0041"  # a tag character (invisible "A")
+
+
+def test_tag_characters_are_escaped_outside_a_subdivision_flag():
+    hidden = "".join(chr(0xE0000 + ord(c)) for c in "rm -rf")
+    assert inert(f"safe{hidden}") == "safe" + "".join(
+        f"\\U{0xE0000 + ord(c):08x}" for c in "rm -rf"
+    )
+    wales = "\U0001f3f4" + "".join(chr(0xE0000 + ord(c)) for c in "gbwls") + "\U000e007f"
+    assert inert(f"hi {wales}") == f"hi {wales}"  # a flag stays a flag
+    assert inert("\U0001f3f4" + hidden) != "\U0001f3f4" + hidden  # no cancel tag: escaped
+    assert unsafe_char(f"name{wales}") is None
+    assert unsafe_char(f"name{hidden}") == "\\U000e0072"  # the first hidden letter
 
 
 def test_an_identity_with_a_bidi_override_is_refused_in_the_config():

@@ -434,6 +434,10 @@ class Endpoint:
         #: how many of the peer's requests are being served right now (nested callbacks
         #: count twice); the plugin host lets SIGINT interrupt only while it is not 0
         self.busy = 0
+        #: set by the plugin host's SIGINT handler when it interrupts a request, so that a
+        #: second SIGINT (Ctrl-C reaches the host and the kernel forwards it too) does not
+        #: interrupt the interruption's own "cancelled" answer; cleared per request
+        self.sigint_taken = False
         #: ids of this side's requests still waiting for an answer (nested ones inside)
         self._waiting: set[int] = set()
         #: answers that arrived while a nested request was waiting for another one
@@ -628,6 +632,7 @@ class Endpoint:
             self._error(rid, METHOD_NOT_FOUND, f"unknown method {method!r}")
             return
         self.busy += 1
+        self.sigint_taken = False
         # The handler runs with Ctrl-C as usual (a slow service provider can be
         # interrupted); one kept back while its request was read is raised first.
         held = self._held

@@ -1302,3 +1302,39 @@ def test_binary_oversized_header_is_still_a_frame_too_big(pair):
         channel(a).recv(TIMEOUT)
     assert not isinstance(info.value, rpc.StrayOutput)
     assert str(info.value) == "frame of 2147483648 bytes exceeds the limit of 16777216"
+
+
+def test_a_second_sigint_does_not_break_the_cancelled_answer(pair):
+    """Ctrl-C reaches the plugin host and the kernel forwards it as well: two SIGINTs.
+    The second, landing while the host sends the first one's "cancelled" answer, must not
+    escape as a KeyboardInterrupt (a traceback on the user's terminal, seen under load)."""
+    from conduit.hosts._child import _interruptible
+
+    a, b = pair
+    endpoint = rpc.Endpoint(channel(a))
+    sends = []
+
+    class Twice(rpc.Channel):
+        def send(self, message: dict[str, Any], *, now: bool = True) -> None:
+            if "error" in message and not sends:
+                sends.append(message)
+                os.kill(os.getpid(), signal.SIGINT)  # the forwarded one, while answering
+                time.sleep(0.05)  # the handler runs at the next bytecode
+            super().send(message, now=now)
+
+    endpoint.channel = Twice(a.fileno(), a.fileno())
+
+    def nap(params: dict[str, Any]) -> None:
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C at the terminal
+        time.sleep(5)
+
+    endpoint.handlers["nap"] = nap
+    before = signal.getsignal(signal.SIGINT)
+    try:
+        _interruptible(endpoint)
+        endpoint.handle({"jsonrpc": "2.0", "id": 7, "method": "nap", "params": {}})
+    finally:
+        signal.signal(signal.SIGINT, before)
+    [answer] = sends
+    assert answer["error"]["code"] == rpc.CANCELLED
+    assert json.loads(b.recv(1000)[4:])["error"]["message"] == "cancelled"

@@ -468,7 +468,10 @@ def _interruptible(endpoint: rpc.Endpoint) -> None:
     import _signal  # type: ignore[import-not-found]
 
     def on_sigint(signum: int, frame: object) -> None:
-        if endpoint.busy:
+        # Once per request: Ctrl-C reaches this process and the kernel forwards it as
+        # well, and the second signal must not break the "cancelled" answer of the first.
+        if endpoint.busy and not endpoint.sigint_taken:
+            endpoint.sigint_taken = True
             raise KeyboardInterrupt
 
     _signal.signal(_signal.SIGINT, on_sigint)

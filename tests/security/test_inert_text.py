@@ -585,3 +585,15 @@ def test_an_identity_with_a_bidi_override_is_refused_in_the_config():
     assert check_identity("file:/home/me/\u202eyp.seton") == (
         "it contains the control character \\u202e"
     )
+
+
+def test_the_store_commands_notes_reach_the_terminal_inert(capsys):
+    """A store note quotes an installer's message or a package's metadata (a warning that
+    a plugin was not updated, why an outdated check failed): never raw on a terminal."""
+    from conduit.builtins.plugins._store import _report
+    from conduit.store import Result
+
+    _report(Result(notes=[f"warning: cstore-x was not updated: {ERASE_ABOVE}"]), False, "Updated")
+    out = capsys.readouterr().out
+    assert "\x1b" not in out
+    assert inert(ERASE_ABOVE) in out

@@ -16,6 +16,7 @@ import msgspec
 
 from conduit.builtins.plugins._progress import Console, plan_lines
 from conduit.store import Result, Store
+from conduit.text import inert
 
 __all__ = [
     "install_cmd",
@@ -100,8 +101,8 @@ def _report(result: Result, as_json: bool, done: str, console: Console | None = 
             click.echo(line)
     if not result.changes:
         click.echo("Nothing to change.")
-    for note in result.notes:
-        click.echo(note)
+    for note in result.notes:  # they quote installers and package metadata
+        click.echo(inert(note))
     if result.lock:
         state = "updated" if result.lock_changed else "unchanged"
         click.echo(f"{done}; lock file {state}: {result.lock}")
@@ -141,7 +142,7 @@ def update_cmd(names: tuple[str, ...], dry_run: bool, **opts: Any) -> None:
         for line in plan_lines(result.changes):
             click.echo(f"would {line}")
         for note in result.notes:
-            click.echo(note)
+            click.echo(inert(note))
         if not result.changes:
             click.echo("Everything is up to date.")
         return
@@ -158,7 +159,10 @@ def outdated_cmd(**opts: Any) -> None:
         return
     failed = [r for r in rows if r.get("error")]
     for r in failed:
-        click.echo(f"warning: cannot check {r['name']} for a newer version: {r['error']}", err=True)
+        click.echo(
+            inert(f"warning: cannot check {r['name']} for a newer version: {r['error']}"),
+            err=True,
+        )
     if not rows:
         click.echo("All plugins are up to date.")
         return
@@ -167,7 +171,7 @@ def outdated_cmd(**opts: Any) -> None:
     cells = [["DISTRIBUTION", "PLUGINS", "INSTALLED", "AVAILABLE"]]
     for r in rows:
         cells.append([r["name"], ",".join(r["plugins"]), r["installed"], r["available"] or "?"])
-    click.echo(table(cells))
+    click.echo(inert(table(cells), keep_newlines=True))
 
 
 @click.command("lock")
@@ -179,7 +183,7 @@ def lock_cmd(**opts: Any) -> None:
         click.echo(json.dumps(result.to_json(), indent=2))
         return
     for note in result.notes:
-        click.echo(note)
+        click.echo(inert(note))
     state = "written" if result.lock_changed else "unchanged"
     click.echo(f"Lock file {state}: {result.lock}")
 
@@ -205,7 +209,6 @@ def search_cmd(term: str, as_json: bool, refresh: bool) -> None:
     from conduit.config import read_settings
     from conduit.paths import resolve
     from conduit.store import catalog
-    from conduit.text import inert
 
     paths = resolve()
     settings = read_settings(paths.config_file).store

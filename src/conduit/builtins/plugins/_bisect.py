@@ -224,19 +224,28 @@ def _conclude(state: dict[str, Any], result: tuple[str, str], apply: bool) -> No
     raise ConduitError(message, hint=hint)
 
 
-def _step(verdict: str, apply: bool) -> None:
+def _record(
+    path: str, verdict: str, missing: ConduitError
+) -> tuple[dict[str, Any], tuple[str, str] | None]:
+    """Apply ``verdict`` to the bisect at ``path`` under its lock: the state and the
+    result (None: the bisect goes on, its state saved; else it is over and removed)."""
     from conduit.fs import locked
 
-    path = _path()
     with locked(path):
         state = _load(path)
         if state is None:
-            raise UsageError("no plugin bisect is active", hint=f"start one with '{PROG} start'")
+            raise missing
         result = _answer(state, verdict)
         if result is None:
             _save(path, state)
         else:
             _remove(path)
+    return state, result
+
+
+def _step(verdict: str, apply: bool) -> None:
+    missing = UsageError("no plugin bisect is active", hint=f"start one with '{PROG} start'")
+    state, result = _record(_path(), verdict, missing)
     if result is not None:
         _conclude(state, result, apply)
     else:
@@ -356,7 +365,6 @@ def run_cmd(apply: bool, command: tuple[str, ...]) -> None:
     """Bisect automatically: COMMAND's exit status judges each step (0 good, 125 skip,
     1-127 bad). Starts a bisect if none is active, checking first that COMMAND fails
     with every plugin enabled."""
-    from conduit.fs import locked
 
     argv = list(command[1:] if command and command[0] == "--" else command)
     if not argv:
@@ -383,15 +391,8 @@ def run_cmd(apply: bool, command: tuple[str, ...]) -> None:
             )
         verdict = "good" if code == 0 else "skip" if code == SKIP else "bad"
         click.echo(f"bisect run: exit status {code}: {verdict}")
-        with locked(path):
-            current = _load(path)
-            if current is None:
-                raise ConduitError("the bisect was ended by another process")
-            result = _answer(current, verdict)
-            if result is None:
-                _save(path, current)
-            else:
-                _remove(path)
+        ended = ConduitError("the bisect was ended by another process")
+        current, result = _record(path, verdict, ended)
         if result is not None:
             _conclude(current, result, apply)
             return

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -115,6 +116,153 @@ def test_command_imports_only_its_plugin(plugin_dir):
     assert "shlex" not in new
     # ... and a plugin that holds no grant needs no grants module.
     assert "conduit.security.grants" not in new
+
+
+# What a routed command imports before its plugin, and what every command's kernel imports:
+# nothing a process or WebAssembly command would pay for without needing it (Click brings
+# its own, on the in-process path).
+KERNEL_COMMAND_PATH = (
+    "conduit.cli",
+    "conduit.errors",
+    "conduit.kernel.core",
+    "conduit.kernel.activation",
+    "conduit.hosts.inprocess",
+    "conduit.runlog",
+    "conduit.sdk",
+    "conduit.style",
+)
+NOT_ON_THE_KERNEL_PATH = {
+    "typing",
+    "contextlib",
+    "re",
+    "collections",
+    "collections.abc",
+    "enum",
+    "functools",
+    "importlib.util",
+    "fnmatch",
+}
+
+
+def test_the_kernel_imports_no_typing_contextlib_or_re():
+    code = f"import sys, {', '.join(KERNEL_COMMAND_PATH)}; print(*sorted(sys.modules))"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    loaded = set(proc.stdout.split())
+    assert not loaded & NOT_ON_THE_KERNEL_PATH, sorted(loaded & NOT_ON_THE_KERNEL_PATH)
+
+
+def entry_point_plugin(site: Path, name: str = "synth-ep") -> None:
+    """A trivial installed plugin, as a wheel leaves it: a package with its manifest and a
+    ``.dist-info`` with the entry point (``site`` goes on PYTHONPATH)."""
+    module = name.replace("-", "_")
+    (site / module).mkdir(parents=True)
+    (site / module / "__init__.py").write_text(
+        "import sys\n"
+        "CLICK_FIRST = 'click' in sys.modules\n"
+        "import gc\n"
+        "import click\n"
+        "from conduit.sdk import Plugin\n\n\n"
+        f"@click.command({name!r})\n"
+        "def cmd():\n"
+        "    click.echo(f'ok {CLICK_FIRST} {gc.get_freeze_count() > 0}')\n\n\n"
+        "class P(Plugin):\n"
+        "    def boot(self, ctx):\n"
+        "        ctx.register_command(cmd)\n",
+        encoding="utf-8",
+    )
+    (site / module / "conduit-plugin.toml").write_text(
+        f'name = "{name}"\napi = ">=1.0,<2"\n\n[[commands]]\nname = "{name}"\nhelp = "ok"\n',
+        encoding="utf-8",
+    )
+    info = site / f"{module}-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(
+        f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n", encoding="utf-8"
+    )
+    (info / "entry_points.txt").write_text(
+        f"[conduit.plugins]\n{name} = {module}:P\n", encoding="utf-8"
+    )
+
+
+MODULES_AFTER = """
+import sys
+SCRIPT
+sys.stdout.flush()
+print("\\n@@", *sorted(sys.modules))
+"""
+
+ROUTED = """
+from conduit.cli import main
+main(sys.argv[1:])
+"""
+
+CLICK_SCRIPT = """
+import click
+
+@click.command("synth-ep")
+def cmd():
+    click.echo("ok")
+
+try:
+    cmd()
+except SystemExit:
+    pass
+"""
+
+
+def modules_after(script: str, *args: str, env: dict[str, str]) -> tuple[str, set[str]]:
+    """Run ``script`` in a fresh interpreter: its output and every module it imported."""
+    proc = subprocess.run(
+        [sys.executable, "-c", MODULES_AFTER.replace("SCRIPT", script), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    out, _, modules = proc.stdout.rpartition("\n@@")
+    assert modules, proc.stderr
+    return out, set(modules.split())
+
+
+def test_a_routed_plugin_command_imports_only_what_a_click_script_does(tmp_path):
+    """A trivial in-process Click command of an installed plugin imports what the same
+    command as a standalone Click script imports, Conduit's own modules, the plugin, and
+    ``gc`` (built in): no typing/contextlib/re of its own, no importlib.util (the guard's
+    look-up of the plugin's files), no grammar of grants, no activation module when no
+    plugin declared an activation event, no colour module without --color."""
+    site = tmp_path / "site"
+    entry_point_plugin(site)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]),
+    }
+    modules_after(ROUTED, "--help", env=env)  # builds the index
+    out, routed = modules_after(ROUTED, "synth-ep", env=env)
+    assert out.startswith("ok "), out
+    _, script = modules_after(CLICK_SCRIPT, env=env)
+    extra = {m for m in routed - script if not m.startswith(("conduit.", "synth_ep"))}
+    assert extra <= {"conduit", "gc"}, sorted(extra)
+    assert not routed & {
+        "conduit.kernel.activation",
+        "conduit.security.capabilities",
+        "conduit.style",
+    }, sorted(m for m in routed if m.startswith("conduit."))
+
+
+def test_click_is_imported_before_the_plugin_under_a_frozen_collector(tmp_path):
+    """The in-process host imports Click before the plugin's code runs under the guard's
+    audit hook (with any audit hook CPython copies each unmarshalled .pyc), with the
+    collector held off, then frozen (docs/performance.md)."""
+    site = tmp_path / "site"
+    entry_point_plugin(site)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]),
+    }
+    modules_after(ROUTED, "--help", env=env)
+    out, _ = modules_after(ROUTED, "synth-ep", env=env)
+    assert out.strip() == "ok True True"
 
 
 def test_the_entry_point_group_is_cheap_to_import():

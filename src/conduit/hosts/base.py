@@ -77,3 +77,7 @@ class Host(Protocol):
     # Optional: ``metrics(record, ctx) -> dict[str, float] | None``, the plugin's own
     # ``metrics()`` (conduit.hosts.clean_metrics), asked for before ``deactivate`` by the
     # kernel for the run journal; a host without it reports none.
+    # Optional: ``prepare_command() -> None``, called by ``Kernel.run`` before the plugin
+    # whose command runs is activated (and before anything that event activates), to load
+    # what running a command needs outside any plugin's attribution (the in-process host:
+    # Click, ahead of the guard's audit hook).

@@ -13,17 +13,22 @@ A plugin's lifecycle::
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
-from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
 
 from conduit.errors import ConduitError, PluginError, PluginLoadError
 from conduit.hosts import command_key, registered_twice
 from conduit.timing import Profile
 
+# Not typing's TYPE_CHECKING, and no contextlib or collections.abc at run time: every
+# command imports this module, a process or WebAssembly command before anything that
+# needs those (docs/performance.md, "The command path").
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+    from contextlib import AbstractContextManager
+    from typing import Any
+
     import click
 
     from conduit.hosts.base import Host
@@ -44,8 +49,21 @@ KERNEL_OWNER = "conduit"
 #: the kernel's service for Conduit's built-in plugins (conduit.kernel.admin.Admin)
 ADMIN_SERVICE = "conduit.admin"
 
-#: the attribution of code that no guard watches (no guarded plugin active)
-_NOGUARD: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
+
+class _NoGuard:
+    """The attribution of code that no guard watches (no guarded plugin active): a context
+    manager that does nothing (contextlib's nullcontext without importing contextlib)."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+_NOGUARD: AbstractContextManager[None] = _NoGuard()
 
 INACTIVE = "inactive"
 ACTIVE = "active"
@@ -253,7 +271,7 @@ class Kernel:
         #: the in-process guard's attribution of each guarded plugin (security.guard)
         self._guards: dict[str, Running] = {}
         #: entered around the kernel's own work once the guard is installed
-        self._trusted: contextlib.AbstractContextManager[None] = _NOGUARD
+        self._trusted: AbstractContextManager[None] = _NOGUARD
         # The kernel's own service for built-in plugins (owner "conduit": no plugin).
         self.registry.services[ADMIN_SERVICE] = (KERNEL_OWNER, self._admin)
 
@@ -328,7 +346,7 @@ class Kernel:
         with self._trusted:
             return self._activate(name, reason)
 
-    def _guard_for(self, rec: PluginRec, host: Host) -> contextlib.AbstractContextManager[None]:
+    def _guard_for(self, rec: PluginRec, host: Host) -> AbstractContextManager[None]:
         """The in-process guard's attribution for a third-party plugin in a guarded host."""
         name = rec["name"]
         if rec["source"] == "builtin" or not getattr(host, "guarded", False):
@@ -430,6 +448,9 @@ class Kernel:
 
     def activate_for(self, command: list[str], environ: dict[str, str], cwd: str) -> None:
         """Activate the plugins whose events fire for running ``command``."""
+        events = self.index["events"]
+        if not (events["startup"] or events["env"] or events["file"] or events["command"]):
+            return  # the usual case: no module to import, nothing to evaluate
         from conduit.kernel.activation import triggered
 
         for name, event in triggered(
@@ -527,6 +548,7 @@ class Kernel:
             if arg.startswith("-"):
                 break
             words.append(arg)
+        self._prepare_command(plugin)
         self.activate_for(
             words,
             dict(os.environ if environ is None else environ),
@@ -551,6 +573,23 @@ class Kernel:
         entry["run_ms"] = round((time.perf_counter_ns() - start) / 1e6, 3)
         self.hook("after_command", command=argv[0], argv=argv[1:], exit_code=code)
         return code
+
+    def _prepare_command(self, plugin: str) -> None:
+        """Let the host of ``plugin`` load what running a command needs before any plugin
+        code runs: the in-process host imports Click ahead of the guard's audit hook (with
+        any audit hook installed, CPython copies each ``.pyc`` it unmarshals for the
+        ``marshal.loads`` event: 4 M instructions for Click's import alone). A plugin that
+        cannot be activated is left to :meth:`activate` to report."""
+        if self.states.get(plugin) == ACTIVE:
+            return
+        try:
+            host = self.host_for(self.record(plugin))
+        except PluginLoadError:
+            return
+        prepare = getattr(host, "prepare_command", None)
+        if prepare is not None:
+            with self._trusted:
+                prepare()
 
     def _admin(self) -> Any:
         """The factory of :data:`~conduit.kernel.ADMIN_SERVICE`, imported when a built-in

@@ -32,7 +32,10 @@ from types import FrameType
 from typing import Any
 
 from conduit.errors import CapabilityDenied
-from conduit.security.capabilities import Capability, filesystem_paths
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from conduit.security.capabilities import Capability
 
 __all__ = [
     "TRUSTED",
@@ -128,7 +131,11 @@ class Policy:
         by_kind: dict[str, list[Capability]] = {}
         for cap in grants:
             by_kind.setdefault(cap.kind, []).append(cap)
-        paths = filesystem_paths(grants, workspace=workspace, plugin_data=plugin_data)
+        paths: list[tuple[Capability, str]] = []
+        if grants:  # (most plugins hold none: no grammar module to import)
+            from conduit.security.capabilities import filesystem_paths
+
+            paths = filesystem_paths(grants, workspace=workspace, plugin_data=plugin_data)
 
         def roots(kind: str) -> list[str] | None:
             if any(c.scope is None for c in by_kind.get(kind, [])):
@@ -299,13 +306,23 @@ def own_files(source: str, origin: str, entry: str | None) -> list[str]:
         return [origin]
     if source != "entry-point" or not entry:
         return []
-    import importlib.util
-
     top = entry.partition(":")[0].strip().split(".")[0]
-    try:
-        spec = importlib.util.find_spec(top)
-    except (ImportError, ValueError):
+    # What importlib.util.find_spec() does for a top-level name, without importing
+    # importlib.util (every command of an in-process plugin comes here)
+    spec: Any = None
+    if not top:
         return []
+    if top in sys.modules:
+        spec = getattr(sys.modules[top], "__spec__", None)
+    else:
+        for finder in sys.meta_path:
+            find = getattr(finder, "find_spec", None)
+            try:
+                spec = find(top, None) if find is not None else None
+            except (ImportError, ValueError):
+                return []
+            if spec is not None:
+                break
     if spec is None:
         return []
     if spec.submodule_search_locations:

@@ -144,6 +144,61 @@ def test_fake_host_receives_the_routed_command(plugin_dir):
     assert "conduit_plugin_alpha" not in sys.modules  # the fake host imports nothing
 
 
+class PreparingHost(FakeHost):
+    """A fake host with the optional ``prepare_command()`` step."""
+
+    def prepare_command(self) -> None:
+        self.calls.append(("prepare", "", ()))
+
+
+def test_run_prepares_the_host_before_activating_anything(plugin_dir):
+    # the in-process host imports Click there, before any plugin code and the guard's
+    # audit hook (docs/performance.md, "The cold command path")
+    write(plugin_dir, "alpha.py", simple_plugin("alpha", ("hello",)))
+    toml = 'activation = ["startup"]'
+    write(plugin_dir, "early.py", simple_plugin("early", ("other",), extra_toml=toml))
+    host = PreparingHost({"alpha": {"hello": lambda argv: 0}})
+    kernel = make_kernel(hosts={"in-process": host})
+    assert kernel.run("alpha", ["hello"]) == 0
+    kernel.shutdown()
+    assert host.calls[:3] == [
+        ("prepare", "", ()),
+        ("activate", "early", ()),
+        ("activate", "alpha", ()),
+    ]
+    assert [c for c in host.calls if c[0] == "prepare"] == [("prepare", "", ())]
+
+
+def test_a_plugin_that_cannot_be_activated_is_not_prepared_for(plugin_dir):
+    write(plugin_dir, "alpha.py", simple_plugin("alpha", ("hello",)))
+    host = PreparingHost({"alpha": {"hello": lambda argv: 0}})
+    kernel = make_kernel(hosts={"in-process": host}, disabled=["alpha"])
+    with pytest.raises(PluginLoadError, match="plugin is disabled"):
+        kernel.run("alpha", ["hello"])
+    assert host.calls == []
+
+
+def test_a_run_without_activation_events_does_not_import_the_evaluator(plugin_dir):
+    import subprocess
+
+    write(plugin_dir, "alpha.py", simple_plugin("alpha", ("hello",)))
+    code = (
+        "import sys\n"
+        "from conduit.indexer.build import load\n"
+        "from conduit.kernel.core import Kernel\n"
+        "from conduit.paths import resolve\n"
+        "from conduit.timing import Profile\n"
+        "paths = resolve()\n"
+        "kernel = Kernel(load(paths, Profile(False)), paths)\n"
+        "kernel.run('alpha', ['hello'])\n"
+        "kernel.shutdown()\n"
+        "print('conduit.kernel.activation' in sys.modules)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["alpha", "hello", "False"]
+
+
 def test_python_source_cannot_run_in_the_wasm_host(plugin_dir):
     write(plugin_dir, "iso.py", simple_plugin("iso", ("x",), extra_toml='isolation = "wasm"'))
     kernel = make_kernel()

@@ -104,10 +104,15 @@ def private_dir(path: str) -> bool:
 class _Relay:
     """Signal handlers that pass the signals this process gets to the command's group."""
 
-    def __init__(self, signal_module: object, pgid: int) -> None:
+    def __init__(self, signal_module: object, pgid: int, stops_itself: bool) -> None:
         self.s = signal_module
         self.pgid = pgid
         self.saved: dict[int, object] = {}
+        #: Ctrl-Z stops this process too (without a terminal of the command's own; with
+        #: one, the server says when the command has stopped)
+        self.stops_itself = stops_itself
+        #: on a terminal, a new window size goes to the command's terminal instead
+        self.on_winch: Any = None
 
     def install(self) -> None:
         s: Any = self.s
@@ -121,6 +126,9 @@ class _Relay:
             self.s.signal(signum, handler)  # type: ignore[attr-defined]
 
     def forward(self, signum: int, frame: object) -> None:
+        if self.on_winch is not None and signum == self.s.SIGWINCH:  # type: ignore[attr-defined]
+            self.on_winch()
+            return
         try:  # noqa: SIM105 (contextlib is not imported on the start-up path)
             os.kill(-self.pgid, signum)
         except OSError:
@@ -131,6 +139,8 @@ class _Relay:
         ``fg`` (SIGCONT) the command's group continues (:meth:`forward`)."""
         s: Any = self.s
         self.forward(signum, frame)
+        if not self.stops_itself:
+            return
         s.signal(s.SIGTSTP, s.SIG_DFL)
         os.kill(os.getpid(), s.SIGTSTP)  # stopped here until fg or bg
         s.signal(s.SIGTSTP, self.stop)
@@ -168,6 +178,9 @@ def try_warm(args: list[str]) -> tuple[int | None, str]:
         umask = os.umask(0o022)
         os.umask(umask)
         streams = (sys.stdin, sys.stdout, sys.stderr)
+        # On a terminal (stdin one), the command gets a pseudo-terminal of its own, whose
+        # controlling terminal it is, and this process copies bytes both ways.
+        terminal = os.isatty(0)
         request = marshal.dumps(
             (
                 __version__,
@@ -178,6 +191,7 @@ def try_warm(args: list[str]) -> tuple[int | None, str]:
                 sys.argv[0] if sys.argv else "conduit",
                 sys.path,
                 [(s.encoding, s.errors) if s is not None else None for s in streams],
+                [fd for fd in (0, 1, 2) if terminal and os.isatty(fd)],
             )
         )
         for s in streams[1:]:
@@ -186,38 +200,187 @@ def try_warm(args: list[str]) -> tuple[int | None, str]:
         fds = b"".join(fd.to_bytes(4, sys.byteorder) for fd in (0, 1, 2))
         head = MAGIC + len(request).to_bytes(4, sys.byteorder)
         sock.sendmsg([head + request], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, fds)])
-        answer = _recv_exact(sock, 5)
-        if answer[:1] != b"P":
+        answer, ancdata, _, _ = sock.recvmsg(5, _socket.CMSG_SPACE(4))
+        if answer[:1] != b"P" or len(answer) < 5:
             return None, "refused" if answer[:1] == b"R" else "no answer"
-        pgid = int.from_bytes(answer[1:5], sys.byteorder)
-        import _signal  # type: ignore[import-not-found]
-
-        relay = _Relay(_signal, pgid)
-        relay.install()
-        try:
-            sock.settimeout(None)  # committed: from here on the command is running
-            sock.sendall(b"G")
-            while True:
-                message = _recv_exact(sock, 5)
-                kind, value = message[:1], int.from_bytes(message[1:5], sys.byteorder, signed=True)
-                if kind == b"X":
-                    return value, ""
-                if kind == b"S":
-                    return _wait_status(value, _signal), ""
-                if len(message) < 5:
-                    sys.stderr.write(
-                        "conduit: the warm kernel went away before the command's exit status "
-                        "arrived (see 'conduit server status')\n"
-                    )
-                    return 1, ""
-        finally:
-            relay.restore()
+        master = -1
+        for level, kind, data in ancdata:
+            if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS and len(data) >= 4:
+                master = int.from_bytes(data[:4], sys.byteorder)
+        return _Session(sock, int.from_bytes(answer[1:5], sys.byteorder), master).run(), ""
     except OSError:
         # A failure before the go-ahead means nothing ran: run cold. After it, the
-        # command ran and its status is lost (the loop above handles end-of-file).
+        # command ran and its status is lost (:meth:`_Session.run` handles end-of-file).
         return None, "no answer"
     finally:
         sock.close()
+
+
+_LOST = (
+    "conduit: the warm kernel went away before the command's exit status arrived "
+    "(see 'conduit server status')\n"
+)
+
+
+class _Session:
+    """One command, once its child runs: signals relayed to its group and, on a
+    terminal, the bytes between this terminal and the command's pseudo-terminal."""
+
+    def __init__(self, sock: Any, pgid: int, master: int) -> None:
+        import _signal  # type: ignore[import-not-found]
+
+        self.sock = sock
+        self.pgid = pgid
+        self.master = master
+        self.s: Any = _signal
+        self.relay = _Relay(_signal, pgid, stops_itself=master < 0)
+        self.saved_mode: Any = None
+
+    def run(self) -> int:
+        self.relay.install()
+        try:
+            if self.master >= 0:
+                self.raw()
+            self.sock.settimeout(None)  # committed: from here on the command is running
+            self.sock.sendall(b"G")
+            if self.master < 0:
+                return self.wait()
+            return self.pump()
+        finally:
+            self.relay.restore()
+            self.cooked()
+            if self.master >= 0:
+                os.close(self.master)
+
+    def status(self, message: bytes) -> int | None:
+        """The exit status a message carries (None: not a status)."""
+        kind, value = message[:1], int.from_bytes(message[1:5], sys.byteorder, signed=True)
+        if kind == b"X":
+            return value
+        if kind == b"S":
+            self.cooked()
+            return _wait_status(value, self.s)
+        if kind == b"T" and self.master >= 0:
+            self.stopped()
+        return None
+
+    def wait(self) -> int:
+        while True:
+            message = _recv_exact(self.sock, 5)
+            if len(message) < 5:
+                sys.stderr.write(_LOST)
+                return 1
+            code = self.status(message)
+            if code is not None:
+                return code
+
+    # --- on a terminal -------------------------------------------------------------
+
+    def raw(self) -> None:
+        """This terminal in raw mode: every key goes to the command's terminal, whose
+        own line discipline echoes, edits and turns Ctrl-C into SIGINT."""
+        import termios
+
+        t: Any = termios
+        if self.saved_mode is None:
+            self.saved_mode = t.tcgetattr(0)
+        mode = [list(x) if isinstance(x, list) else x for x in self.saved_mode]
+        mode[0] &= ~(t.BRKINT | t.ICRNL | t.INPCK | t.ISTRIP | t.IXON)
+        mode[1] &= ~t.OPOST
+        mode[2] = (mode[2] & ~(t.CSIZE | t.PARENB)) | t.CS8
+        mode[3] &= ~(t.ECHO | t.ICANON | t.IEXTEN | t.ISIG)
+        mode[6][t.VMIN], mode[6][t.VTIME] = 1, 0
+        t.tcsetattr(0, t.TCSADRAIN, mode)
+
+    def cooked(self) -> None:
+        if self.saved_mode is not None:
+            import termios
+
+            try:  # noqa: SIM105 (contextlib is not imported on the start-up path)
+                termios.tcsetattr(0, termios.TCSADRAIN, self.saved_mode)
+            except termios.error:
+                pass
+
+    def stopped(self) -> None:
+        """The command stopped (Ctrl-Z on its terminal): give this terminal back and stop
+        as the shell expects; on ``fg`` take it again and let the command go on."""
+        s = self.s
+        self.cooked()
+        handler = s.signal(s.SIGTSTP, s.SIG_DFL)
+        os.kill(os.getpid(), s.SIGTSTP)  # stopped here until fg or bg
+        s.signal(s.SIGTSTP, handler)
+        self.raw()
+        self.resize()
+        try:  # noqa: SIM105
+            os.kill(-self.pgid, s.SIGCONT)
+        except OSError:
+            pass
+
+    def resize(self) -> None:
+        import fcntl
+        import termios
+
+        try:
+            size = fcntl.ioctl(0, termios.TIOCGWINSZ, b"\0" * 8)
+            fcntl.ioctl(self.master, termios.TIOCSWINSZ, size)
+        except OSError:
+            pass
+
+    def pump(self) -> int:
+        import select
+
+        out = 1 if os.isatty(1) else 2
+        sock = self.sock.fileno()
+        self.relay.on_winch = self.resize
+        reading = [sock, 0, self.master]
+        while True:
+            try:
+                ready, _, _ = select.select(reading, [], [])
+            except InterruptedError:
+                continue
+            if self.master in ready:
+                try:
+                    data = os.read(self.master, 65536)
+                except OSError:  # EIO: nobody has the command's terminal open any more
+                    data = b""
+                if data:
+                    _write_all(out, data)
+                else:
+                    reading = [fd for fd in reading if fd not in (0, self.master)]
+            if 0 in ready:
+                data = os.read(0, 65536)
+                if data:
+                    _write_all(self.master, data)
+                else:
+                    reading.remove(0)
+            if sock in ready:
+                message = _recv_exact(self.sock, 5)
+                if len(message) < 5:
+                    self.drain(out)
+                    sys.stderr.write(_LOST)
+                    return 1
+                code = self.status(message)
+                if code is not None:
+                    self.drain(out)
+                    return code
+
+    def drain(self, out: int) -> None:
+        """What the command wrote before it ended, still in its terminal."""
+        os.set_blocking(self.master, False)
+        while True:
+            try:
+                data = os.read(self.master, 65536)
+            except OSError:
+                return
+            if not data:
+                return
+            _write_all(out, data)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def _wait_status(status: int, signal_module: object) -> int:

@@ -89,6 +89,7 @@ class _Request:
         "path",
         "streams",
         "template",
+        "tty",
         "umask",
     )
 
@@ -96,7 +97,12 @@ class _Request:
         self.conn = conn
         self.fds = fds
         self.template: socket.socket | None = None
-        (_, self.args, self.cwd, self.env, self.umask, self.argv0, self.path, self.streams) = data
+        (_, self.args, self.cwd, self.env, self.umask, self.argv0, self.path, self.streams) = data[
+            :8
+        ]
+        #: the client's descriptors (of 0-2) that are its terminal: the command gets a
+        #: pseudo-terminal of its own in their place
+        self.tty: list[int] = data[8]
 
 
 class Server:
@@ -227,8 +233,9 @@ class Server:
                         conn.close()
                     request.template = self.template
                     return request
-                with contextlib.suppress(OSError):
-                    os.setpgid(pid, pid)  # (the child does it too: whichever runs first)
+                if not request.tty:  # (else the child starts a session of its own)
+                    with contextlib.suppress(OSError):
+                        os.setpgid(pid, pid)  # (the child does it too: whichever runs first)
                 for fd in request.fds:
                     os.close(fd)
                 self.children[pid] = request.conn
@@ -256,7 +263,7 @@ class Server:
                 for fd in fds:
                     os.close(fd)
                 conn.close()
-                return _Request(conn, [], (None,) * 8)
+                return _Request(conn, [], (None,) * 9)
             conn.settimeout(None)
             return _Request(conn, fds, data)
         except (OSError, ValueError, EOFError, TypeError, IndexError):
@@ -268,11 +275,16 @@ class Server:
     def _reap(self) -> None:
         while self.children:
             try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
+                pid, status = os.waitpid(-1, os.WNOHANG | os.WUNTRACED)
             except ChildProcessError:
                 return
             if pid == 0:
                 return
+            if os.WIFSTOPPED(status):  # Ctrl-Z on its terminal: the client stops too
+                if pid in self.children:
+                    with contextlib.suppress(OSError):
+                        self.children[pid].sendall(b"T\0\0\0\0")
+                continue
             if pid == self.template_pid:
                 self.start_template()
                 continue
@@ -337,7 +349,7 @@ def _receive(conn: socket.socket) -> tuple[tuple[Any, ...], list[int]]:
             raise EOFError
         body += chunk
     request = marshal.loads(bytes(body))
-    if not isinstance(request, tuple) or len(request) != 8:
+    if not isinstance(request, tuple) or len(request) != 9:
         raise ValueError("not a request")
     return request, fds
 
@@ -368,12 +380,19 @@ def _become(request: _Request) -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGTSTP):
         signal.signal(signum, signal.SIG_DFL)
-    with contextlib.suppress(OSError):
-        os.setpgid(0, 0)
     for target, fd in enumerate(request.fds):
         os.dup2(fd, target)
         os.close(fd)
-    conn.sendall(b"P" + os.getpid().to_bytes(4, sys.byteorder))
+    hello = b"P" + os.getpid().to_bytes(4, sys.byteorder)
+    if request.tty:
+        master = _terminal(request.tty)
+        fds = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, master.to_bytes(4, sys.byteorder))]
+        conn.sendmsg([hello], fds)
+        os.close(master)
+    else:
+        with contextlib.suppress(OSError):
+            os.setpgid(0, 0)
+        conn.sendall(hello)
     conn.settimeout(REQUEST_TIMEOUT)
     try:
         go = conn.recv(1)
@@ -408,6 +427,27 @@ def _become(request: _Request) -> int:
 
 
 _CODE = [1]
+
+
+def _terminal(ttys: list[int]) -> int:
+    """A pseudo-terminal for the command: a new session whose controlling terminal it
+    is (so ``/dev/tty``, job control and Ctrl-C work as on the user's), with the
+    user's terminal's modes and size, on the descriptors in ``ttys``. Returns the
+    master side, for the client."""
+    import fcntl
+    import termios
+
+    master, slave = os.openpty()
+    outer = ttys[0]
+    with contextlib.suppress(termios.error, OSError):
+        termios.tcsetattr(slave, termios.TCSANOW, termios.tcgetattr(outer))
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, fcntl.ioctl(outer, termios.TIOCGWINSZ, b"\0" * 8))
+    os.setsid()
+    fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
+    for fd in ttys:
+        os.dup2(slave, fd)
+    os.close(slave)
+    return master
 
 
 def _report(conn: socket.socket) -> None:

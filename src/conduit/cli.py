@@ -533,12 +533,13 @@ def _rebuild(*args: Any, **kwargs: Any) -> Index:
 
 def _broken_config(error: tuple[str, str, str | None], opts: _Options, args: list[str]) -> None:
     """A config that does not validate stops every command but those that help to fix it
-    (help, completion, ``config``, ``plugins doctor``): they warn in one line and go on."""
+    (help, completion, ``config``, ``plugins doctor``) or manage the warm kernel
+    (``server``): they warn in one line and go on."""
     where, message, hint = error
     if args[:1] == ["__complete"] or args[:2] == ["config", "validate"]:
         return  # quiet while completing; `config validate` reports it as its result
     helping = opts.help or not args or "--help" in args or "-h" in args
-    if helping or args[:1] == ["config"] or args[:2] == ["plugins", "doctor"]:
+    if helping or args[:1] in (["config"], ["server"]) or args[:2] == ["plugins", "doctor"]:
         _warn(f"{where}: {message} (fix it with '{PROG} config edit')")
         return
     from conduit.errors import ConfigError
@@ -662,8 +663,7 @@ def _run(opts: _Options, args: list[str], profile: Profile) -> int:
 def _start_server(config: dict[str, Any]) -> None:
     """Start the warm kernel in the background (``[kernel] warm = "auto"``, or
     ``CONDUIT_WARM=1``) for the commands after this one; this one does not wait."""
-    from conduit.warm.client import mode
-    from conduit.warm.server import settings, start_detached
+    from conduit.warm.client import mode, settings, start_detached
 
     if mode() == "on" or settings(config)[0] == "auto":
         try:  # noqa: SIM105 (contextlib is not imported on the start-up path)

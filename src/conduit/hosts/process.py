@@ -748,7 +748,6 @@ def _child_timing(profile: Profile, name: str, timing: object) -> None:
 def preload() -> None:
     """Import what a Python host child imports before plugin code (the warm kernel's
     server does, so that :func:`_fork_child` starts hosts with it loaded)."""
-    import conduit.hosts._child
     import conduit.hosts.zygote
     import conduit.security.sandbox  # noqa: F401
 

@@ -160,6 +160,8 @@ def serve(requests: socket.socket) -> NoReturn:
     """The template's loop: fork a host per request until the server and every command
     has closed the other end."""
     os.setpgid(0, 0)  # not in the server's group: a signal to that one is not for us
+    import conduit.hosts._child  # noqa: F401  (every host starts with it imported)
+
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)

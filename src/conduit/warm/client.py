@@ -31,20 +31,28 @@ from conduit.paths import resolve, stable_hash
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from typing import Any
 
     from conduit.paths import Paths
 
 __all__ = [
     "ANSWER_TIMEOUT",
+    "DEFAULT_IDLE_MINUTES",
     "MAGIC",
+    "SERVER_VARIABLES",
     "address",
     "mode",
+    "private_dir",
     "runtime_dir",
+    "server_environment",
+    "settings",
+    "start_detached",
     "try_warm",
 ]
 
 MAGIC = b"CDT1"
+DEFAULT_IDLE_MINUTES = 30
 #: seconds the client waits for the forked child's first answer before running cold
 ANSWER_TIMEOUT = 1.0
 #: the signals relayed to the command's process group while it runs (Ctrl-C, Ctrl-\,
@@ -395,3 +403,54 @@ def _wait_status(status: int, signal_module: object) -> int:
         s.signal(signum, s.SIG_DFL)
         os.kill(os.getpid(), signum)
     return 128 + signum
+
+
+def settings(config: dict[str, Any]) -> tuple[str, float]:
+    """``[kernel] warm`` and ``idle-minutes`` from the config's data."""
+    table = config.get("kernel")
+    table = table if isinstance(table, dict) else {}
+    warm = table.get("warm", "auto")
+    idle = table.get("idle-minutes", DEFAULT_IDLE_MINUTES)
+    return (warm if warm in ("auto", "off") else "auto", float(idle) * 60.0)
+
+
+def start_detached(environ: dict[str, str] | None = None) -> int:
+    """Start a server for this environment in the background (a new session, standard
+    streams on /dev/null); return its pid. Does not wait for it to listen."""
+    argv = [sys.executable, "-c", "from conduit.warm.server import main; main()"]
+    devnull = "/dev/null"
+    actions = [
+        (os.POSIX_SPAWN_OPEN, 0, devnull, os.O_RDONLY, 0),
+        (os.POSIX_SPAWN_OPEN, 1, devnull, os.O_WRONLY, 0),
+        (os.POSIX_SPAWN_OPEN, 2, devnull, os.O_WRONLY, 0),
+    ]
+    env = server_environment(os.environ if environ is None else environ)
+    return os.posix_spawn(sys.executable, argv, env, file_actions=actions, setsid=True)
+
+
+#: the variables the server keeps of the environment it was started with: what finds
+#: Python, Conduit and its directories, and the text encoding. Every command gets its
+#: client's whole environment; the server itself (and the host template forked from it,
+#: and so every host) never holds anything else of anyone's (no tokens or keys).
+SERVER_VARIABLES = (
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TMPDIR",
+    "VIRTUAL_ENV",
+    "CONDUIT_HOME",
+    "XDG_CONFIG_HOME",
+    "XDG_CACHE_HOME",
+    "XDG_STATE_HOME",
+    "XDG_RUNTIME_DIR",
+)
+
+
+def server_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The server's environment: :data:`SERVER_VARIABLES` and ``PYTHON*`` of
+    ``environ``, nothing else."""
+    return {k: v for k, v in environ.items() if k in SERVER_VARIABLES or k.startswith("PYTHON")}

@@ -34,38 +34,27 @@ import time
 
 from conduit import __version__
 from conduit.paths import resolve
-from conduit.warm.client import MAGIC, address, private_dir, runtime_dir
+from conduit.warm.client import (
+    DEFAULT_IDLE_MINUTES,
+    MAGIC,
+    address,
+    private_dir,
+    runtime_dir,
+    settings,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Mapping
     from typing import Any, NoReturn
 
     from conduit.paths import Paths
 
-__all__ = [
-    "SERVER_VARIABLES",
-    "main",
-    "read_state",
-    "server_environment",
-    "settings",
-    "start_detached",
-]
+__all__ = ["main", "read_state"]
 
 #: the largest request accepted (argv and the environment, marshalled)
 MAX_REQUEST = 4 << 20
 #: seconds a connected client may take to send its request
 REQUEST_TIMEOUT = 2.0
-DEFAULT_IDLE_MINUTES = 30
-
-
-def settings(config: dict[str, Any]) -> tuple[str, float]:
-    """``[kernel] warm`` and ``idle-minutes`` from the config's data."""
-    table = config.get("kernel")
-    table = table if isinstance(table, dict) else {}
-    warm = table.get("warm", "auto")
-    idle = table.get("idle-minutes", DEFAULT_IDLE_MINUTES)
-    return (warm if warm in ("auto", "off") else "auto", float(idle) * 60.0)
 
 
 def read_state(sock_path: str) -> dict[str, str]:
@@ -356,6 +345,10 @@ def _receive(conn: socket.socket) -> tuple[tuple[Any, ...], list[int]]:
 
 def _preload() -> None:
     """What every command imports, imported once here (no plugin code)."""
+    import importlib.util  # noqa: F401
+    import json  # noqa: F401
+    import struct  # noqa: F401
+
     import click  # noqa: F401
     import msgspec  # noqa: F401
 
@@ -363,9 +356,15 @@ def _preload() -> None:
     import conduit.config
     import conduit.errors
     import conduit.hosts.inprocess
+    import conduit.index
+    import conduit.kernel.activation
+    import conduit.kernel.admin
     import conduit.kernel.core
     import conduit.runlog
     import conduit.sdk
+    import conduit.security.capabilities
+    import conduit.security.grants
+    import conduit.security.guard
     import conduit.style
     from conduit.hosts.process import preload
 
@@ -461,6 +460,10 @@ def _report(conn: socket.socket) -> None:
             pass
     with contextlib.suppress(OSError):
         conn.sendall(b"X" + _CODE[0].to_bytes(4, sys.byteorder, signed=True))
+    # The interpreter's teardown that follows is nobody's wait any more: it yields the
+    # CPU to the commands that come next.
+    with contextlib.suppress(OSError):
+        os.nice(19)
 
 
 def _streams(spec: list[tuple[str, str] | None]) -> None:
@@ -480,48 +483,6 @@ def _streams(spec: list[tuple[str, str] | None]) -> None:
         made.append(io.TextIOWrapper(buffered, encoding, errors, line_buffering=line))
     sys.stdin, sys.stdout, sys.stderr = made
     sys.__stdin__, sys.__stdout__, sys.__stderr__ = made  # type: ignore[misc]
-
-
-def start_detached(environ: dict[str, str] | None = None) -> int:
-    """Start a server for this environment in the background (a new session, standard
-    streams on /dev/null); return its pid. Does not wait for it to listen."""
-    argv = [sys.executable, "-c", "from conduit.warm.server import main; main()"]
-    devnull = "/dev/null"
-    actions = [
-        (os.POSIX_SPAWN_OPEN, 0, devnull, os.O_RDONLY, 0),
-        (os.POSIX_SPAWN_OPEN, 1, devnull, os.O_WRONLY, 0),
-        (os.POSIX_SPAWN_OPEN, 2, devnull, os.O_WRONLY, 0),
-    ]
-    env = server_environment(os.environ if environ is None else environ)
-    return os.posix_spawn(sys.executable, argv, env, file_actions=actions, setsid=True)
-
-
-#: the variables the server keeps of the environment it was started with: what finds
-#: Python, Conduit and its directories, and the text encoding. Every command gets its
-#: client's whole environment; the server itself (and the host template forked from it,
-#: and so every host) never holds anything else of anyone's (no tokens or keys).
-SERVER_VARIABLES = (
-    "PATH",
-    "HOME",
-    "USER",
-    "LOGNAME",
-    "LANG",
-    "LC_ALL",
-    "LC_CTYPE",
-    "TMPDIR",
-    "VIRTUAL_ENV",
-    "CONDUIT_HOME",
-    "XDG_CONFIG_HOME",
-    "XDG_CACHE_HOME",
-    "XDG_STATE_HOME",
-    "XDG_RUNTIME_DIR",
-)
-
-
-def server_environment(environ: Mapping[str, str]) -> dict[str, str]:
-    """The server's environment: :data:`SERVER_VARIABLES` and ``PYTHON*`` of
-    ``environ``, nothing else."""
-    return {k: v for k, v in environ.items() if k in SERVER_VARIABLES or k.startswith("PYTHON")}
 
 
 def main() -> None:

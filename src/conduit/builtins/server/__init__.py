@@ -45,13 +45,19 @@ def _serving(path: str) -> bool:
 
 
 def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, ended but not yet reaped by its new parent, does
+    not: a server is nobody's child once ``start`` has returned)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rpartition(b")")[2].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return True
 
 
 def _running(path: str) -> dict[str, str] | None:
@@ -74,8 +80,7 @@ def server_group() -> None:
 @click.pass_obj
 def start_cmd(ctx: PluginContext) -> None:
     """Start the warm kernel for this environment and wait until it serves."""
-    from conduit.warm.client import mode
-    from conduit.warm.server import settings, start_detached
+    from conduit.warm.client import mode, settings, start_detached
 
     path = _address()
     state = _running(path)

@@ -672,32 +672,17 @@ def _start_server(config: dict[str, Any]) -> None:
             pass  # the next command runs cold again, as this one did
 
 
-def _warm(opts: _Options, args: list[str], rest: list[str]) -> int | None:
-    """The command's exit status from the warm kernel, or None to run it here."""
-    if opts.version or opts.help or not rest or rest[0] in ("__complete", "server"):
-        return None  # answered from the index faster than a connection
-    from conduit.warm.client import mode, try_warm
-
-    if mode() == "off":
-        return None
-    code, reason = try_warm(args)
-    opts.start_server = reason == "no server"
-    return code
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run Conduit with ``argv`` (default: ``sys.argv[1:]``, and then the warm kernel
-    runs the command when one is running); return the exit code."""
+def main(argv: list[str] | None = None, *, start_server: bool = False) -> int:
+    """Run Conduit with ``argv`` (default: ``sys.argv[1:]``) in this process; return the
+    exit code. ``start_server``: no warm kernel answered (conduit/__main__.py), so start
+    one after a command that loads the kernel, if the config wants it."""
     args = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in args
     profile = Profile(False)
     opts = _Options()
     try:
         opts, rest = _parse_globals(args)
-        if argv is None and not (opts.profile or opts.profile_out):
-            code = _warm(opts, args, rest)
-            if code is not None:
-                return code
+        opts.start_server = start_server
         debug = opts.debug
         if opts.color is not None or "conduit.style" in sys.modules:
             import conduit.style  # (a library caller's earlier run may have set it)

@@ -112,6 +112,9 @@ class Server:
         self.template_pid = 0
         #: descriptors only the server may hold (its lock, listener, wake-up pipe)
         self.own: tuple[int, ...] = ()
+        #: the child forked ahead for the next connection, and its socket
+        self.spare: tuple[int, socket.socket] | None = None
+        self.listener: socket.socket
 
     # --- staleness -----------------------------------------------------------------
 
@@ -181,88 +184,119 @@ class Server:
 
     # --- the loop --------------------------------------------------------------------
 
-    def serve(self, listener: socket.socket, keep: list[int]) -> _Request | None:
-        """Accept and fork until idle; in a forked child, return its request."""
+    def serve(self, listener: socket.socket, keep: list[int]) -> socket.socket:
+        """Accept until idle, handing each connection to a spare child forked ahead of
+        it (so that the fork is not on the client's time); in a spare child, return the
+        socket its connection will come on (:meth:`take`)."""
         wake_r, wake_w = os.pipe()
         os.set_blocking(wake_w, False)
         signal.signal(signal.SIGCHLD, lambda signum, frame: None)
         signal.signal(signal.SIGTERM, self._stop)
         signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
-        own = [listener.fileno(), wake_r, wake_w, *keep]
-        self.own = tuple(own)
+        self.own = (listener.fileno(), wake_r, wake_w, *keep)
+        self.listener = listener
         last = time.monotonic()
         while True:
+            if self.spare is None and not self.children:
+                end = self._fork_spare()  # between commands: off anyone's time
+                if end is not None:
+                    return end
             timeout = None if self.children else max(0.0, last + self.idle - time.monotonic())
             try:
                 ready, _, _ = select.select([listener.fileno(), wake_r], [], [], timeout)
             except InterruptedError:
                 ready = []
             if self.stopping:
-                self._exit(listener)
+                self._exit()
             if not ready:
                 if not self.children and time.monotonic() >= last + self.idle:
-                    self._exit(listener)
+                    self._exit()
                 continue
             if wake_r in ready:
                 os.read(wake_r, 512)
                 self._reap()
             if listener.fileno() in ready:
                 last = time.monotonic()
-                request = self._accept(listener)
-                if request is None:
+                try:
+                    conn, _ = listener.accept()
+                except OSError:
                     continue
-                if request.args is None:  # stale or refused: said so; stop
-                    self._exit(listener)
-                pid = os.fork()
-                if pid == 0:
-                    signal.set_wakeup_fd(-1)
-                    for fd in own:
-                        os.close(fd)
-                    for conn in self.children.values():
-                        conn.close()
-                    request.template = self.template
-                    return request
-                if not request.tty:  # (else the child starts a session of its own)
-                    with contextlib.suppress(OSError):
-                        os.setpgid(pid, pid)  # (the child does it too: whichever runs first)
-                for fd in request.fds:
-                    os.close(fd)
-                self.children[pid] = request.conn
+                if not _ours(conn):  # another user: nothing for them (the spare checks too)
+                    conn.close()
+                    continue
+                for _attempt in range(2):
+                    if self.spare is None:
+                        end = self._fork_spare()
+                        if end is not None:
+                            return end
+                    assert self.spare is not None
+                    pid, handle = self.spare
+                    self.spare = None
+                    try:
+                        fd = conn.fileno().to_bytes(4, sys.byteorder)
+                        handle.sendmsg([b"C"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fd)])
+                    except OSError:  # the spare died: another one
+                        continue
+                    finally:
+                        handle.close()
+                    self.children[pid] = conn
+                    break
+                else:
+                    conn.close()
                 self.preload_wasm()
+
+    def _fork_spare(self) -> socket.socket | None:
+        """A spare child, waiting for a connection: None in the server, the socket to
+        wait on in the child."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        pid = os.fork()
+        if pid == 0:
+            signal.set_wakeup_fd(-1)
+            ours.close()
+            for fd in self.own:
+                os.close(fd)
+            for conn in self.children.values():
+                conn.close()
+            return theirs
+        theirs.close()
+        self.spare = (pid, ours)
+        return None
+
+    def take(self, end: socket.socket) -> _Request:
+        """In a spare child: wait for the connection, check its peer and read the
+        request; a stale or switched-off server refuses it (and stops)."""
+        try:
+            _, ancdata, _, _ = end.recvmsg(1, socket.CMSG_SPACE(4))
+        except OSError:
+            ancdata = []
+        fds = _fds(ancdata)
+        end.close()
+        if len(fds) != 1:
+            os._exit(0)  # the server has gone
+        conn = socket.socket(fileno=fds[0])
+        received: list[int] = []
+        try:
+            if not _ours(conn):
+                os._exit(0)
+            conn.settimeout(REQUEST_TIMEOUT)
+            data, received = _receive(conn)
+            self.read_config()
+            if data[0] != __version__ or self.warm == "off" or self.stale():
+                conn.sendall(b"R")  # run it cold, and the next one starts a new server
+                os.kill(os.getppid(), signal.SIGTERM)
+                os._exit(0)
+            conn.settimeout(None)
+            request = _Request(conn, received, data)
+        except (OSError, ValueError, EOFError, TypeError, IndexError):
+            os._exit(0)
+        request.template = self.template
+        return request
 
     def _stop(self, signum: int, frame: object) -> None:
         self.stopping = True  # (SIGTERM, from `conduit server stop`): leave at once
 
-    def _accept(self, listener: socket.socket) -> _Request | None:
-        try:
-            conn, _ = listener.accept()
-        except OSError:
-            return None
-        fds: list[int] = []
-        try:
-            cred = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
-            if int.from_bytes(cred[4:8], sys.byteorder) != os.getuid():
-                conn.close()
-                return None
-            conn.settimeout(REQUEST_TIMEOUT)
-            data, fds = _receive(conn)
-            self.read_config()
-            if data[0] != __version__ or self.warm == "off" or self.stale():
-                conn.sendall(b"R")
-                for fd in fds:
-                    os.close(fd)
-                conn.close()
-                return _Request(conn, [], (None,) * 9)
-            conn.settimeout(None)
-            return _Request(conn, fds, data)
-        except (OSError, ValueError, EOFError, TypeError, IndexError):
-            for fd in fds:
-                os.close(fd)
-            conn.close()
-            return None
-
     def _reap(self) -> None:
-        while self.children:
+        while True:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG | os.WUNTRACED)
             except ChildProcessError:
@@ -277,6 +311,10 @@ class Server:
             if pid == self.template_pid:
                 self.start_template()
                 continue
+            if self.spare is not None and pid == self.spare[0]:
+                self.spare[1].close()
+                self.spare = None
+                continue
             conn = self.children.pop(pid, None)
             if conn is None:
                 continue
@@ -284,18 +322,20 @@ class Server:
                 conn.sendall(b"S" + status.to_bytes(4, sys.byteorder, signed=True))
             conn.close()
 
-    def _exit(self, listener: socket.socket) -> NoReturn:
-        """Leave: the socket is removed (if it is still this server's), then the process
-        exits once the running commands' statuses have been passed on."""
-        try:
-            if os.stat(self.path).st_ino == os.fstat(listener.fileno()).st_ino:
-                os.unlink(self.path)
-        except OSError:
-            pass
-        listener.close()
-        if read_state(self.path).get("pid") == str(os.getpid()):
+    def _exit(self) -> NoReturn:
+        """Leave: the socket is removed, the spare and
+        the host template are let go, and the process exits once the running commands'
+        statuses have been passed on."""
+        # Both files are this server's: it holds the address's lock until it exits, so no
+        # other server has replaced them.
+        for file in (self.path, self.path + ".state"):
             with contextlib.suppress(OSError):
-                os.unlink(self.path + ".state")
+                os.unlink(file)
+        self.listener.close()
+        if self.spare is not None:
+            self.spare[1].close()  # it reads end-of-file and exits
+        if self.template is not None:
+            self.template.close()  # it exits once the last command has closed it too
         deadline = time.monotonic() + 3600.0
         while self.children and time.monotonic() < deadline:
             try:
@@ -310,6 +350,21 @@ class Server:
         os._exit(0)
 
 
+def _ours(conn: socket.socket) -> bool:
+    """Whether the peer of ``conn`` runs as this user (SO_PEERCRED, set at connect)."""
+    cred = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
+    return int.from_bytes(cred[4:8], sys.byteorder) == os.getuid()
+
+
+def _fds(ancdata: list[tuple[int, int, bytes]]) -> list[int]:
+    out: list[int] = []
+    for level, kind, payload in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            usable = len(payload) - len(payload) % 4
+            out += [int.from_bytes(payload[i : i + 4], sys.byteorder) for i in range(0, usable, 4)]
+    return out
+
+
 def _stat(path: str) -> tuple[int, int] | None:
     try:
         st = os.stat(path)
@@ -320,12 +375,8 @@ def _stat(path: str) -> tuple[int, int] | None:
 
 def _receive(conn: socket.socket) -> tuple[tuple[Any, ...], list[int]]:
     """One request: its data and the three file descriptors that came with it."""
-    fds: list[int] = []
     data, ancdata, _, _ = conn.recvmsg(65536, socket.CMSG_SPACE(3 * 4))
-    for level, kind, payload in ancdata:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            usable = len(payload) - len(payload) % 4
-            fds += [int.from_bytes(payload[i : i + 4], sys.byteorder) for i in range(0, usable, 4)]
+    fds = _fds(ancdata)
     if data[:4] != MAGIC or len(fds) != 3:
         raise ValueError("not a request")
     size = int.from_bytes(data[4:8], sys.byteorder)
@@ -527,7 +578,5 @@ def main() -> None:
     os.replace(state + ".tmp", state)
     gc.collect()
     gc.freeze()  # the children's first collections do not touch (and copy) these pages
-    request = server.serve(listener, [lock_fd])
-    if request is None:  # pragma: no cover (serve exits the process itself)
-        os._exit(0)
-    sys.exit(_become(request))
+    end = server.serve(listener, [lock_fd])  # returns in a spare child only
+    sys.exit(_become(server.take(end)))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-import socket
+import stat
 import time
 from typing import Any
 
@@ -32,18 +32,6 @@ def _address() -> str:
     return address(resolve())
 
 
-def _serving(path: str) -> bool:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sock.settimeout(1.0)
-        sock.connect(path)
-        return True
-    except OSError:
-        return False
-    finally:
-        sock.close()
-
-
 def _alive(pid: int) -> bool:
     """Whether ``pid`` runs (a zombie, ended but not yet reaped by its new parent, does
     not: a server is nobody's child once ``start`` has returned)."""
@@ -60,13 +48,21 @@ def _alive(pid: int) -> bool:
         return True
 
 
+def _mode(path: str) -> int:
+    try:
+        return os.stat(path).st_mode
+    except OSError:
+        return 0
+
+
 def _running(path: str) -> dict[str, str] | None:
     """The state of the server at ``path`` when one serves there."""
     from conduit.warm.server import read_state
 
     state = read_state(path)
     pid = state.get("pid", "")
-    if pid.isdigit() and _alive(int(pid)) and _serving(path):
+    # (not by connecting: a connection is a request, and would keep it from going idle)
+    if pid.isdigit() and _alive(int(pid)) and stat.S_ISSOCK(_mode(path)):
         return state
     return None
 

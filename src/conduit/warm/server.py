@@ -436,6 +436,10 @@ def _become(request: _Request) -> int:
     hello = b"P" + os.getpid().to_bytes(4, sys.byteorder)
     if request.tty:
         master = _terminal(request.tty)
+        # The command's group is orphaned (a session of its own, its parent in another),
+        # so the terminal's SIGTSTP would be discarded: Ctrl-Z stops the group itself,
+        # which the server sees and tells the client, which stops too (as a job does).
+        signal.signal(signal.SIGTSTP, _stop_group)
         fds = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, master.to_bytes(4, sys.byteorder))]
         conn.sendmsg([hello], fds)
         os.close(master)
@@ -477,6 +481,10 @@ def _become(request: _Request) -> int:
 
 
 _CODE = [1]
+
+
+def _stop_group(signum: int, frame: object) -> None:
+    os.kill(0, signal.SIGSTOP)
 
 
 def _terminal(ttys: list[int]) -> int:

@@ -661,11 +661,16 @@ def _run(opts: _Options, args: list[str], profile: Profile) -> int:
 
 
 def _start_server(config: dict[str, Any]) -> None:
-    """Start the warm kernel in the background (``[kernel] warm = "auto"``, or
-    ``CONDUIT_WARM=1``) for the commands after this one; this one does not wait."""
+    """Start the warm kernel in the background for the commands after this one (this one
+    does not wait): with ``CONDUIT_WARM=1``, or ``[kernel] warm = "auto"`` outside CI (a
+    CI job runs each command about once: a server would only cost it)."""
     from conduit.warm.client import mode, settings, start_detached
 
-    if mode() == "on" or settings(config)[0] == "auto":
+    wanted = mode()
+    if not wanted:
+        ci = os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+        wanted = "on" if settings(config)[0] == "auto" and not ci else "off"
+    if wanted == "on":
         try:  # noqa: SIM105 (contextlib is not imported on the start-up path)
             start_detached()
         except OSError:

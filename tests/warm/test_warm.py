@@ -399,3 +399,50 @@ def _running(pid: int) -> bool:
             return f.read().rpartition(b")")[2].split()[0] != b"Z"
     except OSError:
         return False
+
+
+def test_auto_starts_a_server_after_a_cold_command_but_not_in_ci(plugin_dir: Path) -> None:
+    probe_plugin(plugin_dir)
+    conduit("plugins", "grant", "probe", "filesystem:read", "env:read:PROBE_VAR", warm=False)
+    # [kernel] warm = "auto" (the default), in CI: no server
+    first = conduit("probe", "info", env={"CONDUIT_WARM": "", "CI": "true"})
+    assert first.returncode == 0, first.stderr
+    time.sleep(1.0)
+    assert status()["running"] is False
+    # ... and outside CI the command that found none starts one, without waiting for it
+    second = conduit("probe", "info", env={"CONDUIT_WARM": "", "CI": ""})
+    assert second.returncode == 0, second.stderr
+    assert wait_for(lambda: status()["running"] is True)
+    pid = int(str(status()["pid"]))
+    third = conduit("probe", "info", env={"CONDUIT_WARM": "", "CI": "true"})
+    assert json.loads(third.stdout)["ppid"] == pid  # a running one is used, in CI too
+
+
+def test_a_webassembly_command_warm_and_cold(plugin_dir: Path) -> None:
+    wasmtime = pytest.importorskip("wasmtime")
+    wat = """(module
+ (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+ (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+ (memory (export "memory") 2)
+ (data (i32.const 100) "hello from wasm\\n")
+ (func (export "_start")
+   (i32.store (i32.const 0) (i32.const 100))
+   (i32.store (i32.const 4) (i32.const 16))
+   (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))
+   (call $exit (i32.const 5))))"""
+    (plugin_dir / "wasmhi.wasm").write_bytes(wasmtime.wat2wasm(wat))
+    (plugin_dir / "wasmhi.toml").write_text('api = ">=1.0"\n[[commands]]\nname = "wasmhi"\n')
+    cold = conduit("wasmhi", warm=False)
+    assert (cold.returncode, cold.stdout) == (5, "hello from wasm\n"), cold.stderr
+    assert conduit("server", "start").returncode == 0
+    pid = int(str(status()["pid"]))
+    warm = conduit("wasmhi")
+    assert (warm.returncode, warm.stdout, warm.stderr) == (
+        cold.returncode,
+        cold.stdout,
+        cold.stderr,
+    )
+    assert status()["pid"] == pid
+    # the server imported wasmtime and made the engine once it saw the module's plugin
+    with open(f"/proc/{pid}/maps", encoding="utf-8") as f:
+        assert "wasmtime" in f.read()

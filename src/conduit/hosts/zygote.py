@@ -157,26 +157,31 @@ def start(close: tuple[int, ...] = ()) -> tuple[socket.socket, int]:
 
 
 def serve(requests: socket.socket) -> NoReturn:
-    """The template's loop: fork a host per request until the server and every command
-    has closed the other end."""
+    """The template's loop: hand each request to a host forked ahead of it (the fork is
+    then not on the command's time), until the server and every command have closed the
+    other end."""
     os.setpgid(0, 0)  # not in the server's group: a signal to that one is not for us
-    import conduit.hosts._child  # noqa: F401  (every host starts with it imported)
-
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _preload()
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
     signal.signal(signal.SIGCHLD, lambda signum, frame: None)
     signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
     buffer = bytearray(MAX_REQUEST)
     hosts: dict[int, socket.socket] = {}
+    own = (requests.fileno(), wake_r, wake_w)
+    spare: tuple[int, socket.socket] | None = None
     while True:
+        if spare is None and not hosts:
+            spare = _fork_spare(own, hosts)  # between commands: off anyone's time
         try:
             ready, _, _ = select.select([requests.fileno(), wake_r], [], [])
         except InterruptedError:
             continue
         if wake_r in ready:
             os.read(wake_r, 512)
-            _reap(hosts)
+            if _reap(hosts, spare):
+                spare = None
         if requests.fileno() not in ready:
             continue
         try:
@@ -192,18 +197,31 @@ def serve(requests: socket.socket) -> NoReturn:
             for fd in fds:
                 os.close(fd)
             continue
-        pid = os.fork()
-        if pid == 0:
-            signal.set_wakeup_fd(-1)
-            for fd in (requests.fileno(), wake_r, wake_w):
-                os.close(fd)
-            for channel in hosts.values():
-                channel.close()
-            _become_host(bytes(buffer[:size]), fds)
-        buffer[:size] = bytes(size)  # nothing of this host's environment stays here
         channel = socket.socket(fileno=fds[0])
+        for _attempt in range(2):
+            if spare is None:
+                spare = _fork_spare(own, hosts)
+            pid, handle = spare
+            spare = None
+            try:
+                # the request, its descriptors but the channel, to the spare
+                rights = b"".join(_int4(fd) for fd in fds[1:])
+                handle.sendmsg(
+                    [memoryview(buffer)[:size]], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, rights)]
+                )
+            except OSError:
+                continue  # it died: another one
+            finally:
+                handle.close()
+            break
+        else:
+            pid = 0
+        buffer[:size] = bytes(size)  # nothing of this host's environment stays here
         for fd in fds[1:]:
             os.close(fd)
+        if not pid:
+            channel.close()
+            continue
         with contextlib.suppress(OSError):  # else the command went away, and so will the host
             pidfd = os.pidfd_open(pid)
             message = b"P" + pid.to_bytes(4, sys.byteorder)
@@ -212,18 +230,64 @@ def serve(requests: socket.socket) -> NoReturn:
         hosts[pid] = channel
 
 
+def _preload() -> None:
+    """What a host imports before plugin code: the host's child side and the sandbox's
+    system-call modules (ctypes and the C library: most of ``sandbox.apply()``'s time in
+    a new interpreter)."""
+    import conduit.hosts._child
+    import conduit.security.seccomp  # noqa: F401
+    from conduit.security.landlock import libc
+
+    libc()
+
+
+def _fork_spare(own: tuple[int, ...], hosts: dict[int, socket.socket]) -> tuple[int, socket.socket]:
+    """A host forked ahead, waiting for its request (:func:`_spare`)."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    pid = os.fork()
+    if pid == 0:
+        signal.set_wakeup_fd(-1)
+        ours.close()
+        for fd in own:
+            os.close(fd)
+        for channel in hosts.values():
+            channel.close()
+        _spare(theirs)
+    theirs.close()
+    return pid, ours
+
+
+def _spare(end: socket.socket) -> NoReturn:
+    """In a spare host: wait for a request, then become that host."""
+    try:
+        data, ancdata, flags, _ = end.recvmsg(MAX_REQUEST, socket.CMSG_SPACE(4 * _MAX_FDS))
+    except OSError:
+        os._exit(0)
+    fds = _fds(ancdata)
+    end.close()
+    if not data or flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
+        os._exit(0)  # the template has gone
+    _become_host(data, fds)
+
+
 def _int4(fd: int) -> bytes:
     return fd.to_bytes(4, sys.byteorder)
 
 
-def _reap(hosts: dict[int, socket.socket]) -> None:
+def _reap(hosts: dict[int, socket.socket], spare: tuple[int, socket.socket] | None) -> bool:
+    """Pass on the statuses of hosts that ended; True if the spare was one of them."""
+    lost = False
     while True:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
-            return
+            return lost
         if pid == 0:
-            return
+            return lost
+        if spare is not None and pid == spare[0]:
+            spare[1].close()
+            lost = True
+            continue
         channel = hosts.pop(pid, None)
         if channel is not None:
             with contextlib.suppress(OSError):
@@ -232,16 +296,16 @@ def _reap(hosts: dict[int, socket.socket]) -> None:
 
 
 def _become_host(data: bytes, fds: list[int]) -> NoReturn:
-    """In the new host: the command's fds at their numbers, its group, the environment
-    it sent, then the host's main (which never returns)."""
+    """In the new host: the command's fds (0-2 and the host's own, in the order of the
+    request's targets) at their numbers, its group, the environment it sent, then the
+    host's main (which never returns)."""
     try:
         env, targets, path, pgid = marshal.loads(data)
-        os.close(fds[0])  # the channel is the template's, for the status
         import fcntl
 
         # out of the way of every target number first, then each to its number
-        moved = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, _HIGH_FD) for fd in fds[1:]]
-        for fd in fds[1:]:
+        moved = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, _HIGH_FD) for fd in fds]
+        for fd in fds:
             os.close(fd)
         for source, target in zip(moved, targets, strict=True):
             os.dup2(source, target)

@@ -173,6 +173,7 @@ class Server:
         except Exception:
             return  # no wasm extra installed: the child reports it the usual way
         self.wasm_loaded = True
+        self.modules = self._module_files()  # these are Conduit's files in memory too
 
     def start_template(self) -> None:
         """(Re)start the host template (conduit.hosts.zygote): between requests only."""

@@ -18,13 +18,9 @@ import pytest
 from conduit.cli import main
 
 #: the test modules whose ``run`` commands also run through the warm kernel (the "warm
-#: pass"): each of their tests that uses ``run`` runs twice, cold and warm
-WARM_PASS = (
-    "tests/cli/test_cli.py",
-    "tests/cli/test_surface.py",
-    "tests/builtins/test_config.py",
-    "tests/builtins/test_plugins_admin.py",
-)
+#: pass": the CLI-level tests): each of their tests that uses ``run`` runs twice, cold
+#: (in this process) and warm (a ``conduit`` process served by a server of the test's)
+WARM_PASS = ("tests/cli/test_cli.py", "tests/cli/test_surface.py")
 
 
 @pytest.fixture(autouse=True)

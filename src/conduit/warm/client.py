@@ -1,20 +1,25 @@
 """The warm kernel's client: hand a command to the server, relay signals, return its status.
 
-This is on the start-up path of every command, so it follows the start-up rules: it
-imports only ``_socket`` (the C half of :mod:`socket`; the Python half imports enum,
-selectors and friends, which doubled a probe client's time) on top of what ``cli``
-already has, and it gives up (returns ``None``, and the command runs on the cold path)
-whenever anything is not exactly as expected: no server, a socket that is not ours, a
-server that does not answer within :data:`ANSWER_TIMEOUT`, a stale server.
+This is on the start-up path of every command that loads the kernel, so it follows the
+start-up rules: on top of ``conduit.paths`` it imports only ``_socket`` (the C half of
+:mod:`socket`; the Python half imports enum, selectors and friends, which doubled a probe
+client's time) and ``_signal``, plus ``termios``, ``fcntl`` and ``select`` when standard
+input is a terminal. It gives up (returns ``None``, and the command runs on the cold
+path) whenever anything is not exactly as expected: no server, a directory or a server
+that is not ours, no answer within :data:`ANSWER_TIMEOUT`, a refusal.
 
-The exchange (one Unix stream connection per command; all integers 4 bytes, native order)::
+The exchange (one Unix stream connection per command; integers 4 bytes, native order)::
 
     client -> server   b"CDT1" + length + marshal(request), with fds 0, 1, 2 (SCM_RIGHTS)
-    child  -> client   b"P" + pid               the forked child, leader of its own group
-    client -> child    b"G"                     go: until then the child runs nothing
-    child  -> client   b"X" + exit code         the command finished (sent by the child)
-    server -> client   b"S" + wait status       the child ended without saying so (a signal)
-    server -> client   b"R"                     refused: stale server, run cold
+    child  -> client   b"P" + pid                the child that took the connection, leader
+                                                 of its group; with a pseudo-terminal's
+                                                 master side (SCM_RIGHTS) when stdin is a
+                                                 terminal
+    client -> child    b"G"                      go: until then the child runs nothing
+    child  -> client   b"X" + exit code          the command finished (sent by the child)
+    server -> client   b"S" + wait status        the child ended without saying so (a signal)
+    server -> client   b"T" + 0                  the child stopped (Ctrl-Z on its terminal)
+    child  -> client   b"R"                      refused (stale or switched off): run cold
 
 The ``G`` step means a client that gave up waiting can never see its command run twice:
 a child that reads end-of-file instead of ``G`` exits without running anything.

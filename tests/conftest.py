@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import os
+import shutil
+import signal
 import subprocess
 import sys
+import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +16,11 @@ from pathlib import Path
 import pytest
 
 from conduit.cli import main
+
+#: the test modules whose ``run`` commands also run through the warm kernel (the "warm
+#: pass": the CLI-level tests): each of their tests that uses ``run`` runs twice, cold
+#: (in this process) and warm (a ``conduit`` process served by a server of the test's)
+WARM_PASS = ("tests/cli/test_cli.py", "tests/cli/test_surface.py")
 
 
 @pytest.fixture(autouse=True)
@@ -22,7 +31,62 @@ def conduit_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pa
     for var in ("CONDUIT_DISABLE_PLUGINS", "CONDUIT_PROFILE", "CONDUIT_REBUILD_INDEX"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("COLUMNS", "100")
+    # The warm kernel only where a test asks for it, with its sockets in a directory of
+    # the test's own (short: a socket's path is limited to 107 bytes); every server a
+    # test started is stopped after it.
+    monkeypatch.setenv("CONDUIT_WARM", "0")
+    runtime = tempfile.mkdtemp(prefix="cdt-", dir="/tmp")
+    monkeypatch.setenv("XDG_RUNTIME_DIR", runtime)
     yield home
+    stop_servers(runtime)
+    shutil.rmtree(runtime, ignore_errors=True)
+
+
+def stop_servers(runtime: str) -> list[int]:
+    """Stop every warm kernel server with its socket under ``runtime``; their pids."""
+    stopped = []
+    directory = os.path.join(runtime, "conduit")
+    for name in os.listdir(directory) if os.path.isdir(directory) else ():
+        if not name.endswith(".state"):
+            continue
+        with open(os.path.join(directory, name), encoding="utf-8") as f:
+            state = dict(line.rstrip("\n").partition("=")[::2] for line in f)
+        pid = int(state.get("pid", "0") or 0)
+        if pid <= 0:
+            continue
+        stopped.append(pid)
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            continue
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and _running(pid):
+            time.sleep(0.01)
+        if _running(pid):
+            os.kill(pid, signal.SIGKILL)
+    return stopped
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` runs (not ended, and not a zombie that init has yet to reap)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rpartition(b")")[2].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return False
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """The warm pass: ``run`` tests of :data:`WARM_PASS` modules, cold and warm."""
+    path = metafunc.definition.path.as_posix()
+    if "run" in metafunc.fixturenames and path.endswith(WARM_PASS):
+        metafunc.parametrize("kernel_mode", ["cold", "warm"], indirect=True)
+
+
+@pytest.fixture
+def kernel_mode(request: pytest.FixtureRequest) -> str:
+    """``cold`` (in this process) or ``warm`` (through the warm kernel) for ``run``."""
+    return str(getattr(request, "param", "cold"))
 
 
 @pytest.fixture
@@ -40,8 +104,16 @@ class Result:
 
 
 @pytest.fixture
-def run(capsys: pytest.CaptureFixture[str]):  # type: ignore[no-untyped-def]
-    """Run ``conduit ARGS...`` in this process; returns exit code, stdout, stderr."""
+def run(capsys: pytest.CaptureFixture[str], kernel_mode: str):  # type: ignore[no-untyped-def]
+    """Run ``conduit ARGS...`` in this process; returns exit code, stdout, stderr. In the
+    warm pass (:data:`WARM_PASS`), a ``conduit`` process runs it through a warm kernel
+    started for the test, and the test fails if that server did not serve every command
+    (it exits when it refuses one)."""
+    if kernel_mode == "warm":
+        server = WarmServer()
+        yield server.run
+        server.check()
+        return
 
     def _run(*args: str) -> Result:
         capsys.readouterr()
@@ -49,7 +121,48 @@ def run(capsys: pytest.CaptureFixture[str]):  # type: ignore[no-untyped-def]
         captured = capsys.readouterr()
         return Result(code, captured.out, captured.err)
 
-    return _run
+    yield _run
+
+
+class WarmServer:
+    """A warm kernel for one test, started on its first command."""
+
+    def __init__(self) -> None:
+        self.pid = 0
+
+    def conduit(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "conduit", *args],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "CONDUIT_WARM": "1"},
+            timeout=60,
+        )
+
+    def state(self) -> dict[str, str]:
+        from conduit.paths import resolve
+        from conduit.warm.client import address
+        from conduit.warm.server import read_state
+
+        return read_state(address(resolve()))
+
+    def run(self, *args: str) -> Result:
+        if not self.pid:
+            # started here rather than with `conduit server start` (tests/warm has those)
+            from conduit.warm.client import start_detached
+
+            start_detached()
+            deadline = time.monotonic() + 60
+            while not self.state() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            self.pid = int(self.state()["pid"])
+        proc = self.conduit(*args)
+        return Result(proc.returncode, proc.stdout, proc.stderr)
+
+    def check(self) -> None:
+        if self.pid:
+            state = self.state()
+            assert state.get("pid") == str(self.pid), f"the warm kernel stopped serving: {state}"
 
 
 @pytest.fixture

@@ -65,6 +65,7 @@ class _Options:
         "no_plugins",
         "profile",
         "profile_out",
+        "start_server",
         "version",
     )
 
@@ -79,6 +80,8 @@ class _Options:
         self.profile_out: str | None = None
         #: the command word handed to the kernel, once routed (for an OpenTelemetry trace)
         self.command = ""
+        #: no warm kernel answered: start one after this command if the config wants it
+        self.start_server = False
 
 
 def _inert(text: str) -> str:
@@ -530,12 +533,13 @@ def _rebuild(*args: Any, **kwargs: Any) -> Index:
 
 def _broken_config(error: tuple[str, str, str | None], opts: _Options, args: list[str]) -> None:
     """A config that does not validate stops every command but those that help to fix it
-    (help, completion, ``config``, ``plugins doctor``): they warn in one line and go on."""
+    (help, completion, ``config``, ``plugins doctor``) or manage the warm kernel
+    (``server``): they warn in one line and go on."""
     where, message, hint = error
     if args[:1] == ["__complete"] or args[:2] == ["config", "validate"]:
         return  # quiet while completing; `config validate` reports it as its result
     helping = opts.help or not args or "--help" in args or "-h" in args
-    if helping or args[:1] == ["config"] or args[:2] == ["plugins", "doctor"]:
+    if helping or args[:1] in (["config"], ["server"]) or args[:2] == ["plugins", "doctor"]:
         _warn(f"{where}: {message} (fix it with '{PROG} config edit')")
         return
     from conduit.errors import ConfigError
@@ -633,6 +637,8 @@ def _run(opts: _Options, args: list[str], profile: Profile) -> int:
             failure = "usage error"
         raise
     finally:
+        if opts.start_server:
+            _start_server(index["config"])
         try:
             kernel.shutdown()
         finally:
@@ -654,14 +660,34 @@ def _run(opts: _Options, args: list[str], profile: Profile) -> int:
                 )
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run Conduit with ``argv`` (default: ``sys.argv[1:]``); return the exit code."""
+def _start_server(config: dict[str, Any]) -> None:
+    """Start the warm kernel in the background for the commands after this one (this one
+    does not wait): with ``CONDUIT_WARM=1``, or ``[kernel] warm = "auto"`` outside CI (a
+    CI job runs each command about once: a server would only cost it)."""
+    from conduit.warm.client import mode, settings, start_detached
+
+    wanted = mode()
+    if not wanted:
+        ci = os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+        wanted = "on" if settings(config)[0] == "auto" and not ci else "off"
+    if wanted == "on":
+        try:  # noqa: SIM105 (contextlib is not imported on the start-up path)
+            start_detached()
+        except OSError:
+            pass  # the next command runs cold again, as this one did
+
+
+def main(argv: list[str] | None = None, *, start_server: bool = False) -> int:
+    """Run Conduit with ``argv`` (default: ``sys.argv[1:]``) in this process; return the
+    exit code. ``start_server``: no warm kernel answered (conduit/__main__.py), so start
+    one after a command that loads the kernel, if the config wants it."""
     args = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in args
     profile = Profile(False)
     opts = _Options()
     try:
         opts, rest = _parse_globals(args)
+        opts.start_server = start_server
         debug = opts.debug
         if opts.color is not None or "conduit.style" in sys.modules:
             import conduit.style  # (a library caller's earlier run may have set it)

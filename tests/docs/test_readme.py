@@ -50,7 +50,15 @@ def test_readme_first_command(tmp_path: Path) -> None:
         "GIT_COMMITTER_NAME": "Ada",
         "GIT_COMMITTER_EMAIL": "ada@example.org",
     }
-    for var in ("PIP_INDEX_URL", "PIP_CERT", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "UV_INDEX_URL"):
+    # XDG_RUNTIME_DIR: the warm kernel these commands start is the test's, stopped after it
+    for var in (
+        "PIP_INDEX_URL",
+        "PIP_CERT",
+        "SSL_CERT_FILE",
+        "REQUESTS_CA_BUNDLE",
+        "UV_INDEX_URL",
+        "XDG_RUNTIME_DIR",
+    ):
         if var in os.environ:
             env[var] = os.environ[var]
     subprocess.run(["git", "add", "-A"], cwd=checkout, check=True, env=env)

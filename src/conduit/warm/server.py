@@ -1,0 +1,591 @@
+"""The warm kernel's server: a process with the kernel imported that forks one child per
+command (the exchange is described in :mod:`conduit.warm.client`).
+
+Started by ``conduit server start`` or, with ``[kernel] warm = "auto"``, in the
+background after a command ran cold. It imports what every command needs (Click, msgspec,
+the kernel, the hosts, the SDK; wasmtime and its engine once the index has a WebAssembly
+plugin) and runs no plugin code, so every child starts from the same clean state and
+nothing one command does can reach the next. Per request it only checks the peer's uid,
+reads the request and forks: everything else (re-reading the config, reaping children,
+the idle timer) happens between requests.
+
+A child becomes the command: the client's standard streams on fds 0-2, its working
+directory, environment, umask, ``sys.argv`` and ``sys.path``, default signal handling,
+a process group of its own (the client relays signals to it), and then
+:func:`conduit.cli.main` exactly as the cold path runs it.
+
+The server exits after ``[kernel] idle-minutes`` without a request, when the config turns
+it off, and when it finds itself stale (its Conduit files changed on disk, or a client of
+another version asks): the next command then runs cold and starts a fresh one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import gc
+import marshal
+import os
+import select
+import signal
+import socket
+import sys
+import time
+
+from conduit import __version__
+from conduit.paths import resolve
+from conduit.warm.client import (
+    DEFAULT_IDLE_MINUTES,
+    MAGIC,
+    address,
+    private_dir,
+    runtime_dir,
+    settings,
+)
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, NoReturn
+
+    from conduit.paths import Paths
+
+__all__ = ["main", "read_state"]
+
+#: the largest request accepted (argv and the environment, marshalled)
+MAX_REQUEST = 4 << 20
+#: seconds a connected client may take to send its request
+REQUEST_TIMEOUT = 2.0
+
+
+def read_state(sock_path: str) -> dict[str, str]:
+    """What the running server wrote beside its socket (``pid``, ``version``,
+    ``started``, ``socket``): empty when there is none."""
+    try:
+        with open(sock_path + ".state", encoding="utf-8") as f:
+            return dict(line.rstrip("\n").partition("=")[::2] for line in f if "=" in line)
+    except OSError:
+        return {}
+
+
+class _Request:
+    __slots__ = (
+        "args",
+        "argv0",
+        "conn",
+        "cwd",
+        "env",
+        "fds",
+        "path",
+        "streams",
+        "template",
+        "tty",
+        "umask",
+    )
+
+    def __init__(self, conn: socket.socket, fds: list[int], data: tuple[Any, ...]) -> None:
+        self.conn = conn
+        self.fds = fds
+        self.template: socket.socket | None = None
+        (_, self.args, self.cwd, self.env, self.umask, self.argv0, self.path, self.streams) = data[
+            :8
+        ]
+        #: the client's descriptors (of 0-2) that are its terminal: the command gets a
+        #: pseudo-terminal of its own in their place
+        self.tty: list[int] = data[8]
+
+
+class Server:
+    """The accept loop (:meth:`serve`), which returns only in a forked child."""
+
+    def __init__(self, paths: Paths, path: str) -> None:
+        self.paths = paths
+        self.path = path
+        self.children: dict[int, socket.socket] = {}
+        self.config_key: object = None
+        self.warm, self.idle = "auto", DEFAULT_IDLE_MINUTES * 60.0
+        self.modules = self._module_files()
+        self.index_key: object = None
+        self.wasm_loaded = False
+        self.wasm_table: object = None
+        self.stopping = False
+        self.template: socket.socket | None = None
+        self.template_pid = 0
+        #: descriptors only the server may hold (its lock, listener, wake-up pipe)
+        self.own: tuple[int, ...] = ()
+        #: the child forked ahead for the next connection, and its socket
+        self.spare: tuple[int, socket.socket] | None = None
+        self.listener: socket.socket
+
+    # --- staleness -----------------------------------------------------------------
+
+    @staticmethod
+    def _module_files() -> dict[str, tuple[int, int] | None]:
+        """The files of the Conduit modules this process has imported, with their mtime
+        and size: a changed one means the installed Conduit is not the one in memory."""
+        out = {}
+        for name, module in list(sys.modules.items()):
+            if name == "conduit" or name.startswith("conduit."):
+                file = getattr(module, "__file__", None)
+                if file:
+                    out[file] = _stat(file)
+        return out
+
+    def stale(self) -> bool:
+        return any(_stat(file) != key for file, key in self.modules.items())
+
+    def read_config(self) -> None:
+        """``[kernel]`` again when the config file changed (one stat otherwise)."""
+        key = _stat(self.paths.config_file)
+        if key == self.config_key:
+            return
+        self.config_key = key
+        try:
+            from conduit.config import read_data
+
+            data = read_data(self.paths.config_file)
+        except Exception:  # a broken config: the cold path reports it; keep defaults
+            data = {}
+        self.warm, self.idle = settings(data)
+        self.wasm_table = data.get("wasm")
+
+    def preload_wasm(self) -> None:
+        """wasmtime and the engine, once the index has a WebAssembly plugin (so that a
+        WebAssembly command does not pay for the import; the epoch thread starts only
+        inside a command)."""
+        if self.wasm_loaded:
+            return
+        from conduit.index import index_path
+
+        file = index_path(self.paths)
+        key = _stat(file)
+        if key == self.index_key:
+            return
+        self.index_key = key
+        try:
+            with open(file, "rb") as f:
+                if b"wasm" not in f.read():
+                    return
+            from conduit.hosts.wasm.runtime import WasmSettings, import_wasmtime, runtime
+
+            import_wasmtime()
+            runtime(WasmSettings.from_table(self.wasm_table), self.paths.cache_dir)
+            import conduit.hosts.wasm.host  # noqa: F401
+        except Exception:
+            return  # no wasm extra installed: the child reports it the usual way
+        self.wasm_loaded = True
+        self.modules = self._module_files()  # these are Conduit's files in memory too
+
+    def start_template(self) -> None:
+        """(Re)start the host template (conduit.hosts.zygote): between requests only."""
+        from conduit.hosts.zygote import start
+
+        if self.template is not None:
+            self.template.close()
+        self.template, self.template_pid = start(self.own)
+
+    # --- the loop --------------------------------------------------------------------
+
+    def serve(self, listener: socket.socket, keep: list[int]) -> socket.socket:
+        """Accept until idle, handing each connection to a spare child forked ahead of
+        it (so that the fork is not on the client's time); in a spare child, return the
+        socket its connection will come on (:meth:`take`)."""
+        wake_r, wake_w = os.pipe()
+        os.set_blocking(wake_w, False)
+        signal.signal(signal.SIGCHLD, lambda signum, frame: None)
+        signal.signal(signal.SIGTERM, self._stop)
+        signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+        self.own = (listener.fileno(), wake_r, wake_w, *keep)
+        self.listener = listener
+        last = time.monotonic()
+        while True:
+            if self.spare is None and not self.children:
+                end = self._fork_spare()  # between commands: off anyone's time
+                if end is not None:
+                    return end
+            timeout = None if self.children else max(0.0, last + self.idle - time.monotonic())
+            try:
+                ready, _, _ = select.select([listener.fileno(), wake_r], [], [], timeout)
+            except InterruptedError:
+                ready = []
+            if self.stopping:
+                self._exit()
+            if not ready:
+                if not self.children and time.monotonic() >= last + self.idle:
+                    self._exit()
+                continue
+            if wake_r in ready:
+                os.read(wake_r, 512)
+                self._reap()
+            if listener.fileno() in ready:
+                last = time.monotonic()
+                try:
+                    conn, _ = listener.accept()
+                except OSError:
+                    continue
+                if not _ours(conn):  # another user: nothing for them (the spare checks too)
+                    conn.close()
+                    continue
+                for _attempt in range(2):
+                    if self.spare is None:
+                        end = self._fork_spare()
+                        if end is not None:
+                            return end
+                    assert self.spare is not None
+                    pid, handle = self.spare
+                    self.spare = None
+                    try:
+                        fd = conn.fileno().to_bytes(4, sys.byteorder)
+                        handle.sendmsg([b"C"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fd)])
+                    except OSError:  # the spare died: another one
+                        continue
+                    finally:
+                        handle.close()
+                    self.children[pid] = conn
+                    break
+                else:
+                    conn.close()
+                self.preload_wasm()
+
+    def _fork_spare(self) -> socket.socket | None:
+        """A spare child, waiting for a connection: None in the server, the socket to
+        wait on in the child."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        pid = os.fork()
+        if pid == 0:
+            signal.set_wakeup_fd(-1)
+            ours.close()
+            for fd in self.own:
+                os.close(fd)
+            for conn in self.children.values():
+                conn.close()
+            return theirs
+        theirs.close()
+        self.spare = (pid, ours)
+        return None
+
+    def take(self, end: socket.socket) -> _Request:
+        """In a spare child: wait for the connection, check its peer and read the
+        request; a stale or switched-off server refuses it (and stops)."""
+        try:
+            _, ancdata, _, _ = end.recvmsg(1, socket.CMSG_SPACE(4))
+        except OSError:
+            ancdata = []
+        fds = _fds(ancdata)
+        end.close()
+        if len(fds) != 1:
+            os._exit(0)  # the server has gone
+        conn = socket.socket(fileno=fds[0])
+        received: list[int] = []
+        try:
+            if not _ours(conn):
+                os._exit(0)
+            conn.settimeout(REQUEST_TIMEOUT)
+            data, received = _receive(conn)
+            self.read_config()
+            if data[0] != __version__ or self.warm == "off" or self.stale():
+                conn.sendall(b"R")  # run it cold, and the next one starts a new server
+                os.kill(os.getppid(), signal.SIGTERM)
+                os._exit(0)
+            conn.settimeout(None)
+            request = _Request(conn, received, data)
+        except (OSError, ValueError, EOFError, TypeError, IndexError):
+            os._exit(0)
+        request.template = self.template
+        return request
+
+    def _stop(self, signum: int, frame: object) -> None:
+        self.stopping = True  # (SIGTERM, from `conduit server stop`): leave at once
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG | os.WUNTRACED)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            if os.WIFSTOPPED(status):  # Ctrl-Z on its terminal: the client stops too
+                if pid in self.children:
+                    with contextlib.suppress(OSError):
+                        self.children[pid].sendall(b"T\0\0\0\0")
+                continue
+            if pid == self.template_pid:
+                self.start_template()
+                continue
+            if self.spare is not None and pid == self.spare[0]:
+                self.spare[1].close()
+                self.spare = None
+                continue
+            conn = self.children.pop(pid, None)
+            if conn is None:
+                continue
+            with contextlib.suppress(OSError):  # the client may have gone (with the status)
+                conn.sendall(b"S" + status.to_bytes(4, sys.byteorder, signed=True))
+            conn.close()
+
+    def _exit(self) -> NoReturn:
+        """Leave: the socket is removed, the spare and
+        the host template are let go, and the process exits once the running commands'
+        statuses have been passed on."""
+        # Both files are this server's: it holds the address's lock until it exits, so no
+        # other server has replaced them.
+        for file in (self.path, self.path + ".state"):
+            with contextlib.suppress(OSError):
+                os.unlink(file)
+        self.listener.close()
+        if self.spare is not None:
+            self.spare[1].close()  # it reads end-of-file and exits
+        if self.template is not None:
+            self.template.close()  # it exits once the last command has closed it too
+        deadline = time.monotonic() + 3600.0
+        while self.children and time.monotonic() < deadline:
+            try:
+                pid, status = os.waitpid(-1, 0)
+            except ChildProcessError:
+                break
+            conn = self.children.pop(pid, None)
+            if conn is not None:
+                with contextlib.suppress(OSError):
+                    conn.sendall(b"S" + status.to_bytes(4, sys.byteorder, signed=True))
+                conn.close()
+        os._exit(0)
+
+
+def _ours(conn: socket.socket) -> bool:
+    """Whether the peer of ``conn`` runs as this user (SO_PEERCRED, set at connect)."""
+    cred = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
+    return int.from_bytes(cred[4:8], sys.byteorder) == os.getuid()
+
+
+def _fds(ancdata: list[tuple[int, int, bytes]]) -> list[int]:
+    out: list[int] = []
+    for level, kind, payload in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            usable = len(payload) - len(payload) % 4
+            out += [int.from_bytes(payload[i : i + 4], sys.byteorder) for i in range(0, usable, 4)]
+    return out
+
+
+def _stat(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size)
+
+
+def _receive(conn: socket.socket) -> tuple[tuple[Any, ...], list[int]]:
+    """One request: its data and the three file descriptors that came with it."""
+    data, ancdata, _, _ = conn.recvmsg(65536, socket.CMSG_SPACE(3 * 4))
+    fds = _fds(ancdata)
+    if data[:4] != MAGIC or len(fds) != 3:
+        raise ValueError("not a request")
+    size = int.from_bytes(data[4:8], sys.byteorder)
+    if size > MAX_REQUEST:
+        raise ValueError("request too large")
+    body = bytearray(data[8:])
+    while len(body) < size:
+        chunk = conn.recv(min(65536, size - len(body)))
+        if not chunk:
+            raise EOFError
+        body += chunk
+    request = marshal.loads(bytes(body))
+    if not isinstance(request, tuple) or len(request) != 9:
+        raise ValueError("not a request")
+    return request, fds
+
+
+def _preload() -> None:
+    """What every command imports, imported once here (no plugin code)."""
+    import importlib.util  # noqa: F401
+    import json  # noqa: F401
+    import struct  # noqa: F401
+
+    import click  # noqa: F401
+    import msgspec  # noqa: F401
+
+    import conduit.cli
+    import conduit.config
+    import conduit.errors
+    import conduit.hosts.inprocess
+    import conduit.index
+    import conduit.kernel.activation
+    import conduit.kernel.admin
+    import conduit.kernel.core
+    import conduit.runlog
+    import conduit.sdk
+    import conduit.security.capabilities
+    import conduit.security.grants
+    import conduit.security.guard
+    import conduit.style
+    from conduit.hosts.process import preload
+
+    preload()
+    import conduit.text  # noqa: F401
+
+
+def _become(request: _Request) -> int:
+    """In the forked child: take on the client's process state and run the command."""
+    conn = request.conn
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGTSTP):
+        signal.signal(signum, signal.SIG_DFL)
+    for target, fd in enumerate(request.fds):
+        os.dup2(fd, target)
+        os.close(fd)
+    hello = b"P" + os.getpid().to_bytes(4, sys.byteorder)
+    if request.tty:
+        master = _terminal(request.tty)
+        # The command's group is orphaned (a session of its own, its parent in another),
+        # so the terminal's SIGTSTP would be discarded: Ctrl-Z stops the group itself,
+        # which the server sees and tells the client, which stops too (as a job does).
+        signal.signal(signal.SIGTSTP, _stop_group)
+        fds = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, master.to_bytes(4, sys.byteorder))]
+        conn.sendmsg([hello], fds)
+        os.close(master)
+    else:
+        with contextlib.suppress(OSError):
+            os.setpgid(0, 0)
+        conn.sendall(hello)
+    conn.settimeout(REQUEST_TIMEOUT)
+    try:
+        go = conn.recv(1)
+    except OSError:
+        go = b""
+    if go != b"G":
+        os._exit(0)  # the client gave up and runs the command itself
+    conn.settimeout(None)
+    try:
+        os.chdir(request.cwd)
+    except OSError as exc:
+        os.write(2, f"conduit: cannot enter {request.cwd!r}: {exc.strerror}\n".encode())
+        return 1
+    os.environ.clear()
+    os.environ.update(request.env)
+    time.tzset()
+    os.umask(request.umask)
+    sys.argv = [request.argv0, *request.args]
+    sys.path[:] = request.path
+    _streams(request.streams)
+    from conduit.hosts import process
+
+    process.TEMPLATE = request.template  # Python hosts are forked from the template
+    import atexit
+
+    atexit.register(_report, conn)
+    from conduit.cli import main
+
+    code = main(request.args)
+    _CODE[0] = code
+    return code
+
+
+_CODE = [1]
+
+
+def _stop_group(signum: int, frame: object) -> None:
+    os.kill(0, signal.SIGSTOP)
+
+
+def _terminal(ttys: list[int]) -> int:
+    """A pseudo-terminal for the command: a new session whose controlling terminal it
+    is (so ``/dev/tty``, job control and Ctrl-C work as on the user's), with the
+    user's terminal's modes and size, on the descriptors in ``ttys``. Returns the
+    master side, for the client."""
+    import fcntl
+    import termios
+
+    master, slave = os.openpty()
+    outer = ttys[0]
+    with contextlib.suppress(termios.error, OSError):
+        termios.tcsetattr(slave, termios.TCSANOW, termios.tcgetattr(outer))
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, fcntl.ioctl(outer, termios.TIOCGWINSZ, b"\0" * 8))
+    os.setsid()
+    fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
+    for fd in ttys:
+        os.dup2(slave, fd)
+    os.close(slave)
+    return master
+
+
+def _report(conn: socket.socket) -> None:
+    """The last thing the child does (the first atexit handler registered, so the last
+    run): flush the command's output, then give the client its exit status."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except (OSError, ValueError):
+            pass
+    with contextlib.suppress(OSError):
+        conn.sendall(b"X" + _CODE[0].to_bytes(4, sys.byteorder, signed=True))
+    # The interpreter's teardown that follows is nobody's wait any more: it yields the
+    # CPU to the commands that come next.
+    with contextlib.suppress(OSError):
+        os.nice(19)
+
+
+def _streams(spec: list[tuple[str, str] | None]) -> None:
+    """New ``sys.stdin``/``stdout``/``stderr`` on fds 0-2, with the client's encodings
+    and Python's buffering rules (stdout line-buffered on a terminal, stderr always)."""
+    import io
+
+    made: list[io.TextIOWrapper | None] = []
+    for fd, item in enumerate(spec):
+        if item is None:
+            made.append(None)
+            continue
+        encoding, errors = item
+        raw = io.FileIO(fd, "r" if fd == 0 else "w", closefd=False)
+        buffered = io.BufferedReader(raw) if fd == 0 else io.BufferedWriter(raw)
+        line = fd == 2 or (fd == 1 and raw.isatty())
+        made.append(io.TextIOWrapper(buffered, encoding, errors, line_buffering=line))
+    sys.stdin, sys.stdout, sys.stderr = made
+    sys.__stdin__, sys.__stdout__, sys.__stderr__ = made  # type: ignore[misc]
+
+
+def main() -> None:
+    """The server process: claim the socket (one server per address), preload, serve."""
+    paths = resolve()
+    path = address(paths)
+    directory = runtime_dir()
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(directory, 0o700)
+    if not private_dir(directory):
+        sys.stderr.write(f"conduit server: {directory} is not a private directory of this user\n")
+        os._exit(1)
+    lock_fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os._exit(0)  # another server has this address
+    os.chdir("/")
+    if sys.path and sys.path[0] == "":
+        del sys.path[0]  # `-c` put the current directory first; a command never sees it
+    _preload()
+    server = Server(paths, path)
+    server.read_config()
+    if server.warm == "off":
+        os._exit(0)
+    server.preload_wasm()
+    server.own = (lock_fd,)
+    server.start_template()
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    temporary = f"{path}.{os.getpid()}"
+    with contextlib.suppress(OSError):
+        os.unlink(temporary)
+    listener.bind(temporary)
+    listener.listen(64)
+    os.rename(temporary, path)  # replaces a dead server's socket file atomically
+    state = path + ".state"
+    with open(state + ".tmp", "w", encoding="utf-8") as f:
+        f.write(
+            f"pid={os.getpid()}\nversion={__version__}\nstarted={time.time():.0f}\n"
+            f"socket={path}\nidle-minutes={server.idle / 60:g}\n"
+        )
+    os.replace(state + ".tmp", state)
+    gc.collect()
+    gc.freeze()  # the children's first collections do not touch (and copy) these pages
+    end = server.serve(listener, [lock_fd])  # returns in a spare child only
+    sys.exit(_become(server.take(end)))

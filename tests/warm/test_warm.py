@@ -1,0 +1,448 @@
+"""The warm kernel (conduit/warm/): a server that forks a child per command.
+
+Every test here runs real ``conduit`` processes against a real server started for the
+test's own ``CONDUIT_HOME`` and runtime directory (tests/conftest.py stops it after),
+and compares with the same command on the cold path where that is the claim.
+"""
+
+from __future__ import annotations
+
+import json
+import marshal
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from _factory import manifest_block, write
+
+pytestmark = [
+    pytest.mark.timeout(120),
+    pytest.mark.skipif(sys.platform != "linux", reason="the warm kernel is POSIX (Linux tested)"),
+]
+
+PROBE = """\
+import json, os, sys, time
+import click
+from conduit.sdk import Plugin
+
+@click.group("probe")
+def probe():
+    pass
+
+@probe.command("info")
+def info():
+    umask = os.umask(0); os.umask(umask)
+    click.echo(json.dumps({
+        "pid": os.getpid(), "ppid": os.getppid(), "cwd": os.getcwd(), "umask": umask,
+        "argv0": sys.argv[0], "var": os.environ.get("PROBE_VAR"),
+        "tty": [sys.stdin.isatty(), sys.stdout.isatty()],
+        "path0": sys.path[0],
+    }))
+
+@probe.command("cat")
+def cat():
+    click.echo(sys.stdin.read().upper(), nl=False)
+
+@probe.command("exit")
+@click.argument("code", type=int)
+def exit_(code):
+    click.echo("leaving", err=True)
+    sys.exit(code)
+
+@probe.command("fail")
+def fail():
+    raise RuntimeError("it broke")
+
+@probe.command("kill")
+@click.argument("signum", type=int)
+def kill(signum):
+    click.echo("dying")
+    sys.stdout.flush()
+    os.kill(os.getpid(), signum)
+
+@probe.command("wait")
+@click.argument("path")
+def wait(path):
+    click.echo("waiting")
+    sys.stdout.flush()
+    while not os.path.exists(path):
+        time.sleep(0.02)
+    click.echo("done")
+
+class P(Plugin):
+    def boot(self, ctx):
+        ctx.register_command(probe)
+"""
+
+
+def probe_plugin(plugin_dir: Path) -> None:
+    toml = 'name = "probe"\napi = ">=1.0,<2"\n'
+    toml += 'capabilities = ["filesystem:read", "env:read:PROBE_VAR"]\n'
+    for name in ("probe", "probe info", "probe cat", "probe exit", "probe fail"):
+        toml += f'[[commands]]\nname = "{name}"\n'
+    for name in ("probe kill", "probe wait"):
+        toml += f'[[commands]]\nname = "{name}"\n'
+    write(plugin_dir, "probe.py", manifest_block(toml) + PROBE)
+
+
+def conduit(
+    *args: str,
+    warm: bool = True,
+    env: dict[str, str] | None = None,
+    input: str | None = None,
+    cwd: Path | None = None,
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "conduit", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "CONDUIT_WARM": "1" if warm else "0", **(env or {})},
+        input=input,
+        cwd=cwd,
+        timeout=60,
+    )
+
+
+def status() -> dict[str, object]:
+    proc = conduit("server", "status", "--json")
+    return dict(json.loads(proc.stdout))
+
+
+def wait_for(predicate, timeout: float = 30.0) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+@pytest.fixture
+def server(plugin_dir: Path) -> int:
+    """A running warm kernel (started with ``conduit server start``): its pid."""
+    probe_plugin(plugin_dir)
+    conduit("plugins", "grant", "probe", "filesystem:read", "env:read:PROBE_VAR", warm=False)
+    started = conduit("server", "start")
+    assert started.returncode == 0, started.stderr
+    assert "Started the warm kernel" in started.stdout
+    return int(str(status()["pid"]))
+
+
+def test_start_status_stop(conduit_home: Path) -> None:
+    before = conduit("server", "status")
+    assert before.returncode == 3
+    assert "not running" in before.stdout
+    assert conduit("server", "start").returncode == 0
+    state = status()
+    assert state["running"] is True
+    sock = Path(str(state["socket"]))
+    assert sock.is_socket()
+    assert oct(sock.parent.stat().st_mode & 0o777) == "0o700"
+    again = conduit("server", "start")
+    assert again.returncode == 0
+    assert f"already running (pid {state['pid']})" in again.stdout
+    stopped = conduit("server", "stop")
+    assert f"Stopped the warm kernel (pid {state['pid']})" in stopped.stdout
+    assert conduit("server", "status").returncode == 3
+    assert not sock.exists()
+    assert "not running" in conduit("server", "stop").stdout
+
+
+def test_a_command_runs_in_a_child_of_the_server_with_the_clients_state(
+    server: int, tmp_path: Path
+) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    proc = subprocess.run(
+        [sys.executable, "-m", "conduit", "probe", "info"],
+        capture_output=True,
+        text=True,
+        cwd=work,
+        env={**os.environ, "CONDUIT_WARM": "1", "PROBE_VAR": "from the client"},
+        preexec_fn=lambda: os.umask(0o027),
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout)
+    assert info["ppid"] == server  # forked by the server, not started by this test
+    assert info["cwd"] == str(work)
+    assert info["umask"] == 0o027
+    assert info["var"] == "from the client"
+    assert info["tty"] == [False, False]
+    cold = subprocess.run(
+        [sys.executable, "-m", "conduit", "probe", "info"],
+        capture_output=True,
+        text=True,
+        cwd=work,
+        env={**os.environ, "CONDUIT_WARM": "0"},
+        timeout=60,
+    )
+    assert info["path0"] == json.loads(cold.stdout)["path0"]  # sys.path as the client had it
+    piped = conduit("probe", "cat", input="through stdin\n")
+    assert piped.stdout == "THROUGH STDIN\n"
+
+
+CASES = [
+    ("probe", "info", "--help"),
+    ("probe", "exit", "7"),
+    ("probe", "fail"),
+    ("probe", "nosuch"),
+    ("nosuch",),
+    ("--no-plugins", "probe", "info"),
+    ("plugins", "permissions", "probe"),
+    ("config", "get", "store.installer"),
+]
+
+
+@pytest.mark.parametrize("args", CASES, ids=[" ".join(c) for c in CASES])
+def test_warm_and_cold_give_the_same_results(server: int, args: tuple[str, ...]) -> None:
+    cold = conduit(*args, warm=False)
+    warm = conduit(*args)
+    assert (warm.returncode, warm.stdout, warm.stderr) == (
+        cold.returncode,
+        cold.stdout,
+        cold.stderr,
+    )
+    assert status()["pid"] == server  # served, not refused (a refusal stops the server)
+
+
+def test_a_command_killed_by_a_signal_ends_the_client_the_same_way(server: int) -> None:
+    cold = conduit("probe", "kill", str(int(signal.SIGTERM)), warm=False)
+    warm = conduit("probe", "kill", str(int(signal.SIGTERM)))
+    assert cold.returncode == warm.returncode == -signal.SIGTERM
+    assert cold.stdout == warm.stdout == "dying\n"
+
+
+def test_a_killed_server_between_commands_means_a_cold_run_then_a_new_server(
+    server: int,
+) -> None:
+    os.kill(server, signal.SIGKILL)
+    assert wait_for(lambda: status()["running"] is False)
+    proc = conduit("probe", "info")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["ppid"] != server
+    # ... and that cold run started a new server (CONDUIT_WARM=1) for the next command
+    assert wait_for(lambda: status()["running"] is True)
+    new = int(str(status()["pid"]))
+    assert new != server
+    assert json.loads(conduit("probe", "info").stdout)["ppid"] == new
+
+
+def test_a_server_killed_mid_command_still_gets_the_command_its_status(
+    server: int, tmp_path: Path
+) -> None:
+    flag = tmp_path / "go"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "conduit", "probe", "wait", str(flag)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "CONDUIT_WARM": "1"},
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline() == "waiting\n"
+    os.kill(server, signal.SIGKILL)
+    flag.touch()
+    out, err = proc.communicate(timeout=60)
+    assert (proc.returncode, out, err) == (0, "done\n", "")
+
+
+def test_an_exit_status_is_kept_when_the_server_goes_mid_command(
+    server: int, tmp_path: Path
+) -> None:
+    # the child reports its own status: the server's death does not turn it into 1
+    flag = tmp_path / "go"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "conduit", "probe", "wait", str(flag)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "CONDUIT_WARM": "1"},
+    )
+    assert proc.stdout is not None
+    proc.stdout.readline()
+    conduit("server", "stop")  # the server leaves; the running command goes on
+    flag.touch()
+    out, _ = proc.communicate(timeout=60)
+    assert (proc.returncode, out) == (0, "done\n")
+
+
+def test_a_changed_conduit_module_makes_the_server_refuse_and_stop(server: int) -> None:
+    import conduit.warm.client as client
+
+    path = Path(client.__file__)
+    before = path.stat()
+    try:
+        os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns + 1_000_000_000))
+        proc = conduit("probe", "info")
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(proc.stdout)["ppid"] != server  # ran cold
+        assert wait_for(lambda: not _running(server))
+    finally:
+        os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+
+
+def test_a_client_of_another_version_is_refused(server: int) -> None:
+    from conduit.paths import resolve
+    from conduit.warm.client import MAGIC, address
+
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(address(resolve()))
+    request = marshal.dumps(
+        ("0.0.0-other", ["probe", "info"], "/", {}, 0o22, "x", [], [None] * 3, [])
+    )
+    fds = b"".join(fd.to_bytes(4, sys.byteorder) for fd in (0, 1, 2))
+    head = MAGIC + len(request).to_bytes(4, sys.byteorder)
+    sock.sendmsg([head + request], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
+    sock.settimeout(10)
+    assert sock.recv(5) == b"R"
+    sock.close()
+    assert wait_for(lambda: not _running(server))
+
+
+def test_warm_off_in_the_config_stops_the_server_and_start_refuses(
+    server: int, conduit_home: Path
+) -> None:
+    with (conduit_home / "config.toml").open("a", encoding="utf-8") as f:
+        f.write('\n[kernel]\nwarm = "off"\n')
+    proc = conduit("probe", "info", env={"CONDUIT_WARM": ""})
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["ppid"] != server
+    assert wait_for(lambda: not _running(server))
+    refused = conduit("server", "start", env={"CONDUIT_WARM": ""})
+    assert refused.returncode == 1
+    assert refused.stderr.startswith("error: the warm kernel is off in the config")
+    assert "conduit config set kernel.warm auto" in refused.stderr
+    # and a cold command does not start one either
+    conduit("probe", "info", env={"CONDUIT_WARM": ""})
+    time.sleep(1.0)
+    assert status()["running"] is False
+
+
+def test_the_client_does_not_use_a_directory_others_can_enter(
+    server: int, conduit_home: Path
+) -> None:
+    runtime = Path(str(status()["socket"])).parent
+    runtime.chmod(0o755)
+    try:
+        proc = conduit("probe", "info")
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(proc.stdout)["ppid"] != server  # ran cold
+    finally:
+        runtime.chmod(0o700)
+    assert json.loads(conduit("probe", "info").stdout)["ppid"] == server
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another user")
+def test_another_user_is_refused_by_the_server(server: int, tmp_path: Path) -> None:
+    sock_path = str(status()["socket"])
+    runtime = Path(sock_path).parent
+    marker = tmp_path / "ran"
+    # the test's XDG_RUNTIME_DIR and the socket's directory opened up for the attacker
+    runtime.parent.chmod(0o711)
+    runtime.chmod(0o711)
+    os.chmod(sock_path, 0o777)
+    try:
+        pid = os.fork()
+        if pid == 0:  # the attacker: another uid that reached the socket
+            code = 1
+            try:
+                os.setgroups([])
+                os.setgid(65534)
+                os.setuid(65534)
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                sock.connect(sock_path)
+                from conduit import __version__
+                from conduit.warm.client import MAGIC
+
+                args = ["probe", "wait", str(marker)]
+                request = marshal.dumps(
+                    (__version__, args, "/", {}, 0o22, "x", sys.path, [None] * 3, [])
+                )
+                fds = b"".join(fd.to_bytes(4, sys.byteorder) for fd in (0, 1, 2))
+                head = MAGIC + len(request).to_bytes(4, sys.byteorder)
+                sock.sendmsg([head + request], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
+                sock.settimeout(10)
+                answer = sock.recv(5)
+                os.write(2, f"answer: {answer!r}\n".encode())
+                code = 0 if answer == b"" else 2
+            except (BrokenPipeError, ConnectionResetError):
+                code = 0  # closed on it before it had sent its request
+            except BaseException as exc:
+                os.write(2, f"attacker: {exc!r}\n".encode())
+            finally:
+                os._exit(code)
+        _, st = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(st) == 0  # connection closed, nothing answered
+    finally:
+        runtime.chmod(0o700)
+        runtime.parent.chmod(0o700)
+    assert not marker.exists()
+    assert status()["pid"] == server
+    assert json.loads(conduit("probe", "info").stdout)["ppid"] == server
+
+
+def test_an_idle_server_exits(conduit_home: Path) -> None:
+    (conduit_home / "config.toml").write_text("[kernel]\nidle-minutes = 0.01\n", encoding="utf-8")
+    assert conduit("server", "start").returncode == 0
+    assert wait_for(lambda: status()["running"] is False, timeout=30)
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rpartition(b")")[2].split()[0] != b"Z"
+    except OSError:
+        return False
+
+
+def test_auto_starts_a_server_after_a_cold_command_but_not_in_ci(plugin_dir: Path) -> None:
+    probe_plugin(plugin_dir)
+    conduit("plugins", "grant", "probe", "filesystem:read", "env:read:PROBE_VAR", warm=False)
+    # [kernel] warm = "auto" (the default), in CI: no server
+    first = conduit("probe", "info", env={"CONDUIT_WARM": "", "CI": "true"})
+    assert first.returncode == 0, first.stderr
+    time.sleep(1.0)
+    assert status()["running"] is False
+    # ... and outside CI the command that found none starts one, without waiting for it
+    second = conduit("probe", "info", env={"CONDUIT_WARM": "", "CI": ""})
+    assert second.returncode == 0, second.stderr
+    assert wait_for(lambda: status()["running"] is True)
+    pid = int(str(status()["pid"]))
+    third = conduit("probe", "info", env={"CONDUIT_WARM": "", "CI": "true"})
+    assert json.loads(third.stdout)["ppid"] == pid  # a running one is used, in CI too
+
+
+def test_a_webassembly_command_warm_and_cold(plugin_dir: Path) -> None:
+    wasmtime = pytest.importorskip("wasmtime")
+    wat = """(module
+ (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+ (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+ (memory (export "memory") 2)
+ (data (i32.const 100) "hello from wasm\\n")
+ (func (export "_start")
+   (i32.store (i32.const 0) (i32.const 100))
+   (i32.store (i32.const 4) (i32.const 16))
+   (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))
+   (call $exit (i32.const 5))))"""
+    (plugin_dir / "wasmhi.wasm").write_bytes(wasmtime.wat2wasm(wat))
+    (plugin_dir / "wasmhi.toml").write_text('api = ">=1.0"\n[[commands]]\nname = "wasmhi"\n')
+    cold = conduit("wasmhi", warm=False)
+    assert (cold.returncode, cold.stdout) == (5, "hello from wasm\n"), cold.stderr
+    assert conduit("server", "start").returncode == 0
+    pid = int(str(status()["pid"]))
+    warm = conduit("wasmhi")
+    assert (warm.returncode, warm.stdout, warm.stderr) == (
+        cold.returncode,
+        cold.stdout,
+        cold.stderr,
+    )
+    assert status()["pid"] == pid
+    # the server imported wasmtime and made the engine once it saw the module's plugin
+    with open(f"/proc/{pid}/maps", encoding="utf-8") as f:
+        assert "wasmtime" in f.read()

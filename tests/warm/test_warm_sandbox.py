@@ -1,0 +1,152 @@
+"""Sandboxed process plugins under the warm kernel, tried as an attacker would.
+
+A host started by the warm kernel is forked from its host template
+(conduit/hosts/zygote.py), not started as a new interpreter. What an attacker in such a
+host would look for is what a fork copies: memory. The plugin here scans every page of
+its own address space it can read (the ``write()`` of an unmapped address fails with
+EFAULT instead of crashing) for a secret that is in the user's environment and that
+another plugin was granted; it must find nothing, cold or warm. The sandbox must also
+still refuse it what it was not granted.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from _factory import manifest_block, write
+
+pytestmark = [
+    pytest.mark.timeout(180),
+    pytest.mark.skipif(sys.platform != "linux", reason="the process sandbox is Linux's"),
+]
+
+GRANTED = """\
+import os
+import click
+from conduit.sdk import Plugin
+
+@click.command("granted")
+def granted():
+    click.echo("granted sees " + str(len(os.environ.get("WARM_SECRET", ""))))
+
+class P(Plugin):
+    def boot(self, ctx):
+        ctx.register_command(granted)
+"""
+
+SNOOP = """\
+import ctypes, os
+import click
+from conduit.sdk import Plugin
+
+PAGE = 4096
+
+def regions():
+    try:
+        with open("/proc/self/maps") as f:
+            for line in f:
+                span, perms = line.split()[:2]
+                if perms.startswith("r"):
+                    lo, hi = (int(x, 16) for x in span.split("-"))
+                    yield lo, hi
+        return
+    except OSError:
+        pass
+    # no /proc here: around the heap, the interpreter's objects and a fresh mapping
+    probes = [id(object()), id(bytearray(1 << 20)), ctypes.addressof(ctypes.create_string_buffer(1 << 18))]
+    for p in probes:
+        base = p - p % PAGE
+        yield max(PAGE, base - (256 << 20)), base + (256 << 20)
+
+@click.command("snoop")
+@click.argument("first")
+@click.argument("second")
+def snoop(first, second):
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.write.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t]
+    r, w = os.pipe()
+    a, b = first.encode(), second.encode()
+    found = pages = 0
+    seen = set()
+    for lo, hi in regions():
+        addr = lo
+        while addr < hi:
+            if addr in seen:
+                addr += PAGE
+                continue
+            seen.add(addr)
+            if libc.write(w, addr, PAGE) == PAGE:
+                data = os.read(r, PAGE)
+                pages += 1
+                i = data.find(a)
+                while i >= 0:
+                    end = i + len(a)
+                    if data[end : end + len(b)] == b:
+                        found += 1
+                    elif end + len(b) > PAGE:
+                        # a hit across the page's end: compare with the next page
+                        if libc.write(w, addr + PAGE, PAGE) == PAGE:
+                            rest = os.read(r, PAGE)
+                            if (data[end:] + rest)[: len(b)] == b:
+                                found += 1
+                    i = data.find(a, i + 1)
+            addr += PAGE
+    click.echo(f"scanned {pages} pages, found {found}")
+    try:
+        open(os.environ.get("HOME", "/root") + "/.bashrc").close()
+        click.echo("read outside the grants")
+    except OSError:
+        click.echo("denied outside the grants")
+
+class P(Plugin):
+    def boot(self, ctx):
+        ctx.register_command(snoop)
+"""
+
+
+def plugin(name: str, caps: str, source: str) -> str:
+    toml = f'name = "{name}"\napi = ">=1.0,<2"\nisolation = "process"\n'
+    toml += f"capabilities = [{caps}]\n" if caps else ""
+    toml += f'[[commands]]\nname = "{name}"\n'
+    return manifest_block(toml) + source
+
+
+def conduit(*args: str, warm: bool, secret: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "conduit", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "CONDUIT_WARM": "1" if warm else "0", "WARM_SECRET": secret},
+        timeout=150,
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("warm", [False, True], ids=["cold", "warm"])
+def test_a_host_holds_nothing_of_the_environment_it_was_not_granted(
+    plugin_dir: Path, warm: bool
+) -> None:
+    write(plugin_dir, "granted.py", plugin("granted", '"env:read:WARM_SECRET"', GRANTED))
+    write(plugin_dir, "snoop.py", plugin("snoop", "", SNOOP))
+    first, second = secrets.token_hex(16), secrets.token_hex(16)
+    secret = first + second
+    grant = conduit("plugins", "grant", "granted", "env:read:WARM_SECRET", warm=False, secret="")
+    assert grant.returncode == 0, grant.stderr
+    if warm:
+        started = conduit("server", "start", warm=True, secret=secret)
+        assert started.returncode == 0, started.stderr
+    # another plugin's host had the secret (granted to it) just before
+    ran = conduit("granted", warm=warm, secret=secret)
+    assert ran.stdout == "granted sees 64\n", ran.stderr
+    proc = conduit("snoop", first, second, warm=warm, secret=secret)
+    assert proc.returncode == 0, proc.stderr
+    scanned, found = proc.stdout.splitlines()[0].split(" pages, found ")
+    assert int(scanned.split()[1]) > 1000  # it did look
+    assert found == "0"
+    assert proc.stdout.splitlines()[1] == "denied outside the grants"

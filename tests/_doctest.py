@@ -216,7 +216,9 @@ class World:
         splice = tools / "splice"
         splice.write_text(f"#!{sys.executable}\n{SPLICE}", encoding="utf-8")
         splice.chmod(0o755)
-        keep = ("LANG", "LC_ALL", "TMPDIR", "SYSTEMROOT")
+        # CONDUIT_WARM and XDG_RUNTIME_DIR: the examples run cold, as the test's conftest
+        # says, and a warm kernel one of them starts is the test's, stopped after it
+        keep = ("LANG", "LC_ALL", "TMPDIR", "SYSTEMROOT", "CONDUIT_WARM", "XDG_RUNTIME_DIR")
         self.env = {k: v for k, v in os.environ.items() if k in keep}
         self.env.update(
             HOME=str(self.home),

@@ -446,3 +446,68 @@ def test_a_webassembly_command_warm_and_cold(plugin_dir: Path) -> None:
     # the server imported wasmtime and made the engine once it saw the module's plugin
     with open(f"/proc/{pid}/maps", encoding="utf-8") as f:
         assert "wasmtime" in f.read()
+
+
+CRASHY = """\
+import os, signal
+import click
+from conduit.sdk import Plugin
+
+@click.command("crashy")
+def crashy():
+    os.kill(os.getpid(), signal.SIGSEGV)
+
+class P(Plugin):
+    def boot(self, ctx):
+        ctx.register_command(crashy)
+"""
+
+
+def test_a_host_that_crashes_is_reported_as_on_the_cold_path(plugin_dir: Path) -> None:
+    pytest.importorskip("wasmtime")
+    toml = (
+        'name = "crashy"\napi = ">=1.0,<2"\nisolation = "process"\n[[commands]]\nname = "crashy"\n'
+    )
+    write(plugin_dir, "crashy.py", manifest_block(toml) + CRASHY)
+    # a WebAssembly plugin installed: the server imports wasmtime, whose fault handlers a
+    # host forked from the template must not inherit (they swallowed this SIGSEGV)
+    (plugin_dir / "mod.wasm").write_bytes(b"\0asm\1\0\0\0")
+    (plugin_dir / "mod.toml").write_text('api = ">=1.0"\n[[commands]]\nname = "mod"\n')
+    cold = conduit("crashy", warm=False)
+    assert cold.returncode == 3
+    assert "its host crashed (killed by signal SIGSEGV)" in cold.stderr
+    assert conduit("server", "start").returncode == 0
+    warm = conduit("crashy")
+    assert (warm.returncode, warm.stdout, warm.stderr) == (
+        cold.returncode,
+        cold.stdout,
+        cold.stderr,
+    )
+
+
+def test_start_while_another_server_is_starting_waits_for_it(conduit_home: Path) -> None:
+    """A server that a command started (auto) an instant before holds the address's lock
+    while it imports: `server start` waits for it instead of failing, and starts its own
+    again if that one gives up."""
+    import fcntl
+    import threading
+
+    from conduit.paths import resolve
+    from conduit.warm.client import address, runtime_dir
+
+    os.makedirs(runtime_dir(), mode=0o700, exist_ok=True)
+    lock = os.open(address(resolve()) + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(lock, fcntl.LOCK_EX)  # "a server is starting"
+
+    def finish_starting() -> None:
+        time.sleep(1.5)
+        os.close(lock)  # ... and gives up
+
+    helper = threading.Thread(target=finish_starting)
+    helper.start()
+    try:
+        started = conduit("server", "start")
+    finally:
+        helper.join()
+    assert started.returncode == 0, started.stderr
+    assert status()["running"] is True

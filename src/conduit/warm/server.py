@@ -149,9 +149,11 @@ class Server:
         self.wasm_table = data.get("wasm")
 
     def preload_wasm(self) -> None:
-        """wasmtime and the engine, once the index has a WebAssembly plugin (so that a
-        WebAssembly command does not pay for the import; the epoch thread starts only
-        inside a command)."""
+        """wasmtime and the engine, once the index has a usable WebAssembly plugin (so
+        that a WebAssembly command does not pay for the import; the epoch thread starts
+        only inside a command). Its fault handlers are then in every command's child too,
+        as in a cold WebAssembly command: a fault in native code still crashes the
+        process, but a SIGSEGV sent with kill() is swallowed."""
         if self.wasm_loaded:
             return
         from conduit.index import index_path
@@ -162,9 +164,16 @@ class Server:
             return
         self.index_key = key
         try:
-            with open(file, "rb") as f:
-                if b"wasm" not in f.read():
-                    return
+            from conduit.indexer.build import load
+            from conduit.timing import Profile
+
+            index = load(self.paths, Profile(False))
+            usable = set(index["usable"])
+            if not any(
+                rec["isolation"] == "wasm" and name in usable
+                for name, rec in index["plugins"].items()
+            ):
+                return
             from conduit.hosts.wasm.runtime import WasmSettings, import_wasmtime, runtime
 
             import_wasmtime()
@@ -568,9 +577,12 @@ def main() -> None:
     server.read_config()
     if server.warm == "off":
         os._exit(0)
-    server.preload_wasm()
     server.own = (lock_fd,)
+    # The template first: wasmtime installs fault handlers (SIGSEGV, SIGILL, SIGFPE) for
+    # its traps, and a host must crash on a fault as one started from a new interpreter
+    # does, not have it swallowed.
     server.start_template()
+    server.preload_wasm()
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     temporary = f"{path}.{os.getpid()}"
     with contextlib.suppress(OSError):

@@ -48,6 +48,23 @@ def _alive(pid: int) -> bool:
         return True
 
 
+def _lock_held(path: str) -> bool:
+    """Whether a server holds the address's lock (it may still be starting)."""
+    import fcntl
+
+    try:
+        fd = os.open(path + ".lock", os.O_RDWR | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)  # (releases it when it was ours)
+    return False
+
+
 def _mode(path: str) -> int:
     try:
         return os.stat(path).st_mode
@@ -69,7 +86,7 @@ def _running(path: str) -> dict[str, str] | None:
 
 @click.group("server")
 def server_group() -> None:
-    """Start, stop and inspect the warm kernel (a server that runs commands faster)."""
+    """Start, stop and inspect the warm kernel."""
 
 
 @server_group.command("start")
@@ -89,16 +106,19 @@ def start_cmd(ctx: PluginContext) -> None:
             'the warm kernel is off in the config ([kernel] warm = "off")',
             hint="turn it on with 'conduit config set kernel.warm auto'",
         )
-    pid = start_detached()
+    pid, tries = start_detached(), 1
     deadline = time.monotonic() + WAIT
     while time.monotonic() < deadline:
         state = _running(path)
         if state is not None:
             click.echo(f"Started the warm kernel (pid {state['pid']}).")
             return
-        waited, _ = os.waitpid(pid, os.WNOHANG)
-        if waited:
-            break  # it exited: another one took the address, or it failed
+        if pid and os.waitpid(pid, os.WNOHANG)[0]:
+            pid = 0  # it exited: another server (starting) has the address, or it failed
+        if not pid and not _lock_held(path):
+            if tries == 2:
+                break  # nobody is starting one, and ours failed twice
+            pid, tries = start_detached(), 2  # the other one gave up: ours again
         time.sleep(0.02)
     state = _running(path)
     if state is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -64,6 +65,9 @@ def stop_servers(runtime: str) -> list[int]:
             time.sleep(0.01)
         if _running(pid):
             os.kill(pid, signal.SIGKILL)
+        # a server this process started (start_detached) is its child: reap it
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
     return stopped
 
 

@@ -56,10 +56,14 @@ def sessions() -> list[list[tuple[str, str]]]:
 def test_tutorial_1_verbatim_on_a_fresh_machine(tmp_path: Path) -> None:
     home = tmp_path / "home"
     (home / "src").mkdir(parents=True)
+    # CONDUIT_WARM and XDG_RUNTIME_DIR kept: cold, as the conftest says, and a warm kernel
+    # started anyway would be the test's, stopped after it
+    kept = ("CONDUIT_WARM", "XDG_RUNTIME_DIR")
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("CONDUIT_", "XDG_", "PYTEST_")) and k not in ("HOME", "COLUMNS")
+        if k in kept
+        or (not k.startswith(("CONDUIT_", "XDG_", "PYTEST_")) and k not in ("HOME", "COLUMNS"))
     }
     env["HOME"] = str(home)
     env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")

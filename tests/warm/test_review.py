@@ -1,0 +1,258 @@
+"""The warm kernel tried as an attacker and an unlucky user would (review of issue 20).
+
+Each test here is a finding: it runs the same thing cold and warm (or checks a claim of
+docs/warm-kernel.md directly) against a real server started for the test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from _factory import manifest_block, write
+
+pytestmark = [
+    pytest.mark.timeout(180),
+    pytest.mark.skipif(sys.platform != "linux", reason="the warm kernel is POSIX (Linux tested)"),
+]
+
+REVIEW = """\
+import json, os, sys, time
+import click
+from conduit.sdk import Plugin
+
+@click.group("rv")
+def rv():
+    pass
+
+@rv.command("forker")
+def forker():
+    # a worker forked the plain way, which ends as a Python program ends (sys.exit)
+    pid = os.fork()
+    if pid == 0:
+        sys.exit(0)
+    os.waitpid(pid, 0)
+    click.echo("parent done")
+    sys.exit(3)
+
+@rv.command("pid")
+def pid():
+    click.echo(os.getpid())
+
+@rv.command("wait")
+@click.argument("path")
+def wait(path):
+    click.echo(os.getpid())
+    sys.stdout.flush()
+    while not os.path.exists(path):
+        time.sleep(0.02)
+    click.echo("done")
+
+class P(Plugin):
+    def boot(self, ctx):
+        ctx.register_command(rv)
+"""
+
+BOXED = """\
+import click
+from conduit.sdk import Plugin
+
+@click.command("boxed")
+def boxed():
+    click.echo("boxed ran")
+
+class P(Plugin):
+    def boot(self, ctx):
+        ctx.register_command(boxed)
+"""
+
+
+def review_plugin(plugin_dir: Path) -> None:
+    toml = 'name = "rv"\napi = ">=1.0,<2"\ncapabilities = ["filesystem:read"]\n'
+    for name in ("rv", "rv forker", "rv pid", "rv wait"):
+        toml += f'[[commands]]\nname = "{name}"\n'
+    write(plugin_dir, "rv.py", manifest_block(toml) + REVIEW)
+    toml = 'name = "boxed"\napi = ">=1.0,<2"\nisolation = "process"\n'
+    toml += '[[commands]]\nname = "boxed"\n'
+    write(plugin_dir, "boxed.py", manifest_block(toml) + BOXED)
+
+
+def conduit(
+    *args: str, warm: bool = True, env: dict[str, str] | None = None, **kwargs: object
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(  # type: ignore[call-overload,no-any-return]
+        [sys.executable, "-m", "conduit", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "CONDUIT_WARM": "1" if warm else "0", **(env or {})},
+        timeout=60,
+        **kwargs,
+    )
+
+
+def status() -> dict[str, object]:
+    return dict(json.loads(conduit("server", "status", "--json").stdout))
+
+
+def wait_for(predicate, timeout: float = 30.0) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as f:
+        return [int(x) for x in f.read().split()]
+
+
+def pgid(pid: int) -> int:
+    try:
+        return os.getpgid(pid)
+    except ProcessLookupError:
+        return 0
+
+
+def template_of(server: int, command: int = 0) -> int:
+    """The host template: the server's child that leads a process group of its own (as
+    does a command's child: ``command``, and one that has just ended)."""
+    for _ in range(500):
+        found = [
+            pid
+            for pid in children(server)
+            if pgid(pid) == pid and alive(pid) and pid != command
+        ]
+        if len(found) == 1:
+            return found[0]
+        time.sleep(0.02)
+    return 0
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rpartition(b")")[2].split()[0] != b"Z"
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def server(plugin_dir: Path) -> int:
+    review_plugin(plugin_dir)
+    granted = conduit("plugins", "grant", "rv", "filesystem:read", warm=False)
+    assert granted.returncode == 0, granted.stderr
+    started = conduit("server", "start")
+    assert started.returncode == 0, started.stderr
+    return int(str(status()["pid"]))
+
+
+# --- findings --------------------------------------------------------------------------
+
+
+def test_a_process_forked_by_a_command_does_not_report_the_commands_status(
+    server: int,
+) -> None:
+    # The warm child registers an atexit handler that sends "X" + status to the client;
+    # a process the command forks inherits it, and its exit ended the client early with
+    # its own status.
+    cold = conduit("rv", "forker", warm=False)
+    warm = conduit("rv", "forker")
+    assert (cold.returncode, cold.stdout) == (3, "parent done\n"), cold.stderr
+    assert (warm.returncode, warm.stdout) == (cold.returncode, cold.stdout), warm.stderr
+    assert status()["pid"] == server
+
+
+def test_the_server_holds_none_of_the_descriptors_of_the_command_that_started_it(
+    plugin_dir: Path,
+) -> None:
+    # A cold command that finds no server starts one (posix_spawn): every descriptor the
+    # command inherited without close-on-exec (a `flock 9` lock, a pipe of a build tool,
+    # a CI runner's status fd) went to the server, which held it for 30 minutes and gave
+    # it to every command after.
+    review_plugin(plugin_dir)
+    conduit("plugins", "grant", "rv", "filesystem:read", warm=False)
+    r, w = os.pipe()
+    try:
+        first = conduit("rv", "pid", env={"CONDUIT_WARM": "1"}, pass_fds=(w,))
+        assert first.returncode == 0, first.stderr
+        os.close(w)
+        w = -1
+        assert wait_for(lambda: status()["running"] is True)
+        os.set_blocking(r, False)
+        try:
+            data = os.read(r, 1)
+        except BlockingIOError:
+            data = None  # somebody (the server) still holds the write end
+        assert data == b""
+    finally:
+        os.close(r)
+        if w >= 0:
+            os.close(w)
+
+
+@pytest.mark.slow
+def test_a_process_plugin_runs_after_the_host_template_was_killed(server: int) -> None:
+    # The server restarts a dead template, but the spare child forked before holds the
+    # dead one's socket: the next process plugin command failed where cold succeeds.
+    cold = conduit("boxed", warm=False)
+    assert (cold.returncode, cold.stdout) == (0, "boxed ran\n"), cold.stderr
+    first = conduit("boxed")
+    assert (first.returncode, first.stdout) == (0, "boxed ran\n"), first.stderr
+    old = template_of(server)
+    assert old
+    os.kill(old, signal.SIGKILL)
+    assert wait_for(lambda: template_of(server) not in (0, old))
+    for _ in range(2):
+        warm = conduit("boxed")
+        assert (warm.returncode, warm.stdout, warm.stderr) == (0, "boxed ran\n", "")
+    assert status()["pid"] == server
+
+
+def _sockets(pid: int) -> set[str]:
+    out = set()
+    for name in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{name}")
+        except OSError:
+            continue
+        if target.startswith("socket:"):
+            out.add(target)
+    return out
+
+
+@pytest.mark.slow
+def test_a_restarted_host_template_holds_no_connection_of_the_server(
+    server: int, tmp_path: Path
+) -> None:
+    # A template restarted while a command runs was forked with the server's connection
+    # to that command's client (and the spare's socket), and every host it forks after
+    # inherits them: a sandboxed host could write a status to another command's client.
+    flag = tmp_path / "go"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "conduit", "rv", "wait", str(flag)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "CONDUIT_WARM": "1"},
+    )
+    try:
+        assert proc.stdout is not None
+        command = int(proc.stdout.readline())
+        old = template_of(server, command)
+        assert old
+        os.kill(old, signal.SIGKILL)
+        assert wait_for(lambda: template_of(server, command) not in (0, old))
+        new = template_of(server, command)
+        assert _sockets(new) & _sockets(server) == set()
+    finally:
+        flag.touch()
+        out, _ = proc.communicate(timeout=60)
+    assert (proc.returncode, out) == (0, "done\n")

@@ -473,7 +473,7 @@ def _become(request: _Request) -> int:
     process.TEMPLATE = request.template  # Python hosts are forked from the template
     import atexit
 
-    atexit.register(_report, conn)
+    atexit.register(_report, conn, os.getpid())
     from conduit.cli import main
 
     code = main(request.args)
@@ -509,9 +509,12 @@ def _terminal(ttys: list[int]) -> int:
     return master
 
 
-def _report(conn: socket.socket) -> None:
+def _report(conn: socket.socket, pid: int) -> None:
     """The last thing the child does (the first atexit handler registered, so the last
-    run): flush the command's output, then give the client its exit status."""
+    run): flush the command's output, then give the client its exit status. Not in a
+    process the command forked (``pid`` is the command's): its exit is not the command's."""
+    if os.getpid() != pid:
+        return
     for stream in (sys.stdout, sys.stderr):
         try:
             if stream is not None:

@@ -181,7 +181,9 @@ class Server:
 
         if self.template is not None:
             self.template.close()
-        self.template, self.template_pid = start(self.own)
+        # nor the running commands' connections (a host would hold its clients' sockets)
+        conns = tuple(conn.fileno() for conn in self.children.values())
+        self.template, self.template_pid = start((*self.own, *conns))
 
     # --- the loop --------------------------------------------------------------------
 
@@ -310,6 +312,9 @@ class Server:
                         self.children[pid].sendall(b"T\0\0\0\0")
                 continue
             if pid == self.template_pid:
+                if self.spare is not None:  # it holds the dead template's socket
+                    self.spare[1].close()  # it reads end-of-file and exits
+                    self.spare = None
                 self.start_template()
                 continue
             if self.spare is not None and pid == self.spare[0]:

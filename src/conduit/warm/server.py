@@ -553,8 +553,25 @@ def _streams(spec: list[tuple[str, str] | None]) -> None:
     sys.__stdin__, sys.__stdout__, sys.__stderr__ = made  # type: ignore[misc]
 
 
+def _close_inherited() -> None:
+    """Close what the process that started this one passed on besides fds 0-2 (a
+    ``flock 9`` lock, a build tool's pipe): this process lives for many commands, and
+    its children would pass them on to every one. Python's own descriptors are not
+    inheritable, so those are the inheritable ones."""
+    try:
+        names = os.listdir("/proc/self/fd")
+    except OSError:
+        return
+    for name in names:
+        fd = int(name)
+        with contextlib.suppress(OSError):  # (the listing's own descriptor, now closed)
+            if fd > 2 and os.get_inheritable(fd):
+                os.close(fd)
+
+
 def main() -> None:
     """The server process: claim the socket (one server per address), preload, serve."""
+    _close_inherited()
     paths = resolve()
     path = address(paths)
     directory = runtime_dir()

@@ -55,6 +55,24 @@ def wait(path):
         time.sleep(0.02)
     click.echo("done")
 
+@rv.command("mark")
+@click.argument("path")
+@click.argument("flag")
+def mark(path, flag):
+    with open(path, "a") as f:
+        f.write("ran\\n")
+    while not os.path.exists(flag):
+        time.sleep(0.02)
+    click.echo("done")
+
+@rv.command("readsub")
+def readsub():
+    import subprocess
+    try:
+        click.echo(subprocess.run(["cat"], capture_output=True, timeout=15).returncode)
+    except subprocess.TimeoutExpired:
+        click.echo("hung")
+
 class P(Plugin):
     def boot(self, ctx):
         ctx.register_command(rv)
@@ -74,9 +92,13 @@ class P(Plugin):
 """
 
 
+CAPS = ("filesystem:read", "filesystem:write", "process:execute:cat")
+
+
 def review_plugin(plugin_dir: Path) -> None:
-    toml = 'name = "rv"\napi = ">=1.0,<2"\ncapabilities = ["filesystem:read"]\n'
-    for name in ("rv", "rv forker", "rv pid", "rv wait"):
+    caps = ", ".join(f'"{c}"' for c in CAPS)
+    toml = f'name = "rv"\napi = ">=1.0,<2"\ncapabilities = [{caps}]\n'
+    for name in ("rv", "rv forker", "rv pid", "rv wait", "rv mark", "rv readsub"):
         toml += f'[[commands]]\nname = "{name}"\n'
     write(plugin_dir, "rv.py", manifest_block(toml) + REVIEW)
     toml = 'name = "boxed"\napi = ">=1.0,<2"\nisolation = "process"\n'
@@ -92,8 +114,7 @@ def conduit(
         capture_output=True,
         text=True,
         env={**os.environ, "CONDUIT_WARM": "1" if warm else "0", **(env or {})},
-        timeout=60,
-        **kwargs,
+        **{"timeout": 60, **kwargs},
     )
 
 
@@ -148,7 +169,7 @@ def alive(pid: int) -> bool:
 @pytest.fixture
 def server(plugin_dir: Path) -> int:
     review_plugin(plugin_dir)
-    granted = conduit("plugins", "grant", "rv", "filesystem:read", warm=False)
+    granted = conduit("plugins", "grant", "rv", *CAPS, warm=False)
     assert granted.returncode == 0, granted.stderr
     started = conduit("server", "start")
     assert started.returncode == 0, started.stderr
@@ -179,7 +200,7 @@ def test_the_server_holds_none_of_the_descriptors_of_the_command_that_started_it
     # a CI runner's status fd) went to the server, which held it for 30 minutes and gave
     # it to every command after.
     review_plugin(plugin_dir)
-    conduit("plugins", "grant", "rv", "filesystem:read", warm=False)
+    conduit("plugins", "grant", "rv", *CAPS, warm=False)
     r, w = os.pipe()
     try:
         first = conduit("rv", "pid", env={"CONDUIT_WARM": "1"}, pass_fds=(w,))
@@ -256,3 +277,44 @@ def test_a_restarted_host_template_holds_no_connection_of_the_server(
         flag.touch()
         out, _ = proc.communicate(timeout=60)
     assert (proc.returncode, out) == (0, "done\n")
+
+
+def test_a_command_runs_once_when_its_terminal_goes_away(server: int, tmp_path: Path) -> None:
+    # On a terminal, an error of the client's own terminal after the go-ahead (EIO once
+    # the terminal has gone: a closed ssh or terminal window) escaped as "no answer", and
+    # the client ran the command again on the cold path, while the warm one still ran.
+    import pty
+
+    marks, flag = tmp_path / "marks", tmp_path / "flag"
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "conduit", "rv", "mark", str(marks), str(flag)],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env={**os.environ, "CONDUIT_WARM": "1"},
+        start_new_session=True,
+    )
+    os.close(slave)
+    try:
+        assert wait_for(lambda: marks.exists() and marks.read_text() == "ran\n", 60)
+    finally:
+        os.close(master)  # the terminal goes away
+    # until the client has ended (its command with its terminal), or has run it again
+    wait_for(lambda: proc.poll() is not None or marks.read_text().count("ran") > 1, 60)
+    flag.touch()
+    proc.wait(timeout=60)
+    assert marks.read_text() == "ran\n"
+
+
+def test_a_client_with_stdin_closed_does_not_hand_its_own_socket_as_stdin(
+    server: int,
+) -> None:
+    # With fd 0 closed, the client's socket took fd 0 and went to the command as its
+    # standard input: a subprocess reading stdin waited on the client's own connection
+    # (forever: the client waits for the command) instead of failing as it does cold.
+    closed = {"stdin": subprocess.DEVNULL, "preexec_fn": lambda: os.close(0)}
+    cold = conduit("rv", "readsub", warm=False, **closed)
+    assert (cold.returncode, cold.stdout) == (0, "1\n"), cold.stderr
+    warm = conduit("rv", "readsub", **closed)
+    assert (warm.returncode, warm.stdout) == (cold.returncode, cold.stdout), warm.stderr

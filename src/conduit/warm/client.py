@@ -180,6 +180,10 @@ def try_warm(args: list[str]) -> tuple[int | None, str]:
 
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
+        if sock.fileno() <= 2:
+            # fd 0, 1 or 2 is closed, and the connection took its number: it would go to
+            # the command as that stream (a closed one is what the cold path gives it)
+            return None, "a standard stream is closed"
         sock.settimeout(ANSWER_TIMEOUT)
         try:
             sock.connect(path)

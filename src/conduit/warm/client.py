@@ -239,6 +239,14 @@ _LOST = (
 )
 
 
+def _lost() -> int:
+    try:  # noqa: SIM105 (contextlib is not imported on the start-up path)
+        sys.stderr.write(_LOST)
+    except (OSError, ValueError, AttributeError):
+        pass  # (no stderr to say it on)
+    return 1
+
+
 class _Session:
     """One command, once its child runs: signals relayed to its group and, on a
     terminal, the bytes between this terminal and the command's pseudo-terminal."""
@@ -258,16 +266,34 @@ class _Session:
         try:
             if self.master >= 0:
                 self.raw()
-            self.sock.settimeout(None)  # committed: from here on the command is running
+            self.sock.settimeout(None)
             self.sock.sendall(b"G")
-            if self.master < 0:
-                return self.wait()
-            return self.pump()
-        finally:
-            self.relay.restore()
-            self.cooked()
+        except BaseException:
+            self.finish()
+            raise
+        # Committed: the command runs. No error from here on may reach try_warm as
+        # "nothing ran" (the command would run again, cold).
+        try:
             if self.master >= 0:
-                os.close(self.master)
+                try:
+                    return self.pump()
+                except OSError:
+                    # this terminal has gone (EIO): so does the command's, which gets
+                    # SIGHUP as on a terminal that hangs up; its status still comes
+                    os.close(self.master)
+                    self.master = -1
+            return self.wait()
+        except OSError:
+            return _lost()
+        finally:
+            self.finish()
+
+    def finish(self) -> None:
+        self.relay.restore()
+        self.cooked()
+        if self.master >= 0:
+            os.close(self.master)
+            self.master = -1
 
     def status(self, message: bytes) -> int | None:
         """The exit status a message carries (None: not a status)."""
@@ -285,8 +311,7 @@ class _Session:
         while True:
             message = _recv_exact(self.sock, 5)
             if len(message) < 5:
-                sys.stderr.write(_LOST)
-                return 1
+                return _lost()
             code = self.status(message)
             if code is not None:
                 return code
@@ -299,15 +324,18 @@ class _Session:
         import termios
 
         t: Any = termios
-        if self.saved_mode is None:
-            self.saved_mode = t.tcgetattr(0)
-        mode = [list(x) if isinstance(x, list) else x for x in self.saved_mode]
-        mode[0] &= ~(t.BRKINT | t.ICRNL | t.INPCK | t.ISTRIP | t.IXON)
-        mode[1] &= ~t.OPOST
-        mode[2] = (mode[2] & ~(t.CSIZE | t.PARENB)) | t.CS8
-        mode[3] &= ~(t.ECHO | t.ICANON | t.IEXTEN | t.ISIG)
-        mode[6][t.VMIN], mode[6][t.VTIME] = 1, 0
-        t.tcsetattr(0, t.TCSADRAIN, mode)
+        try:
+            if self.saved_mode is None:
+                self.saved_mode = t.tcgetattr(0)
+            mode = [list(x) if isinstance(x, list) else x for x in self.saved_mode]
+            mode[0] &= ~(t.BRKINT | t.ICRNL | t.INPCK | t.ISTRIP | t.IXON)
+            mode[1] &= ~t.OPOST
+            mode[2] = (mode[2] & ~(t.CSIZE | t.PARENB)) | t.CS8
+            mode[3] &= ~(t.ECHO | t.ICANON | t.IEXTEN | t.ISIG)
+            mode[6][t.VMIN], mode[6][t.VTIME] = 1, 0
+            t.tcsetattr(0, t.TCSADRAIN, mode)
+        except t.error as exc:  # (not an OSError): the terminal has gone
+            raise OSError(*exc.args) from None
 
     def cooked(self) -> None:
         if self.saved_mode is not None:
@@ -374,8 +402,7 @@ class _Session:
                 message = _recv_exact(self.sock, 5)
                 if len(message) < 5:
                     self.drain(out)
-                    sys.stderr.write(_LOST)
-                    return 1
+                    return _lost()
                 code = self.status(message)
                 if code is not None:
                     self.drain(out)

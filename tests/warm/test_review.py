@@ -73,6 +73,12 @@ def readsub():
     except subprocess.TimeoutExpired:
         click.echo("hung")
 
+@rv.command("flags")
+def flags():
+    import warnings
+    warnings.warn("a deprecated thing", DeprecationWarning)
+    click.echo(f"optimize={sys.flags.optimize} bytecode={not sys.dont_write_bytecode}")
+
 class P(Plugin):
     def boot(self, ctx):
         ctx.register_command(rv)
@@ -98,7 +104,7 @@ CAPS = ("filesystem:read", "filesystem:write", "process:execute:cat")
 def review_plugin(plugin_dir: Path) -> None:
     caps = ", ".join(f'"{c}"' for c in CAPS)
     toml = f'name = "rv"\napi = ">=1.0,<2"\ncapabilities = [{caps}]\n'
-    for name in ("rv", "rv forker", "rv pid", "rv wait", "rv mark", "rv readsub"):
+    for name in ("rv", "rv forker", "rv pid", "rv wait", "rv mark", "rv readsub", "rv flags"):
         toml += f'[[commands]]\nname = "{name}"\n'
     write(plugin_dir, "rv.py", manifest_block(toml) + REVIEW)
     toml = 'name = "boxed"\napi = ">=1.0,<2"\nisolation = "process"\n'
@@ -317,4 +323,30 @@ def test_a_client_with_stdin_closed_does_not_hand_its_own_socket_as_stdin(
     cold = conduit("rv", "readsub", warm=False, **closed)
     assert (cold.returncode, cold.stdout) == (0, "1\n"), cold.stderr
     warm = conduit("rv", "readsub", **closed)
+    assert (warm.returncode, warm.stdout) == (cold.returncode, cold.stdout), warm.stderr
+
+
+@pytest.mark.parametrize(
+    "variable",
+    [
+        ("PYTHONWARNINGS", "error::DeprecationWarning"),
+        ("PYTHONOPTIMIZE", "1"),
+        ("PYTHONDONTWRITEBYTECODE", ""),
+    ],
+    ids=lambda v: v[0],
+)
+def test_the_interpreters_settings_of_the_client_hold_warm(
+    server: int, variable: tuple[str, str]
+) -> None:
+    # The interpreter's PYTHON* settings are read when it starts: a command served by a
+    # server started with other ones ran with the server's (warnings as errors, asserts,
+    # bytecode written into the plugins' directories or not).
+    name, value = variable
+    env = {k: v for k, v in os.environ.items() if k != name}
+    if value:
+        env[name] = value
+    args = [sys.executable, "-m", "conduit", "rv", "flags"]
+    run = {"capture_output": True, "text": True, "timeout": 60}
+    cold = subprocess.run(args, env={**env, "CONDUIT_WARM": "0"}, **run)  # type: ignore[call-overload]
+    warm = subprocess.run(args, env={**env, "CONDUIT_WARM": "1"}, **run)  # type: ignore[call-overload]
     assert (warm.returncode, warm.stdout) == (cold.returncode, cold.stdout), warm.stderr

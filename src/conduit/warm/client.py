@@ -90,12 +90,15 @@ def runtime_dir() -> str:
 
 def address(paths: Paths) -> str:
     """The server socket for this environment: one per interpreter prefix, Conduit
-    installation, ``PYTHONPATH`` and set of Conduit directories."""
+    installation, set of ``PYTHON*`` variables (read when an interpreter starts:
+    ``PYTHONPATH``, ``PYTHONWARNINGS``, ``PYTHONOPTIMIZE``...; the server keeps them, so
+    it computes the same address) and set of Conduit directories."""
+    python = sorted(f"{k}={v}" for k, v in os.environ.items() if k.startswith("PYTHON"))
     key = "\0".join(
         (
             sys.prefix,
             os.path.dirname(os.path.dirname(__file__)),
-            os.environ.get("PYTHONPATH", ""),
+            *python,
             paths.config_dir,
             paths.cache_dir,
             paths.state_dir,

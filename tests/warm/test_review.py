@@ -79,6 +79,16 @@ def flags():
     warnings.warn("a deprecated thing", DeprecationWarning)
     click.echo(f"optimize={sys.flags.optimize} bytecode={not sys.dont_write_bytecode}")
 
+@rv.command("many")
+def many():
+    for i in range(200000):
+        click.echo(f"line {i}")
+
+@rv.command("bytes")
+@click.argument("arg")
+def bytes_(arg):
+    click.echo(repr((os.fsencode(arg), os.environb.get(b"RV_BYTES"), os.getcwdb())))
+
 class P(Plugin):
     def boot(self, ctx):
         ctx.register_command(rv)
@@ -104,7 +114,7 @@ CAPS = ("filesystem:read", "filesystem:write", "process:execute:cat")
 def review_plugin(plugin_dir: Path) -> None:
     caps = ", ".join(f'"{c}"' for c in CAPS)
     toml = f'name = "rv"\napi = ">=1.0,<2"\ncapabilities = [{caps}]\n'
-    for name in ("rv", "rv forker", "rv pid", "rv wait", "rv mark", "rv readsub", "rv flags"):
+    for name in ("rv", "rv forker", "rv pid", "rv wait", "rv mark", "rv readsub", "rv flags", "rv many", "rv bytes"):
         toml += f'[[commands]]\nname = "{name}"\n'
     write(plugin_dir, "rv.py", manifest_block(toml) + REVIEW)
     toml = 'name = "boxed"\napi = ">=1.0,<2"\nisolation = "process"\n'
@@ -350,3 +360,37 @@ def test_the_interpreters_settings_of_the_client_hold_warm(
     cold = subprocess.run(args, env={**env, "CONDUIT_WARM": "0"}, **run)  # type: ignore[call-overload]
     warm = subprocess.run(args, env={**env, "CONDUIT_WARM": "1"}, **run)  # type: ignore[call-overload]
     assert (warm.returncode, warm.stdout) == (cold.returncode, cold.stdout), warm.stderr
+
+
+def test_a_pipe_closed_by_head_ends_the_command_as_cold(server: int) -> None:
+    script = 'conduit rv many | head -n 1; echo "status ${PIPESTATUS[0]}"'
+    results = []
+    for warm in ("0", "1"):
+        proc = subprocess.run(
+            ["bash", "-c", script.replace("conduit", f"{sys.executable} -m conduit")],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "CONDUIT_WARM": warm},
+            timeout=60,
+        )
+        results.append((proc.stdout, proc.stderr))
+    assert results[0] == results[1]
+    assert status()["pid"] == server
+
+
+def test_arguments_environment_and_directory_that_are_not_utf8(
+    server: int, tmp_path: Path
+) -> None:
+    work = tmp_path / os.fsdecode(b"dir-\xff")
+    work.mkdir()
+    args = [sys.executable.encode(), b"-m", b"conduit", b"rv", b"bytes", b"arg-\xfe"]
+    env = {**os.environb, b"RV_BYTES": b"val-\xfd"}
+    outs = []
+    for warm in (b"0", b"1"):
+        proc = subprocess.run(
+            args, capture_output=True, env={**env, b"CONDUIT_WARM": warm}, cwd=work, timeout=60
+        )
+        outs.append((proc.returncode, proc.stdout, proc.stderr))
+    assert outs[0] == outs[1]
+    assert outs[0][0] == 0, outs[0]
+    assert status()["pid"] == server

@@ -520,10 +520,16 @@ def _report(conn: socket.socket, pid: int) -> None:
     process the command forked (``pid`` is the command's): its exit is not the command's."""
     if os.getpid() != pid:
         return
-    for stream in (sys.stdout, sys.stderr):
+    for fd, stream in ((1, sys.stdout), (2, sys.stderr)):
         try:
             if stream is not None:
                 stream.flush()
+        except BrokenPipeError:
+            # (`| head`): what is left goes nowhere, silently, as the interpreter's own
+            # streams do on the cold path (this one would say so when it is finalized)
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, fd)
+            os.close(devnull)
         except (OSError, ValueError):
             pass
     with contextlib.suppress(OSError):

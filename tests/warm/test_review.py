@@ -394,3 +394,42 @@ def test_arguments_environment_and_directory_that_are_not_utf8(
     assert outs[0] == outs[1]
     assert outs[0][0] == 0, outs[0]
     assert status()["pid"] == server
+
+
+@pytest.mark.parametrize(
+    "signum",
+    [
+        signal.SIGTERM,
+        pytest.param(
+            signal.SIGKILL,
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="not fixed: the warm child does not watch its client (design)",
+            ),
+        ),
+    ],
+    ids=["SIGTERM", "SIGKILL"],
+)
+def test_a_killed_client_takes_its_command_with_it(
+    server: int, tmp_path: Path, signum: int
+) -> None:
+    # Cold, the command is the process: killing it ends the command. Warm, SIGTERM is
+    # relayed; SIGKILL (timeout -s KILL, a CI job cancelled, the OOM killer) cannot be,
+    # and the command ran on, orphaned, its output going to whoever holds the streams.
+    flag = tmp_path / "go"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "conduit", "rv", "wait", str(flag)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "CONDUIT_WARM": "1"},
+    )
+    try:
+        assert proc.stdout is not None
+        command = int(proc.stdout.readline())
+        assert command != proc.pid  # served warm
+        proc.send_signal(signum)
+        assert proc.wait(timeout=60) == -signum
+        assert wait_for(lambda: not alive(command), 20)
+    finally:
+        flag.touch()
+        proc.stdout.close()

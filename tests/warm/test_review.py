@@ -433,3 +433,21 @@ def test_a_killed_client_takes_its_command_with_it(
     finally:
         flag.touch()
         proc.stdout.close()
+
+
+def test_concurrent_clients_each_get_their_own_child(server: int) -> None:
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "conduit", "rv", "pid"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "CONDUIT_WARM": "1"},
+        )
+        for _ in range(12)
+    ]
+    results = [(p.communicate(timeout=120), p.returncode) for p in procs]
+    assert all(code == 0 and err == "" for (_, err), code in results), results
+    pids = {int(out) for (out, _), _ in results}
+    assert len(pids) == 12
+    assert status()["pid"] == server

@@ -114,7 +114,17 @@ CAPS = ("filesystem:read", "filesystem:write", "process:execute:cat")
 def review_plugin(plugin_dir: Path) -> None:
     caps = ", ".join(f'"{c}"' for c in CAPS)
     toml = f'name = "rv"\napi = ">=1.0,<2"\ncapabilities = [{caps}]\n'
-    for name in ("rv", "rv forker", "rv pid", "rv wait", "rv mark", "rv readsub", "rv flags", "rv many", "rv bytes"):
+    for name in (
+        "rv",
+        "rv forker",
+        "rv pid",
+        "rv wait",
+        "rv mark",
+        "rv readsub",
+        "rv flags",
+        "rv many",
+        "rv bytes",
+    ):
         toml += f'[[commands]]\nname = "{name}"\n'
     write(plugin_dir, "rv.py", manifest_block(toml) + REVIEW)
     toml = 'name = "boxed"\napi = ">=1.0,<2"\nisolation = "process"\n'
@@ -164,9 +174,7 @@ def template_of(server: int, command: int = 0) -> int:
     does a command's child: ``command``, and one that has just ended)."""
     for _ in range(500):
         found = [
-            pid
-            for pid in children(server)
-            if pgid(pid) == pid and alive(pid) and pid != command
+            pid for pid in children(server) if pgid(pid) == pid and alive(pid) and pid != command
         ]
         if len(found) == 1:
             return found[0]
@@ -378,9 +386,7 @@ def test_a_pipe_closed_by_head_ends_the_command_as_cold(server: int) -> None:
     assert status()["pid"] == server
 
 
-def test_arguments_environment_and_directory_that_are_not_utf8(
-    server: int, tmp_path: Path
-) -> None:
+def test_arguments_environment_and_directory_that_are_not_utf8(server: int, tmp_path: Path) -> None:
     work = tmp_path / os.fsdecode(b"dir-\xff")
     work.mkdir()
     args = [sys.executable.encode(), b"-m", b"conduit", b"rv", b"bytes", b"arg-\xfe"]

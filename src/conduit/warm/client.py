@@ -90,12 +90,15 @@ def runtime_dir() -> str:
 
 def address(paths: Paths) -> str:
     """The server socket for this environment: one per interpreter prefix, Conduit
-    installation, ``PYTHONPATH`` and set of Conduit directories."""
+    installation, set of ``PYTHON*`` variables (read when an interpreter starts:
+    ``PYTHONPATH``, ``PYTHONWARNINGS``, ``PYTHONOPTIMIZE``...; the server keeps them, so
+    it computes the same address) and set of Conduit directories."""
+    python = sorted(f"{k}={v}" for k, v in os.environ.items() if k.startswith("PYTHON"))
     key = "\0".join(
         (
             sys.prefix,
             os.path.dirname(os.path.dirname(__file__)),
-            os.environ.get("PYTHONPATH", ""),
+            *python,
             paths.config_dir,
             paths.cache_dir,
             paths.state_dir,
@@ -180,6 +183,10 @@ def try_warm(args: list[str]) -> tuple[int | None, str]:
 
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
+        if sock.fileno() <= 2:
+            # fd 0, 1 or 2 is closed, and the connection took its number: it would go to
+            # the command as that stream (a closed one is what the cold path gives it)
+            return None, "a standard stream is closed"
         sock.settimeout(ANSWER_TIMEOUT)
         try:
             sock.connect(path)
@@ -235,6 +242,14 @@ _LOST = (
 )
 
 
+def _lost() -> int:
+    try:  # noqa: SIM105 (contextlib is not imported on the start-up path)
+        sys.stderr.write(_LOST)
+    except (OSError, ValueError, AttributeError):
+        pass  # (no stderr to say it on)
+    return 1
+
+
 class _Session:
     """One command, once its child runs: signals relayed to its group and, on a
     terminal, the bytes between this terminal and the command's pseudo-terminal."""
@@ -254,16 +269,34 @@ class _Session:
         try:
             if self.master >= 0:
                 self.raw()
-            self.sock.settimeout(None)  # committed: from here on the command is running
+            self.sock.settimeout(None)
             self.sock.sendall(b"G")
-            if self.master < 0:
-                return self.wait()
-            return self.pump()
-        finally:
-            self.relay.restore()
-            self.cooked()
+        except BaseException:
+            self.finish()
+            raise
+        # Committed: the command runs. No error from here on may reach try_warm as
+        # "nothing ran" (the command would run again, cold).
+        try:
             if self.master >= 0:
-                os.close(self.master)
+                try:
+                    return self.pump()
+                except OSError:
+                    # this terminal has gone (EIO): so does the command's, which gets
+                    # SIGHUP as on a terminal that hangs up; its status still comes
+                    os.close(self.master)
+                    self.master = -1
+            return self.wait()
+        except OSError:
+            return _lost()
+        finally:
+            self.finish()
+
+    def finish(self) -> None:
+        self.relay.restore()
+        self.cooked()
+        if self.master >= 0:
+            os.close(self.master)
+            self.master = -1
 
     def status(self, message: bytes) -> int | None:
         """The exit status a message carries (None: not a status)."""
@@ -281,8 +314,7 @@ class _Session:
         while True:
             message = _recv_exact(self.sock, 5)
             if len(message) < 5:
-                sys.stderr.write(_LOST)
-                return 1
+                return _lost()
             code = self.status(message)
             if code is not None:
                 return code
@@ -295,15 +327,18 @@ class _Session:
         import termios
 
         t: Any = termios
-        if self.saved_mode is None:
-            self.saved_mode = t.tcgetattr(0)
-        mode = [list(x) if isinstance(x, list) else x for x in self.saved_mode]
-        mode[0] &= ~(t.BRKINT | t.ICRNL | t.INPCK | t.ISTRIP | t.IXON)
-        mode[1] &= ~t.OPOST
-        mode[2] = (mode[2] & ~(t.CSIZE | t.PARENB)) | t.CS8
-        mode[3] &= ~(t.ECHO | t.ICANON | t.IEXTEN | t.ISIG)
-        mode[6][t.VMIN], mode[6][t.VTIME] = 1, 0
-        t.tcsetattr(0, t.TCSADRAIN, mode)
+        try:
+            if self.saved_mode is None:
+                self.saved_mode = t.tcgetattr(0)
+            mode = [list(x) if isinstance(x, list) else x for x in self.saved_mode]
+            mode[0] &= ~(t.BRKINT | t.ICRNL | t.INPCK | t.ISTRIP | t.IXON)
+            mode[1] &= ~t.OPOST
+            mode[2] = (mode[2] & ~(t.CSIZE | t.PARENB)) | t.CS8
+            mode[3] &= ~(t.ECHO | t.ICANON | t.IEXTEN | t.ISIG)
+            mode[6][t.VMIN], mode[6][t.VTIME] = 1, 0
+            t.tcsetattr(0, t.TCSADRAIN, mode)
+        except t.error as exc:  # (not an OSError): the terminal has gone
+            raise OSError(*exc.args) from None
 
     def cooked(self) -> None:
         if self.saved_mode is not None:
@@ -370,8 +405,7 @@ class _Session:
                 message = _recv_exact(self.sock, 5)
                 if len(message) < 5:
                     self.drain(out)
-                    sys.stderr.write(_LOST)
-                    return 1
+                    return _lost()
                 code = self.status(message)
                 if code is not None:
                     self.drain(out)

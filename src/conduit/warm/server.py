@@ -190,7 +190,9 @@ class Server:
 
         if self.template is not None:
             self.template.close()
-        self.template, self.template_pid = start(self.own)
+        # nor the running commands' connections (a host would hold its clients' sockets)
+        conns = tuple(conn.fileno() for conn in self.children.values())
+        self.template, self.template_pid = start((*self.own, *conns))
 
     # --- the loop --------------------------------------------------------------------
 
@@ -319,6 +321,9 @@ class Server:
                         self.children[pid].sendall(b"T\0\0\0\0")
                 continue
             if pid == self.template_pid:
+                if self.spare is not None:  # it holds the dead template's socket
+                    self.spare[1].close()  # it reads end-of-file and exits
+                    self.spare = None
                 self.start_template()
                 continue
             if self.spare is not None and pid == self.spare[0]:
@@ -482,7 +487,7 @@ def _become(request: _Request) -> int:
     process.TEMPLATE = request.template  # Python hosts are forked from the template
     import atexit
 
-    atexit.register(_report, conn)
+    atexit.register(_report, conn, os.getpid())
     from conduit.cli import main
 
     code = main(request.args)
@@ -518,13 +523,22 @@ def _terminal(ttys: list[int]) -> int:
     return master
 
 
-def _report(conn: socket.socket) -> None:
+def _report(conn: socket.socket, pid: int) -> None:
     """The last thing the child does (the first atexit handler registered, so the last
-    run): flush the command's output, then give the client its exit status."""
-    for stream in (sys.stdout, sys.stderr):
+    run): flush the command's output, then give the client its exit status. Not in a
+    process the command forked (``pid`` is the command's): its exit is not the command's."""
+    if os.getpid() != pid:
+        return
+    for fd, stream in ((1, sys.stdout), (2, sys.stderr)):
         try:
             if stream is not None:
                 stream.flush()
+        except BrokenPipeError:
+            # (`| head`): what is left goes nowhere, silently, as the interpreter's own
+            # streams do on the cold path (this one would say so when it is finalized)
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, fd)
+            os.close(devnull)
         except (OSError, ValueError):
             pass
     with contextlib.suppress(OSError):
@@ -554,8 +568,25 @@ def _streams(spec: list[tuple[str, str] | None]) -> None:
     sys.__stdin__, sys.__stdout__, sys.__stderr__ = made  # type: ignore[misc]
 
 
+def _close_inherited() -> None:
+    """Close what the process that started this one passed on besides fds 0-2 (a
+    ``flock 9`` lock, a build tool's pipe): this process lives for many commands, and
+    its children would pass them on to every one. Python's own descriptors are not
+    inheritable, so those are the inheritable ones."""
+    try:
+        names = os.listdir("/proc/self/fd")
+    except OSError:
+        return
+    for name in names:
+        fd = int(name)
+        with contextlib.suppress(OSError):  # (the listing's own descriptor, now closed)
+            if fd > 2 and os.get_inheritable(fd):
+                os.close(fd)
+
+
 def main() -> None:
     """The server process: claim the socket (one server per address), preload, serve."""
+    _close_inherited()
     paths = resolve()
     path = address(paths)
     directory = runtime_dir()

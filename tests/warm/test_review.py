@@ -406,13 +406,7 @@ def test_arguments_environment_and_directory_that_are_not_utf8(server: int, tmp_
     "signum",
     [
         signal.SIGTERM,
-        pytest.param(
-            signal.SIGKILL,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="not fixed: the warm child does not watch its client (design)",
-            ),
-        ),
+        signal.SIGKILL,
     ],
     ids=["SIGTERM", "SIGKILL"],
 )
@@ -420,8 +414,8 @@ def test_a_killed_client_takes_its_command_with_it(
     server: int, tmp_path: Path, signum: int
 ) -> None:
     # Cold, the command is the process: killing it ends the command. Warm, SIGTERM is
-    # relayed; SIGKILL (timeout -s KILL, a CI job cancelled, the OOM killer) cannot be,
-    # and the command ran on, orphaned, its output going to whoever holds the streams.
+    # relayed; SIGKILL (timeout -s KILL, a CI job cancelled, the OOM killer) cannot be:
+    # the server sees the client's end close without its "done" and kills the command.
     flag = tmp_path / "go"
     proc = subprocess.Popen(
         [sys.executable, "-m", "conduit", "rv", "wait", str(flag)],

@@ -19,6 +19,9 @@ The exchange (one Unix stream connection per command; integers 4 bytes, native o
     child  -> client   b"X" + exit code          the command finished (sent by the child)
     server -> client   b"S" + wait status        the child ended without saying so (a signal)
     server -> client   b"T" + 0                  the child stopped (Ctrl-Z on its terminal)
+    client -> server   b"D"                      done, before it closes: a client that
+                                                 closes without it was killed, and so is
+                                                 its command (SIGKILL, as on the cold path)
     child  -> client   b"R"                      refused (stale or switched off): run cold
 
 The ``G`` step means a client that gave up waiting can never see its command run twice:
@@ -289,6 +292,10 @@ class _Session:
         except OSError:
             return _lost()
         finally:
+            try:  # noqa: SIM105
+                self.sock.sendall(b"D")  # done: leaving now is not dying (the server kills
+            except OSError:  # the command of a client that goes without saying so)
+                pass
             self.finish()
 
     def finish(self) -> None:

@@ -114,6 +114,8 @@ class Server:
         self.own: tuple[int, ...] = ()
         #: the child forked ahead for the next connection, and its socket
         self.spare: tuple[int, socket.socket] | None = None
+        #: running commands whose clients have gone (not watched any more)
+        self.settled: set[int] = set()
         self.listener: socket.socket
 
     # --- staleness -----------------------------------------------------------------
@@ -214,10 +216,7 @@ class Server:
                 if end is not None:
                     return end
             timeout = None if self.children else max(0.0, last + self.idle - time.monotonic())
-            try:
-                ready, _, _ = select.select([listener.fileno(), wake_r], [], [], timeout)
-            except InterruptedError:
-                ready = []
+            ready = self._wait(listener.fileno(), wake_r, timeout)
             if self.stopping:
                 self._exit()
             if not ready:
@@ -256,6 +255,38 @@ class Server:
                 else:
                     conn.close()
                 self.preload_wasm()
+
+    def _wait(self, listener: int, wake_r: int, timeout: float | None) -> list[int]:
+        """The descriptors of the listener and the wake-up pipe that are ready; and a
+        running command whose client has gone without saying it was done (killed: no
+        signal could be relayed) is killed, as the cold path's process would have been."""
+        poller = select.poll()
+        poller.register(listener, select.POLLIN)
+        poller.register(wake_r, select.POLLIN)
+        watched = {}
+        for pid, conn in self.children.items():
+            if pid not in self.settled:
+                watched[conn.fileno()] = pid
+                poller.register(conn, select.POLLRDHUP)
+        try:
+            events = poller.poll(None if timeout is None else timeout * 1000)
+        except InterruptedError:
+            return []
+        ready = []
+        for fd, _ in events:
+            pid = watched.get(fd, 0)
+            if not pid:
+                ready.append(fd)
+                continue
+            self.settled.add(pid)
+            try:
+                pending = self.children[pid].recv(64, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+            except OSError:
+                pending = b""
+            if not pending.endswith(b"D"):
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+        return ready
 
     def _fork_spare(self) -> socket.socket | None:
         """A spare child, waiting for a connection: None in the server, the socket to
@@ -330,6 +361,7 @@ class Server:
                 self.spare[1].close()
                 self.spare = None
                 continue
+            self.settled.discard(pid)
             conn = self.children.pop(pid, None)
             if conn is None:
                 continue

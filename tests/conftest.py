@@ -43,6 +43,12 @@ def conduit_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pa
     shutil.rmtree(runtime, ignore_errors=True)
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # Session-scoped fixtures run `conduit` before any test's conduit_home: no warm
+    # kernel for them either (a test that wants one says so).
+    os.environ["CONDUIT_WARM"] = "0"
+
+
 def stop_servers(runtime: str) -> list[int]:
     """Stop every warm kernel server with its socket under ``runtime``; their pids."""
     stopped = []

@@ -255,7 +255,8 @@ def ratio(a: float | None, b: float | None) -> float | None:
 
 
 def paired(rounds: dict[str, list[float]], num: str, den: str) -> float | None:
-    """Median over rounds of the ratio of the two lanes' medians in that round."""
+    """Median over rounds of the ratio of the two lanes' medians in that round (against the
+    floor: the floor's median in the lane's own hyperfine invocation)."""
     if not rounds.get(num) or not rounds.get(den):
         return None
     pairs = zip(rounds[num], rounds[den], strict=True)
@@ -410,6 +411,7 @@ def run(
     pooled: dict[str, list[float]] = {}
     rounds: dict[str, list[float]] = {}  # per lane, one median per round
     floor_rounds: dict[str, list[float]] = {"0": [], "1": []}  # the floor in each invocation
+    own_floor: dict[str, list[float]] = {}  # per lane, the floor of its invocation, per round
     first: dict[str, list[float]] = {"first-cold": [], "first-warm": []}
     first_rounds: dict[str, list[float]] = {"first-cold": [], "first-warm": []}
     restarts_before = bench.server_starts
@@ -450,13 +452,13 @@ def run(
             times = startup.hyperfine(prefix, named, bench.env_for(phase), args.runs, args.warmup)
             if phase == "1" and not bench.server_running():
                 notes.append(f"round {rnd + 1}: the server had stopped after the warm lanes")
+            floor_here = statistics.median(times[FLOOR])
+            floor_rounds[phase].append(floor_here)
+            pooled.setdefault(FLOOR, []).extend(times.pop(FLOOR))
             for key, ts in times.items():
-                if key == FLOOR:
-                    floor_rounds[phase].append(statistics.median(ts))
-                    pooled.setdefault(FLOOR, []).extend(ts)
-                    continue
                 pooled.setdefault(key, []).extend(ts)
                 rounds.setdefault(key, []).append(statistics.median(ts))
+                own_floor.setdefault(key, []).append(floor_here)
                 medians[key] = statistics.median(ts)
         # The round's floor: the median of both invocations' floor runs.
         floor = statistics.median(f[-1] for f in floor_rounds.values() if len(f) > rnd)
@@ -485,7 +487,7 @@ def run(
         s: dict[str, object] = {"label": labels[key], **startup.summarize(ts, per_round)}
         if key in LANES:
             s["vs_floor"] = ratio(float(s["median_ms"]), statistics.median(pooled[FLOOR]))
-            s["vs_floor_paired"] = paired(rounds, key, FLOOR)
+            s["vs_floor_paired"] = paired({**rounds, FLOOR: own_floor.get(key, [])}, key, FLOOR)
         results[key] = s
     all_rounds = {**rounds, **first_rounds}
     targets: dict[str, dict[str, object]] = {}
@@ -495,7 +497,7 @@ def run(
         value = ratio(float(results[num]["median_ms"]), float(results[den]["median_ms"]))  # type: ignore[arg-type]
         targets[name] = {
             "value": value,
-            "paired": paired(all_rounds, num, den),
+            "paired": paired({**all_rounds, FLOOR: own_floor.get(num, [])}, num, den),
             "limit": limit,
             "verdict": startup.verdict(value, limit),
         }

@@ -65,6 +65,7 @@ class _Options:
         "no_plugins",
         "profile",
         "profile_out",
+        "start_server",
         "version",
     )
 
@@ -79,6 +80,8 @@ class _Options:
         self.profile_out: str | None = None
         #: the command word handed to the kernel, once routed (for an OpenTelemetry trace)
         self.command = ""
+        #: no warm kernel answered: start one after this command if the config wants it
+        self.start_server = False
 
 
 def _inert(text: str) -> str:
@@ -633,6 +636,8 @@ def _run(opts: _Options, args: list[str], profile: Profile) -> int:
             failure = "usage error"
         raise
     finally:
+        if opts.start_server:
+            _start_server(index["config"])
         try:
             kernel.shutdown()
         finally:
@@ -654,14 +659,45 @@ def _run(opts: _Options, args: list[str], profile: Profile) -> int:
                 )
 
 
+def _start_server(config: dict[str, Any]) -> None:
+    """Start the warm kernel in the background (``[kernel] warm = "auto"``, or
+    ``CONDUIT_WARM=1``) for the commands after this one; this one does not wait."""
+    from conduit.warm.client import mode
+    from conduit.warm.server import settings, start_detached
+
+    if mode() == "on" or settings(config)[0] == "auto":
+        try:  # noqa: SIM105 (contextlib is not imported on the start-up path)
+            start_detached()
+        except OSError:
+            pass  # the next command runs cold again, as this one did
+
+
+def _warm(opts: _Options, args: list[str], rest: list[str]) -> int | None:
+    """The command's exit status from the warm kernel, or None to run it here."""
+    if opts.version or opts.help or not rest or rest[0] in ("__complete", "server"):
+        return None  # answered from the index faster than a connection
+    from conduit.warm.client import mode, try_warm
+
+    if mode() == "off":
+        return None
+    code, reason = try_warm(args)
+    opts.start_server = reason == "no server"
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run Conduit with ``argv`` (default: ``sys.argv[1:]``); return the exit code."""
+    """Run Conduit with ``argv`` (default: ``sys.argv[1:]``, and then the warm kernel
+    runs the command when one is running); return the exit code."""
     args = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in args
     profile = Profile(False)
     opts = _Options()
     try:
         opts, rest = _parse_globals(args)
+        if argv is None and not (opts.profile or opts.profile_out):
+            code = _warm(opts, args, rest)
+            if code is not None:
+                return code
         debug = opts.debug
         if opts.color is not None or "conduit.style" in sys.modules:
             import conduit.style  # (a library caller's earlier run may have set it)

@@ -60,6 +60,10 @@ Layout::
     [journal]                      # the run journal (conduit.runlog; plugins list/stats)
     enabled = true                 # false: record nothing
     max-kb = 1024                  # its size on disk, both generations together
+
+    [kernel]                       # the warm kernel (conduit.warm; docs/warm-kernel.md)
+    warm = "auto"                  # "auto": use it, start it when missing; "off": never
+    idle-minutes = 30              # the server exits after this long without a command
 """
 
 from __future__ import annotations
@@ -80,6 +84,7 @@ __all__ = [
     "IDENTITY_SOURCES",
     "DependencySettings",
     "JournalSettings",
+    "KernelSettings",
     "PluginSettings",
     "SecuritySettings",
     "Settings",
@@ -185,6 +190,16 @@ class JournalSettings(
     max_kb: Annotated[int, msgspec.Meta(ge=16)] = 1024
 
 
+class KernelSettings(
+    msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True, rename="kebab"
+):
+    """``[kernel]``: the warm kernel (conduit.warm). ``CONDUIT_WARM=0/1`` overrides
+    ``warm`` for one command."""
+
+    warm: Literal["auto", "off"] = "auto"
+    idle_minutes: Annotated[float, msgspec.Meta(gt=0)] = 30.0
+
+
 class SecuritySettings(
     msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True, rename="kebab"
 ):
@@ -217,6 +232,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=
     dependencies: DependencySettings = DependencySettings()
     wasm: WasmSettings = WasmSettings()
     journal: JournalSettings = JournalSettings()
+    kernel: KernelSettings = KernelSettings()
 
 
 #: the hint of every error in the config file: an installed Conduit has no docs folder

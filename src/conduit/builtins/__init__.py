@@ -17,4 +17,5 @@ BUILTINS: dict[str, str] = {
     "devtools": "conduit.builtins.devtools:DevtoolsPlugin",
     "debug": "conduit.builtins.debug:DebugPlugin",
     "config": "conduit.builtins.config:ConfigPlugin",
+    "server": "conduit.builtins.server:ServerPlugin",
 }

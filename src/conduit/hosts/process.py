@@ -55,11 +55,17 @@ if TYPE_CHECKING:
     import socket
 
     from conduit.hosts.base import HostContext, KernelPort
+    from conduit.hosts.zygote import Spawned
     from conduit.indexer.records import PluginRec
     from conduit.security import sandbox
     from conduit.timing import Profile
 
-__all__ = ["ProcessHost", "ProcessSettings", "ServiceProxy"]
+__all__ = ["TEMPLATE", "ProcessHost", "ProcessSettings", "ServiceProxy", "preload"]
+
+#: set in a command forked by the warm kernel (conduit.warm.server): the socket of its
+#: host template (conduit.hosts.zygote), which Python hosts are forked from instead of
+#: starting an interpreter each
+TEMPLATE: socket.socket | None = None
 
 _CHILD = "from conduit.hosts._child import main; main()"
 # Started with -S: the kernel's sys.path comes in the arguments instead of from site
@@ -125,7 +131,7 @@ class ProcessHost:
         self.kernel = kernel
         self.settings = settings or ProcessSettings()
         self.command = command
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.proc: subprocess.Popen[bytes] | Spawned | None = None
         self.endpoint: rpc.Endpoint | None = None
         self._sock: socket.socket | None = None
         self._pipe: int | None = None  # the write end of the pipe to the child
@@ -242,13 +248,15 @@ class ProcessHost:
             to_child, self._pipe = os.pipe()
             env["CONDUIT_RPC_FD"] = str(child.fileno())
             env["CONDUIT_RPC_IN_FD"] = str(to_child)
+            keep = (child.fileno(), to_child, *plan.pass_fds)
             try:
                 with profile.span(f"host:spawn:{name}"):
-                    self.proc = subprocess.Popen(
-                        _child_argv(self.kernel.paths.cache_dir),
-                        pass_fds=(child.fileno(), to_child, *plan.pass_fds),
-                        env=env,
-                    )
+                    if TEMPLATE is not None:
+                        self.proc = self._from_template(name, env, keep)
+                    else:
+                        self.proc = subprocess.Popen(
+                            _child_argv(self.kernel.paths.cache_dir), pass_fds=keep, env=env
+                        )
             finally:
                 child.close()
                 os.close(to_child)
@@ -274,6 +282,15 @@ class ProcessHost:
             hold_interrupts=True,
         )
         return self.endpoint
+
+    def _from_template(self, name: str, env: dict[str, str], keep: tuple[int, ...]) -> Spawned:
+        from conduit.hosts.zygote import spawn
+
+        assert TEMPLATE is not None
+        try:
+            return spawn(TEMPLATE, env, keep)
+        except OSError as exc:
+            raise HostError(name, f"the warm kernel's host template failed: {exc}") from None
 
     def _stop(self, kill: bool) -> int | None:
         """Stop the child (politely unless ``kill``) and return its exit status."""
@@ -726,6 +743,14 @@ def _child_timing(profile: Profile, name: str, timing: object) -> None:
     depth = profile.depth + 1
     profile.spans.append((f"import:{name}", end - boot - imp, end - boot, depth))
     profile.spans.append((f"boot:{name}", end - boot, end, depth))
+
+
+def preload() -> None:
+    """Import what a Python host child imports before plugin code (the warm kernel's
+    server does, so that :func:`_fork_child` starts hosts with it loaded)."""
+    import conduit.hosts._child
+    import conduit.hosts.zygote
+    import conduit.security.sandbox  # noqa: F401
 
 
 def _child_argv(cache_dir: str) -> list[str]:

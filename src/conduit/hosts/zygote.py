@@ -1,0 +1,262 @@
+"""The host template of the warm kernel: a process that forks Python plugin hosts.
+
+Under the warm kernel (conduit/warm/) a process plugin's host does not start a new
+interpreter: the server forks this template once, before it serves any command, with the
+host child's modules imported (:func:`conduit.hosts.process.preload`), and a command that
+needs a host asks it for one. The template forks, and the new process takes the
+environment, file descriptors and process group it was sent and runs the host's main
+(``conduit.hosts._child``), which applies the limits and the sandbox before any plugin
+code, exactly as a host started from a new interpreter does.
+
+Why a template and not a fork of the command's own process: a fork copies memory, and a
+command's process has held the user's whole environment, the config and other plugins'
+data; a sandboxed plugin could read them back from its own address space (or from
+``/proc/self/environ``). The template has held nothing of any command: the server runs
+with a reduced environment (:func:`conduit.warm.server.server_environment`), the template
+is forked before the first request, and it receives each request into one buffer that it
+wipes as soon as the new host has its copy.
+
+The exchange (a ``SOCK_SEQPACKET`` socket the server's children inherit, one record per
+request; a private socket pair per host for the answers)::
+
+    command -> template   marshal((env, targets, path, pgid)), fds: [channel, *targets' fds]
+    template -> command   b"P" + pid, on the channel, with a pidfd of the host
+    template -> command   b"S" + wait status, on the channel, when the host has ended
+"""
+
+from __future__ import annotations
+
+import contextlib
+import marshal
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import NoReturn
+
+__all__ = ["MAX_REQUEST", "Spawned", "serve", "spawn", "start"]
+
+#: the largest request (the host's environment and its file descriptor table)
+MAX_REQUEST = 1 << 20
+_MAX_FDS = 16
+#: received descriptors are moved above this number before they take their places
+_HIGH_FD = 256
+
+
+class Spawned:
+    """The part of :class:`subprocess.Popen` the process host uses, for a host the
+    template forked: its status arrives on ``channel``, signals go through a pidfd."""
+
+    stdin = stdout = None
+
+    def __init__(self, pid: int, pidfd: int, channel: socket.socket) -> None:
+        self.pid = pid
+        self.pidfd = pidfd
+        self.channel = channel
+        self.returncode: int | None = None
+
+    def _take(self, timeout: float | None) -> None:
+        if self.returncode is not None:
+            return
+        ready, _, _ = select.select([self.channel.fileno()], [], [], timeout)
+        if not ready:
+            return
+        message = self.channel.recv(8)
+        if message[:1] == b"S":
+            status = int.from_bytes(message[1:5], sys.byteorder, signed=True)
+            self.returncode = os.waitstatus_to_exitcode(status)
+        else:  # the template went away: the host's status is lost, not its end
+            ready, _, _ = select.select([self.pidfd], [], [], timeout)  # its exit
+            if ready:
+                self.returncode = -signal.SIGKILL
+        if self.returncode is not None:
+            self.channel.close()
+            os.close(self.pidfd)
+
+    def poll(self) -> int | None:
+        self._take(0)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.returncode is None:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            self._take(left)
+            if self.returncode is None and deadline is not None and time.monotonic() >= deadline:
+                raise subprocess.TimeoutExpired(str(self.pid), timeout or 0.0)
+        return self.returncode
+
+    def send_signal(self, signum: int) -> None:
+        if self.poll() is None:
+            with contextlib.suppress(ProcessLookupError):  # it has just ended
+                signal.pidfd_send_signal(self.pidfd, signum)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+
+def spawn(template: socket.socket, env: dict[str, str], keep: tuple[int, ...]) -> Spawned:
+    """A new host from ``template``: fds 0-2 and ``keep`` at the same numbers, ``env`` as
+    its environment, in this process's group. Raises OSError when the template is gone."""
+    from conduit.index import site_dirs
+
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        targets = [0, 1, 2, *keep]
+        data = marshal.dumps((env, targets, site_dirs(), os.getpgid(0)))
+        fds = b"".join(fd.to_bytes(4, sys.byteorder) for fd in (theirs.fileno(), *targets))
+        template.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
+    finally:
+        theirs.close()
+    ours.settimeout(30.0)
+    message, ancdata, _, _ = ours.recvmsg(8, socket.CMSG_SPACE(4))
+    received = _fds(ancdata)
+    ours.settimeout(None)
+    if message[:1] != b"P" or len(received) != 1:
+        for fd in received:
+            os.close(fd)
+        ours.close()
+        raise OSError("the host template did not start the host")
+    return Spawned(int.from_bytes(message[1:5], sys.byteorder), received[0], ours)
+
+
+def _fds(ancdata: list[tuple[int, int, bytes]]) -> list[int]:
+    out: list[int] = []
+    for level, kind, payload in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            usable = len(payload) - len(payload) % 4
+            out += [int.from_bytes(payload[i : i + 4], sys.byteorder) for i in range(0, usable, 4)]
+    return out
+
+
+def start(close: tuple[int, ...] = ()) -> tuple[socket.socket, int]:
+    """Fork the template (in the server, before the first request); return the socket
+    that commands send their requests to, and its pid. ``close``: the server's own
+    descriptors, which the template must not hold."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    pid = os.fork()
+    if pid == 0:
+        ours.close()
+        for fd in close:
+            os.close(fd)
+        try:
+            serve(theirs)
+        finally:
+            os._exit(0)
+    theirs.close()
+    return ours, pid
+
+
+def serve(requests: socket.socket) -> NoReturn:
+    """The template's loop: fork a host per request until the server and every command
+    has closed the other end."""
+    os.setpgid(0, 0)  # not in the server's group: a signal to that one is not for us
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
+    signal.signal(signal.SIGCHLD, lambda signum, frame: None)
+    signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+    buffer = bytearray(MAX_REQUEST)
+    hosts: dict[int, socket.socket] = {}
+    while True:
+        try:
+            ready, _, _ = select.select([requests.fileno(), wake_r], [], [])
+        except InterruptedError:
+            continue
+        if wake_r in ready:
+            os.read(wake_r, 512)
+            _reap(hosts)
+        if requests.fileno() not in ready:
+            continue
+        try:
+            size, ancdata, flags, _ = requests.recvmsg_into(
+                [buffer], socket.CMSG_SPACE(4 * _MAX_FDS)
+            )
+        except InterruptedError:
+            continue
+        fds = _fds(ancdata)
+        if size == 0 and not fds:
+            os._exit(0)  # every holder of the other end is gone
+        if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC) or len(fds) < 4:
+            for fd in fds:
+                os.close(fd)
+            continue
+        pid = os.fork()
+        if pid == 0:
+            signal.set_wakeup_fd(-1)
+            for fd in (requests.fileno(), wake_r, wake_w):
+                os.close(fd)
+            for channel in hosts.values():
+                channel.close()
+            _become_host(bytes(buffer[:size]), fds)
+        buffer[:size] = bytes(size)  # nothing of this host's environment stays here
+        channel = socket.socket(fileno=fds[0])
+        for fd in fds[1:]:
+            os.close(fd)
+        with contextlib.suppress(OSError):  # else the command went away, and so will the host
+            pidfd = os.pidfd_open(pid)
+            message = b"P" + pid.to_bytes(4, sys.byteorder)
+            channel.sendmsg([message], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, _int4(pidfd))])
+            os.close(pidfd)
+        hosts[pid] = channel
+
+
+def _int4(fd: int) -> bytes:
+    return fd.to_bytes(4, sys.byteorder)
+
+
+def _reap(hosts: dict[int, socket.socket]) -> None:
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        channel = hosts.pop(pid, None)
+        if channel is not None:
+            with contextlib.suppress(OSError):
+                channel.sendall(b"S" + status.to_bytes(4, sys.byteorder, signed=True))
+            channel.close()
+
+
+def _become_host(data: bytes, fds: list[int]) -> NoReturn:
+    """In the new host: the command's fds at their numbers, its group, the environment
+    it sent, then the host's main (which never returns)."""
+    try:
+        env, targets, path, pgid = marshal.loads(data)
+        os.close(fds[0])  # the channel is the template's, for the status
+        import fcntl
+
+        # out of the way of every target number first, then each to its number
+        moved = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, _HIGH_FD) for fd in fds[1:]]
+        for fd in fds[1:]:
+            os.close(fd)
+        for source, target in zip(moved, targets, strict=True):
+            os.dup2(source, target)
+            os.close(source)
+        with contextlib.suppress(OSError):  # Ctrl-C, relayed to the command's group, too
+            os.setpgid(0, pgid)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        os.environ.clear()
+        os.environ.update(env)
+        sys.path[:] = path
+        sys.argv = [sys.executable]
+        from conduit.hosts._child import main
+
+        main()
+    except BaseException:
+        import traceback
+
+        os.write(2, traceback.format_exc().encode("utf-8", "replace")[-4000:])
+    os._exit(70)

@@ -186,7 +186,8 @@ class Bench:
             die(f"conduit server stop: exit {out.returncode}: {out.stderr[-2000:]}")
 
     def server_affinity(self) -> list[str]:
-        """Cpus_allowed_list of every process (but this one) running with our home."""
+        """Cpus_allowed_list of every process (but this one) running with our home: the
+        server and the host template it forks for process-isolated plugins."""
         found = []
         needle = f"CONDUIT_HOME={self.home}".encode()
         for pid in os.listdir("/proc"):
@@ -199,11 +200,9 @@ class Bench:
                 with open(f"/proc/{pid}/status", encoding="utf-8") as f:
                     lines = [ln for ln in f if ln.startswith("Cpus_allowed_list:")]
                 cpus = lines[0].split(":", 1)[1].strip() if lines else "?"
-                with open(f"/proc/{pid}/cmdline", "rb") as f:
-                    cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
             except OSError:
                 continue
-            found.append(f"pid {pid} ({cmd[:80]}): CPUs {cpus}")
+            found.append(f"pid {pid} CPUs {cpus}")
         return found
 
     # --- checks -------------------------------------------------------------------------

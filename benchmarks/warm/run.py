@@ -402,7 +402,10 @@ def run(
         for key in warm_keys[1:]:
             bench.exec(bench.argv(key), warm="1")  # first use: wasmtime loaded in the server
             bench.check(key)
-        server_placement = "; ".join(bench.server_affinity()) or "not found in /proc"
+        found = bench.server_affinity()
+        server_placement = "; ".join(found) or "not found in /proc"
+        if args.cpu and any(_cpus(f.rsplit(" ", 1)[1]) != _cpus(args.cpu) for f in found):
+            die(f"the server is not pinned like the client (taskset -c {args.cpu}): {found}")
         log(f"server: {server_placement}")
     log("sanity checks passed")
 

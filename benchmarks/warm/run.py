@@ -126,6 +126,7 @@ class Bench:
         self.pin = ["taskset", "-c", cpu] if cpu else []
         self.env = startup.clean_env(self.home)  # no PYTHON*, no CONDUIT_* but the home
         self.server_starts = 0
+        self.server_cpu = ""
 
     def env_for(self, warm: str) -> dict[str, str]:
         return {**self.env, "CONDUIT_WARM": warm} if warm else dict(self.env)
@@ -165,7 +166,11 @@ class Bench:
     # --- the server ---------------------------------------------------------------------
 
     def server(self, action: str) -> subprocess.CompletedProcess[str]:
-        # Pinned: the server started here (and what it forks) runs on the client's CPU.
+        # Pinned: the server started here (and what it forks) runs on the client's CPU,
+        # or on --server-cpu.
+        if self.server_cpu:
+            argv = ["taskset", "-c", self.server_cpu, self.conduit, "server", action]
+            return self.exec(argv, warm="")
         return self.exec([self.conduit, "server", action], warm="", pinned=True)
 
     def server_supported(self) -> bool:
@@ -323,6 +328,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="taskset -c CPU for hyperfine, the server and lane 5 ('none': not pinned; "
         "default: %(default)s)",
     )
+    p.add_argument(
+        "--server-cpu",
+        default="",
+        metavar="CPU",
+        help="taskset -c CPU for the server (and so everything it forks) instead of --cpu: "
+        "the client on one core, the commands on another",
+    )
     p.add_argument("--no-warm", action="store_true", help="only the cold lanes")
     p.add_argument("--no-wasm", action="store_true", help="leave out lane 3")
     p.add_argument("--seed", type=int, default=0, help="seed of the order shuffles")
@@ -361,6 +373,7 @@ def main(argv: list[str] | None = None) -> int:
 
     work = tempfile.mkdtemp(prefix="conduit-warm-bench-")
     bench = Bench(work, args.cpu)
+    bench.server_cpu = args.server_cpu
     try:
         return run(args, bench, wasm, notes, began, git_head, git_dirty)
     finally:
@@ -404,8 +417,9 @@ def run(
             bench.check(key)
         found = bench.server_affinity()
         server_placement = "; ".join(found) or "not found in /proc"
-        if args.cpu and any(_cpus(f.rsplit(" ", 1)[1]) != _cpus(args.cpu) for f in found):
-            die(f"the server is not pinned like the client (taskset -c {args.cpu}): {found}")
+        want = args.server_cpu or args.cpu
+        if want and any(_cpus(f.rsplit(" ", 1)[1]) != _cpus(want) for f in found):
+            die(f"the server is not pinned as asked (taskset -c {want}): {found}")
         log(f"server: {server_placement}")
     log("sanity checks passed")
 

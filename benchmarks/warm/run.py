@@ -226,7 +226,9 @@ class Bench:
                 f"(expected {expected!r}), stderr {out.stderr[-2000:]!r}"
             )
         if args:
-            traced = self.exec(argv, warm=warm, PYTHONPROFILEIMPORTTIME="1")
+            # -X importtime, not PYTHONPROFILEIMPORTTIME: the warm kernel keys its server
+            # on the PYTHON* variables (a client with another set runs cold)
+            traced = self.exec([self.python, "-X", "importtime", *argv], warm=warm)
             imported = {ln.rsplit("|", 1)[-1].strip() for ln in traced.stderr.splitlines()}
             went_cold = any(m in imported for m in COLD_MARKERS)
             if warm == "1" and went_cold:

@@ -511,3 +511,43 @@ def test_start_while_another_server_is_starting_waits_for_it(conduit_home: Path)
         helper.join()
     assert started.returncode == 0, started.stderr
     assert status()["running"] is True
+
+
+LEAKY = """\
+import os
+import click
+from conduit.sdk import Plugin
+
+LOG = None
+
+@click.command("leaky")
+@click.argument("path")
+def leaky(path):
+    global LOG
+    LOG = open(path, "w")  # never closed: the interpreter's teardown flushes it
+    LOG.write("written at exit\\n")
+
+class P(Plugin):
+    def boot(self, ctx):
+        ctx.register_command(leaky)
+"""
+
+
+def test_a_file_the_command_left_open_ends_as_on_the_cold_path(
+    plugin_dir: Path, tmp_path: Path
+) -> None:
+    """The warm child skips the interpreter's teardown (os._exit after its status): what
+    a command left open must come out as it does cold."""
+    toml = 'name = "leaky"\napi = ">=1.0,<2"\ncapabilities = ["filesystem:write"]\n'
+    toml += '[[commands]]\nname = "leaky"\n'
+    write(plugin_dir, "leaky.py", manifest_block(toml) + LEAKY)
+    conduit("plugins", "grant", "leaky", "filesystem:write", warm=False)
+    results = []
+    for warm in (False, True):
+        if warm:
+            assert conduit("server", "start").returncode == 0
+        out = tmp_path / f"log-{warm}.txt"
+        proc = conduit("leaky", str(out), warm=warm)
+        assert proc.returncode == 0, proc.stderr
+        results.append(out.read_text(encoding="utf-8") if out.exists() else None)
+    assert results[1] == results[0]

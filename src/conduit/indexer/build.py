@@ -12,51 +12,134 @@ from __future__ import annotations
 
 import marshal
 import os
-from typing import TYPE_CHECKING, Any
-
-import msgspec
+import sys
+from contextlib import contextmanager
 
 from conduit import DISTRIBUTION, __version__
 from conduit import index as reader
-from conduit.config import SecuritySettings, Settings, read_settings
 from conduit.errors import ConfigError, ManifestError
-from conduit.fs import atomic_write, locked
-from conduit.index import INDEX_FORMAT, empty_events, encode, read, records_path
+from conduit.index import INDEX_FORMAT, MAGIC, empty_events, encode, read, records_path
 from conduit.indexer.discover import PRECEDENCE, Found, discover
 from conduit.indexer.resolve import Node, Resolution, resolve
-from conduit.journal import lock_drift
-from conduit.manifest import read_manifest_file
 from conduit.sdk import API_VERSION
-from conduit.security.grants import SANDBOX_PLATFORM
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
+    from typing import Any
 
+    from conduit.config import SecuritySettings, Settings
+    from conduit.indexer.discover import DistCache
     from conduit.indexer.records import BrokenRec, Events, Index, PluginRec
     from conduit.paths import Paths
     from conduit.timing import Profile
 
+#: where the process host has an operating-system sandbox (the value of
+#: ``conduit.security.grants.SANDBOX_PLATFORM``, not imported: a rebuild that reads only
+#: what changed must not pay for importing it)
+SANDBOX_PLATFORM = sys.platform == "linux"
+
 __all__ = ["build", "first_party", "identity", "load", "rebuild"]
 
 
-def _load_manifest(item: Found) -> None:
-    if item.manifest is not None or item.error is not None:
-        return
+class Cache:
+    """What the last rebuild read, so that the next one reads only what changed.
+
+    Kept in a file of its own beside the index (``.cache``; the start-up path never reads
+    it): per installed distribution what discovery read of it (keyed by the stat of its
+    ``.dist-info`` directory), per manifest file its validated content or its error (keyed
+    by the file's stat and the name it must have), and per API range whether this
+    Conduit's plugin API is in it. Only for the Conduit, interpreter and environment that
+    wrote it; anything else, or a file that cannot be read, is an empty cache.
+    """
+
+    def __init__(self, data: dict[str, Any] | None = None) -> None:
+        data = data or {}
+        self.dists: DistCache = data.get("dists", {})
+        self.manifests: dict[str, Any] = data.get("manifests", {})
+        self.api: dict[str, bool] = data.get("api", {})
+        self.used: set[str] = set()  # manifests looked up by this rebuild
+
+    @staticmethod
+    def key() -> tuple[object, ...]:
+        return (INDEX_FORMAT, __version__, sys.version, sys.prefix, API_VERSION)
+
+    @classmethod
+    def read(cls, path: str) -> Cache:
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+            if data.startswith(MAGIC):
+                table = marshal.loads(data[len(MAGIC) :])
+                if type(table) is dict and table.get("key") == cls.key():
+                    return cls(table)
+        except (OSError, EOFError, ValueError, TypeError):
+            pass
+        return cls()
+
+    def dump(self) -> bytes:
+        manifests = {k: v for k, v in self.manifests.items() if k in self.used}
+        table = {"key": self.key(), "dists": self.dists, "manifests": manifests, "api": self.api}
+        return MAGIC + marshal.dumps(table)
+
+
+def _file_stat(path: str) -> tuple[int, int, int] | None:
     try:
-        item.manifest = read_manifest_file(item.origin, expected_name=item.name)
-    except ManifestError as exc:
-        item.error = exc
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
-def _check_api(item: Found) -> None:
-    from packaging.specifiers import SpecifierSet
+def _load_manifest(item: Found, cache: Cache) -> None:
+    """Read and validate the manifest of ``item``, or reuse what an earlier rebuild read
+    of the same file (same stat, same expected name)."""
+    if item.manifest is not None or item.error is not None:
+        if item.manifest is not None and item.data is None:
+            import msgspec
 
-    if item.manifest is None:
+            item.data = msgspec.to_builtins(item.manifest)
         return
-    if not SpecifierSet(item.manifest.api).contains(API_VERSION, prereleases=True):
+    stat = _file_stat(item.origin)
+    cache.used.add(item.origin)
+    cached = cache.manifests.get(item.origin)
+    if stat is not None and cached is not None and cached[:2] == (stat, item.name):
+        result = cached[2]
+    else:
+        import msgspec
+
+        from conduit.manifest import read_manifest_file
+
+        try:
+            manifest = read_manifest_file(item.origin, expected_name=item.name)
+            result = msgspec.to_builtins(manifest)
+        except ManifestError as exc:
+            result = (exc.path, exc.problem, exc.field, exc.hint)
+        cache.manifests[item.origin] = (stat, item.name, result)
+    if type(result) is dict:
+        item.data = result
+    else:
+        path, problem, field, hint = result
+        item.error = ManifestError(path, problem, field=field, hint=hint)
+
+
+def _api_ok(spec: str, cache: Cache) -> bool:
+    ok = cache.api.get(spec)
+    if ok is None:
+        from packaging.specifiers import SpecifierSet
+
+        ok = cache.api[spec] = SpecifierSet(spec).contains(API_VERSION, prereleases=True)
+    return ok
+
+
+def _check_api(item: Found, cache: Cache) -> None:
+    if item.data is None or item.error is not None:
+        return
+    api = item.data["api"]
+    if not _api_ok(api, cache):
         item.error = ManifestError(
             item.origin,
-            f"plugin '{item.name}' supports plugin API {item.manifest.api}, "
+            f"plugin '{item.name}' supports plugin API {api}, "
             f"but this Conduit provides {API_VERSION}",
             field="api",
             hint="upgrade the plugin, or install a Conduit release it supports",
@@ -121,9 +204,8 @@ def first_party(item: Found) -> bool:
 def _isolation(item: Found, forced: dict[str, str], security: SecuritySettings) -> str:
     """The host kind: the manifest's, or the process sandbox for a third-party in-process
     plugin under ``[security] sandbox-third-party``, or stricter by ``[isolation]``."""
-    m = item.manifest
-    assert m is not None
-    kind = m.isolation
+    assert item.data is not None
+    kind: str = item.data["isolation"]
     if (
         security.sandbox_third_party
         and SANDBOX_PLATFORM
@@ -186,6 +268,8 @@ def _effective_config(
 ) -> dict[str, Any]:
     """The config as the index holds it: the grants that apply, and the trust settings
     without the names that :func:`_contested` found."""
+    import msgspec
+
     config: dict[str, Any] = {**msgspec.to_builtins(settings), "grants": grants}
     security = config.get("security")
     if isinstance(security, dict) and untrusted:
@@ -201,30 +285,35 @@ def _effective_config(
 def _record(
     item: Found, disabled: set[str], forced: dict[str, str], security: SecuritySettings
 ) -> PluginRec:
-    m = item.manifest
-    assert m is not None
-    data = msgspec.to_builtins(m)
+    data = item.data
+    assert data is not None
     return {
         "name": item.name,
-        "version": m.version
+        "version": data["version"]
         if item.source in ("file", "executable", "wasm")
         else item.dist_version,
-        "description": m.description,
+        "description": data["description"],
         "source": item.source,
         "origin": item.origin,
         "dist": item.dist,
         "entry": item.entry,
-        "api": m.api,
+        "api": data["api"],
         "commands": [
-            {"name": c.name, "help": c.help, "usage": c.usage, "hidden": c.hidden}
-            for c in m.commands
+            {"name": c["name"], "help": c["help"], "usage": c["usage"], "hidden": c["hidden"]}
+            for c in data["commands"]
         ],
-        "activation": list(m.activation),
-        "provides": data["provides"],
-        "requires": data["requires"],
-        "capabilities": list(m.capabilities),
+        "activation": list(data["activation"]),
+        "provides": {
+            "services": list(data["provides"]["services"]),
+            "hooks": list(data["provides"]["hooks"]),
+        },
+        "requires": {
+            "plugins": list(data["requires"]["plugins"]),
+            "services": list(data["requires"]["services"]),
+        },
+        "capabilities": list(data["capabilities"]),
         "isolation": _isolation(item, forced, security),
-        "dependencies": list(m.dependencies),
+        "dependencies": list(data["dependencies"]),
         "protocol": item.protocol,
         "enabled": item.name not in disabled or item.name == "plugins",
         "blocked": None,
@@ -237,8 +326,18 @@ def _record(
     }
 
 
-def build(paths: Paths, fp: tuple[object, ...]) -> Index:
-    """Discover every plugin and return a fresh index (does not write it)."""
+def build(paths: Paths, fp: tuple[object, ...], cache: Cache | None = None) -> Index:
+    """Discover every plugin and return a fresh index (does not write it).
+
+    With ``cache`` (what the last rebuild read), only the distributions and manifests
+    that changed since are read again; the index is the same as without. The cache is
+    updated in place.
+    """
+    from conduit.config import Settings, read_settings
+    from conduit.journal import lock_drift
+
+    if cache is None:
+        cache = Cache()
     config_error: tuple[str, str, str | None] | None = None
     try:
         settings = read_settings(paths.config_file)
@@ -249,10 +348,10 @@ def build(paths: Paths, fp: tuple[object, ...]) -> Index:
         message = exc.message.removeprefix(f"{exc.path}: ")
         config_error = (exc.path, message, exc.hint)
     warnings: list[str] = []
-    found = discover(paths.plugin_dir, warnings)
+    found = discover(paths.plugin_dir, warnings, cache.dists)
     for item in found:
-        _load_manifest(item)
-        _check_api(item)
+        _load_manifest(item, cache)
+        _check_api(item, cache)
 
     disabled = set(settings.plugins.disabled)
     plugins: dict[str, PluginRec] = {}
@@ -472,26 +571,34 @@ def rebuild(
 
     Another process may have rebuilt it while we waited for the lock; then its result is
     used. An index that cannot be written (read-only cache) is still returned.
-    """
 
-    def fresh() -> Index:
-        index = build(paths, fp)
+    Unless ``force``d (``plugins doctor``, ``CONDUIT_REBUILD_INDEX=1``), only what changed
+    since the last rebuild is read (:class:`Cache`); a forced rebuild reads everything.
+    """
+    cache_path = path[: -len(".bin")] + ".cache"
+
+    def fresh(cache: Cache | None = None) -> Index:
+        index = build(paths, fp, cache)
         if render_help is not None:
             index["help"] = render_help(index)
         return index
 
     index: Index | None = None
     try:
-        with locked(path):
+        with _locked(path):
             if not force:
                 current = read(path, fp)
                 if current is not None:
                     return current
-            index = fresh()
+            cache = Cache() if force else Cache.read(cache_path)
+            index = fresh(cache)
             header, records = encode(index)
+            from conduit.fs import atomic_write
+
             # Records first: a reader that sees the new index also sees its records.
             atomic_write(records_path(path), records)
             atomic_write(path, header)
+            atomic_write(cache_path, cache.dump())
             return index
     except OSError as exc:  # the lock or the cache directory cannot be written
         if index is None:
@@ -501,6 +608,34 @@ def rebuild(
             "it will be rebuilt on every run"
         )
         return index
+
+
+@contextmanager
+def _locked(path: str, timeout: float = 30.0) -> Iterator[None]:
+    """Hold ``path + '.lock'`` (an exclusive ``flock``) while the index is rebuilt.
+
+    :func:`conduit.fs.locked` without filelock, whose import alone costs more than a
+    rebuild that reads one new distribution. Raises TimeoutError (an OSError) when
+    another process holds it for ``timeout`` seconds.
+    """
+    import fcntl
+    import time
+
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"the index lock {path}.lock is held") from None
+                time.sleep(0.05)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def load(

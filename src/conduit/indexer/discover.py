@@ -29,7 +29,17 @@ from conduit.errors import ManifestError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from conduit.manifest import Manifest
+
+    #: one installed distribution as discovery read it: its name and version (from its
+    #: metadata, only for a plugin distribution), and per plugin entry point (name, value,
+    #: the manifest found for it or None), or the warning that its entry points could not
+    #: be read
+    DistEntry = tuple[str, str | None, list[tuple[str, str, str | None]] | str]
+    #: ``.dist-info``/``.egg-info`` path -> (its stat, what was read of it)
+    DistCache = dict[str, tuple[tuple[int, int, int] | None, DistEntry]]
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -66,12 +76,17 @@ class Found:
     manifest: Manifest | None = None
     error: ManifestError | None = None
     protocol: str = "python"  # "python", or for executables "jsonrpc" or "exec"
+    data: dict[str, Any] | None = None  # the validated manifest as plain data (the builder's)
 
 
-def discover(plugin_dir: str, warnings: list[str]) -> list[Found]:
+def discover(plugin_dir: str, warnings: list[str], cache: DistCache | None = None) -> list[Found]:
     """Every plugin found, in discovery order; problems that are no plugin's are appended
-    to ``warnings``. Manifests not read yet are read by the builder."""
-    found = _discover_builtins() + _discover_entry_points(warnings)
+    to ``warnings``. Manifests not read yet are read by the builder.
+
+    ``cache`` holds what earlier rebuilds read of each installed distribution; entries
+    whose ``.dist-info`` directory is unchanged are reused, and it is updated in place.
+    """
+    found = _discover_builtins() + _discover_entry_points(warnings, {} if cache is None else cache)
     found += _discover_files(plugin_dir, warnings)
     found += _discover_wasm(plugin_dir)
     found += _discover_executables(plugin_dir, warnings)
@@ -125,53 +140,152 @@ def _discover_builtins() -> list[Found]:
     return found
 
 
-def _discover_entry_points(warnings: list[str]) -> list[Found]:
-    import importlib.metadata
+def _dist_stat(path: str) -> tuple[int, int, int] | None:
+    """What changes when an installer writes a ``.dist-info`` directory: installing,
+    upgrading, reinstalling or removing one creates, renames or replaces files in it."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
 
+
+def _project_key(entry: str) -> str:
+    """The normalised project name in a ``.dist-info``/``.egg-info`` name
+    (``Foo_Bar-1.0.dist-info`` is ``foo-bar``): installed twice, the first one wins."""
+    stem = entry.rpartition(".")[0]
+    return stem.partition("-")[0].lower().replace("_", "-").replace(".", "-")
+
+
+def _read_text(path: str) -> str | None:
+    try:
+        with open(path, encoding="utf-8", errors="surrogateescape") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def _plugin_entry_points(text: str) -> list[tuple[str, str]]:
+    """``(name, value)`` of the :data:`ENTRY_POINT_GROUP` entries of an
+    ``entry_points.txt``, read as importlib.metadata reads it (a line that is not
+    ``name = value`` makes the whole file unreadable: ValueError)."""
+    out = []
+    section = None
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            section = line.strip("[]")
+            continue
+        if section is None:
+            continue
+        name, eq, value = line.partition("=")
+        if not eq:
+            raise ValueError(f"line {line!r} is not 'name = value'")
+        if section == ENTRY_POINT_GROUP:
+            out.append((name.strip(), value.strip()))
+    return out
+
+
+def _name_and_version(info: str, entry: str) -> tuple[str, str | None]:
+    """``Name`` and ``Version`` from a distribution's metadata headers (``METADATA``, or
+    ``PKG-INFO`` of an egg), the first of each; the directory name when it has none."""
+    headers = "METADATA" if entry.endswith(".dist-info") else "PKG-INFO"
+    text = _read_text(os.path.join(info, headers))
+    fields: dict[str, str] = {}
+    for line in (text or "").splitlines():
+        if not line.strip():
+            break  # the headers end at the first empty line
+        key, colon, value = line.partition(":")
+        key = key.lower()
+        if colon and key in ("name", "version") and key not in fields:
+            fields[key] = value.strip()
+    stem = entry.rpartition(".")[0]
+    name, _, version = stem.partition("-")
+    return fields.get("name") or name, fields.get("version") or version.partition("-")[0] or None
+
+
+def _read_dist(site: str, entry: str) -> DistEntry:
+    """What discovery needs of one installed distribution, read from its files: nothing
+    but its ``entry_points.txt`` unless that declares plugins."""
+    info = os.path.join(site, entry)
+    text = _read_text(os.path.join(info, "entry_points.txt")) if os.path.isdir(info) else None
+    if text is None or ENTRY_POINT_GROUP not in text:
+        return ("", None, [])  # not a plugin distribution: its name is never needed
+    name, version = _name_and_version(info, entry)
+    try:
+        eps = _plugin_entry_points(text)
+    except ValueError as exc:
+        return (name, version, f"distribution {name}: cannot read entry points: {exc}")
+    plugins = []
+    for ep_name, value in eps:
+        module = value.partition(":")[0].strip()
+        manifest = _manifest_for_module(module, lambda rel: os.path.join(site, rel))
+        plugins.append((ep_name, value, manifest))
+    return (name, version, plugins)
+
+
+def _discover_entry_points(warnings: list[str], cache: DistCache) -> list[Found]:
+    """Plugins of the installed distributions, as importlib.metadata would list them
+    without importing it: each ``sys.path`` directory's ``*.dist-info`` then ``*.egg-info``
+    entries in name order, the first of a project's name winning. Only a distribution
+    whose entry is new or changed since the last rebuild (``cache``) is read."""
     from conduit.index import site_dirs
     from conduit.manifest import MANIFEST_FILENAME
 
     found = []
     seen: set[str] = set()
-    for dist in importlib.metadata.distributions(path=site_dirs()):
+    fresh: DistCache = {}
+    for site in site_dirs():
         try:
-            dist_name = dist.metadata["Name"] or "?"
-        except Exception:  # a damaged dist-info must not stop discovery
-            continue
-        key = dist_name.lower().replace("_", "-").replace(".", "-")
-        if key in seen:  # shadowed by an earlier sys.path entry, as importlib does
-            continue
-        seen.add(key)
-        try:
-            eps = dist.entry_points.select(group=ENTRY_POINT_GROUP)
-        except Exception as exc:
-            warnings.append(f"distribution {dist_name}: cannot read entry points: {exc}")
-            continue
-        for ep in eps:
-            module = ep.value.partition(":")[0].strip()
-            manifest = _manifest_for_module(module, dist.locate_file)
-            item = Found(
-                ep.name,
-                "entry-point",
-                manifest or f"{dist_name} (entry point {ep.name} = {ep.value})",
-                dist=dist_name,
-                dist_version=dist.version,
-                entry=ep.value.strip(),
-            )
-            # Not from the manifest, but shown beside it (plugins list/info, the prompt).
-            item.error = _unsafe_field(
-                item.origin,
-                ("distribution name", dist_name),
-                ("distribution version", dist.version),
-                ("entry point", f"{ep.name} = {ep.value}"),
-            )
-            if item.error is None and manifest is None:
-                item.error = ManifestError(
-                    item.origin,
-                    f"no {MANIFEST_FILENAME} found next to module '{module}'",
-                    hint=f"ship {MANIFEST_FILENAME} inside the package (package data)",
+            names = sorted(os.listdir(site))
+        except OSError:
+            continue  # missing, not a directory (a zip file), unreadable: nothing found
+        entries = [n for n in names if n.endswith(".dist-info")]
+        entries += [n for n in names if n.endswith(".egg-info")]
+        for entry in entries:
+            key = _project_key(entry)
+            if key in seen:  # shadowed by an earlier sys.path entry, as importlib does
+                continue
+            seen.add(key)
+            path = os.path.join(site, entry)
+            stat = _dist_stat(path)
+            cached = cache.get(path)
+            if cached is not None and cached[0] == stat:
+                dist_name, dist_version, plugins = cached[1]
+            else:
+                dist_name, dist_version, plugins = _read_dist(site, entry)
+            fresh[path] = (stat, (dist_name, dist_version, plugins))
+            if isinstance(plugins, str):
+                warnings.append(plugins)
+                continue
+            for ep_name, value, manifest in plugins:
+                module = value.partition(":")[0].strip()
+                item = Found(
+                    ep_name,
+                    "entry-point",
+                    manifest or f"{dist_name} (entry point {ep_name} = {value})",
+                    dist=dist_name,
+                    dist_version=dist_version,
+                    entry=value,
                 )
-            found.append(item)
+                # Not from the manifest, but shown beside it (plugins list/info, the prompt).
+                item.error = _unsafe_field(
+                    item.origin,
+                    ("distribution name", dist_name),
+                    ("distribution version", dist_version),
+                    ("entry point", f"{ep_name} = {value}"),
+                )
+                if item.error is None and manifest is None:
+                    item.error = ManifestError(
+                        item.origin,
+                        f"no {MANIFEST_FILENAME} found next to module '{module}'",
+                        hint=f"ship {MANIFEST_FILENAME} inside the package (package data)",
+                    )
+                found.append(item)
+    cache.clear()
+    cache.update(fresh)
     return found
 
 

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from packaging.requirements import InvalidRequirement, Requirement
-from packaging.version import InvalidVersion, Version
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from packaging.requirements import Requirement
 
 __all__ = ["Blocked", "Node", "Resolution", "resolve"]
 
@@ -88,6 +89,8 @@ def _direct_problem(
     """
     edges: list[str] = []
     problems: list[Blocked] = []
+    if node.requires_plugins:  # packaging is imported only when some plugin needs it
+        from packaging.requirements import InvalidRequirement, Requirement
     for text in node.requires_plugins:
         try:
             req = Requirement(text)
@@ -142,6 +145,8 @@ def _direct_problem(
 
 
 def _satisfies(version: str | None, req: Requirement) -> bool:
+    from packaging.version import InvalidVersion, Version
+
     if version is None:
         return False
     try:

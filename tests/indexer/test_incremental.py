@@ -1,0 +1,213 @@
+"""The incremental index rebuild: after installs, upgrades, uninstalls and changes in
+place, a rebuild that reuses what the last one read gives exactly the index that a full
+rebuild gives, and reads only the distributions that changed.
+
+Distributions are real ``.dist-info`` directories and packages in a directory put on
+``sys.path`` (what an installer leaves behind); tests/indexer/test_distributions.py
+installs real wheels with uv."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conduit.index import index_path
+from conduit.indexer import build, discover
+from conduit.paths import resolve
+
+
+def write_dist(
+    site: Path,
+    dist: str,
+    version: str,
+    plugins: dict[str, str],
+    *,
+    requires: str = "",
+    api: str = ">=1.0,<2",
+    entry_points: str | None = None,
+) -> Path:
+    """A distribution ``dist`` as an installer leaves it: a package per plugin with its
+    manifest, and ``DIST-VERSION.dist-info`` with METADATA and entry_points.txt (written
+    to temporary names and renamed, as installers do). ``plugins``: name -> command."""
+    info = site / f"{dist.replace('-', '_')}-{version}.dist-info"
+    tmp = site / f".tmp-{info.name}"
+    tmp.mkdir()
+    (tmp / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n\n")
+    if entry_points is None:
+        entry_points = "[console_scripts]\nx = y:z\n"
+        if plugins:
+            entry_points += "\n[conduit.plugins]\n" + "".join(
+                f"{name} = {name.replace('-', '_')}_pkg:Plugin\n" for name in plugins
+            )
+    (tmp / "entry_points.txt").write_text(entry_points)
+    for name, command in plugins.items():
+        pkg = site / f"{name.replace('-', '_')}_pkg"
+        pkg.mkdir(exist_ok=True)
+        (pkg / "__init__.py").write_text("")
+        (pkg / "conduit-plugin.toml").write_text(
+            textwrap.dedent(f"""\
+                name = "{name}"
+                api = "{api}"
+                {requires}
+                [[commands]]
+                name = "{command}"
+                help = "{name} {version}"
+                """)
+        )
+    shutil.rmtree(info, ignore_errors=True)
+    tmp.rename(info)
+    return info
+
+
+def remove_dist(site: Path, dist: str) -> None:
+    for entry in site.glob(f"{dist.replace('-', '_')}-*.dist-info"):
+        shutil.rmtree(entry)
+
+
+@pytest.fixture
+def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path / "site-packages"
+    path.mkdir()
+    monkeypatch.setattr(sys, "path", [*sys.path, str(path)])
+    return path
+
+
+class Builds:
+    """Rebuilds the index as the CLI does (incremental), and in full to compare."""
+
+    def __init__(self) -> None:
+        self.paths = resolve()
+        self.path = index_path(self.paths)
+        self.step = 0
+
+    def both(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        self.step += 1
+        fp = ("test", self.step)  # a new fingerprint: the index on disk is stale
+        incremental = build.rebuild(self.paths, self.path, fp)
+        full = build.build(self.paths, fp)
+        return dict(incremental), dict(full)
+
+
+def test_incremental_rebuild_equals_full_rebuild(site: Path) -> None:
+    builds = Builds()
+    for i in range(5):
+        write_dist(site, f"plug-{i}", "1.0", {f"plug-{i}": f"cmd-{i}"})
+    write_dist(site, "not-a-plugin", "2.0", {})
+    steps: list[tuple[str, Any]] = [
+        ("first build", lambda: None),
+        ("install", lambda: write_dist(site, "plug-new", "1.0", {"plug-new": "cmd-new"})),
+        (
+            "upgrade",
+            lambda: (
+                remove_dist(site, "plug-1"),
+                write_dist(site, "plug-1", "2.0", {"plug-1": "cmd-1", "plug-1b": "cmd-1b"}),
+            ),
+        ),
+        ("uninstall", lambda: remove_dist(site, "plug-2")),
+        (
+            "dist-info changed in place (same name, new entry points)",
+            lambda: write_dist(site, "plug-3", "1.0", {"plug-3x": "cmd-3x"}),
+        ),
+        (
+            "broken plugin (no manifest found)",
+            lambda: write_dist(
+                site, "broken", "1.0", {}, entry_points="[conduit.plugins]\nbroken = nowhere:P\n"
+            ),
+        ),
+        (
+            "unsupported API",
+            lambda: write_dist(site, "old-api", "1.0", {"old-api": "cmd-old"}, api=">=9"),
+        ),
+        (
+            "conflict: a second plugin claims a command word",
+            lambda: write_dist(site, "rival", "1.0", {"rival": "cmd-0"}),
+        ),
+        (
+            "blocked: requires a plugin that is not installed",
+            lambda: write_dist(
+                site,
+                "needy",
+                "1.0",
+                {"needy": "cmd-needy"},
+                requires='[requires]\nplugins = ["absent>=1"]\n',
+            ),
+        ),
+        (
+            "unreadable entry points",
+            lambda: write_dist(site, "garbled", "1.0", {}, entry_points="[conduit.plugins]\nx\n"),
+        ),
+        ("a non-plugin installed", lambda: write_dist(site, "lib", "3.0", {})),
+    ]
+    for what, change in steps:
+        change()
+        incremental, full = builds.both()
+        assert incremental == full, what
+    assert {b["name"] for b in full["broken"]} >= {"broken", "old-api"}
+    assert full["plugins"]["needy"]["blocked"]
+    assert full["routes"]["cmd-0"] == ["plug-0", "rival"]
+    assert "plug-2" not in full["plugins"] and full["plugins"]["plug-1"]["version"] == "2.0"
+    assert "plug-3" not in full["plugins"] and "plug-3x" in full["plugins"]
+    assert any("garbled" in w for w in full["warnings"])
+
+
+def test_only_changed_distributions_are_read(site: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Entry points, metadata and manifests are read only for what is new or changed;
+    a distribution without plugins has its metadata never read."""
+    builds = Builds()
+    for i in range(3):
+        write_dist(site, f"plug-{i}", "1.0", {f"plug-{i}": f"cmd-{i}"})
+    write_dist(site, "lib", "1.0", {})
+    builds.both()
+    opened: list[str] = []
+    real_open = open
+
+    def spy(file: Any, *args: Any, **kwargs: Any) -> Any:
+        opened.append(os.fspath(file))
+        return real_open(file, *args, **kwargs)
+
+    write_dist(site, "plug-new", "1.0", {"plug-new": "cmd-new"})
+    monkeypatch.setattr("builtins.open", spy)
+    builds.step += 1
+    index = build.rebuild(builds.paths, builds.path, ("test", builds.step))
+    monkeypatch.undo()
+    assert "plug-new" in index["plugins"]
+    read = [p for p in opened if str(site) in p]
+    assert sorted(os.path.basename(p) for p in read) == [
+        "METADATA",
+        "conduit-plugin.toml",
+        "entry_points.txt",
+    ]
+    assert all("plug_new" in p for p in read)
+
+
+def test_metadata_only_for_plugin_distributions(site: Path) -> None:
+    write_dist(site, "lib", "1.0", {})
+    (site / "lib-1.0.dist-info" / "METADATA").write_text("garbage without a name")
+    write_dist(site, "plug", "1.5", {"plug": "cmd"})
+    cache: dict[str, Any] = {}
+    found = discover.discover(str(site / "none"), [], cache)
+    mine = [(f.name, f.dist, f.dist_version) for f in found if f.origin.startswith(str(site))]
+    assert mine == [("plug", "plug", "1.5")]
+    lib = cache[str(site / "lib-1.0.dist-info")][1]
+    assert lib == ("", None, [])  # never read: not a plugin distribution
+
+
+def test_forced_rebuild_reads_everything(site: Path) -> None:
+    """A forced rebuild (plugins doctor, CONDUIT_REBUILD_INDEX) ignores the cache: a
+    manifest edited in place without its stat changing is read again."""
+    builds = Builds()
+    write_dist(site, "plug", "1.0", {"plug": "cmd"})
+    builds.both()
+    manifest = site / "plug_pkg" / "conduit-plugin.toml"
+    st = manifest.stat()
+    manifest.write_text(manifest.read_text().replace('help = "plug 1.0"', 'help = "plug 1.X"'))
+    os.utime(manifest, ns=(st.st_atime_ns, st.st_mtime_ns))
+    fp = ("test", "forced")
+    index = build.rebuild(builds.paths, builds.path, fp, force=True)
+    assert index["plugins"]["plug"]["commands"][0]["help"] == "plug 1.X"

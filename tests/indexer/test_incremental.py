@@ -211,3 +211,92 @@ def test_forced_rebuild_reads_everything(site: Path) -> None:
     fp = ("test", "forced")
     index = build.rebuild(builds.paths, builds.path, fp, force=True)
     assert index["plugins"]["plug"]["commands"][0]["help"] == "plug 1.X"
+
+
+def test_config_changes_are_read_again(site: Path) -> None:
+    """The settings come from the rebuild cache while the config file is unchanged, and
+    are read again when it changes (also when it becomes invalid, or goes away)."""
+    builds = Builds()
+    write_dist(site, "plug", "1.0", {"plug": "cmd"})
+    write_dist(site, "other", "1.0", {"other": "cmd"})
+    config = Path(builds.paths.config_file)
+    config.parent.mkdir(parents=True, exist_ok=True)
+    texts = [
+        None,
+        '[plugins]\ndisabled = ["plug"]\n',
+        '[plugins]\ndisabled = ["plug"]\n[pins]\ncmd = "other"\n',
+        "[security]\nsandbox-third-party = true\ntrusted = ['plug']\n",
+        "[plugins\n",  # invalid: built with the defaults, the error kept
+        "[isolation]\nplug = 'process'\n",
+        None,
+    ]
+    for text in texts:
+        if text is None:
+            config.unlink(missing_ok=True)
+        else:
+            config.write_text(text)
+        incremental, full = builds.both()
+        assert incremental == full, text
+        if text == "[plugins\n":
+            assert full["config_error"] is not None
+    assert full["config_error"] is None
+
+
+def test_executables_on_path_are_found_with_cached_listings(
+    site: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A PATH directory's listing is kept while its stat is unchanged (not when it was
+    just modified); a new ``conduit-NAME`` in it changes the stat and is found."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for i in range(3):
+        (bin_dir / f"tool-{i}").write_text("")
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    old = 1_000_000_000_000_000_000  # 2001: not modified recently
+    os.utime(bin_dir, ns=(old, old))
+    builds = Builds()
+    builds.both()
+    listed: list[str] = []
+    real_listdir = os.listdir
+
+    def spy(path: Any = ".") -> list[str]:
+        listed.append(os.fspath(path))
+        return real_listdir(path)
+
+    monkeypatch.setattr(os, "listdir", spy)
+    builds.step += 1
+    build.rebuild(builds.paths, builds.path, ("test", builds.step))
+    assert str(bin_dir) not in listed  # reused
+    exe = bin_dir / "conduit-hello"
+    exe.write_text("#!/bin/sh\nexit 1\n")
+    exe.chmod(0o755)
+    monkeypatch.setattr(os, "listdir", real_listdir)
+    incremental, full = builds.both()
+    assert incremental == full
+    assert "hello" in full["plugins"]
+
+
+def test_lock_check_looks_at_the_journal_binding_file() -> None:
+    """build.py checks that a lock is bound before importing conduit.journal."""
+    from conduit import journal
+
+    paths = resolve()
+    assert paths.store_file("lock", ".path") == journal._binding_file(paths)
+
+
+def test_a_concurrent_rebuild_is_used(site: Path) -> None:
+    """When the index on disk is not the one the last rebuild wrote, it is read: another
+    process may have rebuilt it for the same fingerprint while this one waited."""
+    builds = Builds()
+    write_dist(site, "plug", "1.0", {"plug": "cmd"})
+    builds.both()
+    fp = ("test", "other process")
+    theirs = build.build(builds.paths, fp)
+    theirs["warnings"].append("written by the other process")
+    header, records = build.encode(theirs)
+    Path(build.records_path(builds.path)).write_bytes(records)
+    tmp = Path(builds.path + ".other")
+    tmp.write_bytes(header)
+    tmp.replace(builds.path)
+    index = build.rebuild(builds.paths, builds.path, fp)
+    assert "written by the other process" in index["warnings"]

@@ -14,7 +14,8 @@ Names, versions and entry points that do not come from a manifest (a distributio
 metadata, an executable's file name) are refused when they hold a control character,
 as the manifest validator refuses them in identifiers (:mod:`conduit.text`).
 
-Only ``os``, ``dataclasses`` and :mod:`conduit.errors` are imported with this module:
+Only ``os`` and :mod:`conduit.errors` are imported with this module (no dataclasses: its
+import, with ``inspect``, costs more than the rest of a rebuild that reads one new plugin):
 :mod:`conduit.authoring` and :mod:`conduit.store` import :data:`ENTRY_POINT_GROUP` from
 here, and the heavier modules (importlib.metadata, the manifest parser) are imported by
 the functions that need them.
@@ -23,7 +24,6 @@ the functions that need them.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
 from conduit.errors import ManifestError
 
@@ -40,6 +40,8 @@ if TYPE_CHECKING:
     DistEntry = tuple[str, str | None, list[tuple[str, str, str | None]] | str]
     #: ``.dist-info``/``.egg-info`` path -> (its stat, what was read of it)
     DistCache = dict[str, tuple[tuple[int, int, int] | None, DistEntry]]
+    #: (directory, what was kept of it) -> (its stat, the names kept, sorted)
+    Listings = dict[tuple[str, str], tuple[tuple[int, int, int], list[str]]]
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -61,36 +63,107 @@ PRECEDENCE = {"builtin": 0, "entry-point": 1, "file": 2, "wasm": 3, "executable"
 EXECUTABLE_PREFIX = "conduit-"
 MANIFEST_FLAG = "--conduit-manifest"
 PROBE_TIMEOUT = 5.0
+#: ``conduit.manifest.MANIFEST_FILENAME``, not imported from there: that module imports
+#: msgspec and tomllib, which a rebuild reading no new manifest does not need
+MANIFEST_FILENAME = "conduit-plugin.toml"
 
 
-@dataclass
 class Found:
     """One plugin as discovery found it: its manifest, or why it has none."""
 
-    name: str
-    source: str
-    origin: str
-    dist: str | None = None
-    dist_version: str | None = None
-    entry: str | None = None
-    manifest: Manifest | None = None
-    error: ManifestError | None = None
-    protocol: str = "python"  # "python", or for executables "jsonrpc" or "exec"
-    data: dict[str, Any] | None = None  # the validated manifest as plain data (the builder's)
+    __slots__ = (
+        "data",
+        "dist",
+        "dist_version",
+        "entry",
+        "error",
+        "manifest",
+        "name",
+        "origin",
+        "protocol",
+        "source",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        source: str,
+        origin: str,
+        dist: str | None = None,
+        dist_version: str | None = None,
+        entry: str | None = None,
+        manifest: Manifest | None = None,
+        error: ManifestError | None = None,
+        protocol: str = "python",  # "python", or for executables "jsonrpc" or "exec"
+        data: dict[str, Any] | None = None,  # the validated manifest as plain data
+    ) -> None:
+        self.name = name
+        self.source = source
+        self.origin = origin
+        self.dist = dist
+        self.dist_version = dist_version
+        self.entry = entry
+        self.manifest = manifest
+        self.error = error
+        self.protocol = protocol
+        self.data = data
+
+    def __repr__(self) -> str:
+        return f"Found({self.name!r}, {self.source!r}, {self.origin!r})"
 
 
-def discover(plugin_dir: str, warnings: list[str], cache: DistCache | None = None) -> list[Found]:
+def discover(
+    plugin_dir: str,
+    warnings: list[str],
+    cache: DistCache | None = None,
+    listings: Listings | None = None,
+) -> list[Found]:
     """Every plugin found, in discovery order; problems that are no plugin's are appended
     to ``warnings``. Manifests not read yet are read by the builder.
 
     ``cache`` holds what earlier rebuilds read of each installed distribution; entries
     whose ``.dist-info`` directory is unchanged are reused, and it is updated in place.
+    ``listings`` holds the relevant names of the ``sys.path`` and ``PATH`` directories
+    (:func:`_names`), also updated in place.
     """
-    found = _discover_builtins() + _discover_entry_points(warnings, {} if cache is None else cache)
+    listings = {} if listings is None else listings
+    found = _discover_builtins()
+    found += _discover_entry_points(warnings, {} if cache is None else cache, listings)
     found += _discover_files(plugin_dir, warnings)
     found += _discover_wasm(plugin_dir)
-    found += _discover_executables(plugin_dir, warnings)
+    found += _discover_executables(plugin_dir, warnings, listings)
     return found
+
+
+#: a directory modified this recently (ns) may change again within its mtime's
+#: granularity: its listing is not kept ("racy git")
+_RACY = 2_000_000_000
+
+
+def _names(directory: str, kind: str, listings: Listings, used: Listings) -> list[str]:
+    """``sorted(os.listdir(directory))``, only the names discovery looks at (``kind``:
+    "dist" the ``.dist-info`` then ``.egg-info`` entries, "exe" the ``conduit-NAME``
+    executables). Reused from ``listings`` while the directory's stat is the same: a
+    large ``PATH`` directory costs more to list and sort than the rest of a rebuild that
+    reads one new plugin. Raises OSError as listdir does."""
+    st = os.stat(directory)
+    stat = (st.st_ino, st.st_mtime_ns, st.st_size)
+    key = (directory, kind)
+    cached = listings.get(key)
+    if cached is not None and cached[0] == stat:
+        used[key] = cached
+        return cached[1]
+    names = os.listdir(directory)
+    if kind == "dist":  # filtered before sorting: the same order, fewer names to sort
+        kept = sorted(n for n in names if n.endswith(".dist-info"))
+        kept += sorted(n for n in names if n.endswith(".egg-info"))
+    else:
+        kept = sorted(n for n in names if executable_plugin_name(n) is not None)
+    import time
+
+    if time.time_ns() - st.st_mtime_ns > _RACY:
+        used[key] = (stat, kept)
+    return kept
 
 
 def _manifest_for_module(module: str, locate: object) -> str | None:
@@ -99,11 +172,6 @@ def _manifest_for_module(module: str, locate: object) -> str | None:
     Looks in the module's own package directory, then each parent package up to the
     top-level one; the nearest file wins.
     """
-    import contextlib
-    import importlib.util
-
-    from conduit.manifest import MANIFEST_FILENAME
-
     parts = module.split(".")
     candidates = [parts[:i] for i in range(len(parts), 0, -1)]
     for pkg in candidates:
@@ -113,14 +181,18 @@ def _manifest_for_module(module: str, locate: object) -> str | None:
             return path
     # Editable installs: the package lives outside site-packages. find_spec() on a
     # top-level name locates it without executing it.
-    with contextlib.suppress(ImportError, ValueError):
+    import importlib.util
+
+    try:
         spec = importlib.util.find_spec(parts[0])
-        if spec is not None and spec.submodule_search_locations:
-            base = next(iter(spec.submodule_search_locations))
-            for pkg in candidates:
-                path = os.path.join(base, *pkg[1:], MANIFEST_FILENAME)
-                if os.path.isfile(path):
-                    return path
+    except (ImportError, ValueError):
+        return None
+    if spec is not None and spec.submodule_search_locations:
+        base = next(iter(spec.submodule_search_locations))
+        for pkg in candidates:
+            path = os.path.join(base, *pkg[1:], MANIFEST_FILENAME)
+            if os.path.isfile(path):
+                return path
     return None
 
 
@@ -128,7 +200,6 @@ def _discover_builtins() -> list[Found]:
     import conduit.builtins as pkg
     from conduit import __version__
     from conduit.builtins import BUILTINS
-    from conduit.manifest import MANIFEST_FILENAME
 
     base = os.path.dirname(pkg.__file__ or "")
     found = []
@@ -226,24 +297,24 @@ def _read_dist(site: str, entry: str) -> DistEntry:
     return (name, version, plugins)
 
 
-def _discover_entry_points(warnings: list[str], cache: DistCache) -> list[Found]:
+def _discover_entry_points(
+    warnings: list[str], cache: DistCache, listings: Listings
+) -> list[Found]:
     """Plugins of the installed distributions, as importlib.metadata would list them
     without importing it: each ``sys.path`` directory's ``*.dist-info`` then ``*.egg-info``
     entries in name order, the first of a project's name winning. Only a distribution
     whose entry is new or changed since the last rebuild (``cache``) is read."""
     from conduit.index import site_dirs
-    from conduit.manifest import MANIFEST_FILENAME
 
     found = []
     seen: set[str] = set()
     fresh: DistCache = {}
+    used: Listings = {}
     for site in site_dirs():
         try:
-            names = sorted(os.listdir(site))
+            entries = _names(site, "dist", listings, used)
         except OSError:
             continue  # missing, not a directory (a zip file), unreadable: nothing found
-        entries = [n for n in names if n.endswith(".dist-info")]
-        entries += [n for n in names if n.endswith(".egg-info")]
         for entry in entries:
             key = _project_key(entry)
             if key in seen:  # shadowed by an earlier sys.path entry, as importlib does
@@ -286,13 +357,19 @@ def _discover_entry_points(warnings: list[str], cache: DistCache) -> list[Found]
                 found.append(item)
     cache.clear()
     cache.update(fresh)
+    _keep(listings, used, "dist")
     return found
 
 
-def _discover_files(plugin_dir: str, warnings: list[str]) -> list[Found]:
-    from conduit.manifest import parse_inline_manifest
+def _keep(listings: Listings, used: Listings, kind: str) -> None:
+    """Keep in ``listings`` only this rebuild's listings of ``kind`` (and the others)."""
+    for key in [k for k in listings if k[1] == kind]:
+        del listings[key]
+    listings.update(used)
 
-    found = []
+
+def _discover_files(plugin_dir: str, warnings: list[str]) -> list[Found]:
+    found: list[Found] = []
     try:
         names = sorted(os.listdir(plugin_dir))
     except FileNotFoundError:
@@ -317,6 +394,8 @@ def _discover_files(plugin_dir: str, warnings: list[str]) -> list[Found]:
             found.append(item)
             continue
         item = Found(stem, "file", path)
+        from conduit.manifest import parse_inline_manifest
+
         try:
             manifest = parse_inline_manifest(source, path)
         except ManifestError as exc:
@@ -335,9 +414,7 @@ def _discover_files(plugin_dir: str, warnings: list[str]) -> list[Found]:
 
 def _discover_wasm(plugin_dir: str) -> list[Found]:
     """``NAME.wasm`` with its manifest ``NAME.toml`` beside it (docs/manifest.md)."""
-    from conduit.manifest import loads_toml, parse_manifest
-
-    found = []
+    found: list[Found] = []
     try:
         names = sorted(os.listdir(plugin_dir))
     except OSError:
@@ -350,6 +427,8 @@ def _discover_wasm(plugin_dir: str) -> list[Found]:
         toml = os.path.join(plugin_dir, stem + ".toml")
         item = Found(stem, "wasm", toml, entry=wasm)
         found.append(item)
+        from conduit.manifest import loads_toml, parse_manifest
+
         try:
             with open(toml, "rb") as f:
                 data = loads_toml(f.read().decode("utf-8"), toml)
@@ -387,6 +466,11 @@ def _unsafe_field(origin: str, *fields: tuple[str, str | None]) -> ManifestError
     """The error for the first of ``fields`` (label, value) that holds a control, bidi or
     invisible format character (:mod:`conduit.text`), as the manifest validator refuses
     them in identifiers; None when all are plain text."""
+    for _, value in fields:  # the usual case, without a call per field
+        if value is not None and not (value.isascii() and value.isprintable()):
+            break
+    else:
+        return None
     from conduit.text import inert, unsafe_char
 
     for field, value in fields:
@@ -489,12 +573,16 @@ def executable_plugin_name(fname: str) -> str | None:
     return stem if dot and ext in ("js", "sh", "rb", "pl") else name
 
 
-def _discover_executables(plugin_dir: str, warnings: list[str]) -> list[Found]:
+def _discover_executables(
+    plugin_dir: str, warnings: list[str], listings: Listings | None = None
+) -> list[Found]:
     found: list[Found] = []
     seen: set[str] = set()
+    listings = {} if listings is None else listings
+    used: Listings = {}
     for directory in executable_dirs(plugin_dir):
         try:
-            names = sorted(os.listdir(directory))
+            names = _names(directory, "exe", listings, used)
         except OSError:
             continue  # missing PATH entries are normal; the plugin dir is reported above
         for fname in names:
@@ -506,4 +594,5 @@ def _discover_executables(plugin_dir: str, warnings: list[str]) -> list[Found]:
                 continue  # the first one on the search path wins, as a shell would
             seen.add(name)
             found.append(_probe(path, name))
+    _keep(listings, used, "exe")
     return found

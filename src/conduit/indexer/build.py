@@ -185,7 +185,7 @@ def _load_manifest(item: Found, cache: Cache) -> None:
     stat = _file_stat(item.origin)
     cache.used.add(item.origin)
     cached = cache.manifests.get(item.origin)
-    if stat is not None and cached is not None and cached[:2] == (stat, item.name):
+    if stat is not None and cached is not None and cached[0] == stat and cached[1] == item.name:
         result = cached[2]
     else:
         result = _quick_manifest(item) if cache.quick and stat is not None else None

@@ -315,31 +315,32 @@ def _discover_entry_points(
             entries = _names(site, "dist", listings, used)
         except OSError:
             continue  # missing, not a directory (a zip file), unreadable: nothing found
+        prefix = site if site.endswith(os.sep) else site + os.sep  # os.path.join, faster
         for entry in entries:
             key = _project_key(entry)
             if key in seen:  # shadowed by an earlier sys.path entry, as importlib does
                 continue
             seen.add(key)
-            path = os.path.join(site, entry)
+            path = prefix + entry
             stat = _dist_stat(path)
             cached = cache.get(path)
-            if cached is not None and cached[0] == stat:
-                dist_name, dist_version, plugins = cached[1]
-            else:
-                dist_name, dist_version, plugins = _read_dist(site, entry)
-            fresh[path] = (stat, (dist_name, dist_version, plugins))
+            if cached is None or cached[0] != stat:
+                cached = (stat, _read_dist(site, entry))
+            fresh[path] = cached
+            dist_name, dist_version, plugins = cached[1]
+            if not plugins:
+                continue  # not a plugin distribution
             if isinstance(plugins, str):
                 warnings.append(plugins)
                 continue
             for ep_name, value, manifest in plugins:
-                module = value.partition(":")[0].strip()
                 item = Found(
                     ep_name,
                     "entry-point",
                     manifest or f"{dist_name} (entry point {ep_name} = {value})",
-                    dist=dist_name,
-                    dist_version=dist_version,
-                    entry=value,
+                    dist_name,
+                    dist_version,
+                    value,
                 )
                 # Not from the manifest, but shown beside it (plugins list/info, the prompt).
                 item.error = _unsafe_field(
@@ -349,6 +350,7 @@ def _discover_entry_points(
                     ("entry point", f"{ep_name} = {value}"),
                 )
                 if item.error is None and manifest is None:
+                    module = value.partition(":")[0].strip()
                     item.error = ManifestError(
                         item.origin,
                         f"no {MANIFEST_FILENAME} found next to module '{module}'",

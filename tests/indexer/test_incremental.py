@@ -300,3 +300,28 @@ def test_a_concurrent_rebuild_is_used(site: Path) -> None:
     tmp.replace(builds.path)
     index = build.rebuild(builds.paths, builds.path, fp)
     assert "written by the other process" in index["warnings"]
+
+
+def test_records_of_unchanged_plugins_are_reused(
+    site: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only the new plugin's record is made from its manifest; the others come from the
+    rebuild cache (and are still configured by the current config: see
+    test_config_changes_are_read_again)."""
+    builds = Builds()
+    for i in range(3):
+        write_dist(site, f"plug-{i}", "1.0", {f"plug-{i}": f"cmd-{i}"})
+    builds.both()
+    made: list[str] = []
+    real_base = build._base
+
+    def spy(item: discover.Found) -> Any:
+        made.append(item.name)
+        return real_base(item)
+
+    write_dist(site, "plug-new", "1.0", {"plug-new": "cmd-new"})
+    monkeypatch.setattr(build, "_base", spy)
+    builds.step += 1
+    index = build.rebuild(builds.paths, builds.path, ("test", builds.step))
+    assert made == ["plug-new"]
+    assert index == build.build(builds.paths, ("test", builds.step))

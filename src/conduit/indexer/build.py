@@ -66,6 +66,10 @@ class Cache:
         #: (index path, its stat, its fingerprint) as this rebuild's writer left it
         self.written: tuple[Any, ...] | None = data.get("written")
         self.used: set[str] = set()  # manifests looked up by this rebuild
+        #: (manifest path, plugin name) -> (what it was made of, its base record, its
+        #: top-level commands): records of plugins whose manifest file is unchanged
+        self.records: dict[tuple[str, str], tuple[Any, ...]] = data.get("records", {})
+        self.records_used: dict[tuple[str, str], tuple[Any, ...]] = {}
         #: new manifests are checked by conduit.indexer.quick first (not a forced rebuild)
         self.quick = quick
 
@@ -93,6 +97,7 @@ class Cache:
             "dists": self.dists,
             "manifests": manifests,
             "api": self.api,
+            "records": self.records_used,
             "listings": self.listings,
             "config": self.config,
             "written": self.written,
@@ -207,6 +212,34 @@ def _load_manifest(item: Found, cache: Cache) -> None:
         item.error = ManifestError(path, problem, field=field, hint=hint)
 
 
+def _record_key(item: Found, stat: tuple[int, int, int]) -> tuple[object, ...]:
+    return (stat, item.name, item.source, item.dist, item.dist_version, item.entry, item.protocol)
+
+
+def _cached_record(item: Found, cache: Cache) -> tuple[PluginRec, dict[str, str]] | None:
+    """The :func:`_base` record and top-level commands of ``item`` as an earlier rebuild
+    made them from the same manifest file (same stat) for the same plugin, or None.
+    Only for a plugin whose manifest is a file that was valid (:func:`_keep_record`)."""
+    if item.manifest is not None or item.error is not None or not cache.quick:
+        return None
+    stat = _file_stat(item.origin)
+    key = (item.origin, item.name)
+    cached = cache.records.get(key)
+    if stat is None or cached is None or cached[0] != _record_key(item, stat):
+        return None
+    cache.records_used[key] = cached
+    return cached[1], cached[2]
+
+
+def _keep_record(item: Found, cache: Cache, made: tuple[PluginRec, dict[str, str]]) -> None:
+    """Keep the record made for ``item`` for the next rebuild (:func:`_cached_record`)."""
+    cached = cache.manifests.get(item.origin)
+    if item.manifest is not None or cached is None or type(cached[2]) is not dict:
+        return  # a manifest that was not read from a file
+    key = (item.origin, item.name)
+    cache.records_used[key] = (_record_key(item, cached[0]), made[0], made[1])
+
+
 def _quick_manifest(item: Found) -> dict[str, Any] | None:
     """The manifest file of ``item`` as plain data if :mod:`conduit.indexer.quick` can
     tell it is valid (without importing msgspec, tomllib and packaging), else None."""
@@ -299,21 +332,20 @@ def first_party(item: Found) -> bool:
     return os.path.realpath(item.origin).startswith(home)
 
 
-def _isolation(item: Found, forced: dict[str, str], config: Config) -> str:
-    """The host kind: the manifest's, or the process sandbox for a third-party in-process
-    plugin under ``[security] sandbox-third-party``, or stricter by ``[isolation]``."""
-    assert item.data is not None
-    kind: str = item.data["isolation"]
+def _isolation(kind: str, name: str, source: str, forced: dict[str, str], config: Config) -> str:
+    """The host kind: the manifest's (``kind``), or the process sandbox for a third-party
+    in-process plugin under ``[security] sandbox-third-party``, or stricter by
+    ``[isolation]``."""
     if (
         config.sandbox_third_party
         and SANDBOX_PLATFORM
         and kind == "in-process"
-        and item.source in ("entry-point", "file")
-        and item.name not in config.trusted
+        and source in ("entry-point", "file")
+        and name not in config.trusted
     ):
         kind = "process"
     # The user's policy may make isolation stricter, never weaker.
-    return max(kind, forced.get(item.name, kind), key=_STRICTNESS.__getitem__)
+    return max(kind, forced.get(name, kind), key=_STRICTNESS.__getitem__)
 
 
 def _bind_grants(settings: Config, plugins: dict[str, PluginRec]) -> dict[str, list[str]]:
@@ -383,6 +415,27 @@ def _effective_config(
 
 
 def _record(item: Found, disabled: set[str], forced: dict[str, str], config: Config) -> PluginRec:
+    return _configured(_base(item), disabled, forced, config)
+
+
+def _configured(
+    base: PluginRec, disabled: set[str], forced: dict[str, str], config: Config
+) -> PluginRec:
+    """The record of a plugin from its :func:`_base` (not changed: it may be kept in
+    the rebuild cache) and the config: enabled or not, its host kind."""
+    name = base["name"]
+    return {
+        **base,
+        "isolation": _isolation(base["isolation"], name, base["source"], forced, config),
+        "enabled": name not in disabled or name == "plugins",
+        "after": [],
+        "shadowed": [],
+    }
+
+
+def _base(item: Found) -> PluginRec:
+    """What the record of ``item`` holds whatever the config says (``isolation``: the
+    manifest's; ``enabled``: True); :func:`_configured` makes it the record."""
     data = item.data
     assert data is not None
     return {
@@ -410,10 +463,10 @@ def _record(item: Found, disabled: set[str], forced: dict[str, str], config: Con
             "services": list(data["requires"]["services"]),
         },
         "capabilities": list(data["capabilities"]),
-        "isolation": _isolation(item, forced, config),
+        "isolation": data["isolation"],
         "dependencies": list(data["dependencies"]),
         "protocol": item.protocol,
-        "enabled": item.name not in disabled or item.name == "plugins",
+        "enabled": True,
         "blocked": None,
         "blocked_hint": None,
         "after": [],
@@ -436,7 +489,12 @@ def build(paths: Paths, fp: tuple[object, ...], cache: Cache | None = None) -> I
     settings, config_error = _read_config(paths.config_file, cache)
     warnings: list[str] = []
     found = discover(paths.plugin_dir, warnings, cache.dists, cache.listings)
+    bases: dict[int, tuple[PluginRec, dict[str, str]]] = {}  # id(item) -> from the cache
     for item in found:
+        hit = _cached_record(item, cache)
+        if hit is not None:
+            bases[id(item)] = hit
+            continue
         _load_manifest(item, cache)
         _check_api(item, cache)
 
@@ -444,6 +502,7 @@ def build(paths: Paths, fp: tuple[object, ...], cache: Cache | None = None) -> I
     plugins: dict[str, PluginRec] = {}
     broken: list[BrokenRec] = []
     winners: dict[str, Found] = {}
+    tops: dict[str, dict[str, str]] = {}  # name -> _top_commands of its record
     for item in sorted(found, key=lambda f: (PRECEDENCE[f.source], f.origin)):
         if item.error is not None:
             broken.append(
@@ -473,7 +532,13 @@ def build(paths: Paths, fp: tuple[object, ...], cache: Cache | None = None) -> I
             plugins[item.name]["shadowed"].append(identity(item))
             continue
         winners[item.name] = item
-        plugins[item.name] = _record(item, disabled, settings.isolation, settings)
+        hit = bases.get(id(item))
+        if hit is None:
+            base = _base(item)
+            hit = (base, _top_commands(base))
+            _keep_record(item, cache, hit)
+        plugins[item.name] = _configured(hit[0], disabled, settings.isolation, settings)
+        tops[item.name] = hit[1]
     grants = _bind_grants(settings, plugins)
     untrusted = _contested(settings, plugins)
     if settings.sandbox_third_party and not SANDBOX_PLATFORM:
@@ -527,7 +592,7 @@ def build(paths: Paths, fp: tuple[object, ...], cache: Cache | None = None) -> I
                 p,
             )
         )
-    top = {n: _top_commands(r) for n, r in plugins.items()}
+    top = {n: tops[n] for n in plugins}
     broken_names = [(b["name"], b["source"]) for b in broken]
     ambiguous: dict[str, list[str]] = {}
     for rec in plugins.values():

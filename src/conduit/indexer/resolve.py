@@ -292,12 +292,17 @@ def resolve(
     chosen, ambiguous = _service_providers(nodes, pins)
     res = Resolution(providers=chosen)
     for name in sorted(nodes):
-        edges, problem = _direct_problem(nodes[name], nodes, unavailable, chosen, ambiguous)
+        node = nodes[name]
+        if not (node.requires_plugins or node.requires_services):
+            res.requires[name] = []  # most plugins: nothing to check
+            continue
+        edges, problem = _direct_problem(node, nodes, unavailable, chosen, ambiguous)
         res.requires[name] = edges
         if problem is not None:
             res.blocked[name] = problem
     # A cycle is reported on every plugin on it, even one that has another problem too.
-    for name, cycle in _cycles(res.requires).items():
+    # (A plugin that requires nothing is on no cycle: left out of the search.)
+    for name, cycle in _cycles({n: e for n, e in res.requires.items() if e}).items():
         other = res.blocked.get(name)
         res.blocked[name] = Blocked(
             f"dependency cycle {' -> '.join(cycle)}" + (f"; also {other.error}" if other else ""),
@@ -305,7 +310,7 @@ def resolve(
             cycle,
         )
     # Anything that requires a blocked plugin is blocked too, naming the path to the cause.
-    changed = True
+    changed = bool(res.blocked)  # nothing blocked: nothing to propagate
     while changed:
         changed = False
         for name in sorted(nodes):
@@ -323,6 +328,9 @@ def resolve(
                     break
     # Boot order: providers before consumers, ties alphabetical (Kahn's algorithm).
     usable = {n for n in nodes if n not in res.blocked}
+    if not any(res.requires[n] for n in usable):  # no edges: one round, every plugin
+        res.boot_order.extend(sorted(usable))
+        return res
     pending = {n: {d for d in res.requires[n] if d in usable} for n in usable}
     while pending:
         ready = sorted(n for n, deps in pending.items() if not deps)

@@ -66,10 +66,10 @@ class Cache:
         #: (index path, its stat, its fingerprint) as this rebuild's writer left it
         self.written: tuple[Any, ...] | None = data.get("written")
         self.used: set[str] = set()  # manifests looked up by this rebuild
-        #: (manifest path, plugin name) -> (what it was made of, its base record, its
-        #: top-level commands): records of plugins whose manifest file is unchanged
-        self.records: dict[tuple[str, str], tuple[Any, ...]] = data.get("records", {})
-        self.records_used: dict[tuple[str, str], tuple[Any, ...]] = {}
+        #: manifest path -> (its stat, the base record made of it, its top-level
+        #: commands): records of plugins whose manifest file is unchanged
+        self.records: dict[str, tuple[Any, ...]] = data.get("records", {})
+        self.records_used: dict[str, tuple[Any, ...]] = {}
         #: new manifests are checked by conduit.indexer.quick first (not a forced rebuild)
         self.quick = quick
 
@@ -212,32 +212,44 @@ def _load_manifest(item: Found, cache: Cache) -> None:
         item.error = ManifestError(path, problem, field=field, hint=hint)
 
 
-def _record_key(item: Found, stat: tuple[int, int, int]) -> tuple[object, ...]:
-    return (stat, item.name, item.source, item.dist, item.dist_version, item.entry, item.protocol)
-
-
 def _cached_record(item: Found, cache: Cache) -> tuple[PluginRec, dict[str, str]] | None:
     """The :func:`_base` record and top-level commands of ``item`` as an earlier rebuild
     made them from the same manifest file (same stat) for the same plugin, or None.
     Only for a plugin whose manifest is a file that was valid (:func:`_keep_record`)."""
     if item.manifest is not None or item.error is not None or not cache.quick:
         return None
-    stat = _file_stat(item.origin)
-    key = (item.origin, item.name)
-    cached = cache.records.get(key)
-    if stat is None or cached is None or cached[0] != _record_key(item, stat):
+    cached = cache.records.get(item.origin)
+    if cached is None:
         return None
-    cache.records_used[key] = cached
-    return cached[1], cached[2]
+    base = cached[1]
+    if (  # what the record holds of the plugin (rather than of its manifest)
+        base["name"] != item.name
+        or base["version"] != item.dist_version
+        or base["source"] != item.source
+        or base["dist"] != item.dist
+        or base["entry"] != item.entry
+        or base["protocol"] != item.protocol
+        or cached[0] != _file_stat(item.origin)
+    ):
+        return None
+    cache.records_used[item.origin] = cached
+    return base, cached[2]
 
 
 def _keep_record(item: Found, cache: Cache, made: tuple[PluginRec, dict[str, str]]) -> None:
-    """Keep the record made for ``item`` for the next rebuild (:func:`_cached_record`)."""
+    """Keep the record made for ``item`` for the next rebuild (:func:`_cached_record`):
+    only for a manifest file (read by :func:`_load_manifest`), whose record's version is
+    its distribution's."""
     cached = cache.manifests.get(item.origin)
-    if item.manifest is not None or cached is None or type(cached[2]) is not dict:
-        return  # a manifest that was not read from a file
-    key = (item.origin, item.name)
-    cache.records_used[key] = (_record_key(item, cached[0]), made[0], made[1])
+    if (
+        item.manifest is not None
+        or item.source not in ("builtin", "entry-point")
+        or cached is None
+        or cached[0] is None
+        or type(cached[2]) is not dict
+    ):
+        return
+    cache.records_used[item.origin] = (cached[0], made[0], made[1])
 
 
 def _quick_manifest(item: Found) -> dict[str, Any] | None:

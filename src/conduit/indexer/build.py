@@ -63,19 +63,27 @@ class Cache:
         self.api: dict[str, bool] = data.get("api", {})
         #: (config path, its stat, the settings as plain data, the config error or None)
         self.config: tuple[Any, ...] | None = data.get("config")
-        #: (index path, its stat, its fingerprint) as this rebuild's writer left it
+        #: (index path, its stat, its fingerprint, the records file's stat, the plugins
+        #: whose record in it is their cached record unchanged) as the last rebuild
+        #: wrote them
         self.written: tuple[Any, ...] | None = data.get("written")
         self.used: set[str] = set()  # manifests looked up by this rebuild
         #: manifest path -> (its stat, the base record made of it, its top-level
         #: commands): records of plugins whose manifest file is unchanged
         self.records: dict[str, tuple[Any, ...]] = data.get("records", {})
         self.records_used: dict[str, tuple[Any, ...]] = {}
+        #: plugin name -> its manifest's host kind, for the records this rebuild took
+        #: from the cache
+        self.hits: dict[str, str] = {}
         #: new manifests are checked by conduit.indexer.quick first (not a forced rebuild)
         self.quick = quick
 
+    #: the layout of this cache (changed with it: a cache of another layout is empty)
+    FORMAT = 2
+
     @staticmethod
     def key() -> tuple[object, ...]:
-        return (INDEX_FORMAT, __version__, sys.version, sys.prefix, API_VERSION)
+        return (Cache.FORMAT, INDEX_FORMAT, __version__, sys.version, sys.prefix, API_VERSION)
 
     @classmethod
     def read(cls, path: str) -> Cache:
@@ -223,7 +231,8 @@ def _cached_record(item: Found, cache: Cache) -> tuple[PluginRec, dict[str, str]
         return None
     base = cached[1]
     if (  # what the record holds of the plugin (rather than of its manifest)
-        base["name"] != item.name
+        type(base) is not dict
+        or base["name"] != item.name
         or base["version"] != item.dist_version
         or base["source"] != item.source
         or base["dist"] != item.dist
@@ -549,6 +558,8 @@ def build(paths: Paths, fp: tuple[object, ...], cache: Cache | None = None) -> I
             base = _base(item)
             hit = (base, _top_commands(base))
             _keep_record(item, cache, hit)
+        else:
+            cache.hits[item.name] = hit[0]["isolation"]
         plugins[item.name] = _configured(hit[0], disabled, settings.isolation, settings)
         tops[item.name] = hit[1]
     grants = _bind_grants(settings, plugins)
@@ -792,11 +803,12 @@ def _rebuild(
                 if current is not None:
                     return current
             index = fresh(cache)
-            header, records = encode(index)
+            pristine = [n for n, kind in cache.hits.items() if _pristine(index, n, kind)]
+            header, records = encode(index, _unchanged(path, cache, pristine))
             # Records first: a reader that sees the new index also sees its records.
             _replace(records_path(path), records)
             _replace(path, header)
-            cache.written = (path, _file_stat(path), fp)
+            cache.written = (path, _file_stat(path), fp, _file_stat(records_path(path)), pristine)
             _replace(cache_path, cache.dump())
             return index
     except OSError as exc:  # the lock or the cache directory cannot be written
@@ -807,6 +819,44 @@ def _rebuild(
             "it will be rebuilt on every run"
         )
         return index
+
+
+def _pristine(index: Index, name: str, isolation: str) -> bool:
+    """Whether the record of ``name`` is still the base record the cache holds for it
+    (its manifest's host kind ``isolation``): nothing that the config, resolution,
+    shadowing or grants set differs."""
+    rec = index["plugins"][name]
+    return (
+        rec["enabled"] is True
+        and rec["isolation"] == isolation
+        and rec["blocked"] is None
+        and rec["blocked_hint"] is None
+        and not rec["after"]
+        and not rec["shadowed"]
+        and rec["withheld"] is None
+    )
+
+
+def _unchanged(path: str, cache: Cache, pristine: list[str]) -> dict[str, bytes]:
+    """The encoded records of the ``pristine`` plugins as the records file on disk holds
+    them, where that file is the one the last rebuild wrote and their record in it was
+    the same cached record, unchanged: written again as they are, not re-encoded."""
+    written = cache.written
+    records = records_path(path)
+    if not pristine or written is None or len(written) < 5:
+        return {}
+    if written[0] != path or written[3] is None or written[3] != _file_stat(records):
+        return {}
+    try:
+        with open(records, "rb") as f:
+            data = f.read()
+        table = marshal.loads(data[len(MAGIC) :]) if data.startswith(MAGIC) else None
+    except (OSError, EOFError, ValueError, TypeError):
+        return {}
+    if type(table) is not dict:
+        return {}
+    before = set(written[4])
+    return {n: table[n] for n in pristine if n in before and type(table.get(n)) is bytes}
 
 
 def _replace(path: str, data: bytes) -> None:

@@ -242,7 +242,7 @@ def _cached_record(item: Found, cache: Cache) -> tuple[PluginRec, dict[str, str]
     ):
         return None
     cache.records_used[item.origin] = cached
-    return base, cached[2]
+    return cached[1], cached[2]
 
 
 def _keep_record(item: Found, cache: Cache, made: tuple[PluginRec, dict[str, str]]) -> None:

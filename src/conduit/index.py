@@ -114,6 +114,14 @@ class Records(dict[str, "Any"]):
         self._path: str | None = path
         self._recover = recover
 
+    @classmethod
+    def of(cls, table: dict[str, bytes]) -> Records:
+        """Records of an encoded table already in memory (a patched index)."""
+        records = cls("", lambda: {})
+        records._path = None
+        dict.update(records, table)
+        return records
+
     def _fill(self) -> None:
         if self._path is None:
             return

@@ -17,7 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 
+from conduit.cli import View, render_help
 from conduit.index import index_path, read
 from conduit.indexer import build, discover
 from conduit.paths import resolve
@@ -79,19 +82,39 @@ def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return path
 
 
+def render(index: Any) -> str:
+    """The CLI's ``--help`` of an index, as the CLI has it rendered at rebuild time."""
+    return render_help(View(index, frozenset()))
+
+
 class Builds:
-    """Rebuilds the index as the CLI does (incremental), and in full to compare."""
+    """Rebuilds the index as the CLI does (incremental, ``--help`` rendered), and in full
+    to compare; ``patched`` tells which rebuilds patched the previous index."""
 
     def __init__(self) -> None:
         self.paths = resolve()
         self.path = index_path(self.paths)
         self.step = 0
+        self.patched: list[bool] = []
 
     def both(self) -> tuple[dict[str, Any], dict[str, Any]]:
         self.step += 1
         fp = ("test", self.step)  # a new fingerprint: the index on disk is stale
-        incremental = build.rebuild(self.paths, self.path, fp)
+        patches: list[Any] = []
+        real = build._patch
+
+        def spy(*args: Any) -> Any:
+            patches.append(real(*args))
+            return patches[-1]
+
+        build._patch = spy  # type: ignore[assignment]
+        try:
+            incremental = build.rebuild(self.paths, self.path, fp, render_help=render)
+        finally:
+            build._patch = real  # type: ignore[assignment]
+        self.patched.append(any(p is not None for p in patches))
         full = build.build(self.paths, fp)
+        full["help"] = render(full)
         # What was written is what was built (records may be copied from the last
         # records file rather than encoded again).
         written = read(self.path, fp)
@@ -104,7 +127,11 @@ def comparable(index: Any) -> dict[str, Any]:
     """``index`` with its "commands" blob decoded: the bytes of a marshal blob depend on
     which of its strings are shared objects when it is made (back-references), its value
     does not."""
-    return {**index, "commands": marshal.loads(index["commands"])}
+    return {
+        **index,
+        "commands": marshal.loads(index["commands"]),
+        "plugins": dict(index["plugins"].items()),
+    }
 
 
 def test_incremental_rebuild_equals_full_rebuild(site: Path) -> None:
@@ -161,6 +188,21 @@ def test_incremental_rebuild_equals_full_rebuild(site: Path) -> None:
         change()
         incremental, full = builds.both()
         assert incremental == full, what
+    # Patched: an install, an upgrade, an uninstall, a new non-plugin; recomputed: a
+    # broken plugin, a claimed word, a requirement.
+    assert dict(zip([w for w, _ in steps], builds.patched, strict=True)) == {
+        "first build": False,
+        "install": True,
+        "upgrade": True,
+        "uninstall": True,
+        "dist-info changed in place (same name, new entry points)": True,
+        "broken plugin (no manifest found)": False,
+        "unsupported API": False,
+        "conflict: a second plugin claims a command word": False,
+        "blocked: requires a plugin that is not installed": False,
+        "unreadable entry points": True,
+        "a non-plugin installed": True,
+    }
     assert {b["name"] for b in full["broken"]} >= {"broken", "old-api"}
     assert full["plugins"]["needy"]["blocked"]
     assert full["routes"]["cmd-0"] == ["plug-0", "rival"]
@@ -338,3 +380,118 @@ def test_records_of_unchanged_plugins_are_reused(
     index = build.rebuild(builds.paths, builds.path, ("test", builds.step))
     assert made == ["plug-new"]
     assert comparable(index) == comparable(build.build(builds.paths, ("test", builds.step)))
+
+
+# A randomized sequence of installs, upgrades and uninstalls at small N: plugin names
+# shared between distributions (two plugins claiming one name), command words shared
+# between plugins (conflicts), requirements, services, activation events, a broken API
+# range, a config that disables, pins and grants. After every step the rebuild (patched
+# or recomputed) must equal a full rebuild.
+
+_NAMES = ["alpha", "beta", "gamma", "delta", "eps"]
+_WORDS = ["run", "go", "fmt", "lint", "ship", "zap"]
+_EVENTS = ["command:run", "event:saved", "service:db", "startup", "env:CI=1", "file:*.toml"]
+
+_plugin = st.fixed_dictionaries(
+    {
+        "words": st.lists(st.sampled_from(_WORDS), min_size=1, max_size=2, unique=True),
+        "requires": st.lists(st.sampled_from(_NAMES), max_size=1),
+        "provides": st.lists(st.sampled_from(["db", "cache"]), max_size=1),
+        "activation": st.lists(st.sampled_from(_EVENTS), max_size=2, unique=True),
+        "bad_api": st.booleans(),
+        "hidden": st.booleans(),
+    }
+)
+_step = st.one_of(
+    st.tuples(
+        st.just("install"),
+        st.sampled_from(["d1", "d2", "d3", "d4"]),
+        st.dictionaries(st.sampled_from(_NAMES), _plugin, min_size=1, max_size=2),
+    ),
+    st.tuples(st.just("uninstall"), st.sampled_from(["d1", "d2", "d3", "d4"]), st.none()),
+)
+_CONFIGS = [
+    None,
+    '[plugins]\ndisabled = ["beta"]\n',
+    '[pins]\nrun = "gamma"\n',
+    '[grants]\ndelta = ["env:HOME"]\n',
+    "[security]\nsandbox-third-party = true\ntrusted = ['eps']\n",
+]
+
+
+def _install(site: Path, dist: str, plugins: dict[str, Any], step: int) -> None:
+    _uninstall(site, dist)
+    info = site / f"{dist}-{step}.0.dist-info"
+    tmp = site / f".tmp-{info.name}"
+    tmp.mkdir()
+    (tmp / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {step}.0\n\n")
+    lines = [f"{name} = {dist}_{name}_{step}:Plugin\n" for name in plugins]
+    (tmp / "entry_points.txt").write_text("[conduit.plugins]\n" + "".join(lines))
+    (tmp / "top_level.txt").write_text("".join(f"{dist}_{name}_{step}\n" for name in plugins))
+    for name, spec in plugins.items():
+        pkg = site / f"{dist}_{name}_{step}"
+        pkg.mkdir()
+        (pkg / "__init__.py").write_text("")
+        requires = [r for r in spec["requires"] if r != name]
+        commands = "".join(
+            f'[[commands]]\nname = "{w}"\nhelp = "{name} {w} {step}"\n'
+            f"hidden = {'true' if spec['hidden'] and i else 'false'}\n"
+            for i, w in enumerate(spec["words"])
+        )
+        (pkg / "conduit-plugin.toml").write_text(
+            f'name = "{name}"\n'
+            f'api = "{">=9" if spec["bad_api"] else ">=1.0,<2"}"\n'
+            f"activation = {spec['activation']!r}\n"
+            f"[provides]\nservices = {spec['provides']!r}\n"
+            f"[requires]\nplugins = {requires!r}\n" + commands
+        )
+    tmp.rename(info)
+
+
+def _uninstall(site: Path, dist: str) -> None:
+    for info in site.glob(f"{dist}-*.dist-info"):
+        for pkg in (info / "top_level.txt").read_text().split():
+            shutil.rmtree(site / pkg)
+        shutil.rmtree(info)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    config=st.sampled_from(_CONFIGS),
+    first=st.lists(_step, max_size=3),
+    steps=st.lists(_step, min_size=1, max_size=8),
+)
+def test_random_installs_equal_full_rebuilds(
+    tmp_path_factory: pytest.TempPathFactory,
+    config: str | None,
+    first: list[Any],
+    steps: list[Any],
+) -> None:
+    root = tmp_path_factory.mktemp("random")
+    site = root / "site-packages"
+    site.mkdir()
+    saved_path, saved_home = sys.path[:], os.environ.get("CONDUIT_HOME")
+    sys.path.append(str(site))
+    os.environ["CONDUIT_HOME"] = str(root / "home")
+    try:
+        builds = Builds()
+        if config is not None:
+            path = Path(builds.paths.config_file)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(config)
+        for n, (op, dist, plugins) in enumerate([*first, *steps]):
+            if op == "install":
+                _install(site, dist, plugins, n + 1)
+            else:
+                _uninstall(site, dist)
+            if n < len(first):
+                continue  # installed before the first build
+            incremental, full = builds.both()
+            assert incremental == full, (n, op, dist, plugins)
+        event(f"patched {sum(builds.patched)} of {len(builds.patched)}")
+    finally:
+        sys.path[:] = saved_path
+        if saved_home is None:
+            os.environ.pop("CONDUIT_HOME", None)
+        else:
+            os.environ["CONDUIT_HOME"] = saved_home

@@ -28,7 +28,7 @@ from conduit.text import inert
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Container
     from typing import Any
 
     from conduit.indexer.discover import DistCache, Listings
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 #: what changed must not pay for importing it)
 SANDBOX_PLATFORM = sys.platform == "linux"
 
-__all__ = ["build", "first_party", "identity", "load", "rebuild"]
+__all__ = ["Previous", "build", "first_party", "identity", "load", "rebuild"]
 
 
 class Cache:
@@ -77,9 +77,15 @@ class Cache:
         self.hits: dict[str, str] = {}
         #: new manifests are checked by conduit.indexer.quick first (not a forced rebuild)
         self.quick = quick
+        #: what the last rebuild's index says about the plugins as a whole, for
+        #: :func:`_patch`: (whether resolution found any edge, every plugin requirement
+        #: string, whether two plugins claimed one name), or None
+        self.graph: tuple[Any, ...] | None = data.get("graph")
+        #: the settings came from this cache (the config file is unchanged)
+        self.config_hit = False
 
     #: the layout of this cache (changed with it: a cache of another layout is empty)
-    FORMAT = 2
+    FORMAT = 3
 
     @staticmethod
     def key() -> tuple[object, ...]:
@@ -109,6 +115,7 @@ class Cache:
             "listings": self.listings,
             "config": self.config,
             "written": self.written,
+            "graph": self.graph,
         }
         return MAGIC + marshal.dumps(table)
 
@@ -159,6 +166,7 @@ def _read_config(path: str, cache: Cache) -> tuple[Config, tuple[str, str, str |
     stat = _config_stat(path)
     cached = cache.config
     if stat is not False and cached is not None and cached[:2] == (path, stat):
+        cache.config_hit = True
         return Config(cached[2]), cached[3]
     import msgspec
 
@@ -498,12 +506,19 @@ def _base(item: Found) -> PluginRec:
     }
 
 
-def build(paths: Paths, fp: tuple[object, ...], cache: Cache | None = None) -> Index:
+def build(
+    paths: Paths,
+    fp: tuple[object, ...],
+    cache: Cache | None = None,
+    previous: Previous | None = None,
+) -> Index:
     """Discover every plugin and return a fresh index (does not write it).
 
     With ``cache`` (what the last rebuild read), only the distributions and manifests
     that changed since are read again; the index is the same as without. The cache is
-    updated in place.
+    updated in place. With ``previous`` too (the index the last rebuild wrote, with that
+    cache), a change of a few simple plugins is patched into it (:func:`_patch`; the
+    result is ``previous.patched``), else everything is recomputed.
     """
     if cache is None:
         cache = Cache()
@@ -518,6 +533,11 @@ def build(paths: Paths, fp: tuple[object, ...], cache: Cache | None = None) -> I
             continue
         _load_manifest(item, cache)
         _check_api(item, cache)
+    if previous is not None:
+        patched = _patch(previous, found, bases, cache, settings, config_error, warnings, paths)
+        if patched is not None:
+            patched["fingerprint"] = fp
+            return patched
 
     disabled = set(settings.disabled)
     plugins: dict[str, PluginRec] = {}
@@ -526,16 +546,7 @@ def build(paths: Paths, fp: tuple[object, ...], cache: Cache | None = None) -> I
     tops: dict[str, dict[str, str]] = {}  # name -> _top_commands of its record
     for item in sorted(found, key=lambda f: (PRECEDENCE[f.source], f.origin)):
         if item.error is not None:
-            broken.append(
-                {
-                    "name": item.name,
-                    "source": item.source,
-                    "origin": item.origin,
-                    "error": item.error.message,
-                    "hint": item.error.hint,
-                    "disabled": item.name in disabled,
-                }
-            )
+            broken.append(_broken(item, disabled))
             continue
         if item.name in winners:
             first = winners[item.name]
@@ -564,42 +575,7 @@ def build(paths: Paths, fp: tuple[object, ...], cache: Cache | None = None) -> I
         tops[item.name] = hit[1]
     grants = _bind_grants(settings, plugins)
     untrusted = _contested(settings, plugins)
-    if settings.sandbox_third_party and not SANDBOX_PLATFORM:
-        warnings.append(
-            "config [security] sandbox-third-party: this platform has no process sandbox "
-            "(Linux only); third-party plugins run in-process"
-        )
-
-    for key, plugin in sorted(settings.pins.items()):
-        if plugin not in plugins:
-            what = "service" if key.startswith("service:") else "command"
-            warnings.append(
-                f"config pins {what} '{key.removeprefix('service:')}' to plugin '{plugin}', "
-                "which is not installed"
-            )
-
-    # An interrupted store operation is warned of by the CLI on every run (the index may
-    # not be rebuilt after the kill); drift from the lock file is known only here. Conduit's
-    # own distribution provides the first-party plugins but is never a plugin
-    # distribution of the lock.
-    # No lock bound to this environment (journal.bound_lock's file), no drift: then
-    # conduit.journal (json, tempfile) is not imported.
-    if os.path.exists(paths.store_file("lock", ".path")):
-        from conduit.journal import lock_drift
-
-        drift = lock_drift(
-            paths,
-            {
-                _normalise(item.dist): item.dist_version or ""
-                for item in found
-                if item.source == "entry-point"
-                and item.dist
-                and _normalise(item.dist) != DISTRIBUTION
-            },
-        )
-        if drift:
-            warnings.append(drift)
-
+    _more_warnings(settings, plugins, found, paths, warnings)
     resolution = _resolve(plugins, settings.pins)
     routes: dict[str, list[str]] = {}
     for name, rec in plugins.items():
@@ -648,7 +624,317 @@ def build(paths: Paths, fp: tuple[object, ...], cache: Cache | None = None) -> I
             if r["enabled"] and r["blocked"]
         },
     }
+    cache.graph = (
+        any(rec["after"] for rec in plugins.values()),
+        sorted({t for rec in plugins.values() for t in rec["requires"]["plugins"]}),
+        len(winners) != sum(1 for item in found if item.error is None),
+    )
     return index
+
+
+def _broken(item: Found, disabled: set[str]) -> BrokenRec:
+    assert item.error is not None
+    return {
+        "name": item.name,
+        "source": item.source,
+        "origin": item.origin,
+        "error": item.error.message,
+        "hint": item.error.hint,
+        "disabled": item.name in disabled,
+    }
+
+
+def _more_warnings(
+    settings: Config, plugins: Container[str], found: list[Found], paths: Paths, warnings: list[str]
+) -> None:
+    """The warnings of a rebuild that discovery does not give: the config's, pins to
+    plugins not installed, drift from the lock file."""
+    if settings.sandbox_third_party and not SANDBOX_PLATFORM:
+        warnings.append(
+            "config [security] sandbox-third-party: this platform has no process sandbox "
+            "(Linux only); third-party plugins run in-process"
+        )
+
+    for key, plugin in sorted(settings.pins.items()):
+        if plugin not in plugins:
+            what = "service" if key.startswith("service:") else "command"
+            warnings.append(
+                f"config pins {what} '{key.removeprefix('service:')}' to plugin '{plugin}', "
+                "which is not installed"
+            )
+
+    # An interrupted store operation is warned of by the CLI on every run (the index may
+    # not be rebuilt after the kill); drift from the lock file is known only here. Conduit's
+    # own distribution provides the first-party plugins but is never a plugin
+    # distribution of the lock.
+    # No lock bound to this environment (journal.bound_lock's file), no drift: then
+    # conduit.journal (json, tempfile) is not imported.
+    if os.path.exists(paths.store_file("lock", ".path")):
+        from conduit.journal import lock_drift
+
+        drift = lock_drift(
+            paths,
+            {
+                _normalise(item.dist): item.dist_version or ""
+                for item in found
+                if item.source == "entry-point"
+                and item.dist
+                and _normalise(item.dist) != DISTRIBUTION
+            },
+        )
+        if drift:
+            warnings.append(drift)
+
+
+class Previous:
+    """The index and records files the last rebuild wrote (the caller checks that they
+    are the ones written with the rebuild cache), decoded when :func:`_patch` needs
+    them; ``patched`` is the new records table and the plugins whose record in it is
+    their cached record unchanged, when the new index was patched from them."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.patched: tuple[dict[str, bytes], list[str]] | None = None
+
+    def read(self) -> tuple[dict[str, Any], dict[str, bytes]] | None:
+        try:
+            with open(self.path, "rb") as f:
+                head = f.read()
+            with open(records_path(self.path), "rb") as f:
+                body = f.read()
+            if not (head.startswith(MAGIC) and body.startswith(MAGIC)):
+                return None
+            header = marshal.loads(head[len(MAGIC) :])
+            table = marshal.loads(body[len(MAGIC) :])
+        except (OSError, EOFError, ValueError, TypeError):
+            return None
+        if (
+            type(header) is not dict
+            or type(table) is not dict
+            or header.get("format") != INDEX_FORMAT
+            or header.get("plugins") != len(body)
+        ):
+            return None
+        return header, table
+
+
+#: activation events kept in lists in plugin order (a patch does not place them)
+_ORDERED_EVENTS = ("startup", "env", "file")
+
+
+def _simple(rec: PluginRec, settings: Config, required: list[str]) -> bool:
+    """Whether adding or removing the plugin of ``rec`` changes nothing in the index but
+    its own record and its own entries (:func:`_patch`): not a built-in, enabled,
+    unblocked, alone with its name, no grants or pins or trust settings naming it, and
+    nothing required of it or by it, no service provided, no ordered activation event."""
+    name = rec["name"]
+    return (
+        rec["source"] != "builtin"
+        and name != "plugins"
+        and rec["enabled"] is True
+        and rec["blocked"] is None
+        and not rec["after"]
+        and not rec["shadowed"]
+        and rec["withheld"] is None
+        and not rec["requires"]["plugins"]
+        and not rec["requires"]["services"]
+        and not rec["provides"]["services"]
+        and not any(e.partition(":")[0] in _ORDERED_EVENTS for e in rec["activation"])
+        and name not in settings.grants
+        and name not in settings.granted_to
+        and name not in settings.trusted
+        and name not in settings.pins.values()
+        and not any(name in text for text in required)  # a superset: "a" in "ab>=1"
+    )
+
+
+def _patch(
+    previous: Previous,
+    found: list[Found],
+    bases: dict[int, tuple[PluginRec, dict[str, str]]],
+    cache: Cache,
+    settings: Config,
+    config_error: tuple[str, str, str | None] | None,
+    warnings: list[str],
+    paths: Paths,
+) -> Index | None:
+    """The new index made from the previous one by replacing the records, routes, event
+    entries and completion lines of the plugins that changed, or None when that could
+    give another index than a full rebuild (then everything is recomputed).
+
+    Only when the config is unchanged, the last index had no dependency edge and no two
+    plugins claiming one name, no plugin is broken but those that were, and every
+    plugin added, removed or changed is :func:`_simple` and claims command words and
+    events no other plugin claims. Everything else in the index is then what it was.
+    (The fingerprint and ``help`` are set by the caller.)
+    """
+    graph = cache.graph
+    if graph is None or graph[0] or graph[2] or not cache.config_hit:
+        return None
+    if cache.written is None or len(cache.written) < 5:
+        return None
+    got = previous.read()
+    if got is None:
+        return None
+    old, table = got
+    if old.get("config_error") != config_error:
+        return None
+    disabled = set(settings.disabled)
+    items: dict[str, Found] = {}
+    errors: list[tuple[int, Found]] = []
+    made: dict[str, tuple[PluginRec, dict[str, str], bool]] = {}  # name -> rec, top, hit
+    for i, item in enumerate(found):
+        if item.name in items:
+            return None  # two plugins claim one name
+        items[item.name] = item
+        if item.error is not None:
+            errors.append((i, item))
+            continue
+        hit = bases.get(id(item))
+        if hit is None:
+            base = _base(item)
+            hit = (base, _top_commands(base))
+            _keep_record(item, cache, hit)
+            made[item.name] = (
+                _configured(base, disabled, settings.isolation, settings),
+                hit[1],
+                False,
+            )
+        elif item.name not in table:
+            made[item.name] = (
+                _configured(hit[0], disabled, settings.isolation, settings),
+                hit[1],
+                True,
+            )
+    errors.sort(key=lambda e: (PRECEDENCE[e[1].source], e[1].origin, e[0]))
+    broken = [_broken(item, disabled) for _, item in errors]
+    if broken != old["broken"]:
+        return None
+    gone = [n for n in table if n not in items or items[n].error is not None]
+    for name, (rec, _, _) in list(made.items()):
+        blob = table.get(name)
+        if blob is not None:
+            if marshal.loads(blob) == rec:  # re-read, the same (a single-file plugin)
+                del made[name]
+            else:
+                gone.append(name)
+    required = graph[1]
+    olds: dict[str, PluginRec] = {n: marshal.loads(table[n]) for n in gone}
+    if not all(
+        _simple(r, settings, required) for r in (*olds.values(), *(m[0] for m in made.values()))
+    ):
+        return None
+
+    routes: dict[str, list[str]] = dict(old["routes"])
+    was: Events = old["events"]
+    events: Events = {
+        **was,
+        "command": dict(was["command"]),
+        "event": dict(was["event"]),
+        "service": dict(was["service"]),
+    }
+    for name, rec in olds.items():
+        for word in _words(rec):
+            if routes.get(word) != [name]:
+                return None
+            del routes[word]
+        for kind, arg in _keyed_events(rec):
+            entries = events[kind]  # type: ignore[literal-required]
+            if entries.get(arg) != [name]:
+                return None
+            del entries[arg]
+    for name, (rec, _, _) in made.items():
+        for word in _words(rec):
+            if word in routes:
+                return None  # claimed by another plugin too
+            routes[word] = [name]
+        for kind, arg in _keyed_events(rec):
+            entries = events[kind]  # type: ignore[literal-required]
+            if arg in entries:
+                return None
+            entries[arg] = [name]
+
+    top: dict[str, dict[str, str]] = marshal.loads(old["commands"])
+    drop_words, drop_scoped, add_words, add_scoped = set(), set(), [], []
+    for name in olds:
+        for word, text in top.pop(name).items():
+            drop_words.add(f"{word}\t{inert(text)}")
+            drop_scoped.add(f"{name}:{word}\t{inert(text)}")
+    for name, (_, words, _) in made.items():
+        top[name] = words
+        for word, text in words.items():
+            add_words.append(f"{word}\t{inert(text)}")
+            add_scoped.append(f"{name}:{word}\t{inert(text)}")
+    complete = old["complete"]
+    names = set(olds).difference(made)
+    complete = {
+        "words": _patch_lines(complete["words"], drop_words, add_words),
+        "scoped": _patch_lines(complete["scoped"], drop_scoped, add_scoped),
+        "names": _patch_lines(complete["names"], names, [n for n in made if n not in olds]),
+    }
+
+    usable = [n for n in old["usable"] if n not in olds]
+    if made:
+        order = {
+            item.name: (PRECEDENCE[item.source], item.origin, i) for i, item in enumerate(found)
+        }
+        usable += made
+        usable.sort(key=order.__getitem__)
+    valid = {n for n, item in items.items() if item.error is None}
+    _more_warnings(settings, valid, found, paths, warnings)
+
+    for name in olds:
+        del table[name]
+    for name, (rec, _, _) in made.items():
+        table[name] = marshal.dumps(rec)  # type: ignore[arg-type]
+    table = dict(sorted(table.items()))
+    before = set(cache.written[4])
+    pristine = [n for n in before if n in table and n not in olds and n not in made]
+    pristine += [
+        n
+        for n, (rec, _, hit) in made.items()
+        if hit and _pristine_rec(rec, bases[id(items[n])][0]["isolation"])
+    ]
+    previous.patched = (table, pristine)
+    index: Index = {
+        **old,  # type: ignore[typeddict-item]
+        "plugins": reader.Records.of(table),
+        "broken": broken,
+        "routes": dict(sorted(routes.items())),
+        "warnings": warnings,
+        "events": events,
+        "boot_order": sorted(usable),
+        "help": "",
+        "usable": usable,
+        "commands": marshal.dumps(top),
+        "complete": complete,
+    }
+    return index
+
+
+def _words(rec: PluginRec) -> dict[str, None]:
+    """The command words ``rec`` claims (its routes)."""
+    return dict.fromkeys(c["name"].split(" ")[0] for c in rec["commands"])
+
+
+def _keyed_events(rec: PluginRec) -> dict[tuple[str, str], None]:
+    """The activation events of ``rec`` that :func:`_events` keys by their argument."""
+    out: dict[tuple[str, str], None] = {}
+    for event in rec["activation"]:
+        kind, _, arg = event.partition(":")
+        if kind in ("command", "event", "service"):
+            out[kind, arg] = None
+    return out
+
+
+def _patch_lines(text: str, drop: set[str], add: list[str]) -> str:
+    """Sorted lines ``text`` without those in ``drop``, with those in ``add``."""
+    if not drop and not add:
+        return text
+    lines = [line for line in text.split("\n") if line and line not in drop]
+    lines += add
+    lines.sort()
+    return "\n".join(lines)
 
 
 def _completions(
@@ -758,10 +1044,15 @@ def rebuild(
     """
     cache_path = path[: -len(".bin")] + ".cache"
 
-    def fresh(cache: Cache | None = None) -> Index:
-        index = build(paths, fp, cache)
+    def fresh(cache: Cache | None = None, previous: Previous | None = None) -> Index:
+        index = build(paths, fp, cache, previous)
         if render_help is not None:
-            index["help"] = render_help(index)
+            if previous is not None and previous.patched is not None:
+                # Not index["plugins"].items(), which would decode every record.
+                plugins = {n: _Lazy(b) for n, b in previous.patched[0].items()}
+                index["help"] = render_help({**index, "plugins": plugins})  # type: ignore[typeddict-item]
+            else:
+                index["help"] = render_help(index)
         return index
 
     import gc
@@ -802,9 +1093,26 @@ def _rebuild(
                 current = read(path, fp)
                 if current is not None:
                     return current
-            index = fresh(cache)
-            pristine = [n for n, kind in cache.hits.items() if _pristine(index, n, kind)]
-            header, records = encode(index, _unchanged(path, cache, pristine))
+            # The files the last rebuild wrote with this cache, to patch (build._patch).
+            previous = None
+            written = cache.written
+            if (
+                not force
+                and written is not None
+                and len(written) >= 5
+                and written[:2] == (path, _file_stat(path))
+                and written[3] is not None
+                and written[3] == _file_stat(records_path(path))
+            ):
+                previous = Previous(path)
+            index = fresh(cache, previous)
+            if previous is not None and previous.patched is not None:
+                table, pristine = previous.patched
+                records = MAGIC + marshal.dumps(table)
+                header = MAGIC + marshal.dumps({**index, "plugins": len(records)})
+            else:
+                pristine = [n for n, kind in cache.hits.items() if _pristine(index, n, kind)]
+                header, records = encode(index, _unchanged(path, cache, pristine))
             # Records first: a reader that sees the new index also sees its records.
             _replace(records_path(path), records)
             _replace(path, header)
@@ -821,11 +1129,28 @@ def _rebuild(
         return index
 
 
+class _Lazy(dict):  # type: ignore[type-arg]
+    """A record for ``render_help`` that is decoded only if it is looked into."""
+
+    __slots__ = ("blob",)
+
+    def __init__(self, blob: bytes) -> None:
+        super().__init__()
+        self.blob = blob
+
+    def __missing__(self, key: str) -> Any:
+        self.update(marshal.loads(self.blob))
+        return dict.__getitem__(self, key)
+
+
 def _pristine(index: Index, name: str, isolation: str) -> bool:
     """Whether the record of ``name`` is still the base record the cache holds for it
     (its manifest's host kind ``isolation``): nothing that the config, resolution,
     shadowing or grants set differs."""
-    rec = index["plugins"][name]
+    return _pristine_rec(index["plugins"][name], isolation)
+
+
+def _pristine_rec(rec: PluginRec, isolation: str) -> bool:
     return (
         rec["enabled"] is True
         and rec["isolation"] == isolation

@@ -495,3 +495,25 @@ def test_random_installs_equal_full_rebuilds(
             os.environ.pop("CONDUIT_HOME", None)
         else:
             os.environ["CONDUIT_HOME"] = saved_home
+
+
+@pytest.mark.parametrize("activation", ["event:saved", "command:x", "service:db"])
+def test_a_shared_event_is_not_patched(site: Path, activation: str) -> None:
+    """A plugin installed beside one that has its activation event (an entry the patch
+    would have to order) is recomputed; the index is a full rebuild's."""
+    builds = Builds()
+    spec = {"words": ["run"], "requires": [], "provides": [], "activation": [activation]}
+    spec |= {"bad_api": False, "hidden": False}
+    _install(site, "d1", {"alpha": spec}, 1)
+    builds.both()
+    _install(site, "d2", {"beta": {**spec, "words": ["go"]}}, 2)
+    incremental, full = builds.both()
+    assert incremental == full
+    assert full["events"][activation.partition(":")[0]][activation.partition(":")[2]] == [
+        "alpha",
+        "beta",
+    ]
+    _install(site, "d3", {"gamma": {**spec, "words": ["fmt"], "activation": []}}, 3)
+    incremental, full = builds.both()
+    assert incremental == full
+    assert builds.patched == [False, False, True]

@@ -68,8 +68,9 @@ class Cache:
         #: wrote them
         self.written: tuple[Any, ...] | None = data.get("written")
         self.used: set[str] = set()  # manifests looked up by this rebuild
-        #: manifest path -> (its stat, the base record made of it, its top-level
-        #: commands): records of plugins whose manifest file is unchanged
+        #: manifest path -> (its stat, :func:`_key` of its plugin, the marshalled base
+        #: record made of it and its top-level commands): records of plugins whose
+        #: manifest file is unchanged
         self.records: dict[str, tuple[Any, ...]] = data.get("records", {})
         self.records_used: dict[str, tuple[Any, ...]] = {}
         #: plugin name -> its manifest's host kind, for the records this rebuild took
@@ -85,7 +86,7 @@ class Cache:
         self.config_hit = False
 
     #: the layout of this cache (changed with it: a cache of another layout is empty)
-    FORMAT = 3
+    FORMAT = 4
 
     @staticmethod
     def key() -> tuple[object, ...]:
@@ -228,29 +229,35 @@ def _load_manifest(item: Found, cache: Cache) -> None:
         item.error = ManifestError(path, problem, field=field, hint=hint)
 
 
-def _cached_record(item: Found, cache: Cache) -> tuple[PluginRec, dict[str, str]] | None:
+def _cached_record(item: Found, cache: Cache) -> bytes | None:
     """The :func:`_base` record and top-level commands of ``item`` as an earlier rebuild
-    made them from the same manifest file (same stat) for the same plugin, or None.
-    Only for a plugin whose manifest is a file that was valid (:func:`_keep_record`)."""
+    made them from the same manifest file (same stat) for the same plugin, or None:
+    marshalled (:func:`_decoded`), decoded only if the rebuild needs them. Only for a
+    plugin whose manifest is a file that was valid (:func:`_keep_record`)."""
     if item.manifest is not None or item.error is not None or not cache.quick:
         return None
     cached = cache.records.get(item.origin)
     if cached is None:
         return None
-    base = cached[1]
     if (  # what the record holds of the plugin (rather than of its manifest)
-        type(base) is not dict
-        or base["name"] != item.name
-        or base["version"] != item.dist_version
-        or base["source"] != item.source
-        or base["dist"] != item.dist
-        or base["entry"] != item.entry
-        or base["protocol"] != item.protocol
+        cached[1] != _key(item)
+        or type(cached[2]) is not bytes
         or cached[0] != _file_stat(item.origin)
     ):
         return None
     cache.records_used[item.origin] = cached
-    return cached[1], cached[2]
+    return cached[2]
+
+
+def _key(item: Found) -> tuple[object, ...]:
+    """What a cached record holds of its plugin rather than of its manifest."""
+    return (item.name, item.dist_version, item.source, item.dist, item.entry, item.protocol)
+
+
+def _decoded(blob: bytes) -> tuple[PluginRec, dict[str, str]]:
+    """A cached record (:func:`_cached_record`): the base record, its top-level commands."""
+    base, top = marshal.loads(blob)
+    return base, top
 
 
 def _keep_record(item: Found, cache: Cache, made: tuple[PluginRec, dict[str, str]]) -> None:
@@ -266,7 +273,7 @@ def _keep_record(item: Found, cache: Cache, made: tuple[PluginRec, dict[str, str
         or type(cached[2]) is not dict
     ):
         return
-    cache.records_used[item.origin] = (cached[0], made[0], made[1])
+    cache.records_used[item.origin] = (cached[0], _key(item), marshal.dumps(made))  # type: ignore[arg-type]
 
 
 def _quick_manifest(item: Found) -> dict[str, Any] | None:
@@ -525,11 +532,11 @@ def build(
     settings, config_error = _read_config(paths.config_file, cache)
     warnings: list[str] = []
     found = discover(paths.plugin_dir, warnings, cache.dists, cache.listings)
-    bases: dict[int, tuple[PluginRec, dict[str, str]]] = {}  # id(item) -> from the cache
+    bases: dict[int, bytes] = {}  # id(item) -> its record from the cache (_decoded)
     for item in found:
-        hit = _cached_record(item, cache)
-        if hit is not None:
-            bases[id(item)] = hit
+        cached = _cached_record(item, cache)
+        if cached is not None:
+            bases[id(item)] = cached
             continue
         _load_manifest(item, cache)
         _check_api(item, cache)
@@ -564,12 +571,13 @@ def build(
             plugins[item.name]["shadowed"].append(identity(item))
             continue
         winners[item.name] = item
-        hit = bases.get(id(item))
-        if hit is None:
+        blob = bases.get(id(item))
+        if blob is None:
             base = _base(item)
             hit = (base, _top_commands(base))
             _keep_record(item, cache, hit)
         else:
+            hit = _decoded(blob)
             cache.hits[item.name] = hit[0]["isolation"]
         plugins[item.name] = _configured(hit[0], disabled, settings.isolation, settings)
         tops[item.name] = hit[1]
@@ -751,7 +759,7 @@ def _simple(rec: PluginRec, settings: Config, required: list[str]) -> bool:
 def _patch(
     previous: Previous,
     found: list[Found],
-    bases: dict[int, tuple[PluginRec, dict[str, str]]],
+    bases: dict[int, bytes],
     cache: Cache,
     settings: Config,
     config_error: tuple[str, str, str | None] | None,
@@ -782,7 +790,8 @@ def _patch(
     disabled = set(settings.disabled)
     items: dict[str, Found] = {}
     errors: list[tuple[int, Found]] = []
-    made: dict[str, tuple[PluginRec, dict[str, str], bool]] = {}  # name -> rec, top, hit
+    # name -> its record, its top-level commands, its cached base's host kind (if a hit)
+    made: dict[str, tuple[PluginRec, dict[str, str], str | None]] = {}
     for i, item in enumerate(found):
         if item.name in items:
             return None  # two plugins claim one name
@@ -790,21 +799,22 @@ def _patch(
         if item.error is not None:
             errors.append((i, item))
             continue
-        hit = bases.get(id(item))
-        if hit is None:
+        blob = bases.get(id(item))
+        if blob is None:
             base = _base(item)
             hit = (base, _top_commands(base))
             _keep_record(item, cache, hit)
             made[item.name] = (
                 _configured(base, disabled, settings.isolation, settings),
                 hit[1],
-                False,
+                None,
             )
         elif item.name not in table:
+            hit = _decoded(blob)
             made[item.name] = (
                 _configured(hit[0], disabled, settings.isolation, settings),
                 hit[1],
-                True,
+                hit[0]["isolation"],
             )
     errors.sort(key=lambda e: (PRECEDENCE[e[1].source], e[1].origin, e[0]))
     broken = [_broken(item, disabled) for _, item in errors]
@@ -866,11 +876,15 @@ def _patch(
             add_words.append(f"{word}\t{inert(text)}")
             add_scoped.append(f"{name}:{word}\t{inert(text)}")
     complete = old["complete"]
-    names = set(olds).difference(made)
+    named = {b["name"] for b in broken}  # a name stays listed while a broken plugin has it
     complete = {
         "words": _patch_lines(complete["words"], drop_words, add_words),
         "scoped": _patch_lines(complete["scoped"], drop_scoped, add_scoped),
-        "names": _patch_lines(complete["names"], names, [n for n in made if n not in olds]),
+        "names": _patch_lines(
+            complete["names"],
+            {n for n in olds if n not in made and n not in named},
+            [n for n in made if n not in olds and n not in named],
+        ),
     }
 
     usable = [n for n in old["usable"] if n not in olds]
@@ -891,9 +905,7 @@ def _patch(
     before = set(cache.written[4])
     pristine = [n for n in before if n in table and n not in olds and n not in made]
     pristine += [
-        n
-        for n, (rec, _, hit) in made.items()
-        if hit and _pristine_rec(rec, bases[id(items[n])][0]["isolation"])
+        n for n, (rec, _, kind) in made.items() if kind is not None and _pristine_rec(rec, kind)
     ]
     previous.patched = (table, pristine)
     index: Index = {

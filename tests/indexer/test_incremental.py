@@ -517,3 +517,20 @@ def test_a_shared_event_is_not_patched(site: Path, activation: str) -> None:
     incremental, full = builds.both()
     assert incremental == full
     assert builds.patched == [False, False, True]
+
+
+def test_a_patched_index_has_the_help_of_many_plugins(site: Path) -> None:
+    """Past HELP_COMMANDS_MAX commands `--help` is one line per plugin: patched after an
+    install and an uninstall, it is the help of a full rebuild."""
+    builds = Builds()
+    for i in range(45):
+        write_dist(site, f"many-{i:02d}", "1.0", {f"many-{i:02d}": f"cmd-{i:02d}"})
+    builds.both()
+    write_dist(site, "many-new", "1.0", {"many-new": "cmd-new"})
+    incremental, full = builds.both()
+    assert incremental == full
+    assert "Commands by plugin" in full["help"] and "cmd-new" in full["help"]
+    remove_dist(site, "many-07")
+    incremental, full = builds.both()
+    assert incremental == full
+    assert builds.patched == [False, True, True]

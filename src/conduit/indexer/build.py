@@ -1141,18 +1141,17 @@ def _rebuild(
         return index
 
 
-class _Lazy(dict):  # type: ignore[type-arg]
-    """A record for ``render_help`` that is decoded only if it is looked into."""
+class _Lazy:
+    """A record for ``render_help`` that is decoded only if it is looked into (a plain
+    object: a thousand dicts would cost more to make and free than the help itself)."""
 
     __slots__ = ("blob",)
 
     def __init__(self, blob: bytes) -> None:
-        super().__init__()
         self.blob = blob
 
-    def __missing__(self, key: str) -> Any:
-        self.update(marshal.loads(self.blob))
-        return dict.__getitem__(self, key)
+    def __getitem__(self, key: str) -> Any:
+        return marshal.loads(self.blob)[key]
 
 
 def _pristine(index: Index, name: str, isolation: str) -> bool:

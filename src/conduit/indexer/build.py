@@ -22,7 +22,6 @@ from conduit import index as reader
 from conduit.errors import ConfigError, ManifestError
 from conduit.index import INDEX_FORMAT, MAGIC, empty_events, encode, read, records_path
 from conduit.indexer.discover import PRECEDENCE, Found, discover
-from conduit.indexer.resolve import Node, Resolution, resolve
 from conduit.sdk import API_VERSION
 from conduit.text import inert
 
@@ -33,6 +32,7 @@ if TYPE_CHECKING:
 
     from conduit.indexer.discover import DistCache, Listings
     from conduit.indexer.records import BrokenRec, Events, Index, PluginRec
+    from conduit.indexer.resolve import Resolution
     from conduit.paths import Paths
     from conduit.timing import Profile
 
@@ -993,6 +993,9 @@ def _top_commands(rec: PluginRec) -> dict[str, str]:
 
 def _resolve(plugins: dict[str, PluginRec], pins: dict[str, str]) -> Resolution:
     """Run dependency resolution over the enabled plugins and record it in their records."""
+    # Imported here: a patched rebuild (build._patch) does not resolve.
+    from conduit.indexer.resolve import Node, resolve
+
     nodes = {
         name: Node(
             name,

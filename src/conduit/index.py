@@ -114,6 +114,14 @@ class Records(dict[str, "Any"]):
         self._path: str | None = path
         self._recover = recover
 
+    @classmethod
+    def of(cls, table: dict[str, bytes]) -> Records:
+        """Records of an encoded table already in memory (a patched index)."""
+        records = cls("", lambda: {})
+        records._path = None
+        dict.update(records, table)
+        return records
+
     def _fill(self) -> None:
         if self._path is None:
             return
@@ -172,9 +180,14 @@ class Records(dict[str, "Any"]):
         return dict.items(self)
 
 
-def encode(index: Index) -> tuple[bytes, bytes]:
-    """The on-disk form of an index: the index file and its records file."""
-    table = {n: marshal.dumps(r) for n, r in index["plugins"].items()}  # type: ignore[arg-type]
+def encode(index: Index, encoded: dict[str, bytes] | None = None) -> tuple[bytes, bytes]:
+    """The on-disk form of an index: the index file and its records file. ``encoded``:
+    records already marshalled (by name), as the builder's cache holds them."""
+    encoded = encoded or {}
+    table = {
+        n: encoded[n] if n in encoded else marshal.dumps(r)  # type: ignore[arg-type]
+        for n, r in index["plugins"].items()
+    }
     records = MAGIC + marshal.dumps(table)
     header = dict(index)
     header["plugins"] = len(records)  # the size a matching records file must have

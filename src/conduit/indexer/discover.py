@@ -14,7 +14,8 @@ Names, versions and entry points that do not come from a manifest (a distributio
 metadata, an executable's file name) are refused when they hold a control character,
 as the manifest validator refuses them in identifiers (:mod:`conduit.text`).
 
-Only ``os``, ``dataclasses`` and :mod:`conduit.errors` are imported with this module:
+Only ``os`` and :mod:`conduit.errors` are imported with this module (no dataclasses: its
+import, with ``inspect``, costs more than the rest of a rebuild that reads one new plugin):
 :mod:`conduit.authoring` and :mod:`conduit.store` import :data:`ENTRY_POINT_GROUP` from
 here, and the heavier modules (importlib.metadata, the manifest parser) are imported by
 the functions that need them.
@@ -23,13 +24,24 @@ the functions that need them.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
 from conduit.errors import ManifestError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from conduit.manifest import Manifest
+
+    #: one installed distribution as discovery read it: its name and version (from its
+    #: metadata, only for a plugin distribution), and per plugin entry point (name, value,
+    #: the manifest found for it or None), or the warning that its entry points could not
+    #: be read
+    DistEntry = tuple[str, str | None, list[tuple[str, str, str | None]] | str]
+    #: ``.dist-info``/``.egg-info`` path -> (its stat, what was read of it)
+    DistCache = dict[str, tuple[tuple[int, int, int] | None, DistEntry]]
+    #: (directory, what was kept of it) -> (its stat, the names kept, sorted)
+    Listings = dict[tuple[str, str], tuple[tuple[int, int, int], list[str]]]
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -51,31 +63,107 @@ PRECEDENCE = {"builtin": 0, "entry-point": 1, "file": 2, "wasm": 3, "executable"
 EXECUTABLE_PREFIX = "conduit-"
 MANIFEST_FLAG = "--conduit-manifest"
 PROBE_TIMEOUT = 5.0
+#: ``conduit.manifest.MANIFEST_FILENAME``, not imported from there: that module imports
+#: msgspec and tomllib, which a rebuild reading no new manifest does not need
+MANIFEST_FILENAME = "conduit-plugin.toml"
 
 
-@dataclass
 class Found:
     """One plugin as discovery found it: its manifest, or why it has none."""
 
-    name: str
-    source: str
-    origin: str
-    dist: str | None = None
-    dist_version: str | None = None
-    entry: str | None = None
-    manifest: Manifest | None = None
-    error: ManifestError | None = None
-    protocol: str = "python"  # "python", or for executables "jsonrpc" or "exec"
+    __slots__ = (
+        "data",
+        "dist",
+        "dist_version",
+        "entry",
+        "error",
+        "manifest",
+        "name",
+        "origin",
+        "protocol",
+        "source",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        source: str,
+        origin: str,
+        dist: str | None = None,
+        dist_version: str | None = None,
+        entry: str | None = None,
+        manifest: Manifest | None = None,
+        error: ManifestError | None = None,
+        protocol: str = "python",  # "python", or for executables "jsonrpc" or "exec"
+        data: dict[str, Any] | None = None,  # the validated manifest as plain data
+    ) -> None:
+        self.name = name
+        self.source = source
+        self.origin = origin
+        self.dist = dist
+        self.dist_version = dist_version
+        self.entry = entry
+        self.manifest = manifest
+        self.error = error
+        self.protocol = protocol
+        self.data = data
+
+    def __repr__(self) -> str:
+        return f"Found({self.name!r}, {self.source!r}, {self.origin!r})"
 
 
-def discover(plugin_dir: str, warnings: list[str]) -> list[Found]:
+def discover(
+    plugin_dir: str,
+    warnings: list[str],
+    cache: DistCache | None = None,
+    listings: Listings | None = None,
+) -> list[Found]:
     """Every plugin found, in discovery order; problems that are no plugin's are appended
-    to ``warnings``. Manifests not read yet are read by the builder."""
-    found = _discover_builtins() + _discover_entry_points(warnings)
+    to ``warnings``. Manifests not read yet are read by the builder.
+
+    ``cache`` holds what earlier rebuilds read of each installed distribution; entries
+    whose ``.dist-info`` directory is unchanged are reused, and it is updated in place.
+    ``listings`` holds the relevant names of the ``sys.path`` and ``PATH`` directories
+    (:func:`_names`), also updated in place.
+    """
+    listings = {} if listings is None else listings
+    found = _discover_builtins()
+    found += _discover_entry_points(warnings, {} if cache is None else cache, listings)
     found += _discover_files(plugin_dir, warnings)
     found += _discover_wasm(plugin_dir)
-    found += _discover_executables(plugin_dir, warnings)
+    found += _discover_executables(plugin_dir, warnings, listings)
     return found
+
+
+#: a directory modified this recently (ns) may change again within its mtime's
+#: granularity: its listing is not kept ("racy git")
+_RACY = 2_000_000_000
+
+
+def _names(directory: str, kind: str, listings: Listings, used: Listings) -> list[str]:
+    """``sorted(os.listdir(directory))``, only the names discovery looks at (``kind``:
+    "dist" the ``.dist-info`` then ``.egg-info`` entries, "exe" the ``conduit-NAME``
+    executables). Reused from ``listings`` while the directory's stat is the same: a
+    large ``PATH`` directory costs more to list and sort than the rest of a rebuild that
+    reads one new plugin. Raises OSError as listdir does."""
+    st = os.stat(directory)
+    stat = (st.st_ino, st.st_mtime_ns, st.st_size)
+    key = (directory, kind)
+    cached = listings.get(key)
+    if cached is not None and cached[0] == stat:
+        used[key] = cached
+        return cached[1]
+    names = os.listdir(directory)
+    if kind == "dist":  # filtered before sorting: the same order, fewer names to sort
+        kept = sorted(n for n in names if n.endswith(".dist-info"))
+        kept += sorted(n for n in names if n.endswith(".egg-info"))
+    else:
+        kept = sorted(n for n in names if executable_plugin_name(n) is not None)
+    import time
+
+    if time.time_ns() - st.st_mtime_ns > _RACY:
+        used[key] = (stat, kept)
+    return kept
 
 
 def _manifest_for_module(module: str, locate: object) -> str | None:
@@ -84,11 +172,6 @@ def _manifest_for_module(module: str, locate: object) -> str | None:
     Looks in the module's own package directory, then each parent package up to the
     top-level one; the nearest file wins.
     """
-    import contextlib
-    import importlib.util
-
-    from conduit.manifest import MANIFEST_FILENAME
-
     parts = module.split(".")
     candidates = [parts[:i] for i in range(len(parts), 0, -1)]
     for pkg in candidates:
@@ -98,14 +181,18 @@ def _manifest_for_module(module: str, locate: object) -> str | None:
             return path
     # Editable installs: the package lives outside site-packages. find_spec() on a
     # top-level name locates it without executing it.
-    with contextlib.suppress(ImportError, ValueError):
+    import importlib.util
+
+    try:
         spec = importlib.util.find_spec(parts[0])
-        if spec is not None and spec.submodule_search_locations:
-            base = next(iter(spec.submodule_search_locations))
-            for pkg in candidates:
-                path = os.path.join(base, *pkg[1:], MANIFEST_FILENAME)
-                if os.path.isfile(path):
-                    return path
+    except (ImportError, ValueError):
+        return None
+    if spec is not None and spec.submodule_search_locations:
+        base = next(iter(spec.submodule_search_locations))
+        for pkg in candidates:
+            path = os.path.join(base, *pkg[1:], MANIFEST_FILENAME)
+            if os.path.isfile(path):
+                return path
     return None
 
 
@@ -113,7 +200,6 @@ def _discover_builtins() -> list[Found]:
     import conduit.builtins as pkg
     from conduit import __version__
     from conduit.builtins import BUILTINS
-    from conduit.manifest import MANIFEST_FILENAME
 
     base = os.path.dirname(pkg.__file__ or "")
     found = []
@@ -125,60 +211,167 @@ def _discover_builtins() -> list[Found]:
     return found
 
 
-def _discover_entry_points(warnings: list[str]) -> list[Found]:
-    import importlib.metadata
+def _dist_stat(path: str) -> tuple[int, int, int] | None:
+    """What changes when an installer writes a ``.dist-info`` directory: installing,
+    upgrading, reinstalling or removing one creates, renames or replaces files in it."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
 
+
+def _project_key(entry: str) -> str:
+    """The normalised project name in a ``.dist-info``/``.egg-info`` name
+    (``Foo_Bar-1.0.dist-info`` is ``foo-bar``): installed twice, the first one wins."""
+    stem = entry.rpartition(".")[0]
+    return stem.partition("-")[0].lower().replace("_", "-").replace(".", "-")
+
+
+def _read_text(path: str) -> str | None:
+    try:
+        with open(path, encoding="utf-8", errors="surrogateescape") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def _plugin_entry_points(text: str) -> list[tuple[str, str]]:
+    """``(name, value)`` of the :data:`ENTRY_POINT_GROUP` entries of an
+    ``entry_points.txt``, read as importlib.metadata reads it (a line that is not
+    ``name = value`` makes the whole file unreadable: ValueError)."""
+    out = []
+    section = None
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            section = line.strip("[]")
+            continue
+        if section is None:
+            continue
+        name, eq, value = line.partition("=")
+        if not eq:
+            raise ValueError(f"line {line!r} is not 'name = value'")
+        if section == ENTRY_POINT_GROUP:
+            out.append((name.strip(), value.strip()))
+    return out
+
+
+def _name_and_version(info: str, entry: str) -> tuple[str, str | None]:
+    """``Name`` and ``Version`` from a distribution's metadata headers (``METADATA``, or
+    ``PKG-INFO`` of an egg), the first of each; the directory name when it has none."""
+    headers = "METADATA" if entry.endswith(".dist-info") else "PKG-INFO"
+    text = _read_text(os.path.join(info, headers))
+    fields: dict[str, str] = {}
+    for line in (text or "").splitlines():
+        if not line.strip():
+            break  # the headers end at the first empty line
+        key, colon, value = line.partition(":")
+        key = key.lower()
+        if colon and key in ("name", "version") and key not in fields:
+            fields[key] = value.strip()
+    stem = entry.rpartition(".")[0]
+    name, _, version = stem.partition("-")
+    return fields.get("name") or name, fields.get("version") or version.partition("-")[0] or None
+
+
+def _read_dist(site: str, entry: str) -> DistEntry:
+    """What discovery needs of one installed distribution, read from its files: nothing
+    but its ``entry_points.txt`` unless that declares plugins."""
+    info = os.path.join(site, entry)
+    text = _read_text(os.path.join(info, "entry_points.txt")) if os.path.isdir(info) else None
+    if text is None or ENTRY_POINT_GROUP not in text:
+        return ("", None, [])  # not a plugin distribution: its name is never needed
+    name, version = _name_and_version(info, entry)
+    try:
+        eps = _plugin_entry_points(text)
+    except ValueError as exc:
+        return (name, version, f"distribution {name}: cannot read entry points: {exc}")
+    plugins = []
+    for ep_name, value in eps:
+        module = value.partition(":")[0].strip()
+        manifest = _manifest_for_module(module, lambda rel: os.path.join(site, rel))
+        plugins.append((ep_name, value, manifest))
+    return (name, version, plugins)
+
+
+def _discover_entry_points(
+    warnings: list[str], cache: DistCache, listings: Listings
+) -> list[Found]:
+    """Plugins of the installed distributions, as importlib.metadata would list them
+    without importing it: each ``sys.path`` directory's ``*.dist-info`` then ``*.egg-info``
+    entries in name order, the first of a project's name winning. Only a distribution
+    whose entry is new or changed since the last rebuild (``cache``) is read."""
     from conduit.index import site_dirs
-    from conduit.manifest import MANIFEST_FILENAME
 
     found = []
     seen: set[str] = set()
-    for dist in importlib.metadata.distributions(path=site_dirs()):
+    fresh: DistCache = {}
+    used: Listings = {}
+    for site in site_dirs():
         try:
-            dist_name = dist.metadata["Name"] or "?"
-        except Exception:  # a damaged dist-info must not stop discovery
-            continue
-        key = dist_name.lower().replace("_", "-").replace(".", "-")
-        if key in seen:  # shadowed by an earlier sys.path entry, as importlib does
-            continue
-        seen.add(key)
-        try:
-            eps = dist.entry_points.select(group=ENTRY_POINT_GROUP)
-        except Exception as exc:
-            warnings.append(f"distribution {dist_name}: cannot read entry points: {exc}")
-            continue
-        for ep in eps:
-            module = ep.value.partition(":")[0].strip()
-            manifest = _manifest_for_module(module, dist.locate_file)
-            item = Found(
-                ep.name,
-                "entry-point",
-                manifest or f"{dist_name} (entry point {ep.name} = {ep.value})",
-                dist=dist_name,
-                dist_version=dist.version,
-                entry=ep.value.strip(),
-            )
-            # Not from the manifest, but shown beside it (plugins list/info, the prompt).
-            item.error = _unsafe_field(
-                item.origin,
-                ("distribution name", dist_name),
-                ("distribution version", dist.version),
-                ("entry point", f"{ep.name} = {ep.value}"),
-            )
-            if item.error is None and manifest is None:
-                item.error = ManifestError(
-                    item.origin,
-                    f"no {MANIFEST_FILENAME} found next to module '{module}'",
-                    hint=f"ship {MANIFEST_FILENAME} inside the package (package data)",
+            entries = _names(site, "dist", listings, used)
+        except OSError:
+            continue  # missing, not a directory (a zip file), unreadable: nothing found
+        prefix = site if site.endswith(os.sep) else site + os.sep  # os.path.join, faster
+        for entry in entries:
+            key = _project_key(entry)
+            if key in seen:  # shadowed by an earlier sys.path entry, as importlib does
+                continue
+            seen.add(key)
+            path = prefix + entry
+            stat = _dist_stat(path)
+            cached = cache.get(path)
+            if cached is None or cached[0] != stat:
+                cached = (stat, _read_dist(site, entry))
+            fresh[path] = cached
+            dist_name, dist_version, plugins = cached[1]
+            if not plugins:
+                continue  # not a plugin distribution
+            if isinstance(plugins, str):
+                warnings.append(plugins)
+                continue
+            for ep_name, value, manifest in plugins:
+                item = Found(
+                    ep_name,
+                    "entry-point",
+                    manifest or f"{dist_name} (entry point {ep_name} = {value})",
+                    dist_name,
+                    dist_version,
+                    value,
                 )
-            found.append(item)
+                # Not from the manifest, but shown beside it (plugins list/info, the prompt).
+                item.error = _unsafe_field(
+                    item.origin,
+                    ("distribution name", dist_name),
+                    ("distribution version", dist_version),
+                    ("entry point", f"{ep_name} = {value}"),
+                )
+                if item.error is None and manifest is None:
+                    module = value.partition(":")[0].strip()
+                    item.error = ManifestError(
+                        item.origin,
+                        f"no {MANIFEST_FILENAME} found next to module '{module}'",
+                        hint=f"ship {MANIFEST_FILENAME} inside the package (package data)",
+                    )
+                found.append(item)
+    cache.clear()
+    cache.update(fresh)
+    _keep(listings, used, "dist")
     return found
 
 
-def _discover_files(plugin_dir: str, warnings: list[str]) -> list[Found]:
-    from conduit.manifest import parse_inline_manifest
+def _keep(listings: Listings, used: Listings, kind: str) -> None:
+    """Keep in ``listings`` only this rebuild's listings of ``kind`` (and the others)."""
+    for key in [k for k in listings if k[1] == kind]:
+        del listings[key]
+    listings.update(used)
 
-    found = []
+
+def _discover_files(plugin_dir: str, warnings: list[str]) -> list[Found]:
+    found: list[Found] = []
     try:
         names = sorted(os.listdir(plugin_dir))
     except FileNotFoundError:
@@ -203,6 +396,8 @@ def _discover_files(plugin_dir: str, warnings: list[str]) -> list[Found]:
             found.append(item)
             continue
         item = Found(stem, "file", path)
+        from conduit.manifest import parse_inline_manifest
+
         try:
             manifest = parse_inline_manifest(source, path)
         except ManifestError as exc:
@@ -221,9 +416,7 @@ def _discover_files(plugin_dir: str, warnings: list[str]) -> list[Found]:
 
 def _discover_wasm(plugin_dir: str) -> list[Found]:
     """``NAME.wasm`` with its manifest ``NAME.toml`` beside it (docs/manifest.md)."""
-    from conduit.manifest import loads_toml, parse_manifest
-
-    found = []
+    found: list[Found] = []
     try:
         names = sorted(os.listdir(plugin_dir))
     except OSError:
@@ -236,6 +429,8 @@ def _discover_wasm(plugin_dir: str) -> list[Found]:
         toml = os.path.join(plugin_dir, stem + ".toml")
         item = Found(stem, "wasm", toml, entry=wasm)
         found.append(item)
+        from conduit.manifest import loads_toml, parse_manifest
+
         try:
             with open(toml, "rb") as f:
                 data = loads_toml(f.read().decode("utf-8"), toml)
@@ -273,6 +468,11 @@ def _unsafe_field(origin: str, *fields: tuple[str, str | None]) -> ManifestError
     """The error for the first of ``fields`` (label, value) that holds a control, bidi or
     invisible format character (:mod:`conduit.text`), as the manifest validator refuses
     them in identifiers; None when all are plain text."""
+    for _, value in fields:  # the usual case, without a call per field
+        if value is not None and not (value.isascii() and value.isprintable()):
+            break
+    else:
+        return None
     from conduit.text import inert, unsafe_char
 
     for field, value in fields:
@@ -375,12 +575,16 @@ def executable_plugin_name(fname: str) -> str | None:
     return stem if dot and ext in ("js", "sh", "rb", "pl") else name
 
 
-def _discover_executables(plugin_dir: str, warnings: list[str]) -> list[Found]:
+def _discover_executables(
+    plugin_dir: str, warnings: list[str], listings: Listings | None = None
+) -> list[Found]:
     found: list[Found] = []
     seen: set[str] = set()
+    listings = {} if listings is None else listings
+    used: Listings = {}
     for directory in executable_dirs(plugin_dir):
         try:
-            names = sorted(os.listdir(directory))
+            names = _names(directory, "exe", listings, used)
         except OSError:
             continue  # missing PATH entries are normal; the plugin dir is reported above
         for fname in names:
@@ -392,4 +596,5 @@ def _discover_executables(plugin_dir: str, warnings: list[str]) -> list[Found]:
                 continue  # the first one on the search path wins, as a shell would
             seen.add(name)
             found.append(_probe(path, name))
+    _keep(listings, used, "exe")
     return found

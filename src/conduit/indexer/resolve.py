@@ -16,42 +16,87 @@ out: no plugin code is imported.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
-from packaging.requirements import InvalidRequirement, Requirement
-from packaging.version import InvalidVersion, Version
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from packaging.requirements import Requirement
 
 __all__ = ["Blocked", "Node", "Resolution", "resolve"]
 
+# Plain classes, not dataclasses: importing dataclasses (and inspect with it) costs more
+# than the rest of a rebuild that reads one new plugin.
 
-@dataclass(frozen=True)
-class Node:
+
+class _Value:
+    """Equality and repr by the fields in ``__slots__``."""
+
+    __slots__: tuple[str, ...] = ()
+
+    def _fields(self) -> tuple[object, ...]:
+        return tuple(getattr(self, f) for f in self.__slots__)
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, _Value)
+            and type(other) is type(self)
+            and (self._fields() == other._fields())
+        )
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{f}={getattr(self, f)!r}" for f in self.__slots__)
+        return f"{type(self).__name__}({args})"
+
+
+class Node(_Value):
     """What resolution needs to know of one usable plugin."""
 
-    name: str
-    version: str | None
-    requires_plugins: tuple[str, ...] = ()
-    requires_services: tuple[str, ...] = ()
-    provides_services: tuple[str, ...] = ()
+    __slots__ = ("name", "provides_services", "requires_plugins", "requires_services", "version")
+
+    def __init__(
+        self,
+        name: str,
+        version: str | None,
+        requires_plugins: tuple[str, ...] = (),
+        requires_services: tuple[str, ...] = (),
+        provides_services: tuple[str, ...] = (),
+    ) -> None:
+        self.name = name
+        self.version = version
+        self.requires_plugins = requires_plugins
+        self.requires_services = requires_services
+        self.provides_services = provides_services
 
 
-@dataclass(frozen=True)
-class Blocked:
+class Blocked(_Value):
     """Why a plugin cannot be activated: one line, a hint, and the plugins involved."""
 
-    error: str
-    hint: str
-    chain: tuple[str, ...] = ()
+    __slots__ = ("chain", "error", "hint")
+
+    def __init__(self, error: str, hint: str, chain: tuple[str, ...] = ()) -> None:
+        self.error = error
+        self.hint = hint
+        self.chain = chain
 
 
-@dataclass
-class Resolution:
+class Resolution(_Value):
     """Edges to activate first, blocked plugins, and a boot order over the rest."""
 
-    requires: dict[str, list[str]] = field(default_factory=dict)
-    blocked: dict[str, Blocked] = field(default_factory=dict)
-    boot_order: list[str] = field(default_factory=list)
-    providers: dict[str, str] = field(default_factory=dict)
+    __slots__ = ("blocked", "boot_order", "providers", "requires")
+    __hash__ = None  # type: ignore[assignment]  # mutable
+
+    def __init__(
+        self,
+        requires: dict[str, list[str]] | None = None,
+        blocked: dict[str, Blocked] | None = None,
+        boot_order: list[str] | None = None,
+        providers: dict[str, str] | None = None,
+    ) -> None:
+        self.requires: dict[str, list[str]] = {} if requires is None else requires
+        self.blocked: dict[str, Blocked] = {} if blocked is None else blocked
+        self.boot_order: list[str] = [] if boot_order is None else boot_order
+        self.providers: dict[str, str] = {} if providers is None else providers
 
 
 def _service_providers(
@@ -88,6 +133,8 @@ def _direct_problem(
     """
     edges: list[str] = []
     problems: list[Blocked] = []
+    if node.requires_plugins:  # packaging is imported only when some plugin needs it
+        from packaging.requirements import InvalidRequirement, Requirement
     for text in node.requires_plugins:
         try:
             req = Requirement(text)
@@ -142,6 +189,8 @@ def _direct_problem(
 
 
 def _satisfies(version: str | None, req: Requirement) -> bool:
+    from packaging.version import InvalidVersion, Version
+
     if version is None:
         return False
     try:
@@ -243,12 +292,17 @@ def resolve(
     chosen, ambiguous = _service_providers(nodes, pins)
     res = Resolution(providers=chosen)
     for name in sorted(nodes):
-        edges, problem = _direct_problem(nodes[name], nodes, unavailable, chosen, ambiguous)
+        node = nodes[name]
+        if not (node.requires_plugins or node.requires_services):
+            res.requires[name] = []  # most plugins: nothing to check
+            continue
+        edges, problem = _direct_problem(node, nodes, unavailable, chosen, ambiguous)
         res.requires[name] = edges
         if problem is not None:
             res.blocked[name] = problem
     # A cycle is reported on every plugin on it, even one that has another problem too.
-    for name, cycle in _cycles(res.requires).items():
+    # (A plugin that requires nothing is on no cycle: left out of the search.)
+    for name, cycle in _cycles({n: e for n, e in res.requires.items() if e}).items():
         other = res.blocked.get(name)
         res.blocked[name] = Blocked(
             f"dependency cycle {' -> '.join(cycle)}" + (f"; also {other.error}" if other else ""),
@@ -256,7 +310,7 @@ def resolve(
             cycle,
         )
     # Anything that requires a blocked plugin is blocked too, naming the path to the cause.
-    changed = True
+    changed = bool(res.blocked)  # nothing blocked: nothing to propagate
     while changed:
         changed = False
         for name in sorted(nodes):
@@ -274,6 +328,9 @@ def resolve(
                     break
     # Boot order: providers before consumers, ties alphabetical (Kahn's algorithm).
     usable = {n for n in nodes if n not in res.blocked}
+    if not any(res.requires[n] for n in usable):  # no edges: one round, every plugin
+        res.boot_order.extend(sorted(usable))
+        return res
     pending = {n: {d for d in res.requires[n] if d in usable} for n in usable}
     while pending:
         ready = sorted(n for n, deps in pending.items() if not deps)

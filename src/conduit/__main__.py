@@ -33,8 +33,10 @@ def wanted(args: list[str]) -> bool:
     Not ``--help``, ``--version`` or completion (answered from the index faster than a
     connection), not ``--profile`` (it times the cold path), not ``server`` (it manages
     the warm kernel), nothing that is a usage error of the global options, nothing with
-    ``CONDUIT_WARM=0``."""
+    ``CONDUIT_WARM=0``, nothing on a system other than Linux."""
     if _off("CONDUIT_WARM") is True or _off("CONDUIT_PROFILE") is False:
+        return False
+    if not sys.platform.startswith("linux"):  # SO_PEERCRED, pidfds, POLLRDHUP: Linux's
         return False
     i = 0
     while i < len(args) and args[i].startswith("-") and args[i] != "-":

@@ -551,3 +551,13 @@ def test_a_file_the_command_left_open_ends_as_on_the_cold_path(
         assert proc.returncode == 0, proc.stderr
         results.append(out.read_text(encoding="utf-8") if out.exists() else None)
     assert results[1] == results[0]
+
+
+def test_only_linux_goes_warm(monkeypatch: pytest.MonkeyPatch) -> None:
+    import conduit.__main__ as entry
+
+    monkeypatch.setenv("CONDUIT_WARM", "1")
+    assert entry.wanted(["probe", "info"]) is True
+    for platform in ("darwin", "win32", "freebsd14"):
+        monkeypatch.setattr(sys, "platform", platform)
+        assert entry.wanted(["probe", "info"]) is False  # SO_PEERCRED, pidfds: Linux's

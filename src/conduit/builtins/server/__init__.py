@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import sys
 import time
 from typing import Any
 
@@ -95,6 +96,10 @@ def start_cmd(ctx: PluginContext) -> None:
     """Start the warm kernel for this environment and wait until it serves."""
     from conduit.warm.client import mode, settings, start_detached
 
+    if not sys.platform.startswith("linux"):
+        raise ConduitError(
+            "the warm kernel runs on Linux only", hint="commands run cold here, as before"
+        )
     path = _address()
     state = _running(path)
     if state is not None:

@@ -40,7 +40,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import NoReturn
 
-__all__ = ["MAX_REQUEST", "Spawned", "serve", "spawn", "start"]
+__all__ = ["MAX_REQUEST", "Spawned", "received_fds", "serve", "spawn", "start"]
 
 #: the largest request (the host's environment and its file descriptor table)
 MAX_REQUEST = 1 << 20
@@ -119,7 +119,7 @@ def spawn(template: socket.socket, env: dict[str, str], keep: tuple[int, ...]) -
         theirs.close()
     ours.settimeout(30.0)
     message, ancdata, _, _ = ours.recvmsg(8, socket.CMSG_SPACE(4))
-    received = _fds(ancdata)
+    received = received_fds(ancdata)
     ours.settimeout(None)
     if message[:1] != b"P" or len(received) != 1:
         for fd in received:
@@ -129,7 +129,8 @@ def spawn(template: socket.socket, env: dict[str, str], keep: tuple[int, ...]) -
     return Spawned(int.from_bytes(message[1:5], sys.byteorder), received[0], ours)
 
 
-def _fds(ancdata: list[tuple[int, int, bytes]]) -> list[int]:
+def received_fds(ancdata: list[tuple[int, int, bytes]]) -> list[int]:
+    """The file descriptors an ``SCM_RIGHTS`` message brought (``recvmsg``'s ancdata)."""
     out: list[int] = []
     for level, kind, payload in ancdata:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
@@ -190,7 +191,7 @@ def serve(requests: socket.socket) -> NoReturn:
             )
         except InterruptedError:
             continue
-        fds = _fds(ancdata)
+        fds = received_fds(ancdata)
         if size == 0 and not fds:
             os._exit(0)  # every holder of the other end is gone
         if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC) or len(fds) < 4:
@@ -263,7 +264,7 @@ def _spare(end: socket.socket) -> NoReturn:
         data, ancdata, flags, _ = end.recvmsg(MAX_REQUEST, socket.CMSG_SPACE(4 * _MAX_FDS))
     except OSError:
         os._exit(0)
-    fds = _fds(ancdata)
+    fds = received_fds(ancdata)
     end.close()
     if not data or flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
         os._exit(0)  # the template has gone

@@ -33,6 +33,7 @@ import sys
 import time
 
 from conduit import __version__
+from conduit.hosts.zygote import received_fds
 from conduit.paths import resolve
 from conduit.warm.client import (
     DEFAULT_IDLE_MINUTES,
@@ -312,7 +313,7 @@ class Server:
             _, ancdata, _, _ = end.recvmsg(1, socket.CMSG_SPACE(4))
         except OSError:
             ancdata = []
-        fds = _fds(ancdata)
+        fds = received_fds(ancdata)
         end.close()
         if len(fds) != 1:
             os._exit(0)  # the server has gone
@@ -403,15 +404,6 @@ def _ours(conn: socket.socket) -> bool:
     return int.from_bytes(cred[4:8], sys.byteorder) == os.getuid()
 
 
-def _fds(ancdata: list[tuple[int, int, bytes]]) -> list[int]:
-    out: list[int] = []
-    for level, kind, payload in ancdata:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            usable = len(payload) - len(payload) % 4
-            out += [int.from_bytes(payload[i : i + 4], sys.byteorder) for i in range(0, usable, 4)]
-    return out
-
-
 def _stat(path: str) -> tuple[int, int] | None:
     try:
         st = os.stat(path)
@@ -423,7 +415,7 @@ def _stat(path: str) -> tuple[int, int] | None:
 def _receive(conn: socket.socket) -> tuple[tuple[Any, ...], list[int]]:
     """One request: its data and the three file descriptors that came with it."""
     data, ancdata, _, _ = conn.recvmsg(65536, socket.CMSG_SPACE(3 * 4))
-    fds = _fds(ancdata)
+    fds = received_fds(ancdata)
     if data[:4] != MAGIC or len(fds) != 3:
         raise ValueError("not a request")
     size = int.from_bytes(data[4:8], sys.byteorder)

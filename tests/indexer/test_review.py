@@ -3,6 +3,7 @@ what the last one read must still give the index a full rebuild gives."""
 
 from __future__ import annotations
 
+import os
 import sys
 import textwrap
 from pathlib import Path
@@ -65,4 +66,41 @@ def test_an_editable_package_found_through_sys_path_follows_sys_path(
     monkeypatch.setattr(sys, "path", [str(two), *sys.path])
     incremental, full = builds.both()
     assert "from-two" in full["routes"]
+    assert incremental == full
+
+
+def test_a_manifest_rewritten_with_its_size_and_mtime_is_read_again(site: Path) -> None:
+    """A manifest rewritten in place with the same size within its mtime's granularity
+    (or its mtime set back: ``tar -p``, ``cp -p``, ``touch -r``) keeps its inode, size
+    and mtime; the rebuild after the next change of the fingerprint reads it again, as a
+    full rebuild does (its change time moved: what git's racy check relies on too)."""
+    builds = Builds()
+    write_dist(site, "plug", "1.0", {"plug": "cmd"})
+    incremental, full = builds.both()
+    assert incremental == full
+    manifest = site / "plug_pkg" / "conduit-plugin.toml"
+    st = manifest.stat()
+    manifest.write_text(manifest.read_text().replace('help = "plug 1.0"', 'help = "plug 1.X"'))
+    os.utime(manifest, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert manifest.stat().st_size == st.st_size and manifest.stat().st_ino == st.st_ino
+    incremental, full = builds.both()
+    assert full["plugins"]["plug"]["commands"][0]["help"] == "plug 1.X"
+    assert incremental == full
+
+
+def test_a_config_rewritten_with_its_size_and_mtime_is_read_again(site: Path) -> None:
+    """The settings kept in the rebuild cache are read again when the config file was
+    rewritten in place with the same size and mtime (as for manifests above)."""
+    builds = Builds()
+    write_dist(site, "plug", "1.0", {"plug": "cmd"})
+    config = Path(builds.paths.config_file)
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text('[plugins]\ndisabled = ["plug"]\n')
+    incremental, full = builds.both()
+    assert incremental == full
+    st = config.stat()
+    config.write_text('[plugins]\ndisabled = ["gulp"]\n')
+    os.utime(config, ns=(st.st_atime_ns, st.st_mtime_ns))
+    incremental, full = builds.both()
+    assert full["plugins"]["plug"]["enabled"] is True
     assert incremental == full

@@ -86,7 +86,7 @@ class Cache:
         self.config_hit = False
 
     #: the layout of this cache (changed with it: a cache of another layout is empty)
-    FORMAT = 4
+    FORMAT = 5
 
     @staticmethod
     def key() -> tuple[object, ...]:
@@ -148,16 +148,16 @@ class Config:
         self.trusted: list[str] = data["security"]["trusted"]
 
 
-def _config_stat(path: str) -> tuple[int, int, int] | bool | None:
-    """The stat of the config file; None when there is none; False when it cannot be
-    told (then the config is read again)."""
+def _config_stat(path: str) -> tuple[int, int, int, int] | bool | None:
+    """The stat of the config file (:func:`_file_stat`); None when there is none; False
+    when it cannot be told (then the config is read again)."""
     try:
         st = os.stat(path)
     except FileNotFoundError:
         return None
     except OSError:
         return False
-    return (st.st_ino, st.st_mtime_ns, st.st_size)
+    return (st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size)
 
 
 def _read_config(path: str, cache: Cache) -> tuple[Config, tuple[str, str, str | None] | None]:
@@ -187,12 +187,15 @@ def _read_config(path: str, cache: Cache) -> tuple[Config, tuple[str, str, str |
     return Config(marshal.loads(marshal.dumps(data))), config_error
 
 
-def _file_stat(path: str) -> tuple[int, int, int] | None:
+def _file_stat(path: str) -> tuple[int, int, int, int] | None:
+    """What changes when a file is written: with its change time, which no one sets back
+    (a rewrite of the same size within the mtime's granularity, or an mtime restored by
+    ``tar -p``, ``cp -p`` or ``touch -r``, keeps inode, size and mtime)."""
     try:
         st = os.stat(path)
     except OSError:
         return None
-    return (st.st_ino, st.st_mtime_ns, st.st_size)
+    return (st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size)
 
 
 def _load_manifest(item: Found, cache: Cache) -> None:

@@ -297,6 +297,29 @@ def _read_dist(site: str, entry: str) -> DistEntry:
     return (name, version, plugins)
 
 
+def _relocate(
+    site: str, prefix: str, cached: tuple[tuple[int, int, int] | None, DistEntry]
+) -> tuple[tuple[int, int, int] | None, DistEntry]:
+    """``cached`` (a distribution whose ``.dist-info`` is unchanged) with the manifests
+    looked for again that its ``.dist-info`` does not vouch for: one not found (it may
+    have been added to the package since) or found outside ``site`` (an editable
+    install's package, found on ``sys.path``, which may have changed)."""
+    stat, (name, version, plugins) = cached
+    if isinstance(plugins, str) or all(m is not None and m.startswith(prefix) for *_, m in plugins):
+        return cached
+    located = [
+        (ep, value, m)
+        if m is not None and m.startswith(prefix)
+        else (
+            ep,
+            value,
+            _manifest_for_module(value.partition(":")[0].strip(), lambda r: os.path.join(site, r)),
+        )
+        for ep, value, m in plugins
+    ]
+    return (stat, (name, version, located))
+
+
 def _discover_entry_points(
     warnings: list[str], cache: DistCache, listings: Listings
 ) -> list[Found]:
@@ -326,6 +349,8 @@ def _discover_entry_points(
             cached = cache.get(path)
             if cached is None or cached[0] != stat:
                 cached = (stat, _read_dist(site, entry))
+            else:
+                cached = _relocate(site, prefix, cached)
             fresh[path] = cached
             dist_name, dist_version, plugins = cached[1]
             if not plugins:

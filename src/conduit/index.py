@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from conduit.paths import Paths
     from conduit.timing import Profile
 
-__all__ = ["INDEX_FORMAT", "fingerprint", "index_path", "load", "site_dirs"]
+__all__ = ["INDEX_FORMAT", "file_stamp", "fingerprint", "index_path", "load", "site_dirs"]
 
 INDEX_FORMAT = 7
 MAGIC = b"CONDUIT-INDEX\n"
@@ -50,7 +50,9 @@ def site_dirs() -> list[str]:
     return [os.path.abspath(p) for p in entries if p]
 
 
-def _stat(path: str) -> tuple[int, int] | None:
+def file_stamp(path: str) -> tuple[int, int] | None:
+    """``(mtime_ns, size)`` of ``path``, None when it cannot be stat'ed: what the
+    fingerprint and the warm kernel's staleness check compare."""
     try:
         st = os.stat(path)
     except OSError:
@@ -62,16 +64,16 @@ def fingerprint(paths: Paths) -> tuple[object, ...]:
     """A value that changes whenever the set of plugins or their manifests may have."""
     parts: list[object] = [INDEX_FORMAT, __version__, sys.version, sys.prefix]
     for entry in site_dirs():
-        parts.append((entry, _stat(entry)))
-    parts.append(("config", _stat(paths.config_file)))
+        parts.append((entry, file_stamp(entry)))
+    parts.append(("config", file_stamp(paths.config_file)))
     plugin_dir = paths.plugin_dir
-    found = _stat(plugin_dir)
+    found = file_stamp(plugin_dir)
     if found is None:  # created on the first run, so that `cp x.py` into it just works
         try:  # noqa: SIM105 (contextlib is not imported on the start-up path)
             os.makedirs(plugin_dir, exist_ok=True)
         except OSError:
             pass  # a read-only home: nothing to discover there, nothing to create
-        found = _stat(plugin_dir)
+        found = file_stamp(plugin_dir)
     parts.append(("plugins", found))
     # `conduit-NAME` executables on PATH: a new one appears in its directory's mtime.
     # Only absolute entries are searched (indexer.discover.executable_dirs); a relative
@@ -80,7 +82,7 @@ def fingerprint(paths: Paths) -> tuple[object, ...]:
     parts.append(search_path)
     for entry in search_path.split(os.pathsep):
         if os.path.isabs(entry):
-            parts.append(_stat(entry))
+            parts.append(file_stamp(entry))
     try:
         # Editing a single-file plugin (or a .wasm and its .toml) in place does not
         # touch the directory's mtime.
@@ -230,7 +232,7 @@ def read(
     ):
         return None
     records = records_path(path)
-    found = _stat(records)
+    found = file_stamp(records)
     if found is None or found[1] != index.get("plugins"):
         return None  # the records file is missing or not the one written with this index
     index["plugins"] = Records(records, recover or (lambda: {}))

@@ -746,8 +746,9 @@ def _child_timing(profile: Profile, name: str, timing: object) -> None:
 
 
 def preload() -> None:
-    """Import what a Python host child imports before plugin code (the warm kernel's
-    server does, so that :func:`_fork_child` starts hosts with it loaded)."""
+    """Import what the warm kernel's host template needs to fork Python hosts
+    (conduit.hosts.zygote, which imports the host child's own modules when it starts)
+    and the sandbox's kernel side: the server calls it before it forks anything."""
     import conduit.hosts.zygote
     import conduit.security.sandbox  # noqa: F401
 

@@ -5,9 +5,10 @@ Started by ``conduit server start`` or, with ``[kernel] warm = "auto"``, in the
 background after a command ran cold. It imports what every command needs (Click, msgspec,
 the kernel, the hosts, the SDK; wasmtime and its engine once the index has a WebAssembly
 plugin) and runs no plugin code, so every child starts from the same clean state and
-nothing one command does can reach the next. Per request it only checks the peer's uid,
-reads the request and forks: everything else (re-reading the config, reaping children,
-the idle timer) happens between requests.
+nothing one command does can reach the next. Per request it only checks the peer's uid
+and hands the connection to a child it forked ahead of it (the spare), which reads the
+request and checks the config and staleness; forking the next spare, reaping children
+and the idle timer happen between requests.
 
 A child becomes the command: the client's standard streams on fds 0-2, its working
 directory, environment, umask, ``sys.argv`` and ``sys.path``, default signal handling,
@@ -34,6 +35,7 @@ import time
 
 from conduit import __version__
 from conduit.hosts.zygote import received_fds
+from conduit.index import file_stamp
 from conduit.paths import resolve
 from conduit.warm.client import (
     DEFAULT_IDLE_MINUTES,
@@ -130,15 +132,15 @@ class Server:
             if name == "conduit" or name.startswith("conduit."):
                 file = getattr(module, "__file__", None)
                 if file:
-                    out[file] = _stat(file)
+                    out[file] = file_stamp(file)
         return out
 
     def stale(self) -> bool:
-        return any(_stat(file) != key for file, key in self.modules.items())
+        return any(file_stamp(file) != key for file, key in self.modules.items())
 
     def read_config(self) -> None:
         """``[kernel]`` again when the config file changed (one stat otherwise)."""
-        key = _stat(self.paths.config_file)
+        key = file_stamp(self.paths.config_file)
         if key == self.config_key:
             return
         self.config_key = key
@@ -162,7 +164,7 @@ class Server:
         from conduit.index import index_path
 
         file = index_path(self.paths)
-        key = _stat(file)
+        key = file_stamp(file)
         if key == self.index_key:
             return
         self.index_key = key
@@ -371,9 +373,8 @@ class Server:
             conn.close()
 
     def _exit(self) -> NoReturn:
-        """Leave: the socket is removed, the spare and
-        the host template are let go, and the process exits once the running commands'
-        statuses have been passed on."""
+        """Leave: the socket is removed, the spare and the host template are let go, and
+        the process exits once the running commands' statuses have been passed on."""
         # Both files are this server's: it holds the address's lock until it exits, so no
         # other server has replaced them.
         for file in (self.path, self.path + ".state"):
@@ -402,14 +403,6 @@ def _ours(conn: socket.socket) -> bool:
     """Whether the peer of ``conn`` runs as this user (SO_PEERCRED, set at connect)."""
     cred = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
     return int.from_bytes(cred[4:8], sys.byteorder) == os.getuid()
-
-
-def _stat(path: str) -> tuple[int, int] | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_mtime_ns, st.st_size)
 
 
 def _receive(conn: socket.socket) -> tuple[tuple[Any, ...], list[int]]:

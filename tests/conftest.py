@@ -18,6 +18,8 @@ import pytest
 
 from conduit.cli import main
 
+from _warm import running
+
 #: the test modules whose ``run`` commands also run through the warm kernel (the "warm
 #: pass": the CLI-level tests): each of their tests that uses ``run`` runs twice, cold
 #: (in this process) and warm (a ``conduit`` process served by a server of the test's)
@@ -67,23 +69,14 @@ def stop_servers(runtime: str) -> list[int]:
         except ProcessLookupError:
             continue
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and _running(pid):
+        while time.monotonic() < deadline and running(pid):
             time.sleep(0.01)
-        if _running(pid):
+        if running(pid):
             os.kill(pid, signal.SIGKILL)
         # a server this process started (start_detached) is its child: reap it
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)
     return stopped
-
-
-def _running(pid: int) -> bool:
-    """Whether ``pid`` runs (not ended, and not a zombie that init has yet to reap)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rpartition(b")")[2].split()[0] != b"Z"
-    except (OSError, IndexError):
-        return False
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from _factory import manifest_block, write
+from _warm import conduit, running, status, wait_for
 
 pytestmark = [
     pytest.mark.timeout(120),
@@ -89,38 +90,6 @@ def probe_plugin(plugin_dir: Path) -> None:
     for name in ("probe kill", "probe wait"):
         toml += f'[[commands]]\nname = "{name}"\n'
     write(plugin_dir, "probe.py", manifest_block(toml) + PROBE)
-
-
-def conduit(
-    *args: str,
-    warm: bool = True,
-    env: dict[str, str] | None = None,
-    input: str | None = None,
-    cwd: Path | None = None,
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "conduit", *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "CONDUIT_WARM": "1" if warm else "0", **(env or {})},
-        input=input,
-        cwd=cwd,
-        timeout=60,
-    )
-
-
-def status() -> dict[str, object]:
-    proc = conduit("server", "status", "--json")
-    return dict(json.loads(proc.stdout))
-
-
-def wait_for(predicate, timeout: float = 30.0) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 @pytest.fixture
@@ -282,7 +251,7 @@ def test_a_changed_conduit_module_makes_the_server_refuse_and_stop(server: int) 
         proc = conduit("probe", "info")
         assert proc.returncode == 0, proc.stderr
         assert json.loads(proc.stdout)["ppid"] != server  # ran cold
-        assert wait_for(lambda: not _running(server))
+        assert wait_for(lambda: not running(server))
     finally:
         os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
 
@@ -302,7 +271,7 @@ def test_a_client_of_another_version_is_refused(server: int) -> None:
     sock.settimeout(10)
     assert sock.recv(5) == b"R"
     sock.close()
-    assert wait_for(lambda: not _running(server))
+    assert wait_for(lambda: not running(server))
 
 
 def test_warm_off_in_the_config_stops_the_server_and_start_refuses(
@@ -313,7 +282,7 @@ def test_warm_off_in_the_config_stops_the_server_and_start_refuses(
     proc = conduit("probe", "info", env={"CONDUIT_WARM": ""})
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["ppid"] != server
-    assert wait_for(lambda: not _running(server))
+    assert wait_for(lambda: not running(server))
     refused = conduit("server", "start", env={"CONDUIT_WARM": ""})
     assert refused.returncode == 1
     assert refused.stderr.startswith("error: the warm kernel is off in the config")
@@ -391,61 +360,6 @@ def test_an_idle_server_exits(conduit_home: Path) -> None:
     (conduit_home / "config.toml").write_text("[kernel]\nidle-minutes = 0.01\n", encoding="utf-8")
     assert conduit("server", "start").returncode == 0
     assert wait_for(lambda: status()["running"] is False, timeout=30)
-
-
-def _running(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rpartition(b")")[2].split()[0] != b"Z"
-    except OSError:
-        return False
-
-
-def test_auto_starts_a_server_after_a_cold_command_but_not_in_ci(plugin_dir: Path) -> None:
-    probe_plugin(plugin_dir)
-    conduit("plugins", "grant", "probe", "filesystem:read", "env:read:PROBE_VAR", warm=False)
-    # [kernel] warm = "auto" (the default), in CI: no server
-    first = conduit("probe", "info", env={"CONDUIT_WARM": "", "CI": "true"})
-    assert first.returncode == 0, first.stderr
-    time.sleep(1.0)
-    assert status()["running"] is False
-    # ... and outside CI the command that found none starts one, without waiting for it
-    second = conduit("probe", "info", env={"CONDUIT_WARM": "", "CI": ""})
-    assert second.returncode == 0, second.stderr
-    assert wait_for(lambda: status()["running"] is True)
-    pid = int(str(status()["pid"]))
-    third = conduit("probe", "info", env={"CONDUIT_WARM": "", "CI": "true"})
-    assert json.loads(third.stdout)["ppid"] == pid  # a running one is used, in CI too
-
-
-def test_a_webassembly_command_warm_and_cold(plugin_dir: Path) -> None:
-    wasmtime = pytest.importorskip("wasmtime")
-    wat = """(module
- (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
- (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
- (memory (export "memory") 2)
- (data (i32.const 100) "hello from wasm\\n")
- (func (export "_start")
-   (i32.store (i32.const 0) (i32.const 100))
-   (i32.store (i32.const 4) (i32.const 16))
-   (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))
-   (call $exit (i32.const 5))))"""
-    (plugin_dir / "wasmhi.wasm").write_bytes(wasmtime.wat2wasm(wat))
-    (plugin_dir / "wasmhi.toml").write_text('api = ">=1.0"\n[[commands]]\nname = "wasmhi"\n')
-    cold = conduit("wasmhi", warm=False)
-    assert (cold.returncode, cold.stdout) == (5, "hello from wasm\n"), cold.stderr
-    assert conduit("server", "start").returncode == 0
-    pid = int(str(status()["pid"]))
-    warm = conduit("wasmhi")
-    assert (warm.returncode, warm.stdout, warm.stderr) == (
-        cold.returncode,
-        cold.stdout,
-        cold.stderr,
-    )
-    assert status()["pid"] == pid
-    # the server imported wasmtime and made the engine once it saw the module's plugin
-    with open(f"/proc/{pid}/maps", encoding="utf-8") as f:
-        assert "wasmtime" in f.read()
 
 
 CRASHY = """\

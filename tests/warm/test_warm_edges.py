@@ -6,7 +6,6 @@ docs/warm-kernel.md directly) against a real server started for the test.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -17,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from _factory import manifest_block, write
+from _warm import conduit, running, status, wait_for
 
 pytestmark = [
     pytest.mark.timeout(180),
@@ -132,31 +132,6 @@ def review_plugin(plugin_dir: Path) -> None:
     write(plugin_dir, "boxed.py", manifest_block(toml) + BOXED)
 
 
-def conduit(
-    *args: str, warm: bool = True, env: dict[str, str] | None = None, **kwargs: object
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(  # type: ignore[call-overload,no-any-return]
-        [sys.executable, "-m", "conduit", *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "CONDUIT_WARM": "1" if warm else "0", **(env or {})},
-        **{"timeout": 60, **kwargs},
-    )
-
-
-def status() -> dict[str, object]:
-    return dict(json.loads(conduit("server", "status", "--json").stdout))
-
-
-def wait_for(predicate, timeout: float = 30.0) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False
-
-
 def children(pid: int) -> list[int]:
     with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as f:
         return [int(x) for x in f.read().split()]
@@ -174,20 +149,12 @@ def template_of(server: int, command: int = 0) -> int:
     does a command's child: ``command``, and one that has just ended)."""
     for _ in range(500):
         found = [
-            pid for pid in children(server) if pgid(pid) == pid and alive(pid) and pid != command
+            pid for pid in children(server) if pgid(pid) == pid and running(pid) and pid != command
         ]
         if len(found) == 1:
             return found[0]
         time.sleep(0.02)
     return 0
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rpartition(b")")[2].split()[0] != b"Z"
-    except OSError:
-        return False
 
 
 @pytest.fixture
@@ -429,7 +396,7 @@ def test_a_killed_client_takes_its_command_with_it(
         assert command != proc.pid  # served warm
         proc.send_signal(signum)
         assert proc.wait(timeout=60) == -signum
-        assert wait_for(lambda: not alive(command), 20)
+        assert wait_for(lambda: not running(command), 20)
     finally:
         flag.touch()
         proc.stdout.close()

@@ -7,6 +7,7 @@ and compares with the same command on the cold path where that is the claim.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import marshal
 import os
@@ -67,6 +68,13 @@ def kill(signum):
     sys.stdout.flush()
     os.kill(os.getpid(), signum)
 
+@probe.command("mark")
+@click.argument("path")
+def mark(path):
+    with open(path, "a") as f:
+        f.write("ran\\n")
+    click.echo(os.getppid())
+
 @probe.command("wait")
 @click.argument("path")
 def wait(path):
@@ -82,12 +90,15 @@ class P(Plugin):
 """
 
 
+PROBE_CAPS = ("filesystem:read", "filesystem:write", "env:read:PROBE_VAR")
+
+
 def probe_plugin(plugin_dir: Path) -> None:
     toml = 'name = "probe"\napi = ">=1.0,<2"\n'
-    toml += 'capabilities = ["filesystem:read", "env:read:PROBE_VAR"]\n'
+    toml += f"capabilities = [{', '.join(repr(c).replace(chr(39), chr(34)) for c in PROBE_CAPS)}]\n"
     for name in ("probe", "probe info", "probe cat", "probe exit", "probe fail"):
         toml += f'[[commands]]\nname = "{name}"\n'
-    for name in ("probe kill", "probe wait"):
+    for name in ("probe kill", "probe wait", "probe mark"):
         toml += f'[[commands]]\nname = "{name}"\n'
     write(plugin_dir, "probe.py", manifest_block(toml) + PROBE)
 
@@ -96,7 +107,7 @@ def probe_plugin(plugin_dir: Path) -> None:
 def server(plugin_dir: Path) -> int:
     """A running warm kernel (started with ``conduit server start``): its pid."""
     probe_plugin(plugin_dir)
-    conduit("plugins", "grant", "probe", "filesystem:read", "env:read:PROBE_VAR", warm=False)
+    conduit("plugins", "grant", "probe", *PROBE_CAPS, warm=False)
     started = conduit("server", "start")
     assert started.returncode == 0, started.stderr
     assert "Started the warm kernel" in started.stdout
@@ -265,9 +276,7 @@ def test_a_client_of_another_version_is_refused(server: int) -> None:
     request = marshal.dumps(
         ("0.0.0-other", ["probe", "info"], "/", {}, 0o22, "x", [], [None] * 3, [])
     )
-    fds = b"".join(fd.to_bytes(4, sys.byteorder) for fd in (0, 1, 2))
-    head = MAGIC + len(request).to_bytes(4, sys.byteorder)
-    sock.sendmsg([head + request], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
+    sock.sendall(MAGIC + len(request).to_bytes(4, sys.byteorder) + request)
     sock.settimeout(10)
     assert sock.recv(5) == b"R"
     sock.close()
@@ -333,9 +342,7 @@ def test_another_user_is_refused_by_the_server(server: int, tmp_path: Path) -> N
                 request = marshal.dumps(
                     (__version__, args, "/", {}, 0o22, "x", sys.path, [None] * 3, [])
                 )
-                fds = b"".join(fd.to_bytes(4, sys.byteorder) for fd in (0, 1, 2))
-                head = MAGIC + len(request).to_bytes(4, sys.byteorder)
-                sock.sendmsg([head + request], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
+                sock.sendall(MAGIC + len(request).to_bytes(4, sys.byteorder) + request)
                 sock.settimeout(10)
                 answer = sock.recv(5)
                 os.write(2, f"answer: {answer!r}\n".encode())
@@ -475,3 +482,72 @@ def test_only_linux_goes_warm(monkeypatch: pytest.MonkeyPatch) -> None:
     for platform in ("darwin", "win32", "freebsd14"):
         monkeypatch.setattr(sys, "platform", platform)
         assert entry.wanted(["probe", "info"]) is False  # SO_PEERCRED, pidfds: Linux's
+
+
+def test_a_server_that_does_not_answer_means_one_cold_run(server: int, tmp_path: Path) -> None:
+    """A server that does not answer within a second (here: stopped) leaves the command
+    to the cold path; when it wakes, the connection its client gave up on runs nothing,
+    and nothing of it reaches the client's terminal."""
+    marks, errors = tmp_path / "marks", tmp_path / "stderr"
+    os.kill(server, signal.SIGSTOP)
+    try:
+        with errors.open("w") as stderr:
+            proc = subprocess.run(
+                [sys.executable, "-m", "conduit", "probe", "mark", str(marks)],
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                text=True,
+                env={**os.environ, "CONDUIT_WARM": "1"},
+                timeout=60,
+            )
+    finally:
+        os.kill(server, signal.SIGCONT)
+    assert proc.returncode == 0, errors.read_text()
+    assert int(proc.stdout) != server  # ran here, cold
+    time.sleep(2.0)  # the awake server hands the abandoned connection to its spare
+    assert marks.read_text() == "ran\n"
+    assert errors.read_text() == ""
+    assert int(conduit("probe", "mark", str(marks)).stdout) == server  # and serves again
+    assert marks.read_text() == "ran\nran\n"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to be another user")
+def test_the_client_does_not_use_a_server_of_another_user(server: int, tmp_path: Path) -> None:
+    """A socket at the address whose listener runs as another user (SO_PEERCRED) is not
+    used: the command runs cold and that listener reads nothing."""
+    path = str(status()["socket"])
+    conduit("server", "stop")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    got = tmp_path / "got"
+    pid = os.fork()
+    if pid == 0:  # the impostor: listens (its credentials are the socket's) as nobody
+        code = 1
+        try:
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            listener.listen(1)
+            listener.settimeout(30)
+            conn, _ = listener.accept()
+            conn.settimeout(5)
+            data = conn.recv(65536)
+            with open(got, "wb") as f:  # (tmp_path is root's: write what it read via fd)
+                f.write(data)
+            code = 0
+        except OSError:
+            code = 0
+        finally:
+            os._exit(code)
+    listener.close()
+    try:
+        time.sleep(0.5)
+        marks = tmp_path / "marks"
+        proc = conduit("probe", "mark", str(marks))
+        assert proc.returncode == 0, proc.stderr
+        assert marks.read_text() == "ran\n"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    assert not got.exists() or got.read_bytes() == b""  # no request, no environment

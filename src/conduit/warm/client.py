@@ -10,12 +10,13 @@ that is not ours, no answer within :data:`ANSWER_TIMEOUT`, a refusal.
 
 The exchange (one Unix stream connection per command; integers 4 bytes, native order)::
 
-    client -> server   b"CDT1" + length + marshal(request), with fds 0, 1, 2 (SCM_RIGHTS)
+    client -> server   b"CDT1" + length + marshal(request)
     child  -> client   b"P" + pid                the child that took the connection, leader
-                                                 of its group; with a pseudo-terminal's
-                                                 master side (SCM_RIGHTS) when stdin is a
-                                                 terminal
-    client -> child    b"G"                      go: until then the child runs nothing
+                                                 of its group
+    client -> child    b"G", with fds 0, 1, 2    go: until then the child runs nothing and
+                       (SCM_RIGHTS)              the server holds no descriptor of ours
+    child  -> client   b"M" + 0, with the        when stdin is a terminal: the command's
+                       master side (SCM_RIGHTS)  pseudo-terminal
     child  -> client   b"X" + exit code          the command finished (sent by the child)
     server -> client   b"S" + wait status        the child ended without saying so (a signal)
     server -> client   b"T" + 0                  the child stopped (Ctrl-Z on its terminal)
@@ -220,17 +221,13 @@ def try_warm(args: list[str]) -> tuple[int | None, str]:
         for s in streams[1:]:
             if s is not None:
                 s.flush()  # nothing of ours may come after the command's own output
-        fds = b"".join(fd.to_bytes(4, sys.byteorder) for fd in (0, 1, 2))
         head = MAGIC + len(request).to_bytes(4, sys.byteorder)
-        sock.sendmsg([head + request], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, fds)])
-        answer, ancdata, _, _ = sock.recvmsg(5, _socket.CMSG_SPACE(4))
+        sock.sendall(head + request)
+        answer = _recv_exact(sock, 5)
         if answer[:1] != b"P" or len(answer) < 5:
             return None, "refused" if answer[:1] == b"R" else "no answer"
-        master = -1
-        for level, kind, data in ancdata:
-            if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS and len(data) >= 4:
-                master = int.from_bytes(data[:4], sys.byteorder)
-        return _Session(sock, int.from_bytes(answer[1:5], sys.byteorder), master).run(), ""
+        pgid = int.from_bytes(answer[1:5], sys.byteorder)
+        return _Session(sock, pgid, terminal, _socket).run(), ""
     except OSError:
         # A failure before the go-ahead means nothing ran: run cold. After it, the
         # command ran and its status is lost (:meth:`_Session.run` handles end-of-file).
@@ -257,31 +254,46 @@ class _Session:
     """One command, once its child runs: signals relayed to its group and, on a
     terminal, the bytes between this terminal and the command's pseudo-terminal."""
 
-    def __init__(self, sock: Any, pgid: int, master: int) -> None:
+    def __init__(self, sock: Any, pgid: int, terminal: bool, socket_module: Any) -> None:
         import _signal  # type: ignore[import-not-found]
 
         self.sock = sock
         self.pgid = pgid
-        self.master = master
+        self.terminal = terminal
+        self.master = -1
         self.s: Any = _signal
-        self.relay = _Relay(_signal, pgid, stops_itself=master < 0)
+        self.socket: Any = socket_module
+        self.relay = _Relay(_signal, pgid, stops_itself=not terminal)
         self.saved_mode: Any = None
 
     def run(self) -> int:
         self.relay.install()
+        k = self.socket
         try:
-            if self.master >= 0:
-                self.raw()
             self.sock.settimeout(None)
-            self.sock.sendall(b"G")
+            # The go-ahead carries fds 0-2: until then the server holds nothing of ours,
+            # so one that never answered keeps none of our pipes open.
+            fds = b"".join(fd.to_bytes(4, sys.byteorder) for fd in (0, 1, 2))
+            self.sock.sendmsg([b"G"], [(k.SOL_SOCKET, k.SCM_RIGHTS, fds)])
         except BaseException:
             self.finish()
             raise
         # Committed: the command runs. No error from here on may reach try_warm as
         # "nothing ran" (the command would run again, cold).
         try:
+            if self.terminal:
+                # b"M": the master side of the command's pseudo-terminal (or a status,
+                # when the command ended before it had one)
+                message, ancdata, _, _ = self.sock.recvmsg(5, k.CMSG_SPACE(4))
+                for level, kind, data in ancdata:
+                    if level == k.SOL_SOCKET and kind == k.SCM_RIGHTS and len(data) >= 4:
+                        self.master = int.from_bytes(data[:4], sys.byteorder)
+                if message[:1] != b"M":
+                    code = self.status(message) if len(message) == 5 else None
+                    return _lost() if code is None else code
             if self.master >= 0:
                 try:
+                    self.raw()
                     return self.pump()
                 except OSError:
                     # this terminal has gone (EIO): so does the command's, which gets

@@ -77,7 +77,6 @@ class _Request:
         "conn",
         "cwd",
         "env",
-        "fds",
         "path",
         "streams",
         "template",
@@ -85,9 +84,8 @@ class _Request:
         "umask",
     )
 
-    def __init__(self, conn: socket.socket, fds: list[int], data: tuple[Any, ...]) -> None:
+    def __init__(self, conn: socket.socket, data: tuple[Any, ...]) -> None:
         self.conn = conn
-        self.fds = fds
         self.template: socket.socket | None = None
         (_, self.args, self.cwd, self.env, self.umask, self.argv0, self.path, self.streams) = data[
             :8
@@ -320,19 +318,18 @@ class Server:
         if len(fds) != 1:
             os._exit(0)  # the server has gone
         conn = socket.socket(fileno=fds[0])
-        received: list[int] = []
         try:
             if not _ours(conn):
                 os._exit(0)
             conn.settimeout(REQUEST_TIMEOUT)
-            data, received = _receive(conn)
+            data = _receive(conn)
             self.read_config()
             if data[0] != __version__ or self.warm == "off" or self.stale():
                 conn.sendall(b"R")  # run it cold, and the next one starts a new server
                 os.kill(os.getppid(), signal.SIGTERM)
                 os._exit(0)
             conn.settimeout(None)
-            request = _Request(conn, received, data)
+            request = _Request(conn, data)
         except (OSError, ValueError, EOFError, TypeError, IndexError):
             os._exit(0)
         request.template = self.template
@@ -405,11 +402,14 @@ def _ours(conn: socket.socket) -> bool:
     return int.from_bytes(cred[4:8], sys.byteorder) == os.getuid()
 
 
-def _receive(conn: socket.socket) -> tuple[tuple[Any, ...], list[int]]:
-    """One request: its data and the three file descriptors that came with it."""
+def _receive(conn: socket.socket) -> tuple[Any, ...]:
+    """One request's data: no descriptors (they come with the client's go-ahead; any sent
+    with the request are closed and it is refused)."""
     data, ancdata, _, _ = conn.recvmsg(65536, socket.CMSG_SPACE(3 * 4))
     fds = received_fds(ancdata)
-    if data[:4] != MAGIC or len(fds) != 3:
+    if data[:4] != MAGIC or fds:
+        for fd in fds:
+            os.close(fd)
         raise ValueError("not a request")
     size = int.from_bytes(data[4:8], sys.byteorder)
     if size > MAX_REQUEST:
@@ -423,7 +423,7 @@ def _receive(conn: socket.socket) -> tuple[tuple[Any, ...], list[int]]:
     request = marshal.loads(bytes(body))
     if not isinstance(request, tuple) or len(request) != 9:
         raise ValueError("not a request")
-    return request, fds
+    return request
 
 
 def _preload() -> None:
@@ -462,30 +462,34 @@ def _become(request: _Request) -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGTSTP):
         signal.signal(signum, signal.SIG_DFL)
-    for target, fd in enumerate(request.fds):
+    # A group of its own (a session, on a terminal) before the client learns the pid and
+    # relays signals to it; the client's descriptors come with its go-ahead.
+    with contextlib.suppress(OSError):
+        if request.tty:
+            os.setsid()
+        else:
+            os.setpgid(0, 0)
+    try:
+        conn.settimeout(REQUEST_TIMEOUT)
+        conn.sendall(b"P" + os.getpid().to_bytes(4, sys.byteorder))
+        go, ancdata, _, _ = conn.recvmsg(1, socket.CMSG_SPACE(3 * 4))
+    except OSError:  # the client gave up and runs the command itself: nothing to say
+        os._exit(0)
+    fds = received_fds(ancdata)
+    if go != b"G" or len(fds) != 3:
+        os._exit(0)
+    for target, fd in enumerate(fds):
         os.dup2(fd, target)
         os.close(fd)
-    hello = b"P" + os.getpid().to_bytes(4, sys.byteorder)
     if request.tty:
         master = _terminal(request.tty)
         # The command's group is orphaned (a session of its own, its parent in another),
         # so the terminal's SIGTSTP would be discarded: Ctrl-Z stops the group itself,
         # which the server sees and tells the client, which stops too (as a job does).
         signal.signal(signal.SIGTSTP, _stop_group)
-        fds = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, master.to_bytes(4, sys.byteorder))]
-        conn.sendmsg([hello], fds)
+        rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, master.to_bytes(4, sys.byteorder))]
+        conn.sendmsg([b"M\0\0\0\0"], rights)
         os.close(master)
-    else:
-        with contextlib.suppress(OSError):
-            os.setpgid(0, 0)
-        conn.sendall(hello)
-    conn.settimeout(REQUEST_TIMEOUT)
-    try:
-        go = conn.recv(1)
-    except OSError:
-        go = b""
-    if go != b"G":
-        os._exit(0)  # the client gave up and runs the command itself
     conn.settimeout(None)
     try:
         os.chdir(request.cwd)
@@ -520,10 +524,10 @@ def _stop_group(signum: int, frame: object) -> None:
 
 
 def _terminal(ttys: list[int]) -> int:
-    """A pseudo-terminal for the command: a new session whose controlling terminal it
-    is (so ``/dev/tty``, job control and Ctrl-C work as on the user's), with the
-    user's terminal's modes and size, on the descriptors in ``ttys``. Returns the
-    master side, for the client."""
+    """A pseudo-terminal for the command, the controlling terminal of the session it
+    leads (so ``/dev/tty``, job control and Ctrl-C work as on the user's), with the
+    user's terminal's modes and size, on the descriptors in ``ttys``. Returns the master
+    side, for the client."""
     import fcntl
     import termios
 
@@ -532,7 +536,6 @@ def _terminal(ttys: list[int]) -> int:
     with contextlib.suppress(termios.error, OSError):
         termios.tcsetattr(slave, termios.TCSANOW, termios.tcgetattr(outer))
         fcntl.ioctl(slave, termios.TIOCSWINSZ, fcntl.ioctl(outer, termios.TIOCGWINSZ, b"\0" * 8))
-    os.setsid()
     fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
     for fd in ttys:
         os.dup2(slave, fd)

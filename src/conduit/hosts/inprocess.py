@@ -12,6 +12,7 @@ import os
 import sys
 
 from conduit.errors import CommandFailed, ConduitError, PluginLoadError, UsageError
+from conduit.hosts import import_frozen
 
 # Not `from typing import TYPE_CHECKING`: the child process imports this module and
 # typing would add ~5 ms to every plugin host's start.
@@ -181,23 +182,9 @@ class InProcessHost:
         ``import click`` is then a dictionary look-up, not 130 M instructions under the
         in-process guard's audit hook.
 
-        As the WebAssembly host does for wasmtime: the collector is held off during the
-        import and what is then alive (module-level state that lives as long as the
-        process) is frozen (:func:`gc.freeze`), so that neither the collections the
-        import would trigger nor the one at exit walk it. The collector is left as found.
+        As the WebAssembly host does for wasmtime, with :func:`conduit.hosts.import_frozen`.
         """
-        if "click" in sys.modules:
-            return
-        import gc
-
-        was_enabled = gc.isenabled()
-        gc.disable()
-        try:
-            import click  # noqa: F401
-        finally:
-            gc.freeze()
-            if was_enabled:
-                gc.enable()
+        import_frozen("click")
 
     def offers_metrics(self, name: str) -> bool:
         """Whether the active plugin ``name`` has a ``metrics()`` method."""

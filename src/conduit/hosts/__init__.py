@@ -18,13 +18,11 @@ from __future__ import annotations
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any
-
     import click
 
     from conduit.errors import PluginError
 
-__all__ = ["clean_metrics", "command_key", "import_frozen", "registered_twice"]
+__all__ = ["clean_metrics", "command_key", "registered_twice"]
 
 #: at most this many numbers of one plugin's ``metrics()`` are kept
 MAX_METRICS = 64
@@ -66,30 +64,3 @@ def registered_twice(plugin: str, key: str) -> PluginError:
     from conduit.errors import PluginError
 
     return PluginError(plugin, f"command '{key}' is registered twice")
-
-
-def import_frozen(name: str) -> Any:
-    """Import top-level module ``name`` (once per process) with the cyclic garbage
-    collector held off, then move everything alive to the permanent generation
-    (:func:`gc.freeze`): the collections the import would trigger, and later ones
-    including the one at exit, do not walk its module-level state, which lives as long
-    as the process. For the big libraries every command of a host imports (Click for
-    the in-process host: 24.8 M instructions; wasmtime, whose import defines thousands
-    of ctypes types: 16 M + 17 M; docs/performance.md). The collector is left as found;
-    an ImportError goes to the caller."""
-    import sys
-
-    module = sys.modules.get(name)
-    if module is not None:
-        return module
-    import gc
-
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        __import__(name)
-    finally:
-        gc.freeze()
-        if was_enabled:
-            gc.enable()
-    return sys.modules[name]

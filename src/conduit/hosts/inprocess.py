@@ -12,7 +12,6 @@ import os
 import sys
 
 from conduit.errors import CommandFailed, ConduitError, PluginLoadError, UsageError
-from conduit.hosts import import_frozen
 
 # Not `from typing import TYPE_CHECKING`: the child process imports this module and
 # typing would add ~5 ms to every plugin host's start.
@@ -182,9 +181,23 @@ class InProcessHost:
         ``import click`` is then a dictionary look-up, not 130 M instructions under the
         in-process guard's audit hook.
 
-        As the WebAssembly host does for wasmtime, with :func:`conduit.hosts.import_frozen`.
+        As the WebAssembly host does for wasmtime: the collector is held off during the
+        import and what is then alive (module-level state that lives as long as the
+        process) is frozen (:func:`gc.freeze`), so that neither the collections the
+        import would trigger nor the one at exit walk it. The collector is left as found.
         """
-        import_frozen("click")
+        if "click" in sys.modules:
+            return
+        import gc
+
+        was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            import click  # noqa: F401
+        finally:
+            gc.freeze()
+            if was_enabled:
+                gc.enable()
 
     def offers_metrics(self, name: str) -> bool:
         """Whether the active plugin ``name`` has a ``metrics()`` method."""

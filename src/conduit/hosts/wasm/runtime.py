@@ -18,6 +18,7 @@ from __future__ import annotations
 import _signal  # type: ignore[import-not-found,unused-ignore]  # loaded at start-up
 import _thread
 import os
+import sys
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from conduit.errors import PluginLoadError
@@ -82,13 +83,30 @@ def _sha256_hex(data: bytes) -> str:
 
 
 def import_wasmtime() -> Any:
-    """``import wasmtime`` with :func:`conduit.hosts.import_frozen`: its import defines
-    thousands of ctypes types, over which the collector would run many collections (16
-    million instructions, about 7% of a cold WebAssembly command) and, afterwards, later
-    ones and the one at exit (another 17 million)."""
-    from conduit.hosts import import_frozen
+    """``import wasmtime``, with the cyclic garbage collector held off while it runs.
 
-    return import_frozen("wasmtime")
+    wasmtime-py's import defines thousands of ctypes types; with the collector on it
+    runs many collections over them (16 million instructions, about 7% of a cold
+    WebAssembly command). Afterwards everything alive, which is module-level state
+    that lives as long as the process, is moved to the permanent generation
+    (:func:`gc.freeze`) so that later collections, and the one at interpreter exit,
+    do not walk it again (another 17 million). Done once per process; the collector is
+    left as it was found (enabled or not).
+    """
+    mod = sys.modules.get("wasmtime")
+    if mod is not None:
+        return mod
+    import gc
+
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        import wasmtime
+    finally:
+        gc.freeze()
+        if was_enabled:
+            gc.enable()
+    return wasmtime
 
 
 def is_component(data: bytes) -> bool:

@@ -318,6 +318,16 @@ def _runtime_disabled(index: Index, no_plugins: bool) -> frozenset[str]:
     return frozenset(names)
 
 
+def _sandbox_all(index: Index) -> None:
+    """``CONDUIT_SANDBOX=1``: every third-party in-process plugin runs in the process
+    sandbox for this run, as ``[isolation] NAME = "process"`` would put it (stricter only:
+    a WebAssembly plugin stays in wasmtime; built-ins stay in Conduit's process)."""
+    for name in index["usable"]:
+        rec = index["plugins"][name]
+        if rec["isolation"] == "in-process" and rec["source"] in ("entry-point", "file"):
+            rec["isolation"] = "process"
+
+
 def _resolve(view: View, word: str) -> tuple[str, str]:
     """Map a command word (or ``plugin:command``) to ``(plugin, command word)``."""
     claimants = view.claimants(word)
@@ -567,6 +577,8 @@ def _run(opts: _Options, args: list[str], profile: Profile) -> int:
     # `conduit --no-plugins <TAB>` completes as that run would see its plugins
     no_plugins = opts.no_plugins or (completing and "--no-plugins" in args[1:-1])
     disabled = _runtime_disabled(index, no_plugins)
+    if _env_flag("CONDUIT_SANDBOX"):  # `conduit mcp` under `[mcp] sandbox = true`
+        _sandbox_all(index)
     # A plugin bisect in progress switches a subset off for every run (one stat otherwise).
     bisect_file = os.path.join(paths.state_dir, BISECT_FILE)
     if os.path.exists(bisect_file):

@@ -64,6 +64,11 @@ Layout::
     [kernel]                       # the warm kernel (conduit.warm; docs/warm-kernel.md)
     warm = "auto"                  # "auto": use it, start it when missing; "off": never
     idle-minutes = 30              # the server exits after this long without a command
+
+    [mcp]                          # `conduit mcp`: commands as MCP tools (opt-in)
+    expose = ["repos status", "know"]   # plugins or commands; `plugins`/`config` by full name only
+    sandbox = false                # true: every exposed plugin runs in the process sandbox
+    timeout-seconds = 60           # per tool call; the call's process group is killed after it
 """
 
 from __future__ import annotations
@@ -85,6 +90,7 @@ __all__ = [
     "DependencySettings",
     "JournalSettings",
     "KernelSettings",
+    "McpSettings",
     "PluginSettings",
     "SecuritySettings",
     "Settings",
@@ -200,6 +206,19 @@ class KernelSettings(
     idle_minutes: Annotated[float, msgspec.Meta(gt=0)] = 30.0
 
 
+class McpSettings(
+    msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True, rename="kebab"
+):
+    """``[mcp]``: what ``conduit mcp`` offers an MCP client (conduit.builtins.mcp)."""
+
+    #: plugin names or command names (``"repos status"``) whose commands become tools
+    expose: list[str] = []
+    #: run every plugin of a tool call in the process sandbox (WebAssembly stays there)
+    sandbox: bool = False
+    #: wall-clock seconds of one tool call
+    timeout_seconds: Annotated[float, msgspec.Meta(gt=0)] = 60.0
+
+
 class SecuritySettings(
     msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True, rename="kebab"
 ):
@@ -233,6 +252,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=
     wasm: WasmSettings = WasmSettings()
     journal: JournalSettings = JournalSettings()
     kernel: KernelSettings = KernelSettings()
+    mcp: McpSettings = McpSettings()
 
 
 #: the hint of every error in the config file: an installed Conduit has no docs folder
@@ -304,6 +324,7 @@ def validate(path: str, data: dict[str, Any], text: str | None = None, hint: str
         _check_process(path, settings)
         _check_dependencies(path, settings)
         _check_identities(path, settings)
+        _check_mcp(path, settings)
     except ConfigError as exc:
         message = exc.message.removeprefix(f"{path}: ")
         dotted = message.partition(": ")[0]  # "grants.alpha[1]: ..." names where
@@ -518,6 +539,35 @@ def _check_identities(path: str, settings: Settings) -> None:
                 f"granted-to.{plugin}: {value!r} is not a plugin identity: {problem}",
                 hint="Conduit writes this table when you grant; delete the entry and the "
                 "grants are bound again on their next use (docs/permissions.md#identity)",
+            )
+
+
+def _check_mcp(path: str, settings: Settings) -> None:
+    from conduit.text import inert, unsafe_char
+
+    for i, entry in enumerate(settings.mcp.expose):
+        words = entry.split(" ")
+        bad = unsafe_char(entry)
+        if bad is not None:
+            raise ConfigError(
+                path,
+                f"mcp.expose[{i}]: '{inert(entry)}' contains the control character {bad}",
+                hint="remove it: a plugin or command name is plain text",
+            )
+        if not entry or "" in words or ":" in entry:
+            raise ConfigError(
+                path,
+                f"mcp.expose[{i}]: {entry!r} is not a plugin or command name",
+                hint='write a plugin name ("know") or a command with single spaces '
+                '("repos status")',
+            )
+        if entry in ("plugins", "config"):
+            raise ConfigError(
+                path,
+                f"mcp.expose[{i}]: '{entry}' is never exposed whole (it manages Conduit itself)",
+                hint=f"list the commands you mean by their full names, e.g. '{entry} list'"
+                if entry == "plugins"
+                else "list the commands you mean by their full names, e.g. 'config get'",
             )
 
 

@@ -25,8 +25,18 @@ if TYPE_CHECKING:
     from conduit.indexer.records import PluginRec
     from conduit.timing import Profile
 
-__all__ = ["HEALTH_STATES", "InProcessHost", "file_module_name", "health_result", "load_entry"]
+__all__ = [
+    "DESCRIBE_ARG",
+    "HEALTH_STATES",
+    "InProcessHost",
+    "file_module_name",
+    "health_result",
+    "load_entry",
+]
 
+#: the one argument that makes a command print its parameters instead of running
+#: (conduit.hosts.describe: what `conduit mcp` builds tool schemas from)
+DESCRIBE_ARG = "--conduit-describe-parameters"
 _DEBUG_HINT = "run with --debug for the traceback; 'conduit plugins disable {name}' turns it off"
 
 
@@ -294,6 +304,11 @@ class InProcessHost:
 
         word = argv[0]
         command = self._command(record, ctx, word)
+        if argv[1:] == [DESCRIBE_ARG]:  # `conduit mcp` asks for its parameters
+            from conduit.hosts.describe import dump
+
+            sys.stdout.write(dump(command, word) + "\n")
+            return 0
         extra: dict[str, Any] = {"obj": ctx}
         if "help_option_names" not in command.context_settings:
             extra["help_option_names"] = ["-h", "--help"]

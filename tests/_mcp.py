@@ -215,9 +215,7 @@ class Client:
 
 @contextlib.contextmanager
 def stdio_server(env: dict[str, str], errlog: Any) -> Iterator[Client]:
-    params = StdioServerParameters(
-        command=sys.executable, args=["-m", "conduit", "mcp"], env=env
-    )
+    params = StdioServerParameters(command=sys.executable, args=["-m", "conduit", "mcp"], env=env)
     with contextlib.ExitStack() as stack:
         yield Client(stack, lambda: stdio_client(params, errlog=errlog))
 

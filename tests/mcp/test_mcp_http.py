@@ -71,8 +71,7 @@ def test_a_call_past_the_timeout_is_stopped_with_its_host(world):
     result = client.call("tools_sleep", {"pidfile": str(pidfile)})
     assert result.is_error
     assert text(result) == (
-        "'conduit tools sleep' did not finish within 5 s and was stopped "
-        "([mcp] timeout-seconds)"
+        "'conduit tools sleep' did not finish within 5 s and was stopped ([mcp] timeout-seconds)"
     )
     pid = int(pidfile.read_text())
     # the sandboxed host that ran it is gone (or a zombie about to be reaped)

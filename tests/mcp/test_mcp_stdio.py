@@ -99,7 +99,12 @@ def test_tools_list_has_a_schema_from_the_click_parameters(world):
             "tag": {"type": "array", "items": {"type": "string"}, "description": "Tags to add."},
             "shout": {"type": "boolean", "default": False, "description": "Upper case."},
             "ratio": {"type": "number", "description": "A ratio."},
-            "verbose": {"type": "integer", "minimum": 0, "default": 0, "description": "More words."},
+            "verbose": {
+                "type": "integer",
+                "minimum": 0,
+                "default": 0,
+                "description": "More words.",
+            },
         },
     }
     # ... and the same, read off the Click objects themselves

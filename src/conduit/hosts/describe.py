@@ -1,8 +1,9 @@
 """A Click command tree as plain data: the parameters `conduit mcp` turns into tool schemas.
 
 Run in the plugin's own host (in-process, or the process sandbox's child) when a command
-is given the single argument ``conduit.hosts.inprocess.DESCRIBE_ARG`` (``InProcessHost.run_command``): the
-command is not invoked, its tree is printed as one JSON document instead. The MCP server
+is given the single argument ``conduit.hosts.inprocess.DESCRIBE_ARG``
+(``InProcessHost.run_command``): the command is not invoked, its tree is printed as one
+JSON document instead. The MCP server
 runs that in a ``conduit`` child, once per plugin version, and caches the answer
 (docs/architecture.md, "MCP tools"), so it never imports a plugin itself.
 """

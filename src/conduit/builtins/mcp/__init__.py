@@ -9,6 +9,8 @@ a plugin runs in its own host under its own grants exactly as on the command lin
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from conduit.errors import ConduitError
@@ -59,6 +61,11 @@ def mcp_cmd(ctx: PluginContext, http: str | None, list_: bool) -> None:
     address = _address(http) if http is not None else None
     index: Index = ctx.service("conduit.admin").index
     settings = Settings.of(index["config"])
+    if settings.sandbox and not sys.platform.startswith("linux"):
+        raise ConduitError(
+            "config [mcp] sandbox = true: this platform has no process sandbox",
+            hint="set it to false, or run plugins as WebAssembly ([isolation] NAME = \"wasm\")",
+        )
     if not list_:
         try:
             import mcp.server.lowlevel  # noqa: F401

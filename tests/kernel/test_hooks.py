@@ -37,7 +37,7 @@ def test_kernel_hooks_frame_a_command(plugin_dir, run):
     assert r.code == 0
     lines = r.out.splitlines()
     assert lines[0] == (
-        "config ['dependencies', 'granted-to', 'grants', 'isolation', 'journal', 'kernel', 'pins', 'plugin', "
+        "config ['dependencies', 'granted-to', 'grants', 'isolation', 'journal', 'kernel', 'mcp', 'pins', 'plugin', "
         "'plugins', 'process', 'security', 'store', 'wasm']"
     )
     assert lines[1] == "before build ['--help']"

@@ -32,8 +32,9 @@ def wanted(args: list[str]) -> bool:
     """Whether ``conduit ARGS`` goes to the warm kernel: a command that loads the kernel.
     Not ``--help``, ``--version`` or completion (answered from the index faster than a
     connection), not ``--profile`` (it times the cold path), not ``server`` (it manages
-    the warm kernel), nothing that is a usage error of the global options, nothing with
-    ``CONDUIT_WARM=0``, nothing on a system other than Linux."""
+    the warm kernel), not ``mcp`` (a long-running server: a client that kills it must end
+    it, and a client's SIGKILL cannot be relayed), nothing that is a usage error of the
+    global options, nothing with ``CONDUIT_WARM=0``, nothing on a system other than Linux."""
     if _off("CONDUIT_WARM") is True or _off("CONDUIT_PROFILE") is False:
         return False
     if not sys.platform.startswith("linux"):  # SO_PEERCRED, pidfds, POLLRDHUP: Linux's
@@ -48,7 +49,7 @@ def wanted(args: list[str]) -> bool:
         elif not (arg in ("--debug", "--no-plugins") or arg.startswith("--color=")):
             return False
         i += 1
-    return i < len(args) and args[i] not in ("__complete", "server")
+    return i < len(args) and args[i] not in ("__complete", "server", "mcp")
 
 
 def main() -> int:

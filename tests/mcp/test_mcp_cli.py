@@ -135,3 +135,12 @@ def test_other_commands_import_nothing_of_mcp(plugin_dir):
     code, new = imported_by("mcp", "--list")
     assert code == 0
     assert [m for m in of_mcp(new) if not m.startswith("conduit.")] == []
+
+
+def test_mcp_never_goes_to_the_warm_kernel(monkeypatch):
+    from conduit.__main__ import wanted
+
+    monkeypatch.setenv("CONDUIT_WARM", "1")
+    assert not wanted(["mcp"])
+    assert not wanted(["--debug", "mcp", "--http", "127.0.0.1:0"])
+    assert wanted(["greet"]) == sys.platform.startswith("linux")

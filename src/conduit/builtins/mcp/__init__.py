@@ -64,7 +64,7 @@ def mcp_cmd(ctx: PluginContext, http: str | None, list_: bool) -> None:
     if settings.sandbox and not sys.platform.startswith("linux"):
         raise ConduitError(
             "config [mcp] sandbox = true: this platform has no process sandbox",
-            hint="set it to false, or run plugins as WebAssembly ([isolation] NAME = \"wasm\")",
+            hint='set it to false, or run plugins as WebAssembly ([isolation] NAME = "wasm")',
         )
     if not list_:
         try:

@@ -134,6 +134,44 @@ def test_start_status_stop(conduit_home: Path) -> None:
     assert "not running" in conduit("server", "stop").stdout
 
 
+@pytest.mark.parametrize("lock", ["free", "held by another process"])
+def test_stop_never_signals_a_process_that_took_a_dead_servers_pid(
+    conduit_home: Path, tmp_path: Path, lock: str
+) -> None:
+    """A server that was killed leaves its socket and state file; its pid may since be
+    another process's. ``stop`` (and ``status``) go by the address's lock, which only a
+    live server holds: that process is not signalled, whoever holds the lock."""
+    path = str(status()["socket"])
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    victim = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    holder = None
+    leftover = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        leftover.bind(path)  # the dead server's socket file
+        Path(path + ".state").write_text(
+            f"pid={victim.pid}\nversion=0\nstarted=0\nsocket={path}\nidle-minutes=30\n",
+            encoding="utf-8",
+        )
+        if lock != "free":  # a lock someone holds is not enough: it must be that pid's
+            holder = subprocess.Popen(
+                ["flock", path + ".lock", "sleep", "60"], stdout=subprocess.DEVNULL
+            )
+            assert wait_for(lambda: Path(path + ".lock").exists())
+            time.sleep(0.2)
+        stopped = conduit("server", "stop")
+        assert stopped.returncode == 0, stopped.stderr
+        assert "not running" in stopped.stdout
+        assert conduit("server", "status").returncode == 3
+        time.sleep(0.2)
+        assert victim.poll() is None  # not signalled
+    finally:
+        leftover.close()
+        for proc in (victim, holder):
+            if proc is not None:
+                proc.kill()
+                proc.wait()
+
+
 def test_a_command_runs_in_a_child_of_the_server_with_the_clients_state(
     server: int, tmp_path: Path
 ) -> None:

@@ -6,6 +6,7 @@ server), so that ``stop`` and ``status`` work whatever state the server is in.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import stat
@@ -66,6 +67,25 @@ def _lock_held(path: str) -> bool:
     return False
 
 
+def _lock_holder(path: str) -> int:
+    """The pid of the process that holds the address's lock (``flock``, read from
+    /proc/locks): the server, which takes it before anything else and keeps it until it
+    exits. 0: nobody holds it (or it cannot be told)."""
+    try:
+        st = os.stat(path + ".lock")
+        with open("/proc/locks", encoding="ascii", errors="replace") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return 0
+    wanted = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    for line in lines:
+        # "1: FLOCK  ADVISORY  WRITE 1234 00:2f:5678 0 EOF" ("1: -> FLOCK ...": a waiter)
+        parts = line.split()
+        if len(parts) >= 6 and parts[1] == "FLOCK" and parts[5] == wanted:
+            return int(parts[4]) if parts[4].isdigit() else 0
+    return 0
+
+
 def _mode(path: str) -> int:
     try:
         return os.stat(path).st_mode
@@ -74,13 +94,20 @@ def _mode(path: str) -> int:
 
 
 def _running(path: str) -> dict[str, str] | None:
-    """The state of the server at ``path`` when one serves there."""
+    """The state of the server at ``path`` when one serves there: the pid its state file
+    names holds the address's lock (a pid alone may have been reused by another process
+    since a server that was killed wrote it)."""
     from conduit.warm.server import read_state
 
     state = read_state(path)
     pid = state.get("pid", "")
     # (not by connecting: a connection is a request, and would keep it from going idle)
-    if pid.isdigit() and _alive(int(pid)) and stat.S_ISSOCK(_mode(path)):
+    if (
+        pid.isdigit()
+        and _alive(int(pid))
+        and stat.S_ISSOCK(_mode(path))
+        and _lock_holder(path) == int(pid)
+    ):
         return state
     return None
 
@@ -138,20 +165,37 @@ def start_cmd(ctx: PluginContext) -> None:
 @server_group.command("stop")
 def stop_cmd() -> None:
     """Stop the warm kernel; commands run cold until it starts again."""
+    import select
     import signal
 
     path = _address()
     state = _running(path)
-    if state is None:
+    pidfd = -1
+    if state is not None:
+        # A pidfd first, then the check that its process is the server (holds the lock):
+        # the signals go to that process, never to one that took its pid since.
+        try:
+            pidfd = os.pidfd_open(int(state["pid"]))
+        except OSError:
+            pidfd = -1
+        if pidfd >= 0 and _running(path) is None:
+            os.close(pidfd)
+            pidfd = -1
+    if state is None or pidfd < 0:
         click.echo("The warm kernel is not running.")
         return
     pid = int(state["pid"])
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + WAIT
-    while _alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    if _alive(pid):
-        os.kill(pid, signal.SIGKILL)
+    try:
+        with contextlib.suppress(ProcessLookupError):  # (it has just exited)
+            signal.pidfd_send_signal(pidfd, signal.SIGTERM)
+        poller = select.poll()
+        poller.register(pidfd, select.POLLIN)  # readable once the process has exited
+        if not poller.poll(WAIT * 1000):
+            with contextlib.suppress(ProcessLookupError):
+                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+            poller.poll(WAIT * 1000)
+    finally:
+        os.close(pidfd)
     click.echo(f"Stopped the warm kernel (pid {pid}).")
 
 

@@ -1,0 +1,208 @@
+"""`conduit bundle` (issue 23): a real Conduit wheel and real plugin wheels installed with
+uv into a venv, a bundle built there, run by the python of a fresh venv without Conduit."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from _factory import EPOCH, UV, build_conduit_wheel, conduit_venv, make_wheel, simple_plugin
+
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(UV is None, reason="needs uv")]
+
+BETA_GRANT = "env:read:BUNDLE_BETA"
+BETA_CODE = """
+import os
+@click.command('beta-env')
+def beta_env():
+    click.echo('beta sees ' + os.environ.get('BUNDLE_BETA', '(nothing)') + ' pid ' + str(os.getpid()))
+class Plugin(Base):
+    def boot(self, ctx):
+        ctx.register_command(run)
+        ctx.register_command(beta_env)
+"""
+
+
+def _compiled_wheel(out: Path) -> Path:
+    """A wheel for this platform with a (dummy) extension module in it."""
+    files = {"slowlib/__init__.py": "", "slowlib/_speed.so": "not really a shared object\n"}
+    info = "slowlib-1.0.dist-info"
+    files[f"{info}/METADATA"] = "Metadata-Version: 2.1\nName: slowlib\nVersion: 1.0\n"
+    files[f"{info}/WHEEL"] = (
+        "Wheel-Version: 1.0\nGenerator: t\nRoot-Is-Purelib: false\nTag: py3-none-linux_x86_64\n"
+    )
+    record = []
+    for name, text in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=")
+        record.append(f"{name},sha256={digest.decode()},{len(text.encode())}")
+    files[f"{info}/RECORD"] = "\n".join([*record, f"{info}/RECORD,,"]) + "\n"
+    path = out / "slowlib-1.0-py3-none-linux_x86_64.whl"
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, text in files.items():
+            zf.writestr(zipfile.ZipInfo(name, EPOCH), text)
+    return path
+
+
+class Env:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        dist = root / "dist"
+        wheels = [
+            make_wheel(dist, "alpha-plugin", "1.0", plugin="alpha"),
+            make_wheel(
+                dist,
+                "beta-plugin",
+                "2.0",
+                plugin="beta",
+                capabilities=(BETA_GRANT,),
+                manifest='isolation = "process"\n[[commands]]\nname = "beta-env"\nhelp = "Env."\n',
+                code=BETA_CODE,
+            ),
+            make_wheel(dist, "gamma-plugin", "1.0", plugin="gamma", requires=("slowlib",)),
+            _compiled_wheel(dist),
+        ]
+        conduit = build_conduit_wheel(root / "conduit-wheel")
+        self.venv = conduit_venv(root / "venv", conduit, *map(str, wheels))
+        self.fresh = root / "fresh"  # a venv without Conduit: only a suitable Python
+        subprocess.run(
+            [UV, "venv", "--quiet", "--python", sys.executable, str(self.fresh)], check=True
+        )
+        self.home = root / "home"  # the bundle's user
+        self.builder_home = root / "builder-home"
+
+    def env(self, home: Path, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("CONDUIT_", "PYTHON"))}
+        env.update(CONDUIT_HOME=str(home), CONDUIT_WARM="0", **extra)
+        return env
+
+    def conduit(self, *args: str) -> subprocess.CompletedProcess[str]:
+        exe = str(self.venv / "bin" / "conduit")
+        return subprocess.run(
+            [exe, *args],
+            env=self.env(self.builder_home),
+            capture_output=True,
+            text=True,
+            cwd=self.root,
+            timeout=120,
+        )
+
+    def bundle(self, pyz: Path, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+        python = str(self.fresh / "bin" / "python")
+        return subprocess.run(
+            [python, str(pyz), *args],
+            env=self.env(self.home, **extra),
+            capture_output=True,
+            text=True,
+            cwd=self.root,
+            timeout=120,
+        )
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Env:
+    return Env(tmp_path_factory.mktemp("bundle"))
+
+
+def test_a_bundle_runs_in_a_venv_without_conduit(env: Env) -> None:
+    pyz = env.root / "tool.pyz"
+    built = env.conduit("bundle", "-o", str(pyz), "--plugin", "alpha", "--plugin", "beta")
+    assert built.returncode == 0, built.stderr
+    assert "alpha, beta" in built.stdout
+    fresh = env.bundle(pyz, "--help")  # Conduit is not importable in the fresh venv
+    assert fresh.returncode == 0, fresh.stderr
+    assert "alpha-run" in fresh.stdout and "beta-run" in fresh.stdout
+    assert "gamma-run" not in fresh.stdout  # not chosen
+    assert env.bundle(pyz, "alpha-run").stdout == "alpha 1.0\n"
+    # The process-isolated plugin runs in a child interpreter, from the extracted bundle
+    # (it asks for a grant: the user's config applies to a bundle that is not sealed).
+    (env.home / "config.toml").write_text(f'[grants]\nbeta = ["{BETA_GRANT}"]\n')
+    ran = env.bundle(pyz, "beta-env", BUNDLE_BETA="hello")
+    assert ran.returncode == 0, ran.stderr
+    words = ran.stdout.split()
+    assert words[:3] == ["beta", "sees", "hello"] and int(words[-1]) != 0
+    assert env.bundle(pyz, "beta-run").stdout == "beta 2.0\n"
+    (env.home / "config.toml").unlink()
+    check = env.conduit("bundle", "--check", str(pyz))
+    assert check.returncode == 0, check.stderr
+    assert "alpha 1.0 (alpha-plugin, in-process) grants requested: none" in check.stdout
+    assert f"beta 2.0 (beta-plugin, process) grants requested: {BETA_GRANT}" in check.stdout
+    assert "msgspec" in check.stdout and "files: match" in check.stdout
+    manifest = json.loads(env.conduit("bundle", "--check", str(pyz), "--json").stdout)
+    dists = {d["name"]: d for d in manifest["distributions"]}
+    assert dists["beta-plugin"]["version"] == "2.0" and dists["beta-plugin"]["sha256"].startswith(
+        "sha256:"
+    )
+    assert dists["msgspec"]["compiled"] and dists["msgspec"]["role"] == "conduit"
+
+
+def test_the_index_is_frozen_and_a_changed_bundle_is_extracted_again(env: Env) -> None:
+    pyz = env.root / "changing.pyz"
+    assert env.conduit("bundle", "-o", str(pyz), "--plugin", "alpha").returncode == 0
+    first = env.bundle(pyz, "--profile", "--help")
+    assert "alpha-run" in first.stdout and "beta-run" not in first.stdout
+    second = env.bundle(pyz, "--profile", "--help")
+    assert "index:read" in second.stderr and "index:rebuild" not in second.stderr
+    # the index built at bundle time: not even the first run rebuilt it
+    assert "index:rebuild" not in first.stderr
+    bundles = env.home / "cache" / "bundles"
+    before = {p.name for p in bundles.iterdir()}
+    assert env.conduit("bundle", "-o", str(pyz), "--plugin", "beta").returncode == 0
+    changed = env.bundle(pyz, "--help")
+    assert "beta-run" in changed.stdout and "alpha-run" not in changed.stdout
+    assert len({p.name for p in bundles.iterdir()} - before) == 1
+
+
+def test_a_compiled_plugin_dependency_is_refused(env: Env) -> None:
+    refused = env.conduit("bundle", "-o", str(env.root / "bad.pyz"), "--plugin", "gamma")
+    assert refused.returncode == 1
+    assert "compiled dependencies" in refused.stderr and "slowlib" in refused.stderr
+    assert "Traceback" not in refused.stderr and not (env.root / "bad.pyz").exists()
+    other = env.conduit(
+        "bundle", "-o", str(env.root / "bad.pyz"), "--plugin", "gamma", "--platform", "win_amd64"
+    )
+    assert other.returncode == 2 and "not this interpreter's platform" in other.stderr
+    here = env.conduit(
+        "bundle", "-o", str(env.root / "ok.pyz"), "--plugin", "gamma", "--platform", "linux_x86_64"
+    )
+    assert here.returncode == 0, here.stderr
+
+
+def test_sealed_ignores_the_users_plugins(env: Env) -> None:
+    plugins = env.home / "plugins"
+    plugins.mkdir(parents=True, exist_ok=True)
+    (plugins / "mine.py").write_text(simple_plugin("mine", ("mine-hello",)))
+    try:
+        open_pyz, sealed_pyz = env.root / "open.pyz", env.root / "sealed.pyz"
+        assert env.conduit("bundle", "-o", str(open_pyz), "--plugin", "alpha").returncode == 0
+        assert (
+            env.conduit("bundle", "-o", str(sealed_pyz), "--plugin", "alpha", "--sealed").returncode
+            == 0
+        )
+        assert env.bundle(open_pyz, "mine-hello").stdout == "mine mine-hello\n"
+        sealed = env.bundle(sealed_pyz, "mine-hello")
+        assert sealed.returncode == 2 and "unknown command 'mine-hello'" in sealed.stderr
+        assert env.bundle(sealed_pyz, "alpha-run").stdout == "alpha 1.0\n"
+    finally:
+        (plugins / "mine.py").unlink()
+
+
+def test_another_interpreter_is_refused_in_one_line(env: Env) -> None:
+    pyz = env.root / "tool.pyz"
+    moved = env.root / "elsewhere.pyz"
+    with zipfile.ZipFile(pyz) as src, zipfile.ZipFile(moved, "w") as dst:
+        for info in src.infolist():
+            data = src.read(info)
+            if info.filename == "__main__.py":
+                data = data.replace(b"TARGET = ('cpython-", b"TARGET = ('cpython-0")
+            dst.writestr(info, data)
+    ran = env.bundle(moved, "--help")
+    assert ran.returncode == 2 and "Traceback" not in ran.stderr
+    assert len(ran.stderr.splitlines()) == 1 and "built for cpython-0" in ran.stderr

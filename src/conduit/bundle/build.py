@@ -363,6 +363,16 @@ def _write(
     )
     with open(os.path.join(root, "__main__.py"), "w", encoding="utf-8") as f:
         f.write(head + constants + _CONSTANTS_END + body)
+    import py_compile
+
+    # Its bytecode too (zipimport prefers it; unchecked: no mtime to compare), so that
+    # a run does not compile the bootstrap (the bundle is for this interpreter only).
+    py_compile.compile(
+        os.path.join(root, "__main__.py"),
+        os.path.join(root, "__main__.pyc"),
+        doraise=True,
+        invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH,
+    )
     for folder, dirs, files in os.walk(root):
         for n in [*dirs, *files]:
             os.utime(os.path.join(folder, n), (_EPOCH, _EPOCH))

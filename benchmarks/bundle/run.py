@@ -8,14 +8,20 @@ each lane once, timed with ``time.perf_counter`` around ``subprocess.run``:
 
 - ``floor``: ``python -c pass`` (a fresh venv's python, which runs the bundle);
 - ``floor-installed``: the same in the venv where Conduit is installed (its .pth files);
-- ``pyz-open``: a zip with the bundle's members whose ``__main__.py`` is ``pass`` (what
-  opening a flat, shiv-style zip costs zipimport);
+- ``pyz-open``: the bundle with ``__main__.pyc`` compiled from ``pass`` (what running any
+  zip application costs: runpy and zipimport; the bundle's zip has four members);
+- ``flat-open``: the same for a flat zip of the payload's ~450 members (the first
+  layout, shiv's: zipimport reads that central directory on every run);
 - ``help-installed`` / ``help-bundle``: ``conduit --help`` and ``python TOOL.pyz --help``;
-- ``help-zipimport``: ``--help`` with Conduit imported from the zip itself instead of the
-  extracted directory (the alternative layout);
+- ``help-zipimport``: ``--help`` with Conduit imported from a flat zip of the payload
+  instead of the extracted directory (the alternative layout);
 - ``cmd-installed`` / ``cmd-bundle``: ``completion bash``, a plugin's Click command.
 
+With ``--callgrind``, each lane runs once under ``valgrind --tool=callgrind`` instead and
+the instruction counts are printed (steadier than times on a loaded machine).
+
     taskset -c 1 .venv/bin/python benchmarks/bundle/run.py --rounds 40
+    .venv/bin/python benchmarks/bundle/run.py --callgrind
 
 Standard library and Conduit only; writes only into a temporary directory.
 """
@@ -23,6 +29,7 @@ Standard library and Conduit only; writes only into a temporary directory.
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import random
 import statistics
@@ -43,18 +50,53 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-def _variant(src: str, dst: str, main: str) -> None:
-    with zipfile.ZipFile(src) as a, zipfile.ZipFile(dst, "w", zipfile.ZIP_DEFLATED) as b:
+def _pyc(source: str, tmp: str) -> bytes:
+    import py_compile
+
+    path = os.path.join(tmp, "main.py")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(source)
+    out = py_compile.compile(
+        path,
+        path + "c",
+        dfile="__main__.py",
+        invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH,
+    )
+    with open(out, "rb") as f:
+        return f.read()
+
+
+def _variant(src: str, dst: str, main: bytes, flat: bool) -> None:
+    """``src`` with ``main`` as its ``__main__.pyc``; ``flat``: the payload's members
+    instead of the bundle's own (one zip of everything, as shiv lays it out)."""
+    with zipfile.ZipFile(src) as a, zipfile.ZipFile(dst, "w") as b:
+        b.writestr("__main__.pyc", main)
+        if flat:
+            with zipfile.ZipFile(io.BytesIO(a.read("payload.zip"))) as inner:
+                for info in inner.infolist():
+                    b.writestr(info, inner.read(info))
+            return
         for info in a.infolist():
-            if info.filename == "__main__.pyc":
-                continue
-            data = main.encode() if info.filename == "__main__.py" else a.read(info)
-            b.writestr(info, data)
+            if not info.filename.startswith("__main__"):
+                b.writestr(info, a.read(info))
+
+
+def _instructions(argv: list[str], env: dict[str, str]) -> int:
+    proc = subprocess.run(
+        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *argv],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        check=True,
+    )
+    return int(proc.stderr.split("Collected :")[1].split()[0])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=40)
+    parser.add_argument("--callgrind", action="store_true", help="instruction counts")
     args = parser.parse_args()
     conduit = os.path.join(os.path.dirname(sys.executable), "conduit")
     tmp = tempfile.mkdtemp(prefix="bench-bundle-")
@@ -71,15 +113,18 @@ def main() -> None:
     bundles = os.path.join(tmp, "home", "cache", "bundles")
     root = os.path.join(bundles, os.listdir(bundles)[0])
     env.update(BENCH_ROOT=root, BENCH_ID=root.rsplit("-", 1)[1])
-    empty, zipped = os.path.join(tmp, "open.pyz"), os.path.join(tmp, "zipimport.pyz")
-    _variant(pyz, empty, "pass\n")
-    _variant(pyz, zipped, ZIPIMPORT_MAIN)
-    with zipfile.ZipFile(pyz) as z:
-        members = len(z.namelist())
+    empty, flat = os.path.join(tmp, "open.pyz"), os.path.join(tmp, "flat.pyz")
+    zipped = os.path.join(tmp, "zipimport.pyz")
+    _variant(pyz, empty, _pyc("pass\n", tmp), flat=False)
+    _variant(pyz, flat, _pyc("pass\n", tmp), flat=True)
+    _variant(pyz, zipped, _pyc(ZIPIMPORT_MAIN, tmp), flat=True)
+    with zipfile.ZipFile(pyz) as z, zipfile.ZipFile(flat) as f:
+        members = f"{len(z.namelist())} members ({len(f.namelist()) - 1} in the payload)"
     lanes = {
         "floor": [py, "-c", "pass"],
         "floor-installed": [sys.executable, "-c", "pass"],
         "pyz-open": [py, empty],
+        "flat-open": [py, flat],
         "help-installed": [conduit, "--help"],
         "help-bundle": [py, pyz, "--help"],
         "help-zipimport": [py, zipped, "--help"],
@@ -88,6 +133,14 @@ def main() -> None:
     }
     for argv in lanes.values():  # warm the caches, write the bytecode
         subprocess.run(argv, env=env, check=True, capture_output=True)
+    if args.callgrind:
+        counts = {name: _instructions(argv, env) for name, argv in lanes.items()}
+        print(f"python {sys.version.split()[0]}, bundle of {members}; instructions")
+        print("| lane | instructions (M) | x floor |")
+        print("| --- | --- | --- |")
+        for name, n in counts.items():
+            print(f"| {name} | {n / 1e6:.1f} | {n / counts['floor']:.2f} |")
+        return
     times: dict[str, list[float]] = {k: [] for k in lanes}
     for _ in range(args.rounds):
         order = list(lanes)
@@ -98,8 +151,8 @@ def main() -> None:
             times[name].append((time.perf_counter() - start) * 1000)
     floor = statistics.median(times["floor"])
     print(
-        f"python {sys.version.split()[0]}, {args.rounds} rounds, bundle of {members} "
-        f"members, {os.path.getsize(pyz) // 1024} KiB; load {os.getloadavg()[0]:.2f}, "
+        f"python {sys.version.split()[0]}, {args.rounds} rounds, bundle of {members}, "
+        f"{os.path.getsize(pyz) // 1024} KiB; load {os.getloadavg()[0]:.2f}, "
         f"cpus {sorted(os.sched_getaffinity(0))}"
     )
     print("| lane | median ms | min ms | x floor |")

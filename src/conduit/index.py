@@ -104,9 +104,11 @@ def _bundle_fingerprint(paths: Paths, bundle: tuple[str, str, bool]) -> tuple[ob
     """The fingerprint of a bundle's index (``conduit bundle``): the bundle's content
     hash stands for every ``sys.path`` directory (its plugins never change), so that the
     index frozen at bundle time is current until the user's config or single-file
-    plugins change (a sealed bundle reads neither: its directory for them is its own and
-    empty). A missing plugin directory is not created and counts as an empty one."""
+    plugins change (a sealed bundle reads neither: its fingerprint is the bundle's id
+    alone). A missing plugin directory is not created and counts as an empty one."""
     parts: list[object] = [INDEX_FORMAT, __version__, "bundle", bundle[1], bundle[2]]
+    if bundle[2]:
+        return tuple(parts)  # sealed: nothing outside the bundle counts, nothing to stat
     parts.append(("config", file_stamp(paths.config_file)))
     try:
         with os.scandir(paths.plugin_dir) as it:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import json
 import os
 import subprocess
@@ -208,3 +209,89 @@ def test_another_interpreter_is_refused_in_one_line(env: Env) -> None:
     ran = env.bundle(moved, "--help")
     assert ran.returncode == 2 and "Traceback" not in ran.stderr
     assert len(ran.stderr.splitlines()) == 1 and "built for cpython-0" in ran.stderr
+
+
+def test_the_zipapp_holds_four_members_and_check_reads_the_payload(env: Env) -> None:
+    pyz = env.root / "four.pyz"
+    assert env.conduit("bundle", "-o", str(pyz), "--plugin", "alpha").returncode == 0
+    assert pyz.read_bytes().startswith(b"#!/usr/bin/env python3\n")  # PEP 441
+    with zipfile.ZipFile(pyz) as z:
+        infos = {i.filename: i for i in z.infolist()}
+        payload = z.read("payload.zip")
+    # zipimport reads this directory on every run: four entries, and the bootstrap
+    # stored (no zlib); the payload is read only when a run extracts it.
+    assert sorted(infos) == ["__main__.py", "__main__.pyc", "conduit-bundle.json", "payload.zip"]
+    assert infos["__main__.pyc"].compress_type == zipfile.ZIP_STORED
+    # --check verifies the payload's files: change one, and it says which distribution
+    changed = env.root / "changed.pyz"
+    with zipfile.ZipFile(io.BytesIO(payload)) as src:
+        inner = io.BytesIO()
+        with zipfile.ZipFile(inner, "w") as dst:
+            for info in src.infolist():
+                data = src.read(info)
+                if info.filename == "site-packages/alpha_plugin/__init__.py":
+                    data += b"\n# changed\n"
+                dst.writestr(info, data)
+    with zipfile.ZipFile(pyz) as src, zipfile.ZipFile(changed, "w") as dst:
+        for info in src.infolist():
+            dst.writestr(
+                info, inner.getvalue() if info.filename == "payload.zip" else src.read(info)
+            )
+    check = env.conduit("bundle", "--check", str(changed))
+    assert check.returncode == 1 and "DO NOT MATCH the manifest for alpha-plugin" in check.stdout
+    assert "Traceback" not in check.stderr
+
+
+def test_extraction_compiles_once_and_removes_older_ids_no_run_uses(env: Env) -> None:
+    root = env.root / "extracted"
+    pyz = env.root / "ages.pyz"
+    ids = []
+    for plugins in (["alpha"], ["beta"], ["alpha", "beta"]):
+        args = [a for p in plugins for a in ("--plugin", p)]
+        assert env.conduit("bundle", "-o", str(pyz), *args).returncode == 0
+        ran = env.bundle(pyz, "--help", CONDUIT_BUNDLE_ROOT=str(root), PYTHONDONTWRITEBYTECODE="1")
+        assert ran.returncode == 0, ran.stderr
+        (found,) = {p.name for p in root.iterdir()} - set(ids)
+        ids.append(found)
+        if len(ids) == 2:
+            # a run of the second id still going: it holds its byte of in-use
+            fd = os.open(root / found / "in-use", os.O_WRONLY)
+            os.lseek(fd, 12345, os.SEEK_SET)
+            os.lockf(fd, os.F_LOCK, 1)
+    os.close(fd)
+    # the first id removed when the second was extracted; the second kept (in use)
+    assert sorted(p.name for p in root.iterdir()) == sorted(ids[1:])
+    # bytecode written at extraction, whatever PYTHONDONTWRITEBYTECODE says
+    cache = root / ids[2] / "site-packages" / "conduit" / "__pycache__"
+    assert any(p.suffix == ".pyc" for p in cache.iterdir())
+
+
+def test_a_process_host_child_ignores_the_interpreters_pth_files(env: Env) -> None:
+    """The fresh venv's site-packages gets a .pth file installing an import finder (as an
+    editable install's does): the bundle's child must still start without site, from
+    the extracted bundle only."""
+    pyz = env.root / "tool.pyz"
+    if not pyz.exists():
+        assert env.conduit("bundle", "-o", str(pyz), "--plugin", "beta").returncode == 0
+    (site,) = (env.fresh / "lib").glob("python*/site-packages")
+    finder = site / "_bundle_test_finder.py"
+    finder.write_text(
+        "import sys\n"
+        "class Finder:\n"
+        "    @staticmethod\n"
+        "    def find_spec(name, path=None, target=None):\n"
+        "        return None\n"
+        "sys.meta_path.append(Finder)\n"
+    )
+    pth = site / "_bundle_test_finder.pth"
+    pth.write_text("import _bundle_test_finder\n")
+    try:
+        env.home.mkdir(exist_ok=True)
+        (env.home / "config.toml").write_text(f'[grants]\nbeta = ["{BETA_GRANT}"]\n')
+        ran = env.bundle(pyz, "beta-env", BUNDLE_BETA="child")
+        assert ran.returncode == 0, ran.stderr
+        assert ran.stdout.startswith("beta sees child")
+    finally:
+        pth.unlink()
+        finder.unlink()
+        (env.home / "config.toml").unlink(missing_ok=True)

@@ -6,11 +6,14 @@ constants below replaced by the bundle's own (the line ``# -- constants --`` end
 
 1. refuses to run on an interpreter or platform other than the bundle's target (its
    compiled dependencies, msgspec at least, are built for one): one line, exit 2;
-2. extracts the bundle's ``site-packages/`` and frozen index into a directory of its own
-   the first time (``CACHE/bundles/NAME-ID``, shiv's layout and rule: a directory named
-   after the bundle's content hash, reused while it exists; a changed bundle has another
-   id, so another directory), rewriting the paths of the index built at bundle time to
-   that directory (marshal only: nothing is rediscovered);
+2. extracts the bundle's payload (``payload.zip``, one stored member of the outer zip: a
+   zip of ``site-packages/`` and the frozen index, so that zipimport reads a directory of
+   four entries on every run, not hundreds) into a directory of its own the first time
+   (``CACHE/bundles/NAME-ID``, shiv's rule: a directory named after the bundle's content
+   hash, reused while it exists; a changed bundle has another id, so another directory),
+   rewriting the paths of the index built at bundle time to that directory (marshal
+   only: nothing is rediscovered), compiling its bytecode, and removing the directories of
+   the bundle's older ids that no run uses (each run holds a lock on ``NAME-ID/in-use``);
 3. puts that directory on ``sys.path`` instead of the interpreter's site-packages (what
    is installed there is not the bundle's), tells ``conduit.paths`` it runs as a bundle,
    and runs ``conduit.cli.main()``.
@@ -28,6 +31,7 @@ if TYPE_CHECKING:
 NAME = "conduit"
 BUNDLE_ID = "0" * 16
 SEALED = False
+PAYLOAD = "payload.zip"
 #: (sys.implementation.cache_tag, sys.platform, machine)
 TARGET = ("cpython-311", "linux", "x86_64")
 # -- constants --
@@ -97,8 +101,64 @@ def _freeze_index(tmp: str, root: str) -> None:
         f.write(magic + marshal.dumps(header))
 
 
+def _in_use(root: str, wait: bool) -> int:
+    """Hold a record lock on the byte of this process's id in ``root/in-use``: the mark
+    that this run uses ``root`` (many runs at once, each its own byte: a shared lock with
+    ``os`` alone, no ``fcntl`` import on every run). ``wait=False`` is the remover's try
+    at the whole file instead: -1 when some run holds a byte of it. The descriptor stays
+    open for the process's life; -1 too when the file cannot be opened (read-only)."""
+    try:
+        fd = os.open(os.path.join(root, "in-use"), os.O_WRONLY | os.O_CREAT, 0o644)
+    except OSError:
+        return -1
+    try:
+        if wait:
+            os.lseek(fd, os.getpid(), os.SEEK_SET)
+            os.lockf(fd, os.F_LOCK, 1)
+        else:
+            os.lockf(fd, os.F_TLOCK, 0)  # from byte 0 to the end of any file
+    except OSError:
+        os.close(fd)
+        return -1
+    return fd
+
+
+def _remove_older(root: str) -> None:
+    """Remove the extracted directories of this bundle's other ids that no run uses."""
+    import shutil
+
+    parent, mine = os.path.split(root)
+    prefix = f"{NAME}-"
+    try:
+        entries = os.listdir(parent)
+    except OSError:
+        return
+    for entry in entries:
+        ident = entry[len(prefix) :]
+        if entry == mine or not entry.startswith(prefix) or len(ident) != len(BUNDLE_ID):
+            continue
+        if ident.strip("0123456789abcdef"):
+            continue  # another bundle's (NAME-other-ID) or a directory being extracted
+        other = os.path.join(parent, entry)
+        fd = _in_use(other, wait=False)
+        if fd < 0:
+            continue  # in use (or not ours to remove)
+        try:
+            gone = f"{other}.removing-{os.getpid()}"
+            os.rename(other, gone)  # a run that waited on the lock then extracts anew
+        except OSError:
+            continue
+        finally:
+            os.close(fd)
+        shutil.rmtree(gone, ignore_errors=True)
+
+
 def _extract(archive: str, root: str) -> None:
-    """Extract the bundle into ``root``, atomically: a directory beside it, renamed."""
+    """Extract the bundle's payload into ``root``, atomically (a directory beside it,
+    renamed), byte-compile it there, and remove the directories of older ids."""
+    import compileall
+    import io
+    import py_compile
     import shutil
     import tempfile
     import zipfile
@@ -108,9 +168,20 @@ def _extract(archive: str, root: str) -> None:
     tmp = tempfile.mkdtemp(prefix=os.path.basename(root) + ".", dir=parent)
     try:
         with zipfile.ZipFile(archive) as z:
-            members = [n for n in z.namelist() if n.startswith(("site-packages/", "index/"))]
-            z.extractall(tmp, members)
+            payload = io.BytesIO(z.read(PAYLOAD))
+        with zipfile.ZipFile(payload) as inner:
+            inner.extractall(tmp)
         _freeze_index(tmp, root)
+        # The bytecode, once, for this interpreter (the bundle runs on no other): a run
+        # never compiles, whatever PYTHONDONTWRITEBYTECODE says or the directory allows;
+        # unchecked, so that no run compares it with the sources.
+        site = os.path.join(tmp, "site-packages")
+        compileall.compile_dir(
+            site,
+            ddir=os.path.join(root, "site-packages"),
+            quiet=2,
+            invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH,
+        )
         try:
             os.rename(tmp, root)
         except OSError:
@@ -118,6 +189,7 @@ def _extract(archive: str, root: str) -> None:
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    _remove_older(root)
 
 
 def main() -> None:
@@ -130,11 +202,13 @@ def main() -> None:
         )
     archive = os.path.abspath(sys.path[0])
     root = _root()
+    _in_use(root, wait=True)  # (waits while an extraction of a newer id removes root)
     if not os.path.isdir(root):
         try:
             _extract(archive, root)
-        except (OSError, ValueError, EOFError) as exc:
+        except (OSError, ValueError, EOFError, KeyError) as exc:
             _fail(f"cannot extract the bundle into {root}: {exc} (set CONDUIT_BUNDLE_ROOT)")
+        _in_use(root, wait=True)
     site = os.path.join(root, "site-packages")
     # Only the standard library besides the bundle: the interpreter's site-packages (and
     # what .pth files or PYTHONPATH add) hold what is installed there, not the bundle's.

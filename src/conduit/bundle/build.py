@@ -1,11 +1,14 @@
 """Writing a bundle (``conduit bundle -o TOOL.pyz``) and reading its manifest (``--check``).
 
-The format is the standard library's: a PEP 441 zip application written by ``zipapp``,
-laid out as shiv lays out its own (``site-packages/`` inside the zip, extracted once into
-a directory named after the bundle's content hash; ``boot.py`` is its ``__main__.py``).
-Why not import from the zip: msgspec, Conduit's compiled dependency, cannot be imported
-from a zip, and the process host's child and the sandbox want files on disk; the
-measurements are in docs/performance.md ("Bundles").
+The format is the standard library's: a PEP 441 zip application (a shebang line, then a
+zip) whose ``__main__`` is ``boot.py``; what it runs is extracted once, as shiv does, into
+a directory named after the bundle's content hash. Unlike shiv's, that payload is one
+member of the zipapp, ``payload.zip`` (a zip of ``site-packages/`` and ``index/``, stored
+whole), beside the bootstrap and the manifest: Python reads a zipapp's central directory
+on every run, and four entries cost nothing where 450 cost ~3 ms. Why not import from
+the zip: msgspec, Conduit's compiled dependency, cannot be imported from a zip, and the
+process host's child and the sandbox want files on disk; the measurements are in
+docs/performance.md ("Bundles").
 
 What goes in is copied from this environment's installed distributions, file by file as
 their ``RECORD`` lists them: Conduit's own distribution and its dependencies, the chosen
@@ -35,10 +38,12 @@ __all__ = ["MANIFEST", "BuildResult", "build", "read_manifest", "verify"]
 
 #: the bundle's manifest, at the top of the zip (read by ``--check``)
 MANIFEST = "conduit-bundle.json"
-FORMAT = 1
+FORMAT = 2  # 1: site-packages/ and index/ members of the zipapp itself (issue 23's first)
 CONDUIT_DIST = "conduit-devtool"
 _COMPILED = (".so", ".pyd", ".dylib", ".dll")
-_EPOCH = 315532800 + 40 * 365 * 86400  # a fixed time for every file: the same bundle bytes
+_DATE = (2020, 1, 1, 0, 0, 0)  # a fixed time for every member: the same bundle bytes
+#: the outer zip's member holding the zip of ``site-packages/`` and ``index/``
+PAYLOAD = "payload.zip"
 _CONSTANTS_END = "# -- constants --\n"
 
 # Run by the staging directory's own Conduit (python -S: only the standard library and
@@ -310,8 +315,6 @@ def build(
 def _write(
     output: str, staging: str, name: str, dists: dict[str, _Dist], sealed: bool
 ) -> BuildResult:
-    import zipapp
-
     root = os.path.join(staging, "root")
     site = os.path.join(root, "site-packages")
     hashes: dict[str, list[tuple[str, str]]] = {}
@@ -352,34 +355,80 @@ def _write(
             arc: c for c in sorted(hashes) for arc, _ in hashes[c]
         },  # which distribution each file belongs to (for --check's verification)
     }
-    with open(os.path.join(root, MANIFEST), "w", encoding="utf-8") as f:
-        json.dump(manifest, f, indent=1, sort_keys=True)
     with open(os.path.join(os.path.dirname(__file__), "boot.py"), encoding="utf-8") as f:
         boot = f.read()
     head, _, body = boot.partition(_CONSTANTS_END)
     head = head[: head.index("NAME = ")]
     constants = (
-        f"NAME = {name!r}\nBUNDLE_ID = {ident!r}\nSEALED = {sealed!r}\nTARGET = {target!r}\n"
+        f"NAME = {name!r}\nBUNDLE_ID = {ident!r}\nSEALED = {sealed!r}\nPAYLOAD = {PAYLOAD!r}\n"
+        f"TARGET = {target!r}\n"
     )
-    with open(os.path.join(root, "__main__.py"), "w", encoding="utf-8") as f:
-        f.write(head + constants + _CONSTANTS_END + body)
+    main = head + constants + _CONSTANTS_END + body
     import py_compile
 
     # Its bytecode too (zipimport prefers it; unchecked: no mtime to compare), so that
     # a run does not compile the bootstrap (the bundle is for this interpreter only).
+    with open(os.path.join(staging, "__main__.py"), "w", encoding="utf-8") as f:
+        f.write(main)
     py_compile.compile(
-        os.path.join(root, "__main__.py"),
-        os.path.join(root, "__main__.pyc"),
+        os.path.join(staging, "__main__.py"),
+        os.path.join(staging, "__main__.pyc"),
+        dfile="__main__.py",
         doraise=True,
         invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH,
     )
-    for folder, dirs, files in os.walk(root):
-        for n in [*dirs, *files]:
-            os.utime(os.path.join(folder, n), (_EPOCH, _EPOCH))
+    with open(os.path.join(staging, "__main__.pyc"), "rb") as f:
+        main_pyc = f.read()
     tmp = output + ".tmp"
-    zipapp.create_archive(root, tmp, interpreter="/usr/bin/env python3", compressed=True)
-    os.replace(tmp, output)
+    try:
+        _write_zipapp(tmp, root, manifest, main, main_pyc)
+        os.replace(tmp, output)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
     return BuildResult(output, manifest)
+
+
+def _member(name: str, data: bytes, compressed: bool) -> tuple[Any, bytes]:
+    import zipfile
+
+    info = zipfile.ZipInfo(name, _DATE)
+    info.external_attr = 0o644 << 16
+    info.compress_type = zipfile.ZIP_DEFLATED if compressed else zipfile.ZIP_STORED
+    return info, data
+
+
+def _write_zipapp(
+    path: str, root: str, manifest: dict[str, Any], main: str, main_pyc: bytes
+) -> None:
+    """The bundle: a PEP 441 zip application (a shebang line, then a zip) of four
+    members: ``__main__.pyc`` and ``__main__.py`` (the bootstrap, stored: reading them
+    needs no zlib), the manifest, and :data:`PAYLOAD`, a zip of ``site-packages/`` and
+    ``index/`` stored whole, read only when a run extracts it. zipimport reads the outer
+    zip's central directory on every run, in Python: four entries instead of hundreds."""
+    import io
+    import zipfile
+
+    inner = io.BytesIO()
+    with zipfile.ZipFile(inner, "w") as z:
+        for top in ("site-packages", "index"):
+            base = os.path.join(root, top)
+            for folder, dirs, files in os.walk(base):
+                dirs.sort()
+                for n in sorted(files):
+                    src = os.path.join(folder, n)
+                    arc = top + "/" + os.path.relpath(src, base).replace(os.sep, "/")
+                    with open(src, "rb") as f:
+                        z.writestr(*_member(arc, f.read(), compressed=True))
+    text = json.dumps(manifest, indent=1, sort_keys=True).encode()
+    with open(path, "wb") as f:
+        f.write(b"#!/usr/bin/env python3\n")
+        with zipfile.ZipFile(f, "w") as z:
+            z.writestr(*_member("__main__.pyc", main_pyc, compressed=False))
+            z.writestr(*_member("__main__.py", main.encode(), compressed=False))
+            z.writestr(*_member(MANIFEST, text, compressed=True))
+            z.writestr(*_member(PAYLOAD, inner.getvalue(), compressed=False))
+    os.chmod(path, 0o755)
 
 
 def _build_index(staging: str, root: str, site: str, ident: str, sealed: bool) -> dict[str, Any]:
@@ -439,12 +488,21 @@ def read_manifest(path: str) -> dict[str, Any]:
 
 
 def verify(path: str, manifest: dict[str, Any]) -> list[str]:
-    """The distributions whose files in the zip do not have the manifest's hash."""
+    """The distributions whose files in the payload do not have the manifest's hash."""
+    import io
     import zipfile
 
     found: dict[str, list[tuple[str, str]]] = {}
     owners: dict[str, str] = manifest.get("files", {})
-    with zipfile.ZipFile(path) as z:
+    try:
+        with zipfile.ZipFile(path) as outer:
+            payload = io.BytesIO(outer.read(PAYLOAD))
+        z = zipfile.ZipFile(payload)
+    except (OSError, KeyError, zipfile.BadZipFile) as exc:
+        raise ConduitError(
+            f"{path} has no readable payload ({exc})", hint="build it again with 'conduit bundle'"
+        ) from None
+    with z:
         for info in z.infolist():
             arc = info.filename
             if not arc.startswith("site-packages/") or info.is_dir():

@@ -368,8 +368,8 @@ def _write(
 
     # Its bytecode too (zipimport prefers it; unchecked: no mtime to compare), so that
     # a run does not compile the bootstrap (the bundle is for this interpreter only).
-    with open(os.path.join(staging, "__main__.py"), "w", encoding="utf-8") as f:
-        f.write(main)
+    with open(os.path.join(staging, "__main__.py"), "w", encoding="utf-8") as out:
+        out.write(main)
     py_compile.compile(
         os.path.join(staging, "__main__.py"),
         os.path.join(staging, "__main__.pyc"),

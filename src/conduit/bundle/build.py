@@ -368,8 +368,8 @@ def _write(
 
     # Its bytecode too (zipimport prefers it; unchecked: no mtime to compare), so that
     # a run does not compile the bootstrap (the bundle is for this interpreter only).
-    with open(os.path.join(staging, "__main__.py"), "w", encoding="utf-8") as out:
-        out.write(main)
+    with open(os.path.join(staging, "__main__.py"), "w", encoding="utf-8") as f:
+        f.write(main)
     py_compile.compile(
         os.path.join(staging, "__main__.py"),
         os.path.join(staging, "__main__.pyc"),
@@ -377,8 +377,8 @@ def _write(
         doraise=True,
         invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH,
     )
-    with open(os.path.join(staging, "__main__.pyc"), "rb") as f:
-        main_pyc = f.read()
+    with open(os.path.join(staging, "__main__.pyc"), "rb") as compiled:
+        main_pyc = compiled.read()
     tmp = output + ".tmp"
     try:
         _write_zipapp(tmp, root, manifest, main, main_pyc)

@@ -22,7 +22,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-__all__ = ["BUNDLE", "Paths", "resolve", "stable_hash", "workspace_dirs"]
+__all__ = ["BUNDLE", "Paths", "python_argv", "resolve", "stable_hash", "workspace_dirs"]
 
 APP = "conduit"
 
@@ -105,6 +105,20 @@ def _unsealed(env: Mapping[str, str]) -> Paths:
         platformdirs.user_cache_dir(APP, appauthor=False),
         platformdirs.user_state_dir(APP, appauthor=False),
     )
+
+
+def python_argv(code: str) -> list[str]:
+    """The command line of a fresh interpreter running ``code`` (Conduit's own, for a
+    child it needs: install verification) with this Conduit importable: ``python -c
+    code``; from a bundle, without ``site`` (the interpreter's site-packages are not the
+    bundle's), with this ``sys.path`` and :data:`BUNDLE` set first."""
+    if BUNDLE is None:
+        return [sys.executable, "-c", code]
+    prelude = (
+        f"import sys; sys.path[:] = {sys.path!r}; import conduit.paths; "
+        f"conduit.paths.BUNDLE = {BUNDLE!r}; "
+    )
+    return [sys.executable, "-S", "-c", prelude + code]
 
 
 def workspace_dirs(cwd: str) -> list[str]:

@@ -295,3 +295,14 @@ def test_a_process_host_child_ignores_the_interpreters_pth_files(env: Env) -> No
         pth.unlink()
         finder.unlink()
         (env.home / "config.toml").unlink(missing_ok=True)
+
+
+def test_plugins_doctor_deep_loads_the_bundles_plugins(env: Env) -> None:
+    """Its children (one interpreter per plugin) run the bundle's Conduit, not the
+    interpreter's (the fresh venv has none)."""
+    pyz = env.root / "doctor.pyz"
+    assert env.conduit("bundle", "-o", str(pyz), "--plugin", "alpha").returncode == 0
+    ran = env.bundle(pyz, "plugins", "doctor", "--deep")
+    assert "No module named" not in ran.stdout + ran.stderr
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert "enabled plugins load" in ran.stdout and "No broken plugins" in ran.stdout

@@ -58,7 +58,7 @@ def bundle(
     check: str | None,
     as_json: bool,
 ) -> None:
-    """Write a bundle of Conduit, plugins and a frozen index (python TOOL.pyz ...)."""
+    """Write a bundle (python TOOL.pyz) of Conduit and plugins, or --check one."""
     from conduit.bundle import build as bundles
     from conduit.errors import ConduitError, UsageError
 

@@ -13,12 +13,17 @@ each lane once, timed with ``time.perf_counter`` around ``subprocess.run``:
 - ``flat-open``: the same for a flat zip of the payload's ~450 members (the first
   layout, shiv's: zipimport reads that central directory on every run);
 - ``help-installed`` / ``help-bundle``: ``conduit --help`` and ``python TOOL.pyz --help``;
+- ``help-direct``: ``./TOOL.pyz --help`` (the bundle's sh header starts its extracted copy
+  with ``python -S -c``, no runpy); ``floor-S``: ``python -S -c pass`` (what that skips);
 - ``help-zipimport``: ``--help`` with Conduit imported from a flat zip of the payload
   instead of the extracted directory (the alternative layout);
-- ``cmd-installed`` / ``cmd-bundle``: ``completion bash``, a plugin's Click command.
+- ``cmd-installed`` / ``cmd-bundle`` / ``cmd-direct``: ``completion bash``, a plugin's
+  Click command.
 
 With ``--callgrind``, each lane runs once under ``valgrind --tool=callgrind`` instead and
-the instruction counts are printed (steadier than times on a loaded machine).
+the instruction counts are printed (steadier than times on a loaded machine); the direct
+lanes count the Python process only (``--trace-children``, the last image: what ``sh``
+execs), so the header's own cost shows only in the times.
 
     taskset -c 1 .venv/bin/python benchmarks/bundle/run.py --rounds 40
     .venv/bin/python benchmarks/bundle/run.py --callgrind
@@ -82,15 +87,23 @@ def _variant(src: str, dst: str, main: bytes, flat: bool) -> None:
 
 
 def _instructions(argv: list[str], env: dict[str, str]) -> int:
+    """Instructions of ``argv``'s process; after an ``exec`` (the bundle's sh header),
+    of the program it execs only."""
     proc = subprocess.run(
-        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *argv],
+        [
+            "valgrind",
+            "--tool=callgrind",
+            "--trace-children=yes",
+            "--callgrind-out-file=/dev/null",
+            *argv,
+        ],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
         check=True,
     )
-    return int(proc.stderr.split("Collected :")[1].split()[0])
+    return int(proc.stderr.split("Collected :")[-1].split()[0])
 
 
 def main() -> None:
@@ -123,19 +136,25 @@ def main() -> None:
     lanes = {
         "floor": [py, "-c", "pass"],
         "floor-installed": [sys.executable, "-c", "pass"],
+        "floor-S": [py, "-S", "-c", "pass"],
         "pyz-open": [py, empty],
         "flat-open": [py, flat],
         "help-installed": [conduit, "--help"],
         "help-bundle": [py, pyz, "--help"],
+        "help-direct": [pyz, "--help"],
         "help-zipimport": [py, zipped, "--help"],
         "cmd-installed": [conduit, "completion", "bash"],
         "cmd-bundle": [py, pyz, "completion", "bash"],
+        "cmd-direct": [pyz, "completion", "bash"],
     }
     for argv in lanes.values():  # warm the caches, write the bytecode
         subprocess.run(argv, env=env, check=True, capture_output=True)
     if args.callgrind:
         counts = {name: _instructions(argv, env) for name, argv in lanes.items()}
-        print(f"python {sys.version.split()[0]}, bundle of {members}; instructions")
+        print(
+            f"python {sys.version.split()[0]}, bundle of {members}; instructions; "
+            f"load {os.getloadavg()[0]:.2f}"
+        )
         print("| lane | instructions (M) | x floor |")
         print("| --- | --- | --- |")
         for name, n in counts.items():

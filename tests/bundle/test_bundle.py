@@ -95,6 +95,19 @@ class Env:
             timeout=120,
         )
 
+    def direct(
+        self, pyz: Path, *args: str, sh: str | None = None, **extra: str
+    ) -> subprocess.CompletedProcess[str]:
+        """``./TOOL.pyz ARGS`` (its sh header), or ``sh TOOL.pyz ARGS`` with ``sh``."""
+        return subprocess.run(
+            [*([sh] if sh else []), str(pyz), *args],
+            env=self.env(self.home, **extra),
+            capture_output=True,
+            text=True,
+            cwd=self.root,
+            timeout=120,
+        )
+
     def bundle(self, pyz: Path, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
         python = str(self.fresh / "bin" / "python")
         return subprocess.run(
@@ -214,7 +227,7 @@ def test_another_interpreter_is_refused_in_one_line(env: Env) -> None:
 def test_the_zipapp_holds_four_members_and_check_reads_the_payload(env: Env) -> None:
     pyz = env.root / "four.pyz"
     assert env.conduit("bundle", "-o", str(pyz), "--plugin", "alpha").returncode == 0
-    assert pyz.read_bytes().startswith(b"#!/usr/bin/env python3\n")  # PEP 441
+    assert pyz.read_bytes().startswith(b"#!/bin/sh\n")  # PEP 441 allows any prefix
     with zipfile.ZipFile(pyz) as z:
         infos = {i.filename: i for i in z.infolist()}
         payload = z.read("payload.zip")
@@ -306,3 +319,73 @@ def test_plugins_doctor_deep_loads_the_bundles_plugins(env: Env) -> None:
     assert "No module named" not in ran.stdout + ran.stderr
     assert ran.returncode == 0, ran.stdout + ran.stderr
     assert "enabled plugins load" in ran.stdout and "No broken plugins" in ran.stdout
+
+
+def _imports(stderr: str) -> set[str]:
+    """The modules ``-X importtime`` (PYTHONPROFILEIMPORTTIME) reports as imported."""
+    return {
+        line.rsplit("|", 1)[1].strip()
+        for line in stderr.splitlines()
+        if line.startswith("import time:") and "|" in line
+    } - {"imported package"}
+
+
+def test_direct_execution_extracts_then_skips_runpy(env: Env) -> None:
+    """``./TOOL.pyz`` (the bundle's sh header) in a directory with a space, extracted
+    into another: the first run goes through the zip (runpy) and extracts; later runs
+    start the extracted copy with ``python -S -c``, without runpy; the output is the
+    same as ``python TOOL.pyz``'s, which still runs the zip."""
+    folder = env.root / "with space"
+    folder.mkdir(exist_ok=True)
+    pyz = folder / "my tool.pyz"
+    built = env.conduit("bundle", "-o", str(pyz), "--name", "my-tool", "--plugin", "alpha")
+    assert built.returncode == 0, built.stderr
+    assert os.access(pyz, os.X_OK)
+    extracted = env.root / "extracted here"
+    where = {"CONDUIT_BUNDLE_ROOT": str(extracted), "PYTHONPROFILEIMPORTTIME": "1"}
+    first = env.direct(pyz, "--help", **where)
+    assert first.returncode == 0, first.stderr
+    assert "runpy" in _imports(first.stderr)  # the zip's bootstrap extracted
+    (root,) = extracted.iterdir()
+    again = env.direct(pyz, "--help", **where)
+    assert again.returncode == 0, again.stderr
+    assert "runpy" not in _imports(again.stderr) and "site" not in _imports(again.stderr)
+    assert "conduit.cli" in _imports(again.stderr)
+    assert again.stdout == first.stdout and "alpha-run" in again.stdout
+    assert again.stdout.startswith("Usage: conduit ")  # as with python TOOL.pyz
+    assert (root / "in-use").exists() and list(extracted.iterdir()) == [root]
+    zipped = env.bundle(pyz, "--help", **where)  # python TOOL.pyz: unchanged
+    assert "runpy" in _imports(zipped.stderr) and zipped.stdout == again.stdout
+    assert env.direct(pyz, "alpha-run", sh="dash", **where).stdout == "alpha 1.0\n"
+    # bad input: the same one line either way
+    wrong = env.direct(pyz, "nosuch", CONDUIT_BUNDLE_ROOT=str(extracted))
+    assert (
+        wrong.returncode == 2
+        and wrong.stderr == env.bundle(pyz, "nosuch", CONDUIT_BUNDLE_ROOT=str(extracted)).stderr
+    )
+    assert "Traceback" not in wrong.stderr
+
+
+def test_direct_execution_finds_python3_or_says_it_cannot(env: Env) -> None:
+    """The interpreter that built the bundle gone: ``python3`` from PATH runs it; no
+    ``python3`` either: one line, exit 127."""
+    pyz = env.root / "tool.pyz"
+    if not pyz.exists():
+        assert env.conduit("bundle", "-o", str(pyz), "--plugin", "alpha").returncode == 0
+    data = pyz.read_bytes()
+    line = data.split(b"\n", 4)[3]
+    assert line.startswith(b"p=")
+    moved = env.root / "moved.pyz"
+    gone = b"p=/nonexistent/python3".ljust(len(line), b"3")  # the zip's offsets kept
+    moved.write_bytes(data.replace(line, gone, 1))
+    moved.chmod(0o755)
+    bin_dir = env.root / "bin-with-python3"
+    bin_dir.mkdir(exist_ok=True)
+    if not (bin_dir / "python3").exists():
+        (bin_dir / "python3").symlink_to(env.fresh / "bin" / "python")
+    path = f"{bin_dir}:/usr/bin:/bin"
+    ran = env.direct(moved, "alpha-run", PATH=path)
+    assert ran.stdout == "alpha 1.0\n", ran.stderr
+    none = env.direct(moved, "alpha-run", PATH="/nonexistent", sh="/bin/sh")
+    assert none.returncode == 127 and len(none.stderr.splitlines()) == 1
+    assert "needs python3." in none.stderr and "Traceback" not in none.stderr

@@ -209,6 +209,11 @@ def main() -> None:
         except (OSError, ValueError, EOFError, KeyError) as exc:
             _fail(f"cannot extract the bundle into {root}: {exc} (set CONDUIT_BUNDLE_ROOT)")
         _in_use(root, wait=True)
+    _start(archive, root)
+
+
+def _start(archive: str, root: str) -> None:
+    """Run Conduit from the extracted ``root`` (``sys.argv[1:]`` its arguments)."""
     site = os.path.join(root, "site-packages")
     # Only the standard library besides the bundle: the interpreter's site-packages (and
     # what .pth files or PYTHONPATH add) hold what is installed there, not the bundle's.
@@ -226,6 +231,26 @@ def main() -> None:
 
     sys.exit(run(sys.argv[1:]))
 
+
+def _direct() -> None:
+    """``./TOOL.pyz ARGS``: the bundle's sh header found this id's extracted directory and
+    ran ``python -S -c SOURCE TOOL.pyz ARGS``, SOURCE being the constants and the
+    functions :data:`DIRECT` names (not runpy, nor this zip: no module to import). The
+    directory is checked as :func:`main` does, after the in-use lock; anything else (another
+    interpreter, the directory gone) runs the zip itself, which says why or extracts."""
+    del sys.argv[0]  # "-c": now [TOOL.pyz as invoked, ARGS...], as with python TOOL.pyz
+    archive = os.path.abspath(sys.argv[0])
+    sys.path[: 0 if sys.flags.safe_path else 1] = [archive]  # "-c" put "" first, unless -P
+    if (sys.implementation.cache_tag, sys.platform, _machine()) == TARGET:
+        root = _root()
+        _in_use(root, wait=True)
+        if os.path.isdir(root):
+            _start(archive, root)
+    os.execv(sys.executable, [sys.executable, "-S", *sys.argv])
+
+
+#: what the sh header's ``python -c`` runs (the builder takes their source from here)
+DIRECT = ("_machine", "_root", "_in_use", "_start", "_direct")
 
 if __name__ == "__main__":
     main()

@@ -1,14 +1,15 @@
 """Writing a bundle (``conduit bundle -o TOOL.pyz``) and reading its manifest (``--check``).
 
-The format is the standard library's: a PEP 441 zip application (a shebang line, then a
-zip) whose ``__main__`` is ``boot.py``; what it runs is extracted once, as shiv does, into
-a directory named after the bundle's content hash. Unlike shiv's, that payload is one
-member of the zipapp, ``payload.zip`` (a zip of ``site-packages/`` and ``index/``, stored
-whole), beside the bootstrap and the manifest: Python reads a zipapp's central directory
-on every run, and four entries cost nothing where 450 cost ~3 ms. Why not import from
-the zip: msgspec, Conduit's compiled dependency, cannot be imported from a zip, and the
-process host's child and the sandbox want files on disk; the measurements are in
-docs/performance.md ("Bundles").
+The format is the standard library's: a PEP 441 zip application (a prefix, then a zip)
+whose ``__main__`` is ``boot.py``; the prefix is a ``#!/bin/sh`` script that runs
+``./TOOL.pyz`` without Python's runpy once the bundle is extracted (:func:`_header`). What
+it runs is extracted once, as shiv does, into a directory named after the bundle's content
+hash. Unlike shiv's, that payload is one member of the zipapp, ``payload.zip`` (a zip of
+``site-packages/`` and ``index/``, stored whole), beside the bootstrap and the manifest:
+Python reads a zipapp's central directory on every run, and four entries cost nothing
+where 450 cost ~3 ms. Why not import from the zip: msgspec, Conduit's compiled dependency,
+cannot be imported from a zip, and the process host's child and the sandbox want files on
+disk; the measurements are in docs/performance.md ("Bundles").
 
 What goes in is copied from this environment's installed distributions, file by file as
 their ``RECORD`` lists them: Conduit's own distribution and its dependencies, the chosen
@@ -45,6 +46,7 @@ _DATE = (2020, 1, 1, 0, 0, 0)  # a fixed time for every member: the same bundle 
 #: the outer zip's member holding the zip of ``site-packages/`` and ``index/``
 PAYLOAD = "payload.zip"
 _CONSTANTS_END = "# -- constants --\n"
+_DIRECT_CONSTANTS = ("NAME", "BUNDLE_ID", "SEALED", "TARGET")
 
 # Run by the staging directory's own Conduit (python -S: only the standard library and
 # the staging directory on sys.path): builds the frozen index, reports its plugins.
@@ -381,7 +383,7 @@ def _write(
         main_pyc = compiled.read()
     tmp = output + ".tmp"
     try:
-        _write_zipapp(tmp, root, manifest, main, main_pyc)
+        _write_zipapp(tmp, root, manifest, main, main_pyc, _header(main, name, ident))
         os.replace(tmp, output)
     finally:
         if os.path.exists(tmp):
@@ -398,10 +400,80 @@ def _member(name: str, data: bytes, compressed: bool) -> tuple[Any, bytes]:
     return info, data
 
 
+def _direct_source(main: str) -> str:
+    """The code the sh header runs with ``python -S -c`` once the bundle is extracted:
+    the bootstrap's constants and the functions its ``DIRECT`` names, from ``main`` (the
+    bootstrap as built), without docstrings or annotations (compiled on every run), as
+    one sh word."""
+    import ast
+    import shlex
+
+    tree = ast.parse(main)
+    wanted: tuple[str, ...] = ()
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and ast.unparse(node.targets[0]) == "DIRECT":
+            wanted = ast.literal_eval(node.value)
+    body: list[ast.stmt] = [ast.parse("import os, sys").body[0]]
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and ast.unparse(node.targets[0]) in _DIRECT_CONSTANTS:
+            body.append(node)
+        elif isinstance(node, ast.FunctionDef) and node.name in wanted:
+            doc = node.body[0]
+            if isinstance(doc, ast.Expr) and isinstance(doc.value, ast.Constant):
+                node.body = node.body[1:]
+            node.returns = None
+            for arg in node.args.args:
+                arg.annotation = None
+            body.append(node)
+    body.append(ast.parse("_direct()").body[0])
+    source = ast.unparse(ast.Module(body=body, type_ignores=[]))
+    if '"' in source:
+        return shlex.quote(source)
+    return "'" + source.replace("'", '"') + "'"  # one sh word, readable
+
+
+def _header(main: str, name: str, ident: str) -> bytes:
+    """The zipapp's prefix on POSIX: a ``#!/bin/sh`` script (zip readers skip data before
+    the archive) so that ``./TOOL.pyz`` runs without ``runpy``, which Python uses for any
+    ``python TOOL.pyz``. When this id's extracted directory exists (the bootstrap's
+    ``_root()``, approximated: Python checks it again), it runs the interpreter that
+    built the bundle (else ``python3``) with ``-S -c`` and :func:`_direct_source`;
+    otherwise with ``-S`` on the file itself, which extracts. Elsewhere a shebang only."""
+    if os.name != "posix":
+        return b"#!/usr/bin/env python3\n"
+    import shlex
+
+    built = os.path.realpath(sys.executable)  # the venv's interpreter: its base
+    wanted = f"python{sys.version_info[0]}.{sys.version_info[1]}"
+    script = f"""#!/bin/sh
+# A Conduit bundle, '{name}': a zip application ('python3 THIS' runs it too). Run as
+# a program, this starts its copy extracted for id {ident} without Python's runpy.
+p={shlex.quote(built)}
+if [ ! -x "$p" ]; then
+  p=python3
+  if ! command -v python3 >/dev/null 2>&1; then
+    echo "{name}: error: no Python to run this bundle: it needs {wanted} (run '{wanted} $0')" >&2
+    exit 127
+  fi
+fi
+if [ -n "${{CONDUIT_BUNDLE_ROOT-}}" ]; then d=$CONDUIT_BUNDLE_ROOT
+elif [ -n "${{CONDUIT_HOME-}}" ]; then d=$CONDUIT_HOME/cache/bundles
+else
+  case ${{XDG_CACHE_HOME-}} in /*) d=$XDG_CACHE_HOME ;; *) d=${{HOME-}}/.cache ;; esac
+  d=$d/conduit/bundles
+fi
+if [ -d "$d/{name}-{ident}" ]; then
+  exec "$p" -S -c {_direct_source(main)} "$0" "$@"
+fi
+exec "$p" -S "$0" "$@"
+"""
+    return script.encode()
+
+
 def _write_zipapp(
-    path: str, root: str, manifest: dict[str, Any], main: str, main_pyc: bytes
+    path: str, root: str, manifest: dict[str, Any], main: str, main_pyc: bytes, header: bytes
 ) -> None:
-    """The bundle: a PEP 441 zip application (a shebang line, then a zip) of four
+    """The bundle: a PEP 441 zip application (``header``, then a zip) of four
     members: ``__main__.pyc`` and ``__main__.py`` (the bootstrap, stored: reading them
     needs no zlib), the manifest, and :data:`PAYLOAD`, a zip of ``site-packages/`` and
     ``index/`` stored whole, read only when a run extracts it. zipimport reads the outer
@@ -422,7 +494,7 @@ def _write_zipapp(
                         z.writestr(*_member(arc, f.read(), compressed=True))
     text = json.dumps(manifest, indent=1, sort_keys=True).encode()
     with open(path, "wb") as f:
-        f.write(b"#!/usr/bin/env python3\n")
+        f.write(header)
         with zipfile.ZipFile(f, "w") as z:
             z.writestr(*_member("__main__.pyc", main_pyc, compressed=False))
             z.writestr(*_member("__main__.py", main.encode(), compressed=False))

@@ -82,7 +82,7 @@ ROOT = SRC / "conduit"
 # ``config.update_config`` while ``config`` validates grants with security/capabilities.py,
 # needs no entry below: config and security are peers.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("__main__", "cli", "testing", "builtins", "warm"),
+    ("__main__", "cli", "testing", "builtins", "warm", "bundle"),
     ("kernel", "authoring"),
     ("hosts",),
     ("store",),

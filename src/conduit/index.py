@@ -62,6 +62,8 @@ def file_stamp(path: str) -> tuple[int, int] | None:
 
 def fingerprint(paths: Paths) -> tuple[object, ...]:
     """A value that changes whenever the set of plugins or their manifests may have."""
+    if paths.bundle is not None:
+        return _bundle_fingerprint(paths, paths.bundle)
     parts: list[object] = [INDEX_FORMAT, __version__, sys.version, sys.prefix]
     for entry in site_dirs():
         parts.append((entry, file_stamp(entry)))
@@ -95,6 +97,30 @@ def fingerprint(paths: Paths) -> tuple[object, ...]:
         parts.append(tuple(files))
     except OSError as exc:
         parts.append(exc.errno)
+    return tuple(parts)
+
+
+def _bundle_fingerprint(paths: Paths, bundle: tuple[str, str, bool]) -> tuple[object, ...]:
+    """The fingerprint of a bundle's index (``conduit bundle``): the bundle's content
+    hash stands for every ``sys.path`` directory (its plugins never change), so that the
+    index frozen at bundle time is current until the user's config or single-file
+    plugins change (a sealed bundle reads neither: its fingerprint is the bundle's id
+    alone). A missing plugin directory is not created and counts as an empty one."""
+    parts: list[object] = [INDEX_FORMAT, __version__, "bundle", bundle[1], bundle[2]]
+    if bundle[2]:
+        return tuple(parts)  # sealed: nothing outside the bundle counts, nothing to stat
+    parts.append(("config", file_stamp(paths.config_file)))
+    try:
+        with os.scandir(paths.plugin_dir) as it:
+            files = sorted(
+                (e.name, e.stat().st_mtime_ns, e.stat().st_size)
+                for e in it
+                if e.name.endswith((".py", ".wasm", ".toml"))
+                or e.name.startswith("conduit-")  # executables in the plugin directory
+            )
+    except OSError:
+        files = []
+    parts.append(tuple(files))
     return tuple(parts)
 
 
@@ -206,7 +232,10 @@ def empty_events() -> Events:
 
 
 def index_path(paths: Paths) -> str:
-    """One index per interpreter environment, so two venvs sharing a cache never fight."""
+    """One index per interpreter environment, so two venvs sharing a cache never fight;
+    a bundle's is in its extracted directory (one per bundle and user)."""
+    if paths.bundle is not None:
+        return os.path.join(paths.bundle[0], "index", "index.bin")
     return os.path.join(paths.cache_dir, f"index-{stable_hash(sys.prefix)}.bin")
 
 

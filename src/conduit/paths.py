@@ -18,17 +18,28 @@ from __future__ import annotations
 import os
 import sys
 
-__all__ = ["Paths", "resolve", "stable_hash", "workspace_dirs"]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+__all__ = ["BUNDLE", "Paths", "python_argv", "resolve", "stable_hash", "workspace_dirs"]
 
 APP = "conduit"
+
+#: set by a bundle's bootstrap (``conduit bundle``, conduit/bundle/boot.py) before
+#: Conduit runs: ``(root, bundle id, sealed)``; the index is then the bundle's frozen one
+#: (conduit.index), and a sealed bundle reads no user config or plugin directory
+BUNDLE: tuple[str, str, bool] | None = None
 
 
 class Paths:
     """The resolved locations of Conduit's files (plain strings, no pathlib)."""
 
-    __slots__ = ("cache_dir", "config_dir", "config_file", "plugin_dir", "state_dir")
+    __slots__ = ("bundle", "cache_dir", "config_dir", "config_file", "plugin_dir", "state_dir")
 
     def __init__(self, config_dir: str, cache_dir: str, state_dir: str) -> None:
+        #: :data:`BUNDLE` when these are the paths of a bundle's run
+        self.bundle = BUNDLE
         self.config_dir = config_dir
         self.config_file = os.path.join(config_dir, "config.toml")
         self.plugin_dir = os.path.join(config_dir, "plugins")
@@ -69,6 +80,14 @@ def _xdg(var: str, default: str) -> str:
 def resolve(environ: dict[str, str] | None = None) -> Paths:
     """Return Conduit's paths for the current environment."""
     env = os.environ if environ is None else environ
+    if BUNDLE is not None and BUNDLE[2]:
+        # A sealed bundle: its own (empty) config directory, the user's cache and state
+        found = _unsealed(env)
+        return Paths(os.path.join(BUNDLE[0], "home"), found.cache_dir, found.state_dir)
+    return _unsealed(env)
+
+
+def _unsealed(env: Mapping[str, str]) -> Paths:
     home = env.get("CONDUIT_HOME")
     if home:
         home = os.path.abspath(os.path.expanduser(home))
@@ -86,6 +105,20 @@ def resolve(environ: dict[str, str] | None = None) -> Paths:
         platformdirs.user_cache_dir(APP, appauthor=False),
         platformdirs.user_state_dir(APP, appauthor=False),
     )
+
+
+def python_argv(code: str) -> list[str]:
+    """The command line of a fresh interpreter running ``code`` (Conduit's own, for a
+    child it needs: install verification) with this Conduit importable: ``python -c
+    code``; from a bundle, without ``site`` (the interpreter's site-packages are not the
+    bundle's), with this ``sys.path`` and :data:`BUNDLE` set first."""
+    if BUNDLE is None:
+        return [sys.executable, "-c", code]
+    prelude = (
+        f"import sys; sys.path[:] = {sys.path!r}; import conduit.paths; "
+        f"conduit.paths.BUNDLE = {BUNDLE!r}; "
+    )
+    return [sys.executable, "-S", "-c", prelude + code]
 
 
 def workspace_dirs(cwd: str) -> list[str]:

@@ -19,4 +19,5 @@ BUILTINS: dict[str, str] = {
     "config": "conduit.builtins.config:ConfigPlugin",
     "server": "conduit.builtins.server:ServerPlugin",
     "mcp": "conduit.builtins.mcp:McpPlugin",
+    "bundle": "conduit.builtins.bundle:BundlePlugin",
 }

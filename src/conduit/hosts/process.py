@@ -756,13 +756,18 @@ def preload() -> None:
 def _child_argv(cache_dir: str) -> list[str]:
     """The command line of a Python host child: without site when the kernel's
     ``sys.path`` is all the child needs (site's .pth files installed no import finder and
-    no coverage measurement), then with the kernel's ``sys.path`` in the arguments,
-    less the current directory and the private environments of single-file plugins."""
+    no coverage measurement) or when it runs from a bundle, then with the kernel's
+    ``sys.path`` in the arguments, less the current directory and the private
+    environments of single-file plugins."""
+    from conduit.paths import BUNDLE
+
     finders = [*sys.meta_path, *sys.path_hooks]
     plain = "coverage" not in sys.modules and all(
         str(getattr(f, "__module__", "")).startswith(_PLAIN_FINDERS) for f in finders
     )
-    if not plain:
+    # A bundle's kernel (conduit bundle) imports nothing from the interpreter's
+    # site-packages: nor does its child, whatever .pth files installed there.
+    if not plain and BUNDLE is None:
         return [sys.executable, "-c", _CHILD]
     from conduit.index import site_dirs
 

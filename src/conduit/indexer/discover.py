@@ -514,8 +514,14 @@ def _unsafe_field(origin: str, *fields: tuple[str, str | None]) -> ManifestError
 
 
 def executable_dirs(plugin_dir: str) -> list[str]:
-    """Where ``conduit-NAME`` executables are looked for: the plugin directory, then PATH."""
+    """Where ``conduit-NAME`` executables are looked for: the plugin directory, then PATH
+    (not for a bundle: its set of plugins is what it was built with, plus the user's
+    plugin directory)."""
+    from conduit.paths import BUNDLE
+
     dirs = [plugin_dir]
+    if BUNDLE is not None:
+        return dirs
     for entry in os.environ.get("PATH", "").split(os.pathsep):
         if entry and os.path.isabs(entry) and entry not in dirs:
             dirs.append(entry)

@@ -121,12 +121,14 @@ def _start(name: str) -> _Child:
     a chatty plugin could fill while nobody reads it)."""
     import tempfile
 
+    from conduit.paths import python_argv
+
     # closed by _Child.close()
     report = tempfile.TemporaryFile(prefix="conduit-verify-")  # noqa: SIM115
     output = tempfile.TemporaryFile(prefix="conduit-verify-")  # noqa: SIM115
     try:
         proc = subprocess.Popen(
-            [sys.executable, "-c", _CHILD, name],
+            [*python_argv(_CHILD), name],
             stdin=subprocess.DEVNULL,
             stdout=output,
             stderr=subprocess.STDOUT,

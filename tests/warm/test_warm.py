@@ -230,6 +230,22 @@ def test_warm_and_cold_give_the_same_results(server: int, args: tuple[str, ...])
     assert status()["pid"] == server  # served, not refused (a refusal stops the server)
 
 
+def test_the_server_leaves_the_index_its_commands_read_as_it_is(
+    server: int, conduit_home: Path
+) -> None:
+    # The server looks into the index for WebAssembly plugins after each hand-off; it used
+    # to rebuild it there with its own fingerprint (its sys.path is not its clients'),
+    # and every next command rebuilt it back: 3.5 ms on every other command.
+    assert conduit("probe", "info", warm=False).returncode == 0  # the index, current
+    (index,) = (conduit_home / "cache").glob("index-*.bin")
+    before = index.stat()
+    for _ in range(3):
+        assert conduit("probe", "info").returncode == 0
+    after = index.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    assert status()["pid"] == server
+
+
 def test_a_command_killed_by_a_signal_ends_the_client_the_same_way(server: int) -> None:
     cold = conduit("probe", "kill", str(int(signal.SIGTERM)), warm=False)
     warm = conduit("probe", "kill", str(int(signal.SIGTERM)))

@@ -307,6 +307,23 @@ def test_the_servers_click_rehearsal_leaves_nothing_behind(
     assert capsys.readouterr() == ("", "")
 
 
+def test_a_spares_rehearsal_of_a_request_changes_nothing(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A spare goes through a request's set-up with its own values while it waits (the
+    # page copies it causes are then not on the command's time): its environment and
+    # streams are as they were.
+    from conduit.warm.server import _rehearse_request
+
+    monkeypatch.setenv("REHEARSAL_PROBE", "kept")
+    env = dict(os.environ)
+    streams = (sys.stdin, sys.stdout, sys.stderr)
+    _rehearse_request()
+    assert dict(os.environ) == env
+    assert (sys.stdin, sys.stdout, sys.stderr) == streams
+    assert capsys.readouterr() == ("", "")
+
+
 def test_a_command_killed_by_a_signal_ends_the_client_the_same_way(server: int) -> None:
     cold = conduit("probe", "kill", str(int(signal.SIGTERM)), warm=False)
     warm = conduit("probe", "kill", str(int(signal.SIGTERM)))

@@ -230,6 +230,100 @@ def test_warm_and_cold_give_the_same_results(server: int, args: tuple[str, ...])
     assert status()["pid"] == server  # served, not refused (a refusal stops the server)
 
 
+def test_the_server_leaves_the_index_its_commands_read_as_it_is(
+    server: int, conduit_home: Path
+) -> None:
+    # The server looks into the index for WebAssembly plugins after each hand-off; it used
+    # to rebuild it there with its own fingerprint (its sys.path is not its clients'),
+    # and every next command rebuilt it back: 3.5 ms on every other command.
+    assert conduit("probe", "info", warm=False).returncode == 0  # the index, current
+    (index,) = (conduit_home / "cache").glob("index-*.bin")
+    before = index.stat()
+    for _ in range(3):
+        assert conduit("probe", "info").returncode == 0
+    after = index.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    assert status()["pid"] == server
+
+
+def _signal_masks(pid: int) -> dict[str, int]:
+    with open(f"/proc/{pid}/status", encoding="ascii") as f:
+        fields = dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+    return {key: int(fields[key], 16) for key in ("SigCgt", "SigIgn")}
+
+
+def _bit(signum: int) -> int:
+    return 1 << (signum - 1)
+
+
+def test_spares_wait_with_a_new_interpreters_signal_handling(server: int) -> None:
+    # The spare child (and the host template's spare host) set their signal handling
+    # while they wait, not on the command's time: a new interpreter's (SIGINT caught by
+    # Python, the rest default), not the server's (SIGTERM, SIGCHLD caught) nor the
+    # template's (SIGINT ignored).
+    assert conduit("probe", "info").returncode == 0
+
+    def children(pid: int) -> list[int]:
+        with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as f:
+            return [int(n) for n in f.read().split()]
+
+    def spares() -> tuple[int, int] | None:
+        found = {os.getpgid(pid) == pid: pid for pid in children(server)}
+        if len(found) != 2:
+            return None
+        hosts = children(found[True])  # the template leads a group of its own
+        return (found[False], hosts[0]) if hosts else None
+
+    def settled() -> bool:
+        found = spares()
+        if found is None:
+            return False
+        spare, host = (_signal_masks(pid) for pid in found)
+        return (
+            spare["SigCgt"] & (_bit(signal.SIGTERM) | _bit(signal.SIGCHLD)) == 0
+            and spare["SigCgt"] & _bit(signal.SIGINT) != 0
+            and host["SigCgt"] & _bit(signal.SIGCHLD) == 0
+            and host["SigIgn"] & _bit(signal.SIGINT) == 0
+            and host["SigCgt"] & _bit(signal.SIGINT) != 0
+        )
+
+    assert wait_for(settled, timeout=10.0), spares()
+
+
+def test_the_servers_click_rehearsal_leaves_nothing_behind(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # The server runs a throwaway Click command before it forks anything (so that the
+    # commands' children find Click's code quickened): no output, no context left, the
+    # streams as they were.
+    import click
+
+    from conduit.warm.server import _rehearse_click
+
+    stdout = sys.stdout
+    _rehearse_click()
+    assert sys.stdout is stdout
+    assert click.get_current_context(silent=True) is None
+    assert capsys.readouterr() == ("", "")
+
+
+def test_a_spares_rehearsal_of_a_request_changes_nothing(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A spare goes through a request's set-up with its own values while it waits (the
+    # page copies it causes are then not on the command's time): its environment and
+    # streams are as they were.
+    from conduit.warm.server import _rehearse_request
+
+    monkeypatch.setenv("REHEARSAL_PROBE", "kept")
+    env = dict(os.environ)
+    streams = (sys.stdin, sys.stdout, sys.stderr)
+    _rehearse_request()
+    assert dict(os.environ) == env
+    assert (sys.stdin, sys.stdout, sys.stderr) == streams
+    assert capsys.readouterr() == ("", "")
+
+
 def test_a_command_killed_by_a_signal_ends_the_client_the_same_way(server: int) -> None:
     cold = conduit("probe", "kill", str(int(signal.SIGTERM)), warm=False)
     warm = conduit("probe", "kill", str(int(signal.SIGTERM)))

@@ -150,3 +150,42 @@ def test_a_host_holds_nothing_of_the_environment_it_was_not_granted(
     assert int(scanned.split()[1]) > 1000  # it did look
     assert found == "0"
     assert proc.stdout.splitlines()[1] == "denied outside the grants"
+
+
+PREPARED_FILTER = """\
+import os, socket
+from conduit.security import seccomp
+from conduit.security.landlock import libc
+
+seccomp.prepare()  # as the host template does, before it forks hosts
+
+
+def built_again(**kwargs):
+    raise AssertionError("the filter was built again after the fork")
+
+
+seccomp.program = built_again
+pid = os.fork()
+if pid == 0:
+    assert libc().prctl(38, 1, 0, 0, 0) == 0  # no_new_privs
+    seccomp.install(allow_exec=False, allow_inet=False)
+    try:
+        socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    except PermissionError:
+        os._exit(0)
+    os._exit(1)
+print(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+"""
+
+
+def test_a_host_installs_the_filter_its_template_built() -> None:
+    from conduit.security import seccomp
+
+    if not seccomp.available():
+        pytest.skip("no seccomp here")
+    # The host template builds every variant of the seccomp filter before it forks; a
+    # host installs its own after the fork, without building it again.
+    out = subprocess.run(
+        [sys.executable, "-c", PREPARED_FILTER], capture_output=True, text=True, timeout=60
+    )
+    assert (out.returncode, out.stdout, out.stderr) == (0, "0\n", "")

@@ -235,11 +235,12 @@ def _preload() -> None:
     """What a host imports before plugin code: the host's child side and the sandbox's
     system-call modules (ctypes and the C library: most of ``sandbox.apply()``'s time in
     a new interpreter)."""
-    import conduit.hosts._child
-    import conduit.security.seccomp  # noqa: F401
+    import conduit.hosts._child  # noqa: F401
+    from conduit.security import seccomp
     from conduit.security.landlock import libc
 
     libc()
+    seccomp.prepare()  # the filters built here, each host still installs its own
 
 
 def _fork_spare(own: tuple[int, ...], hosts: dict[int, socket.socket]) -> tuple[int, socket.socket]:
@@ -260,9 +261,12 @@ def _fork_spare(own: tuple[int, ...], hosts: dict[int, socket.socket]) -> tuple[
 
 def _spare(end: socket.socket) -> NoReturn:
     """In a spare host: wait for a request, then become that host."""
+    # a host's signal handling (as a new interpreter's), set while it waits
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         data, ancdata, flags, _ = end.recvmsg(MAX_REQUEST, socket.CMSG_SPACE(4 * _MAX_FDS))
-    except OSError:
+    except (OSError, KeyboardInterrupt):
         os._exit(0)
     fds = received_fds(ancdata)
     end.close()
@@ -313,8 +317,6 @@ def _become_host(data: bytes, fds: list[int]) -> NoReturn:
             os.close(source)
         with contextlib.suppress(OSError):  # Ctrl-C, relayed to the command's group, too
             os.setpgid(0, pgid)
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
         os.environ.clear()
         os.environ.update(env)
         sys.path[:] = path

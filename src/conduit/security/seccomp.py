@@ -72,6 +72,8 @@ class SeccompError(OSError):
 
 def available() -> bool:
     """Whether this machine can install the filter (x86_64 Linux with seccomp)."""
+    if _AVAILABLE:
+        return _AVAILABLE[0]
     # os.uname(), not platform.machine(): platform imports re and compiles patterns (ms)
     if not hasattr(os, "uname") or os.uname().machine != "x86_64":
         return False
@@ -133,16 +135,37 @@ def program(*, allow_exec: bool, allow_inet: bool) -> list[tuple[int, int, int, 
     return ops
 
 
+#: the filters built ahead by :func:`prepare`, by ``(allow_exec, allow_inet)``
+_PREPARED: dict[tuple[bool, bool], bytes] = {}
+#: :func:`available`'s answer, once :func:`prepare` has asked
+_AVAILABLE: list[bool] = []
+
+
+class _Prog(ctypes.Structure):
+    _fields_ = (("len", ctypes.c_ushort), ("filter", ctypes.c_void_p))
+
+
+def _raw(allow_exec: bool, allow_inet: bool) -> bytes:
+    ops = program(allow_exec=allow_exec, allow_inet=allow_inet)
+    return b"".join(struct.pack("<HBBI", *op) for op in ops)
+
+
+def prepare() -> None:
+    """Build every variant of the filter now, and ask :func:`available` once: the warm
+    kernel's host template calls it before it forks hosts, so that a host's
+    :func:`install` only copies its filter and installs it (the filter is still
+    installed by each host, after the fork, before any plugin code)."""
+    _AVAILABLE[:] = [available()]
+    for allow_exec in (False, True):
+        for allow_inet in (False, True):
+            _PREPARED[(allow_exec, allow_inet)] = _raw(allow_exec, allow_inet)
+
+
 def install(*, allow_exec: bool, allow_inet: bool) -> None:
     """Install the filter on this thread (``no_new_privs`` must be set already)."""
-    ops = program(allow_exec=allow_exec, allow_inet=allow_inet)
-    raw = b"".join(struct.pack("<HBBI", *op) for op in ops)
+    raw = _PREPARED.get((allow_exec, allow_inet)) or _raw(allow_exec, allow_inet)
     buffer = ctypes.create_string_buffer(raw, len(raw))
-
-    class _Prog(ctypes.Structure):
-        _fields_ = (("len", ctypes.c_ushort), ("filter", ctypes.c_void_p))
-
-    prog = _Prog(len(ops), ctypes.addressof(buffer))
+    prog = _Prog(len(raw) // 8, ctypes.addressof(buffer))
     from conduit.security.landlock import libc
 
     if libc().prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.byref(prog), 0, 0) != 0:

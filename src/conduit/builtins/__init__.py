@@ -18,4 +18,5 @@ BUILTINS: dict[str, str] = {
     "debug": "conduit.builtins.debug:DebugPlugin",
     "config": "conduit.builtins.config:ConfigPlugin",
     "server": "conduit.builtins.server:ServerPlugin",
+    "dev": "conduit.builtins.dev:DevPlugin",
 }

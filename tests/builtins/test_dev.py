@@ -70,9 +70,13 @@ def test_dev_run_shows_the_edited_plugin_end_to_end(tmp_path: Path) -> None:
         assert out.wait_for("third", deadline), (out.lines, err.lines)
         assert not any("second" in line for line in out.lines)
         assert err.wait_for("reloaded greet (in-process) in ", deadline)
+        proc.terminate()  # SIGTERM ends it as Ctrl-C does: cleanly
+        assert proc.wait(timeout=DEADLINE) == 0
+        assert not any("Traceback" in line for line in err.lines), err.lines
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=DEADLINE)
         assert proc.stdout is not None and proc.stderr is not None
         proc.stdout.close()
         proc.stderr.close()

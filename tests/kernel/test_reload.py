@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import os
+import sys
 import textwrap
 import threading
 import tracemalloc
@@ -296,7 +297,8 @@ def test_disposers_run_newest_first_and_one_failing_stops_none(
     assert note.endswith("failed: ZeroDivisionError: division by zero")
 
 
-def test_a_process_plugin_gets_a_new_host(tmp_path: Path, reloader_of: object) -> None:
+@pytest.mark.parametrize("template", [False, True], ids=["exec", "template"])
+def test_a_process_plugin_gets_a_new_host(tmp_path: Path, template: bool) -> None:
     source = tmp_path / "proc.py"
     source.write_text(
         simple_plugin(
@@ -309,15 +311,71 @@ def test_a_process_plugin_gets_a_new_host(tmp_path: Path, reloader_of: object) -
         ),
         encoding="utf-8",
     )
-    reloader: Reloader = reloader_of(source)  # type: ignore[operator]
+    reloader = Reloader([str(source)], resolve(), template=template)
+    try:
+        _process_reload(reloader)
+    finally:
+        assert reloader.close() == []
+    from conduit.hosts import process
+
+    assert process.TEMPLATE is None
+
+
+def _process_reload(reloader: Reloader) -> None:
     assert reloader.start().ok
     kernel = reloader.kernel
     assert kernel is not None
     first = kernel.host_for(kernel.index["plugins"]["proc"])
     pid = first.proc.pid  # type: ignore[attr-defined]
-    report = reloader.reload([str(source)])
+    report = reloader.reload()
     assert report.ok, report.errors
     second = kernel.host_for(kernel.index["plugins"]["proc"])
     assert second.proc.pid != pid  # type: ignore[attr-defined]
     # its disposer ran in its process, which may write only its data directory
     assert os.path.exists(os.path.join(resolve().plugin_data("proc"), "disposed"))
+
+
+def test_a_package_plugin_reloads_its_submodules(tmp_path: Path, reloader_of: object) -> None:
+    project = tmp_path / "proj"
+    package = project / "src" / "pkgplug"
+    package.mkdir(parents=True)
+    (project / "pyproject.toml").write_text(
+        '[project]\nname = "pkgplug"\nversion = "0.1.0"\n\n'
+        '[project.entry-points."conduit.plugins"]\npkgplug = "pkgplug:ThePlugin"\n',
+        encoding="utf-8",
+    )
+    (package / "conduit-plugin.toml").write_text(
+        'name = "pkgplug"\napi = ">=1.0,<2"\ndescription = "A package"\n\n'
+        '[[commands]]\nname = "pkgplug"\nhelp = "Print the word."\n',
+        encoding="utf-8",
+    )
+    (package / "words.py").write_text('WORD = "alpha"\n', encoding="utf-8")
+    (package / "__init__.py").write_text(
+        textwrap.dedent(
+            """
+            import click
+            from conduit.sdk import Plugin
+
+            from pkgplug.words import WORD
+
+
+            @click.command()
+            def pkgplug():
+                click.echo(WORD)
+
+
+            class ThePlugin(Plugin):
+                def boot(self, ctx):
+                    ctx.register_command(pkgplug)
+            """
+        ),
+        encoding="utf-8",
+    )
+    reloader: Reloader = reloader_of(project)  # type: ignore[operator]
+    assert reloader.start().ok
+    assert reloader.affected([str(package / "words.py")])
+    assert not reloader.affected([str(tmp_path / "elsewhere.py")])
+    (package / "words.py").write_text('WORD = "beta"\n', encoding="utf-8")
+    report = reloader.reload([str(package / "words.py")])
+    assert report.loaded == ["pkgplug"], report.errors
+    assert sys.modules["pkgplug.words"].WORD == "beta"

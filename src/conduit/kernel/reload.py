@@ -84,7 +84,12 @@ class Reloader:
         *,
         approve: Approver | None = None,
         thread_grace: float = THREAD_GRACE,
+        template: bool = False,
     ) -> None:
+        """``template``: fork process plugins' hosts from a host template
+        (:mod:`conduit.hosts.zygote`, as the warm kernel does) started before the first
+        activation, while this process has no thread and no plugin loaded: a process
+        plugin's reload then costs a fork, not an interpreter's start."""
         self.targets = [os.path.abspath(t) for t in targets]
         self.paths = paths
         self.approve = approve
@@ -102,6 +107,8 @@ class Reloader:
         self._added_paths: list[str] = []
         #: the threads alive before the activation of each held plugin
         self._held_threads: dict[str, set[int]] = {}
+        self._template = template
+        self._template_pid = 0
 
     # -- sources ---------------------------------------------------------------------------
     def _read(self) -> tuple[dict[str, PluginSource], list[ConduitError]]:
@@ -253,6 +260,11 @@ class Reloader:
             if problem is not None:
                 raise problem
         self.sources = sources
+        if self._template and any(index["plugins"][n]["isolation"] == "process" for n in sources):
+            from conduit.hosts import process
+            from conduit.hosts.zygote import start
+
+            process.TEMPLATE, self._template_pid = start()
         self.kernel = Kernel(index, self.paths, approve=self.approve)
         report = Reload()
         self._activate(self._in_order(index, set(sources)), report)
@@ -514,6 +526,15 @@ class Reloader:
                 notes.append(exc.message)
             notes += [w.message for w in kernel.warnings]
             kernel.warnings.clear()
+        if self._template_pid:
+            from conduit.hosts import process
+
+            if process.TEMPLATE is not None:
+                process.TEMPLATE.close()  # it exits when no host holds it either
+                process.TEMPLATE = None
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(self._template_pid, 0)
+            self._template_pid = 0
         for root in self._added_paths:
             while root in sys.path:
                 sys.path.remove(root)

@@ -66,8 +66,13 @@ def _show(report: Reload, what: str, reloader: Reloader) -> None:
         _say("nothing reloaded; the previous version keeps serving")
 
 
-def _run(reloader: Reloader, argv: list[str]) -> int:
-    """Run one command in the dev kernel; its errors are printed, not raised."""
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM: ends ``conduit dev`` as Ctrl-C does, even in the middle of a command."""
+
+
+def _run(reloader: Reloader, argv: list[str], *, interactive: bool = False) -> int:
+    """Run one command in the dev kernel; its errors are printed, not raised. Ctrl-C
+    ends the command at the prompt, and ``conduit dev`` otherwise."""
     from conduit.text import inert
 
     kernel = reloader.kernel
@@ -77,7 +82,9 @@ def _run(reloader: Reloader, argv: list[str]) -> int:
     except ConduitError as exc:
         _error(exc)
         code = exc.exit_code
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        if not interactive or isinstance(exc, _Terminated):
+            raise
         sys.stderr.write("Aborted.\n")
         code = 130
     finally:
@@ -103,7 +110,7 @@ def _watch(
         rust_timeout=READY_MS,
         yield_on_timeout=True,
         stop_event=stop,
-        raise_interrupt=False,
+        raise_interrupt=True,
     ):
         if announce:  # the watcher is set up: a save from now on is seen
             announce = False
@@ -174,7 +181,7 @@ def _prompt(reloader: Reloader, watch: bool) -> None:
             if argv[0] in ("exit", "quit"):
                 return
             with reloader.lock:
-                _run(reloader, argv)
+                _run(reloader, argv, interactive=True)
     finally:
         stop.set()
         if watcher is not None:
@@ -218,26 +225,35 @@ def dev(paths: tuple[str, ...], run: str | None, once: bool) -> None:
             raise ConduitError(
                 f"conduit dev watches files with watchfiles, which is not installed: {INSTALL}"
             ) from None
-    reloader = Reloader(paths or (".",), resolve())
+    import signal
+
+    def stop(signum: int, frame: object) -> None:
+        raise _Terminated  # a clean end: plugins shut down, disposers run
+
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, stop) if main else None
+    reloader = Reloader(paths or (".",), resolve(), template=not once)
     code = 0
     try:
-        with reloader.lock:
-            _show(reloader.start(), "loaded", reloader)
-            if argv:
-                code = _run(reloader, argv)
-        if once:
-            if argv is None:
-                _prompt(reloader, watch=False)
-        elif argv is not None:
-            with contextlib.suppress(KeyboardInterrupt):
+        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C (or SIGTERM): the end
+            with reloader.lock:
+                _show(reloader.start(), "loaded", reloader)
+                if argv:
+                    code = _run(reloader, argv)
+            if once:
+                if argv is None:
+                    _prompt(reloader, watch=False)
+            elif argv is not None:
                 _watch(reloader, argv, threading.Event(), announce=True)
-        else:
-            _prompt(reloader, watch=True)
+            else:
+                _prompt(reloader, watch=True)
     finally:
-        for note in reloader.close():
-            from conduit.text import inert
+        from conduit.text import inert
 
+        for note in reloader.close():
             _say(f"warning: {inert(note)}")
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     if once and code:
         sys.exit(code)
 

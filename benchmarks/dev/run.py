@@ -40,7 +40,7 @@ import tempfile
 import threading
 import time
 
-PLUGIN = '''\
+PLUGIN = """\
 # /// conduit
 # name = "{name}"
 # api = ">=1.0,<2"
@@ -63,7 +63,7 @@ def {name}():
 class Tiny(Plugin):
     def boot(self, ctx):
         ctx.register_command({name})
-'''
+"""
 
 
 class Lines:

@@ -203,10 +203,11 @@ def _prompt(reloader: Reloader, watch: bool) -> None:
 )
 @click.option("--once", is_flag=True, help="Load, run --run once, and exit: no watching.")
 def dev(paths: tuple[str, ...], run: str | None, once: bool) -> None:
-    """Load plugins from source (a .py file, a package project, a directory of
-    single-file plugins; the current directory by default) without installing them, and
-    reload each in place when one of its files changes. Without --run, a prompt runs
-    commands in the same kernel (end it with Ctrl-D or Ctrl-C)."""
+    """Load plugins from source and reload them when their files change.
+
+    PATHS: a .py file, a package project or a directory of single-file plugins (the
+    current directory by default), loaded without installing them. Without --run, a
+    prompt runs commands in the same kernel (end it with Ctrl-D or Ctrl-C)."""
     from conduit.kernel.reload import Reloader
     from conduit.paths import resolve
 

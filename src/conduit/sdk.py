@@ -67,7 +67,7 @@ __all__ = [
     "deprecated",
 ]
 
-API_VERSION = "1.5.0"
+API_VERSION = "1.6.0"
 """The version of the plugin API this Conduit provides (semver)."""
 
 
@@ -152,6 +152,18 @@ class PluginContext(Protocol):
         Errors: several providers and no ``[pins] "service:NAME"`` in the config; no
         provider; ``plugin 'P': service 'NAME' failed to start: ...`` when the factory
         raises.
+        """
+
+    def on_dispose(self, dispose: Callable[[], object]) -> None:
+        """Have ``dispose()`` called when this plugin is deactivated: at the end of each
+        command on the command line, and before each reload under ``conduit dev``.
+
+        For what :meth:`boot` or a command starts beyond registrations: a thread to stop
+        and join, a timer to cancel, a file or a server to close. Disposers run after
+        :meth:`Plugin.shutdown`, newest first, together with the removal of the plugin's
+        registrations (in the reverse order of all of them); one that raises is reported
+        as a warning naming the plugin, and the others still run. In a process host they
+        run in the plugin's process before it exits. Since plugin API 1.6.
         """
 
 

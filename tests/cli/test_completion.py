@@ -72,7 +72,10 @@ def test_plugin_names_where_a_plugin_is_expected(run, greet) -> None:  # type: i
     assert values(run("__complete", "plugins:plugins", "enable", "gre").out) == ["greet"]
     # one name only where the command takes one; several for uninstall
     assert run("__complete", "plugins", "info", "greet", "").out == "\n"
-    assert values(run("__complete", "plugins", "uninstall", "greet", "dev").out) == ["devtools"]
+    assert values(run("__complete", "plugins", "uninstall", "greet", "dev").out) == [
+        "dev",
+        "devtools",
+    ]
     # not where a new name is expected
     assert run("__complete", "plugins", "new", "").out == "\n"
 

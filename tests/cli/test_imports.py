@@ -463,3 +463,14 @@ def test_process_host_runs_the_bytecode_the_kernel_compiled(plugin_dir, monkeypa
     path.write_text(BYTECODE_PROBE.replace('VALUE = "A"', 'VALUE = "B"'), encoding="utf-8")
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     assert value() == "A"
+
+
+def test_only_conduit_dev_imports_watchfiles(plugin_dir):
+    """The optional extra `dev` (watchfiles) and the reload engine stay off every other
+    command's path: --help, a plugin's command, another built-in's."""
+    write(plugin_dir, "alpha.py", simple_plugin("alpha", ("hello",)))
+    for args, command in ((("--help",), False), (("hello",), True), (("config", "path"), True)):
+        code, new = probe(*args, command=command)
+        assert code == 0, args
+        assert not {m for m in new if m.split(".")[0] in ("watchfiles", "anyio")}, args
+        assert not new & {"conduit.kernel.reload", "conduit.builtins.dev"}, args

@@ -20,4 +20,5 @@ BUILTINS: dict[str, str] = {
     "server": "conduit.builtins.server:ServerPlugin",
     "mcp": "conduit.builtins.mcp:McpPlugin",
     "bundle": "conduit.builtins.bundle:BundlePlugin",
+    "dev": "conduit.builtins.dev:DevPlugin",
 }

@@ -289,6 +289,7 @@ class Child:
         try:
             self.host.activate(record, ctx, profile)
         except BaseException as exc:
+            ctx.dispose()  # what boot() registered before it failed
             raise _plugin_error(exc) from None
         self.contexts[name] = ctx
         self.records[name] = record
@@ -404,6 +405,9 @@ class Child:
                 self.host.deactivate(self.records[name], self.contexts[name])
             except ConduitError:
                 pass
+            # ctx.on_dispose() (plugin API 1.6): after shutdown(), newest first
+            for failure in self.contexts[name].dispose():
+                sys.stderr.write(f"conduit: warning: plugin '{name}': {failure}\n")
         self.endpoint.closing = True
 
 

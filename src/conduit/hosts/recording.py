@@ -52,6 +52,8 @@ class RecordingContext:
         self.hooks: list[tuple[str, Callable[..., Any]]] = []
         #: (spec, firstresult), in registration order
         self.hookspecs: list[tuple[Callable[..., Any], bool]] = []
+        #: what ``on_dispose()`` was given, in registration order
+        self.disposers: list[Callable[[], object]] = []
 
     @property
     def name(self) -> str:
@@ -80,6 +82,22 @@ class RecordingContext:
 
     def register_hookspec(self, spec: Callable[..., Any], *, firstresult: bool = False) -> None:
         self.hookspecs.append((spec, firstresult))
+
+    def on_dispose(self, dispose: Callable[[], object]) -> None:
+        self.disposers.append(dispose)
+
+    def dispose(self) -> list[str]:
+        """Call the disposers, newest first, each even when an earlier one raised;
+        return one line per failure."""
+        failures = []
+        while self.disposers:
+            dispose = self.disposers.pop()
+            try:
+                dispose()
+            except Exception as exc:
+                what = getattr(dispose, "__qualname__", "dispose")
+                failures.append(f"disposer {what} failed: {type(exc).__name__}: {exc}")
+        return failures
 
     def hook(self, name: str, **kwargs: Any) -> list[Any]:
         return []

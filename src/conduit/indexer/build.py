@@ -521,8 +521,13 @@ def build(
     fp: tuple[object, ...],
     cache: Cache | None = None,
     previous: Previous | None = None,
+    *,
+    extra: list[Found] | None = None,
 ) -> Index:
     """Discover every plugin and return a fresh index (does not write it).
+
+    ``extra`` adds plugins found elsewhere (``conduit dev``'s sources, not installed),
+    each in the place of a discovered plugin of the same name.
 
     With ``cache`` (what the last rebuild read), only the distributions and manifests
     that changed since are read again; the index is the same as without. The cache is
@@ -535,6 +540,9 @@ def build(
     settings, config_error = _read_config(paths.config_file, cache)
     warnings: list[str] = []
     found = discover(paths.plugin_dir, warnings, cache.dists, cache.listings)
+    if extra:
+        names = {item.name for item in extra}
+        found = [item for item in found if item.name not in names] + extra
     bases: dict[int, bytes] = {}  # id(item) -> its record from the cache (_decoded)
     for item in found:
         cached = _cached_record(item, cache)
@@ -543,7 +551,7 @@ def build(
             continue
         _load_manifest(item, cache)
         _check_api(item, cache)
-    if previous is not None:
+    if previous is not None and not extra:
         patched = _patch(previous, found, bases, cache, settings, config_error, warnings, paths)
         if patched is not None:
             patched["fingerprint"] = fp

@@ -188,6 +188,16 @@ class Context:
 
         self._undo.append(undo)
 
+    def on_dispose(self, dispose: Callable[[], object]) -> None:
+        """Call ``dispose()`` at deactivation, in the reverse order of everything this
+        context registered (conduit.sdk)."""
+
+        def undo() -> None:
+            dispose()
+
+        undo.__qualname__ = getattr(dispose, "__qualname__", "dispose")
+        self._undo.append(undo)
+
     def hook(self, name: str, **kwargs: Any) -> list[Any]:
         return self._kernel.hook(name, raise_errors=True, **kwargs)
 
@@ -214,10 +224,23 @@ class Context:
             if owner == self.name
         }
 
-    def unregister_all(self) -> None:
-        """Undo every registration, newest first."""
+    def unregister_all(self) -> list[PluginError]:
+        """Undo every registration and call every disposer, newest first; return what
+        the disposers raised (one failing does not stop the others)."""
+        errors: list[PluginError] = []
         while self._undo:
-            self._undo.pop()()
+            undo = self._undo.pop()
+            try:
+                undo()
+            except Exception as exc:
+                errors.append(
+                    PluginError(
+                        self.name,
+                        f"disposer {undo.__qualname__} failed: {type(exc).__name__}: {exc}",
+                        hint="fix the function given to ctx.on_dispose()",
+                    )
+                )
+        return errors
 
 
 def _timings(entry: dict[str, Any], name: str, spans: list[Any], total_ns: int) -> None:
@@ -416,7 +439,7 @@ class Kernel:
             with self._guard_for(rec, host):
                 host.activate(rec, ctx, self.profile)
         except BaseException as exc:
-            ctx.unregister_all()
+            self.warnings.extend(ctx.unregister_all())
             self._guards.pop(name, None)
             self.states[name] = FAILED
             entry["ok"] = False
@@ -429,6 +452,12 @@ class Kernel:
         self.reasons[name] = reason
         self._order.append(name)
         return ctx
+
+    def reindex(self, index: Index) -> None:
+        """Serve from ``index`` from now on (``conduit dev``, after a plugin's manifest
+        changed): the plugins it changes must be deactivated first."""
+        self.index = index
+        self._usable = None
 
     def usable(self) -> frozenset[str]:
         """Names of the plugins that may be activated in this kernel (computed once: the
@@ -498,7 +527,7 @@ class Kernel:
                 self._collect_metrics(name, rec, ctx, host)
                 host.deactivate(rec, ctx)
         finally:
-            ctx.unregister_all()
+            self.warnings.extend(ctx.unregister_all())
             self.states[name] = INACTIVE
             self._order.remove(name)
 

@@ -1,0 +1,542 @@
+"""Hot reload for plugin authors: the engine of ``conduit dev`` (docs/plugin-guide.md,
+"Developing with hot reload").
+
+A :class:`Reloader` loads the plugins at some paths from their source, without
+installing them, into a long-lived :class:`~conduit.kernel.core.Kernel`, beside the
+installed ones (a source plugin takes the place of an installed one of the same name).
+:meth:`Reloader.reload` swaps a plugin for its edited source in place:
+
+1. its manifest is read and validated again, and a new index is built; an error is
+   reported and the previous version keeps serving;
+2. the plugin and the active plugins that require it are deactivated, dependants first:
+   ``shutdown()``, every registration undone and every ``ctx.on_dispose()`` disposer
+   called (the kernel's :class:`~conduit.kernel.core.Context` records both with an undo);
+   a process plugin's host exits with its last plugin;
+3. a plugin that left non-daemon threads running is refused: it stays unloaded (see
+   :attr:`Reloader.held`) until a later change finds those threads ended;
+4. its modules are dropped from ``sys.modules`` (with their bytecode caches, whose
+   one-second source timestamps cannot tell two quick edits apart) and the import
+   caches invalidated;
+5. it is imported and booted again, then its dependants, in dependency order (a process
+   plugin in a new host process).
+
+Watching files is the caller's (``conduit dev`` uses watchfiles): this module only maps
+changed paths to plugins (:meth:`Reloader.affected`). Not thread-safe by itself: callers
+that reload from another thread hold :attr:`Reloader.lock`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from conduit.errors import ConduitError, PluginLoadError, UsageError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from conduit.authoring import PluginSource
+    from conduit.indexer.build import Cache
+    from conduit.indexer.discover import Found
+    from conduit.indexer.records import Index
+    from conduit.kernel.core import Kernel
+    from conduit.paths import Paths
+    from conduit.security.grants import Approver
+
+__all__ = ["THREAD_GRACE", "Reload", "Reloader"]
+
+#: seconds a reload waits for threads a plugin started to end after its shutdown
+THREAD_GRACE = 1.0
+_EXTENSION_SUFFIXES = (".so", ".pyd")
+
+
+@dataclass
+class Reload:
+    """What one load or reload did."""
+
+    #: plugins loaded again (the changed ones and their dependants), in activation order
+    loaded: list[str] = field(default_factory=list)
+    #: one error per problem; with any, the previous version of a plugin whose manifest
+    #: failed keeps serving
+    errors: list[ConduitError] = field(default_factory=list)
+    #: things to know that did not stop the reload (a disposer raised, a C extension)
+    notes: list[str] = field(default_factory=list)
+    #: wall time of the reload, ms
+    ms: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+class Reloader:
+    """Loads plugins from source into a long-lived kernel and reloads them in place."""
+
+    def __init__(
+        self,
+        targets: Iterable[str],
+        paths: Paths,
+        *,
+        approve: Approver | None = None,
+        thread_grace: float = THREAD_GRACE,
+        template: bool = False,
+    ) -> None:
+        """``template``: fork process plugins' hosts from a host template
+        (:mod:`conduit.hosts.zygote`, as the warm kernel does) started before the first
+        activation, while this process has no thread and no plugin loaded: a process
+        plugin's reload then costs a fork, not an interpreter's start."""
+        self.targets = [os.path.abspath(t) for t in targets]
+        self.paths = paths
+        self.approve = approve
+        self.thread_grace = thread_grace
+        #: the source plugins by name, as last read without error
+        self.sources: dict[str, PluginSource] = {}
+        self.kernel: Kernel | None = None
+        #: plugins not loaded, with why (threads left running after their shutdown)
+        self.held: dict[str, str] = {}
+        #: taken around a reload or a command by callers that use threads
+        self.lock = threading.RLock()
+        self._cache: Cache | None = None
+        self._threads: dict[str, set[int]] = {}  # threads alive before each activation
+        self._modules: dict[str, set[str]] = {}  # modules each plugin's import added
+        self._added_paths: list[str] = []
+        #: the threads alive before the activation of each held plugin
+        self._held_threads: dict[str, set[int]] = {}
+        self._template = template
+        self._template_pid = 0
+
+    # -- sources ---------------------------------------------------------------------------
+    def _read(self) -> tuple[dict[str, PluginSource], list[ConduitError]]:
+        """Every plugin at the targets, read and validated now."""
+        from conduit.authoring import find_plugins
+
+        found: dict[str, PluginSource] = {}
+        errors: list[ConduitError] = []
+        for target in self.targets:
+            try:
+                sources = find_plugins(target)
+            except ConduitError as exc:
+                errors.append(exc)
+                continue
+            for src in sources:
+                if src.error is not None:
+                    errors.append(src.error)
+                elif src.name in found:
+                    errors.append(
+                        UsageError(
+                            f"{src.manifest_path}: plugin '{src.name}' is also at "
+                            f"{found[src.name].manifest_path}",
+                            hint="give each plugin a name of its own",
+                        )
+                    )
+                else:
+                    found[src.name] = src
+        return found, errors
+
+    def _found(self, src: PluginSource) -> Found:
+        from conduit.indexer.discover import Found
+
+        if src.kind == "file":
+            return Found(
+                src.name, "file", src.manifest_path, entry=src.entry, manifest=src.manifest
+            )
+        return Found(
+            src.name,
+            "entry-point",
+            src.manifest_path,
+            dist=src.dist or src.name,
+            dist_version=src.dist_version or "0.0.0",
+            entry=src.entry,
+            manifest=src.manifest,
+        )
+
+    def _index(self, sources: dict[str, PluginSource]) -> Index:
+        from conduit.indexer.build import Cache, build
+
+        if self._cache is None:
+            self._cache = Cache()
+        for src in sources.values():
+            root = src.import_root
+            if root and root not in sys.path:
+                # Not sys.path[0] (the script's directory); a process host's child gets
+                # the kernel's sys.path too
+                sys.path.insert(min(1, len(sys.path)), root)
+                self._added_paths.append(root)
+        return build(
+            self.paths,
+            ("conduit-dev",),
+            self._cache,
+            extra=[self._found(s) for s in sources.values()],
+        )
+
+    @staticmethod
+    def _index_error(index: Index, name: str) -> ConduitError | None:
+        rec = index["plugins"].get(name)
+        if rec is None:
+            for broken in index["broken"]:
+                if broken["name"] == name:
+                    return PluginLoadError(name, broken["error"], hint=broken["hint"])
+            return PluginLoadError(name, "not in the index")
+        if rec["blocked"]:
+            return PluginLoadError(name, rec["blocked"], hint=rec["blocked_hint"])
+        if not rec["enabled"]:
+            return PluginLoadError(
+                name,
+                "plugin is disabled in the config",
+                hint=f"enable it with 'conduit plugins enable {name}'",
+            )
+        return None
+
+    def files(self, name: str) -> set[str]:
+        """The files whose change reloads ``name``."""
+        src = self.sources[name]
+        owned = {os.path.abspath(f) for f in src.sources}
+        owned.add(os.path.abspath(src.manifest_path))
+        if src.kind == "package":
+            owned.add(os.path.join(os.path.abspath(src.project), "pyproject.toml"))
+        for mod in self._modules.get(name, ()):
+            path = getattr(sys.modules.get(mod), "__file__", None)
+            if path:
+                owned.add(os.path.abspath(path))
+        return owned
+
+    def _roots(self, name: str) -> list[str]:
+        """Directories whose new or changed Python files belong to ``name``."""
+        src = self.sources[name]
+        if src.kind == "file":
+            return []
+        top = src.top_module
+        base = os.path.join(src.import_root or "", *(top.split(".") if top else []))
+        return [base + os.sep] if os.path.isdir(base) else []
+
+    def watched(self) -> list[str]:
+        """The directories to watch: each target's (a file's own directory)."""
+        out = []
+        for target in self.targets:
+            where = target if os.path.isdir(target) else os.path.dirname(target)
+            if where not in out:
+                out.append(where)
+        return out
+
+    def affected(self, changed: Iterable[str]) -> bool:
+        """Whether any of the ``changed`` paths belongs to a plugin here (or may be a
+        new plugin in a target directory)."""
+        owned: set[str] = set()
+        roots: list[str] = []
+        for name in self.sources:
+            owned |= self.files(name)
+            roots += self._roots(name)
+        dirs = [t for t in self.targets if os.path.isdir(t)]
+        for path in changed:
+            path = os.path.abspath(path)
+            if "__pycache__" in path.split(os.sep):
+                continue
+            if path in owned or path in self.targets:
+                return True
+            if path.endswith((".py", ".toml")) and (
+                any(path.startswith(r) for r in roots) or os.path.dirname(path) in dirs
+            ):
+                return True
+        return False
+
+    # -- loading ---------------------------------------------------------------------------
+    def start(self) -> Reload:
+        """Read the targets, build the kernel and activate every source plugin. A target
+        that is no plugin, or a manifest error, is raised (nothing is loaded yet)."""
+        from conduit.kernel.core import Kernel
+
+        started = time.perf_counter()
+        sources, errors = self._read()
+        if errors:
+            raise errors[0]
+        index = self._index(sources)
+        for name in sources:
+            problem = self._index_error(index, name)
+            if problem is not None:
+                raise problem
+        self.sources = sources
+        if self._template and any(index["plugins"][n]["isolation"] == "process" for n in sources):
+            from conduit.hosts import process
+            from conduit.hosts.zygote import start
+
+            process.TEMPLATE, self._template_pid = start()
+        self.kernel = Kernel(index, self.paths, approve=self.approve)
+        report = Reload()
+        self._activate(self._in_order(index, set(sources)), report)
+        report.ms = (time.perf_counter() - started) * 1e3
+        return report
+
+    def reload(self, changed: Iterable[str] | None = None) -> Reload:
+        """Read the sources again and reload the plugins that own the ``changed`` paths
+        (every source plugin without them), new and removed ones, and the active plugins
+        that require any of those, dependants after what they require."""
+        started = time.perf_counter()
+        report = Reload()
+        kernel = self.kernel
+        assert kernel is not None, "start() first"
+        sources, errors = self._read()
+        if not errors:
+            index = self._index(sources)
+            errors = [e for n in sources if (e := self._index_error(index, n)) is not None]
+        if errors:  # the previous version keeps serving
+            report.errors = errors
+            report.ms = (time.perf_counter() - started) * 1e3
+            return report
+        old = kernel.index
+        active = {n for n, state in kernel.states.items() if state == "active"}
+        gone = set(self.sources) - set(sources)
+        names = self._owners(changed) if changed is not None else set(sources)
+        names = (names & set(sources)) | (set(sources) - set(self.sources)) | gone
+        affected = names | self._dependants(old, names) | self._dependants(index, names)
+        for name in reversed(old["boot_order"]):
+            if name in affected:
+                self._deactivate(name, report)
+        for name in gone:
+            self.held.pop(name, None)
+        self.sources = sources
+        self._check_threads(affected, report)
+        kernel.reindex(index)
+        wanted = (affected - gone) & (set(sources) | active)
+        for name in list(wanted):
+            if self._blocked_by_held(index, name):
+                wanted.discard(name)
+        self._activate(self._in_order(index, wanted), report)
+        report.ms = (time.perf_counter() - started) * 1e3
+        return report
+
+    def _owners(self, changed: Iterable[str]) -> set[str]:
+        """The source plugins that own any of the ``changed`` paths."""
+        paths = {os.path.abspath(p) for p in changed}
+        out = set()
+        for name in self.sources:
+            roots = self._roots(name)
+            if self.files(name) & paths or any(p.startswith(r) for p in paths for r in roots):
+                out.add(name)
+        return out
+
+    @staticmethod
+    def _in_order(index: Index, names: set[str]) -> list[str]:
+        order = [n for n in index["boot_order"] if n in names]
+        return order + sorted(names.difference(order))
+
+    @staticmethod
+    def _dependants(index: Index, names: set[str]) -> set[str]:
+        """The plugins that require any of ``names``, directly or through others."""
+        plugins = index["plugins"]
+        out: set[str] = set()
+        grew = True
+        while grew:
+            grew = False
+            for name, rec in plugins.items():
+                if name not in out and any(a in names or a in out for a in rec["after"]):
+                    out.add(name)
+                    grew = True
+        return out
+
+    def _blocked_by_held(self, index: Index, name: str) -> bool:
+        if name in self.held:
+            return True
+        return any(a in self.held for a in self._requirements(index, name))
+
+    @staticmethod
+    def _requirements(index: Index, name: str) -> set[str]:
+        plugins = index["plugins"]
+        out: set[str] = set()
+        todo = [name]
+        while todo:
+            rec = plugins.get(todo.pop())
+            for dep in rec["after"] if rec is not None else ():
+                if dep not in out:
+                    out.add(dep)
+                    todo.append(dep)
+        return out
+
+    def _activate(self, names: list[str], report: Reload) -> None:
+        kernel = self.kernel
+        assert kernel is not None
+        for name in names:
+            before_threads = {t.ident for t in threading.enumerate() if t.ident is not None}
+            before_modules = set(sys.modules)
+            try:
+                kernel.activate(name, "conduit dev")
+            except ConduitError as exc:
+                report.errors.append(exc)
+                continue
+            finally:
+                self._modules[name] = self._own_modules(name, set(sys.modules) - before_modules)
+            if kernel.index["plugins"][name]["isolation"] == "in-process":
+                self._threads[name] = before_threads
+            report.loaded.append(name)
+        report.notes += [w.message for w in kernel.warnings]
+        kernel.warnings.clear()
+        kernel.activations.clear()  # the run journal's, which a dev kernel does not write
+
+    def _own_modules(self, name: str, new: set[str]) -> set[str]:
+        """The modules that importing ``name`` added from its own directory: dropped at its
+        reload with its main module (a single file's helper modules beside it)."""
+        src = self.sources.get(name)
+        if src is None:
+            return set()
+        where = os.path.dirname(os.path.abspath(src.manifest_path)) + os.sep
+        roots = [where, *self._roots(name)]
+        out = set()
+        for mod in new:
+            path = getattr(sys.modules.get(mod), "__file__", None)
+            if path and any(os.path.abspath(path).startswith(r) for r in roots):
+                out.add(mod)
+        return out
+
+    def _deactivate(self, name: str, report: Reload) -> None:
+        kernel = self.kernel
+        assert kernel is not None
+        try:
+            kernel.deactivate(name)
+        except ConduitError as exc:
+            report.notes.append(exc.message)
+        report.notes += [w.message for w in kernel.warnings]
+        kernel.warnings.clear()
+        self._forget(name, report)
+
+    def _forget(self, name: str, report: Reload) -> None:
+        """Drop ``name``'s modules and their bytecode caches."""
+        import importlib.util
+        import linecache
+
+        from conduit.hosts.inprocess import file_module_name
+
+        src = self.sources.get(name)
+        modules = set(self._modules.pop(name, ()))
+        if src is not None and src.kind == "file":
+            modules.add(file_module_name(name))
+        if src is not None and src.top_module:
+            top = src.top_module
+            modules |= {m for m in sys.modules if m == top or m.startswith(top + ".")}
+        files = set(src.sources) if src is not None else set()
+        for mod in modules:
+            module = sys.modules.pop(mod, None)
+            path = getattr(module, "__file__", None)
+            if not path:
+                continue
+            if path.endswith(_EXTENSION_SUFFIXES):
+                report.notes.append(
+                    f"plugin '{name}': the C extension {mod} cannot be reloaded in place; "
+                    "restart 'conduit dev' to load a new build of it"
+                )
+            else:
+                files.add(path)
+        for path in files:
+            if path.endswith(".py"):
+                with contextlib.suppress(OSError, ValueError, NotImplementedError):
+                    os.unlink(importlib.util.cache_from_source(path))
+        importlib.invalidate_caches()
+        linecache.checkcache()
+
+    def _check_threads(self, names: set[str], report: Reload) -> None:
+        """Hold back each plugin of ``names`` that left non-daemon threads running."""
+        me = threading.current_thread()
+        deadline = time.monotonic() + self.thread_grace
+        for name in sorted(names):
+            before = self._threads.pop(name, None)
+            if before is None:
+                before = self._held_threads.get(name)
+            if before is None:
+                continue
+            left = [
+                t
+                for t in threading.enumerate()
+                if t.ident not in before and not t.daemon and t is not me and t.is_alive()
+            ]
+            for thread in left:
+                thread.join(max(0.0, deadline - time.monotonic()))
+            left = [t for t in left if t.is_alive()]
+            if not left:
+                self.held.pop(name, None)
+                self._held_threads.pop(name, None)
+                continue
+            shown = ", ".join(repr(t.name) for t in left[:3])
+            message = (
+                f"left {len(left)} non-daemon thread(s) running after its shutdown ({shown}); "
+                "it stays unloaded until they end"
+            )
+            self.held[name] = message
+            self._held_threads[name] = before
+            report.errors.append(
+                PluginLoadError(
+                    name,
+                    message,
+                    hint="stop and join them in shutdown() or a ctx.on_dispose() function, "
+                    "then save again",
+                )
+            )
+
+    # -- commands --------------------------------------------------------------------------
+    def commands(self) -> list[str]:
+        """The top-level command words the dev kernel serves (for completion)."""
+        assert self.kernel is not None
+        return sorted(self.kernel.index["routes"])
+
+    def route(self, word: str) -> str:
+        """The plugin that serves the command ``word``."""
+        from conduit.errors import did_you_mean
+
+        assert self.kernel is not None
+        index = self.kernel.index
+        plugin, sep, command = word.partition(":")
+        if sep and plugin in index["plugins"]:
+            word = command
+        else:
+            claimants = index["routes"].get(word)
+            if not claimants:
+                close = did_you_mean(word, index["routes"])
+                raise UsageError(
+                    f"unknown command '{word}'",
+                    hint=f"did you mean '{close}'?" if close else "see 'conduit --help'",
+                )
+            plugin = claimants[0]
+        if plugin in self.held:
+            raise PluginLoadError(
+                plugin,
+                self.held[plugin],
+                hint="stop and join its threads in shutdown() or a ctx.on_dispose() function",
+            )
+        return plugin
+
+    def run(self, argv: list[str]) -> int:
+        """Run ``conduit ARGV...`` in the dev kernel (its plugins stay active after);
+        errors are raised, the kernel's warnings are left in ``kernel.warnings``."""
+        kernel = self.kernel
+        assert kernel is not None and argv
+        plugin = self.route(argv[0])
+        word = argv[0].partition(":")[2] or argv[0]
+        return kernel.run(plugin, [word, *argv[1:]], "conduit")
+
+    def close(self) -> list[str]:
+        """Deactivate every plugin; return the problems (one line each)."""
+        notes: list[str] = []
+        kernel = self.kernel
+        if kernel is not None:
+            try:
+                kernel.shutdown()
+            except ConduitError as exc:
+                notes.append(exc.message)
+            notes += [w.message for w in kernel.warnings]
+            kernel.warnings.clear()
+        if self._template_pid:
+            from conduit.hosts import process
+
+            if process.TEMPLATE is not None:
+                process.TEMPLATE.close()  # it exits when no host holds it either
+                process.TEMPLATE = None
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(self._template_pid, 0)
+            self._template_pid = 0
+        for root in self._added_paths:
+            while root in sys.path:
+                sys.path.remove(root)
+        self._added_paths.clear()
+        return notes

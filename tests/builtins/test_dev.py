@@ -1,0 +1,126 @@
+"""`conduit dev`: the built-in around the reload engine, end to end (a real `conduit dev`
+process watching a real file with watchfiles), and its one-line errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from conduit.cli import main
+
+from _factory import simple_plugin
+
+DEADLINE = 60.0
+
+
+class _Reader:
+    """Collects a process's output lines in a thread, so a test can wait for one."""
+
+    def __init__(self, stream: object) -> None:
+        self.lines: list[str] = []
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream: object) -> None:
+        for line in stream:  # type: ignore[attr-defined]
+            with self._cond:
+                self.lines.append(line)
+                self._cond.notify_all()
+
+    def wait_for(self, text: str, deadline: float) -> bool:
+        with self._cond:
+            while not any(text in line for line in self.lines):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(left)
+            return True
+
+
+def test_dev_run_shows_the_edited_plugin_end_to_end(tmp_path: Path) -> None:
+    source = tmp_path / "greet.py"
+    source.write_text(simple_plugin("greet", ("greet",), output="first"), encoding="utf-8")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "conduit", "dev", str(source), "--run", "greet"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ),
+    )
+    out, err = _Reader(proc.stdout), _Reader(proc.stderr)
+    try:
+        deadline = time.monotonic() + DEADLINE
+        assert out.wait_for("first", deadline), (out.lines, err.lines)
+        assert err.wait_for("watching", deadline), err.lines
+        # a manifest error: reported, the previous version keeps serving
+        source.write_text(
+            simple_plugin("greet", ("greet",), output="second").replace("api =", "apo ="),
+            encoding="utf-8",
+        )
+        assert err.wait_for("the previous version keeps serving", deadline), err.lines
+        assert "conduit dev: error: " in "".join(err.lines)
+        source.write_text(simple_plugin("greet", ("greet",), output="third"), encoding="utf-8")
+        assert out.wait_for("third", deadline), (out.lines, err.lines)
+        assert not any("second" in line for line in out.lines)
+        assert err.wait_for("reloaded greet (in-process) in ", deadline)
+        proc.terminate()  # SIGTERM ends it as Ctrl-C does: cleanly
+        assert proc.wait(timeout=DEADLINE) == 0
+        assert not any("Traceback" in line for line in err.lines), err.lines
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=DEADLINE)
+        assert proc.stdout is not None and proc.stderr is not None
+        proc.stdout.close()
+        proc.stderr.close()
+
+
+def test_without_watchfiles_one_line_names_the_pip_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "watchfiles", None)  # import watchfiles: ImportError
+    source = tmp_path / "greet.py"
+    source.write_text(simple_plugin("greet", ("greet",)), encoding="utf-8")
+    assert main(["dev", str(source)]) == 1
+    err = capsys.readouterr().err
+    assert err == (
+        "error: conduit dev watches files with watchfiles, which is not installed: "
+        "pip install 'conduit-devtool[dev]'\n"
+    )
+
+
+def test_the_prompt_runs_commands_and_ends_at_end_of_input(tmp_path: Path) -> None:
+    source = tmp_path / "greet.py"
+    source.write_text(simple_plugin("greet", ("greet",), output="hi"), encoding="utf-8")
+    proc = subprocess.run(
+        [sys.executable, "-m", "conduit", "dev", str(source)],
+        input="greet\ngret\n\ngreet\n",
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "hi\nhi\n"
+    assert "conduit dev: error: unknown command 'gret'\n" in proc.stderr
+    assert "conduit dev: hint: did you mean 'greet'?\n" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_once_runs_the_command_and_exits_with_its_code(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "greet.py"
+    source.write_text(simple_plugin("greet", ("greet",), output="hi"), encoding="utf-8")
+    assert main(["dev", str(source), "--once", "--run", "greet"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == "hi\n"
+    assert captured.err.startswith("conduit dev: loaded greet (in-process) in ")
+    assert main(["dev", str(tmp_path / "none.py"), "--once"]) == 2
+    assert capsys.readouterr().err == f"error: {tmp_path / 'none.py'}: no such file or directory\n"

@@ -1,0 +1,381 @@
+"""The hot-reload engine of ``conduit dev`` (conduit.kernel.reload), driven directly: real
+plugins from source files, a real kernel, in-process and process hosts."""
+
+from __future__ import annotations
+
+import gc
+import os
+import sys
+import textwrap
+import threading
+import tracemalloc
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conduit.errors import ConduitError
+from conduit.kernel.reload import Reloader
+from conduit.paths import resolve
+
+from _factory import manifest_block, simple_plugin
+
+#: a plugin with two commands, a service, a hookspec with an implementation, an event
+#: listener (after_command), a non-daemon thread and an open file, both released by
+#: ctx.on_dispose(); VERSION changes at each edit
+LEAKY = manifest_block(
+    """
+    name = "leaky"
+    api = ">=1.6,<2"
+    description = "Registers one of everything"
+    provides = { services = ["leaky.clock"], hooks = ["leaky_ping"] }
+
+    [[commands]]
+    name = "leaky"
+    help = "Print the version."
+
+    [[commands]]
+    name = "leaky other"
+    help = "Another one."
+    """
+) + textwrap.dedent(
+    """
+    import os
+    import threading
+
+    import click
+    from conduit.sdk import Plugin
+
+    VERSION = "v0"
+
+
+    @click.group()
+    def leaky():
+        pass
+
+
+    @leaky.command()
+    def show():
+        click.echo(f"leaky {VERSION}")
+
+
+    @click.command()
+    def other():
+        click.echo("other")
+
+
+    def leaky_ping():
+        "Answer a ping."
+
+
+    class Clock:
+        def now(self):
+            return VERSION
+
+
+    class Leaky(Plugin):
+        def boot(self, ctx):
+            ctx.register_command(leaky)
+            ctx.register_command(other, "leaky other")
+            ctx.register_service("leaky.clock", Clock)
+            ctx.register_hookspec(leaky_ping)
+            ctx.register_hook("leaky_ping", lambda: f"pong {VERSION}")
+            ctx.register_hook("after_command", lambda command: print(f"after {command}"))
+            stop = threading.Event()
+            worker = threading.Thread(target=stop.wait, name="leaky-worker")
+            worker.start()
+            log = open(__file__, encoding="utf-8")
+
+            def dispose():
+                stop.set()
+                worker.join()
+
+            ctx.on_dispose(dispose)
+            ctx.on_dispose(log.close)
+    """
+)
+
+
+def _edit(path: Path, version: str) -> None:
+    text = path.read_text(encoding="utf-8")
+    head, _, rest = text.partition('VERSION = "')
+    path.write_text(head + f'VERSION = "{version}"' + rest.partition('"')[2], encoding="utf-8")
+
+
+def _fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def _sizes(reloader: Reloader) -> tuple[int, int, int, int, int]:
+    assert reloader.kernel is not None
+    reg = reloader.kernel.registry
+    return (
+        len(reg.commands),
+        len(reg.services),
+        sum(len(v) for v in reg.hooks.values()),
+        len(reg.hookspecs),
+        len(reloader.kernel.contexts),
+    )
+
+
+@pytest.fixture
+def reloader_of(tmp_path: Path) -> Iterator[object]:
+    made: list[Reloader] = []
+
+    def make(*targets: Path) -> Reloader:
+        reloader = Reloader([str(t) for t in targets], resolve(), thread_grace=0.5)
+        made.append(reloader)
+        return reloader
+
+    yield make
+    for reloader in made:
+        reloader.close()
+
+
+def test_two_hundred_reloads_leak_nothing(
+    tmp_path: Path, reloader_of: object, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "leaky.py"
+    source.write_text(LEAKY, encoding="utf-8")
+    reloader: Reloader = reloader_of(source)  # type: ignore[operator]
+    report = reloader.start()
+    assert report.ok and report.loaded == ["leaky"], report.errors
+    kernel = reloader.kernel
+    assert kernel is not None
+    sizes = _sizes(reloader)
+    assert sizes == (2, 2, 2, 1, 1)  # services: its own and the kernel's conduit.admin
+    assert "leaky.clock" in kernel.registry.services
+    threads, fds = threading.active_count(), _fds()
+    tracemalloc.start()
+    try:
+        baseline = None
+        for i in range(1, 201):
+            _edit(source, f"v{i}")
+            report = reloader.reload([str(source)])
+            assert report.ok and report.loaded == ["leaky"], (i, report.errors, report.notes)
+            assert not report.notes, report.notes
+            assert _sizes(reloader) == sizes
+            # the hook fires once per call, in the new version
+            assert kernel.hook("leaky_ping", raise_errors=True) == [f"pong v{i}"]
+            assert kernel.service("leaky.clock").now() == f"v{i}"
+            assert threading.active_count() == threads
+            assert _fds() == fds
+            if i % 50 == 0:
+                assert reloader.run(["leaky", "show"]) == 0
+                out = capsys.readouterr().out
+                assert out == f"leaky v{i}\nafter leaky\n"  # one listener call per command
+            if i == 20:  # caches warmed: measure from here
+                gc.collect()
+                baseline = tracemalloc.take_snapshot()
+        gc.collect()
+        assert baseline is not None
+        grown = sum(
+            s.size_diff for s in tracemalloc.take_snapshot().compare_to(baseline, "filename")
+        )
+    finally:
+        tracemalloc.stop()
+    assert grown < 256 * 1024, f"{grown} bytes more after 180 reloads"
+    assert reloader.close() == []
+    assert threading.active_count() == threads - 1  # its worker joined at shutdown
+    assert _fds() == fds - 1  # and its file closed
+
+
+def test_a_manifest_error_keeps_the_previous_version(tmp_path: Path, reloader_of: object) -> None:
+    source = tmp_path / "hello.py"
+    source.write_text(simple_plugin("hello", output="one"), encoding="utf-8")
+    reloader: Reloader = reloader_of(source)  # type: ignore[operator]
+    assert reloader.start().ok
+    source.write_text(
+        simple_plugin("hello", output="two").replace("api =", "apo ="), encoding="utf-8"
+    )
+    report = reloader.reload([str(source)])
+    assert not report.ok and report.loaded == []
+    assert "apo: unknown field" in report.errors[0].message
+    assert reloader.kernel is not None
+    assert reloader.kernel.states["hello"] == "active"  # still serving, version one
+    source.write_text(simple_plugin("hello", output="three"), encoding="utf-8")
+    assert reloader.reload([str(source)]).loaded == ["hello"]
+
+
+def test_dependants_reload_after_what_they_require(
+    tmp_path: Path, reloader_of: object, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = tmp_path / "base.py"
+    base.write_text(
+        simple_plugin(
+            "base",
+            ("base",),
+            extra_toml='provides = { services = ["base.value"] }',
+            boot_prefix='        ctx.register_service("base.value", lambda: VALUE)\n',
+            module_prefix='\nVALUE = "b1"\n',
+        ),
+        encoding="utf-8",
+    )
+    user = tmp_path / "user.py"
+    user.write_text(
+        simple_plugin(
+            "user",
+            ("user",),
+            extra_toml='requires = { plugins = ["base"] }',
+            boot_prefix='        print("user boots with", ctx.service("base.value"))\n',
+        ),
+        encoding="utf-8",
+    )
+    other = tmp_path / "other.py"
+    other.write_text(simple_plugin("other", ("other",)), encoding="utf-8")
+    reloader: Reloader = reloader_of(base, user, other)  # type: ignore[operator]
+    assert reloader.start().ok
+    assert "user boots with b1" in capsys.readouterr().out
+    base.write_text(base.read_text().replace('"b1"', '"b2"'), encoding="utf-8")
+    report = reloader.reload([str(base)])
+    assert report.ok
+    assert report.loaded == ["base", "user"]  # not `other`; `user` after `base`
+    assert "user boots with b2" in capsys.readouterr().out
+
+
+def test_a_plugin_leaving_a_thread_running_is_held(tmp_path: Path, reloader_of: object) -> None:
+    marker = tmp_path / "stop-now"
+    source = tmp_path / "sticky.py"
+    waits = f"""
+import threading, time, pathlib
+
+def _wait():
+    while not pathlib.Path({str(marker)!r}).exists():
+        time.sleep(0.01)
+"""
+    source.write_text(
+        simple_plugin(
+            "sticky",
+            ("sticky",),
+            module_prefix=waits,
+            boot_prefix='        threading.Thread(target=_wait, name="sticky-loop").start()\n',
+        ),
+        encoding="utf-8",
+    )
+    reloader: Reloader = reloader_of(source)  # type: ignore[operator]
+    assert reloader.start().ok
+    report = reloader.reload([str(source)])
+    assert report.loaded == []
+    (error,) = report.errors
+    assert error.message == (
+        "plugin 'sticky': left 1 non-daemon thread(s) running after its shutdown "
+        "('sticky-loop'); it stays unloaded until they end"
+    )
+    assert error.hint is not None and "ctx.on_dispose()" in error.hint
+    assert reloader.kernel is not None
+    assert reloader.kernel.states["sticky"] == "inactive"
+    with pytest.raises(ConduitError, match="stays unloaded"):
+        reloader.run(["sticky"])
+    marker.touch()  # the old thread ends; the next save loads the plugin again
+    for thread in threading.enumerate():
+        if thread.name == "sticky-loop":
+            thread.join()
+    marker.unlink()
+    source.write_text(source.read_text().replace(".start()", ".daemon"))
+    report = reloader.reload([str(source)])
+    assert report.loaded == ["sticky"], (report.errors, report.notes)
+    assert reloader.run(["sticky"]) == 0
+
+
+def test_disposers_run_newest_first_and_one_failing_stops_none(
+    tmp_path: Path, reloader_of: object, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "disp.py"
+    boot = (
+        '        ctx.on_dispose(lambda: print("first"))\n'
+        "        ctx.on_dispose(lambda: 1 / 0)\n"
+        '        ctx.on_dispose(lambda: print("third"))\n'
+    )
+    source.write_text(simple_plugin("disp", ("disp",), boot_prefix=boot), encoding="utf-8")
+    reloader: Reloader = reloader_of(source)  # type: ignore[operator]
+    assert reloader.start().ok
+    report = reloader.reload([str(source)])
+    assert report.ok
+    assert capsys.readouterr().out == "third\nfirst\n"
+    (note,) = report.notes
+    assert note.startswith("plugin 'disp': disposer ")
+    assert note.endswith("failed: ZeroDivisionError: division by zero")
+
+
+@pytest.mark.parametrize("template", [False, True], ids=["exec", "template"])
+def test_a_process_plugin_gets_a_new_host(tmp_path: Path, template: bool) -> None:
+    source = tmp_path / "proc.py"
+    source.write_text(
+        simple_plugin(
+            "proc",
+            ("proc",),
+            extra_toml='isolation = "process"',
+            module_prefix="import os",
+            boot_prefix="        mark = os.path.join(ctx.data_dir, 'disposed')\n"
+            "        ctx.on_dispose(lambda: open(mark, 'w').close())\n",
+        ),
+        encoding="utf-8",
+    )
+    reloader = Reloader([str(source)], resolve(), template=template)
+    try:
+        _process_reload(reloader)
+    finally:
+        assert reloader.close() == []
+    from conduit.hosts import process
+
+    assert process.TEMPLATE is None
+
+
+def _process_reload(reloader: Reloader) -> None:
+    assert reloader.start().ok
+    kernel = reloader.kernel
+    assert kernel is not None
+    first = kernel.host_for(kernel.index["plugins"]["proc"])
+    pid = first.proc.pid  # type: ignore[attr-defined]
+    report = reloader.reload()
+    assert report.ok, report.errors
+    second = kernel.host_for(kernel.index["plugins"]["proc"])
+    assert second.proc.pid != pid  # type: ignore[attr-defined]
+    # its disposer ran in its process, which may write only its data directory
+    assert os.path.exists(os.path.join(resolve().plugin_data("proc"), "disposed"))
+
+
+def test_a_package_plugin_reloads_its_submodules(tmp_path: Path, reloader_of: object) -> None:
+    project = tmp_path / "proj"
+    package = project / "src" / "pkgplug"
+    package.mkdir(parents=True)
+    (project / "pyproject.toml").write_text(
+        '[project]\nname = "pkgplug"\nversion = "0.1.0"\n\n'
+        '[project.entry-points."conduit.plugins"]\npkgplug = "pkgplug:ThePlugin"\n',
+        encoding="utf-8",
+    )
+    (package / "conduit-plugin.toml").write_text(
+        'name = "pkgplug"\napi = ">=1.0,<2"\ndescription = "A package"\n\n'
+        '[[commands]]\nname = "pkgplug"\nhelp = "Print the word."\n',
+        encoding="utf-8",
+    )
+    (package / "words.py").write_text('WORD = "alpha"\n', encoding="utf-8")
+    (package / "__init__.py").write_text(
+        textwrap.dedent(
+            """
+            import click
+            from conduit.sdk import Plugin
+
+            from pkgplug.words import WORD
+
+
+            @click.command()
+            def pkgplug():
+                click.echo(WORD)
+
+
+            class ThePlugin(Plugin):
+                def boot(self, ctx):
+                    ctx.register_command(pkgplug)
+            """
+        ),
+        encoding="utf-8",
+    )
+    reloader: Reloader = reloader_of(project)  # type: ignore[operator]
+    assert reloader.start().ok
+    assert reloader.affected([str(package / "words.py")])
+    assert not reloader.affected([str(tmp_path / "elsewhere.py")])
+    (package / "words.py").write_text('WORD = "beta"\n', encoding="utf-8")
+    report = reloader.reload([str(package / "words.py")])
+    assert report.loaded == ["pkgplug"], report.errors
+    assert sys.modules["pkgplug.words"].WORD == "beta"

@@ -142,9 +142,7 @@ async def _http(server: Server[Any], host: str, port: int) -> None:
     security = TransportSecuritySettings(
         enable_dns_rebinding_protection=True,
         allowed_hosts=[f"{name}:{bound}" for name in ("127.0.0.1", "localhost", "[::1]")],
-        allowed_origins=[
-            f"http://{name}:{bound}" for name in ("127.0.0.1", "localhost", "[::1]")
-        ],
+        allowed_origins=[f"http://{name}:{bound}" for name in ("127.0.0.1", "localhost", "[::1]")],
     )
     app = server.streamable_http_app(host=host, transport_security=security)
     config = uvicorn.Config(app, log_level="warning", lifespan="on")

@@ -188,6 +188,7 @@ class Client:
             self.portal.wrap_async_context_manager(session)
         )
         self.init = self.portal.call(self.session.initialize)
+        self.url = ""  # the server's (HTTP)
 
     def list_tools(self) -> Any:
         return self.portal.call(self.session.list_tools)
@@ -237,7 +238,9 @@ def http_server(env: dict[str, str]) -> Iterator[tuple[Client, subprocess.Popen[
         assert line.startswith("conduit mcp: serving on http://127.0.0.1:"), line
         url = line.rsplit(" ", 1)[1].strip()
         with contextlib.ExitStack() as stack:
-            yield Client(stack, lambda: streamable_http_client(url)), proc
+            client = Client(stack, lambda: streamable_http_client(url))
+            client.url = url
+            yield client, proc
     finally:
         proc.terminate()
         try:

@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -91,3 +94,43 @@ def test_two_http_calls_run_at_once(world):
         ("tools_meet", {"mine": b, "theirs": a}),
     )
     assert (text(first), text(second)) == ("met\n", "met\n")
+
+
+def _post(url: str, **headers: str) -> int:
+    """The status of an initialize request with these headers."""
+    body = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-06-18",
+            "capabilities": {},
+            "clientInfo": {"name": "t", "version": "0"},
+        },
+    }
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        headers={
+            "Content-Type": "application/json",
+            "Accept": "application/json, text/event-stream",
+            **headers,
+        },
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def test_dns_rebinding_another_host_or_origin_is_refused(world):
+    client, _ = world
+    port = client.url.split(":")[2].split("/")[0]
+    assert _post(client.url) == 200
+    assert _post(client.url, Origin=f"http://localhost:{port}") == 200
+    # a page of a rebound name, or of another local port (another local server's)
+    assert _post(client.url, Host=f"attacker.example:{port}") == 421
+    assert _post(client.url, Origin="http://attacker.example") == 403
+    assert _post(client.url, Origin=f"http://127.0.0.1:{int(port) + 1}") == 403

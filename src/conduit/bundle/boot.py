@@ -212,8 +212,39 @@ def main() -> None:
     _start(archive, root)
 
 
+def _trust(root: str) -> None:
+    """Refuse to run code from ``root`` unless this user made it: a directory (not a
+    symlink) of this user's that nobody else may write, in a directory that nobody else
+    may rename it out of (else someone who could plant or swap it, in a shared
+    ``CONDUIT_BUNDLE_ROOT`` say, would run their code as this user). One line, exit 2."""
+    import stat
+
+    why = ""
+    try:
+        st = os.lstat(root)
+        up = os.stat(os.path.dirname(root))
+    except OSError as exc:
+        why = exc.strerror or str(exc)
+    else:
+        if not stat.S_ISDIR(st.st_mode):
+            why = "it is not a directory (a symlink?)"
+        elif st.st_uid != os.geteuid():
+            why = f"it belongs to user id {st.st_uid}"
+        elif st.st_mode & 0o022:
+            why = "others may write to it"
+        elif up.st_mode & 0o002 and not up.st_mode & stat.S_ISVTX:
+            why = "others may replace it"
+    if why:
+        sys.stderr.write(
+            f"{NAME}: error: will not run the extracted bundle {root}: {why} (remove it, or "
+            "set CONDUIT_BUNDLE_ROOT to a directory of your own)\n"
+        )
+        raise SystemExit(2)
+
+
 def _start(archive: str, root: str) -> None:
     """Run Conduit from the extracted ``root`` (``sys.argv[1:]`` its arguments)."""
+    _trust(root)
     site = os.path.join(root, "site-packages")
     # Only the standard library besides the bundle: the interpreter's site-packages (and
     # what .pth files or PYTHONPATH add) hold what is installed there, not the bundle's.
@@ -250,7 +281,7 @@ def _direct() -> None:
 
 
 #: what the sh header's ``python -c`` runs (the builder takes their source from here)
-DIRECT = ("_machine", "_root", "_in_use", "_start", "_direct")
+DIRECT = ("_machine", "_root", "_in_use", "_trust", "_start", "_direct")
 
 if __name__ == "__main__":
     main()

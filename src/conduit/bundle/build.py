@@ -32,6 +32,8 @@ import sys
 import tempfile
 from typing import Any
 
+import msgspec
+
 from conduit import __version__
 from conduit.errors import ConduitError, UsageError
 
@@ -276,6 +278,7 @@ def build(
 ) -> BuildResult:
     """Write the bundle ``output``; a problem is a :class:`ConduitError` (one line)."""
     _check_platform(platform)
+    _check_output(output)
     name = name or os.path.splitext(os.path.basename(output))[0] or "conduit"
     if not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
         raise UsageError(f"bundle name '{name}' is not a plain name", hint="--name my-tool")
@@ -312,6 +315,21 @@ def build(
         return _write(output, staging, name, dists, sealed)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _check_output(output: str) -> None:
+    """Before any work: ``output``'s directory exists and can take a new file."""
+    folder = os.path.dirname(os.path.abspath(output))
+    if not os.path.isdir(folder):
+        raise UsageError(
+            f"-o {output}: no directory {folder}", hint="create it first, or write elsewhere"
+        )
+    if os.path.isdir(output):
+        raise UsageError(f"-o {output} is a directory", hint="-o DIR/TOOL.pyz")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UsageError(
+            f"-o {output}: directory {folder} is not writable", hint="write it elsewhere"
+        )
 
 
 def _write(
@@ -381,12 +399,23 @@ def _write(
     )
     with open(os.path.join(staging, "__main__.pyc"), "rb") as compiled:
         main_pyc = compiled.read()
-    tmp = output + ".tmp"
+    # A new file of this run's own beside the output (never a name someone may have
+    # planted, a symlink say), renamed over it once complete.
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{os.path.basename(output)}.",
+        suffix=".tmp",
+        dir=os.path.dirname(os.path.abspath(output)),
+    )
+    os.close(fd)
     try:
         _write_zipapp(tmp, root, manifest, main, main_pyc, _header(main, name, ident))
         os.replace(tmp, output)
+    except OSError as exc:
+        raise ConduitError(
+            f"cannot write {output}: {exc.strerror or exc}", hint="write it elsewhere (-o)"
+        ) from None
     finally:
-        if os.path.exists(tmp):
+        if os.path.lexists(tmp):
             os.unlink(tmp)
     return BuildResult(output, manifest)
 
@@ -551,12 +580,67 @@ def read_manifest(path: str) -> dict[str, Any]:
         raise ConduitError(
             f"{path} is not a Conduit bundle ({exc})", hint="build one with 'conduit bundle'"
         ) from None
+    if not isinstance(data, dict):
+        raise ConduitError(
+            f"{path} is not a Conduit bundle (its manifest is not a table)",
+            hint="build one with 'conduit bundle'",
+        )
     if data.get("format") != FORMAT:
         raise ConduitError(
             f"{path} is a bundle of another format ({data.get('format')!r})",
             hint=f"check it with the Conduit that built it (this is {__version__})",
         )
+    _check_shape(path, data)
     return data
+
+
+# What --check reads of a manifest (_check_shape)
+class _Plugin(msgspec.Struct):
+    name: str
+    version: str | None
+    source: str
+    dist: str | None
+    isolation: str
+    capabilities: list[str]
+
+
+class _DistShape(msgspec.Struct):
+    name: str
+    version: str
+    role: str
+    compiled: bool
+    sha256: str
+
+
+class _Target(msgspec.Struct):
+    tag: str
+    platform: str
+    machine: str
+
+
+class _Manifest(msgspec.Struct):
+    name: str
+    id: str
+    sealed: bool
+    conduit: str
+    target: _Target
+    plugins: list[_Plugin]
+    distributions: list[_DistShape]
+    files: dict[str, str] = {}
+
+
+def _check_shape(path: str, data: dict[str, Any]) -> None:
+    """The manifest has the fields ``--check`` reads, of their types (the file may be
+    anyone's: one error line, not a crash)."""
+    try:
+        msgspec.convert(data, _Manifest)
+    except msgspec.ValidationError as exc:
+        from conduit.text import inert
+
+        raise ConduitError(
+            f"{path} is not a Conduit bundle (its manifest: {inert(str(exc))})",
+            hint="build one with 'conduit bundle'",
+        ) from None
 
 
 def verify(path: str, manifest: dict[str, Any]) -> list[str]:
@@ -574,14 +658,19 @@ def verify(path: str, manifest: dict[str, Any]) -> list[str]:
         raise ConduitError(
             f"{path} has no readable payload ({exc})", hint="build it again with 'conduit bundle'"
         ) from None
+    import zlib
+
     with z:
         for info in z.infolist():
             arc = info.filename
             if not arc.startswith("site-packages/") or info.is_dir():
                 continue
             rel = arc[len("site-packages/") :]
-            owner = owners.get(rel, "?unlisted")
-            sha = hashlib.sha256(z.read(info)).hexdigest()
+            owner = str(owners.get(rel, "?unlisted"))
+            try:
+                sha = hashlib.sha256(z.read(info)).hexdigest()
+            except (OSError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError):
+                sha = "unreadable"  # a damaged member: its distribution does not match
             found.setdefault(owner, []).append((rel, sha))
     bad = []
     for d in manifest["distributions"]:

@@ -14,28 +14,34 @@ __all__ = ["BundlePlugin"]
 
 
 def _show(manifest: dict[str, Any], bad: list[str]) -> None:
-    t = manifest["target"]
+    from conduit.text import inert  # the manifest is the bundle's text: anyone's
+
+    t = {k: inert(v) for k, v in manifest["target"].items()}
     sealed = ", sealed" if manifest["sealed"] else ""
     click.echo(
-        f"bundle {manifest['name']} {manifest['id']} (Conduit {manifest['conduit']}, "
-        f"for {t['tag']} on {t['platform']} {t['machine']}{sealed})"
+        f"bundle {inert(manifest['name'])} {inert(manifest['id'])} (Conduit "
+        f"{inert(manifest['conduit'])}, for {t['tag']} on {t['platform']} {t['machine']}"
+        f"{sealed})"
     )
     click.echo("plugins:")
     for p in manifest["plugins"]:
-        grants = ", ".join(p["capabilities"]) or "none"
+        grants = ", ".join(inert(c) for c in p["capabilities"]) or "none"
         origin = "built-in" if p["source"] == "builtin" else p["dist"] or p["source"]
         click.echo(
-            f"  {p['name']} {p['version'] or ''} ({origin}, {p['isolation']}) "
-            f"grants requested: {grants}"
+            f"  {inert(p['name'])} {inert(p['version'] or '')} ({inert(origin)}, "
+            f"{inert(p['isolation'])}) grants requested: {grants}"
         )
     click.echo("distributions:")
     for d in manifest["distributions"]:
         compiled = ", compiled" if d["compiled"] else ""
-        click.echo(f"  {d['name']} {d['version']} ({d['role']}{compiled}) {d['sha256']}")
+        click.echo(
+            f"  {inert(d['name'])} {inert(d['version'])} ({inert(d['role'])}{compiled}) "
+            f"{inert(d['sha256'])}"
+        )
     click.echo(
         "files: match the manifest's hashes"
         if not bad
-        else f"files: DO NOT MATCH the manifest for {', '.join(bad)}"
+        else f"files: DO NOT MATCH the manifest for {', '.join(inert(b) for b in bad)}"
     )
 
 
@@ -71,8 +77,11 @@ def bundle(
         else:
             _show(manifest, bad)
         if bad:
+            from conduit.text import inert
+
             raise ConduitError(
-                f"{check}: files of {', '.join(bad)} differ from the bundle's manifest",
+                f"{check}: files of {', '.join(inert(b) for b in bad)} differ from the "
+                "bundle's manifest",
                 hint="the bundle was changed after it was built: build it again",
             )
         return

@@ -134,7 +134,17 @@ async def _http(server: Server[Any], host: str, port: int) -> None:
     sock.bind((host, port))
     bound = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
-    app = server.streamable_http_app(host=host)
+    # DNS rebinding: a web page the user visits must not reach this port through a name
+    # of its own (Host) or from its own origin (Origin). Said here, not left to the
+    # SDK's default for a loopback host.
+    from mcp.server.transport_security import TransportSecuritySettings
+
+    security = TransportSecuritySettings(
+        enable_dns_rebinding_protection=True,
+        allowed_hosts=[f"{name}:{bound}" for name in ("127.0.0.1", "localhost", "[::1]")],
+        allowed_origins=[f"http://{name}:{bound}" for name in ("127.0.0.1", "localhost", "[::1]")],
+    )
+    app = server.streamable_http_app(host=host, transport_security=security)
     config = uvicorn.Config(app, log_level="warning", lifespan="on")
     sys.stderr.write(f"conduit mcp: serving on http://{shown}:{bound}/mcp\n")
     sys.stderr.flush()

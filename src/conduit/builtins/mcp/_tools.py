@@ -261,7 +261,7 @@ def load_tools(index: Index, paths: Paths, settings: Settings) -> list[Tool]:
         grants = [str(c) for c in granted(index, plugin)]
         answer = params.get((plugin, word))
         if isinstance(answer, list):
-            for leaf in answer:
+            for leaf in _plain(answer):
                 name = str(leaf["name"])
                 if prefix and name != prefix and not name.startswith(prefix + " "):
                     continue
@@ -293,9 +293,9 @@ def load_tools(index: Index, paths: Paths, settings: Settings) -> list[Tool]:
             names = [prefix]  # a subcommand the manifest does not list
         for name in names:
             help_text, usage = helps.get(name, ("", ""))
-            description = help_text or f"conduit {name}"
+            description = clean(help_text or f"conduit {name}")
             if usage:
-                description += f"\nUsage: conduit {name} {usage}"
+                description += f"\nUsage: conduit {clean(name)} {clean(usage)}"
             tools.setdefault(
                 name,
                 Tool(
@@ -310,6 +310,18 @@ def load_tools(index: Index, paths: Paths, settings: Settings) -> list[Tool]:
                 ),
             )
     return sorted(tools.values(), key=lambda t: t.command)
+
+
+def _plain(value: Any) -> Any:
+    """Parameter data as a client may see it: every string of it (help, names, choices,
+    defaults: a plugin's own text) through :func:`clean`."""
+    if isinstance(value, str):
+        return clean(value)
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {_plain(k): _plain(v) for k, v in value.items()}
+    return value
 
 
 def host_of(index: Index, plugin: str, settings: Settings) -> str:
@@ -392,7 +404,10 @@ def _text(value: Any, name: str) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (str, int, float)):
-        return str(value)
+        text = str(value)
+        if "\0" in text:  # no command line holds one
+            raise ValueError(f"parameter '{name}': a value cannot contain a NUL character")
+        return text
     raise ValueError(f"parameter '{name}': expected a single value, got {type(value).__name__}")
 
 
@@ -403,8 +418,13 @@ def _values(value: Any, name: str) -> list[Any]:
 
 
 def _option(opts: list[str], value: str) -> list[str]:
+    """One option and its value, so that the value is never read as anything else:
+    ``--opt=VALUE``, else ``-oVALUE``; an empty value of a short option is a word of its
+    own (``-o`` alone would take the next word, ``--`` say, as its value)."""
     long = [o for o in opts if o.startswith("--")]
-    return [f"{long[0]}={value}"] if long else [opts[0] + value]
+    if long:
+        return [f"{long[0]}={value}"]
+    return [opts[0] + value] if value else [opts[0], value]
 
 
 def argv_for(tool: Tool, arguments: dict[str, Any]) -> list[str]:

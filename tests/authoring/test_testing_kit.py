@@ -4,6 +4,8 @@ the outcome."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import textwrap
 
 import pytest
@@ -14,8 +16,12 @@ pytest_plugins = ["pytester"]
 
 HELLO = simple_plugin("hello", ("hello",), output="hi there")
 
-#: plugins the inner runs do not need (hypothesis alone takes seconds to set up)
-NOPLUG = ("-p", "no:cacheprovider", "-p", "no:hypothesispytest")
+#: plugins the inner runs do not need (hypothesis alone takes seconds to set up), and
+#: faulthandler, which an inner run must not have: it shares this process, whose fatal
+#: signals the outer run's faulthandler reports, and its end would put back the SIGILL,
+#: SIGSEGV and SIGFPE handlers of its start, dropping wasmtime's if a test has run
+#: WebAssembly in this process since (the next trap then kills the whole run)
+NOPLUG = ("-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-p", "no:faulthandler")
 
 CONFTEST = 'pytest_plugins = ["conduit.testing"]\n'
 
@@ -421,3 +427,49 @@ def test_a_firstresult_hook_returns_at_most_one_result(pytester: pytest.Pytester
         """,
     )
     pytester.runpytest(*NOPLUG).assert_outcomes(passed=2)
+
+
+#: In a fresh interpreter: fault handlers on as the outer pytest run has them, a WebAssembly
+#: trap (wasmtime installs its handlers for SIGILL, SIGSEGV and SIGFPE), an inner pytest run
+#: in the same process with this file's options, as pytester's runs are, and a trap again.
+TRAP_AFTER_AN_INNER_RUN = """
+import faulthandler, sys
+import pytest, wasmtime
+
+faulthandler.enable()
+engine = wasmtime.Engine()
+module = wasmtime.Module(engine, '(module (func (export "f") unreachable))')
+
+
+def trap():
+    store = wasmtime.Store(engine)
+    run = wasmtime.Instance(store, module, []).exports(store)["f"]
+    try:
+        run(store)
+    except wasmtime.Trap:
+        return
+    sys.exit("no trap")
+
+
+trap()
+assert pytest.main(["-q", *sys.argv[2:], sys.argv[1]]) == 0
+trap()
+print("trapped twice")
+"""
+
+
+def test_an_inner_run_leaves_the_wasm_trap_handlers_alone(tmp_path) -> None:
+    """An inner run must not change the signal handlers of the process it shares: pytest's
+    faulthandler plugin, disabled at the end of a run, puts back the handlers of the run's
+    start and so drops wasmtime's, installed since by a test that ran WebAssembly in
+    process; the next trap in the outer run (tests/hosts/test_wasm.py) killed it with
+    SIGILL."""
+    pytest.importorskip("wasmtime")
+    (tmp_path / "test_x.py").write_text("def test_x():\n    pass\n")
+    r = subprocess.run(
+        [sys.executable, "-c", TRAP_AFTER_AN_INNER_RUN, str(tmp_path), *NOPLUG],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert (r.returncode, r.stdout.splitlines()[-1:]) == (0, ["trapped twice"]), r.stderr

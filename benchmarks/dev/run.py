@@ -9,12 +9,17 @@ Lanes, interleaved in a shuffled order in each round, in one temporary CONDUIT_H
    notification, the reload (manifest, index, deactivate, import, boot) and the command;
 2. ``process``: the same with ``isolation = "process"`` (a new sandboxed host process
    per reload);
-3. ``cold``: the baseline, what a save costs without ``conduit dev``: one cold
+3. ``wasm`` (when wasmtime is installed): ``conduit dev tinyw --run tinyw`` on a
+   WebAssembly source (``conduit-plugin.toml`` + a prebuilt ``plugin.wasm``, from WAT); a
+   round writes a new ``plugin.wasm``: the rebuild (``plugins build``'s), the compile of
+   the new module with the running engine, the swap and the command;
+4. ``cold``: the baseline, what a save costs without ``conduit dev``: one cold
    ``conduit tinyc`` (the same plugin installed in the plugin directory), timed around
    ``subprocess.run``.
 
 The dev processes' own ``reloaded ... in N ms`` lines (the engine alone) are reported
-too. Everything runs under ``taskset -c CPU`` when taskset exists (one CPU for the dev
+too, and for ``wasm`` its ``built ... in N ms`` line (the build alone; the compile is in
+the reload). Everything runs under ``taskset -c CPU`` when taskset exists (one CPU for the dev
 processes, their hosts and the cold runs); the load average and the placement are
 printed with the figures.
 
@@ -64,6 +69,32 @@ class Tiny(Plugin):
     def boot(self, ctx):
         ctx.register_command({name})
 """
+
+
+WASM_MANIFEST = """\
+name = "tinyw"
+api = ">=1.0,<2"
+description = "A tiny WebAssembly plugin"
+
+[[commands]]
+name = "tinyw"
+help = "Print a word."
+"""
+
+
+def wasm_module(word: str) -> bytes:
+    """A WASI command module printing ``tinyw WORD``."""
+    import wasmtime
+
+    text = f"tinyw {word}\n"
+    return wasmtime.wat2wasm(
+        '(module (import "wasi_snapshot_preview1" "fd_write" (func $w (param i32 i32 i32 i32)'
+        ' (result i32))) (memory (export "memory") 1)'
+        f' (data (i32.const 100) "{text[:-1]}\\0a") (func (export "_start")'
+        " (i32.store (i32.const 0) (i32.const 100))"
+        f" (i32.store (i32.const 4) (i32.const {len(text)}))"
+        " (drop (call $w (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"
+    )
 
 
 class Lines:
@@ -120,6 +151,17 @@ def main() -> int:
     for name, isolation in lanes.values():
         with open(os.path.join(src, f"{name}.py"), "w", encoding="utf-8") as f:
             f.write(PLUGIN.format(name=name, isolation=isolation, word="w0"))
+    try:
+        import wasmtime  # noqa: F401
+    except ImportError:
+        print("# no wasmtime: no wasm lane", file=sys.stderr)
+    else:
+        lanes["wasm"] = ("tinyw", "wasm")
+        os.makedirs(os.path.join(src, "tinyw"))
+        with open(os.path.join(src, "tinyw", "conduit-plugin.toml"), "w") as f:
+            f.write(WASM_MANIFEST)
+        with open(os.path.join(src, "tinyw", "plugin.wasm"), "wb") as f:
+            f.write(wasm_module("w0"))
     with open(os.path.join(env["CONDUIT_HOME"], "plugins", "tinyc.py"), "w") as f:
         f.write(PLUGIN.format(name="tinyc", isolation="in-process", word="w0"))
     cold = [*pin, sys.executable, "-m", "conduit", "tinyc"]
@@ -129,7 +171,16 @@ def main() -> int:
     try:
         for lane, (name, _) in lanes.items():
             proc = subprocess.Popen(
-                [*pin, sys.executable, "-m", "conduit", "dev", f"{name}.py", "--run", name],
+                [
+                    *pin,
+                    sys.executable,
+                    "-m",
+                    "conduit",
+                    "dev",
+                    name if lane == "wasm" else f"{name}.py",
+                    "--run",
+                    name,
+                ],
                 cwd=src,
                 env=env,
                 stdout=subprocess.PIPE,
@@ -140,8 +191,9 @@ def main() -> int:
             err.wait("watching")
             procs[lane] = (proc, out, err)
         seen = dict.fromkeys(procs, (0, 0))
-        times: dict[str, list[float]] = {"in-process": [], "process": [], "cold": []}
-        engine: dict[str, list[float]] = {"in-process": [], "process": []}
+        times: dict[str, list[float]] = {lane: [] for lane in (*lanes, "cold")}
+        engine: dict[str, list[float]] = {lane: [] for lane in lanes}
+        built: list[float] = []
         for i in range(1, args.rounds + 1):
             order = [*lanes, "cold"]
             random.shuffle(order)
@@ -153,11 +205,17 @@ def main() -> int:
                     continue
                 name, isolation = lanes[lane]
                 proc, out, err = procs[lane]
-                text = PLUGIN.format(name=name, isolation=isolation, word=f"w{i}")
-                path = os.path.join(src, f"{name}.py")
-                start = time.perf_counter()
-                with open(path, "w", encoding="utf-8") as f:
-                    f.write(text)
+                if lane == "wasm":
+                    data = wasm_module(f"w{i}")
+                    start = time.perf_counter()
+                    with open(os.path.join(src, name, "plugin.wasm"), "wb") as f:
+                        f.write(data)
+                else:
+                    text = PLUGIN.format(name=name, isolation=isolation, word=f"w{i}")
+                    path = os.path.join(src, f"{name}.py")
+                    start = time.perf_counter()
+                    with open(path, "w", encoding="utf-8") as f:
+                        f.write(text)
                 arrived, o = out.wait(f"{name} w{i}\n", seen[lane][0])
                 times[lane].append((arrived - start) * 1e3)
                 _, e = err.wait("reloaded", seen[lane][1])
@@ -165,6 +223,11 @@ def main() -> int:
                 match = re.search(r" in (\d+) ms", line)
                 if match:
                     engine[lane].append(float(match.group(1)))
+                if lane == "wasm":
+                    for _, previous in err.lines[seen[lane][1] : e]:
+                        match = re.search(r"^conduit dev: built .* in (\d+) ms", previous)
+                        if match:
+                            built.append(float(match.group(1)))
                 seen[lane] = (o, e)
     finally:
         for proc, _, _ in procs.values():
@@ -185,6 +248,9 @@ def main() -> int:
         ("in-process: the engine's reload", engine["in-process"]),
         ("process: saved -> new output", times["process"]),
         ("process: the engine's reload", engine["process"]),
+        ("wasm: saved -> new output", times.get("wasm", [])),
+        ("wasm: the engine's reload (build + compile + swap)", engine.get("wasm", [])),
+        ("wasm: the rebuild alone", built),
         ("baseline: cold `conduit CMD`", times["cold"]),
     ]
     if args.markdown:

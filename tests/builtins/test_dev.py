@@ -124,3 +124,36 @@ def test_once_runs_the_command_and_exits_with_its_code(
     assert captured.err.startswith("conduit dev: loaded greet (in-process) in ")
     assert main(["dev", str(tmp_path / "none.py"), "--once"]) == 2
     assert capsys.readouterr().err == f"error: {tmp_path / 'none.py'}: no such file or directory\n"
+
+
+def test_once_builds_a_webassembly_source_and_runs_it(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A WebAssembly plugin's source (a prebuilt plugin.wasm): built, compiled, run; a
+    module wasmtime refuses is one line."""
+    wasmtime = pytest.importorskip("wasmtime")
+    source = tmp_path / "hi"
+    source.mkdir()
+    (source / "conduit-plugin.toml").write_text(
+        'name = "hi"\napi = ">=1.0"\n\n[[commands]]\nname = "hi"\nhelp = "Say hi."\n',
+        encoding="utf-8",
+    )
+    (source / "plugin.wasm").write_bytes(
+        wasmtime.wat2wasm(
+            '(module (import "wasi_snapshot_preview1" "fd_write" (func $w (param i32 i32 i32'
+            ' i32) (result i32))) (memory (export "memory") 1) (data (i32.const 100) "hi\\0a")'
+            ' (func (export "_start") (i32.store (i32.const 0) (i32.const 100)) (i32.store'
+            " (i32.const 4) (i32.const 3)) (drop (call $w (i32.const 1) (i32.const 0)"
+            " (i32.const 1) (i32.const 8)))))"
+        )
+    )
+    assert main(["dev", str(source), "--once", "--run", "hi"]) == 0
+    captured = capfd.readouterr()
+    assert captured.out == "hi\n"
+    assert captured.err.startswith("conduit dev: built hi (wasm) in ")
+    assert "conduit dev: loaded hi (wasm) in " in captured.err
+    (source / "plugin.wasm").write_bytes(b"\0asm\x01\0\0\0 junk")
+    assert main(["dev", str(source), "--once", "--run", "hi"]) == 3
+    err = capfd.readouterr().err
+    assert err.startswith("error: plugin 'hi': not a valid WebAssembly module: ")
+    assert err.count("\n") == 2 and "Traceback" not in err  # the error and its hint

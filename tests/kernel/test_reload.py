@@ -379,3 +379,131 @@ def test_a_package_plugin_reloads_its_submodules(tmp_path: Path, reloader_of: ob
     report = reloader.reload([str(package / "words.py")])
     assert report.loaded == ["pkgplug"], report.errors
     assert sys.modules["pkgplug.words"].WORD == "beta"
+
+
+def _printing_module(text: str) -> bytes:
+    """A WASI command module that prints ``text`` and a newline."""
+    wasmtime = pytest.importorskip("wasmtime")
+    line = text + "\n"
+    return wasmtime.wat2wasm(
+        f"""(module
+ (import "wasi_snapshot_preview1" "fd_write" (func $w (param i32 i32 i32 i32) (result i32)))
+ (memory (export "memory") 1)
+ (data (i32.const 100) "{text}\\0a")
+ (func (export "_start")
+   (i32.store (i32.const 0) (i32.const 100))
+   (i32.store (i32.const 4) (i32.const {len(line)}))
+   (drop (call $w (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"""
+    )
+
+
+WASM_MANIFEST = 'name = "wgreet"\napi = ">=1.0"\n\n[[commands]]\nname = "wgreet"\nhelp = "Greet."\n'
+
+
+def test_a_webassembly_source_is_rebuilt_and_its_module_swapped(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A prebuilt plugin.wasm swapped for another: built again with 'plugins build''s
+    build, compiled with the same engine, served; a module wasmtime refuses or a manifest
+    error is one line and the previous module keeps serving."""
+    from conduit.builtins.plugins import build_wasm
+    from conduit.hosts.wasm.runtime import WasmSettings, runtime
+
+    source = tmp_path / "wgreet"
+    source.mkdir()
+    manifest = source / "conduit-plugin.toml"
+    manifest.write_text(WASM_MANIFEST, encoding="utf-8")
+    wasm = source / "plugin.wasm"
+    wasm.write_bytes(_printing_module("one"))
+    reloader = Reloader([str(source)], resolve(), build_wasm=build_wasm)
+    try:
+        report = reloader.start()
+        assert report.ok and report.loaded == ["wgreet"] and list(report.built) == ["wgreet"]
+        assert reloader.kernel is not None
+        assert reloader.kernel.index["plugins"]["wgreet"]["isolation"] == "wasm"
+        engine = runtime(WasmSettings(), resolve().cache_dir).engine
+        assert reloader.run(["wgreet"]) == 0
+        assert capfd.readouterr().out == "one\n"
+        assert reloader.affected([str(wasm)]) and not reloader.affected([str(source / "x.c")])
+
+        wasm.write_bytes(_printing_module("two"))  # the same size: a new build is told apart
+        report = reloader.reload([str(wasm)])
+        assert report.ok and report.loaded == ["wgreet"] and list(report.built) == ["wgreet"]
+        assert reloader.run(["wgreet"]) == 0
+        assert capfd.readouterr().out == "two\n"
+        assert runtime(WasmSettings(), resolve().cache_dir).engine is engine  # reused
+
+        wasm.write_bytes(b"\0asm\x01\0\0\0 not a module")
+        report = reloader.reload([str(wasm)])
+        assert not report.ok and report.loaded == []
+        assert "not a valid WebAssembly module" in report.errors[0].message
+        assert "\n" not in report.errors[0].message
+        assert reloader.run(["wgreet"]) == 0
+        assert capfd.readouterr().out == "two\n"  # the previous module keeps serving
+
+        wasm.write_bytes(_printing_module("three"))
+        manifest.write_text(WASM_MANIFEST.replace("api =", "apo ="), encoding="utf-8")
+        report = reloader.reload([str(manifest)])
+        assert not report.ok and report.loaded == []
+        assert "apo: unknown field" in report.errors[0].message
+        assert reloader.run(["wgreet"]) == 0
+        assert capfd.readouterr().out == "two\n"
+
+        manifest.write_text(WASM_MANIFEST, encoding="utf-8")
+        assert reloader.reload([str(manifest)]).loaded == ["wgreet"]
+        assert reloader.run(["wgreet"]) == 0
+        assert capfd.readouterr().out == "three\n"
+        build_root = reloader._build_root
+        assert build_root is not None and len(os.listdir(build_root)) == 1  # old builds gone
+    finally:
+        reloader.close()
+    assert not os.path.exists(build_root)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_a_python_component_is_rebuilt_with_componentize_py(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """app.py built with componentize-py (``plugins build``'s build): an error in it is
+    componentize-py's last line, on one line, and the previous component keeps serving;
+    the source made the same again is the module built before (the build cache)."""
+    import shutil
+
+    pytest.importorskip("wasmtime")
+    if shutil.which("componentize-py", path=os.path.dirname(sys.executable)) is None:
+        pytest.skip("componentize-py is not installed (it is in the [test] extra)")
+    from conduit.builtins.plugins import build_wasm
+
+    example = Path(__file__).resolve().parents[2] / "examples" / "wasm" / "pyhash"
+    source = tmp_path / "pyhash"
+    shutil.copytree(example, source)
+    manifest = source / "conduit-plugin.toml"
+    text = manifest.read_text(encoding="utf-8")  # no grant to ask for: no capabilities
+    manifest.write_text(text.replace("capabilities =", "# capabilities ="), encoding="utf-8")
+    app = source / "app.py"
+    good = app.read_text(encoding="utf-8")
+    reloader = Reloader([str(source)], resolve(), build_wasm=build_wasm)
+    try:
+        report = reloader.start()
+        assert report.loaded == ["pyhash"], [e.message for e in report.errors]
+        assert reloader.run(["pyhash", "-h"]) == 0
+        assert capfd.readouterr().out.startswith("usage: conduit pyhash")
+
+        app.write_text(good + "\ndef broken(:\n", encoding="utf-8")
+        report = reloader.reload([str(app)])
+        assert not report.ok and report.loaded == []
+        message = report.errors[0].message
+        assert message.startswith(f"componentize-py could not build {app} (exit ")
+        assert "SyntaxError" in message and "\n" not in message
+        assert capfd.readouterr().out == ""  # its output is in the error, not printed
+        assert reloader.run(["pyhash", "-h"]) == 0
+        assert capfd.readouterr().out.startswith("usage: conduit pyhash")
+
+        app.write_text(good, encoding="utf-8")
+        report = reloader.reload([str(app)])
+        assert report.loaded == ["pyhash"] and list(report.built) == ["pyhash"]
+        assert reloader.run(["pyhash", "-h"]) == 0
+        assert capfd.readouterr().out.startswith("usage: conduit pyhash")
+    finally:
+        reloader.close()

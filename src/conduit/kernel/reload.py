@@ -20,6 +20,12 @@ installed ones (a source plugin takes the place of an installed one of the same 
 5. it is imported and booted again, then its dependants, in dependency order (a process
    plugin in a new host process).
 
+A WebAssembly plugin's source directory (``conduit-plugin.toml`` with ``app.py`` or a
+prebuilt ``plugin.wasm``, as ``conduit plugins build`` takes it) is built by the
+caller's ``build_wasm`` (that command's build, cached by its inputs) into a directory of
+its own per build, and the new module is compiled with the wasm host's engine before the
+previous version is deactivated: a failed build or compile leaves it serving.
+
 Watching files is the caller's (``conduit dev`` uses watchfiles): this module only maps
 changed paths to plugins (:meth:`Reloader.affected`). Not thread-safe by itself: callers
 that reload from another thread hold :attr:`Reloader.lock`.
@@ -38,7 +44,7 @@ from typing import TYPE_CHECKING
 from conduit.errors import ConduitError, PluginLoadError, UsageError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Callable, Iterable
 
     from conduit.authoring import PluginSource
     from conduit.indexer.build import Cache
@@ -68,10 +74,27 @@ class Reload:
     notes: list[str] = field(default_factory=list)
     #: wall time of the reload, ms
     ms: float = 0.0
+    #: WebAssembly plugins built again, with the build's wall time in ms (part of ``ms``)
+    built: dict[str, float] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
         return not self.errors
+
+
+def _cause(output: str) -> str:
+    """The line of a failed build's output that says why (componentize-py: the line after
+    "Caused by:", else the last ``...Error: ...`` line), else its last line."""
+    import re
+
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    for i, line in enumerate(lines[:-1]):
+        if line == "Caused by:":
+            return lines[i + 1]
+    for line in reversed(lines):
+        if re.match(r"([A-Za-z_][\w.]*(Error|Exception)|error)\b.*:", line):
+            return line
+    return lines[-1] if lines else ""
 
 
 class Reloader:
@@ -85,11 +108,16 @@ class Reloader:
         approve: Approver | None = None,
         thread_grace: float = THREAD_GRACE,
         template: bool = False,
+        build_wasm: Callable[[str, str], tuple[str, str]] | None = None,
     ) -> None:
         """``template``: fork process plugins' hosts from a host template
         (:mod:`conduit.hosts.zygote`, as the warm kernel does) started before the first
         activation, while this process has no thread and no plugin loaded: a process
-        plugin's reload then costs a fork, not an interpreter's start."""
+        plugin's reload then costs a fork, not an interpreter's start.
+
+        ``build_wasm(source, output)``: builds a WebAssembly plugin's source directory
+        into ``output`` and returns the paths of NAME.wasm and NAME.toml (``conduit dev``
+        passes ``conduit plugins build``'s); without it such a target is an error."""
         self.targets = [os.path.abspath(t) for t in targets]
         self.paths = paths
         self.approve = approve
@@ -109,17 +137,29 @@ class Reloader:
         self._held_threads: dict[str, set[int]] = {}
         self._template = template
         self._template_pid = 0
+        self.build_wasm = build_wasm
+        #: WebAssembly targets: the stamp of their inputs and the source last built
+        self._builds: dict[str, tuple[tuple[object, ...], PluginSource]] = {}
+        self._build_root: str | None = None
+        self._build_serial = 0
+        #: the plugins built by the last _read, with the build's ms
+        self._built: dict[str, float] = {}
 
     # -- sources ---------------------------------------------------------------------------
     def _read(self) -> tuple[dict[str, PluginSource], list[ConduitError]]:
         """Every plugin at the targets, read and validated now."""
         from conduit.authoring import find_plugins
+        from conduit.manifest import is_wasm_source
 
         found: dict[str, PluginSource] = {}
         errors: list[ConduitError] = []
+        self._built = {}
         for target in self.targets:
             try:
-                sources = find_plugins(target)
+                if is_wasm_source(target):
+                    sources = [self._wasm_source(target)]
+                else:
+                    sources = find_plugins(target)
             except ConduitError as exc:
                 errors.append(exc)
                 continue
@@ -138,9 +178,149 @@ class Reloader:
                     found[src.name] = src
         return found, errors
 
+    @staticmethod
+    def _wasm_inputs(target: str) -> list[str]:
+        """What a build of the WebAssembly source ``target`` reads: for ``app.py`` every
+        file in the directory (componentize-py bundles it), bytecode caches aside; for a
+        prebuilt module its manifest and ``plugin.wasm`` (whatever builds that file, e.g.
+        the author's ``make``, is the author's)."""
+        from conduit.manifest import MANIFEST_FILENAME
+
+        if not os.path.isfile(os.path.join(target, "app.py")):
+            names = [MANIFEST_FILENAME, "plugin.wasm"]
+            return [os.path.join(target, n) for n in names]
+        out = []
+        for top, dirs, files in os.walk(target):
+            dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+            out += [os.path.join(top, f) for f in sorted(files) if not f.endswith(".pyc")]
+        return out
+
+    def _wasm_source(self, target: str) -> PluginSource:
+        """The WebAssembly plugin at ``target``, built again if its inputs changed since
+        the last build; a failed build is raised, its own error on one line."""
+        import contextlib
+        import io
+        import shutil
+
+        from conduit.authoring import PluginSource
+        from conduit.manifest import MANIFEST_FILENAME, loads_toml, parse_manifest
+
+        inputs = self._wasm_inputs(target)
+        stamp: list[object] = []
+        for path in inputs:
+            try:
+                st = os.stat(path)
+            except OSError:
+                stamp.append((path, None))
+                continue
+            stamp.append((path, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino))
+        previous = self._builds.get(target)
+        if previous is not None and previous[0] == tuple(stamp):
+            return previous[1]
+        if self.build_wasm is None:
+            raise UsageError(f"{target}: a WebAssembly plugin's source, which is not built here")
+        if self._build_root is None:
+            import tempfile
+
+            self._build_root = tempfile.mkdtemp(prefix="conduit-dev-")
+        # A directory per build: the wasm host remembers a module's hash by its path and
+        # stat, which two quick builds of the same size could share
+        self._build_serial += 1
+        out = os.path.join(self._build_root, str(self._build_serial))
+        started = time.perf_counter()
+        said = io.StringIO()  # the build's own output (componentize-py's errors)
+        try:
+            with contextlib.redirect_stdout(said), contextlib.redirect_stderr(said):
+                wasm, toml = self.build_wasm(target, out)
+            with open(toml, "rb") as f:
+                data = loads_toml(f.read().decode("utf-8"), toml)
+            data.setdefault("isolation", "wasm")  # as discovery reads an installed one
+            name = os.path.basename(wasm)[: -len(".wasm")]
+            manifest = parse_manifest(
+                data, os.path.join(target, MANIFEST_FILENAME), expected_name=name
+            )
+        except ConduitError as exc:
+            shutil.rmtree(out, ignore_errors=True)
+            cause = _cause(said.getvalue())
+            if not cause:
+                raise
+            raise ConduitError(
+                f"{exc.message}: {cause}",
+                hint="fix it and save again",
+            ) from None
+        except (OSError, UnicodeDecodeError) as exc:
+            shutil.rmtree(out, ignore_errors=True)
+            raise ConduitError(f"{target}: the build failed: {exc}") from None
+        self._built[name] = (time.perf_counter() - started) * 1e3
+        src = PluginSource(
+            name,
+            "wasm",
+            os.path.join(target, MANIFEST_FILENAME),
+            wasm,
+            project=target,
+            sources=inputs,
+            manifest=manifest,
+        )
+        self._builds[target] = (tuple(stamp), src)
+        return src
+
+    def _compile_wasm(self, index: Index, names: Iterable[str]) -> list[ConduitError]:
+        """Compile the WebAssembly plugins just built (``names``) with the wasm host's
+        engine, into its artifact cache, so that activation finds them compiled and a
+        module wasmtime refuses is reported before the previous version is unloaded."""
+        from conduit.hosts.wasm.runtime import WasmSettings, first_line, runtime
+
+        errors: list[ConduitError] = []
+        settings = WasmSettings.from_table(index["config"].get("wasm"))
+        for name in names:
+            target, path = self._build_of(name)
+            before = len(errors)
+            try:
+                runtime(settings, self.paths.cache_dir, name).load(path)
+            except ConduitError as exc:
+                errors.append(exc)
+            except OSError as exc:
+                errors.append(PluginLoadError(name, f"cannot read {path}: {exc.strerror}"))
+            except Exception as exc:  # wasmtime.WasmtimeError: invalid module
+                errors.append(
+                    PluginLoadError(
+                        name,
+                        f"not a valid WebAssembly module: {first_line(exc)}",
+                        hint="fix it and save again",
+                    )
+                )
+            if len(errors) > before:
+                del self._builds[target]  # built again at the next change, and refused again
+        return errors
+
+    def _build_of(self, name: str) -> tuple[str, str]:
+        """The target and module path of the WebAssembly plugin ``name``'s last build."""
+        for target, (_, src) in self._builds.items():
+            if src.name == name and src.entry:
+                return target, src.entry
+        raise KeyError(name)
+
+    def _prune_builds(self) -> None:
+        """Remove the build directories no longer served nor remembered."""
+        import shutil
+
+        root = self._build_root
+        if root is None:
+            return
+        keep = {os.path.dirname(src.entry or "") for _, src in self._builds.values()}
+        keep |= {os.path.dirname(s.entry or "") for s in self.sources.values() if s.kind == "wasm"}
+        for entry in os.listdir(root):
+            path = os.path.join(root, entry)
+            if path not in keep:
+                shutil.rmtree(path, ignore_errors=True)
+
     def _found(self, src: PluginSource) -> Found:
         from conduit.indexer.discover import Found
 
+        if src.kind == "wasm":
+            return Found(
+                src.name, "wasm", src.manifest_path, entry=src.entry, manifest=src.manifest
+            )
         if src.kind == "file":
             return Found(
                 src.name, "file", src.manifest_path, entry=src.entry, manifest=src.manifest
@@ -208,7 +388,7 @@ class Reloader:
     def _roots(self, name: str) -> list[str]:
         """Directories whose new or changed Python files belong to ``name``."""
         src = self.sources[name]
-        if src.kind == "file":
+        if src.kind in ("file", "wasm"):
             return []
         top = src.top_module
         base = os.path.join(src.import_root or "", *(top.split(".") if top else []))
@@ -254,11 +434,16 @@ class Reloader:
         sources, errors = self._read()
         if errors:
             raise errors[0]
+        built = self._built
         index = self._index(sources)
         for name in sources:
             problem = self._index_error(index, name)
             if problem is not None:
                 raise problem
+        if built:
+            errors = self._compile_wasm(index, built)
+            if errors:
+                raise errors[0]
         self.sources = sources
         if self._template and any(index["plugins"][n]["isolation"] == "process" for n in sources):
             from conduit.hosts import process
@@ -266,7 +451,7 @@ class Reloader:
 
             process.TEMPLATE, self._template_pid = start()
         self.kernel = Kernel(index, self.paths, approve=self.approve)
-        report = Reload()
+        report = Reload(built=built)
         self._activate(self._in_order(index, set(sources)), report)
         report.ms = (time.perf_counter() - started) * 1e3
         return report
@@ -280,12 +465,16 @@ class Reloader:
         kernel = self.kernel
         assert kernel is not None, "start() first"
         sources, errors = self._read()
+        report.built = self._built
         if not errors:
             index = self._index(sources)
             errors = [e for n in sources if (e := self._index_error(index, n)) is not None]
+        if not errors and report.built:
+            errors = self._compile_wasm(index, report.built)
         if errors:  # the previous version keeps serving
             report.errors = errors
             report.ms = (time.perf_counter() - started) * 1e3
+            self._prune_builds()
             return report
         old = kernel.index
         active = {n for n, state in kernel.states.items() if state == "active"}
@@ -306,6 +495,7 @@ class Reloader:
             if self._blocked_by_held(index, name):
                 wanted.discard(name)
         self._activate(self._in_order(index, wanted), report)
+        self._prune_builds()
         report.ms = (time.perf_counter() - started) * 1e3
         return report
 
@@ -539,4 +729,10 @@ class Reloader:
             while root in sys.path:
                 sys.path.remove(root)
         self._added_paths.clear()
+        if self._build_root is not None:
+            import shutil
+
+            shutil.rmtree(self._build_root, ignore_errors=True)
+            self._build_root = None
+            self._builds.clear()
         return notes

@@ -55,6 +55,8 @@ def _show(report: Reload, what: str, reloader: Reloader) -> None:
 
     assert reloader.kernel is not None
     plugins = reloader.kernel.index["plugins"]
+    for name, ms in report.built.items():
+        _say(f"built {name} (wasm) in {ms:.0f} ms")
     if report.loaded:
         names = ", ".join(f"{n} ({plugins[n]['isolation']})" for n in report.loaded)
         _say(f"{what} {names} in {report.ms:.0f} ms")
@@ -205,8 +207,9 @@ def _prompt(reloader: Reloader, watch: bool) -> None:
 def dev(paths: tuple[str, ...], run: str | None, once: bool) -> None:
     """Load plugins from source and reload them when their files change.
 
-    PATHS: a .py file, a package project or a directory of single-file plugins (the
-    current directory by default), loaded without installing them. Without --run, a
+    PATHS: a .py file, a package project, a directory of single-file plugins or a
+    WebAssembly plugin's source (as 'conduit plugins build' takes it; the current
+    directory by default), loaded without installing them. Without --run, a
     prompt runs commands in the same kernel (end it with Ctrl-D or Ctrl-C)."""
     from conduit.kernel.reload import Reloader
     from conduit.paths import resolve
@@ -233,7 +236,7 @@ def dev(paths: tuple[str, ...], run: str | None, once: bool) -> None:
 
     main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, stop) if main else None
-    reloader = Reloader(paths or (".",), resolve(), template=not once)
+    reloader = Reloader(paths or (".",), resolve(), template=not once, build_wasm=_build_wasm)
     code = 0
     try:
         with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C (or SIGTERM): the end
@@ -257,6 +260,13 @@ def dev(paths: tuple[str, ...], run: str | None, once: bool) -> None:
             signal.signal(signal.SIGTERM, previous)
     if once and code:
         sys.exit(code)
+
+
+def _build_wasm(source: str, output: str) -> tuple[str, str]:
+    """``conduit plugins build``'s build (imported only for a WebAssembly source)."""
+    from conduit.builtins.plugins import build_wasm
+
+    return build_wasm(source, output)
 
 
 class DevPlugin(Plugin):

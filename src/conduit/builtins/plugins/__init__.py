@@ -14,7 +14,7 @@ import click
 
 from conduit.sdk import Plugin, PluginContext
 
-__all__ = ["PluginsPlugin"]
+__all__ = ["PluginsPlugin", "build_wasm"]
 
 #: every subcommand lives in its own module, imported only when that subcommand runs
 #: (or when the whole group's ``--help`` is rendered); ``name -> "module:attribute"``
@@ -44,6 +44,15 @@ LAZY_COMMANDS: dict[str, str] = {
     "bisect": "conduit.builtins.plugins._bisect:bisect_cmd",
     "health": "conduit.builtins.plugins._health:health_cmd",
 }
+
+
+def build_wasm(source: str, output: str) -> tuple[str, str]:
+    """``conduit plugins build SOURCE -o OUTPUT`` without precompiling (for ``conduit
+    dev``): the same build, cached by its inputs; returns the paths of NAME.wasm and
+    NAME.toml."""
+    from conduit.builtins.plugins._wasm import build_plugin
+
+    return build_plugin(source, output)
 
 
 class _LazyGroup(click.Group):

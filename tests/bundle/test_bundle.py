@@ -330,6 +330,14 @@ def _imports(stderr: str) -> set[str]:
     } - {"imported package"}
 
 
+def _marker_pyc(target: Path, source: Path, text: str) -> None:
+    """Write at ``target`` the bytecode of a program that prints ``text``."""
+    import py_compile
+
+    source.write_text(f"print({text!r})\n", encoding="utf-8")
+    py_compile.compile(str(source), str(target), doraise=True)
+
+
 def test_direct_execution_extracts_then_skips_runpy(env: Env) -> None:
     """``./TOOL.pyz`` (the bundle's sh header) in a directory with a space, extracted
     into another: the first run goes through the zip (runpy) and extracts; later runs
@@ -354,6 +362,15 @@ def test_direct_execution_extracts_then_skips_runpy(env: Env) -> None:
     assert again.stdout == first.stdout and "alpha-run" in again.stdout
     assert again.stdout.startswith("Usage: conduit ")  # as with python TOOL.pyz
     assert (root / "in-use").exists() and list(extracted.iterdir()) == [root]
+    # the run path is compiled once, at extraction: the header's stub runs direct.pyc
+    assert (root / "direct.pyc").is_file() and (root / "direct.py").is_file()
+    direct_pyc = (root / "direct.pyc").read_bytes()
+    _marker_pyc(root / "direct.pyc", env.root / "marker.py", "ran direct.pyc")
+    assert env.direct(pyz, "--help", **where).stdout == "ran direct.pyc\n"
+    (root / "direct.pyc").unlink()  # a directory extracted without it: python -S -c CODE
+    without = env.direct(pyz, "--help", **where)
+    assert without.stdout == first.stdout and "runpy" not in _imports(without.stderr)
+    (root / "direct.pyc").write_bytes(direct_pyc)
     zipped = env.bundle(pyz, "--help", **where)  # python TOOL.pyz: unchanged
     assert "runpy" in _imports(zipped.stderr) and zipped.stdout == again.stdout
     assert env.direct(pyz, "alpha-run", sh="dash", **where).stdout == "alpha 1.0\n"

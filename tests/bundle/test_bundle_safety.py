@@ -126,6 +126,11 @@ def test_a_planted_extraction_directory_is_refused(bundle, tmp_path, plant, dire
     root = tmp_path / "shared"
     assert _run(bundle, root, direct).returncode == 0  # extracted, as its user would
     (extracted,) = root.iterdir()
+    # what a planter would put there: a direct.pyc that the sh header must not run
+    import py_compile
+
+    (tmp_path / "planted.py").write_text("print('PLANTED-PYC')\n", encoding="utf-8")
+    py_compile.compile(str(tmp_path / "planted.py"), str(extracted / "direct.pyc"), doraise=True)
     if plant == "symlink":  # someone else's copy, linked where the bundle looks
         elsewhere = tmp_path / "elsewhere"
         elsewhere.mkdir()
@@ -137,6 +142,6 @@ def test_a_planted_extraction_directory_is_refused(bundle, tmp_path, plant, dire
         root.chmod(0o777)
     done = _run(bundle, root, direct)
     assert done.returncode == 2, done.stderr
-    assert done.stdout == ""
+    assert done.stdout == "" and "PLANTED-PYC" not in done.stderr
     (line,) = done.stderr.splitlines()
     assert line.startswith(f"tool: error: will not run the extracted bundle {extracted}: ")

@@ -182,6 +182,15 @@ def _extract(archive: str, root: str) -> None:
             quiet=2,
             invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH,
         )
+        # The run path of ./TOOL.pyz (the builder's DIRECT functions), compiled once:
+        # the sh header's stub checks this directory, then runs it without compiling.
+        py_compile.compile(
+            os.path.join(tmp, "direct.py"),
+            os.path.join(tmp, "direct.pyc"),
+            dfile=os.path.join(root, "direct.py"),
+            doraise=True,
+            invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH,
+        )
         try:
             os.rename(tmp, root)
         except OSError:
@@ -266,7 +275,8 @@ def _start(archive: str, root: str) -> None:
 def _direct() -> None:
     """``./TOOL.pyz ARGS``: the bundle's sh header found this id's extracted directory and
     ran ``python -S -c SOURCE TOOL.pyz ARGS``, SOURCE being the constants and the
-    functions :data:`DIRECT` names (not runpy, nor this zip: no module to import). The
+    functions :data:`DIRECT` names (not runpy, nor this zip: no module to import), or
+    its stub that checks the directory and runs them from ``direct.pyc``. The
     directory is checked as :func:`main` does, after the in-use lock; anything else (another
     interpreter, the directory gone) runs the zip itself, which says why or extracts."""
     del sys.argv[0]  # "-c": now [TOOL.pyz as invoked, ARGS...], as with python TOOL.pyz

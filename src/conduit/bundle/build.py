@@ -430,12 +430,12 @@ def _member(name: str, data: bytes, compressed: bool) -> tuple[Any, bytes]:
 
 
 def _direct_source(main: str) -> str:
-    """The code the sh header runs with ``python -S -c`` once the bundle is extracted:
-    the bootstrap's constants and the functions its ``DIRECT`` names, from ``main`` (the
-    bootstrap as built), without docstrings or annotations (compiled on every run), as
-    one sh word."""
+    """The bootstrap's run path for ``./TOOL.pyz`` once the bundle is extracted: its
+    constants and the functions its ``DIRECT`` names, from ``main`` (the bootstrap as
+    built), without docstrings or annotations. The payload holds it as ``direct.py``, which
+    the extraction compiles to ``direct.pyc``; the sh header runs it as ``python -S -c``
+    where that file is missing (a directory extracted by an older build of this id)."""
     import ast
-    import shlex
 
     tree = ast.parse(main)
     wanted: tuple[str, ...] = ()
@@ -455,10 +455,36 @@ def _direct_source(main: str) -> str:
                 arg.annotation = None
             body.append(node)
     body.append(ast.parse("_direct()").body[0])
-    source = ast.unparse(ast.Module(body=body, type_ignores=[]))
+    return ast.unparse(ast.Module(body=body, type_ignores=[]))
+
+
+def _sh_word(source: str) -> str:
+    """``source`` as one sh word (single quotes, readable, where it has no ``"``)."""
+    import shlex
+
     if '"' in source:
         return shlex.quote(source)
-    return "'" + source.replace("'", '"') + "'"  # one sh word, readable
+    return "'" + source.replace("'", '"') + "'"
+
+
+# What the sh header runs with ``python -S -c DIR TOOL.pyz ARGS`` when ``DIR/direct.pyc``
+# exists: DIR checked as the bootstrap's ``_trust`` does (a directory, not a symlink, this
+# user's, that nobody else may write, in a parent nobody else may rename it out of) BEFORE
+# anything from it runs (sh has no portable test of modes without a process), then the
+# code object of ``direct.pyc`` (this interpreter's magic number) run in ``__main__``;
+# anything else runs the zip (``python -S TOOL.pyz``), which says why or extracts.
+_DIRECT_STUB = """import os,sys
+_r=sys.argv.pop(1)
+_c=None
+try:
+ import marshal,_frozen_importlib_external as _e
+ _s=os.lstat(_r);_u=os.stat(os.path.dirname(_r))
+ if _s.st_mode&0o170022==0o40000 and _s.st_uid==os.geteuid() and _u.st_mode&0o1002!=2:
+  with open(_r+'/direct.pyc','rb') as _f:_b=_f.read()
+  if _b[:4]==_e.MAGIC_NUMBER:_c=marshal.loads(memoryview(_b)[16:])
+except Exception:pass
+if _c is None:os.execv(sys.executable,[sys.executable,'-S',*sys.argv[1:]])
+exec(_c)"""
 
 
 def _header(main: str, name: str, ident: str) -> bytes:
@@ -466,8 +492,10 @@ def _header(main: str, name: str, ident: str) -> bytes:
     the archive) so that ``./TOOL.pyz`` runs without ``runpy``, which Python uses for any
     ``python TOOL.pyz``. When this id's extracted directory exists (the bootstrap's
     ``_root()``, approximated: Python checks it again), it runs the interpreter that
-    built the bundle (else ``python3``) with ``-S -c`` and :func:`_direct_source`;
-    otherwise with ``-S`` on the file itself, which extracts. Elsewhere a shebang only."""
+    built the bundle (else ``python3``) with ``-S -c`` and :data:`_DIRECT_STUB`, which
+    checks that directory and runs its ``direct.pyc`` (nothing compiled but the stub), or
+    where that file is missing :func:`_direct_source` itself; otherwise with ``-S`` on
+    the file itself, which extracts. Elsewhere a shebang only."""
     if os.name != "posix":
         return b"#!/usr/bin/env python3\n"
     import shlex
@@ -491,8 +519,12 @@ else
   case ${{XDG_CACHE_HOME-}} in /*) d=$XDG_CACHE_HOME ;; *) d=${{HOME-}}/.cache ;; esac
   d=$d/conduit/bundles
 fi
-if [ -d "$d/{name}-{ident}" ]; then
-  exec "$p" -S -c {_direct_source(main)} "$0" "$@"
+r=$d/{name}-{ident}
+if [ -f "$r/direct.pyc" ]; then
+  exec "$p" -S -c {_sh_word(_DIRECT_STUB)} "$r" "$0" "$@"
+fi
+if [ -d "$r" ]; then
+  exec "$p" -S -c {_sh_word(_direct_source(main))} "$0" "$@"
 fi
 exec "$p" -S "$0" "$@"
 """
@@ -521,6 +553,7 @@ def _write_zipapp(
                     arc = top + "/" + os.path.relpath(src, base).replace(os.sep, "/")
                     with open(src, "rb") as f:
                         z.writestr(*_member(arc, f.read(), compressed=True))
+        z.writestr(*_member("direct.py", _direct_source(main).encode(), compressed=True))
     text = json.dumps(manifest, indent=1, sort_keys=True).encode()
     with open(path, "wb") as f:
         f.write(header)

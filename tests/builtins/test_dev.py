@@ -4,6 +4,7 @@ process watching a real file with watchfiles), and its one-line errors."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -73,6 +74,43 @@ def test_dev_run_shows_the_edited_plugin_end_to_end(tmp_path: Path) -> None:
         proc.terminate()  # SIGTERM ends it as Ctrl-C does: cleanly
         assert proc.wait(timeout=DEADLINE) == 0
         assert not any("Traceback" in line for line in err.lines), err.lines
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=DEADLINE)
+        assert proc.stdout is not None and proc.stderr is not None
+        proc.stdout.close()
+        proc.stderr.close()
+
+
+def test_sigterm_to_its_group_leaves_no_traceback_from_a_process_host(tmp_path: Path) -> None:
+    """A process plugin's host (forked from the host template) is in the command's
+    group: a SIGTERM to that group (a service manager, `timeout`) must not run
+    `conduit dev`'s own SIGTERM handler in the host (a traceback from the host)."""
+    source = tmp_path / "greet.py"
+    source.write_text(
+        simple_plugin("greet", ("greet",), output="first", extra_toml='isolation = "process"'),
+        encoding="utf-8",
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "conduit", "dev", str(source), "--run", "greet"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ),
+        start_new_session=True,
+    )
+    out, err = _Reader(proc.stdout), _Reader(proc.stderr)
+    try:
+        deadline = time.monotonic() + DEADLINE
+        assert out.wait_for("first", deadline), (out.lines, err.lines)
+        assert err.wait_for("watching", deadline), err.lines
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=DEADLINE)
+        assert proc.stderr is not None
+        err._thread.join(DEADLINE)  # every line the host may still write
+        assert not any("Traceback" in line for line in err.lines), err.lines
+        assert not any("_Terminated" in line for line in err.lines), err.lines
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -231,7 +231,15 @@ def dev(paths: tuple[str, ...], run: str | None, once: bool) -> None:
             ) from None
     import signal
 
+    me = os.getpid()
+
     def stop(signum: int, frame: object) -> None:
+        if os.getpid() != me:
+            # a process host forked from the host template inherits this handler: there
+            # the signal does what it does to a host started afresh
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
         raise _Terminated  # a clean end: plugins shut down, disposers run
 
     main = threading.current_thread() is threading.main_thread()

@@ -297,6 +297,36 @@ def test_disposers_run_newest_first_and_one_failing_stops_none(
     assert note.endswith("failed: ZeroDivisionError: division by zero")
 
 
+def test_an_interrupted_disposer_leaves_no_registration_behind(
+    tmp_path: Path, reloader_of: object, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ctrl-C (or sys.exit()) in a disposer: the other disposers and undos still run and
+    the plugin is inactive, so that `conduit dev` ends cleanly (no KeyError at close)."""
+    source = tmp_path / "intr.py"
+    boot = (
+        '        ctx.on_dispose(lambda: print("first"))\n'
+        "        ctx.on_dispose(_interrupt)\n"
+        '        ctx.on_dispose(lambda: print("third"))\n'
+    )
+    interrupt = "def _interrupt():\n    raise KeyboardInterrupt\n"
+    source.write_text(
+        simple_plugin("intr", ("intr",), boot_prefix=boot, module_prefix=interrupt),
+        encoding="utf-8",
+    )
+    reloader: Reloader = reloader_of(source)  # type: ignore[operator]
+    assert reloader.start().ok
+    kernel = reloader.kernel
+    assert kernel is not None
+    assert len(kernel.registry.commands) == 1
+    with pytest.raises(KeyboardInterrupt):
+        reloader.reload([str(source)])
+    assert capsys.readouterr().out == "third\nfirst\n"
+    assert kernel.states["intr"] == "inactive"
+    assert len(kernel.registry.commands) == 0
+    assert "intr" not in kernel.contexts
+    assert reloader.close() == []
+
+
 @pytest.mark.parametrize("template", [False, True], ids=["exec", "template"])
 def test_a_process_plugin_gets_a_new_host(tmp_path: Path, template: bool) -> None:
     source = tmp_path / "proc.py"

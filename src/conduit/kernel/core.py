@@ -226,8 +226,11 @@ class Context:
 
     def unregister_all(self) -> list[PluginError]:
         """Undo every registration and call every disposer, newest first; return what
-        the disposers raised (one failing does not stop the others)."""
+        the disposers raised (one failing does not stop the others). A disposer
+        interrupted (Ctrl-C, ``sys.exit()``) stops none of the others either: that is
+        raised after the last."""
         errors: list[PluginError] = []
+        interrupted: BaseException | None = None
         while self._undo:
             undo = self._undo.pop()
             try:
@@ -240,6 +243,10 @@ class Context:
                         hint="fix the function given to ctx.on_dispose()",
                     )
                 )
+            except BaseException as exc:
+                interrupted = interrupted or exc
+        if interrupted is not None:
+            raise interrupted
         return errors
 
 
@@ -527,9 +534,11 @@ class Kernel:
                 self._collect_metrics(name, rec, ctx, host)
                 host.deactivate(rec, ctx)
         finally:
-            self.warnings.extend(ctx.unregister_all())
-            self.states[name] = INACTIVE
-            self._order.remove(name)
+            try:
+                self.warnings.extend(ctx.unregister_all())
+            finally:
+                self.states[name] = INACTIVE
+                self._order.remove(name)
 
     def _collect_metrics(self, name: str, rec: PluginRec, ctx: Context, host: Host) -> None:
         """The plugin's optional ``metrics()`` into its journal entry (hosts that cannot

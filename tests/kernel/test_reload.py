@@ -351,6 +351,33 @@ def test_a_process_plugin_gets_a_new_host(tmp_path: Path, template: bool) -> Non
     assert process.TEMPLATE is None
 
 
+def test_a_failing_disposer_in_a_process_host_is_printed_inert(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """The host's warning carries the plugin's exception text: escaped, not raw."""
+    source = tmp_path / "esc.py"
+    raising = 'def _fail():\n    raise ValueError("\\x1b[31mred\\x1b]0;title\\x07")\n'
+    source.write_text(
+        simple_plugin(
+            "esc",
+            ("esc",),
+            extra_toml='isolation = "process"',
+            module_prefix=raising,
+            boot_prefix="        ctx.on_dispose(_fail)\n",
+        ),
+        encoding="utf-8",
+    )
+    reloader = Reloader([str(source)], resolve())
+    try:
+        assert reloader.start().ok
+        assert reloader.reload([str(source)]).ok
+    finally:
+        reloader.close()
+    err = capfd.readouterr().err
+    assert "disposer _fail failed: ValueError: \\x1b[31mred\\x1b]0;title\\x07\n" in err
+    assert "\x1b" not in err and "\x07" not in err
+
+
 def _process_reload(reloader: Reloader) -> None:
     assert reloader.start().ok
     kernel = reloader.kernel

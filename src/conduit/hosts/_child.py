@@ -407,7 +407,9 @@ class Child:
                 pass
             # ctx.on_dispose() (plugin API 1.6): after shutdown(), newest first
             for failure in self.contexts[name].dispose():
-                sys.stderr.write(f"conduit: warning: plugin '{name}': {failure}\n")
+                from conduit.text import inert  # the plugin's text: never raw (on failure only)
+
+                sys.stderr.write(f"conduit: warning: plugin '{name}': {inert(failure)}\n")
         self.endpoint.closing = True
 
 

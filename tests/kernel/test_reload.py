@@ -438,6 +438,40 @@ def test_a_package_plugin_reloads_its_submodules(tmp_path: Path, reloader_of: ob
     assert sys.modules["pkgplug.words"].WORD == "beta"
 
 
+def test_a_project_does_not_shadow_the_standard_library(
+    tmp_path: Path, reloader_of: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A flat project's root joins sys.path after the standard library: its own
+    colorsys.py (queue.py, types.py...) does not replace the module that Conduit, or
+    another plugin, imports later; an installed copy of the plugin still comes after."""
+    project = tmp_path / "flat"
+    package = project / "flatplug"
+    package.mkdir(parents=True)
+    (project / "pyproject.toml").write_text(
+        '[project]\nname = "flatplug"\nversion = "0.1.0"\n\n'
+        '[project.entry-points."conduit.plugins"]\nflatplug = "flatplug:ThePlugin"\n',
+        encoding="utf-8",
+    )
+    (package / "conduit-plugin.toml").write_text(
+        'name = "flatplug"\napi = ">=1.0,<2"\n\n[[commands]]\nname = "flatplug"\n',
+        encoding="utf-8",
+    )
+    (package / "__init__.py").write_text(
+        "from conduit.sdk import Plugin\n\n\nclass ThePlugin(Plugin):\n"
+        "    def boot(self, ctx):\n        pass\n",
+        encoding="utf-8",
+    )
+    (project / "colorsys.py").write_text("SHADOW = True\n", encoding="utf-8")
+    monkeypatch.delitem(sys.modules, "colorsys", raising=False)
+    reloader: Reloader = reloader_of(project)  # type: ignore[operator]
+    assert reloader.start().ok
+    import colorsys
+
+    assert not hasattr(colorsys, "SHADOW"), colorsys.__file__
+    site_packages = os.path.dirname(os.path.dirname(os.path.abspath(__import__("click").__file__)))
+    assert sys.path.index(str(project)) < sys.path.index(site_packages)
+
+
 def _printing_module(text: str) -> bytes:
     """A WASI command module that prints ``text`` and a newline."""
     wasmtime = pytest.importorskip("wasmtime")

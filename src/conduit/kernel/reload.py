@@ -97,6 +97,18 @@ def _cause(output: str) -> str:
     return lines[-1] if lines else ""
 
 
+def _before_site() -> int:
+    """The index in ``sys.path`` of the first site-packages directory (its end if none)."""
+    import site
+
+    sites = {*site.getsitepackages(), site.getusersitepackages()}
+    sites = {os.path.abspath(p) for p in sites}
+    for i, entry in enumerate(sys.path):
+        if i and entry and os.path.abspath(entry) in sites:
+            return i
+    return len(sys.path)
+
+
 class Reloader:
     """Loads plugins from source into a long-lived kernel and reloads them in place."""
 
@@ -343,9 +355,11 @@ class Reloader:
         for src in sources.values():
             root = src.import_root
             if root and root not in sys.path:
-                # Not sys.path[0] (the script's directory); a process host's child gets
-                # the kernel's sys.path too
-                sys.path.insert(min(1, len(sys.path)), root)
+                # After the standard library (a project's own queue.py must not replace
+                # the one Conduit imports), before the installed distributions (an
+                # installed copy of the plugin); a process host's child gets the
+                # kernel's sys.path too
+                sys.path.insert(_before_site(), root)
                 self._added_paths.append(root)
         return build(
             self.paths,

@@ -472,6 +472,29 @@ def test_a_project_does_not_shadow_the_standard_library(
     assert sys.path.index(str(project)) < sys.path.index(site_packages)
 
 
+def test_a_source_does_not_take_an_installed_plugins_unbound_grants(tmp_path: Path) -> None:
+    """Grants not yet bound to an identity (an older config) belong to the installed
+    plugin of that name: a source of the same name loaded by `conduit dev` is asked
+    (here: refused, no terminal) and does not bind them to itself."""
+    paths = resolve()
+    os.makedirs(paths.plugin_dir, exist_ok=True)
+    Path(paths.plugin_dir, "foo.py").write_text(simple_plugin("foo", ("foo",)), encoding="utf-8")
+    Path(paths.config_file).parent.mkdir(parents=True, exist_ok=True)
+    Path(paths.config_file).write_text('[grants]\nfoo = ["env:read"]\n', encoding="utf-8")
+    source = tmp_path / "foo.py"
+    source.write_text(
+        simple_plugin("foo", ("foo",), extra_toml='capabilities = ["env:read"]'),
+        encoding="utf-8",
+    )
+    reloader = Reloader([str(source)], resolve())
+    try:
+        report = reloader.start()
+    finally:
+        reloader.close()
+    assert [type(e).__name__ for e in report.errors] == ["NotGranted"], report
+    assert Path(paths.config_file).read_text(encoding="utf-8") == '[grants]\nfoo = ["env:read"]\n'
+
+
 def _printing_module(text: str) -> bytes:
     """A WASI command module that prints ``text`` and a newline."""
     wasmtime = pytest.importorskip("wasmtime")

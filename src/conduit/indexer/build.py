@@ -540,8 +540,12 @@ def build(
     settings, config_error = _read_config(paths.config_file, cache)
     warnings: list[str] = []
     found = discover(paths.plugin_dir, warnings, cache.dists, cache.listings)
+    replaced: dict[str, list[str]] = {}  # name -> identities of the plugins ``extra`` replaced
     if extra:
         names = {item.name for item in extra}
+        for item in found:
+            if item.name in names:
+                replaced.setdefault(item.name, []).append(identity(item))
         found = [item for item in found if item.name not in names] + extra
     bases: dict[int, bytes] = {}  # id(item) -> its record from the cache (_decoded)
     for item in found:
@@ -592,6 +596,11 @@ def build(
             cache.hits[item.name] = hit[0]["isolation"]
         plugins[item.name] = _configured(hit[0], disabled, settings.isolation, settings)
         tops[item.name] = hit[1]
+    for name, shadowed in replaced.items():
+        # the name's grants and trust are the replaced plugin's, unless it is the same one
+        rec = plugins.get(name)
+        if rec is not None:
+            rec["shadowed"] += [i for i in shadowed if i != rec["identity"]]
     grants = _bind_grants(settings, plugins)
     untrusted = _contested(settings, plugins)
     _more_warnings(settings, plugins, found, paths, warnings)

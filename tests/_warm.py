@@ -25,6 +25,18 @@ def conduit(
     )
 
 
+def popen_warm(*args: str, **kwargs: object) -> subprocess.Popen[str]:
+    """``python -m conduit ARGS`` started with ``CONDUIT_WARM=1``, its stdout a text pipe;
+    ``kwargs`` go to :class:`subprocess.Popen` (``stderr``, ``stdin``...)."""
+    return subprocess.Popen(  # type: ignore[call-overload,no-any-return]
+        [sys.executable, "-m", "conduit", *args],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "CONDUIT_WARM": "1"},
+        **kwargs,
+    )
+
+
 def status() -> dict[str, object]:
     """``conduit server status --json``."""
     return dict(json.loads(conduit("server", "status", "--json").stdout))

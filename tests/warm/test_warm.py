@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from _factory import manifest_block, write
-from _warm import conduit, running, status, wait_for
+from _warm import conduit, popen_warm, running, status, wait_for
 
 pytestmark = [
     pytest.mark.timeout(120),
@@ -350,13 +350,7 @@ def test_a_server_killed_mid_command_still_gets_the_command_its_status(
     server: int, tmp_path: Path
 ) -> None:
     flag = tmp_path / "go"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "conduit", "probe", "wait", str(flag)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "CONDUIT_WARM": "1"},
-    )
+    proc = popen_warm("probe", "wait", str(flag), stderr=subprocess.PIPE)
     assert proc.stdout is not None
     assert proc.stdout.readline() == "waiting\n"
     os.kill(server, signal.SIGKILL)
@@ -370,12 +364,7 @@ def test_an_exit_status_is_kept_when_the_server_goes_mid_command(
 ) -> None:
     # the child reports its own status: the server's death does not turn it into 1
     flag = tmp_path / "go"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "conduit", "probe", "wait", str(flag)],
-        stdout=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "CONDUIT_WARM": "1"},
-    )
+    proc = popen_warm("probe", "wait", str(flag))
     assert proc.stdout is not None
     proc.stdout.readline()
     conduit("server", "stop")  # the server leaves; the running command goes on

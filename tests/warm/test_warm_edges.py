@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from _factory import manifest_block, write
-from _warm import conduit, running, status, wait_for
+from _warm import conduit, popen_warm, running, status, wait_for
 
 pytestmark = [
     pytest.mark.timeout(180),
@@ -249,12 +249,7 @@ def test_a_restarted_host_template_holds_no_connection_of_the_server(
     # to that command's client (and the spare's socket), and every host it forks after
     # inherits them: a sandboxed host could write a status to another command's client.
     flag = tmp_path / "go"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "conduit", "rv", "wait", str(flag)],
-        stdout=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "CONDUIT_WARM": "1"},
-    )
+    proc = popen_warm("rv", "wait", str(flag))
     try:
         assert proc.stdout is not None
         command = int(proc.stdout.readline())
@@ -387,12 +382,7 @@ def test_a_killed_client_takes_its_command_with_it(
     # relayed; SIGKILL (timeout -s KILL, a CI job cancelled, the OOM killer) cannot be:
     # the server sees the client's end close without its "done" and kills the command.
     flag = tmp_path / "go"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "conduit", "rv", "wait", str(flag)],
-        stdout=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "CONDUIT_WARM": "1"},
-    )
+    proc = popen_warm("rv", "wait", str(flag))
     try:
         assert proc.stdout is not None
         command = int(proc.stdout.readline())
@@ -406,16 +396,7 @@ def test_a_killed_client_takes_its_command_with_it(
 
 
 def test_concurrent_clients_each_get_their_own_child(server: int) -> None:
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "conduit", "rv", "pid"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env={**os.environ, "CONDUIT_WARM": "1"},
-        )
-        for _ in range(12)
-    ]
+    procs = [popen_warm("rv", "pid", stderr=subprocess.PIPE) for _ in range(12)]
     results = [(p.communicate(timeout=120), p.returncode) for p in procs]
     assert all(code == 0 and err == "" for (_, err), code in results), results
     pids = {int(out) for (out, _), _ in results}

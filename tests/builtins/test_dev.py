@@ -3,12 +3,14 @@ process watching a real file with watchfiles), and its one-line errors."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -45,18 +47,35 @@ class _Reader:
             return True
 
 
-def test_dev_run_shows_the_edited_plugin_end_to_end(tmp_path: Path) -> None:
-    source = tmp_path / "greet.py"
-    source.write_text(simple_plugin("greet", ("greet",), output="first"), encoding="utf-8")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "conduit", "dev", str(source), "--run", "greet"],
+@contextlib.contextmanager
+def _dev(
+    source: Path, command: str, **kwargs: object
+) -> Iterator[tuple[subprocess.Popen[str], _Reader, _Reader]]:
+    """A real ``conduit dev SOURCE --run COMMAND`` process and readers of its output;
+    killed (if still running) and its pipes closed at the end."""
+    proc = subprocess.Popen(  # type: ignore[call-overload]
+        [sys.executable, "-m", "conduit", "dev", str(source), "--run", command],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env=dict(os.environ),
+        **kwargs,
     )
-    out, err = _Reader(proc.stdout), _Reader(proc.stderr)
     try:
+        yield proc, _Reader(proc.stdout), _Reader(proc.stderr)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=DEADLINE)
+        assert proc.stdout is not None and proc.stderr is not None
+        proc.stdout.close()
+        proc.stderr.close()
+
+
+def test_dev_run_shows_the_edited_plugin_end_to_end(tmp_path: Path) -> None:
+    source = tmp_path / "greet.py"
+    source.write_text(simple_plugin("greet", ("greet",), output="first"), encoding="utf-8")
+    with _dev(source, "greet") as (proc, out, err):
         deadline = time.monotonic() + DEADLINE
         assert out.wait_for("first", deadline), (out.lines, err.lines)
         assert err.wait_for("watching", deadline), err.lines
@@ -74,13 +93,6 @@ def test_dev_run_shows_the_edited_plugin_end_to_end(tmp_path: Path) -> None:
         proc.terminate()  # SIGTERM ends it as Ctrl-C does: cleanly
         assert proc.wait(timeout=DEADLINE) == 0
         assert not any("Traceback" in line for line in err.lines), err.lines
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=DEADLINE)
-        assert proc.stdout is not None and proc.stderr is not None
-        proc.stdout.close()
-        proc.stderr.close()
 
 
 def test_sigterm_to_its_group_leaves_no_traceback_from_a_process_host(tmp_path: Path) -> None:
@@ -92,16 +104,7 @@ def test_sigterm_to_its_group_leaves_no_traceback_from_a_process_host(tmp_path: 
         simple_plugin("greet", ("greet",), output="first", extra_toml='isolation = "process"'),
         encoding="utf-8",
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "conduit", "dev", str(source), "--run", "greet"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=dict(os.environ),
-        start_new_session=True,
-    )
-    out, err = _Reader(proc.stdout), _Reader(proc.stderr)
-    try:
+    with _dev(source, "greet", start_new_session=True) as (proc, out, err):
         deadline = time.monotonic() + DEADLINE
         assert out.wait_for("first", deadline), (out.lines, err.lines)
         assert err.wait_for("watching", deadline), err.lines
@@ -111,13 +114,6 @@ def test_sigterm_to_its_group_leaves_no_traceback_from_a_process_host(tmp_path: 
         err._thread.join(DEADLINE)  # every line the host may still write
         assert not any("Traceback" in line for line in err.lines), err.lines
         assert not any("_Terminated" in line for line in err.lines), err.lines
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=DEADLINE)
-        assert proc.stdout is not None and proc.stderr is not None
-        proc.stdout.close()
-        proc.stderr.close()
 
 
 def test_without_watchfiles_one_line_names_the_pip_command(

@@ -402,3 +402,49 @@ def test_concurrent_clients_each_get_their_own_child(server: int) -> None:
     pids = {int(out) for (out, _), _ in results}
     assert len(pids) == 12
     assert status()["pid"] == server
+
+
+# A server whose os.read sends it SIGTERM just before it reads its wake-up pipe: the
+# moment a real SIGTERM can come (after the loop looked at its stop flag, before the
+# read that takes the signal's byte away).
+LATE_SIGTERM = """\
+import os, signal
+from conduit.warm import server
+
+real_read, me = os.read, os.getpid()
+
+def read(fd, n):
+    if os.getpid() == me and n == 512:
+        os.kill(me, signal.SIGTERM)
+    return real_read(fd, n)
+
+os.read = read
+server.main()
+"""
+
+
+def test_a_sigterm_that_comes_with_a_commands_end_stops_the_server(plugin_dir: Path) -> None:
+    # The loop checked its stop flag only after a wait: a SIGTERM handled between that
+    # check and the read of the wake-up pipe lost its byte with the SIGCHLD's, and the
+    # server waited for its idle timeout (30 minutes) instead of stopping.
+    review_plugin(plugin_dir)
+    conduit("plugins", "grant", "rv", *CAPS, warm=False)
+    env = {**os.environ, "CONDUIT_WARM": "1"}
+    server = subprocess.Popen(
+        [sys.executable, "-c", LATE_SIGTERM],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        assert wait_for(lambda: status().get("pid") == server.pid)
+        ran = conduit("rv", "pid")  # its child's end wakes the loop with SIGCHLD
+        assert ran.returncode == 0, ran.stderr
+        assert int(ran.stdout) != server.pid
+        server.wait(timeout=20)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()

@@ -218,21 +218,25 @@ class Server:
         self.listener = listener
         last = time.monotonic()
         while True:
+            # Checked before each wait as well as after it: a SIGTERM whose wake-up byte
+            # was read with a SIGCHLD's (below) leaves nothing for the wait to wake on.
+            if self.stopping:
+                self._exit()
             if self.spare is None and not self.children:
                 end = self._fork_spare()  # between commands: off anyone's time
                 if end is not None:
                     return end
             timeout = None if self.children else max(0.0, last + self.idle - time.monotonic())
             ready = self._wait(listener.fileno(), wake_r, timeout)
+            if wake_r in ready:
+                os.read(wake_r, 512)
+                self._reap()  # (a signal whose byte was just read is handled by now)
             if self.stopping:
                 self._exit()
             if not ready:
                 if not self.children and time.monotonic() >= last + self.idle:
                     self._exit()
                 continue
-            if wake_r in ready:
-                os.read(wake_r, 512)
-                self._reap()
             if listener.fileno() in ready:
                 last = time.monotonic()
                 try:

@@ -367,15 +367,25 @@ def test_a_server_killed_mid_command_still_gets_the_command_its_status(
 def test_an_exit_status_is_kept_when_the_server_goes_mid_command(
     server: int, tmp_path: Path
 ) -> None:
-    # the child reports its own status: the server's death does not turn it into 1
+    # the child reports its own status: the server's going does not turn it into 1
     flag = tmp_path / "go"
     proc = popen_warm("probe", "wait", str(flag))
     assert proc.stdout is not None
     proc.stdout.readline()
-    conduit("server", "stop")  # the server leaves; the running command goes on
+    stopped = conduit("server", "stop")  # the server leaves; the running command goes on
+    assert stopped.stdout == (
+        f"Stopped the warm kernel (pid {server}); its running commands finish first.\n"
+    )
+    # stop returned without waiting for the command (it waited for it, 15 s, and then
+    # killed the server), and a new server may start while the old one waits
+    assert running(server)
+    assert conduit("server", "status").returncode == 3
+    assert conduit("server", "start").returncode == 0
+    assert status()["pid"] != server
     flag.touch()
     out, _ = proc.communicate(timeout=60)
     assert (proc.returncode, out) == (0, "done\n")
+    assert wait_for(lambda: not running(server))
 
 
 def test_a_changed_conduit_module_makes_the_server_refuse_and_stop(server: int) -> None:

@@ -113,6 +113,8 @@ class Server:
         self.template_pid = 0
         #: descriptors only the server may hold (its lock, listener, wake-up pipe)
         self.own: tuple[int, ...] = ()
+        #: the address's lock (flock), held from before the socket exists until it is gone
+        self.lock = -1
         #: the child forked ahead for the next connection, and its socket
         self.spare: tuple[int, socket.socket] | None = None
         #: running commands whose clients have gone (not watched any more)
@@ -384,12 +386,15 @@ class Server:
     def _exit(self) -> NoReturn:
         """Leave: the socket is removed, the spare and the host template are let go, and
         the process exits once the running commands' statuses have been passed on."""
-        # Both files are this server's: it holds the address's lock until it exits, so no
-        # other server has replaced them.
+        # Both files are this server's: it holds the address's lock until they are gone,
+        # so no other server has replaced them. Then the lock goes: a new server may start
+        # (and `conduit server stop` returns) while this one waits for its commands.
         for file in (self.path, self.path + ".state"):
             with contextlib.suppress(OSError):
                 os.unlink(file)
         self.listener.close()
+        if self.lock >= 0:
+            os.close(self.lock)
         if self.spare is not None:
             self.spare[1].close()  # it reads end-of-file and exits
         if self.template is not None:
@@ -709,6 +714,7 @@ def main() -> None:
     if server.warm == "off":
         os._exit(0)
     server.own = (lock_fd,)
+    server.lock = lock_fd
     # The template first: wasmtime installs fault handlers (SIGSEGV, SIGILL, SIGFPE) for
     # its traps, and a host must crash on a fault as one started from a new interpreter
     # does, not have it swallowed.

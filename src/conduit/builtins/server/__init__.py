@@ -185,18 +185,31 @@ def stop_cmd() -> None:
         click.echo("The warm kernel is not running.")
         return
     pid = int(state["pid"])
+    draining = False
     try:
         with contextlib.suppress(ProcessLookupError):  # (it has just exited)
             signal.pidfd_send_signal(pidfd, signal.SIGTERM)
         poller = select.poll()
         poller.register(pidfd, select.POLLIN)  # readable once the process has exited
-        if not poller.poll(WAIT * 1000):
-            with contextlib.suppress(ProcessLookupError):
-                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
-            poller.poll(WAIT * 1000)
+        # Stopped once it has exited, or has let go of the address's lock: then it takes
+        # no more commands, and exits once its running ones have ended (they are not cut
+        # short, and a new server may start meanwhile).
+        deadline = time.monotonic() + WAIT
+        while not poller.poll(20):
+            if _lock_holder(path) != pid:
+                draining = True
+                break
+            if time.monotonic() >= deadline:  # it does not answer SIGTERM: hung
+                with contextlib.suppress(ProcessLookupError):
+                    signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+                poller.poll(WAIT * 1000)
+                break
     finally:
         os.close(pidfd)
-    click.echo(f"Stopped the warm kernel (pid {pid}).")
+    if draining:
+        click.echo(f"Stopped the warm kernel (pid {pid}); its running commands finish first.")
+    else:
+        click.echo(f"Stopped the warm kernel (pid {pid}).")
 
 
 @server_group.command("status")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -448,6 +449,8 @@ def test_process_host_runs_the_bytecode_the_kernel_compiled(plugin_dir, monkeypa
     monkeypatch.setattr(sys, "dont_write_bytecode", False)
     monkeypatch.setattr(sys, "pycache_prefix", None)
     path = write(plugin_dir, "cached.py", BYTECODE_PROBE)
+    old = time.time() - 60  # (a source saved within two seconds gets no .pyc)
+    os.utime(path, (old, old))
 
     def value() -> str:
         paths = resolve()
@@ -463,6 +466,25 @@ def test_process_host_runs_the_bytecode_the_kernel_compiled(plugin_dir, monkeypa
     path.write_text(BYTECODE_PROBE.replace('VALUE = "A"', 'VALUE = "B"'), encoding="utf-8")
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     assert value() == "A"
+
+
+def test_a_plugin_edited_twice_within_a_second_runs_its_last_version(run, plugin_dir, monkeypatch):
+    # The .pyc written by the first run recorded the source's mtime in whole seconds; an
+    # edit of the same size in that second ran the old code (with bytecode writing on).
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)
+    monkeypatch.setattr(sys, "pycache_prefix", None)
+    path = write(plugin_dir, "alpha.py", simple_plugin("alpha", ("hello",)))
+    saved = path.stat()
+    assert run("hello").out == "alpha hello\n"
+    path.write_text(simple_plugin("alpha", ("howdy",)), encoding="utf-8")
+    os.utime(path, ns=(saved.st_atime_ns, saved.st_mtime_ns + 1))  # the same second
+    assert path.stat().st_size == saved.st_size
+    assert run("howdy").out == "alpha howdy\n"
+    # once the source is older, its bytecode is cached again
+    old = time.time() - 60
+    os.utime(path, (old, old))
+    assert run("howdy").out == "alpha howdy\n"
+    assert (plugin_dir / "__pycache__" / f"alpha.{sys.implementation.cache_tag}.pyc").is_file()
 
 
 def test_only_conduit_dev_imports_watchfiles(plugin_dir):

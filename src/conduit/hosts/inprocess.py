@@ -40,6 +40,10 @@ DESCRIBE_ARG = "--conduit-describe-parameters"
 _DEBUG_HINT = "run with --debug for the traceback; 'conduit plugins disable {name}' turns it off"
 
 
+#: a single-file plugin saved this recently is compiled from source (see _import_file)
+_FRESH_SECONDS = 2.0
+
+
 def file_module_name(name: str) -> str:
     """The name in ``sys.modules`` of the single-file plugin ``name``'s module."""
     return "conduit_plugin_" + name.replace("-", "_")
@@ -63,10 +67,25 @@ def _import_file(rec: PluginRec) -> Any:
     # host imports this module before its plugin, on every start
     from importlib.machinery import ModuleSpec, SourceFileLoader
 
+    class FileLoader(SourceFileLoader):
+        """A .pyc records its source's mtime in whole seconds (and its size): one
+        written in the second the source was saved misses an edit of the same size
+        within that second, and the old code would run. While the source is younger
+        than two seconds its bytecode is neither read nor written (an OSError here makes
+        importlib compile from source and cache nothing)."""
+
+        def path_stats(self, path: str) -> dict[str, float]:
+            import time
+
+            st = os.stat(path)
+            if time.time() - st.st_mtime < _FRESH_SECONDS:
+                raise OSError("the source is too new for its bytecode to be trusted")
+            return {"mtime": st.st_mtime, "size": st.st_size}
+
     name = rec["name"]
     modname = file_module_name(name)
     origin = rec["origin"]
-    loader = SourceFileLoader(modname, origin)
+    loader = FileLoader(modname, origin)
     spec = ModuleSpec(modname, loader, origin=origin)
     spec.has_location = True  # __file__ and __cached__ come from the origin
     if rec.get("dependencies"):  # inline dependencies: a private cached environment

@@ -25,6 +25,8 @@ from conduit.index import index_path, read
 from conduit.indexer import build, discover
 from conduit.paths import resolve
 
+from _factory import simple_plugin, write
+
 
 def write_dist(
     site: Path,
@@ -534,3 +536,22 @@ def test_a_patched_index_has_the_help_of_many_plugins(site: Path) -> None:
     incremental, full = builds.both()
     assert incremental == full
     assert builds.patched == [False, True, True]
+
+
+def test_the_first_import_of_a_file_plugin_does_not_make_the_index_stale(
+    run, plugin_dir, conduit_home, monkeypatch
+):
+    # Python makes the plugin directory's __pycache__ on the first import of a file
+    # plugin (when the source is old enough to get a .pyc): that changed the directory's
+    # mtime, a part of the fingerprint, and the next command built the index again.
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)
+    monkeypatch.setattr(sys, "pycache_prefix", None)
+    path = write(plugin_dir, "alpha.py", simple_plugin("alpha", ("hello",)))
+    os.utime(path, (1_600_000_000, 1_600_000_000))
+    assert run("hello").out == "alpha hello\n"
+    assert (plugin_dir / "__pycache__" / f"alpha.{sys.implementation.cache_tag}.pyc").is_file()
+    (index,) = (conduit_home / "cache").glob("index-*.bin")
+    before = index.stat()
+    assert run("hello").out == "alpha hello\n"
+    after = index.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)

@@ -1078,6 +1078,7 @@ def rebuild(
     since the last rebuild is read (:class:`Cache`); a forced rebuild reads everything.
     """
     cache_path = path[: -len(".bin")] + ".cache"
+    fp = _with_pycache(paths, fp)
 
     def fresh(cache: Cache | None = None, previous: Previous | None = None) -> Index:
         index = build(paths, fp, cache, previous)
@@ -1102,6 +1103,25 @@ def rebuild(
     finally:
         if enabled:
             gc.enable()
+
+
+def _with_pycache(paths: Paths, fp: tuple[object, ...]) -> tuple[object, ...]:
+    """``fp``, or the fingerprint taken again once the plugin directory's ``__pycache__``
+    exists. Python makes that directory the first time it imports a single-file plugin
+    from there, which changes the plugin directory's mtime (a part of the fingerprint):
+    the index built just before would be built again by the next command."""
+    if sys.dont_write_bytecode or sys.pycache_prefix is not None or paths.bundle is not None:
+        return fp
+    pycache = os.path.join(paths.plugin_dir, "__pycache__")
+    try:
+        if os.path.isdir(pycache) or not any(
+            name.endswith(".py") for name in os.listdir(paths.plugin_dir)
+        ):
+            return fp
+        os.mkdir(pycache)
+    except OSError:  # (no plugin directory, or a read-only one: nothing changes either)
+        return fp
+    return reader.fingerprint(paths)
 
 
 def _rebuild(

@@ -160,6 +160,21 @@ def test_once_runs_the_command_and_exits_with_its_code(
     assert capsys.readouterr().err == f"error: {tmp_path / 'none.py'}: no such file or directory\n"
 
 
+def test_an_ungranted_capability_is_said_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The load said it, and the command's run said the same error again.
+    source = tmp_path / "reader.py"
+    text = simple_plugin("reader", ("reader",), output="hi")
+    text = text.replace('api = ">=1.0,<2"', 'api = ">=1.0,<2"\n# capabilities = ["network:http"]')
+    assert "capabilities" in text
+    source.write_text(text, encoding="utf-8")
+    assert main(["dev", str(source), "--once", "--run", "reader"]) == 3
+    err = capsys.readouterr().err
+    assert err.count("capabilities not granted: network:http") == 1, err
+    assert err.endswith("conduit dev: 'reader' exited with 3\n")
+
+
 def test_once_builds_a_webassembly_source_and_runs_it(
     tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:

@@ -50,7 +50,8 @@ def _error(exc: ConduitError) -> None:
         _say(f"hint: {inert(exc.hint)}")
 
 
-def _show(report: Reload, what: str, reloader: Reloader) -> None:
+def _show(report: Reload, what: str, reloader: Reloader) -> set[str]:
+    """Print what a (re)load did; return the messages of the errors it printed."""
     from conduit.text import inert
 
     assert reloader.kernel is not None
@@ -66,15 +67,23 @@ def _show(report: Reload, what: str, reloader: Reloader) -> None:
         _error(exc)
     if report.errors and not report.loaded and what == "reloaded":
         _say("nothing reloaded; the previous version keeps serving")
+    return {exc.message for exc in report.errors}
 
 
 class _Terminated(KeyboardInterrupt):
     """SIGTERM: ends ``conduit dev`` as Ctrl-C does, even in the middle of a command."""
 
 
-def _run(reloader: Reloader, argv: list[str], *, interactive: bool = False) -> int:
-    """Run one command in the dev kernel; its errors are printed, not raised. Ctrl-C
-    ends the command at the prompt, and ``conduit dev`` otherwise."""
+def _run(
+    reloader: Reloader,
+    argv: list[str],
+    *,
+    interactive: bool = False,
+    shown: set[str] | None = None,
+) -> int:
+    """Run one command in the dev kernel; its errors are printed, not raised (not again
+    when the load just before printed the same, ``shown``). Ctrl-C ends the command at
+    the prompt, and ``conduit dev`` otherwise."""
     from conduit.text import inert
 
     kernel = reloader.kernel
@@ -82,7 +91,8 @@ def _run(reloader: Reloader, argv: list[str], *, interactive: bool = False) -> i
     try:
         code = reloader.run(argv)
     except ConduitError as exc:
-        _error(exc)
+        if exc.message not in (shown or ()):
+            _error(exc)
         code = exc.exit_code
     except KeyboardInterrupt as exc:
         if not interactive or isinstance(exc, _Terminated):
@@ -122,9 +132,9 @@ def _watch(
             continue
         with reloader.lock:
             report = reloader.reload(paths)
-            _show(report, "reloaded", reloader)
+            shown = _show(report, "reloaded", reloader)
             if report.ok and argv:
-                _run(reloader, argv)
+                _run(reloader, argv, shown=shown)
 
 
 def _history_file() -> str:
@@ -249,9 +259,9 @@ def dev(paths: tuple[str, ...], run: str | None, once: bool) -> None:
     try:
         with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C (or SIGTERM): the end
             with reloader.lock:
-                _show(reloader.start(), "loaded", reloader)
+                shown = _show(reloader.start(), "loaded", reloader)
                 if argv:
-                    code = _run(reloader, argv)
+                    code = _run(reloader, argv, shown=shown)
             if once:
                 if argv is None:
                     _prompt(reloader, watch=False)

@@ -55,7 +55,7 @@ def _address(value: str) -> tuple[str, int]:
 @click.pass_obj
 def mcp_cmd(ctx: PluginContext, http: str | None, list_: bool) -> None:
     """Serve the commands [mcp] expose names as MCP tools (stdio, or --http 127.0.0.1:PORT)."""
-    from conduit.builtins.mcp._tools import Settings, load_tools
+    from conduit.builtins.mcp._tools import Catalog, Settings
     from conduit.paths import resolve
 
     address = _address(http) if http is not None else None
@@ -71,13 +71,13 @@ def mcp_cmd(ctx: PluginContext, http: str | None, list_: bool) -> None:
             import mcp.server.lowlevel  # noqa: F401
         except ImportError:
             raise ConduitError(MISSING_SDK) from None
-    tools = load_tools(index, resolve(), settings)
+    catalog = Catalog(index, resolve(), settings)
     if list_:
-        _print_list(index, tools, settings)
+        _print_list(index, catalog.tools, settings)
         return
     from conduit.builtins.mcp._server import serve
 
-    serve(tools, settings, address)
+    serve(catalog, address)
 
 
 def _print_list(index: Index, tools: list[Tool], settings: Settings) -> None:

@@ -1,7 +1,8 @@
 """The MCP server of ``conduit mcp``: the only module that imports the ``mcp`` SDK.
 
 ``tools/list`` is answered from the tools ``_tools`` built (index and cached parameter
-data); ``tools/call`` runs ``conduit PLUGIN:COMMAND ...`` as a child process of its own:
+data; made again when the index has changed, ``_tools.Catalog``); ``tools/call`` runs
+``conduit PLUGIN:COMMAND ...`` as a child process of its own:
 a fresh kernel, the plugin's host, sandbox and grants exactly as on the command line, no
 terminal (so never a grant prompt), in a new session so that a timeout or a cancelled
 request kills its whole process group.
@@ -24,6 +25,7 @@ from mcp.server.lowlevel import Server
 
 from conduit import __version__
 from conduit.builtins.mcp._tools import (
+    Catalog,
     Settings,
     Tool,
     argv_for,
@@ -85,26 +87,29 @@ async def call(tool: Tool, arguments: dict[str, Any], settings: Settings) -> typ
     return types.CallToolResult(content=[types.TextContent(text=clean(text))])
 
 
-def build(tools: list[Tool], settings: Settings) -> Server[Any]:
-    """The low-level server answering ``tools/list`` and ``tools/call``."""
-    by_name = {t.name: t for t in tools}
-    listed = [
-        types.Tool(
-            name=t.name,
-            title=f"conduit {t.command}",
-            description=t.description,
-            input_schema=t.schema,
-        )
-        for t in tools
-    ]
+def build(catalog: Catalog) -> Server[Any]:
+    """The low-level server answering ``tools/list`` and ``tools/call``, from the
+    catalog's tools as they are at each request."""
 
     async def list_tools(
         _ctx: Any, _params: types.PaginatedRequestParams | None
     ) -> types.ListToolsResult:
-        return types.ListToolsResult(tools=listed)
+        tools, _ = await anyio.to_thread.run_sync(catalog.current)
+        return types.ListToolsResult(
+            tools=[
+                types.Tool(
+                    name=t.name,
+                    title=f"conduit {t.command}",
+                    description=t.description,
+                    input_schema=t.schema,
+                )
+                for t in tools
+            ]
+        )
 
     async def call_tool(_ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
-        tool = by_name.get(params.name)
+        tools, settings = await anyio.to_thread.run_sync(catalog.current)
+        tool = next((t for t in tools if t.name == params.name), None)
         if tool is None:
             return _error(f"no tool '{clean(params.name)}' (see tools/list)")
         return await call(tool, params.arguments or {}, settings)
@@ -151,10 +156,10 @@ async def _http(server: Server[Any], host: str, port: int) -> None:
     await uvicorn.Server(config).serve(sockets=[sock])
 
 
-def serve(tools: list[Tool], settings: Settings, address: tuple[str, int] | None) -> None:
-    """Serve ``tools`` over stdio, or streamable HTTP on ``address``, until the client
-    goes (stdio) or the process is stopped (HTTP)."""
-    server = build(tools, settings)
+def serve(catalog: Catalog, address: tuple[str, int] | None) -> None:
+    """Serve the catalog's tools over stdio, or streamable HTTP on ``address``, until the
+    client goes (stdio) or the process is stopped (HTTP)."""
+    server = build(catalog)
     if address is None:
         anyio.run(_stdio, server)
     else:

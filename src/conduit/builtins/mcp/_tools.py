@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "GENERIC_SCHEMA",
+    "Catalog",
     "Settings",
     "Tool",
     "argv_for",
@@ -310,6 +311,55 @@ def load_tools(index: Index, paths: Paths, settings: Settings) -> list[Tool]:
                 ),
             )
     return sorted(tools.values(), key=lambda t: t.command)
+
+
+class Catalog:
+    """The tools as the index has them now. Each ``tools/list`` and ``tools/call`` asks
+    (:meth:`current`): the index is checked as every command checks it (its fingerprint),
+    and the tools are made again when it changed, so that a running server follows an
+    install, an uninstall, a grant or an edit of ``[mcp]``; a client sees them at its
+    next ``tools/list``. When the new state is in error (a config that does not parse,
+    an ``expose`` entry that names a plugin just removed), the server says why on its
+    standard error and keeps the tools it had, less those of plugins no longer usable."""
+
+    def __init__(self, index: Index, paths: Paths, settings: Settings) -> None:
+        import threading
+
+        self.paths = paths
+        self.fingerprint = index["fingerprint"]
+        self.settings = settings
+        self.tools = load_tools(index, paths, settings)
+        self.lock = threading.Lock()
+
+    def current(self) -> tuple[list[Tool], Settings]:
+        from conduit.indexer.build import load
+        from conduit.timing import Profile
+
+        with self.lock:
+            try:
+                index = load(self.paths, Profile(False))
+            except ConduitError:  # (an unreadable plugin directory...): as it was
+                return self.tools, self.settings
+            if index["fingerprint"] == self.fingerprint:
+                return self.tools, self.settings
+            self.fingerprint = index["fingerprint"]
+            try:
+                if index["config_error"] is not None:
+                    where, message, hint = index["config_error"]
+                    raise ConduitError(f"{where}: {message}", hint=hint)
+                settings = Settings.of(index["config"])
+                self.tools = load_tools(index, self.paths, settings)
+                self.settings = settings
+            except ConduitError as exc:
+                hint = f" ({exc.hint})" if exc.hint else ""
+                sys.stderr.write(
+                    f"conduit mcp: warning: {inert(exc.message)}{inert(hint)}; "
+                    "the tools stay as they were\n"
+                )
+                sys.stderr.flush()
+                usable = set(index["usable"])
+                self.tools = [t for t in self.tools if t.plugin in usable]
+            return self.tools, self.settings
 
 
 def _plain(value: Any) -> Any:

@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -136,6 +137,8 @@ def test_read_inside_the_grant_is_allowed(plugin_dir, conduit_home, files):
 
 def test_imports_and_bytecode_caching_need_no_grant(plugin_dir, conduit_home, files):
     setup(plugin_dir, conduit_home, [f"filesystem:read:{files['granted']}"])
+    old = time.time() - 60  # (a plugin saved within the last two seconds gets no .pyc)
+    os.utime(plugin_dir / "probe.py", (old, old))
     # a fresh interpreter that writes .pyc files: the plugin's own __pycache__ is created
     proc = conduit("probe", "read", str(files["in"]), drop=("PYTHONDONTWRITEBYTECODE",))
     assert (proc.returncode, proc.stdout, errors(proc)) == (0, "read: inside\n", [])

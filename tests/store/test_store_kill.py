@@ -136,6 +136,69 @@ def test_recovery_drops_a_distribution_the_killed_installer_left_without_record(
     """What a kill during the installer's write leaves: a ``.dist-info`` without ``RECORD``
     (pip and uv write it last), which neither installer can uninstall."""
     venv: Venv = make_venv(seed=True, with_uv=False)
+    lock, lock_before = interrupted_install(venv, conduit_home)
+    half = venv.site / "cstore_slow-1.0.0.dist-info"
+    half.mkdir()
+    (half / "METADATA").write_text("Metadata-Version: 2.1\nName: cstore-slow\nVersion: 1.0.0\n")
+    (venv.site / "cstore_slow").mkdir()
+    lock.write_text("half-written\n")
+
+    r = venv.conduit("--help")
+    assert r.stderr.splitlines() == [INTERRUPTED]
+    r = venv.conduit("plugins", "lock")
+    assert r.returncode == 0, r.stderr
+    assert "restored the plugins and lock file from before an interrupted 'install'" in r.stdout
+    assert not half.exists()
+    assert venv.dists() == {"cstore-hello": "1.0.0"}
+    assert lock.read_bytes() == lock_before
+    r = venv.conduit("hello-run")
+    assert (r.stdout, r.stderr) == ("hello 1.0.0\n", "")
+
+
+def test_recovery_removes_what_the_installer_left_before_its_last_record(
+    make_venv,  # noqa: F811
+    index: PackageIndex,  # noqa: F811
+    conduit_home: Path,
+) -> None:
+    """pip writes the wheel's files (its own RECORD among them), then INSTALLER, REQUESTED
+    and direct_url.json, and RECORD again, listing those, last. Killed in between, an
+    uninstall by the wheel's RECORD left the three files and their ``.dist-info`` behind:
+    a directory that looked installed and was no distribution (no METADATA)."""
+    venv: Venv = make_venv(seed=True, with_uv=False)
+    lock, lock_before = interrupted_install(venv, conduit_home)
+    info = venv.site / "cstore_slow-1.0.0.dist-info"
+    info.mkdir()
+    (venv.site / "cstore_slow").mkdir()
+    (venv.site / "cstore_slow" / "__init__.py").write_text("")
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: cstore-slow\nVersion: 1.0.0\n")
+    (info / "WHEEL").write_text("Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+    (info / "RECORD").write_text(  # the wheel's own: none of the files pip writes after
+        "".join(
+            f"{path},,\n"
+            for path in (
+                "cstore_slow/__init__.py",
+                "cstore_slow-1.0.0.dist-info/METADATA",
+                "cstore_slow-1.0.0.dist-info/WHEEL",
+                "cstore_slow-1.0.0.dist-info/RECORD",
+            )
+        )
+    )
+    (info / "INSTALLER").write_text("pip\n")
+    (info / "REQUESTED").write_text("")
+    (info / "direct_url.json").write_text('{"url": "file:///nowhere", "dir_info": {}}')
+
+    r = venv.conduit("plugins", "lock")
+    assert r.returncode == 0, r.stderr
+    assert "restored the plugins and lock file from before an interrupted 'install'" in r.stdout
+    assert not info.exists()
+    assert not (venv.site / "cstore_slow").exists()
+    assert venv.dists() == {"cstore-hello": "1.0.0"}
+    assert lock.read_bytes() == lock_before
+
+
+def interrupted_install(venv: Venv, conduit_home: Path) -> tuple[Path, bytes]:
+    """``cstore-hello`` installed, then the journal a killed ``plugins install`` leaves
+    (its state from before: that one plugin); the lock file and its bytes."""
     assert venv.conduit("plugins", "install", "cstore-hello==1.0.0").returncode == 0
     lock = conduit_home / "pylock.conduit.toml"
     lock_before = lock.read_bytes()
@@ -155,22 +218,7 @@ def test_recovery_drops_a_distribution_the_killed_installer_left_without_record(
         "lock_before": lock_before.decode(),
     }
     subprocess.run([venv.python, "-c", journal_code, json.dumps(entry)], check=True, env=venv.env)
-    half = venv.site / "cstore_slow-1.0.0.dist-info"
-    half.mkdir()
-    (half / "METADATA").write_text("Metadata-Version: 2.1\nName: cstore-slow\nVersion: 1.0.0\n")
-    (venv.site / "cstore_slow").mkdir()
-    lock.write_text("half-written\n")
-
-    r = venv.conduit("--help")
-    assert r.stderr.splitlines() == [INTERRUPTED]
-    r = venv.conduit("plugins", "lock")
-    assert r.returncode == 0, r.stderr
-    assert "restored the plugins and lock file from before an interrupted 'install'" in r.stdout
-    assert not half.exists()
-    assert venv.dists() == {"cstore-hello": "1.0.0"}
-    assert lock.read_bytes() == lock_before
-    r = venv.conduit("hello-run")
-    assert (r.stdout, r.stderr) == ("hello 1.0.0\n", "")
+    return lock, lock_before
 
 
 def dead_pid() -> int:

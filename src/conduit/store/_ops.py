@@ -228,14 +228,18 @@ def _sha256_of_file_url(url: str) -> str | None:
 
 def _drop_half_installed(before: dict[str, dict[str, str | None]]) -> None:
     """Remove the ``.dist-info`` directories in this environment that have no ``RECORD``
-    and are not a version the transaction started with (``before``).
+    or no ``METADATA`` and are not a version the transaction started with (``before``).
 
     pip and uv write ``RECORD`` last: one without it is an install that was killed (with
     Conduit, or by Ctrl-C) while it wrote the distribution. Neither installer can remove
     or replace such a distribution ("no RECORD file was found"), so the restore that
     follows would fail. The files it had written stay, unlisted, until the restore or a
     later install of the same distribution overwrites them; without its ``.dist-info``
-    it is no longer installed (nor a plugin)."""
+    it is no longer installed (nor a plugin). One without ``METADATA`` is no
+    distribution at all: what uninstalling leaves of an install pip was killed in after
+    it had written the wheel's files (the wheel's own ``RECORD`` among them) and
+    ``INSTALLER``, ``REQUESTED`` and ``direct_url.json``, but before its own ``RECORD``,
+    which lists those three (the restore runs this again after its uninstall)."""
     import shutil
 
     from conduit.index import site_dirs
@@ -250,7 +254,9 @@ def _drop_half_installed(before: dict[str, dict[str, str | None]]) -> None:
             continue
         for name in names:
             info = os.path.join(site, name)
-            if not name.endswith(".dist-info") or os.path.exists(os.path.join(info, "RECORD")):
+            if not name.endswith(".dist-info") or all(
+                os.path.exists(os.path.join(info, file)) for file in ("RECORD", "METADATA")
+            ):
                 continue
             dist, _, version = name[: -len(".dist-info")].partition("-")
             old = before.get(canonicalize_name(dist))
@@ -467,6 +473,7 @@ class Store:
             self.progress.step("restoring the previous state")
         if remove:
             self.tool.uninstall(remove, what="restore (uninstall)")
+            _drop_half_installed(before)  # what an uninstall by a wheel's RECORD leaves
         if reinstall:
             self.tool.install(reinstall, no_deps=True, build=builds, what="restore (reinstall)")
         again = snapshot()

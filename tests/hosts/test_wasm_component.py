@@ -30,8 +30,6 @@ pytest.importorskip("wasmtime")
 # minutes on a busy one: the timeout covers the session fixture.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "wasm" / "pyhash"
-
 
 @pytest.fixture
 def built(pyhash_built: Path) -> Path:

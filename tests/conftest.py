@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from _wasmbuild import build_pyhash
 from conduit.cli import main
 
 from _warm import running
@@ -49,6 +50,13 @@ def pytest_configure(config: pytest.Config) -> None:
     # Session-scoped fixtures run `conduit` before any test's conduit_home: no warm
     # kernel for them either (a test that wants one says so).
     os.environ["CONDUIT_WARM"] = "0"
+
+
+@pytest.fixture(scope="session")
+def pyhash_built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A CONDUIT_HOME-like directory with examples/wasm/pyhash built by componentize-py
+    (the session's one real build of it), installed and precompiled (tests/_wasmbuild.py)."""
+    return build_pyhash(tmp_path_factory.mktemp("pyhash-build"))
 
 
 def stop_servers(runtime: str) -> list[int]:

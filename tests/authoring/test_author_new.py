@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from _wasmbuild import CACHE_HIT, seed_from_tests
 from conduit.authoring import find_plugins
 
 from _factory import UV, build_conduit_wheel, conduit_venv, imported_by
@@ -178,19 +179,25 @@ def test_wasm_template_end_to_end(tmp_path: Path, conduit_home: Path) -> None:
     """new -> its own tests pass (they build the component) -> plugins build -> it runs.
 
     This interpreter, not the fresh venv: it has wasmtime and componentize-py (the [test]
-    extra). Building costs ~10 s and the first compile 5-9 s, twice (the project's test
-    builds into its own temporary home)."""
+    extra). Building costs ~10 s and the first compile 5-9 s. The project's test builds
+    into its own temporary home (componentize-py); ``plugins build`` then builds the same
+    source with that home's build cache, as the author's second build would (the module
+    built before), and compiles it."""
     conduit = [sys.executable, "-m", "conduit"]
     r = _run([*conduit, "plugins", "new", "greeter", "--template", "wasm"], tmp_path)
     assert r.returncode == 0, r.stderr
     project = tmp_path / "greeter"
 
-    r = _run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"], project)
+    basetemp = tmp_path / "project-tests"  # where its test's Conduit home is
+    pytest_cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
+    r = _run([*pytest_cmd, f"--basetemp={basetemp}"], project)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "1 passed" in r.stdout
 
+    seed_from_tests(conduit_home, basetemp)
     r = _run([*conduit, "plugins", "build", "."], project)
     assert r.returncode == 0, r.stdout + r.stderr
+    assert CACHE_HIT in r.stdout  # the test built this source
     assert f"installed {conduit_home / 'plugins' / 'greeter.wasm'}" in r.stdout
     assert "precompiled in" in r.stdout
     r = _run([*conduit, "greeter", "Ada", "--shout"], tmp_path)

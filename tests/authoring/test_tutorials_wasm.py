@@ -2,7 +2,9 @@
 its files and its commands, run by a shell in a fresh directory, with the outputs it
 shows wherever they are not times or the author's paths.
 
-Slow: the plugin's own tests build the component, and so does ``plugins build``.
+Slow: each of the plugin's own tests builds the component (componentize-py, each into
+its own Conduit home); ``plugins build`` then takes the module they built (the build
+cache) and compiles it.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from _wasmbuild import CACHE_HIT, seed_from_tests
 
 pytest.importorskip("wasmtime")
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
@@ -92,12 +96,18 @@ def test_tutorial_4_as_written(tmp_path: Path, conduit_home: Path) -> None:
     (toml,) = fenced("toml")
     (project / "conduit-plugin.toml").write_text(toml)
     (project / "tests" / "test_count.py").write_text(test)
-    out = shell("python -m pytest -q -p no:cacheprovider", project).stdout
+    basetemp = tmp_path / "project-tests"  # where its tests' Conduit homes are
+    out = shell(f"python -m pytest -q -p no:cacheprovider --basetemp={basetemp}", project).stdout
     assert re.search(r"^2 passed", out, re.M), out
 
-    # 4. Install it (no terminal: the grant is the command it prints, run as printed)
+    # 4. Install it (no terminal: the grant is the command it prints, run as printed).
+    # Its tests built this source (componentize-py): with their build cache, as on the
+    # author's machine after a build, it takes that module and compiles it.
+    seed_from_tests(conduit_home, basetemp)
     out = shell("conduit plugins build .", project).stdout
+    assert CACHE_HIT in out
     assert f"installed {conduit_home / 'plugins' / 'count.wasm'}" in out
+    assert "precompiled in" in out
     grant = re.search(r"grant with: (conduit plugins grant .*)", out)
     assert grant is not None, out
     assert "filesystem:read:${workspace}" in shell(grant[1], project).stdout

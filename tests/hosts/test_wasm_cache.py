@@ -7,12 +7,13 @@ from __future__ import annotations
 import hashlib
 import os
 import random
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from _wasmbuild import CACHE_HIT, EXAMPLE, build_cache, componentize_py, copy_example, seed_cache
 
 from _factory import pty_run
 
@@ -145,42 +146,39 @@ def test_compiling_is_quiet_when_stderr_is_not_a_terminal(plugin_dir, conduit_ho
     assert artifacts(conduit_home)  # it did compile
 
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "wasm" / "pyhash"
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_building_the_same_source_twice_gives_the_same_module(tmp_path, conduit_home):
-    if shutil.which("componentize-py", path=os.path.dirname(sys.executable)) is None:
-        pytest.skip("componentize-py is not installed (it is in the [test] extra)")
-    source = tmp_path / "pyhash"
-    shutil.copytree(EXAMPLE, source, ignore=shutil.ignore_patterns("__pycache__"))
-    built = []
-    for n in range(2):
-        out = tmp_path / f"out{n}"
-        proc = subprocess.run(
-            [sys.executable, "-m", "conduit", "plugins", "build", str(source), "-o", str(out)],
-            capture_output=True,
-            text=True,
-            env={**os.environ, "CONDUIT_HOME": str(conduit_home)},
-            timeout=600,
-            check=False,
-        )
-        assert proc.returncode == 0, proc.stdout + proc.stderr
-        built.append((out / "pyhash.wasm").read_bytes())
-    assert built[0] == built[1]
+def test_building_the_same_source_twice_gives_the_same_module(tmp_path, conduit_home, pyhash_built):
+    """The first build is the session's (``pyhash_built``: componentize-py, into its home's
+    build cache); this one builds the same source, copied elsewhere, in a home with that
+    cache: the module built the first time, byte for byte, and its artifact reused."""
+    seed_cache(conduit_home, pyhash_built, compiled=True)
+    source = copy_example(tmp_path / "pyhash")
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, "-m", "conduit", "plugins", "build", str(source), "-o", str(out)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "CONDUIT_HOME": str(conduit_home)},
+        timeout=600,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert CACHE_HIT in proc.stdout
+    first = (pyhash_built / "plugins" / "pyhash.wasm").read_bytes()
+    assert (out / "pyhash.wasm").read_bytes() == first
     assert "already precompiled" in proc.stdout  # so the artifact is reused
     assert sorted(p.name for p in source.iterdir()) == ["app.py", "conduit-plugin.toml"]
+    assert [p.name for p in build_cache(conduit_home)] == [
+        p.name for p in build_cache(pyhash_built)
+    ]
 
 
 def test_the_build_key_follows_the_source_not_its_bytecode(tmp_path):
     from conduit.builtins.plugins._wasm import _build_key
 
-    tool = shutil.which("componentize-py", path=os.path.dirname(sys.executable))
-    if tool is None:
-        pytest.skip("componentize-py is not installed (it is in the [test] extra)")
-    source = tmp_path / "pyhash"
-    shutil.copytree(EXAMPLE, source, ignore=shutil.ignore_patterns("__pycache__"))
+    tool = componentize_py()
+    source = copy_example(tmp_path / "pyhash")
     key = _build_key(str(source), tool)
     (source / "__pycache__").mkdir()
     (source / "__pycache__" / "app.cpython-312.pyc").write_bytes(b"whatever")

@@ -1,14 +1,14 @@
 """A Python plugin built into a component with componentize-py, run in the wasm host.
 
 The example plugin (examples/wasm/pyhash) is built once per test session with
-``conduit plugins build`` and precompiled into a session cache; each test copies the
-plugin and the compiled artifact into its own CONDUIT_HOME.
+``conduit plugins build`` and precompiled into a session cache (``pyhash_built``,
+tests/_wasmbuild.py); each test copies the plugin and the compiled artifact into its own
+CONDUIT_HOME.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 import subprocess
 import sys
@@ -30,27 +30,12 @@ pytest.importorskip("wasmtime")
 # minutes on a busy one: the timeout covers the session fixture.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "wasm" / "pyhash"
 
-
-@pytest.fixture(scope="session")
-def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A CONDUIT_HOME-like directory with pyhash installed and precompiled."""
-    if shutil.which("componentize-py", path=os.path.dirname(sys.executable)) is None:
-        pytest.skip("componentize-py is not installed (it is in the [test] extra)")
-    home = tmp_path_factory.mktemp("pyhash-home")
-    proc = subprocess.run(
-        [sys.executable, "-m", "conduit", "plugins", "build", str(EXAMPLE)],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "CONDUIT_HOME": str(home)},
-        timeout=600,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert f"installed {home / 'plugins' / 'pyhash.wasm'}" in proc.stdout
-    assert "precompiled in" in proc.stdout  # and its commands checked against describe()
-    return home
+@pytest.fixture
+def built(pyhash_built: Path) -> Path:
+    """A CONDUIT_HOME-like directory with pyhash installed and precompiled: the session's
+    build (tests/_wasmbuild.py), which runs componentize-py."""
+    return pyhash_built
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from _wasmbuild import build_cache, copy_example, seed_cache
 from conduit.errors import ConduitError
 from conduit.kernel.reload import Reloader
 from conduit.paths import resolve
@@ -577,24 +578,24 @@ def test_a_webassembly_source_is_rebuilt_and_its_module_swapped(
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_a_python_component_is_rebuilt_with_componentize_py(
-    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+    tmp_path: Path, conduit_home: Path, pyhash_built: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
     """app.py built with componentize-py (``plugins build``'s build): an error in it is
     componentize-py's last line, on one line, and the previous component keeps serving;
-    the source made the same again is the module built before (the build cache)."""
-    import shutil
+    the source made the same again is the module built before (the build cache).
 
+    The first build is of the session's pyhash (``pyhash_built``, tests/_wasmbuild.py),
+    whose module and artifact seed this home's cache: it takes the module built before, as
+    the rebuild does; the broken build runs componentize-py."""
     pytest.importorskip("wasmtime")
-    if shutil.which("componentize-py", path=os.path.dirname(sys.executable)) is None:
-        pytest.skip("componentize-py is not installed (it is in the [test] extra)")
     from conduit.builtins.plugins import build_wasm
 
-    example = Path(__file__).resolve().parents[2] / "examples" / "wasm" / "pyhash"
-    source = tmp_path / "pyhash"
-    shutil.copytree(example, source)
-    manifest = source / "conduit-plugin.toml"
-    text = manifest.read_text(encoding="utf-8")  # no grant to ask for: no capabilities
-    manifest.write_text(text.replace("capabilities =", "# capabilities ="), encoding="utf-8")
+    seed_cache(conduit_home, pyhash_built, compiled=True)
+    source = copy_example(tmp_path / "pyhash")
+    # granted in the config, not asked for (the source stays the one built)
+    (conduit_home / "config.toml").write_text(
+        '[grants]\npyhash = ["filesystem:read:${workspace}"]\n', encoding="utf-8"
+    )
     app = source / "app.py"
     good = app.read_text(encoding="utf-8")
     reloader = Reloader([str(source)], resolve(), build_wasm=build_wasm)
@@ -603,6 +604,8 @@ def test_a_python_component_is_rebuilt_with_componentize_py(
         assert report.loaded == ["pyhash"], [e.message for e in report.errors]
         assert reloader.run(["pyhash", "-h"]) == 0
         assert capfd.readouterr().out.startswith("usage: conduit pyhash")
+        cached = [p.name for p in build_cache(pyhash_built)]
+        assert [p.name for p in build_cache(conduit_home)] == cached  # the module built before
 
         app.write_text(good + "\ndef broken(:\n", encoding="utf-8")
         report = reloader.reload([str(app)])
@@ -619,5 +622,6 @@ def test_a_python_component_is_rebuilt_with_componentize_py(
         assert report.loaded == ["pyhash"] and list(report.built) == ["pyhash"]
         assert reloader.run(["pyhash", "-h"]) == 0
         assert capfd.readouterr().out.startswith("usage: conduit pyhash")
+        assert [p.name for p in build_cache(conduit_home)] == cached
     finally:
         reloader.close()

@@ -496,3 +496,45 @@ def test_only_conduit_dev_imports_watchfiles(plugin_dir):
         assert code == 0, args
         assert not {m for m in new if m.split(".")[0] in ("watchfiles", "anyio")}, args
         assert not new & {"conduit.kernel.reload", "conduit.builtins.dev"}, args
+
+
+def test_the_sandbox_caches_no_bytecode_of_a_plugin_saved_within_two_seconds(
+    plugin_dir, monkeypatch
+):
+    # The kernel compiles a process plugin's .pyc for its host (which may not write it):
+    # for a source saved within two seconds it must not either, or an edit of the same
+    # size in the same second is hidden behind it once the source is older (the host
+    # then trusts the .pyc) and the old code runs for good.
+    from conduit.indexer.build import load
+    from conduit.kernel import Kernel
+    from conduit.paths import resolve
+    from conduit.timing import Profile
+
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)
+    monkeypatch.setattr(sys, "pycache_prefix", None)
+    path = write(plugin_dir, "cached.py", BYTECODE_PROBE)
+    pyc = plugin_dir / "__pycache__" / f"cached.{sys.implementation.cache_tag}.pyc"
+
+    def value() -> str:
+        paths = resolve()
+        kernel = Kernel(load(paths, Profile(False)), paths)
+        try:
+            return str(kernel.service("cached").value())
+        finally:
+            kernel.shutdown()
+
+    # (saved "in the future": just saved however long the test takes, as for the host)
+    soon = time.time() + 60
+    os.utime(path, (soon, soon))
+    saved = path.stat()
+    assert value() == "A"
+    assert not pyc.exists()
+    path.write_text(BYTECODE_PROBE.replace('VALUE = "A"', 'VALUE = "B"'), encoding="utf-8")
+    os.utime(path, ns=(saved.st_atime_ns, saved.st_mtime_ns + 1))  # the same second
+    assert value() == "B"
+    assert not pyc.exists()
+    # once the source is older, its bytecode is cached again, from the last version
+    old = time.time() - 60
+    os.utime(path, (old, old))
+    assert value() == "B"
+    assert pyc.is_file()

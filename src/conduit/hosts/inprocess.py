@@ -40,7 +40,8 @@ DESCRIBE_ARG = "--conduit-describe-parameters"
 _DEBUG_HINT = "run with --debug for the traceback; 'conduit plugins disable {name}' turns it off"
 
 
-#: a single-file plugin saved this recently is compiled from source (see _import_file)
+#: a single-file plugin saved this recently is compiled from source (see _import_file;
+#: security.sandbox._bytecode keeps the same rule for a sandboxed host's .pyc)
 _FRESH_SECONDS = 2.0
 
 

@@ -448,3 +448,44 @@ def test_a_sigterm_that_comes_with_a_commands_end_stops_the_server(plugin_dir: P
         if server.poll() is None:
             server.kill()
             server.wait()
+
+
+# A server slow to leave once it has stopped (a loaded machine): its os._exit waits.
+SLOW_EXIT = """\
+import os, time
+from conduit.warm import server
+
+real_exit, me = os._exit, os.getpid()
+
+def slow_exit(code):
+    if os.getpid() == me:
+        time.sleep(1.0)
+    real_exit(code)
+
+os._exit = slow_exit
+server.main()
+"""
+
+
+def test_stop_waits_for_an_idle_server_to_exit(plugin_dir: Path) -> None:
+    # An idle server let go of its lock before it exited: `server stop`, seeing the lock
+    # free while the process still ran, said "its running commands finish first" (there
+    # were none) and returned with the server still there.
+    env = {**os.environ, "CONDUIT_WARM": "1"}
+    server = subprocess.Popen(
+        [sys.executable, "-c", SLOW_EXIT],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        assert wait_for(lambda: status().get("pid") == server.pid)
+        stopped = conduit("server", "stop")
+        assert stopped.stdout == f"Stopped the warm kernel (pid {server.pid}).\n"
+        assert server.poll() is not None  # (exited: the stop waited for it)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()

@@ -113,7 +113,8 @@ class Server:
         self.template_pid = 0
         #: descriptors only the server may hold (its lock, listener, wake-up pipe)
         self.own: tuple[int, ...] = ()
-        #: the address's lock (flock), held from before the socket exists until it is gone
+        #: the address's lock (flock), held from before the socket exists until the exit (or
+        #: until the socket is gone, when the server stops with commands running)
         self.lock = -1
         #: the child forked ahead for the next connection, and its socket
         self.spare: tuple[int, socket.socket] | None = None
@@ -387,13 +388,15 @@ class Server:
         """Leave: the socket is removed, the spare and the host template are let go, and
         the process exits once the running commands' statuses have been passed on."""
         # Both files are this server's: it holds the address's lock until they are gone,
-        # so no other server has replaced them. Then the lock goes: a new server may start
-        # (and `conduit server stop` returns) while this one waits for its commands.
+        # so no other server has replaced them. Then, when commands run, the lock goes: a
+        # new server may start (and `conduit server stop` returns, saying they finish
+        # first) while this one waits for them. With none, it is kept until the exit
+        # (`server stop` then returns once this process has gone).
         for file in (self.path, self.path + ".state"):
             with contextlib.suppress(OSError):
                 os.unlink(file)
         self.listener.close()
-        if self.lock >= 0:
+        if self.lock >= 0 and self.children:
             os.close(self.lock)
         if self.spare is not None:
             self.spare[1].close()  # it reads end-of-file and exits

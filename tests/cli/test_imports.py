@@ -436,36 +436,39 @@ class CachedPlugin(Plugin):
 """
 
 
-def test_process_host_runs_the_bytecode_the_kernel_compiled(plugin_dir, monkeypatch):
-    # The host may not write next to the plugin, so the kernel writes the plugin's .pyc
-    # where Python would and the host may read it: no compiling on every start. Shown
-    # with a source changed behind the .pyc's back (same size, same mtime), which Python
-    # does not notice: the host runs what the .pyc holds.
+def cached_value() -> str:
+    """What the `cached` plugin's service answers, in a kernel of its own (its host a
+    new process)."""
     from conduit.indexer.build import load
     from conduit.kernel import Kernel
     from conduit.paths import resolve
     from conduit.timing import Profile
 
+    paths = resolve()
+    kernel = Kernel(load(paths, Profile(False)), paths)
+    try:
+        return str(kernel.service("cached").value())
+    finally:
+        kernel.shutdown()
+
+
+def test_process_host_runs_the_bytecode_the_kernel_compiled(plugin_dir, monkeypatch):
+    # The host may not write next to the plugin, so the kernel writes the plugin's .pyc
+    # where Python would and the host may read it: no compiling on every start. Shown
+    # with a source changed behind the .pyc's back (same size, same mtime), which Python
+    # does not notice: the host runs what the .pyc holds.
     monkeypatch.setattr(sys, "dont_write_bytecode", False)
     monkeypatch.setattr(sys, "pycache_prefix", None)
     path = write(plugin_dir, "cached.py", BYTECODE_PROBE)
     old = time.time() - 60  # (a source saved within two seconds gets no .pyc)
     os.utime(path, (old, old))
 
-    def value() -> str:
-        paths = resolve()
-        kernel = Kernel(load(paths, Profile(False)), paths)
-        try:
-            return str(kernel.service("cached").value())
-        finally:
-            kernel.shutdown()
-
-    assert value() == "A"
+    assert cached_value() == "A"
     assert (plugin_dir / "__pycache__" / f"cached.{sys.implementation.cache_tag}.pyc").is_file()
     stat = path.stat()
     path.write_text(BYTECODE_PROBE.replace('VALUE = "A"', 'VALUE = "B"'), encoding="utf-8")
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
-    assert value() == "A"
+    assert cached_value() == "A"
 
 
 def test_a_plugin_edited_twice_within_a_second_runs_its_last_version(run, plugin_dir, monkeypatch):
@@ -505,36 +508,23 @@ def test_the_sandbox_caches_no_bytecode_of_a_plugin_saved_within_two_seconds(
     # for a source saved within two seconds it must not either, or an edit of the same
     # size in the same second is hidden behind it once the source is older (the host
     # then trusts the .pyc) and the old code runs for good.
-    from conduit.indexer.build import load
-    from conduit.kernel import Kernel
-    from conduit.paths import resolve
-    from conduit.timing import Profile
-
     monkeypatch.setattr(sys, "dont_write_bytecode", False)
     monkeypatch.setattr(sys, "pycache_prefix", None)
     path = write(plugin_dir, "cached.py", BYTECODE_PROBE)
     pyc = plugin_dir / "__pycache__" / f"cached.{sys.implementation.cache_tag}.pyc"
 
-    def value() -> str:
-        paths = resolve()
-        kernel = Kernel(load(paths, Profile(False)), paths)
-        try:
-            return str(kernel.service("cached").value())
-        finally:
-            kernel.shutdown()
-
     # (saved "in the future": just saved however long the test takes, as for the host)
     soon = time.time() + 60
     os.utime(path, (soon, soon))
     saved = path.stat()
-    assert value() == "A"
+    assert cached_value() == "A"
     assert not pyc.exists()
     path.write_text(BYTECODE_PROBE.replace('VALUE = "A"', 'VALUE = "B"'), encoding="utf-8")
     os.utime(path, ns=(saved.st_atime_ns, saved.st_mtime_ns + 1))  # the same second
-    assert value() == "B"
+    assert cached_value() == "B"
     assert not pyc.exists()
     # once the source is older, its bytecode is cached again, from the last version
     old = time.time() - 60
     os.utime(path, (old, old))
-    assert value() == "B"
+    assert cached_value() == "B"
     assert pyc.is_file()

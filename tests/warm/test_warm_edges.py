@@ -6,11 +6,13 @@ docs/warm-kernel.md directly) against a real server started for the test.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -429,10 +431,20 @@ def test_a_sigterm_that_comes_with_a_commands_end_stops_the_server(plugin_dir: P
     # server waited for its idle timeout (30 minutes) instead of stopping.
     review_plugin(plugin_dir)
     conduit("plugins", "grant", "rv", *CAPS, warm=False)
-    env = {**os.environ, "CONDUIT_WARM": "1"}
+    with patched_server(LATE_SIGTERM) as server:
+        ran = conduit("rv", "pid")  # its child's end wakes the loop with SIGCHLD
+        assert ran.returncode == 0, ran.stderr
+        assert int(ran.stdout) != server.pid
+        server.wait(timeout=20)
+
+
+@contextlib.contextmanager
+def patched_server(source: str) -> Iterator[subprocess.Popen[bytes]]:
+    """A warm server run by ``python -c SOURCE`` (which patches it, then calls
+    ``server.main()``), serving once this yields; killed after if it still runs."""
     server = subprocess.Popen(
-        [sys.executable, "-c", LATE_SIGTERM],
-        env=env,
+        [sys.executable, "-c", source],
+        env={**os.environ, "CONDUIT_WARM": "1"},
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -440,10 +452,7 @@ def test_a_sigterm_that_comes_with_a_commands_end_stops_the_server(plugin_dir: P
     )
     try:
         assert wait_for(lambda: status().get("pid") == server.pid)
-        ran = conduit("rv", "pid")  # its child's end wakes the loop with SIGCHLD
-        assert ran.returncode == 0, ran.stderr
-        assert int(ran.stdout) != server.pid
-        server.wait(timeout=20)
+        yield server
     finally:
         if server.poll() is None:
             server.kill()
@@ -471,21 +480,7 @@ def test_stop_waits_for_an_idle_server_to_exit(plugin_dir: Path) -> None:
     # An idle server let go of its lock before it exited: `server stop`, seeing the lock
     # free while the process still ran, said "its running commands finish first" (there
     # were none) and returned with the server still there.
-    env = {**os.environ, "CONDUIT_WARM": "1"}
-    server = subprocess.Popen(
-        [sys.executable, "-c", SLOW_EXIT],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        assert wait_for(lambda: status().get("pid") == server.pid)
+    with patched_server(SLOW_EXIT) as server:
         stopped = conduit("server", "stop")
         assert stopped.stdout == f"Stopped the warm kernel (pid {server.pid}).\n"
         assert server.poll() is not None  # (exited: the stop waited for it)
-    finally:
-        if server.poll() is None:
-            server.kill()
-            server.wait()

@@ -22,7 +22,15 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-__all__ = ["BUNDLE", "Paths", "python_argv", "resolve", "stable_hash", "workspace_dirs"]
+__all__ = [
+    "BUNDLE",
+    "Paths",
+    "conduit_argv",
+    "python_argv",
+    "resolve",
+    "stable_hash",
+    "workspace_dirs",
+]
 
 APP = "conduit"
 
@@ -119,6 +127,16 @@ def python_argv(code: str) -> list[str]:
         f"conduit.paths.BUNDLE = {BUNDLE!r}; "
     )
     return [sys.executable, "-S", "-c", prelude + code]
+
+
+def conduit_argv(*args: str) -> list[str]:
+    """The command line of ``conduit ARGS`` in a new process of this Conduit: ``python
+    -m conduit ARGS``; from a bundle, the bundle run by this interpreter without ``site``
+    (``python -S TOOL.pyz ARGS``: the interpreter has no Conduit of its own, or another
+    one). A bundle's first ``sys.path`` entry is its archive (conduit.bundle.boot)."""
+    if BUNDLE is None:
+        return [sys.executable, "-m", "conduit", *args]
+    return [sys.executable, "-S", sys.path[0], *args]
 
 
 def workspace_dirs(cwd: str) -> list[str]:

@@ -321,6 +321,25 @@ def test_plugins_doctor_deep_loads_the_bundles_plugins(env: Env) -> None:
     assert "enabled plugins load" in ran.stdout and "No broken plugins" in ran.stdout
 
 
+def test_what_starts_conduit_again_starts_the_bundles(env: Env) -> None:
+    """`debug report`'s doctor child and the completion scripts' program ran `python -m
+    conduit`, which the bundle's interpreter cannot import (the fresh venv has no
+    Conduit): now the bundle itself."""
+    pyz = env.root / "again.pyz"
+    assert env.conduit("bundle", "-o", str(pyz), "--plugin", "alpha").returncode == 0
+    report = env.bundle(pyz, "debug", "report")
+    assert report.returncode == 0, report.stderr
+    assert "No module named" not in report.stdout
+    assert "No broken plugins" in report.stdout
+    # the bundle, by the interpreter that runs it (its sh header might find another)
+    python = str(env.fresh / "bin" / "python")
+    script = env.bundle(pyz, "completion", "bash")
+    assert f"< <({python} -S {pyz} __complete " in script.stdout, script.stdout
+    direct = env.direct(pyz, "completion", "bash")
+    assert direct.returncode == 0, direct.stderr
+    assert f" -S {pyz} __complete " in direct.stdout, direct.stdout
+
+
 def _imports(stderr: str) -> set[str]:
     """The modules ``-X importtime`` (PYTHONPROFILEIMPORTTIME) reports as imported."""
     return {

@@ -94,6 +94,10 @@ def program() -> str:
     import shlex
     import sys
 
+    from conduit.paths import BUNDLE, conduit_argv
+
+    if BUNDLE is not None:  # the bundle, by this interpreter (its sh header may find another)
+        return shlex.join(conduit_argv())
     argv0 = sys.argv[0] if sys.argv else ""
     named = os.path.basename(argv0).startswith("conduit") and not argv0.endswith(".py")
     if named and os.path.isfile(argv0) and os.access(argv0, os.X_OK):
@@ -101,7 +105,7 @@ def program() -> str:
     script = os.path.join(os.path.dirname(sys.executable), "conduit")
     if os.path.isfile(script) and os.access(script, os.X_OK):
         return shlex.quote(script)
-    return f"{shlex.quote(sys.executable)} -m conduit"
+    return shlex.join(conduit_argv())
 
 
 class CompletionPlugin(Plugin):

@@ -169,7 +169,9 @@ def _index(admin: Admin) -> list[str]:
 
 def _doctor() -> list[str]:
     """``conduit plugins doctor`` in a child process, as the user would run it."""
-    argv = [sys.executable, "-m", "conduit", "plugins", "doctor"]
+    from conduit.paths import conduit_argv
+
+    argv = conduit_argv("plugins", "doctor")  # (from a bundle, the bundle's Conduit)
     try:
         proc = subprocess.run(
             argv, capture_output=True, text=True, timeout=_DOCTOR_TIMEOUT, check=False

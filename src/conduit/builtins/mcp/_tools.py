@@ -158,8 +158,10 @@ def child_env(settings: Settings) -> dict[str, str]:
 
 
 def child_command(*args: str) -> list[str]:
-    """``conduit ARGS`` in this interpreter."""
-    return [sys.executable, "-m", "conduit", *args]
+    """``conduit ARGS`` in this interpreter (from a bundle, the bundle's Conduit)."""
+    from conduit.paths import conduit_argv
+
+    return conduit_argv(*args)
 
 
 def _cache_key(rec: PluginRec, word: str, sandbox: bool) -> str:

@@ -40,11 +40,6 @@ DESCRIBE_ARG = "--conduit-describe-parameters"
 _DEBUG_HINT = "run with --debug for the traceback; 'conduit plugins disable {name}' turns it off"
 
 
-#: a single-file plugin saved this recently is compiled from source (see _import_file;
-#: security.sandbox._bytecode keeps the same rule for a sandboxed host's .pyc)
-_FRESH_SECONDS = 2.0
-
-
 def file_module_name(name: str) -> str:
     """The name in ``sys.modules`` of the single-file plugin ``name``'s module."""
     return "conduit_plugin_" + name.replace("-", "_")
@@ -68,18 +63,15 @@ def _import_file(rec: PluginRec) -> Any:
     # host imports this module before its plugin, on every start
     from importlib.machinery import ModuleSpec, SourceFileLoader
 
+    from conduit.paths import too_new_for_bytecode
+
     class FileLoader(SourceFileLoader):
-        """A .pyc records its source's mtime in whole seconds (and its size): one
-        written in the second the source was saved misses an edit of the same size
-        within that second, and the old code would run. While the source is younger
-        than two seconds its bytecode is neither read nor written (an OSError here makes
-        importlib compile from source and cache nothing)."""
+        """No bytecode of a source saved within two seconds (too_new_for_bytecode): an
+        OSError here makes importlib compile from source and cache nothing."""
 
         def path_stats(self, path: str) -> dict[str, float]:
-            import time
-
             st = os.stat(path)
-            if time.time() - st.st_mtime < _FRESH_SECONDS:
+            if too_new_for_bytecode(st.st_mtime):
                 raise OSError("the source is too new for its bytecode to be trusted")
             return {"mtime": st.st_mtime, "size": st.st_size}
 

@@ -255,10 +255,6 @@ def prepare(
     return Plan(names, grants, policy)
 
 
-#: a single-file plugin saved this recently gets no .pyc (hosts.inprocess._FRESH_SECONDS)
-_FRESH_SECONDS = 2.0
-
-
 def _bytecode(origin: str) -> list[str]:
     """The compiled bytecode of a single-file plugin, for its host to read.
 
@@ -268,16 +264,16 @@ def _bytecode(origin: str) -> list[str]:
     bytecode writing is off), or check that it is current, and the host may read that
     file. A plugin that does not compile is left to the host to report.
 
-    Nor for a source saved within the last two seconds, as the host's own loader
-    (``hosts.inprocess._import_file``): a .pyc records whole seconds, and one written now
-    would hide an edit of the same size within this second from every later run."""
-    import time
+    Nor for a source saved within the last two seconds
+    (:func:`conduit.paths.too_new_for_bytecode`): the host compiles it from source."""
     from importlib.machinery import SourceFileLoader
     from importlib.util import cache_from_source
 
+    from conduit.paths import too_new_for_bytecode
+
     try:
-        if time.time() - os.stat(origin).st_mtime < _FRESH_SECONDS:
-            return []  # the host compiles it from source (and caches nothing)
+        if too_new_for_bytecode(os.stat(origin).st_mtime):
+            return []
         SourceFileLoader("conduit_plugin", origin).get_code("conduit_plugin")
         pyc = cache_from_source(origin)
     except (OSError, SyntaxError, ValueError, ImportError):

@@ -393,20 +393,27 @@ def _process_reload(reloader: Reloader) -> None:
     assert os.path.exists(os.path.join(resolve().plugin_data("proc"), "disposed"))
 
 
+def _project_files(project: Path, package: Path, about: str = "", command: str = "") -> None:
+    """A project's pyproject.toml (its plugin, named as ``package``, an entry point) and
+    the package's manifest with one command of that name; ``about`` and ``command``: more
+    lines of the manifest's top and of its command."""
+    name = package.name
+    (project / "pyproject.toml").write_text(
+        f'[project]\nname = "{name}"\nversion = "0.1.0"\n\n'
+        f'[project.entry-points."conduit.plugins"]\n{name} = "{name}:ThePlugin"\n',
+        encoding="utf-8",
+    )
+    (package / "conduit-plugin.toml").write_text(
+        f'name = "{name}"\napi = ">=1.0,<2"\n{about}\n[[commands]]\nname = "{name}"\n{command}',
+        encoding="utf-8",
+    )
+
+
 def test_a_package_plugin_reloads_its_submodules(tmp_path: Path, reloader_of: object) -> None:
     project = tmp_path / "proj"
     package = project / "src" / "pkgplug"
     package.mkdir(parents=True)
-    (project / "pyproject.toml").write_text(
-        '[project]\nname = "pkgplug"\nversion = "0.1.0"\n\n'
-        '[project.entry-points."conduit.plugins"]\npkgplug = "pkgplug:ThePlugin"\n',
-        encoding="utf-8",
-    )
-    (package / "conduit-plugin.toml").write_text(
-        'name = "pkgplug"\napi = ">=1.0,<2"\ndescription = "A package"\n\n'
-        '[[commands]]\nname = "pkgplug"\nhelp = "Print the word."\n',
-        encoding="utf-8",
-    )
+    _project_files(project, package, 'description = "A package"\n', 'help = "Print the word."\n')
     (package / "words.py").write_text('WORD = "alpha"\n', encoding="utf-8")
     (package / "__init__.py").write_text(
         textwrap.dedent(
@@ -448,15 +455,7 @@ def test_a_project_does_not_shadow_the_standard_library(
     project = tmp_path / "flat"
     package = project / "flatplug"
     package.mkdir(parents=True)
-    (project / "pyproject.toml").write_text(
-        '[project]\nname = "flatplug"\nversion = "0.1.0"\n\n'
-        '[project.entry-points."conduit.plugins"]\nflatplug = "flatplug:ThePlugin"\n',
-        encoding="utf-8",
-    )
-    (package / "conduit-plugin.toml").write_text(
-        'name = "flatplug"\napi = ">=1.0,<2"\n\n[[commands]]\nname = "flatplug"\n',
-        encoding="utf-8",
-    )
+    _project_files(project, package)
     (package / "__init__.py").write_text(
         "from conduit.sdk import Plugin\n\n\nclass ThePlugin(Plugin):\n"
         "    def boot(self, ctx):\n        pass\n",

@@ -29,11 +29,11 @@ from conduit.builtins.mcp._tools import (
     Settings,
     Tool,
     argv_for,
-    child_command,
     child_env,
     clean,
     error_line,
 )
+from conduit.paths import conduit_argv
 
 __all__ = ["MAX_OUTPUT", "build", "serve"]
 
@@ -57,7 +57,7 @@ async def call(tool: Tool, arguments: dict[str, Any], settings: Settings) -> typ
     except ValueError as exc:
         return _error(str(exc))
     proc = await asyncio.create_subprocess_exec(
-        *child_command(*argv),
+        *conduit_argv(*argv),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from conduit import __version__
 from conduit.errors import ConduitError
 from conduit.hosts.inprocess import DESCRIBE_ARG
-from conduit.paths import Paths, stable_hash
+from conduit.paths import Paths, conduit_argv, stable_hash
 from conduit.text import inert
 
 if TYPE_CHECKING:
@@ -31,7 +31,6 @@ __all__ = [
     "Settings",
     "Tool",
     "argv_for",
-    "child_command",
     "child_env",
     "clean",
     "error_line",
@@ -157,13 +156,6 @@ def child_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def child_command(*args: str) -> list[str]:
-    """``conduit ARGS`` in this interpreter (from a bundle, the bundle's Conduit)."""
-    from conduit.paths import conduit_argv
-
-    return conduit_argv(*args)
-
-
 def _cache_key(rec: PluginRec, word: str, sandbox: bool) -> str:
     try:
         st = os.stat(rec["origin"])
@@ -191,7 +183,7 @@ def _describe(plugin: str, word: str, settings: Settings) -> list[dict[str, Any]
     """The leaf commands of ``PLUGIN:WORD`` from its own host, or why not."""
     try:
         done = subprocess.run(
-            child_command(f"{plugin}:{word}", DESCRIBE_ARG),
+            conduit_argv(f"{plugin}:{word}", DESCRIBE_ARG),
             stdin=subprocess.DEVNULL,
             capture_output=True,
             env=child_env(settings),

@@ -484,3 +484,27 @@ def test_stop_waits_for_an_idle_server_to_exit(plugin_dir: Path) -> None:
         stopped = conduit("server", "stop")
         assert stopped.stdout == f"Stopped the warm kernel (pid {server.pid}).\n"
         assert server.poll() is not None  # (exited: the stop waited for it)
+
+
+# A server that does not leave on SIGTERM (hung): its stop flag is never set.
+DEAF = """\
+from conduit.warm import server
+
+server.Server._stop = lambda self, signum, frame: None
+server.main()
+"""
+
+
+def test_stop_kills_a_server_that_does_not_answer_sigterm(
+    plugin_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # docs/warm-kernel.md: a server that does not answer within the wait is killed (15 s;
+    # shortened here, in this process's `conduit server stop`)
+    import conduit.builtins.server as control
+    from conduit.cli import main
+
+    monkeypatch.setattr(control, "WAIT", 1.0)
+    with patched_server(DEAF) as server:
+        assert main(["server", "stop"]) == 0
+        assert capsys.readouterr().out == f"Stopped the warm kernel (pid {server.pid}).\n"
+        assert server.wait(timeout=30) == -signal.SIGKILL

@@ -528,3 +528,60 @@ def test_the_sandbox_caches_no_bytecode_of_a_plugin_saved_within_two_seconds(
     os.utime(path, (old, old))
     assert cached_value() == "B"
     assert pyc.is_file()
+
+
+def test_a_process_plugin_command_imports_no_shutil(plugin_dir):
+    # shutil imports zlib, bz2 and lzma (about 3.8 ms of a cold process-isolated command);
+    # the host's terminal size is found without it.
+    write(
+        plugin_dir,
+        "iso.py",
+        simple_plugin("iso", ("iso",), extra_toml='isolation = "process"'),
+    )
+    probe("--help")  # the index is built
+    code, new = probe("iso", command=True)
+    assert code == 0
+    assert "conduit.hosts.process" in new
+    assert not new & {"shutil", "zlib", "bz2", "lzma"}, sorted(
+        new & {"shutil", "zlib", "bz2", "lzma"}
+    )
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {},
+        {"COLUMNS": "100"},
+        {"LINES": "7", "COLUMNS": "x"},
+        {"COLUMNS": "0", "LINES": "-3"},
+        {"COLUMNS": " 90 ", "LINES": "+9"},
+    ],
+)
+@pytest.mark.parametrize("terminal", [False, True])
+def test_the_terminal_size_a_host_is_told_is_shutils(env, terminal, tmp_path):
+    source = (
+        "import shutil; from conduit.hosts.process import terminal_size; "
+        "print(tuple(shutil.get_terminal_size()), terminal_size())"
+    )
+    argv = [sys.executable, "-c", source]
+    base = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    if terminal:  # a pseudo-terminal of 33 lines by 121 columns on stdout
+        import fcntl
+        import pty
+        import struct
+        import termios
+
+        master, slave = pty.openpty()
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 121, 0, 0))
+        out = tmp_path / "out"
+        with open(out, "w") as f:
+            subprocess.run(argv, stdout=slave, stderr=f, env={**base, **env}, check=True)
+        os.close(slave)
+        text = os.read(master, 4096).decode()
+        os.close(master)
+    else:
+        text = subprocess.run(
+            argv, capture_output=True, text=True, env={**base, **env}, check=True
+        ).stdout
+    theirs, ours = text.strip().split(") (")
+    assert theirs + ")" == "(" + ours, text

@@ -295,6 +295,26 @@ def test_spares_wait_with_a_new_interpreters_signal_handling(server: int) -> Non
     assert wait_for(settled, timeout=10.0), spares()
 
 
+def test_the_server_holds_none_of_what_only_writing_the_config_needs(
+    server: int, conduit_home: Path
+) -> None:
+    # conduit.config (through conduit.fs: tempfile, shutil, random, zlib, bz2, lzma) is
+    # for the commands that write the config or rebuild the index: every command's fork
+    # would copy it, and random's at-fork hook would reseed in every child. The server
+    # has a config to read (the fixture granted capabilities).
+    assert (conduit_home / "config.toml").exists()
+    with open(f"/proc/{server}/maps", encoding="utf-8") as f:
+        mapped = {os.path.basename(line.split()[-1]) for line in f if "/" in line}
+    loaded = {name.partition(".")[0] for name in mapped}
+    assert not loaded & {"_lzma", "_bz2", "zlib", "_random"}, sorted(loaded)
+    # and a command that needs them still runs warm, in a child of the server
+    done = conduit("config", "set", "kernel.idle-minutes", "45")
+    assert done.returncode == 0, done.stderr
+    assert "idle-minutes = 45" in (conduit_home / "config.toml").read_text(encoding="utf-8")
+    info = conduit("probe", "info")
+    assert json.loads(info.stdout)["ppid"] == server
+
+
 def test_the_servers_click_rehearsal_leaves_nothing_behind(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -327,6 +347,27 @@ def test_a_spares_rehearsal_of_a_request_changes_nothing(
     assert dict(os.environ) == env
     assert (sys.stdin, sys.stdout, sys.stderr) == streams
     assert capsys.readouterr() == ("", "")
+
+
+def test_a_command_gets_exactly_its_clients_environment() -> None:
+    # Only what differs is changed (conduit/warm/server.py, _set_environment): a variable
+    # the server has and the client does not is gone, in os.environ and in the C
+    # library's environment that a program the command starts inherits.
+    source = """
+import os, subprocess, sys
+from conduit.warm.server import _set_environment
+os.environ.update({"KEPT": "same", "CHANGED": "old", "GONE": "x"})
+_set_environment({"KEPT": "same", "CHANGED": "new", "ADDED": "a=b", "PATH": os.environ["PATH"]})
+print(sorted(os.environ.items()))
+print(subprocess.run(["env"], capture_output=True, text=True, env=None).stdout)
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", source], capture_output=True, text=True, check=True
+    ).stdout.split("\n", 1)
+    expected = {"KEPT": "same", "CHANGED": "new", "ADDED": "a=b", "PATH": os.environ["PATH"]}
+    assert out[0] == str(sorted(expected.items()))
+    inherited = dict(line.split("=", 1) for line in out[1].splitlines() if line)
+    assert inherited == expected
 
 
 def test_a_command_killed_by_a_signal_ends_the_client_the_same_way(server: int) -> None:

@@ -660,9 +660,7 @@ class ProcessHost:
         return _function(f"{name}:{hook}", args, call)
 
     def run_command(self, record: PluginRec, ctx: HostContext, argv: list[str], prog: str) -> int:
-        import shutil
-
-        size = shutil.get_terminal_size()
+        columns, lines = terminal_size()
         params = {
             "plugin": record["name"],
             "argv": argv,
@@ -672,8 +670,8 @@ class ProcessHost:
             if self._sandbox is None
             else self._sandbox.command_env(os.environ),
             "terminal": {
-                "columns": size.columns,
-                "lines": size.lines,
+                "columns": columns,
+                "lines": lines,
                 "stdin_tty": sys.stdin.isatty() if sys.stdin else False,
                 "stdout_tty": sys.stdout.isatty(),
                 "stderr_tty": sys.stderr.isatty(),
@@ -743,6 +741,26 @@ def _child_timing(profile: Profile, name: str, timing: object) -> None:
     depth = profile.depth + 1
     profile.spans.append((f"import:{name}", end - boot - imp, end - boot, depth))
     profile.spans.append((f"boot:{name}", end - boot, end, depth))
+
+
+def terminal_size() -> tuple[int, int]:
+    """Columns and lines, as ``shutil.get_terminal_size()`` finds them (``COLUMNS`` and
+    ``LINES`` first, then the terminal of ``sys.__stdout__``, else 80x24), without
+    importing :mod:`shutil`: it imports zlib, bz2 and lzma, about 3.8 ms of every
+    process-isolated command."""
+    size = [0, 0]
+    for i, name in enumerate(("COLUMNS", "LINES")):
+        try:  # noqa: SIM105 -- contextlib is not on a command's path
+            size[i] = int(os.environ[name])
+        except (KeyError, ValueError):
+            pass
+    if size[0] <= 0 or size[1] <= 0:
+        try:
+            found = os.get_terminal_size(sys.__stdout__.fileno())  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
+            found = os.terminal_size((0, 0))
+        size = [size[0] if size[0] > 0 else found.columns, size[1] if size[1] > 0 else found.lines]
+    return (size[0] if size[0] > 0 else 80, size[1] if size[1] > 0 else 24)
 
 
 def preload() -> None:

@@ -22,6 +22,7 @@ another version asks): the next command then runs cold and starts a fresh one.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import fcntl
 import gc
@@ -146,9 +147,7 @@ class Server:
             return
         self.config_key = key
         try:
-            from conduit.config import read_data
-
-            data = read_data(self.paths.config_file)
+            data = _config_data(self.paths.config_file)
         except Exception:  # a broken config: the cold path reports it; keep defaults
             data = {}
         self.warm, self.idle = settings(data)
@@ -186,11 +185,18 @@ class Server:
                 for name in index["usable"]
             ):
                 return
-            from conduit.hosts.wasm.runtime import WasmSettings, import_wasmtime, runtime
+            from conduit.hosts.wasm.runtime import (
+                WasmSettings,
+                _sha256_hex,
+                import_wasmtime,
+                runtime,
+            )
 
             import_wasmtime()
             runtime(WasmSettings.from_table(self.wasm_table), self.paths.cache_dir)
-            import conduit.hosts.wasm.host  # noqa: F401
+            _sha256_hex(b"")  # imports the digest's module (the artifact cache's keys)
+            import conduit.hosts.wasm.host
+            import conduit.hosts.wasm.instance  # noqa: F401  (what a command's run imports)
         except Exception:
             return  # no wasm extra installed: the child reports it the usual way
         self.wasm_loaded = True
@@ -416,6 +422,23 @@ class Server:
         os._exit(0)
 
 
+def _config_data(path: str) -> dict[str, Any]:
+    """The config file's data (a missing file: empty), read without :mod:`conduit.config`:
+    that module (msgspec's validation, and through :mod:`conduit.fs` tempfile, shutil,
+    random, zlib, bz2 and lzma) is what only the commands that write the config or
+    rebuild the index need. Left out of this process, it is not in every command's fork
+    (fewer pages and mappings to copy) nor in its at-fork work (``random`` reseeds)."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        return {}
+    import tomllib
+
+    data = tomllib.loads(raw.decode("utf-8"))
+    return data if isinstance(data, dict) else {}
+
+
 def _ours(conn: socket.socket) -> bool:
     """Whether the peer of ``conn`` runs as this user (SO_PEERCRED, set at connect)."""
     cred = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
@@ -456,7 +479,6 @@ def _preload() -> None:
     import msgspec  # noqa: F401
 
     import conduit.cli
-    import conduit.config
     import conduit.errors
     import conduit.hosts.inprocess
     import conduit.index
@@ -550,8 +572,7 @@ def _become(request: _Request) -> int:
     except OSError as exc:
         os.write(2, f"conduit: cannot enter {request.cwd!r}: {exc.strerror}\n".encode())
         return 1
-    os.environ.clear()
-    os.environ.update(request.env)
+    _set_environment(request.env)
     time.tzset()
     os.umask(request.umask)
     sys.argv = [request.argv0, *request.args]
@@ -560,8 +581,6 @@ def _become(request: _Request) -> int:
     from conduit.hosts import process
 
     process.TEMPLATE = request.template  # Python hosts are forked from the template
-    import atexit
-
     atexit.register(_report, conn, os.getpid())
     from conduit.cli import main
 
@@ -595,7 +614,7 @@ def _rehearse_request() -> None:
         streams = [("utf-8", "strict")] * 3
         marshal.loads(marshal.dumps((__version__, [], "/", env, 18, "", sys.path, streams, [])))
         os.environ.clear()
-        os.environ.update(env)
+        _set_environment(env)
         time.tzset()
         for fd in range(3):
             raw = io.FileIO(fd, "r" if fd == 0 else "w", closefd=False)
@@ -603,6 +622,18 @@ def _rehearse_request() -> None:
             io.TextIOWrapper(buffered, "utf-8", "strict", line_buffering=raw.isatty())
     except (OSError, ValueError):  # (closed descriptors): only a rehearsal
         pass
+
+
+def _set_environment(env: dict[str, str]) -> None:
+    """Make ``os.environ`` (and so the C library's environment) ``env``, changing only
+    what differs: the variables the server kept (``PATH``, ``HOME``...) are usually the
+    client's too, and each change is an ``unsetenv`` or ``putenv`` and a copied page."""
+    current = os.environ
+    for key in [key for key in current if key not in env]:
+        del current[key]
+    for key, value in env.items():
+        if current.get(key) != value:
+            current[key] = value
 
 
 def _stop_group(signum: int, frame: object) -> None:

@@ -187,14 +187,14 @@ class Server:
                 return
             from conduit.hosts.wasm.runtime import (
                 WasmSettings,
-                _sha256_hex,
                 import_wasmtime,
                 runtime,
+                sha256_hex,
             )
 
             import_wasmtime()
             runtime(WasmSettings.from_table(self.wasm_table), self.paths.cache_dir)
-            _sha256_hex(b"")  # imports the digest's module (the artifact cache's keys)
+            sha256_hex(b"")  # imports the digest's module (the artifact cache's keys)
             import conduit.hosts.wasm.host
             import conduit.hosts.wasm.instance  # noqa: F401  (what a command's run imports)
         except Exception:

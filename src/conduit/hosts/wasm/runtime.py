@@ -37,6 +37,7 @@ __all__ = [
     "make_engine",
     "prune",
     "runtime",
+    "sha256_hex",
 ]
 
 INSTALL_HINT = "install the extra: pip install 'conduit-devtool[wasm]'"
@@ -67,7 +68,7 @@ class WasmSettings(NamedTuple):
         return cls()._replace(**given)
 
 
-def _sha256_hex(data: bytes) -> str:
+def sha256_hex(data: bytes) -> str:
     """SHA-256 of a short ``data`` (a cache key) in hex, without :mod:`hashlib`: importing
     it loads OpenSSL's libcrypto (about 11 million instructions, 5% of a cold WebAssembly
     command); the interpreter's own ``_sha256`` gives the same digest. hashlib where
@@ -171,7 +172,7 @@ class ArtifactCache:
         self.last = ""
 
     def path_for(self, digest: str) -> str:
-        key = _sha256_hex(f"{self.description}\n{digest}".encode())[:32]
+        key = sha256_hex(f"{self.description}\n{digest}".encode())[:32]
         return os.path.join(self.directory, f"{key}.cwasm")
 
     def load(
@@ -231,7 +232,7 @@ class ArtifactCache:
         st = os.stat(path)
         stamp = f"{os.path.realpath(path)}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}"
         stamp += f"\0{st.st_ino}"  # a file replaced by rename is another inode
-        return os.path.join(self.directory, "src-" + _sha256_hex(stamp.encode())[:32])
+        return os.path.join(self.directory, "src-" + sha256_hex(stamp.encode())[:32])
 
     def identify(self, path: str) -> tuple[str, bool, bytes | None]:
         """``(sha256, is_component, data or None)`` of the module at ``path``.

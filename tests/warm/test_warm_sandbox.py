@@ -191,132 +191,69 @@ def test_a_host_installs_the_filter_its_template_built() -> None:
     assert (out.returncode, out.stdout, out.stderr) == (0, "0\n", "")
 
 
-READER = """\
-import os
+FDS = """\
+import os, sys, time
 import click
 from conduit.sdk import Plugin
 
-@click.command("NAME")
+@click.command("fds")
+def fds():
+    found = {}
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            found[int(fd)] = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            pass  # the listing's own descriptor
+    click.echo(repr(sorted(found.items())))
+
+@click.command("hold")
 @click.argument("path")
-def run(path):
-    try:
-        with open(path) as f:
-            click.echo(f"{os.getpid()} read {f.read()}")
-    except OSError:
-        click.echo(f"{os.getpid()} denied")
+def hold(path):
+    click.echo("holding")
+    sys.stdout.flush()
+    while not os.path.exists(path):
+        time.sleep(0.02)
 
 class P(Plugin):
     def boot(self, ctx):
-        ctx.register_command(run)
+        ctx.register_command(fds)
+        ctx.register_command(hold)
 """
 
 
-def _children(pid: int) -> list[int]:
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as f:
-            return [int(p) for p in f.read().split()]
-    except OSError:
-        return []
-
-
-def _prepared_spare(server: int) -> int:
-    """The pid of the host template's spare once it has applied a sandbox while waiting
-    (no_new_privs is its first step that a plain spare never takes), else 0."""
-    for template in _children(server):
-        for host in _children(template):
-            try:
-                with open(f"/proc/{host}/status", encoding="ascii") as f:
-                    if "NoNewPrivs:\t1" in f.read():
-                        return host
-            except OSError:
-                continue
-    return 0
-
-
-def _wait(predicate, timeout: float = 20.0):  # type: ignore[no-untyped-def]
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    return predicate()
-
-
-@pytest.mark.slow
-def test_a_spare_host_sandboxed_ahead_serves_only_its_own_sandbox(
+def test_a_host_forked_for_a_waiting_request_holds_only_its_own_descriptors(
     plugin_dir: Path, tmp_path: Path
 ) -> None:
-    # A spare host applies the sandbox of the last request while it waits (the
-    # namespaces, Landlock, seccomp: conduit/hosts/zygote.py). It may serve the next
-    # request only when that one's sandbox is the same: a plugin denied a directory must
-    # stay denied after a plugin allowed it ran, and the other way round; and the host
-    # of another plugin holds nothing of the sandbox prepared for the first.
-    first, second = secrets.token_hex(8), secrets.token_hex(8)
-    secret_dir = tmp_path / f"dir-{first}{second}"
-    secret_dir.mkdir()
-    target = str(secret_dir / "note")
-    Path(target).write_text("content", encoding="utf-8")
-    write(plugin_dir, "allowed.py", plugin("allowed", "", READER.replace("NAME", "allowed")))
-    write(plugin_dir, "denied.py", plugin("denied", "", READER.replace("NAME", "denied")))
-    write(plugin_dir, "snoop.py", plugin("snoop", "", SNOOP))
-    grant = conduit(
-        "plugins", "grant", "allowed", f"filesystem:read:{secret_dir}", warm=False, secret=""
-    )
-    assert grant.returncode == 0, grant.stderr
+    # With a command's host running, the template forks the next host when the request
+    # comes, while it holds that request's descriptors: the host must not inherit copies
+    # of them (inheritable copies of the kernel's RPC socket and pipe, which programs the
+    # plugin runs would keep open, and the channel on which the template reports the
+    # host's status to its command).
+    import ast
+
+    toml = 'name = "fds"\napi = ">=1.0,<2"\nisolation = "process"\n'
+    toml += '[[commands]]\nname = "fds"\n[[commands]]\nname = "hold"\n'
+    write(plugin_dir, "fds.py", manifest_block(toml) + FDS)
     started = conduit("server", "start", warm=True, secret="")
     assert started.returncode == 0, started.stderr
-    from _warm import status
-
-    server = int(str(status()["pid"]))
-
-    def run(name: str) -> tuple[int, str]:
-        proc = conduit(name, target, warm=True, secret="")
-        assert proc.returncode == 0, proc.stderr
-        pid, _, said = proc.stdout.strip().partition(" ")
-        return int(pid), said
-
-    assert run("allowed")[1] == "read content"
-    spare = _wait(lambda: _prepared_spare(server))
-    assert spare, "no spare host applied the last request's sandbox ahead"
-    # the same plugin again: the prepared spare is its host
-    assert run("allowed") == (spare, "read content")
-    spare = _wait(lambda: _prepared_spare(server))
-    assert spare
-    # another plugin, without the grant: not that spare, and denied
-    pid, said = run("denied")
-    assert (pid != spare, said) == (True, "denied")
-    assert _wait(lambda: not os.path.exists(f"/proc/{spare}") or _zombie(spare))
-    # a third one looks through its own memory for the prepared sandbox's directory
-    proc = conduit("snoop", first, second, warm=True, secret="")
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.splitlines()[0].endswith(" found 0"), proc.stdout
-    # and the first is allowed again after them
-    assert run("allowed")[1] == "read content"
-
-
-def _zombie(pid: int) -> bool:
+    release = tmp_path / "release"
+    holder = subprocess.Popen(
+        [sys.executable, "-m", "conduit", "hold", str(release)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "CONDUIT_WARM": "1"},
+    )
     try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
-    except OSError:
-        return True
-
-
-def test_a_host_prepared_ahead_runs_nothing_for_another_sandbox() -> None:
-    # Belt and braces: a host that applied a sandbox ahead checks that its request
-    # carries the same; any difference and it runs no plugin code (exit 71).
-    source = """
-import os
-from conduit.hosts import _child
-_child._PREPARED = {"CONDUIT_SANDBOX": '{"net": "none"}'}
-os.environ["CONDUIT_SANDBOX"] = '{"net": "all"}'
-_child._prepare_process()
-print("ran")
-"""
-    out = subprocess.run([sys.executable, "-c", source], capture_output=True, text=True, timeout=60)
-    assert out.returncode == 71
-    assert out.stdout == ""
-    assert "cannot apply the sandbox: it was prepared for another" in out.stderr
+        assert holder.stdout is not None
+        assert holder.stdout.readline() == "holding\n"  # its host took the spare
+        proc = conduit("fds", warm=True, secret="")
+    finally:
+        release.touch()
+        holder.wait(timeout=60)
+        if holder.stdout is not None:
+            holder.stdout.close()
+    assert proc.returncode == 0, proc.stderr
+    fds = ast.literal_eval(proc.stdout.strip())
+    assert [fd for fd, _ in fds][:3] == [0, 1, 2]
+    beyond = [target for fd, target in fds if fd > 2]
+    assert len(beyond) == len(set(beyond)) == 2, fds  # its RPC socket and pipe only

@@ -434,41 +434,13 @@ LIMITS = {"memory-mb": 0, "max-file-mb": 0, "max-processes": 0}
 _MALLOC_ARENAS = 4
 
 
-#: the sandbox's variables this process applied before its request came (a spare host of
-#: the warm kernel's template that prepared itself ahead: conduit.hosts.zygote)
-_PREPARED: dict[str, str] | None = None
-
-
-def prepare_ahead(settings: dict[str, str]) -> None:
-    """Apply the limits and the sandbox of ``settings`` (the variables of
-    :data:`conduit.security.sandbox.SANDBOX_VARS` a host's request carries) now, before the
-    request comes; :func:`_prepare_process` then checks that it carries exactly these."""
-    global _PREPARED
-    os.environ.update(settings)
-    _prepare_process()
-    _PREPARED = dict(settings)
-
-
 def _prepare_process() -> None:
     """Restrict this process before any plugin code is imported: the limits the kernel
     passed (``CONDUIT_HOST_MEMORY_MB`` as RLIMIT_AS, ``CONDUIT_HOST_MAX_FILE_MB`` as
     RLIMIT_FSIZE; ``CONDUIT_HOST_MAX_PROCESSES`` goes to the sandbox, which counts
     processes in the host's own user namespace), then the sandbox the grants ask for (see
     conduit.security.sandbox for the order of its steps). The limits are hard: neither
-    the plugin nor a program it runs can raise them.
-
-    In a host that applied them ahead (:func:`prepare_ahead`) the request's must be the
-    same, or the host runs nothing (exit 71, as when a sandbox cannot be applied)."""
-    if _PREPARED is not None:
-        from conduit.security.sandbox import SANDBOX_VARS
-
-        sent = {key: os.environ.pop(key) for key in SANDBOX_VARS if key in os.environ}
-        if sent != _PREPARED:
-            os.write(
-                2, b"conduit plugin host: cannot apply the sandbox: it was prepared for another\n"
-            )
-            os._exit(71)
-        return
+    the plugin nor a program it runs can raise them."""
     for key in LIMITS:
         value = os.environ.pop("CONDUIT_HOST_" + key.upper().replace("-", "_"), "")
         LIMITS[key] = max(0, int(value or 0))

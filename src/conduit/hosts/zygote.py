@@ -19,23 +19,9 @@ wipes as soon as the new host has its copy.
 The exchange (a ``SOCK_SEQPACKET`` socket the server's children inherit, one record per
 request; a private socket pair per host for the answers)::
 
-    command -> template   len(key) + key + marshal((env, targets, path, pgid)),
-                          fds: [channel, *targets' fds]; key: the host's sandbox (below)
+    command -> template   marshal((env, targets, path, pgid)), fds: [channel, *targets' fds]
     template -> command   b"P" + pid, on the channel, with a pidfd of the host
     template -> command   b"S" + wait status, on the channel, when the host has ended
-
-A spare host prepares its sandbox ahead. A request's ``key`` is what its host's sandbox is
-made of (:data:`conduit.security.sandbox.SANDBOX_VARS` of its environment and its
-``sys.path``, from which the Landlock rules read; empty when the host has no sandbox or
-its policy needs the request's own descriptor, a proxy's). The template keeps the last
-request's key until it forks the next spare, which applies the limits and the sandbox of
-that key (the namespaces, Landlock, seccomp: most of a sandboxed host's start) while it
-waits; the template keeps that key only to compare the next request's with. A request
-whose key is another's is never given to that spare: it is killed, the template wipes
-the key, and a spare forked then takes the request (its sandbox applied after the fork,
-as without a prepared spare). So no host holds another request's sandbox settings, and
-the host checks again that its request carries exactly what it applied (else it runs
-nothing: exit 71).
 """
 
 from __future__ import annotations
@@ -126,13 +112,9 @@ def spawn(template: socket.socket, env: dict[str, str], keep: tuple[int, ...]) -
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         targets = [0, 1, 2, *keep]
-        path = site_dirs()
-        key = _sandbox_key(env, path)
-        data = marshal.dumps((env, targets, path, os.getpgid(0)))
+        data = marshal.dumps((env, targets, site_dirs(), os.getpgid(0)))
         fds = b"".join(fd.to_bytes(4, sys.byteorder) for fd in (theirs.fileno(), *targets))
-        template.sendmsg(
-            [_int4(len(key)), key, data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)]
-        )
+        template.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
     finally:
         theirs.close()
     ours.settimeout(30.0)
@@ -145,19 +127,6 @@ def spawn(template: socket.socket, env: dict[str, str], keep: tuple[int, ...]) -
         ours.close()
         raise OSError("the host template did not start the host")
     return Spawned(int.from_bytes(message[1:5], sys.byteorder), received[0], ours)
-
-
-def _sandbox_key(env: dict[str, str], path: list[str]) -> bytes:
-    """What the sandbox of a host with environment ``env`` and ``sys.path`` ``path`` is
-    made of (``path``: conduit.security.sandbox._read_baseline makes Landlock rules of
-    it), for a spare host to apply ahead; empty when there is none to apply, or when its
-    policy needs the request's own descriptor (the proxy of scoped network grants)."""
-    from conduit.security.sandbox import SANDBOX_VARS
-
-    policy = env.get("CONDUIT_SANDBOX")
-    if not policy or '"proxy_fd":' in policy:
-        return b""
-    return marshal.dumps(({key: env[key] for key in SANDBOX_VARS if key in env}, path))
 
 
 def received_fds(ancdata: list[tuple[int, int, bytes]]) -> list[int]:
@@ -203,15 +172,9 @@ def serve(requests: socket.socket) -> NoReturn:
     hosts: dict[int, socket.socket] = {}
     own = (requests.fileno(), wake_r, wake_w)
     spare: tuple[int, socket.socket] | None = None
-    #: the last request's sandbox key, kept until the spare that applies it is forked
-    ahead = bytearray()
-    #: the key the spare applied (empty: a plain spare, which takes any request)
-    prepared = bytearray()
     while True:
         if spare is None and not hosts:
-            # between commands: off anyone's time
-            spare = _fork_spare(own, hosts, ahead)
-            prepared, ahead = ahead, bytearray()
+            spare = _fork_spare(own, hosts)  # between commands: off anyone's time
         try:
             ready, _, _ = select.select([requests.fileno(), wake_r], [], [])
         except InterruptedError:
@@ -220,7 +183,6 @@ def serve(requests: socket.socket) -> NoReturn:
             os.read(wake_r, 512)
             if _reap(hosts, spare):
                 spare = None
-                _wipe(prepared)
         if requests.fileno() not in ready:
             continue
         try:
@@ -232,30 +194,17 @@ def serve(requests: socket.socket) -> NoReturn:
         fds = received_fds(ancdata)
         if size == 0 and not fds:
             os._exit(0)  # every holder of the other end is gone
-        size_of_key = int.from_bytes(buffer[:4], sys.byteorder)
-        if (
-            flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC)
-            or len(fds) < 4
-            or size < 4
-            or size_of_key > size - 4
-        ):
+        if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC) or len(fds) < 4:
             for fd in fds:
                 os.close(fd)
-            buffer[:size] = bytes(size)
             continue
-        key = memoryview(buffer)[4 : 4 + size_of_key]
-        if spare is not None and prepared and prepared != key:
-            _discard(spare)  # its sandbox is another's: it may serve no other request
-            spare = None
         channel = socket.socket(fileno=fds[0])
         for _attempt in range(2):
             if spare is None:
-                _wipe(ahead)  # a host forked now holds no other request's sandbox
-                _wipe(prepared)
-                spare = _fork_spare(own, hosts, ahead)
+                # (nor this request's descriptors: the host is given its own copies)
+                spare = _fork_spare((*own, *fds), hosts)
             pid, handle = spare
             spare = None
-            _wipe(prepared)  # (the spare is taken)
             try:
                 # the request, its descriptors but the channel, to the spare
                 rights = b"".join(_int4(fd) for fd in fds[1:])
@@ -269,9 +218,6 @@ def serve(requests: socket.socket) -> NoReturn:
             break
         else:
             pid = 0
-        _wipe(ahead)
-        ahead[:] = key  # for the next spare (a copy the template wipes when it is forked)
-        key.release()
         buffer[:size] = bytes(size)  # nothing of this host's environment stays here
         for fd in fds[1:]:
             os.close(fd)
@@ -299,49 +245,30 @@ def _preload() -> None:
 
 
 def _fork_spare(
-    own: tuple[int, ...], hosts: dict[int, socket.socket], key: bytearray
+    close: tuple[int, ...], hosts: dict[int, socket.socket]
 ) -> tuple[int, socket.socket]:
-    """A host forked ahead, waiting for its request (:func:`_spare`), with the sandbox
-    of ``key`` applied (none when it is empty)."""
+    """A host forked ahead, waiting for its request (:func:`_spare`). ``close``: the
+    template's own descriptors (and those of a request it holds), which the host must not
+    hold."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     pid = os.fork()
     if pid == 0:
         signal.set_wakeup_fd(-1)
         ours.close()
-        for fd in own:
+        for fd in close:
             os.close(fd)
         for channel in hosts.values():
             channel.close()
-        _spare(theirs, bytes(key))
+        _spare(theirs)
     theirs.close()
     return pid, ours
 
 
-def _discard(spare: tuple[int, socket.socket]) -> None:
-    """Kill a spare host (it is reaped with the others)."""
-    with contextlib.suppress(OSError):
-        os.kill(spare[0], signal.SIGKILL)
-    spare[1].close()
-
-
-def _wipe(data: bytearray) -> None:
-    """Zero ``data``, then empty it."""
-    data[:] = bytes(len(data))
-    del data[:]
-
-
-def _spare(end: socket.socket, key: bytes) -> NoReturn:
-    """In a spare host: apply the sandbox of ``key`` (if any), wait for a request, then
-    become that host."""
+def _spare(end: socket.socket) -> NoReturn:
+    """In a spare host: wait for a request, then become that host."""
     # a host's signal handling (as a new interpreter's), set while it waits
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    if key:
-        from conduit.hosts._child import prepare_ahead
-
-        settings, path = marshal.loads(key)
-        sys.path[:] = path  # (the Landlock rules read it)
-        prepare_ahead(settings)  # exits if it cannot: the template forks a plain spare
     try:
         data, ancdata, flags, _ = end.recvmsg(MAX_REQUEST, socket.CMSG_SPACE(4 * _MAX_FDS))
     except (OSError, KeyboardInterrupt):
@@ -350,16 +277,7 @@ def _spare(end: socket.socket, key: bytes) -> NoReturn:
     end.close()
     if not data or flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
         os._exit(0)  # the template has gone
-    size_of_key = int.from_bytes(data[:4], sys.byteorder)
-    if key and data[4 : 4 + size_of_key] != key:
-        # (the template gives a request only to the spare of its key's hash)
-        with contextlib.suppress(OSError, IndexError):  # the request's stderr
-            os.write(
-                fds[2],
-                b"conduit plugin host: cannot apply the sandbox: it was prepared for another\n",
-            )
-        os._exit(71)
-    _become_host(data[4 + size_of_key :], fds)
+    _become_host(data, fds)
 
 
 def _int4(fd: int) -> bytes:

@@ -54,7 +54,6 @@ if TYPE_CHECKING:
 __all__ = [
     "ALWAYS_PASSED",
     "PROXY_PORT",
-    "SANDBOX_VARS",
     "Plan",
     "apply",
     "can_unshare",
@@ -305,16 +304,6 @@ def _resolve_program(scope: str, path: str | None) -> list[str]:
 
 
 # -- child side -------------------------------------------------------------------------------
-
-#: the variables of a host's environment that make its limits and sandbox (read by
-#: conduit.hosts._child._prepare_process and by apply(); a spare host of the warm
-#: kernel's template may apply them ahead of its request: conduit.hosts.zygote)
-SANDBOX_VARS = (
-    "CONDUIT_SANDBOX",
-    "CONDUIT_HOST_MEMORY_MB",
-    "CONDUIT_HOST_MAX_FILE_MB",
-    "CONDUIT_HOST_MAX_PROCESSES",
-)
 
 _applied: dict[str, Any] = {}
 _UNIX = "unix"  # not a capability: no grant opens Unix sockets

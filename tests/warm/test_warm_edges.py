@@ -486,6 +486,40 @@ def test_stop_waits_for_an_idle_server_to_exit(plugin_dir: Path) -> None:
         assert server.poll() is not None  # (exited: the stop waited for it)
 
 
+# A server whose exit is slow after its files are closed (a loaded machine: the lock goes
+# with the files, a moment before the exit is reported).
+LOCK_FIRST = """\
+import os, time
+from conduit.warm import server
+
+real_exit, me = os._exit, os.getpid()
+
+def exit_after_the_lock(code):
+    if os.getpid() == me:
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                if os.readlink(f"/proc/self/fd/{fd}").endswith(".sock.lock"):
+                    os.close(int(fd))
+            except OSError:
+                pass
+        time.sleep(0.1)
+    real_exit(code)
+
+os._exit = exit_after_the_lock
+server.main()
+"""
+
+
+def test_stop_does_not_take_an_exiting_server_for_a_draining_one(plugin_dir: Path) -> None:
+    # `server stop` saw the lock free before the exit was reported and said "its running
+    # commands finish first" of an idle server that was only exiting (2 of 25 runs under
+    # load, with the slow exit above).
+    with patched_server(LOCK_FIRST) as server:
+        stopped = conduit("server", "stop")
+        assert stopped.stdout == f"Stopped the warm kernel (pid {server.pid}).\n"
+        assert server.wait(timeout=30) == 0
+
+
 # A server that does not leave on SIGTERM (hung): its stop flag is never set.
 DEAF = """\
 from conduit.warm import server

@@ -23,6 +23,9 @@ __all__ = ["ServerPlugin"]
 
 #: seconds `start` waits for a new server to listen, and `stop` for one to exit
 WAIT = 15.0
+#: seconds `server stop` gives a server that let go of its lock to be reported as exited
+#: before it says that the server is draining its running commands
+EXITING = 0.5
 #: exit status of `status` when no server runs (the LSB's "program is not running")
 NOT_RUNNING = 3
 
@@ -197,7 +200,10 @@ def stop_cmd() -> None:
         deadline = time.monotonic() + WAIT
         while not poller.poll(20):
             if _lock_holder(path) != pid:
-                draining = True
+                # It let go of the lock: it drains its running commands, or it is exiting
+                # (an exit closes the files, and so lets go of the lock, a moment before
+                # it is reported): an exit is seen within EXITING seconds.
+                draining = _alive(pid) and not poller.poll(EXITING * 1000)
                 break
             if time.monotonic() >= deadline:  # it does not answer SIGTERM: hung
                 with contextlib.suppress(ProcessLookupError):

@@ -46,14 +46,7 @@ def build_pyhash(tmp: Path) -> Path:
     home = tmp / "home"
     home.mkdir()
     source = copy_example(tmp / "pyhash")
-    proc = subprocess.run(
-        [sys.executable, "-m", "conduit", "plugins", "build", str(source)],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "CONDUIT_HOME": str(home)},
-        timeout=600,
-        check=False,
-    )
+    proc = plugins_build(home, str(source))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert CACHE_HIT not in proc.stdout  # componentize-py did build it
     assert f"installed {home / 'plugins' / 'pyhash.wasm'}" in proc.stdout
@@ -63,6 +56,18 @@ def build_pyhash(tmp: Path) -> Path:
     (cached,) = build_cache(home)
     assert cached.read_bytes() == (home / "plugins" / "pyhash.wasm").read_bytes()
     return home
+
+
+def plugins_build(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``conduit plugins build ARGS`` in a new process, with the CONDUIT_HOME ``home``."""
+    return subprocess.run(
+        [sys.executable, "-m", "conduit", "plugins", "build", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "CONDUIT_HOME": str(home)},
+        timeout=600,
+        check=False,
+    )
 
 
 def build_cache(home: Path) -> list[Path]:

@@ -144,9 +144,9 @@ def too_new_for_bytecode(mtime: float) -> bool:
     """Whether a source of this ``st_mtime`` was saved within the last two seconds, too
     recently for a ``.pyc``: one records its source's mtime in whole seconds (and its
     size), so a ``.pyc`` written in the second the source was saved hides an edit of the
-    same size within that second, for good. Such a source is compiled from source and no bytecode
-    of it is read or written: by a single-file plugin's loader (hosts.inprocess) and by
-    the kernel for a sandboxed host (security.sandbox)."""
+    same size within that second, for good. Such a source is compiled from source and no
+    bytecode of it is read or written: by a single-file plugin's loader
+    (hosts.inprocess) and by the kernel for a sandboxed host (security.sandbox)."""
     import time
 
     return time.time() - mtime < 2.0

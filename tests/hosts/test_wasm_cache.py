@@ -13,7 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from _wasmbuild import CACHE_HIT, EXAMPLE, build_cache, componentize_py, copy_example, seed_cache
+from _wasmbuild import (
+    CACHE_HIT,
+    EXAMPLE,
+    build_cache,
+    componentize_py,
+    copy_example,
+    plugins_build,
+    seed_cache,
+)
 
 from _factory import pty_run
 
@@ -155,14 +163,7 @@ def test_building_the_same_source_twice_gives_the_same_module(tmp_path, conduit_
     seed_cache(conduit_home, pyhash_built, compiled=True)
     source = copy_example(tmp_path / "pyhash")
     out = tmp_path / "out"
-    proc = subprocess.run(
-        [sys.executable, "-m", "conduit", "plugins", "build", str(source), "-o", str(out)],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "CONDUIT_HOME": str(conduit_home)},
-        timeout=600,
-        check=False,
-    )
+    proc = plugins_build(conduit_home, str(source), "-o", str(out))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert CACHE_HIT in proc.stdout
     first = (pyhash_built / "plugins" / "pyhash.wasm").read_bytes()

@@ -459,8 +459,11 @@ def patched_server(source: str) -> Iterator[subprocess.Popen[bytes]]:
             server.wait()
 
 
-# A server slow to leave once it has stopped (a loaded machine): its os._exit waits.
-SLOW_EXIT = """\
+def slow_to_exit(seconds: float, lock_first: bool = False) -> str:
+    """Source of a warm server whose exit (the server process's ``os._exit``) takes
+    ``seconds`` (a loaded machine); with ``lock_first``, after it has let go of the
+    address's lock, as an exit does when it closes the files before it is reported."""
+    return f"""\
 import os, time
 from conduit.warm import server
 
@@ -468,7 +471,13 @@ real_exit, me = os._exit, os.getpid()
 
 def slow_exit(code):
     if os.getpid() == me:
-        time.sleep(1.0)
+        for fd in os.listdir("/proc/self/fd") if {lock_first!r} else ():
+            try:
+                if os.readlink(f"/proc/self/fd/{{fd}}").endswith(".sock.lock"):
+                    os.close(int(fd))
+            except OSError:
+                pass
+        time.sleep({seconds!r})
     real_exit(code)
 
 os._exit = slow_exit
@@ -480,41 +489,17 @@ def test_stop_waits_for_an_idle_server_to_exit(plugin_dir: Path) -> None:
     # An idle server let go of its lock before it exited: `server stop`, seeing the lock
     # free while the process still ran, said "its running commands finish first" (there
     # were none) and returned with the server still there.
-    with patched_server(SLOW_EXIT) as server:
+    with patched_server(slow_to_exit(1.0)) as server:
         stopped = conduit("server", "stop")
         assert stopped.stdout == f"Stopped the warm kernel (pid {server.pid}).\n"
         assert server.poll() is not None  # (exited: the stop waited for it)
 
 
-# A server whose exit is slow after its files are closed (a loaded machine: the lock goes
-# with the files, a moment before the exit is reported).
-LOCK_FIRST = """\
-import os, time
-from conduit.warm import server
-
-real_exit, me = os._exit, os.getpid()
-
-def exit_after_the_lock(code):
-    if os.getpid() == me:
-        for fd in os.listdir("/proc/self/fd"):
-            try:
-                if os.readlink(f"/proc/self/fd/{fd}").endswith(".sock.lock"):
-                    os.close(int(fd))
-            except OSError:
-                pass
-        time.sleep(0.1)
-    real_exit(code)
-
-os._exit = exit_after_the_lock
-server.main()
-"""
-
-
 def test_stop_does_not_take_an_exiting_server_for_a_draining_one(plugin_dir: Path) -> None:
     # `server stop` saw the lock free before the exit was reported and said "its running
     # commands finish first" of an idle server that was only exiting (2 of 25 runs under
-    # load, with the slow exit above).
-    with patched_server(LOCK_FIRST) as server:
+    # load).
+    with patched_server(slow_to_exit(0.1, lock_first=True)) as server:
         stopped = conduit("server", "stop")
         assert stopped.stdout == f"Stopped the warm kernel (pid {server.pid}).\n"
         assert server.wait(timeout=30) == 0

@@ -88,9 +88,11 @@ def stop_servers(runtime: str) -> list[int]:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """The warm pass: ``run`` tests of :data:`WARM_PASS` modules, cold and warm."""
+    """The warm pass: ``run`` tests of :data:`WARM_PASS` modules and tests marked
+    ``warm_pass``, cold and warm."""
     path = metafunc.definition.path.as_posix()
-    if "run" in metafunc.fixturenames and path.endswith(WARM_PASS):
+    marked = metafunc.definition.get_closest_marker("warm_pass") is not None
+    if "run" in metafunc.fixturenames and (marked or path.endswith(WARM_PASS)):
         metafunc.parametrize("kernel_mode", ["cold", "warm"], indirect=True)
 
 

@@ -86,6 +86,9 @@ def probe(what, arg):
         client = socket.socket(socket.AF_UNIX)
         client.connect(arg)
         click.echo(client.recv(100).decode())
+    elif what == "netlink":  # the kernel's interface to the network stack
+        socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0).close()
+        click.echo("netlink opened")
     elif what == "pair":
         a, b = socket.socketpair()
         a.sendall(b"pair ok")
@@ -318,6 +321,7 @@ def test_exec_of_the_granted_program_only(plugin_dir, conduit_home, run):
 # -- network --------------------------------------------------------------------------------------
 
 
+@pytest.mark.warm_pass
 def test_no_network_without_a_grant(plugin_dir, conduit_home, run, server):
     probe_plugin(plugin_dir)
     r = run("probe", "http", f"http://{server}/x")
@@ -367,6 +371,20 @@ def test_no_way_around_the_proxy(plugin_dir, conduit_home, run, server):
     assert r.err.splitlines()[0] == denial("probe", "network:http")
 
 
+@pytest.mark.warm_pass
+def test_netlink_needs_a_network_grant(plugin_dir, conduit_home, run):
+    """Without the network, no socket at all: under the warm kernel, hosts without a
+    network grant share one network namespace (conduit.security.sandbox.share_network),
+    in which netlink sockets (NETLINK_USERSOCK) could reach each other."""
+    probe_plugin(plugin_dir)
+    r = run("probe", "netlink")
+    assert r.code == 1
+    assert r.err.splitlines()[0] == denial("probe", "network:http")
+    grant(conduit_home, probe=["network:http"])
+    assert run("probe", "netlink").out == "netlink opened\n"
+
+
+@pytest.mark.warm_pass
 def test_unix_sockets_are_out_of_reach_whatever_the_grants(plugin_dir, conduit_home, run, tmp_path):
     """Landlock (ABI <= 7) does not govern connect() to a socket's path: seccomp refuses to
     create Unix sockets at all, so /run/docker.sock or an ssh-agent stays out of reach."""

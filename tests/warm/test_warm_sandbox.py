@@ -257,3 +257,89 @@ def test_a_host_forked_for_a_waiting_request_holds_only_its_own_descriptors(
     assert [fd for fd, _ in fds][:3] == [0, 1, 2]
     beyond = [target for fd, target in fds if fd > 2]
     assert len(beyond) == len(set(beyond)) == 2, fds  # its RPC socket and pipe only
+
+
+NAMESPACES = """\
+import fcntl, os
+import click
+from conduit.sdk import Plugin
+
+NS_GET_USERNS = 0xB701  # _IO(0xb7, 0x1): the user namespace that owns a namespace
+
+@click.command("NAME")
+def probe():
+    net, user = os.readlink("/proc/self/ns/net"), os.readlink("/proc/self/ns/user")
+    fd = os.open("/proc/self/ns/net", os.O_RDONLY)
+    try:
+        owner = fcntl.ioctl(fd, NS_GET_USERNS)
+    except PermissionError:  # the owner is an ancestor of this process's user namespace
+        found = "owned-from-outside"
+    else:
+        mine = os.fstat(owner).st_ino == os.stat("/proc/self/ns/user").st_ino
+        found = "owns" if mine else "owned-by-another"
+        os.close(owner)
+    finally:
+        os.close(fd)
+    click.echo(f"{net} {user} {found}")
+
+class P(Plugin):
+    def boot(self, ctx):
+        ctx.register_command(probe)
+"""
+
+
+def test_hosts_without_network_share_a_network_namespace_they_cannot_configure(
+    plugin_dir: Path, conduit_home: Path
+) -> None:
+    # The host template makes one network namespace and its hosts without a network
+    # grant enter it (creating one per host cost about 1 ms): each host still has a user
+    # namespace of its own, which does not own that network namespace, so no host can
+    # bring its loopback up or configure it for the next. A host granted the network
+    # stays out of it.
+    from conduit.security import report
+
+    if not report.mechanisms()["netns"]:
+        pytest.skip("no user and network namespaces here")
+    for name in ("nsa", "nsb", "nsnet"):
+        toml = f'name = "{name}"\napi = ">=1.0,<2"\nisolation = "process"\n'
+        toml += f'[[commands]]\nname = "{name}"\n'
+        write(plugin_dir, f"{name}.py", manifest_block(toml) + NAMESPACES.replace("NAME", name))
+    (conduit_home / "config.toml").write_text('[grants]\nnsnet = ["network:http"]\n')
+    mine = os.readlink("/proc/self/ns/net")
+
+    def namespaces(name: str, warm: bool) -> list[str]:
+        out = conduit(name, warm=warm, secret="")
+        assert out.returncode == 0, out.stderr
+        return out.stdout.split()
+
+    cold = namespaces("nsa", warm=False)
+    assert cold[0] != mine and cold[2] == "owns"  # a host from a new interpreter makes its own
+    started = conduit("server", "start", warm=True, secret="")
+    assert started.returncode == 0, started.stderr
+    first, second = namespaces("nsa", True), namespaces("nsb", True)
+    assert first[0] == second[0] == held_by_the_template() != mine
+    assert first[2] == second[2] == "owned-from-outside"
+    granted = namespaces("nsnet", True)
+    assert granted[0] == mine
+
+
+def held_by_the_template() -> str:
+    """The network namespace the warm kernel's host template holds open."""
+    from conduit.paths import resolve
+    from conduit.warm.client import address
+    from conduit.warm.server import read_state
+
+    server = read_state(address(resolve()))["pid"]
+    with open(f"/proc/{server}/task/{server}/children") as f:
+        children = f.read().split()
+    held = set()
+    for pid in children:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("net:"):
+                held.add(target)
+    assert len(held) == 1, held
+    return held.pop()

@@ -235,13 +235,17 @@ def serve(requests: socket.socket) -> NoReturn:
 def _preload() -> None:
     """What a host imports before plugin code: the host's child side and the sandbox's
     system-call modules (ctypes and the C library: most of ``sandbox.apply()``'s time in
-    a new interpreter)."""
+    a new interpreter); and the network namespace hosts without a network grant share
+    (:func:`conduit.security.sandbox.share_network`)."""
+    import resource  # noqa: F401  (the host's limits)
+
     import conduit.hosts._child  # noqa: F401
-    from conduit.security import seccomp
+    from conduit.security import sandbox, seccomp
     from conduit.security.landlock import libc
 
     libc()
     seccomp.prepare()  # the filters built here, each host still installs its own
+    sandbox.share_network()
 
 
 def _fork_spare(
@@ -312,6 +316,10 @@ def _become_host(data: bytes, fds: list[int]) -> NoReturn:
     try:
         env, targets, path, pgid = marshal.loads(data)
         import fcntl
+
+        from conduit.security.sandbox import keep_shared_apart
+
+        keep_shared_apart(targets)
 
         # out of the way of every target number first, then each to its number
         moved = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, _HIGH_FD) for fd in fds]

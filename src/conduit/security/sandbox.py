@@ -12,7 +12,9 @@ later one takes the means away):
 2. rlimits: no core dumps (the address-space and file-size limits of ``[process]
    memory-mb`` and ``max-file-mb`` are set just before, by the host);
 3. a user and network namespace of its own (``unshare``): no network interface but a
-   loopback; with a scoped ``network:http`` grant the loopback is brought up and a
+   loopback (under the warm kernel, a host without a network grant enters the one its
+   template made and makes a user namespace of its own inside: :func:`share_network`);
+   with a scoped ``network:http`` grant the loopback is brought up and a
    listener bound on ``127.0.0.1:3128`` (needs the namespace's capabilities, so before
    step 4). With unscoped ``network:http``, a user namespace alone (for the count of
    step 3a);
@@ -23,7 +25,7 @@ later one takes the means away):
 5. Landlock: reads and writes only where granted (plus the interpreter's files), program
    execution only of the granted programs, TCP connect only to the proxy's port, no
    signals to or abstract sockets of processes outside the sandbox;
-6. seccomp: ``execve`` without ``process:execute``, inet sockets without
+6. seccomp: ``execve`` without ``process:execute``, every socket family without
    ``network:http`` and new Unix sockets always fail with ``EPERM`` (it is last: it would
    forbid the socket calls of step 3);
 7. the forwarder thread, which hands every connection to the proxy listener to the
@@ -59,8 +61,10 @@ __all__ = [
     "can_unshare",
     "explain",
     "host_plugins",
+    "keep_shared_apart",
     "lower_limit",
     "prepare",
+    "share_network",
     "shared_plugins",
 ]
 
@@ -317,19 +321,24 @@ def apply(*, max_processes: int = 0) -> None:
     policy. See the module docstring for the order of the steps.
     """
     text = os.environ.pop("CONDUIT_SANDBOX", "")
-    if not text or sys.platform != "linux":  # the mechanisms below are Linux's
-        return
-    from conduit.rpc import codec  # JSON without the json package (and its re import)
-
+    shared = tuple(_SHARED_NETWORK)
+    del _SHARED_NETWORK[:]
     try:
-        _apply(codec("json").decode(text.encode()), max_processes)
+        if not text or sys.platform != "linux":  # the mechanisms below are Linux's
+            return
+        from conduit.rpc import codec  # JSON without the json package (and its re import)
+
+        _apply(codec("json").decode(text.encode()), max_processes, shared)
     except (OSError, ValueError, KeyError) as exc:
         # Fail closed: a host that cannot be sandboxed as asked runs no plugin code.
         os.write(2, f"conduit plugin host: cannot apply the sandbox: {exc}\n".encode())
         os._exit(71)
+    finally:
+        for fd in shared:  # no plugin code holds the template's namespaces
+            os.close(fd)
 
 
-def _apply(policy: dict[str, Any], max_processes: int = 0) -> None:
+def _apply(policy: dict[str, Any], max_processes: int = 0, shared: tuple[int, ...] = ()) -> None:
     net = policy["net"]
     proxy_fd = policy.get("proxy_fd")
     if proxy_fd is not None:
@@ -341,7 +350,9 @@ def _apply(policy: dict[str, Any], max_processes: int = 0) -> None:
 
     listener = None
     namespace = False
-    if net != "all":
+    if net == "none" and shared:
+        namespace = _enter_shared(*shared)
+    elif net != "all":
         namespace = _unshare(network=True)
         if namespace:
             if net == "proxy":
@@ -374,6 +385,11 @@ def _libc() -> Any:
 
 _CLONE_NEWUSER, _CLONE_NEWNET = 0x10000000, 0x40000000
 
+#: the warm kernel's host template only: a user namespace and, owned by it, a network
+#: namespace with no interface up, made once (:func:`share_network`) and entered by the
+#: hosts it forks for plugins without a network grant (:func:`_enter_shared`)
+_SHARED_NETWORK: list[int] = []
+
 
 def _unshare(network: bool) -> bool:
     """A user namespace of our own, the same user ID inside it; a network namespace too
@@ -381,16 +397,91 @@ def _unshare(network: bool) -> bool:
     uid, gid = os.geteuid(), os.getegid()
     if _libc().unshare(_CLONE_NEWUSER | (_CLONE_NEWNET if network else 0)) != 0:
         return False
-    try:
-        with open("/proc/self/setgroups", "w") as f:
-            f.write("deny")
-        with open("/proc/self/uid_map", "w") as f:
-            f.write(f"{uid} {uid} 1")
-        with open("/proc/self/gid_map", "w") as f:
-            f.write(f"{gid} {gid} 1")
-    except OSError:
-        pass  # unmapped IDs show as "nobody"; the isolation holds all the same
+    for name, text in (
+        ("setgroups", "deny"),
+        ("uid_map", f"{uid} {uid} 1"),
+        ("gid_map", f"{gid} {gid} 1"),
+    ):
+        try:  # (os's calls: open()'s text layer is most of this step's time)
+            fd = os.open(f"/proc/self/{name}", os.O_WRONLY | os.O_CLOEXEC)
+            try:
+                os.write(fd, text.encode())
+            finally:
+                os.close(fd)
+        except OSError:
+            pass  # unmapped IDs show as "nobody"; the isolation holds all the same
     return True
+
+
+def share_network() -> None:
+    """Make the namespaces the warm kernel's host template hands on (:data:`_SHARED_NETWORK`).
+
+    Creating a network namespace costs a host about 0.5-1 ms, and its teardown as much
+    again (docs/performance.md): the template makes one, with no interface up, before it
+    forks any host, and a host without a network grant enters it instead. The host then
+    makes a user namespace of its own inside (:func:`_enter_shared`), in which it has no
+    capability over the shared network namespace: it cannot bring the loopback up or
+    configure anything there. Hosts sharing it could still meet through the namespace's
+    sockets (abstract Unix names, netlink), which is why only a machine with the seccomp
+    filter shares one: without a network grant the filter refuses every socket family.
+    Elsewhere each host makes its own, as a host started from a new interpreter does."""
+    from conduit.security import seccomp
+
+    if sys.platform != "linux" or not seccomp.available():
+        return
+    ready_r, ready_w = os.pipe()
+    done_r, done_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # makes them, waits until the template holds them, and exits
+        code = 1
+        try:
+            os.close(ready_r)
+            os.close(done_w)
+            os.write(ready_w, b"1" if _unshare(network=True) else b"0")
+            os.read(done_r, 1)
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(ready_w)
+    os.close(done_r)
+    try:
+        if os.read(ready_r, 1) == b"1":
+            flags = os.O_RDONLY | os.O_CLOEXEC
+            _SHARED_NETWORK[:] = [
+                os.open(f"/proc/{pid}/ns/{kind}", flags) for kind in ("user", "net")
+            ]
+    except OSError:
+        for fd in _SHARED_NETWORK:
+            os.close(fd)
+        del _SHARED_NETWORK[:]
+    finally:
+        os.close(ready_r)
+        os.close(done_w)
+        os.waitpid(pid, 0)
+
+
+def keep_shared_apart(numbers: Iterable[int]) -> None:
+    """Move the shared namespaces' descriptors (:func:`share_network`) above
+    ``numbers``: a new host is about to put the command's descriptors there."""
+    top = max(numbers, default=-1) + 1
+    for i, fd in enumerate(_SHARED_NETWORK):
+        if fd < top:
+            import fcntl
+
+            _SHARED_NETWORK[i] = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, top)
+            os.close(fd)
+
+
+def _enter_shared(user: int, net: int) -> bool:
+    """Enter the template's namespaces (:func:`share_network`), then make a user namespace
+    of this host's own inside them: its processes are counted apart from other hosts'
+    (:func:`_limit_processes`), and it holds no capability over the network namespace,
+    which the parent user namespace owns. If it cannot enter them, namespaces of its own
+    (:func:`_unshare`)."""
+    libc = _libc()
+    if libc.setns(user, _CLONE_NEWUSER) == 0 and libc.setns(net, _CLONE_NEWNET) == 0:
+        return _unshare(network=False)
+    return _unshare(network=True)  # as a host started from a new interpreter does
 
 
 def _limit_processes(count: int, namespace: bool) -> None:

@@ -3,11 +3,14 @@
 The filter answers ``EPERM`` (so Python raises :class:`PermissionError`) to:
 
 - ``execve`` and ``execveat``, unless running programs is allowed;
-- ``socket()`` of any family but ``AF_NETLINK``, and ``AF_INET``/``AF_INET6`` when the
-  network is allowed. ``AF_UNIX`` is refused always: Landlock (up to ABI 7) does not
-  govern ``connect()`` to a Unix socket's path, so a new Unix socket could reach
-  ``/run/docker.sock`` or an ssh-agent. ``AF_NETLINK`` only ever reaches the process's
-  own network namespace, and glibc's resolver asks it about interfaces;
+- ``socket()`` of any family when the network is not allowed; when it is, of any but
+  ``AF_INET``/``AF_INET6`` and ``AF_NETLINK`` (glibc's resolver asks it about
+  interfaces; it only ever reaches the process's own network namespace). ``AF_UNIX`` is
+  refused always: Landlock (up to ABI 7) does not govern ``connect()`` to a Unix
+  socket's path, so a new Unix socket could reach ``/run/docker.sock`` or an ssh-agent.
+  Without the network, netlink is refused too: the warm kernel's hosts share one network
+  namespace (:func:`conduit.security.sandbox.share_network`), in which netlink sockets
+  (``NETLINK_USERSOCK``) could reach each other;
 - ``socketpair()`` of anything but ``AF_UNIX``/``SOCK_STREAM`` (``SOCK_NONBLOCK`` and
   ``SOCK_CLOEXEC`` allowed). A datagram pair (``SOCK_DGRAM``, or ``SOCK_RAW``, which
   Linux makes a datagram socket) is not bound to its peer: ``sendto()``/``sendmsg()``
@@ -112,7 +115,7 @@ def program(*, allow_exec: bool, allow_inet: bool) -> list[tuple[int, int, int, 
         _op(_RET_K, _RET_EPERM),
         _op(_RET_K, _RET_ALLOW),
     ]
-    families = [_AF_NETLINK] + ([_AF_INET, _AF_INET6] if allow_inet else [])
+    families = [_AF_NETLINK, _AF_INET, _AF_INET6] if allow_inet else []
     ops += [
         _op(_JEQ_K, _NR_SOCKET, jf=len(families) + 3),  # not socket(): on to socketpair()
         _op(_LD_W_ABS, _OFF_ARG0),

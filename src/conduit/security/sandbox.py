@@ -269,20 +269,51 @@ def _bytecode(origin: str) -> list[str]:
     file. A plugin that does not compile is left to the host to report.
 
     Nor for a source saved within the last two seconds
-    (:func:`conduit.paths.too_new_for_bytecode`): the host compiles it from source."""
-    from importlib.machinery import SourceFileLoader
+    (:func:`conduit.paths.too_new_for_bytecode`): the host compiles it from source.
+
+    A file that is current (:func:`_current`) is not loaded again: the loader would read
+    and unmarshal it only to find it current, 0.3-0.5 ms of every process plugin's
+    command under the warm kernel (docs/performance.md)."""
     from importlib.util import cache_from_source
 
     from conduit.paths import too_new_for_bytecode
 
     try:
-        if too_new_for_bytecode(os.stat(origin).st_mtime):
+        st = os.stat(origin)
+        if too_new_for_bytecode(st.st_mtime):
             return []
-        SourceFileLoader("conduit_plugin", origin).get_code("conduit_plugin")
         pyc = cache_from_source(origin)
+        if _current(pyc, st):
+            return [pyc]
+        from importlib.machinery import SourceFileLoader
+
+        SourceFileLoader("conduit_plugin", origin).get_code("conduit_plugin")
     except (OSError, SyntaxError, ValueError, ImportError):
         return []
     return [pyc] if os.path.isfile(pyc) else []
+
+
+def _current(pyc: str, source: os.stat_result) -> bool:
+    """Whether ``pyc`` holds the bytecode of a source with the stat ``source``, by the
+    checks the import system makes of a timestamp-based file (PEP 552): this
+    interpreter's magic number, no flags, the source's mtime and size. A hash-based file
+    is left to the loader."""
+    from importlib.util import MAGIC_NUMBER
+
+    try:
+        fd = os.open(pyc, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            head = os.read(fd, 16)
+        finally:
+            os.close(fd)
+    except OSError:
+        return False
+    return (
+        len(head) == 16
+        and head[:8] == MAGIC_NUMBER + bytes(4)
+        and int.from_bytes(head[8:12], "little") == int(source.st_mtime) & 0xFFFFFFFF
+        and int.from_bytes(head[12:16], "little") == source.st_size & 0xFFFFFFFF
+    )
 
 
 def _resolve_program(scope: str, path: str | None) -> list[str]:

@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import os
 import secrets
+import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -343,3 +346,83 @@ def held_by_the_template() -> str:
                 held.add(target)
     assert len(held) == 1, held
     return held.pop()
+
+
+LINGER = """\
+import os, threading, time
+import click
+from conduit.sdk import Plugin
+
+@click.command("linger")
+@click.argument("path")
+def linger(path):
+    def scribble():
+        with open(path, "a", buffering=1) as f:
+            while True:
+                f.write("x\\n")
+                time.sleep(0.001)
+    threading.Thread(target=scribble, daemon=True).start()
+    # and the host's own exit after its shutdown answer is taken away
+    os._exit = lambda code: time.sleep(60)
+    click.echo("started")
+
+class P(Plugin):
+    def boot(self, ctx):
+        ctx.register_command(linger)
+"""
+
+
+@pytest.mark.parametrize("warm", [False, True], ids=["cold", "warm"])
+def test_nothing_of_a_plugin_runs_once_its_command_has_returned(
+    plugin_dir: Path, conduit_home: Path, tmp_path: Path, warm: bool
+) -> None:
+    # Under the warm kernel a host that has answered `shutdown` is killed and the command
+    # returns as soon as none of its threads can run again, not once its memory is freed
+    # (conduit.hosts.zygote.Spawned.halt). Tried by a plugin that keeps writing from a
+    # thread and disables its host's own exit: once the command has returned, the file
+    # no longer grows.
+    out = tmp_path / "out"
+    out.mkdir()
+    toml = 'name = "linger"\napi = ">=1.0,<2"\nisolation = "process"\n'
+    toml += '[[commands]]\nname = "linger"\n'
+    write(plugin_dir, "linger.py", manifest_block(toml) + LINGER)
+    (conduit_home / "config.toml").write_text(f'[grants]\nlinger = ["filesystem:write:{out}"]\n')
+    if warm:
+        started = conduit("server", "start", warm=True, secret="")
+        assert started.returncode == 0, started.stderr
+    target = out / "scribbles"
+    proc = conduit("linger", str(target), warm=warm, secret="")
+    assert (proc.returncode, proc.stdout) == (0, "started\n"), proc.stderr
+    size = target.stat().st_size
+    assert size > 0
+    time.sleep(0.3)
+    assert target.stat().st_size == size
+
+
+def test_a_host_is_taken_as_exiting_once_all_its_threads_are() -> None:
+    from conduit.hosts.zygote import _exiting
+
+    ready_r, ready_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # a second thread that runs on, the main thread blocked
+        try:
+            threading.Thread(target=lambda: time.sleep(60), daemon=True).start()
+            os.write(ready_w, b"1")
+            time.sleep(60)
+        finally:
+            os._exit(0)
+    try:
+        assert os.read(ready_r, 1) == b"1"
+        assert len(os.listdir(f"/proc/{pid}/task")) == 2
+        assert not _exiting(pid)
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while not _exiting(pid):  # (a zombie until it is waited for: exiting)
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        os.close(ready_r)
+        os.close(ready_w)
+    assert _exiting(pid)  # gone

@@ -92,6 +92,26 @@ class Spawned:
                 raise subprocess.TimeoutExpired(str(self.pid), timeout or 0.0)
         return self.returncode
 
+    def halt(self, timeout: float) -> None:
+        """End the host (SIGKILL) and return once it cannot run again: every thread of it
+        is exiting (``PF_EXITING``, the kernel's first step of an exit: no system call
+        of its is left in progress, and none can start), or it has ended. The rest of its
+        exit (freeing its memory, about 1 ms, and closing its descriptors) goes on
+        without the caller; its status is not waited for."""
+        if self.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):  # (it has just ended)
+            signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
+        deadline = time.monotonic() + timeout
+        # (if it has ended and its pid is another process's, the pidfd is readable)
+        while not _exiting(self.pid):
+            ready, _, _ = select.select([self.pidfd], [], [], 0.0002)
+            if ready or time.monotonic() >= deadline:
+                break
+        self.channel.close()
+        os.close(self.pidfd)
+        self.returncode = -signal.SIGKILL
+
     def send_signal(self, signum: int) -> None:
         if self.poll() is None:
             with contextlib.suppress(ProcessLookupError):  # it has just ended
@@ -102,6 +122,28 @@ class Spawned:
 
     def terminate(self) -> None:
         self.send_signal(signal.SIGTERM)
+
+
+#: the kernel's flag of a task that has begun to exit (``include/linux/sched.h``)
+_PF_EXITING = 0x4
+
+
+def _exiting(pid: int) -> bool:
+    """Whether every thread of process ``pid`` is exiting, or it is gone (from
+    ``/proc/PID/task/TID/stat``: the ninth field is the task's flags)."""
+    try:
+        threads = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return True
+    for tid in threads:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat", "rb") as f:
+                fields = f.read().rpartition(b")")[2].split()
+        except OSError:
+            continue  # that thread has gone
+        if not int(fields[6]) & _PF_EXITING:
+            return False
+    return True
 
 
 def spawn(template: socket.socket, env: dict[str, str], keep: tuple[int, ...]) -> Spawned:

@@ -89,6 +89,14 @@ def probe(what, arg):
     elif what == "netlink":  # the kernel's interface to the network stack
         socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0).close()
         click.echo("netlink opened")
+    elif what == "bind":  # an abstract name, seen by every process of the namespace
+        a, b = socket.socketpair()
+        a.bind(arg.encode().replace(b"@", b"\\0", 1))
+        click.echo("bound")
+    elif what == "shm":  # System V shared memory of another program, by its key
+        libc = ctypes.CDLL(None, use_errno=True)
+        found = libc.shmget(int(arg), 0, 0)
+        click.echo(f"shm={found} errno={ctypes.get_errno() if found < 0 else 0}")
     elif what == "pair":
         a, b = socket.socketpair()
         a.sendall(b"pair ok")
@@ -382,6 +390,43 @@ def test_netlink_needs_a_network_grant(plugin_dir, conduit_home, run):
     assert r.err.splitlines()[0] == denial("probe", "network:http")
     grant(conduit_home, probe=["network:http"])
     assert run("probe", "netlink").out == "netlink opened\n"
+
+
+@pytest.mark.warm_pass
+def test_no_abstract_socket_name_without_a_network_grant(plugin_dir, conduit_home, run):
+    """Under the warm kernel, hosts without a network grant share a network namespace, in
+    which an abstract Unix name (a socket pair's end may be bound to one) is seen by every
+    other host (/proc/net/unix): without the network, seccomp refuses bind()."""
+    probe_plugin(plugin_dir)
+    name = f"@conduit-probe-{os.getpid()}"
+    r = run("probe", "bind", name)
+    assert r.code == 1
+    assert "Operation not permitted" in r.err.splitlines()[0], r.err
+    grant(conduit_home, probe=["network:http"])
+    assert run("probe", "bind", name).out == "bound\n"
+
+
+@pytest.mark.warm_pass
+def test_system_v_ipc_of_other_programs_is_out_of_reach(plugin_dir, conduit_home, run):
+    """A host has an IPC namespace of its own: the shared memory (and semaphores and
+    message queues) of the user's other programs, which the same user could otherwise
+    attach by key, do not exist for it, whatever the grants."""
+    import ctypes
+    import random
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    key = random.randrange(1 << 20, 1 << 30)
+    ipc_creat_excl, ipc_rmid = 0o1000 | 0o2000, 0
+    segment = libc.shmget(key, 4096, ipc_creat_excl | 0o600)
+    assert segment >= 0, ctypes.get_errno()
+    try:
+        assert libc.shmget(key, 0, 0) == segment  # here, the same user finds it
+        probe_plugin(plugin_dir)
+        assert run("probe", "shm", str(key)).out == "shm=-1 errno=2\n"
+        grant(conduit_home, probe=["network:http"])  # no network namespace: no difference
+        assert run("probe", "shm", str(key)).out == "shm=-1 errno=2\n"
+    finally:
+        libc.shmctl(segment, ipc_rmid, None)
 
 
 @pytest.mark.warm_pass

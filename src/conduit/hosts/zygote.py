@@ -96,8 +96,9 @@ class Spawned:
         """End the host (SIGKILL) and return once it cannot run again: every thread of it
         is exiting (``PF_EXITING``, the kernel's first step of an exit: no system call
         of its is left in progress, and none can start), or it has ended. The rest of its
-        exit (freeing its memory, about 1 ms, and closing its descriptors) goes on
-        without the caller; its status is not waited for."""
+        exit goes on without the caller: freeing its memory (about 1 ms) and closing its
+        descriptors, which releases the file locks it held and ends the pipes it wrote
+        to. Its status is not waited for."""
         if self.returncode is not None:
             return
         with contextlib.suppress(ProcessLookupError):  # (it has just ended)
@@ -106,7 +107,10 @@ class Spawned:
         # (if it has ended and its pid is another process's, the pidfd is readable)
         while not _exiting(self.pid):
             ready, _, _ = select.select([self.pidfd], [], [], 0.0002)
-            if ready or time.monotonic() >= deadline:
+            if ready:
+                break
+            if time.monotonic() >= deadline:  # (a thread in uninterruptible sleep)
+                select.select([self.pidfd], [], [])  # until it has ended, however long
                 break
         self.channel.close()
         os.close(self.pidfd)
@@ -130,17 +134,22 @@ _PF_EXITING = 0x4
 
 def _exiting(pid: int) -> bool:
     """Whether every thread of process ``pid`` is exiting, or it is gone (from
-    ``/proc/PID/task/TID/stat``: the ninth field is the task's flags)."""
+    ``/proc/PID/task/TID/stat``: the ninth field is the task's flags). False when
+    ``/proc`` does not tell (the caller then waits for the end)."""
     try:
         threads = os.listdir(f"/proc/{pid}/task")
-    except OSError:
+    except (FileNotFoundError, ProcessLookupError):
         return True
+    except OSError:
+        return False
     for tid in threads:
         try:
             with open(f"/proc/{pid}/task/{tid}/stat", "rb") as f:
                 fields = f.read().rpartition(b")")[2].split()
-        except OSError:
+        except (FileNotFoundError, ProcessLookupError):
             continue  # that thread has gone
+        except OSError:
+            return False
         if not int(fields[6]) & _PF_EXITING:
             return False
     return True

@@ -11,13 +11,14 @@ later one takes the means away):
    ungranted variable;
 2. rlimits: no core dumps (the address-space and file-size limits of ``[process]
    memory-mb`` and ``max-file-mb`` are set just before, by the host);
-3. a user and network namespace of its own (``unshare``): no network interface but a
-   loopback (under the warm kernel, a host without a network grant enters the one its
-   template made and makes a user namespace of its own inside: :func:`share_network`);
-   with a scoped ``network:http`` grant the loopback is brought up and a
-   listener bound on ``127.0.0.1:3128`` (needs the namespace's capabilities, so before
-   step 4). With unscoped ``network:http``, a user namespace alone (for the count of
-   step 3a);
+3. a user, IPC and network namespace of its own (``unshare``; the IPC namespace keeps
+   the System V IPC and POSIX message queues of other programs out of reach, whatever
+   the grants): no network interface but a loopback (under the warm kernel, a host
+   without a network grant enters the network namespace its template made and makes a
+   user and IPC namespace of its own inside: :func:`share_network`); with a scoped
+   ``network:http`` grant the loopback is brought up and a listener bound on
+   ``127.0.0.1:3128`` (needs the namespace's capabilities, so before step 4). With
+   unscoped ``network:http``, a user and IPC namespace alone (the count of step 3a);
 3a. ``RLIMIT_NPROC`` (``[process] max-processes``): after the namespace, in which the
    kernel counts this host's processes and threads apart from the user's others (see
    :func:`_limit_processes`), and before step 7, whose thread counts;
@@ -25,9 +26,9 @@ later one takes the means away):
 5. Landlock: reads and writes only where granted (plus the interpreter's files), program
    execution only of the granted programs, TCP connect only to the proxy's port, no
    signals to or abstract sockets of processes outside the sandbox;
-6. seccomp: ``execve`` without ``process:execute``, every socket family without
-   ``network:http`` and new Unix sockets always fail with ``EPERM`` (it is last: it would
-   forbid the socket calls of step 3);
+6. seccomp: ``execve`` without ``process:execute``, every socket family and ``bind()``
+   without ``network:http`` and new Unix sockets always fail with ``EPERM`` (it is
+   last: it would forbid the socket calls of step 3);
 7. the forwarder thread, which hands every connection to the proxy listener to the
    kernel over the inherited socket. Threads started before step 5 would escape it
    (Landlock and seccomp bind the calling thread and its later children only).
@@ -390,8 +391,8 @@ def _apply(policy: dict[str, Any], max_processes: int = 0, shared: tuple[int, ..
                 listener = _proxy_listener()
         elif net == "proxy":
             net = "none"  # fail closed: no namespace, no host filtering, no network
-    elif max_processes:
-        namespace = _unshare(network=False)  # where processes are counted: see below
+    else:  # (its own IPC, and where processes are counted: see below)
+        namespace = _unshare(network=False)
     if max_processes:
         _limit_processes(max_processes, namespace)
 
@@ -414,7 +415,7 @@ def _libc() -> Any:
     return libc()
 
 
-_CLONE_NEWUSER, _CLONE_NEWNET = 0x10000000, 0x40000000
+_CLONE_NEWUSER, _CLONE_NEWNET, _CLONE_NEWIPC = 0x10000000, 0x40000000, 0x08000000
 
 #: the warm kernel's host template only: a user namespace and, owned by it, a network
 #: namespace with no interface up, made once (:func:`share_network`) and entered by the
@@ -422,11 +423,14 @@ _CLONE_NEWUSER, _CLONE_NEWNET = 0x10000000, 0x40000000
 _SHARED_NETWORK: list[int] = []
 
 
-def _unshare(network: bool) -> bool:
-    """A user namespace of our own, the same user ID inside it; a network namespace too
-    when ``network``. False when the machine does not allow it."""
+def _unshare(network: bool, *, mapped: bool = False) -> bool:
+    """A user namespace of our own, the same user ID inside it, and an IPC namespace (the
+    System V IPC objects and POSIX message queues of the user's other programs, and of
+    other hosts, out of reach); a network namespace too when ``network``. False when the
+    machine does not allow it, and with ``mapped`` when the IDs could not be mapped."""
     uid, gid = os.geteuid(), os.getegid()
-    if _libc().unshare(_CLONE_NEWUSER | (_CLONE_NEWNET if network else 0)) != 0:
+    flags = _CLONE_NEWUSER | _CLONE_NEWIPC | (_CLONE_NEWNET if network else 0)
+    if _libc().unshare(flags) != 0:
         return False
     for name, text in (
         ("setgroups", "deny"),
@@ -440,7 +444,9 @@ def _unshare(network: bool) -> bool:
             finally:
                 os.close(fd)
         except OSError:
-            pass  # unmapped IDs show as "nobody"; the isolation holds all the same
+            if mapped:
+                return False
+            # unmapped IDs show as "nobody"; the isolation holds all the same
     return True
 
 
@@ -453,9 +459,10 @@ def share_network() -> None:
     makes a user namespace of its own inside (:func:`_enter_shared`), in which it has no
     capability over the shared network namespace: it cannot bring the loopback up or
     configure anything there. Hosts sharing it could still meet through the namespace's
-    sockets (abstract Unix names, netlink), which is why only a machine with the seccomp
-    filter shares one: without a network grant the filter refuses every socket family.
-    Elsewhere each host makes its own, as a host started from a new interpreter does."""
+    sockets (netlink; abstract Unix names, which a Unix socket pair's end may be bound
+    to), which is why only a machine with the seccomp filter shares one: without a
+    network grant the filter refuses every socket family and ``bind()``. Elsewhere each
+    host makes its own, as a host started from a new interpreter does."""
     from conduit.security import seccomp
 
     if sys.platform != "linux" or not seccomp.available():
@@ -468,7 +475,7 @@ def share_network() -> None:
         try:
             os.close(ready_r)
             os.close(done_w)
-            os.write(ready_w, b"1" if _unshare(network=True) else b"0")
+            os.write(ready_w, b"1" if _unshare(network=True, mapped=True) else b"0")
             os.read(done_r, 1)
             code = 0
         finally:
@@ -505,14 +512,19 @@ def keep_shared_apart(numbers: Iterable[int]) -> None:
 
 def _enter_shared(user: int, net: int) -> bool:
     """Enter the template's namespaces (:func:`share_network`), then make a user namespace
-    of this host's own inside them: its processes are counted apart from other hosts'
-    (:func:`_limit_processes`), and it holds no capability over the network namespace,
-    which the parent user namespace owns. If it cannot enter them, namespaces of its own
-    (:func:`_unshare`)."""
+    (and an IPC namespace) of this host's own inside them: its processes are counted
+    apart from other hosts' (:func:`_limit_processes`), and it holds no capability over
+    the network namespace, which the parent user namespace owns. If it cannot enter the
+    user namespace, namespaces of its own (:func:`_unshare`), as a host started from a
+    new interpreter makes. Raises OSError (the host then runs no plugin code) when it
+    has entered it but cannot go on: it would hold every capability there, over the
+    network namespace and over the other hosts' user namespaces."""
     libc = _libc()
-    if libc.setns(user, _CLONE_NEWUSER) == 0 and libc.setns(net, _CLONE_NEWNET) == 0:
-        return _unshare(network=False)
-    return _unshare(network=True)  # as a host started from a new interpreter does
+    if libc.setns(user, _CLONE_NEWUSER) != 0:
+        return _unshare(network=True)
+    if libc.setns(net, _CLONE_NEWNET) != 0 or not _unshare(network=False, mapped=True):
+        raise OSError("cannot make a user namespace of its own in the shared one")
+    return True
 
 
 def _limit_processes(count: int, namespace: bool) -> None:
@@ -735,7 +747,7 @@ def can_unshare() -> bool:
     if pid == 0:  # the child only tries, and reports in its exit status
         code = 1
         try:
-            code = 0 if libc.unshare(_CLONE_NEWUSER | _CLONE_NEWNET) == 0 else 1
+            code = 0 if libc.unshare(_CLONE_NEWUSER | _CLONE_NEWNET | _CLONE_NEWIPC) == 0 else 1
         finally:
             os._exit(code)
     _, status = os.waitpid(pid, 0)

@@ -11,6 +11,9 @@ The filter answers ``EPERM`` (so Python raises :class:`PermissionError`) to:
   Without the network, netlink is refused too: the warm kernel's hosts share one network
   namespace (:func:`conduit.security.sandbox.share_network`), in which netlink sockets
   (``NETLINK_USERSOCK``) could reach each other;
+- ``bind()`` without the network: the end of a Unix socket pair may be bound to an
+  abstract name, which every process of the network namespace sees (in
+  ``/proc/net/unix``): hosts sharing one could pass data through names;
 - ``socketpair()`` of anything but ``AF_UNIX``/``SOCK_STREAM`` (``SOCK_NONBLOCK`` and
   ``SOCK_CLOEXEC`` allowed). A datagram pair (``SOCK_DGRAM``, or ``SOCK_RAW``, which
   Linux makes a datagram socket) is not bound to its peer: ``sendto()``/``sendmsg()``
@@ -49,7 +52,7 @@ __all__ = ["SeccompError", "available", "install", "program"]
 
 _AUDIT_ARCH_X86_64 = 0xC000003E
 _X32_BIT = 0x40000000
-_NR_IOCTL, _NR_SOCKET, _NR_SOCKETPAIR, _NR_EXECVE, _NR_EXECVEAT = 16, 41, 53, 59, 322
+_NR_IOCTL, _NR_SOCKET, _NR_BIND, _NR_SOCKETPAIR, _NR_EXECVE, _NR_EXECVEAT = 16, 41, 49, 53, 59, 322
 _TIOCSTI, _TIOCLINUX = 0x5412, 0x541C
 _NR_IO_URING = (425, 426, 427)
 _NR_KEYS = (248, 249, 250)  # add_key, request_key, keyctl
@@ -105,6 +108,8 @@ def program(*, allow_exec: bool, allow_inet: bool) -> list[tuple[int, int, int, 
     denied = [*_NR_IO_URING, *_NR_KEYS]
     if not allow_exec:
         denied += [_NR_EXECVE, _NR_EXECVEAT]
+    if not allow_inet:
+        denied.append(_NR_BIND)
     for nr in denied:
         ops += [_op(_JEQ_K, nr, jf=1), _op(_RET_K, _RET_EPERM)]
     ops += [

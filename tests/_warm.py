@@ -58,3 +58,17 @@ def running(pid: int) -> bool:
             return f.read().rpartition(b")")[2].split()[0] != b"Z"
     except (OSError, IndexError):
         return False
+
+
+def fd_targets(pid: int, prefix: str) -> set[str]:
+    """What the descriptors of process ``pid`` open that starts with ``prefix``
+    (``socket:``, ``net:``...), from ``/proc/PID/fd``."""
+    out = set()
+    for name in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{name}")
+        except OSError:
+            continue  # (the listing's own descriptor, closed)
+        if target.startswith(prefix):
+            out.add(target)
+    return out

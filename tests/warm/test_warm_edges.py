@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from _factory import manifest_block, write
-from _warm import conduit, popen_warm, running, status, wait_for
+from _warm import conduit, fd_targets, popen_warm, running, status, wait_for
 
 pytestmark = [
     pytest.mark.timeout(180),
@@ -232,15 +232,7 @@ def test_a_process_plugin_runs_after_the_host_template_was_killed(server: int) -
 
 
 def _sockets(pid: int) -> set[str]:
-    out = set()
-    for name in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            target = os.readlink(f"/proc/{pid}/fd/{name}")
-        except OSError:
-            continue
-        if target.startswith("socket:"):
-            out.add(target)
-    return out
+    return fd_targets(pid, "socket:")
 
 
 @pytest.mark.slow

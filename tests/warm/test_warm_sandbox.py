@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from _factory import manifest_block, write
+from _warm import fd_targets
 
 pytestmark = [
     pytest.mark.timeout(180),
@@ -335,15 +336,7 @@ def held_by_the_template() -> str:
     server = read_state(address(resolve()))["pid"]
     with open(f"/proc/{server}/task/{server}/children") as f:
         children = f.read().split()
-    held = set()
-    for pid in children:
-        for fd in os.listdir(f"/proc/{pid}/fd"):
-            try:
-                target = os.readlink(f"/proc/{pid}/fd/{fd}")
-            except OSError:
-                continue
-            if target.startswith("net:"):
-                held.add(target)
+    held = set().union(*(fd_targets(int(pid), "net:") for pid in children))
     assert len(held) == 1, held
     return held.pop()
 

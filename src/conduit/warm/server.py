@@ -121,6 +121,10 @@ class Server:
         self.spare: tuple[int, socket.socket] | None = None
         #: running commands whose clients have gone (not watched any more)
         self.settled: set[int] = set()
+        #: whether a spare rehearses its command while it waits (:func:`_rehearse_command`):
+        #: only when this process may run on more than one CPU, so that the rehearsal can
+        #: take a CPU the starting client does not need (on one CPU it only delays it)
+        self.rehearse = len(os.sched_getaffinity(0)) > 1
         self.listener: socket.socket
 
     # --- staleness -----------------------------------------------------------------
@@ -330,7 +334,8 @@ class Server:
         request; a stale or switched-off server refuses it (and stops)."""
         _default_signals()  # (nothing of a request's: done while waiting for one)
         _rehearse_request()
-        _rehearse_command(self.paths)
+        if self.rehearse:
+            _rehearse_command(self.paths)
         try:
             _, ancdata, _, _ = end.recvmsg(1, socket.CMSG_SPACE(4))
         except (OSError, KeyboardInterrupt):

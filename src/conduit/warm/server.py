@@ -35,6 +35,7 @@ import sys
 import time
 
 from conduit import __version__
+from conduit.hosts.inprocess import rehearse_click
 from conduit.hosts.zygote import received_fds
 from conduit.index import file_stamp
 from conduit.paths import resolve
@@ -502,44 +503,7 @@ def _preload() -> None:
     preload()
     import conduit.text  # noqa: F401
 
-    _rehearse_click()  # the last: the modules it needs are all here
-
-
-def _rehearse_click(times: int = 20) -> None:
-    """Run a throwaway Click command here, the way the in-process host runs a plugin's
-    (``make_context``, ``invoke``, ``click.echo`` to a text stream), ``times`` times: in
-    the server (20), the interpreter then has Click's functions quickened and specialized,
-    and a command's child does not rewrite (and copy) their bytecode pages: about 60 fewer
-    copied pages per command; in a spare child (:func:`_rehearse_command`), the objects
-    they use are its own before its command comes. Conduit's own code and Click's only,
-    and nothing is kept: the output goes to a buffer, the context stack is left empty."""
-    import io
-
-    import click
-
-    @click.group("rehearsal")
-    @click.option("--flag", is_flag=True)
-    def group(flag: bool) -> None:
-        pass
-
-    @group.command("run")
-    @click.argument("args", nargs=-1)
-    @click.option("--name", default="x")
-    def run(args: tuple[str, ...], name: str) -> None:
-        click.echo(name)
-
-    names = ["-h", "--help"]
-    stdout = sys.stdout
-    try:
-        sys.stdout = io.TextIOWrapper(io.BytesIO(), "utf-8")
-        for _ in range(times):
-            for command, args in ((run, ["a", "--name", "y"]), (group, ["run", "a"])):
-                with command.make_context(
-                    "rehearsal", args, obj=None, help_option_names=names
-                ) as ctx:
-                    command.invoke(ctx)
-    finally:
-        sys.stdout = stdout
+    rehearse_click(20)  # the last: the modules it needs are all here
 
 
 def _become(request: _Request) -> int:
@@ -660,7 +624,7 @@ def _rehearse_command(paths: Paths) -> None:
     from conduit.index import MAGIC as INDEX_MAGIC
     from conduit.index import index_path, read
 
-    _rehearse_click(2)
+    rehearse_click(2)
     try:
         path = index_path(paths)
         with open(path, "rb") as f:

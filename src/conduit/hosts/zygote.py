@@ -324,10 +324,13 @@ def _spare(end: socket.socket) -> NoReturn:
     # a host's signal handling (as a new interpreter's), set while it waits
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    if "click" in sys.modules:  # (the warm kernel's template: Click is preloaded)
+    # The pages a Click command uses, copied while it waits (the warm kernel's template
+    # has Click preloaded); only where it may run on another CPU than the starting client
+    # (conduit.warm.server.Server.rehearse).
+    if "click" in sys.modules and len(os.sched_getaffinity(0)) > 1:
         from conduit.hosts.inprocess import rehearse_click
 
-        rehearse_click(2)  # the pages a Click command uses, copied while it waits
+        rehearse_click(2)
     try:
         data, ancdata, flags, _ = end.recvmsg(MAX_REQUEST, socket.CMSG_SPACE(4 * _MAX_FDS))
     except (OSError, KeyboardInterrupt):

@@ -336,10 +336,33 @@ def test_the_servers_click_rehearsal_leaves_nothing_behind(
     # streams as they were.
     import click
 
-    from conduit.warm.server import _rehearse_click
+    from conduit.hosts.inprocess import rehearse_click
 
     stdout = sys.stdout
-    _rehearse_click()
+    rehearse_click(20)
+    assert sys.stdout is stdout
+    assert click.get_current_context(silent=True) is None
+    assert capsys.readouterr() == ("", "")
+
+
+def test_a_spares_rehearsal_of_a_command_changes_nothing(
+    plugin_dir: Path, conduit_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A spare child goes through what its command will do (Click, the index, a module's
+    # bytecode) while it waits: nothing imported, written or printed, no context left.
+    import click
+
+    from conduit.paths import resolve
+    from conduit.warm.server import _rehearse_command
+
+    probe_plugin(plugin_dir)
+    assert conduit("plugins", "list", warm=False).returncode == 0  # an index to read
+    files = {p: p.stat().st_mtime_ns for p in conduit_home.rglob("*") if p.is_file()}
+    modules = set(sys.modules)
+    stdout = sys.stdout
+    _rehearse_command(resolve())
+    assert set(sys.modules) == modules
+    assert {p: p.stat().st_mtime_ns for p in conduit_home.rglob("*") if p.is_file()} == files
     assert sys.stdout is stdout
     assert click.get_current_context(silent=True) is None
     assert capsys.readouterr() == ("", "")

@@ -352,6 +352,7 @@ def test_a_spares_rehearsal_of_a_command_changes_nothing(
     # bytecode) while it waits: nothing imported, written or printed, no context left.
     import click
 
+    from conduit import sdk  # noqa: F401  (the server has it imported: warm.server._preload)
     from conduit.paths import resolve
     from conduit.warm.server import _rehearse_command
 
@@ -766,3 +767,21 @@ def test_the_client_does_not_use_a_server_of_another_user(server: int, tmp_path:
             os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
     assert not got.exists() or got.read_bytes() == b""  # no request, no environment
+
+
+def test_a_server_on_one_cpu_does_not_rehearse_ahead(tmp_path: Path) -> None:
+    # A spare's rehearsal (and the spare host's) copies pages ahead, off the command's time
+    # only if another CPU than the starting client's is free for it: a server that may
+    # run on one CPU only does not rehearse (it would delay the client it shares it with).
+    from conduit.paths import resolve
+    from conduit.warm.server import Server
+
+    allowed = os.sched_getaffinity(0)
+    if len(allowed) < 2:
+        pytest.skip("one CPU here")
+    try:
+        os.sched_setaffinity(0, {min(allowed)})
+        assert Server(resolve(), str(tmp_path / "s")).rehearse is False
+    finally:
+        os.sched_setaffinity(0, allowed)
+    assert Server(resolve(), str(tmp_path / "s")).rehearse is True

@@ -769,19 +769,14 @@ def test_the_client_does_not_use_a_server_of_another_user(server: int, tmp_path:
     assert not got.exists() or got.read_bytes() == b""  # no request, no environment
 
 
-def test_a_server_on_one_cpu_does_not_rehearse_ahead(tmp_path: Path) -> None:
+def test_a_spare_rehearses_only_with_a_cpu_to_spare(monkeypatch: pytest.MonkeyPatch) -> None:
     # A spare's rehearsal (and the spare host's) copies pages ahead, off the command's time
     # only if another CPU than the starting client's is free for it: a server that may
-    # run on one CPU only does not rehearse (it would delay the client it shares it with).
-    from conduit.paths import resolve
-    from conduit.warm.server import Server
+    # run on one CPU only does not rehearse (it would delay the client it shares it with;
+    # nor does a spare forked for a connection that is already waiting).
+    from conduit.hosts import zygote
 
-    allowed = os.sched_getaffinity(0)
-    if len(allowed) < 2:
-        pytest.skip("one CPU here")
-    try:
-        os.sched_setaffinity(0, {min(allowed)})
-        assert Server(resolve(), str(tmp_path / "s")).rehearse is False
-    finally:
-        os.sched_setaffinity(0, allowed)
-    assert Server(resolve(), str(tmp_path / "s")).rehearse is True
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {3})
+    assert zygote.ahead_pays() is False
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 3})
+    assert zygote.ahead_pays() is True

@@ -40,7 +40,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import NoReturn
 
-__all__ = ["MAX_REQUEST", "Spawned", "received_fds", "serve", "spawn", "start"]
+__all__ = ["MAX_REQUEST", "Spawned", "ahead_pays", "received_fds", "serve", "spawn", "start"]
 
 #: the largest request (the host's environment and its file descriptor table)
 MAX_REQUEST = 1 << 20
@@ -225,7 +225,7 @@ def serve(requests: socket.socket) -> NoReturn:
     spare: tuple[int, socket.socket] | None = None
     while True:
         if spare is None and not hosts:
-            spare = _fork_spare(own, hosts)  # between commands: off anyone's time
+            spare = _fork_spare(own, hosts, ahead=True)  # between commands: off anyone's time
         try:
             ready, _, _ = select.select([requests.fileno(), wake_r], [], [])
         except InterruptedError:
@@ -253,7 +253,7 @@ def serve(requests: socket.socket) -> NoReturn:
         for _attempt in range(2):
             if spare is None:
                 # (nor this request's descriptors: the host is given its own copies)
-                spare = _fork_spare((*own, *fds), hosts)
+                spare = _fork_spare((*own, *fds), hosts, ahead=False)
             pid, handle = spare
             spare = None
             try:
@@ -300,7 +300,7 @@ def _preload() -> None:
 
 
 def _fork_spare(
-    close: tuple[int, ...], hosts: dict[int, socket.socket]
+    close: tuple[int, ...], hosts: dict[int, socket.socket], ahead: bool
 ) -> tuple[int, socket.socket]:
     """A host forked ahead, waiting for its request (:func:`_spare`). ``close``: the
     template's own descriptors (and those of a request it holds), which the host must not
@@ -314,23 +314,35 @@ def _fork_spare(
             os.close(fd)
         for channel in hosts.values():
             channel.close()
-        _spare(theirs)
+        _spare(theirs, rehearse=ahead and ahead_pays())
     theirs.close()
     return pid, ours
 
 
-def _spare(end: socket.socket) -> NoReturn:
+def ahead_pays() -> bool:
+    """Whether a spare forked ahead should rehearse while it waits (copy the pages its
+    request will need): only where this process may run on more than one CPU, so that the
+    work can go to a CPU the starting client does not need; on one CPU it only delays the
+    client (docs/performance.md, rounds 7 and 9)."""
+    return len(os.sched_getaffinity(0)) > 1
+
+
+def _spare(end: socket.socket, rehearse: bool = False) -> NoReturn:
     """In a spare host: wait for a request, then become that host."""
     # a host's signal handling (as a new interpreter's), set while it waits
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     # The pages a Click command uses, copied while it waits (the warm kernel's template
-    # has Click preloaded); only where it may run on another CPU than the starting client
-    # (conduit.warm.server.Server.rehearse).
-    if "click" in sys.modules and len(os.sched_getaffinity(0)) > 1:
+    # has Click preloaded): not for a request that is already waiting (:func:`ahead_pays`)
+    if rehearse and "click" in sys.modules:
         from conduit.hosts.inprocess import rehearse_click
 
-        rehearse_click(2)
+        try:
+            rehearse_click(2)
+        except KeyboardInterrupt:  # (as while it waits, below)
+            os._exit(0)
+        except Exception:  # only a rehearsal: the host will say what fails
+            pass
     try:
         data, ancdata, flags, _ = end.recvmsg(MAX_REQUEST, socket.CMSG_SPACE(4 * _MAX_FDS))
     except (OSError, KeyboardInterrupt):

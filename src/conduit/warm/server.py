@@ -36,7 +36,7 @@ import time
 
 from conduit import __version__
 from conduit.hosts.inprocess import rehearse_click
-from conduit.hosts.zygote import received_fds
+from conduit.hosts.zygote import ahead_pays, received_fds
 from conduit.index import file_stamp
 from conduit.paths import resolve
 from conduit.warm.client import (
@@ -122,10 +122,9 @@ class Server:
         self.spare: tuple[int, socket.socket] | None = None
         #: running commands whose clients have gone (not watched any more)
         self.settled: set[int] = set()
-        #: whether a spare rehearses its command while it waits (:func:`_rehearse_command`):
-        #: only when this process may run on more than one CPU, so that the rehearsal can
-        #: take a CPU the starting client does not need (on one CPU it only delays it)
-        self.rehearse = len(os.sched_getaffinity(0)) > 1
+        #: in a spare child: whether it rehearses its command while it waits
+        #: (:func:`_rehearse_command`; set by :meth:`_fork_spare`)
+        self.rehearse = False
         self.listener: socket.socket
 
     # --- staleness -----------------------------------------------------------------
@@ -237,7 +236,7 @@ class Server:
             if self.stopping:
                 self._exit()
             if self.spare is None and not self.children:
-                end = self._fork_spare()  # between commands: off anyone's time
+                end = self._fork_spare(ahead=True)  # between commands: off anyone's time
                 if end is not None:
                     return end
             timeout = None if self.children else max(0.0, last + self.idle - time.monotonic())
@@ -262,7 +261,7 @@ class Server:
                     continue
                 for _attempt in range(2):
                     if self.spare is None:
-                        end = self._fork_spare()
+                        end = self._fork_spare(ahead=False)
                         if end is not None:
                             return end
                     assert self.spare is not None
@@ -313,12 +312,15 @@ class Server:
                     os.kill(pid, signal.SIGKILL)
         return ready
 
-    def _fork_spare(self) -> socket.socket | None:
+    def _fork_spare(self, ahead: bool) -> socket.socket | None:
         """A spare child, waiting for a connection: None in the server, the socket to
-        wait on in the child."""
+        wait on in the child. ``ahead``: forked between commands (not for a connection
+        that is waiting), so that it may rehearse while it waits, where another CPU than
+        the starting client's can take the work (:func:`conduit.hosts.zygote.ahead_pays`)."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         pid = os.fork()
         if pid == 0:
+            self.rehearse = ahead and ahead_pays()
             signal.set_wakeup_fd(-1)
             ours.close()
             for fd in self.own:
@@ -336,7 +338,10 @@ class Server:
         _default_signals()  # (nothing of a request's: done while waiting for one)
         _rehearse_request()
         if self.rehearse:
-            _rehearse_command(self.paths)
+            try:
+                _rehearse_command(self.paths)
+            except KeyboardInterrupt:  # (as while it waits, below)
+                os._exit(0)
         try:
             _, ancdata, _, _ = end.recvmsg(1, socket.CMSG_SPACE(4))
         except (OSError, KeyboardInterrupt):
@@ -615,16 +620,18 @@ def _rehearse_command(paths: Paths) -> None:
     of each object on a page this process still shares with the server copies that page
     (about 4 us on this VM); here those copies are made while the spare waits, not on the
     command's time. Measured on ``conduit tiny`` (page faults from the request to the end
-    of the command, median of 30 commands): 636 without, 264 with (docs/performance.md).
-    Nothing is kept, nothing is written: what it reads is dropped, and a failure is only
-    a rehearsal's."""
+    of the command, median of 30 commands): 636 without, 279 with (docs/performance.md).
+    Nothing is kept, nothing is written (bytecode writing is off while the loader runs):
+    what it reads is dropped, and a failure is only a rehearsal's (any exception but
+    KeyboardInterrupt is dropped too)."""
     from importlib.machinery import SourceFileLoader
 
     import conduit.sdk
     from conduit.index import MAGIC as INDEX_MAGIC
     from conduit.index import index_path, read
 
-    rehearse_click(2)
+    with contextlib.suppress(Exception):  # only a rehearsal: the command will say what fails
+        rehearse_click(2)
     try:
         path = index_path(paths)
         with open(path, "rb") as f:
@@ -635,10 +642,16 @@ def _rehearse_command(paths: Paths) -> None:
         if index is not None:
             for name in index["usable"][:4]:
                 index["plugins"].get(name)
+    except Exception:  # (a missing or changing index: the command's)
+        pass
+    writing, sys.dont_write_bytecode = sys.dont_write_bytecode, True
+    try:
         loader = SourceFileLoader(conduit.sdk.__name__, conduit.sdk.__file__)
         loader.get_code(conduit.sdk.__name__)  # (the module is not executed nor stored)
-    except (OSError, EOFError, ValueError, TypeError, KeyError, ImportError):
+    except Exception:
         pass
+    finally:
+        sys.dont_write_bytecode = writing
 
 
 def _stop_group(signum: int, frame: object) -> None:

@@ -521,6 +521,14 @@ def test_a_plugin_edited_twice_within_a_second_runs_its_last_version(run, plugin
     assert (plugin_dir / "__pycache__" / f"alpha.{sys.implementation.cache_tag}.pyc").is_file()
 
 
+def test_reading_the_warm_servers_state_imports_no_click():
+    # `conduit server status | stop` read the server's state through conduit.warm.server;
+    # its rehearsals' Click (conduit.hosts.inprocess) is imported in the server only.
+    code = "import sys, conduit.warm.server; print(sorted(m for m in sys.modules if m.split('.')[0] == 'click' or m == 'conduit.hosts.inprocess'))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout == "[]\n"
+
+
 def test_only_conduit_dev_imports_watchfiles(plugin_dir):
     """The optional extra `dev` (watchfiles) and the reload engine stay off every other
     command's path: --help, a plugin's command, another built-in's."""

@@ -769,14 +769,53 @@ def test_the_client_does_not_use_a_server_of_another_user(server: int, tmp_path:
     assert not got.exists() or got.read_bytes() == b""  # no request, no environment
 
 
-def test_a_spare_rehearses_only_with_a_cpu_to_spare(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_spare_rehearses_only_when_forked_ahead_with_a_cpu_to_spare(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     # A spare's rehearsal (and the spare host's) copies pages ahead, off the command's time
-    # only if another CPU than the starting client's is free for it: a server that may
-    # run on one CPU only does not rehearse (it would delay the client it shares it with;
-    # nor does a spare forked for a connection that is already waiting).
+    # only if another CPU than the starting client's is free for it (a server that may
+    # run on one CPU only would delay the client it shares it with), and only in a spare
+    # forked between commands: not in one forked for a connection that is already waiting.
     from conduit.hosts import zygote
+    from conduit.paths import resolve
+    from conduit.warm.server import Server
 
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {3})
-    assert zygote.ahead_pays() is False
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 3})
-    assert zygote.ahead_pays() is True
+    def in_server_spare(ahead: bool) -> bool:
+        server = Server(resolve(), str(tmp_path / "s"))
+        r, w = os.pipe()
+        if server._fork_spare(ahead=ahead) is not None:  # the spare
+            os.write(w, b"1" if server.rehearse else b"0")
+            os._exit(0)
+        assert server.spare is not None
+        pid, end = server.spare
+        end.close()
+        os.waitpid(pid, 0)
+        os.close(w)
+        try:
+            return os.read(r, 1) == b"1"
+        finally:
+            os.close(r)
+
+    def in_host_spare(ahead: bool) -> bool:
+        r, w = os.pipe()
+
+        def spare(end: object, rehearse: bool = False) -> None:
+            os.write(w, b"1" if rehearse else b"0")
+            os._exit(0)
+
+        monkeypatch.setattr(zygote, "_spare", spare)
+        pid, end = zygote._fork_spare((), {}, ahead=ahead)
+        end.close()
+        os.waitpid(pid, 0)
+        os.close(w)
+        try:
+            return os.read(r, 1) == b"1"
+        finally:
+            os.close(r)
+
+    for one, cpus in ((True, {3}), (False, {0, 3})):
+        monkeypatch.setattr(os, "sched_getaffinity", lambda pid, cpus=cpus: cpus)
+        assert zygote.ahead_pays() is not one
+        for spare in (in_server_spare, in_host_spare):
+            assert spare(ahead=True) is not one, spare.__name__
+            assert spare(ahead=False) is False, spare.__name__

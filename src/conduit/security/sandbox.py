@@ -739,7 +739,7 @@ def _probe(path: str) -> str:
 
 
 def can_unshare() -> bool:
-    """Whether this process may create a user and network namespace (tried in a forked
+    """Whether this process may create a user, network and IPC namespace (tried in a forked
     child, which exits at once). :mod:`conduit.security.report` asks, to claim only what
     is applied."""
     libc = _libc()  # loaded before fork: the child must not import anything

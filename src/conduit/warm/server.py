@@ -35,7 +35,6 @@ import sys
 import time
 
 from conduit import __version__
-from conduit.hosts.inprocess import rehearse_click
 from conduit.hosts.zygote import ahead_pays, received_fds
 from conduit.index import file_stamp
 from conduit.paths import resolve
@@ -507,6 +506,7 @@ def _preload() -> None:
 
     preload()
     import conduit.text  # noqa: F401
+    from conduit.hosts.inprocess import rehearse_click
 
     rehearse_click(20)  # the last: the modules it needs are all here
 
@@ -627,6 +627,7 @@ def _rehearse_command(paths: Paths) -> None:
     from importlib.machinery import SourceFileLoader
 
     import conduit.sdk
+    from conduit.hosts.inprocess import rehearse_click
     from conduit.index import MAGIC as INDEX_MAGIC
     from conduit.index import index_path, read
 
